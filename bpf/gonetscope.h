@@ -1,0 +1,252 @@
+/* Shared by every gonetscope BPF object: the traced-target filter, goroutine
+ * attribution from the syscall's user registers, the event header, and
+ * socket lookups. Structs here are mirrored into Go by bpf2go (-type); keep
+ * them free of implicit padding (-Wpadded is on).
+ */
+#pragma once
+
+/* -Wpadded is for our own structs, shared with Go; not for the kernel's. */
+#pragma clang diagnostic push
+#pragma clang diagnostic ignored "-Wpadded"
+#include "vmlinux.h"
+#include "bpf/bpf_helpers.h"
+#include "bpf/bpf_core_read.h"
+#include "bpf/bpf_tracing.h"
+#include "bpf/bpf_endian.h"
+#pragma clang diagnostic pop
+
+#define EAGAIN 11
+#define EINPROGRESS 115
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_MPTCP 262
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+#define MAX_TARGETS 4096
+
+/* One traced process. Written by user space at attach, read by every hook. */
+struct target {
+	/* Start of the traced process in clock ticks since boot, as in field 22
+	 * of /proc/PID/stat: a new process that reuses the PID does not match
+	 * and gets no events. */
+	__u64 start_ticks;
+	/* netpoll_wait and epoll_wait below this are not sent to user space. */
+	__u64 min_wait_ns;
+	/* Offsets into the target's Go runtime structs, from its DWARF or the
+	 * version table. Zero g_goid means unknown: no goroutine ids. */
+	__u16 g_goid;
+	__u16 g_m;
+	__u16 m_procid;
+	__u16 pd_fd;
+	__u16 pd_fdseq;
+	/* Decoding of epoll_event.data (a tagged *pollDesc): ptr = (data >> shr) << shl,
+	 * tag = data & ((1 << shr) - 1). shr == 0: data is a plain pointer. */
+	__u8 pd_tag_shr;
+	__u8 pd_tag_shl;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TARGETS);
+	__type(key, __u32); /* tgid */
+	__type(value, struct target);
+} targets SEC(".maps");
+
+enum event_type {
+	EVENT_NETPOLL_WAIT = 1,
+	EVENT_EPOLL_WAIT = 2,
+	EVENT_TCP_CONNECT = 3,
+	EVENT_TCP_ACCEPT = 4,
+	EVENT_ACCEPT_ERROR = 5,
+};
+
+/* First member of every event. */
+struct event_header {
+	__u64 time_ns; /* bpf_ktime_get_boot_ns() */
+	__u64 goid;
+	__u32 pid;
+	__u32 tid;
+	__u8 type;     /* enum event_type */
+	__u8 goid_ok;  /* goid was read and validated (g.m.procid == tid) */
+	__u8 _pad[6];
+	char comm[16];
+};
+
+/* A socket's endpoints. IPv4 addresses use the first 4 bytes. Ports in host order. */
+struct addrs {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u16 family;
+	__u16 _pad;
+};
+
+/* Counts of events a BPF object could not deliver, by reason. Index into the
+ * per-CPU array `lost`. */
+enum lost_reason {
+	LOST_RINGBUF_FULL = 0,
+	LOST_MAX = 1,
+};
+
+static __always_inline struct target *lookup_target(__u32 tgid)
+{
+	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
+	if (!t)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	/* /proc/PID/stat's starttime is start_boottime in USER_HZ (100) ticks. */
+	if (BPF_CORE_READ(task, group_leader, start_boottime) / (1000000000ULL / 100) != t->start_ticks)
+		return NULL; /* the PID was reused by another process */
+	return t;
+}
+
+static __always_inline struct pt_regs *user_regs(void)
+{
+	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+}
+
+/* The user registers saved at syscall entry: the syscall number, its first
+ * two arguments, and the register Go's ABIInternal keeps the current g in. */
+#if defined(__TARGET_ARCH_x86)
+#define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, orig_ax)
+#define REGS_ARG0(r) BPF_CORE_READ(r, di)
+#define REGS_ARG1(r) BPF_CORE_READ(r, si)
+#define REGS_GO_G(r) BPF_CORE_READ(r, r14)
+#define NR_CONNECT 42
+#elif defined(__TARGET_ARCH_arm64)
+#define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, syscallno)
+#define REGS_ARG0(r) BPF_CORE_READ(r, orig_x0)
+#define REGS_ARG1(r) BPF_CORE_READ(r, regs[1])
+#define REGS_GO_G(r) BPF_CORE_READ(r, regs[28])
+#define NR_CONNECT 203
+#else
+#error "gonetscope supports amd64 and arm64"
+#endif
+
+/* Reads the calling goroutine's id. Go's ABIInternal keeps the current g in
+ * R14; at a syscall the saved user registers still hold it. The read counts
+ * only if g.m.procid is this thread: a runtime thread on g0 passes (goid 0),
+ * a cgo thread with garbage in R14 does not. */
+static __always_inline void read_goid(const struct target *t, __u32 tid, struct event_header *h)
+{
+	h->goid = 0;
+	h->goid_ok = 0;
+	if (!t->g_goid)
+		return;
+	__u64 g = REGS_GO_G(user_regs());
+	__u64 goid, m, procid;
+	if (!g || bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
+		return;
+	if (bpf_probe_read_user(&m, sizeof(m), (void *)(g + t->g_m)) || !m)
+		return;
+	if (bpf_probe_read_user(&procid, sizeof(procid), (void *)(m + t->m_procid)))
+		return;
+	if (procid != tid)
+		return;
+	h->goid = goid;
+	h->goid_ok = 1;
+}
+
+/* Fills everything but the goroutine id (see read_goid). */
+static __always_inline void fill_header(struct event_header *h, enum event_type type, __u64 pid_tgid)
+{
+	h->time_ns = bpf_ktime_get_boot_ns();
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->type = type;
+	__builtin_memset(h->_pad, 0, sizeof(h->_pad));
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/* The struct sock behind fd in the current process, or NULL when fd is not a socket. */
+static __always_inline struct sock *sock_from_fd(int fd)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	if (!sock)
+		return NULL;
+	return BPF_CORE_READ(sock, sk);
+}
+
+static __always_inline void read_sk_addrs(struct sock *sk, struct addrs *a)
+{
+	a->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	a->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	a->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (a->family == AF_INET6) {
+		BPF_CORE_READ_INTO(a->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(a->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	} else {
+		BPF_CORE_READ_INTO((__u32 *)a->saddr, sk, __sk_common.skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)a->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* TCP or MPTCP. Go 1.24+ listens with MPTCP by default (sk_protocol 262). */
+static __always_inline bool is_tcp(struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
+	return (family == AF_INET || family == AF_INET6) &&
+	       (proto == IPPROTO_TCP || proto == IPPROTO_MPTCP);
+}
+
+/* The TCP sock behind sk. An MPTCP socket (a Go 1.24+ listener, or a
+ * connection that did not fall back to TCP) is a struct mptcp_sock; its
+ * first TCP subflow holds the accept queue, the handshake state and the
+ * addresses. */
+static __always_inline struct sock *tcp_sock_of(struct sock *sk)
+{
+	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_MPTCP)
+		return sk;
+	if (!bpf_core_type_exists(struct mptcp_sock))
+		return sk;
+	struct sock *first = BPF_CORE_READ((struct mptcp_sock *)sk, first);
+	return first ? first : sk;
+}
+
+/* Each object has its own ring buffer `events` (resized by user space before
+ * load) and its own `lost` counters. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LOST_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} lost SEC(".maps");
+
+static __always_inline void count_lost(__u32 reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
+	if (n)
+		(*n)++;
+}
+
+/* Reserves an event in `events`, counting a full ring buffer as lost. */
+#define reserve_event(type) ({                                         \
+	type *__e = bpf_ringbuf_reserve(&events, sizeof(type), 0);     \
+	if (!__e)                                                      \
+		count_lost(LOST_RINGBUF_FULL);                         \
+	__e;                                                           \
+})
+
+/* Keep the enums in BTF so bpf2go generates Go constants for them. */
+const enum event_type *unused_event_type __attribute__((unused));

@@ -1,0 +1,343 @@
+//go:build ignore
+
+/* netpoll: how long a goroutine waits for a socket, and whether the peer or
+ * the Go scheduler made it wait. Loaded by pkg/netpoll.
+ *
+ * A goroutine that parks in Go's netpoller leaves three marks in the syscalls:
+ *   1. park:   read/write/accept4/connect/... returns EAGAIN (EINPROGRESS for
+ *              connect) on a non-blocking socket: the goroutine parks.
+ *   2. ready:  the netpoller's epoll_pwait returns that fd: the runtime makes
+ *              the goroutine runnable.
+ *   3. resume: the same goroutine's next syscall on that fd: it ran again.
+ * park -> ready is I/O wait (the peer), ready -> resume is scheduling delay.
+ * Keyed by (pid, fd, direction), never by thread: a goroutine often parks on
+ * one thread and resumes on another.
+ */
+
+#include "gonetscope.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#define EPOLLIN 0x001
+#define EPOLLOUT 0x004
+#define EPOLLERR 0x008
+#define EPOLLHUP 0x010
+#define EPOLLRDHUP 0x2000
+
+/* Go's netpoll reads at most 128 events per epoll_pwait. */
+#define MAX_EPOLL_EVENTS 128
+
+enum dir {
+	DIR_READ = 0,
+	DIR_WRITE = 1,
+};
+
+enum mode {
+	MODE_READ = 1,
+	MODE_WRITE = 2,
+	MODE_ACCEPT = 3,
+	MODE_CONNECT = 4,
+};
+
+struct netpoll_wait_event {
+	struct event_header hdr;
+	struct addrs addrs;
+	__u64 wait_ns;        /* parked -> running again */
+	__u64 io_wait_ns;     /* parked -> the netpoller saw the fd ready */
+	__u64 sched_delay_ns; /* ready -> running again */
+	__s32 fd;
+	__u32 park_tid;       /* the thread the goroutine parked on */
+	__u8 mode;            /* enum mode */
+	__u8 ready_seen;      /* the netpoller reported the fd; else woken otherwise (deadline) */
+	__u8 _pad[6];
+};
+
+struct epoll_wait_event {
+	struct event_header hdr;
+	__u64 block_ns;
+	__s32 ready;      /* epoll_pwait's return value */
+	__s32 timeout_ms;
+	__s32 epfd;
+	__u32 _pad;
+};
+
+struct park_key {
+	__u32 pid;
+	__s32 fd;
+	__u32 dir; /* enum dir */
+};
+
+struct park {
+	__u64 goid;
+	__u64 t_park;
+	__u64 t_ready;
+	__u32 tid;
+	__u8 mode;
+	__u8 _pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct park_key);
+	__type(value, struct park);
+} parks SEC(".maps");
+
+struct epoll_call {
+	__u64 t_enter;
+	__u64 events; /* user address of the epoll_event array */
+	__s32 timeout_ms;
+	__s32 epfd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, struct epoll_call);
+} epoll_calls SEC(".maps");
+
+/* Step 1: a syscall on a socket said "would block"; the goroutine is about to park. */
+static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir dir, enum mode mode)
+{
+	long ret = ctx->ret;
+	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct target *t = lookup_target(pid_tgid >> 32);
+	if (!t)
+		return 0;
+	struct event_header h = {};
+	read_goid(t, (__u32)pid_tgid, &h);
+	if (!h.goid_ok)
+		return 0; /* a park we cannot attribute is not worth a record */
+	struct park_key key = {
+		.pid = pid_tgid >> 32,
+		.fd = (__s32)REGS_ARG0(user_regs()),
+		.dir = dir,
+	};
+	struct park p = {
+		.goid = h.goid,
+		.t_park = bpf_ktime_get_boot_ns(),
+		.tid = (__u32)pid_tgid,
+		.mode = mode,
+	};
+	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
+	return 0;
+}
+
+/* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
+static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct park_key key = {
+		.pid = pid_tgid >> 32,
+		.fd = (__s32)ctx->args[0],
+		.dir = dir,
+	};
+	struct park *p = bpf_map_lookup_elem(&parks, &key);
+	if (!p)
+		return 0;
+	struct target *t = lookup_target(key.pid);
+	if (!t)
+		return 0;
+	struct event_header h = {};
+	read_goid(t, (__u32)pid_tgid, &h);
+	if (!h.goid_ok || h.goid != p->goid)
+		return 0; /* another goroutine uses the fd; the parked one has not run yet */
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct park parked = *p;
+	bpf_map_delete_elem(&parks, &key);
+	__u64 wait = now - parked.t_park;
+	if (wait < t->min_wait_ns)
+		return 0;
+
+	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
+	e->hdr.goid = h.goid;
+	e->hdr.goid_ok = 1;
+	e->fd = key.fd;
+	e->park_tid = parked.tid;
+	e->mode = parked.mode;
+	e->wait_ns = wait;
+	e->ready_seen = parked.t_ready != 0;
+	if (e->ready_seen && parked.t_ready >= parked.t_park && parked.t_ready <= now) {
+		e->io_wait_ns = parked.t_ready - parked.t_park;
+		e->sched_delay_ns = now - parked.t_ready;
+	} else {
+		e->ready_seen = 0;
+		e->io_wait_ns = wait;
+		e->sched_delay_ns = 0;
+	}
+	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+	struct sock *sk = tcp_sock_of(sock_from_fd(key.fd));
+	if (sk)
+		read_sk_addrs(sk, &e->addrs);
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+#define PARK_ON_EXIT(sys, dir, mode)                                       \
+	SEC("tracepoint/syscalls/sys_exit_" #sys)                          \
+	int exit_##sys(struct trace_event_raw_sys_exit *ctx)               \
+	{                                                                  \
+		return park(ctx, dir, mode);                               \
+	}
+
+#define RESUME_ON_ENTER(sys, dir)                                          \
+	SEC("tracepoint/syscalls/sys_enter_" #sys)                         \
+	int enter_##sys(struct trace_event_raw_sys_enter *ctx)             \
+	{                                                                  \
+		return resume(ctx, dir);                                   \
+	}
+
+PARK_ON_EXIT(read, DIR_READ, MODE_READ)
+PARK_ON_EXIT(readv, DIR_READ, MODE_READ)
+PARK_ON_EXIT(recvfrom, DIR_READ, MODE_READ)
+PARK_ON_EXIT(recvmsg, DIR_READ, MODE_READ)
+PARK_ON_EXIT(accept4, DIR_READ, MODE_ACCEPT)
+PARK_ON_EXIT(write, DIR_WRITE, MODE_WRITE)
+PARK_ON_EXIT(writev, DIR_WRITE, MODE_WRITE)
+PARK_ON_EXIT(sendto, DIR_WRITE, MODE_WRITE)
+PARK_ON_EXIT(sendmsg, DIR_WRITE, MODE_WRITE)
+PARK_ON_EXIT(connect, DIR_WRITE, MODE_CONNECT)
+
+RESUME_ON_ENTER(read, DIR_READ)
+RESUME_ON_ENTER(readv, DIR_READ)
+RESUME_ON_ENTER(recvfrom, DIR_READ)
+RESUME_ON_ENTER(recvmsg, DIR_READ)
+RESUME_ON_ENTER(accept4, DIR_READ)
+RESUME_ON_ENTER(write, DIR_WRITE)
+RESUME_ON_ENTER(writev, DIR_WRITE)
+RESUME_ON_ENTER(sendto, DIR_WRITE)
+RESUME_ON_ENTER(sendmsg, DIR_WRITE)
+/* After connect's EINPROGRESS, Go waits for writability and then asks for the
+ * result with getsockopt(SO_ERROR): that call is the resume. */
+RESUME_ON_ENTER(getsockopt, DIR_WRITE)
+RESUME_ON_ENTER(connect, DIR_WRITE)
+
+/* A closed fd's number is reused: forget what was parked on it. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	struct park_key key = {
+		.pid = bpf_get_current_pid_tgid() >> 32,
+		.fd = (__s32)ctx->args[0],
+		.dir = DIR_READ,
+	};
+	bpf_map_delete_elem(&parks, &key);
+	key.dir = DIR_WRITE;
+	bpf_map_delete_elem(&parks, &key);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_epoll_pwait")
+int enter_epoll_pwait(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!lookup_target(pid_tgid >> 32))
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	struct epoll_call c = {
+		.t_enter = bpf_ktime_get_boot_ns(),
+		.events = ctx->args[1],
+		.timeout_ms = (__s32)ctx->args[3],
+		.epfd = (__s32)ctx->args[0],
+	};
+	bpf_map_update_elem(&epoll_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+/* epoll_event is packed on amd64: 4 bytes of events, 8 of data. */
+struct epoll_event_packed {
+	__u32 events;
+	__u64 data;
+} __attribute__((packed));
+
+/* Step 2: the netpoller got fds back from epoll_pwait; their goroutines become runnable now. */
+static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 now,
+				       struct epoll_event_packed *ev)
+{
+	__u64 pd = ev->data;
+	if (t->pd_tag_shr) {
+		__u64 tag = pd & ((1ULL << t->pd_tag_shr) - 1);
+		pd = (__u64)((__s64)pd >> t->pd_tag_shr) << t->pd_tag_shl;
+		__u64 fdseq = 0;
+		/* The tag is pollDesc.fdseq: a mismatch is the netpoll eventfd
+		 * (registered with a plain address) or a stale descriptor. */
+		if (bpf_probe_read_user(&fdseq, sizeof(fdseq), (void *)(pd + t->pd_fdseq)))
+			return;
+		if ((fdseq & ((1ULL << t->pd_tag_shr) - 1)) != tag)
+			return;
+	}
+	__s32 fd;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(pd + t->pd_fd)))
+		return;
+	struct park_key key = {.pid = pid, .fd = fd};
+	struct park *p;
+	if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+		key.dir = DIR_READ;
+		p = bpf_map_lookup_elem(&parks, &key);
+		if (p && !p->t_ready)
+			p->t_ready = now;
+	}
+	if (ev->events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+		key.dir = DIR_WRITE;
+		p = bpf_map_lookup_elem(&parks, &key);
+		if (p && !p->t_ready)
+			p->t_ready = now;
+	}
+}
+
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
+int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pid_tgid;
+	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
+	if (!cp)
+		return 0;
+	struct epoll_call c = *cp;
+	bpf_map_delete_elem(&epoll_calls, &tid);
+	struct target *t = lookup_target(pid_tgid >> 32);
+	if (!t)
+		return 0;
+
+	__u64 now = bpf_ktime_get_boot_ns();
+	long n = ctx->ret;
+	if (t->pd_fd) {
+		for (int i = 0; i < MAX_EPOLL_EVENTS; i++) {
+			if (i >= n)
+				break;
+			struct epoll_event_packed ev;
+			if (bpf_probe_read_user(&ev, sizeof(ev), (void *)(c.events + i * sizeof(ev))))
+				break;
+			mark_ready(t, pid_tgid >> 32, now, &ev);
+		}
+	}
+
+	__u64 block = now - c.t_enter;
+	if (block < t->min_wait_ns)
+		return 0;
+	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, EVENT_EPOLL_WAIT, pid_tgid);
+	read_goid(t, (__u32)pid_tgid, &e->hdr);
+	e->block_ns = block;
+	e->ready = (__s32)n;
+	e->timeout_ms = c.timeout_ms;
+	e->epfd = c.epfd;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Keep the event types in BTF so bpf2go can generate their Go twins. */
+const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused));
+const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
+const enum mode *unused_mode __attribute__((unused));
