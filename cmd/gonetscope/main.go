@@ -1,0 +1,161 @@
+// Command gonetscope traces the network waits of running Go programs with
+// eBPF and says, per goroutine, whether the peer or the Go scheduler made
+// them wait. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/output"
+	"github.com/gonetscope/gonetscope/pkg/tracer"
+)
+
+const usage = `gonetscope traces where the goroutines of running Go programs wait on the network.
+
+Usage:
+  gonetscope trace --pid PID [--pid PID ...] [flags]   stream JSON events until Ctrl-C
+  gonetscope version
+
+Run 'gonetscope trace -h' for the flags.
+`
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintln(os.Stderr, "gonetscope:", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	if len(args) == 0 {
+		fmt.Fprint(os.Stderr, usage)
+		return errors.New("no command given: use 'gonetscope trace --pid PID'")
+	}
+	switch args[0] {
+	case "trace":
+		return trace(args[1:])
+	case "version":
+		fmt.Println("gonetscope", version)
+		return nil
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q: use 'gonetscope trace --pid PID'", args[0])
+}
+
+var version = "dev"
+
+type pidList []int
+
+func (p *pidList) String() string { return fmt.Sprint(*p) }
+func (p *pidList) Set(s string) error {
+	pid, err := strconv.Atoi(s)
+	if err != nil || pid <= 0 {
+		return fmt.Errorf("%q is not a PID", s)
+	}
+	*p = append(*p, pid)
+	return nil
+}
+
+func trace(args []string) error {
+	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
+	var (
+		pids     pidList
+		out      = fs.String("output", "-", "write events to this file ('-': stdout)")
+		duration = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
+		minWait  = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
+		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
+		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
+		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+	)
+	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if len(pids) == 0 {
+		return errors.New("no target: give the PID of a Go program with --pid")
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q: targets are given with --pid", fs.Arg(0))
+	}
+	if err := checkPrivileges(); err != nil {
+		return err
+	}
+	// Refuse bad targets before anything is loaded into the kernel.
+	for _, pid := range pids {
+		if _, _, err := tracer.Inspect(pid); err != nil {
+			return err
+		}
+	}
+	w := os.Stdout
+	if *out != "-" {
+		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		if err != nil {
+			return fmt.Errorf("opening --output: %w", err)
+		}
+		defer f.Close()
+		w = f
+	}
+
+	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	for _, pid := range pids {
+		if _, err := tr.Attach(pid); err != nil {
+			return err
+		}
+	}
+	if *ready != "" {
+		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return fmt.Errorf("writing --ready-file: %w", err)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	reason := event.ReasonSignal
+	if *duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		timer := time.AfterFunc(*duration, func() { reason = event.ReasonDuration; cancel() })
+		defer timer.Stop()
+	}
+	err = tr.Run(ctx, output.NewJSON(w), tracer.RunOptions{
+		ExitWhenNoTargets: true,
+		Reason:            func() string { return reason },
+	})
+	if errors.Is(err, tracer.ErrNoTargets) {
+		return nil
+	}
+	return err
+}
+
+// checkPrivileges fails early, naming what is missing, instead of letting
+// the first bpf() call fail with a bare EPERM.
+func checkPrivileges() error {
+	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
+		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux): gonetscope needs Linux 5.15+ built with CONFIG_DEBUG_INFO_BTF=y")
+	}
+	missing := missingCaps()
+	if len(missing) > 0 {
+		return fmt.Errorf("missing capabilities %s: run gonetscope as root (sudo)", strings.Join(missing, ", "))
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+// Command nettarget is a small Go network program that does known things and
+// says what it did: it prints, as JSON lines, its own goroutine ids, fds and
+// ports for each dial, accept and delayed read. gonetscope's integration
+// tests and `make demo` trace it and compare the tracer's events with what
+// it printed.
+//
+// Each round: a server goroutine accepts a connection and writes to it after
+// -delay; a client goroutine dials, then reads (waiting -delay for the peer);
+// then the client dials a closed port and is refused.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+var (
+	rounds    = flag.Int("rounds", 1, "how many rounds to run")
+	delay     = flag.Duration("delay", 50*time.Millisecond, "how long the server waits before it writes")
+	waitStdin = flag.Bool("wait-stdin", false, "print a ready line, then wait for a line on stdin before starting")
+	linger    = flag.Duration("linger", 0, "stay alive this long after the last round")
+	network   = flag.String("net", "tcp4", "tcp4 or tcp6")
+)
+
+var out = json.NewEncoder(os.Stdout)
+
+// report prints one fact as a JSON line.
+func report(op string, kv ...any) {
+	m := map[string]any{"op": op}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	if err := out.Encode(m); err != nil {
+		panic(err)
+	}
+}
+
+// goid returns the calling goroutine's id, from its stack header
+// ("goroutine 7 [running]:").
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	id, err := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+func fdOf(c syscall.Conn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		panic(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+func main() {
+	flag.Parse()
+	host := "127.0.0.1"
+	if *network == "tcp6" {
+		host = "::1"
+	}
+	report("ready", "pid", os.Getpid())
+	if *waitStdin {
+		bufio.NewReader(os.Stdin).ReadString('\n')
+	}
+	for i := 0; i < *rounds; i++ {
+		if err := round(host); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	report("done")
+	time.Sleep(*linger)
+}
+
+func round(host string) error {
+	ln, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	port := ln.Addr().(*net.TCPAddr).Port
+	lfd := fdOf(ln.(*net.TCPListener))
+	report("listen", "fd", lfd, "port", port)
+
+	served := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		report("accept", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)), "listen_fd", lfd,
+			"lport", port, "rport", c.RemoteAddr().(*net.TCPAddr).Port)
+		time.Sleep(*delay)
+		_, err = c.Write([]byte("hello"))
+		served <- err
+	}()
+
+	c, err := net.Dial(*network, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fd := fdOf(c.(*net.TCPConn))
+	report("dial", "goid", goid(), "fd", fd, "lport", c.LocalAddr().(*net.TCPAddr).Port, "rport", port)
+	start := time.Now()
+	buf := make([]byte, 5)
+	if _, err := c.Read(buf); err != nil {
+		return err
+	}
+	report("read", "goid", goid(), "fd", fd, "wait_ns", time.Since(start).Nanoseconds(), "delay_ns", delay.Nanoseconds())
+	if err := <-served; err != nil {
+		return err
+	}
+
+	// A port that was just closed refuses.
+	tmp, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	closed := tmp.Addr().String()
+	tmp.Close()
+	_, err = net.Dial(*network, closed)
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("dial %s: want ECONNREFUSED, got %v", closed, err)
+	}
+	report("refused", "goid", goid(), "rport", tmp.Addr().(*net.TCPAddr).Port)
+	return nil
+}

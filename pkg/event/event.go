@@ -1,0 +1,236 @@
+// Package event defines the events gonetscope emits and their JSON form, one
+// object per line. Field names are a contract with log pipelines: see the
+// event reference in README.md.
+package event
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// TimeFormat is RFC 3339 with nanoseconds, fixed width.
+const TimeFormat = "2006-01-02T15:04:05.000000000Z07:00"
+
+// Event is anything gonetscope writes to the stream.
+type Event interface {
+	zerolog.LogObjectMarshaler
+	Head() *Header
+}
+
+// Header is common to every event.
+type Header struct {
+	Time  time.Time
+	Event string
+	PID   uint32
+	TID   uint32
+	Comm  string
+	// Goid is the goroutine the event happened on, when HasGoid: it was
+	// read from the thread's g and validated (g.m.procid == tid).
+	Goid    uint64
+	HasGoid bool
+}
+
+func (h *Header) Head() *Header { return h }
+
+func (h *Header) marshal(e *zerolog.Event) {
+	e.Str("time", h.Time.Format(TimeFormat)).
+		Str("event", h.Event).
+		Uint32("pid", h.PID).
+		Uint32("tid", h.TID).
+		Str("comm", h.Comm)
+	if h.HasGoid {
+		e.Uint64("goid", h.Goid)
+	}
+}
+
+// Addrs are a socket's endpoints.
+type Addrs struct {
+	Local, Remote         netip.Addr
+	LocalPort, RemotePort uint16
+}
+
+func (a Addrs) marshal(e *zerolog.Event) {
+	if a.Local.IsValid() {
+		e.Str("laddr", a.Local.String()).Uint16("lport", a.LocalPort)
+	}
+	// A listener has no peer: its remote half is all zero.
+	if a.Remote.IsValid() && !(a.Remote.IsUnspecified() && a.RemotePort == 0) {
+		e.Str("raddr", a.Remote.String()).Uint16("rport", a.RemotePort)
+	}
+}
+
+// ErrnoName is "ECONNREFUSED" for 111, or "errno N" when unknown.
+func ErrnoName(n int32) string {
+	if name := unix.ErrnoName(unix.Errno(n)); name != "" {
+		return name
+	}
+	return "errno " + strconv.Itoa(int(n))
+}
+
+// Attached: gonetscope started tracing a process.
+type Attached struct {
+	Header
+	Exe       string
+	GoVersion string
+	// OffsetsFrom says where the runtime struct offsets came from ("dwarf").
+	OffsetsFrom string
+	// Hooks maps each hook point to the mechanism in use for it, such as
+	// "tcp_connect": "fentry" or "tracepoint".
+	Hooks     map[string]string
+	MinWaitNs uint64
+}
+
+func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
+	a.marshal(e)
+	e.Str("exe", a.Exe).
+		Str("go_version", a.GoVersion).
+		Str("offsets_from", a.OffsetsFrom).
+		Dict("hooks", dictOf(a.Hooks)).
+		Uint64("min_wait_ns", a.MinWaitNs)
+}
+
+func dictOf(m map[string]string) *zerolog.Event {
+	d := zerolog.Dict()
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		d.Str(k, m[k])
+	}
+	return d
+}
+
+// Detach reasons.
+const (
+	ReasonSignal       = "signal"
+	ReasonDuration     = "duration"
+	ReasonTargetExited = "target_exited"
+	ReasonRequested    = "requested"
+)
+
+// Detached: gonetscope stopped tracing a process.
+type Detached struct {
+	Header
+	Reason string
+}
+
+func (d *Detached) MarshalZerologObject(e *zerolog.Event) {
+	d.marshal(e)
+	e.Str("reason", d.Reason)
+}
+
+// TCPConnect: an outgoing TCP connection finished its handshake or failed.
+type TCPConnect struct {
+	Header
+	FD          int32 // -1 when the SYN did not go out inside connect(2)
+	Addrs       Addrs
+	HandshakeNs uint64 // SYN sent -> established or failed
+	Result      string // "ok" or the errno name
+}
+
+func (c *TCPConnect) MarshalZerologObject(e *zerolog.Event) {
+	c.marshal(e)
+	e.Int32("fd", c.FD)
+	c.Addrs.marshal(e)
+	e.Uint64("handshake_ns", c.HandshakeNs).Str("result", c.Result)
+}
+
+// TCPAccept: the process accepted a TCP connection.
+type TCPAccept struct {
+	Header
+	FD, ListenFD int32
+	Addrs        Addrs
+	// QueueWaitNs is the time from handshake completion to accept: time
+	// in the accept queue. Valid when QueueWaitKnown.
+	QueueWaitNs    uint64
+	QueueWaitKnown bool
+	Backlog        uint32
+	BacklogMax     uint32
+}
+
+func (a *TCPAccept) MarshalZerologObject(e *zerolog.Event) {
+	a.marshal(e)
+	e.Int32("fd", a.FD).Int32("listen_fd", a.ListenFD)
+	a.Addrs.marshal(e)
+	if a.QueueWaitKnown {
+		e.Uint64("queue_wait_ns", a.QueueWaitNs)
+	}
+	e.Uint32("backlog", a.Backlog).Uint32("backlog_max", a.BacklogMax)
+}
+
+// NetpollWait: a goroutine parked in the netpoller on a socket and ran again.
+type NetpollWait struct {
+	Header
+	FD    int32
+	Mode  string // read, write, accept, connect
+	Addrs Addrs
+	// WaitNs = IoWaitNs + SchedDelayNs: parked -> the netpoller saw the fd
+	// ready (the peer) -> the goroutine ran (the Go scheduler).
+	WaitNs, IoWaitNs, SchedDelayNs uint64
+	// ReadySeen is false when the goroutine was woken without the
+	// netpoller reporting the fd (a deadline): all of WaitNs is IoWaitNs.
+	ReadySeen bool
+	ParkTID   uint32
+}
+
+func (w *NetpollWait) MarshalZerologObject(e *zerolog.Event) {
+	w.marshal(e)
+	e.Int32("fd", w.FD).Str("mode", w.Mode)
+	w.Addrs.marshal(e)
+	e.Uint64("wait_ns", w.WaitNs).
+		Uint64("io_wait_ns", w.IoWaitNs).
+		Uint64("sched_delay_ns", w.SchedDelayNs).
+		Bool("ready_seen", w.ReadySeen).
+		Uint32("park_tid", w.ParkTID)
+}
+
+// EpollWait: a runtime thread blocked in the netpoller's epoll_pwait.
+type EpollWait struct {
+	Header
+	BlockNs   uint64
+	Ready     int32
+	TimeoutMs int32
+	EpFD      int32
+}
+
+func (w *EpollWait) MarshalZerologObject(e *zerolog.Event) {
+	w.marshal(e)
+	e.Uint64("block_ns", w.BlockNs).
+		Int32("ready", w.Ready).
+		Int32("timeout_ms", w.TimeoutMs).
+		Int32("epfd", w.EpFD)
+}
+
+// AcceptError: accept failed because the process or host ran out of fds.
+type AcceptError struct {
+	Header
+	ListenFD int32
+	Addrs    Addrs // the listener's
+	Errno    string
+	OpenFDs  int
+	FDLimit  uint64
+}
+
+func (a *AcceptError) MarshalZerologObject(e *zerolog.Event) {
+	a.marshal(e)
+	e.Int32("listen_fd", a.ListenFD)
+	a.Addrs.marshal(e)
+	e.Str("errno", a.Errno).Int("open_fds", a.OpenFDs).Uint64("fd_limit", a.FDLimit)
+}
+
+// Lost: events that could not be delivered. Stream names the layer:
+// "netpoll" and "tcp" (the kernel's ring buffers were full) or "queue"
+// (gonetscope's own queue to the writer was full). pid, tid are 0.
+type Lost struct {
+	Header
+	Count  uint64
+	Stream string
+}
+
+func (l *Lost) MarshalZerologObject(e *zerolog.Event) {
+	l.marshal(e)
+	e.Uint64("count", l.Count).Str("stream", l.Stream)
+}

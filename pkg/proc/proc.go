@@ -1,0 +1,108 @@
+// Package proc reads the facts about a process that gonetscope keys and
+// labels its targets with, from /proc.
+package proc
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Root is where procfs is mounted; tests and containers may move it.
+var Root = "/proc"
+
+// ErrNoProcess means there is no process with that PID.
+var ErrNoProcess = errors.New("no such process")
+
+// Process identifies one process across PID reuse: a PID and its start time.
+type Process struct {
+	PID int
+	// StartTicks is field 22 of /proc/PID/stat: the start time in clock
+	// ticks since boot. The BPF side compares it with the task's
+	// start_boottime, so a new process that reuses the PID is not traced.
+	StartTicks uint64
+	Comm       string
+}
+
+// Open reads pid's identity.
+func Open(pid int) (Process, error) {
+	if pid <= 0 {
+		return Process{}, fmt.Errorf("PID %d: %w", pid, ErrNoProcess)
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("%s/%d/stat", Root, pid))
+	if errors.Is(err, os.ErrNotExist) {
+		return Process{}, fmt.Errorf("PID %d: %w", pid, ErrNoProcess)
+	}
+	if err != nil {
+		return Process{}, err
+	}
+	return parseStat(pid, raw)
+}
+
+// parseStat parses /proc/PID/stat. comm is in parentheses and may itself
+// hold spaces and parentheses, so fields are counted from the last ')'.
+func parseStat(pid int, raw []byte) (Process, error) {
+	open, close := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
+	if open < 0 || close < open {
+		return Process{}, fmt.Errorf("PID %d: malformed stat", pid)
+	}
+	p := Process{PID: pid, Comm: string(raw[open+1 : close])}
+	fields := strings.Fields(string(raw[close+1:]))
+	// fields[0] is field 3 (state); starttime is field 22.
+	const starttime = 22 - 3
+	if len(fields) <= starttime {
+		return Process{}, fmt.Errorf("PID %d: stat has %d fields, want at least 22", pid, len(fields)+2)
+	}
+	v, err := strconv.ParseUint(fields[starttime], 10, 64)
+	if err != nil {
+		return Process{}, fmt.Errorf("PID %d: stat starttime: %w", pid, err)
+	}
+	p.StartTicks = v
+	return p, nil
+}
+
+// Alive reports whether p is still running (same PID, same start time).
+func (p Process) Alive() bool {
+	q, err := Open(p.PID)
+	return err == nil && q.StartTicks == p.StartTicks
+}
+
+// ExePath is where the process's executable can be opened, even when it was
+// deleted or lives in another mount namespace.
+func (p Process) ExePath() string {
+	return fmt.Sprintf("%s/%d/exe", Root, p.PID)
+}
+
+// OpenFDs counts the process's open file descriptors.
+func OpenFDs(pid int) (int, error) {
+	ents, err := os.ReadDir(fmt.Sprintf("%s/%d/fd", Root, pid))
+	if err != nil {
+		return 0, err
+	}
+	return len(ents), nil
+}
+
+// FDLimit returns the soft RLIMIT_NOFILE of the process.
+func FDLimit(pid int) (uint64, error) {
+	raw, err := os.ReadFile(fmt.Sprintf("%s/%d/limits", Root, pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "Max open files") {
+			continue
+		}
+		f := strings.Fields(strings.TrimPrefix(line, "Max open files"))
+		if len(f) < 1 {
+			break
+		}
+		if f[0] == "unlimited" {
+			return ^uint64(0), nil
+		}
+		return strconv.ParseUint(f[0], 10, 64)
+	}
+	return 0, fmt.Errorf("PID %d: no open-files limit in limits", pid)
+}

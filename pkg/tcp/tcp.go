@@ -1,0 +1,267 @@
+// Package tcp loads bpf/tcp.bpf.c: TCP connects (handshake time, result) and
+// accepts (time in the accept queue, the listener's backlog) of traced
+// processes.
+//
+// Two hook points have better mechanisms than tracepoints where the kernel
+// allows them. Load tries them best first and keeps the first that loads and
+// attaches; Hooks reports the choice:
+//
+//	tcp_connect:     fentry, kprobe, tracepoint (sock:inet_sock_set_state)
+//	inet_csk_accept: fexit, kretprobe, tracepoint (syscalls:sys_exit_accept4)
+//
+// The events are sent from the same places on every path, so they are the
+// same whatever was chosen.
+package tcp
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// Mechanism families that Options.Hooks can force.
+const (
+	HooksAuto       = "auto"
+	HooksFentry     = "fentry"     // fentry and fexit
+	HooksKprobe     = "kprobe"     // kprobe and kretprobe
+	HooksTracepoint = "tracepoint" // tracepoints only
+)
+
+// Options change the object before it is loaded.
+type Options struct {
+	// Targets is the shared map of traced processes (netpoll.Objects.Targets).
+	Targets *ebpf.Map
+	// RingBufferBytes sizes the event ring buffer; zero keeps 1 MiB.
+	RingBufferBytes uint32
+	// Hooks is HooksAuto (the best mechanism the kernel allows) or forces
+	// a family; a forced family the kernel refuses is an error.
+	Hooks string
+}
+
+// Objects are the loaded and attached programs and maps.
+type Objects struct {
+	coll     *ebpf.Collection
+	optional []*ebpf.Collection
+	links    []link.Link
+	hooks    map[string]string
+}
+
+type candidate struct {
+	family, mechanism, prog string
+	attach                  func(*ebpf.Program) (link.Link, error)
+}
+
+func tracing(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+var hookPoints = []struct {
+	name       string
+	candidates []candidate
+	// chosen runs once a kernel-function mechanism was attached.
+	chosen func(o *Objects) error
+}{
+	{
+		name: "tcp_connect",
+		candidates: []candidate{
+			{HooksFentry, "fentry", tcpProgFentryTcpConnect, tracing},
+			{HooksKprobe, "kprobe", tcpProgKprobeTcpConnect, func(p *ebpf.Program) (link.Link, error) {
+				return link.Kprobe("tcp_connect", p, nil)
+			}},
+		},
+		chosen: func(o *Objects) error {
+			// The tracepoint's SYN_SENT branch stops recording starts.
+			return o.coll.Variables[tcpVarConnectStartWith].Set(uint32(tcpConnectStartHookCONNECT_START_KERNEL_FUNC))
+		},
+	},
+	{
+		name: "inet_csk_accept",
+		candidates: []candidate{
+			{HooksFentry, "fexit", tcpProgFexitInetCskAccept, tracing},
+			{HooksKprobe, "kretprobe", tcpProgKretprobeInetCskAccept, func(p *ebpf.Program) (link.Link, error) {
+				return link.Kretprobe("inet_csk_accept", p, nil)
+			}},
+		},
+	},
+}
+
+// Load loads the programs and maps into the kernel and attaches them,
+// choosing a mechanism per hook point.
+func Load(opts Options) (*Objects, error) {
+	switch opts.Hooks {
+	case "":
+		opts.Hooks = HooksAuto
+	case HooksAuto, HooksFentry, HooksKprobe, HooksTracepoint:
+	default:
+		return nil, fmt.Errorf("unknown hook mechanism %q: use auto, fentry, kprobe or tracepoint", opts.Hooks)
+	}
+	spec, err := loadTcp()
+	if err != nil {
+		return nil, err
+	}
+	if opts.RingBufferBytes != 0 {
+		spec.Maps[tcpMapEvents].MaxEntries = opts.RingBufferBytes
+	}
+	// The tracepoint programs always load; the kernel-function ones are
+	// loaded one at a time below, since a kernel may refuse any of them.
+	base := spec.Copy()
+	for _, hp := range hookPoints {
+		for _, c := range hp.candidates {
+			delete(base.Programs, c.prog)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets},
+	})
+	if err != nil {
+		return nil, bpfobj.LoadError("tcp BPF object", err)
+	}
+	o := &Objects{coll: coll, hooks: map[string]string{}}
+	if o.links, err = bpfobj.AttachTracepoints(base, coll.Programs); err != nil {
+		o.Close()
+		return nil, err
+	}
+	for _, hp := range hookPoints {
+		if err := o.attachBest(spec, hp.name, hp.candidates, hp.chosen, opts.Hooks); err != nil {
+			o.Close()
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// attachBest attaches the first candidate that the kernel accepts, or
+// leaves the hook point on its tracepoint.
+func (o *Objects) attachBest(spec *ebpf.CollectionSpec, name string, cands []candidate, chosen func(*Objects) error, family string) error {
+	var errs []error
+	for _, c := range cands {
+		if family != HooksAuto && family != c.family {
+			continue
+		}
+		err := o.attachOne(spec, c)
+		if err == nil {
+			o.hooks[name] = c.mechanism
+			if chosen != nil {
+				return chosen(o)
+			}
+			return nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c.mechanism, err))
+	}
+	if family != HooksAuto && family != HooksTracepoint {
+		return fmt.Errorf("hook %s: the kernel refused --hooks=%s (%w); try --hooks=auto", name, family, errors.Join(errs...))
+	}
+	o.hooks[name] = "tracepoint"
+	return nil
+}
+
+func (o *Objects) attachOne(spec *ebpf.CollectionSpec, c candidate) error {
+	one := spec.Copy()
+	for name := range one.Programs {
+		if name != c.prog {
+			delete(one.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
+	if err != nil {
+		return bpfobj.LoadError(c.prog, err)
+	}
+	l, err := c.attach(coll.Programs[c.prog])
+	if err != nil {
+		coll.Close()
+		return fmt.Errorf("attaching %s: %w", c.prog, err)
+	}
+	o.optional = append(o.optional, coll)
+	o.links = append(o.links, l)
+	return nil
+}
+
+// Hooks maps each hook point to the mechanism in use.
+func (o *Objects) Hooks() map[string]string { return o.hooks }
+
+// Events is the ring buffer of tcp_connect, tcp_accept and accept_error records.
+func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[tcpMapEvents] }
+
+// Lost returns how many events the BPF side could not reserve so far.
+func (o *Objects) Lost() (uint64, error) {
+	return bpfobj.SumPerCPU(o.coll.Maps[tcpMapLost], 0)
+}
+
+// Close detaches and unloads everything.
+func (o *Objects) Close() error {
+	bpfobj.CloseAll(o.links)
+	for _, c := range o.optional {
+		c.Close()
+	}
+	o.coll.Close()
+	return nil
+}
+
+// Decode turns one ring buffer record into an event.
+func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
+	h, err := bpfobj.View[bpfobj.EventHeader](raw)
+	if err != nil {
+		return nil, err
+	}
+	switch tcpEventType(h.Type) {
+	case tcpEventTypeEVENT_TCP_CONNECT:
+		r, err := bpfobj.View[tcpTcpConnectEvent](raw)
+		if err != nil {
+			return nil, err
+		}
+		result := "ok"
+		if r.Result != 0 {
+			result = event.ErrnoName(r.Result)
+		}
+		return &event.TCPConnect{
+			Header:      h.Header("tcp_connect", clock),
+			FD:          r.Fd,
+			Addrs:       bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
+			HandshakeNs: r.HandshakeNs,
+			Result:      result,
+		}, nil
+	case tcpEventTypeEVENT_TCP_ACCEPT:
+		r, err := bpfobj.View[tcpTcpAcceptEvent](raw)
+		if err != nil {
+			return nil, err
+		}
+		return &event.TCPAccept{
+			Header:         h.Header("tcp_accept", clock),
+			FD:             r.Fd,
+			ListenFD:       r.ListenFd,
+			Addrs:          bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
+			QueueWaitNs:    r.QueueWaitNs,
+			QueueWaitKnown: r.QueueWaitKnown != 0,
+			Backlog:        r.Backlog,
+			BacklogMax:     r.BacklogMax,
+		}, nil
+	case tcpEventTypeEVENT_ACCEPT_ERROR:
+		r, err := bpfobj.View[tcpAcceptErrorEvent](raw)
+		if err != nil {
+			return nil, err
+		}
+		e := &event.AcceptError{
+			Header:   h.Header("accept_error", clock),
+			ListenFD: r.ListenFd,
+			Addrs:    bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
+			Errno:    event.ErrnoName(r.Err),
+		}
+		// Read now, while the process is short of fds; -1 if it is gone.
+		e.OpenFDs, e.FDLimit = -1, 0
+		if n, err := proc.OpenFDs(int(r.Hdr.Pid)); err == nil {
+			e.OpenFDs = n
+		}
+		if n, err := proc.FDLimit(int(r.Hdr.Pid)); err == nil {
+			e.FDLimit = n
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("tcp: unknown event type %d", h.Type)
+}
+

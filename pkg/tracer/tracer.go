@@ -1,0 +1,468 @@
+// Package tracer ties gonetscope together: it loads the BPF objects once,
+// attaches and detaches target processes by PID, and turns what the kernel
+// side reports into one ordered stream of events for a Sink.
+//
+//	ring buffer "netpoll" ─ reader ─┐
+//	ring buffer "tcp"     ─ reader ─┼─ bounded queue ─ Run ─ Sink (JSON)
+//	attach, detach, lost  ──────────┘   (drops counted)
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/tcp"
+)
+
+// Options configure a Tracer.
+type Options struct {
+	// MinWait is the shortest netpoll_wait / epoll_wait sent to user space;
+	// shorter ones are dropped in the kernel. Zero sends all.
+	MinWait time.Duration
+	// Hooks forces a mechanism family for the kernel-function hooks:
+	// "auto" (default), "fentry", "kprobe" or "tracepoint".
+	Hooks string
+	// RingBufferBytes sizes each BPF ring buffer; zero means 1 MiB.
+	RingBufferBytes uint32
+	// QueueLen bounds the queue between the ring buffer readers and the
+	// sink; events that find it full are dropped and counted. Zero: 8192.
+	QueueLen int
+	// PollInterval is how often target liveness and lost counters are
+	// checked. Zero: 100ms.
+	PollInterval time.Duration
+}
+
+// Sink receives the event stream. Run calls it from one goroutine.
+type Sink interface {
+	Write(event.Event) error
+	// Flush is called when the queue runs empty.
+	Flush() error
+}
+
+// Tracer is the loaded BPF side plus the set of traced processes.
+type Tracer struct {
+	opts    Options
+	clock   bpfobj.Clock
+	netpoll *netpoll.Objects
+	tcp     *tcp.Objects
+	hooks   map[string]string
+	streams []stream
+
+	queue     chan item
+	queueLost atomic.Uint64
+
+	mu      sync.Mutex
+	targets map[int]*target
+	control []event.Event // attach/detach events, never dropped
+	wake    chan struct{}
+}
+
+type target struct {
+	proc proc.Process
+	bin  *goruntime.Binary
+}
+
+// stream is one BPF object's ring buffer and how to decode it.
+type stream struct {
+	name   string
+	reader *ringbuf.Reader
+	decode func([]byte, bpfobj.Clock) (event.Event, error)
+	lost   func() (uint64, error)
+	// reported is the lost count already sent in lost events.
+	reported uint64
+}
+
+// item is an event, or a reader's mark that it has read everything that
+// was in its ring buffer when Flush was called.
+type item struct {
+	ev      event.Event
+	flushed bool
+}
+
+// New loads and attaches the BPF programs. Nothing is traced until Attach.
+func New(opts Options) (*Tracer, error) {
+	if opts.QueueLen == 0 {
+		opts.QueueLen = 8192
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = 100 * time.Millisecond
+	}
+	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes})
+	if err != nil {
+		return nil, err
+	}
+	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), RingBufferBytes: opts.RingBufferBytes, Hooks: opts.Hooks})
+	if err != nil {
+		np.Close()
+		return nil, err
+	}
+	t := &Tracer{
+		opts:    opts,
+		clock:   bpfobj.NewClock(),
+		netpoll: np,
+		tcp:     tc,
+		hooks:   map[string]string{},
+		queue:   make(chan item, opts.QueueLen),
+		targets: map[int]*target{},
+		wake:    make(chan struct{}, 1),
+	}
+	maps.Copy(t.hooks, netpoll.Hooks)
+	maps.Copy(t.hooks, tc.Hooks())
+	for _, s := range []struct {
+		name   string
+		m      *ebpf.Map
+		decode func([]byte, bpfobj.Clock) (event.Event, error)
+		lost   func() (uint64, error)
+	}{
+		{"netpoll", np.Events(), netpoll.Decode, np.Lost},
+		{"tcp", tc.Events(), tcp.Decode, tc.Lost},
+	} {
+		rd, err := ringbuf.NewReader(s.m)
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("opening ring buffer %s: %w", s.name, err)
+		}
+		t.streams = append(t.streams, stream{name: s.name, reader: rd, decode: s.decode, lost: s.lost})
+	}
+	return t, nil
+}
+
+// Hooks maps each hook point to the mechanism in use.
+func (t *Tracer) Hooks() map[string]string { return maps.Clone(t.hooks) }
+
+// Close detaches and unloads everything.
+func (t *Tracer) Close() error {
+	for _, s := range t.streams {
+		s.reader.Close()
+	}
+	if t.tcp != nil {
+		t.tcp.Close()
+	}
+	if t.netpoll != nil {
+		t.netpoll.Close()
+	}
+	return nil
+}
+
+// Inspect checks that pid can be traced, without attaching: it exists and
+// is a Go program gonetscope understands.
+func Inspect(pid int) (proc.Process, *goruntime.Binary, error) {
+	p, err := proc.Open(pid)
+	if errors.Is(err, proc.ErrNoProcess) {
+		return p, nil, fmt.Errorf("no process with PID %d: check the PID (pgrep NAME)", pid)
+	}
+	if err != nil {
+		return p, nil, fmt.Errorf("reading process %d: %w", pid, err)
+	}
+	f, err := os.Open(p.ExePath())
+	if err != nil {
+		return p, nil, fmt.Errorf("opening the executable of PID %d: %w", pid, err)
+	}
+	defer f.Close()
+	bin, err := goruntime.InspectReader(p.ExePath(), f)
+	if errors.Is(err, goruntime.ErrNotGo) {
+		return p, nil, fmt.Errorf("PID %d (%s) is not a Go program: gonetscope traces Go programs only", pid, p.Comm)
+	}
+	if err != nil {
+		return p, nil, fmt.Errorf("PID %d (%s): %w", pid, p.Comm, err)
+	}
+	return p, bin, nil
+}
+
+// Attach starts tracing pid and queues its attached event.
+func (t *Tracer) Attach(pid int) (*event.Attached, error) {
+	p, bin, err := Inspect(pid)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, ok := t.targets[pid]; ok {
+		return nil, fmt.Errorf("PID %d is already traced", pid)
+	}
+	v := netpoll.Target{
+		StartTicks: p.StartTicks,
+		MinWaitNs:  uint64(t.opts.MinWait.Nanoseconds()),
+		G_goid:     bin.Offsets.GGoid,
+		G_m:        bin.Offsets.GM,
+		M_procid:   bin.Offsets.MProcid,
+		PdFd:       bin.Offsets.PdFd,
+		PdFdseq:    bin.Offsets.PdFdseq,
+		PdTagShr:   bin.PollTag.Shr,
+		PdTagShl:   bin.PollTag.Shl,
+	}
+	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
+		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
+	}
+	// The process may have exited, and its PID been reused, while we read it.
+	if !p.Alive() {
+		t.netpoll.Targets().Delete(uint32(pid))
+		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
+	}
+	t.targets[pid] = &target{proc: p, bin: bin}
+	ev := &event.Attached{
+		Header:      t.controlHeader("attached", p),
+		Exe:         bin.Path,
+		GoVersion:   bin.GoVersion,
+		OffsetsFrom: bin.OffsetsFrom,
+		Hooks:       t.Hooks(),
+		MinWaitNs:   v.MinWaitNs,
+	}
+	if exe, err := os.Readlink(p.ExePath()); err == nil {
+		ev.Exe = exe
+	}
+	t.queueControl(ev)
+	return ev, nil
+}
+
+// Detach stops tracing pid now; its detached event follows the events the
+// kernel had already produced for it.
+func (t *Tracer) Detach(pid int, reason string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.detachLocked(pid, reason)
+}
+
+func (t *Tracer) detachLocked(pid int, reason string) error {
+	tg, ok := t.targets[pid]
+	if !ok {
+		return fmt.Errorf("PID %d is not traced", pid)
+	}
+	delete(t.targets, pid)
+	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
+	}
+	t.queueControl(&event.Detached{Header: t.controlHeader("detached", tg.proc), Reason: reason})
+	return nil
+}
+
+// Targets lists the traced PIDs.
+func (t *Tracer) Targets() []int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	pids := make([]int, 0, len(t.targets))
+	for pid := range t.targets {
+		pids = append(pids, pid)
+	}
+	return pids
+}
+
+func (t *Tracer) controlHeader(name string, p proc.Process) event.Header {
+	return event.Header{Time: time.Now(), Event: name, PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}
+}
+
+func (t *Tracer) queueControl(ev event.Event) {
+	t.control = append(t.control, ev)
+	select {
+	case t.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ErrNoTargets is returned by Run when the last target has exited.
+var ErrNoTargets = errors.New("no traced process left")
+
+// RunOptions say when Run stops besides its context.
+type RunOptions struct {
+	// ExitWhenNoTargets ends Run once every target has gone.
+	ExitWhenNoTargets bool
+	// Reason is the detach reason written when the context ends.
+	Reason func() string
+}
+
+// Run streams events to sink until ctx ends (or, with ExitWhenNoTargets,
+// the last target exits). On the way out it writes what the kernel had
+// already produced, then a detached event per remaining target.
+func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
+	readers, stopReaders := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range t.streams {
+		s := &t.streams[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t.read(readers, s)
+		}()
+	}
+	defer func() {
+		stopReaders()
+		t.flush() // wakes readers blocked in ReadInto
+		wg.Wait()
+	}()
+
+	tick := time.NewTicker(t.opts.PollInterval)
+	defer tick.Stop()
+	var (
+		held      []event.Event // control events waiting for a flush
+		flushing  int           // readers yet to hand over their ring buffer
+		flushed   bool          // the flush for held has been started
+		finishing bool
+	)
+	for {
+		select {
+		case <-ctx.Done():
+			if !finishing {
+				finishing = true
+				t.detachAll(ro.reason())
+			}
+		case <-t.wake:
+		case <-tick.C:
+			t.reapExited()
+			if err := t.reportLost(sink); err != nil {
+				return err
+			}
+		case it := <-t.queue:
+			if it.flushed {
+				flushing--
+			} else if err := sink.Write(it.ev); err != nil {
+				return fmt.Errorf("writing event: %w", err)
+			}
+			if len(t.queue) > 0 {
+				continue // flush the sink once the burst is written
+			}
+		}
+
+		// Attach and detach events go out after the events the kernel
+		// produced before them: flush the readers first.
+		t.mu.Lock()
+		held = append(held, t.control...)
+		t.control = t.control[:0]
+		remaining := len(t.targets)
+		t.mu.Unlock()
+		if len(held) > 0 && flushing == 0 {
+			if !flushed {
+				flushing, flushed = t.flush(), true
+			}
+			if flushing == 0 {
+				for _, ev := range held {
+					if err := sink.Write(ev); err != nil {
+						return fmt.Errorf("writing event: %w", err)
+					}
+				}
+				held, flushed = held[:0], false
+			}
+		}
+		if err := sink.Flush(); err != nil {
+			return fmt.Errorf("writing events: %w", err)
+		}
+		idle := flushing == 0 && len(held) == 0 && len(t.queue) == 0
+		if idle && (finishing || (ro.ExitWhenNoTargets && remaining == 0)) {
+			if err := t.reportLost(sink); err != nil {
+				return err
+			}
+			if err := sink.Flush(); err != nil {
+				return fmt.Errorf("writing events: %w", err)
+			}
+			if finishing {
+				return nil
+			}
+			return ErrNoTargets
+		}
+	}
+}
+
+func (ro RunOptions) reason() string {
+	if ro.Reason != nil {
+		return ro.Reason()
+	}
+	return event.ReasonSignal
+}
+
+func (t *Tracer) detachAll(reason string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for pid := range t.targets {
+		t.detachLocked(pid, reason)
+	}
+}
+
+// flush asks every reader to hand over what is in its ring buffer now and
+// returns how many flush marks to wait for.
+func (t *Tracer) flush() int {
+	n := 0
+	for _, s := range t.streams {
+		if s.reader.Flush() == nil {
+			n++
+		}
+	}
+	return n
+}
+
+// read moves records from one ring buffer to the queue. A full queue drops
+// the event and counts it: the kernel side never waits for the sink.
+func (t *Tracer) read(ctx context.Context, s *stream) {
+	var rec ringbuf.Record
+	for ctx.Err() == nil {
+		err := s.reader.ReadInto(&rec)
+		switch {
+		case errors.Is(err, ringbuf.ErrFlushed):
+			select {
+			case t.queue <- item{flushed: true}:
+			case <-ctx.Done():
+			}
+			continue
+		case errors.Is(err, ringbuf.ErrClosed):
+			return
+		case err != nil:
+			continue
+		}
+		ev, err := s.decode(rec.RawSample, t.clock)
+		if err != nil {
+			t.queueLost.Add(1)
+			continue
+		}
+		select {
+		case t.queue <- item{ev: ev}:
+		default:
+			t.queueLost.Add(1)
+		}
+	}
+}
+
+// reapExited detaches targets that have exited.
+func (t *Tracer) reapExited() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for pid, tg := range t.targets {
+		if !tg.proc.Alive() {
+			t.detachLocked(pid, event.ReasonTargetExited)
+		}
+	}
+}
+
+// reportLost writes a lost event per stream whose count grew.
+func (t *Tracer) reportLost(sink Sink) error {
+	for i := range t.streams {
+		s := &t.streams[i]
+		n, err := s.lost()
+		if err != nil || n <= s.reported {
+			continue
+		}
+		if err := sink.Write(t.lostEvent(s.name, n-s.reported)); err != nil {
+			return err
+		}
+		s.reported = n
+	}
+	if n := t.queueLost.Swap(0); n > 0 {
+		return sink.Write(t.lostEvent("queue", n))
+	}
+	return nil
+}
+
+func (t *Tracer) lostEvent(stream string, n uint64) *event.Lost {
+	return &event.Lost{Header: event.Header{Time: time.Now(), Event: "lost"}, Count: n, Stream: stream}
+}
