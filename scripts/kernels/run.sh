@@ -55,8 +55,9 @@ while (($#)); do
 	*) break ;;
 	esac
 done
-(($# >= 3)) && [[ $2 == -- ]] ||
+if (($# < 3)) || [[ $2 != -- ]]; then
 	die "expected PAYLOAD_DIR -- CMD [ARGS...]; run $prog --help"
+fi
 payload=$1
 shift 2
 cmd=("$@")
@@ -107,19 +108,19 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 # ------------------------------------------------------------------- kernel
 # Debian's 6.1 kernel: BTF, kprobes, ftrace/fentry, all built in. We fetch the
 # newest linux-image-6.1.0-NN-amd64 with `apt-get download` (never installed),
-# keep only vmlinuz and its config, and reuse it on later runs. To move to a
+# keep only vmlinuz (and a decompressed vmlinux) and its config, and reuse them
+# on later runs. To move to a
 # newer package, delete $cache/debian-6.1.
+debian_61_pkgs() {
+	apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' | awk '{print $1}'
+}
 fetch_debian_61() {
 	local dir=$cache/debian-6.1
 	[[ -f $dir/vmlinuz ]] && return
-	local list pkg
-	list() {
-		apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' |
-			awk '{print $1}' | sort -V
-	}
-	[[ -n $(list) ]] || apt_update
+	local pkg
+	[[ -n $(debian_61_pkgs) ]] || apt_update
 	# The newest ABI number; prefer the signed package, fall back to -unsigned.
-	pkg=$(list | sed 's/-unsigned$//' | sort -uV | tail -n1)
+	pkg=$(debian_61_pkgs | sed 's/-unsigned$//' | sort -uV | tail -n1)
 	[[ -n $pkg ]] || die "apt knows no linux-image-6.1.0-*-amd64 package; add Debian 12 (bookworm) main and security to the apt sources"
 	local dl=$tmp/deb
 	mkdir -p "$dl"
@@ -134,13 +135,18 @@ fetch_debian_61() {
 	log "downloading $pkg (about 70 MB, once; cached in $dir)"
 	download || { apt_update && download; } ||
 		die "apt-get download $pkg failed; check network access to the Debian mirror"
-	dpkg-deb -x "$dl"/*.deb "$dl/root"
+	# Unpack only /boot: the rest is 400 MB of modules the VM does not load.
+	mkdir -p "$dl/root"
+	dpkg-deb --fsys-tarfile "$dl"/*.deb | tar -x -C "$dl/root" --wildcards './boot/*'
 	local out
 	out=$(mktemp -d "$cache/.debian-6.1.XXXXXX")
 	cp "$dl"/root/boot/vmlinuz-* "$out/vmlinuz"
 	cp "$dl"/root/boot/config-* "$out/config"
-	extract_vmlinux "$out/vmlinuz" "$out/vmlinux" ||
-		log "warning: could not decompress vmlinuz; booting the compressed image (about 3 s slower)"
+	# qemu can boot an ELF vmlinux only through a PVH entry point.
+	if grep -q '^CONFIG_PVH=y' "$out/config"; then
+		extract_vmlinux "$out/vmlinuz" "$out/vmlinux" ||
+			log "warning: could not decompress vmlinuz; booting the compressed image (about 3 s slower)"
+	fi
 	dpkg-deb -f "$dl"/*.deb Package Version >"$out/VERSION"
 	chmod 755 "$out"
 	# Atomic publish; if a concurrent run won the race, keep theirs.
@@ -275,14 +281,29 @@ qboot=/usr/share/qemu/qboot.rom
 [[ -f $qboot ]] && qemu+=(-bios "$qboot")
 
 console=$tmp/console.log
-set +e
-# --foreground keeps qemu in our process group, so Ctrl-C reaches it.
-timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" </dev/null |
-	sed -u 's/\r$//' | tee "$console"
-qemu_rc=${PIPESTATUS[0]}
-set -e
+# qemu runs in a background pipeline so that a signal to this script (Ctrl-C,
+# or a CI or make killing it) can stop qemu instead of leaving it running
+# until the timeout. Signals go to `timeout`, which passes them on to qemu.
+{
+	timeout --foreground -k 10 "$timeout_s" "${qemu[@]}" </dev/null &
+	echo $! >"$tmp/qemu.pid"
+	rc=0
+	wait $! || rc=$?
+	echo "$rc" >"$tmp/qemu.rc"
+} | sed -u 's/\r$//' | tee "$console" &
+# shellcheck disable=SC2317 # called by the trap below
+stop_vm() {
+	kill -TERM "$(cat "$tmp/qemu.pid" 2>/dev/null)" 2>/dev/null || true
+	wait || true
+	log "interrupted; stopped qemu"
+	exit 130
+}
+trap stop_vm INT TERM HUP
+wait $! || true
+trap - INT TERM HUP
+qemu_rc=$(cat "$tmp/qemu.rc" 2>/dev/null || echo "?")
 
-if ((qemu_rc == 124 || qemu_rc == 137)); then
+if [[ $qemu_rc == 124 || $qemu_rc == 137 ]]; then
 	log "timed out after ${timeout_s}s; killed qemu (raise --timeout if the command needs longer)"
 	exit 124
 fi
