@@ -1,8 +1,9 @@
 // Command selfcheck checks, inside the VM that scripts/kernels/run.sh boots,
 // that the kernel and the mounts are what the eBPF integration tests need:
-// BTF, kprobes, tracefs, bpffs, and that fentry, kprobe, tracepoint and uprobe
-// programs load, attach and fire. It exits with -exit when every check passes
-// and 1 otherwise, so run.sh's status propagation can be checked too.
+// BTF, kprobes, tracefs, bpffs, and that fentry, fexit, LSM, kprobe,
+// tracepoint and uprobe programs load, attach and fire. It exits with -exit
+// when every check passes and 1 otherwise, so run.sh's status propagation can
+// be checked too.
 //
 // Build it static: CGO_ENABLED=0 go build ./scripts/kernels/selfcheck
 package main
@@ -59,6 +60,8 @@ func main() {
 	}
 	if *withBPF {
 		check("fentry tcp_connect", fentryTCPConnect())
+		check("fexit tcp_connect", tracingTCPConnect(ebpf.AttachTraceFExit))
+		check("lsm socket_connect", lsmSocketConnect())
 		check("kprobe tcp_connect", kprobeTCPConnect())
 		check("tracepoint syscalls:sys_enter_getppid", tracepointGetppid())
 		check("uprobe main.uprobeTarget", uprobeSelf())
@@ -152,13 +155,35 @@ func dialLoopback(n int) error {
 	return nil
 }
 
-func fentryTCPConnect() error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: "tcp_connect"})
+func fentryTCPConnect() error { return tracingTCPConnect(ebpf.AttachTraceFEntry) }
+
+// tracingTCPConnect attaches an fentry or fexit program to tcp_connect.
+func tracingTCPConnect(at ebpf.AttachType) error {
+	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: at, AttachTo: "tcp_connect"})
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: c.p, AttachType: ebpf.AttachTraceFEntry})
+	l, err := link.AttachTracing(link.TracingOptions{Program: c.p, AttachType: at})
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
+	defer l.Close()
+	if err := dialLoopback(3); err != nil {
+		return err
+	}
+	return c.expect(3)
+}
+
+// lsmSocketConnect attaches a BPF LSM program (it returns 0: allow) to the
+// socket_connect hook.
+func lsmSocketConnect() error {
+	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "socket_connect"})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	l, err := link.AttachLSM(link.LSMOptions{Program: c.p})
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
