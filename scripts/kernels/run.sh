@@ -244,7 +244,8 @@ build_base() {
 # Static binaries only: the VM has no libc. A dynamic ELF names its loader in
 # the first page; warn early rather than let it fail with "not found" inside.
 while IFS= read -r -d '' f; do
-	if head -c 4096 "$f" | grep -aq '/lib64/ld-linux'; then
+	# (Not `head | grep -q`: with pipefail, head's SIGPIPE could hide a match.)
+	if grep -aq '/lib64/ld-linux' <(head -c 4096 "$f"); then
 		log "warning: $f is dynamically linked and will not run in the VM; build it with CGO_ENABLED=0"
 	fi
 done < <(find "$payload" -type f -perm -u+x -print0)
