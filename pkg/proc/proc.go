@@ -25,6 +25,8 @@ type Process struct {
 	// start_boottime, so a new process that reuses the PID is not traced.
 	StartTicks uint64
 	Comm       string
+	// State is field 3 of /proc/PID/stat: R, S, D, Z (zombie), X (dead), ...
+	State byte
 }
 
 // Open reads pid's identity.
@@ -61,13 +63,15 @@ func parseStat(pid int, raw []byte) (Process, error) {
 		return Process{}, fmt.Errorf("PID %d: stat starttime: %w", pid, err)
 	}
 	p.StartTicks = v
+	p.State = fields[0][0]
 	return p, nil
 }
 
-// Alive reports whether p is still running (same PID, same start time).
+// Alive reports whether p is still running: same PID, same start time, and
+// not a zombie (an exited process its parent has not reaped yet).
 func (p Process) Alive() bool {
 	q, err := Open(p.PID)
-	return err == nil && q.StartTicks == p.StartTicks
+	return err == nil && q.StartTicks == p.StartTicks && q.State != 'Z' && q.State != 'X'
 }
 
 // ExePath is where the process's executable can be opened, even when it was
