@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -80,8 +81,12 @@ func trace(args []string) error {
 		ready    = fs.String("ready-file", "", "create this file once every target is attached")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
+	fs.SetOutput(io.Discard) // errors are reported once, by main
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(os.Stdout)
+			fmt.Println("Usage: gonetscope trace --pid PID [--pid PID ...] [flags]")
+			fs.PrintDefaults()
 			return nil
 		}
 		return err
@@ -91,6 +96,11 @@ func trace(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: targets are given with --pid", fs.Arg(0))
+	}
+	switch *hooks {
+	case "auto", "fentry", "kprobe", "tracepoint":
+	default:
+		return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", *hooks)
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -153,9 +163,20 @@ func checkPrivileges() error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux): gonetscope needs Linux 5.15+ built with CONFIG_DEBUG_INFO_BTF=y")
 	}
-	missing := missingCaps()
-	if len(missing) > 0 {
+	if missing := missingCaps(); len(missing) > 0 {
 		return fmt.Errorf("missing capabilities %s: run gonetscope as root (sudo)", strings.Join(missing, ", "))
 	}
+	if !tracefsMounted() {
+		return errors.New("tracefs is not mounted: mount it with 'mount -t tracefs nodev /sys/kernel/tracing'")
+	}
 	return nil
+}
+
+func tracefsMounted() bool {
+	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
+		if _, err := os.Stat(dir); err == nil {
+			return true
+		}
+	}
+	return false
 }

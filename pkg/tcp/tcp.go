@@ -264,4 +264,3 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 	}
 	return nil, fmt.Errorf("tcp: unknown event type %d", h.Type)
 }
-
