@@ -1,0 +1,467 @@
+package main
+
+// Integration tests: the real gonetscope binary traces a real Go target
+// (cmd/nettarget) on this kernel, and every assertion compares the tracer's
+// events with what the target printed about itself.
+//
+// They need root. GONETSCOPE_BIN and GONETSCOPE_NETTARGET name prebuilt
+// binaries (inside the test VM of `make test-kernels`, which has no Go
+// toolchain); otherwise TestMain builds them. GONETSCOPE_TEST_HOOKS lists the
+// --hooks modes to run (default "auto,tracepoint").
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+var (
+	gonetscopeBin string
+	nettargetBin  string
+)
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "these tests load BPF programs: run them as root (sudo make test)")
+		os.Exit(1)
+	}
+	dir, err := os.MkdirTemp("", "gonetscope-test")
+	if err != nil {
+		panic(err)
+	}
+	gonetscopeBin = binary(dir, "GONETSCOPE_BIN", "github.com/gonetscope/gonetscope/cmd/gonetscope")
+	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", "github.com/gonetscope/gonetscope/cmd/nettarget")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func binary(dir, env, pkg string) string {
+	if p := os.Getenv(env); p != "" {
+		return p
+	}
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+		os.Exit(1)
+	}
+	return out
+}
+
+// fact is a JSON line the target printed about itself.
+type fact struct {
+	Op       string `json:"op"`
+	PID      int    `json:"pid"`
+	Goid     uint64 `json:"goid"`
+	FD       int32  `json:"fd"`
+	ListenFD int32  `json:"listen_fd"`
+	Port     uint16 `json:"port"`
+	LPort    uint16 `json:"lport"`
+	RPort    uint16 `json:"rport"`
+	WaitNs   int64  `json:"wait_ns"`
+	DelayNs  int64  `json:"delay_ns"`
+}
+
+// ev is a JSON line gonetscope wrote; every field any event may carry.
+type ev struct {
+	Event        string            `json:"event"`
+	Time         string            `json:"time"`
+	PID          uint32            `json:"pid"`
+	TID          uint32            `json:"tid"`
+	Comm         string            `json:"comm"`
+	Goid         *uint64           `json:"goid"`
+	FD           int32             `json:"fd"`
+	ListenFD     int32             `json:"listen_fd"`
+	Mode         string            `json:"mode"`
+	LAddr        string            `json:"laddr"`
+	LPort        uint16            `json:"lport"`
+	RAddr        string            `json:"raddr"`
+	RPort        uint16            `json:"rport"`
+	HandshakeNs  uint64            `json:"handshake_ns"`
+	Result       string            `json:"result"`
+	QueueWaitNs  *uint64           `json:"queue_wait_ns"`
+	Backlog      *uint32           `json:"backlog"`
+	BacklogMax   uint32            `json:"backlog_max"`
+	WaitNs       uint64            `json:"wait_ns"`
+	IoWaitNs     uint64            `json:"io_wait_ns"`
+	SchedDelayNs uint64            `json:"sched_delay_ns"`
+	ReadySeen    bool              `json:"ready_seen"`
+	BlockNs      uint64            `json:"block_ns"`
+	Hooks        map[string]string `json:"hooks"`
+	GoVersion    string            `json:"go_version"`
+	Reason       string            `json:"reason"`
+	Count        uint64            `json:"count"`
+	Stream       string            `json:"stream"`
+}
+
+type traceRun struct {
+	facts  []fact
+	events []ev
+	stderr string
+}
+
+// traceTarget starts nettarget with targetArgs, attaches gonetscope with
+// traceArgs, lets the target run its rounds, and returns both outputs once
+// the target has exited and gonetscope has ended by itself.
+func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
+	t.Helper()
+	target := exec.Command(nettargetBin, append([]string{"-wait-stdin"}, targetArgs...)...)
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	if !lines.Scan() {
+		t.Fatal("target printed no ready line")
+	}
+	var ready fact
+	if err := json.Unmarshal(lines.Bytes(), &ready); err != nil || ready.Op != "ready" {
+		t.Fatalf("target's first line %q: %v", lines.Text(), err)
+	}
+
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	args := append([]string{"trace", "--pid", fmt.Sprint(ready.PID), "--ready-file", readyFile}, traceArgs...)
+	tracer := exec.Command(gonetscopeBin, args...)
+	var out, errOut bytes.Buffer
+	tracer.Stdout, tracer.Stderr = &out, &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	io.WriteString(stdin, "go\n")
+	var r traceRun
+	for lines.Scan() {
+		var f fact
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("target line %q: %v", lines.Text(), err)
+		}
+		r.facts = append(r.facts, f)
+	}
+	if err := target.Wait(); err != nil {
+		t.Fatalf("target: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("gonetscope: %v\n%s", err, errOut.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("gonetscope did not end after its only target exited\n%s", errOut.String())
+	}
+	r.stderr = errOut.String()
+	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
+		var e ev
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("gonetscope line %q: %v", line, err)
+		}
+		if e.Event != "attached" && e.Event != "detached" && e.Event != "lost" && e.PID != uint32(ready.PID) {
+			t.Errorf("event for PID %d, traced only %d: %s", e.PID, ready.PID, line)
+		}
+		r.events = append(r.events, e)
+	}
+	assertNoProgramsLeft(t)
+	return r
+}
+
+func waitFor(t *testing.T, cond func() bool, exited chan error, stderr *bytes.Buffer) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		select {
+		case err := <-exited:
+			t.Fatalf("gonetscope exited before it was ready: %v\n%s", err, stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gonetscope not ready after 20s\n%s", stderr.String())
+		}
+	}
+}
+
+func (r traceRun) of(kind string) []ev {
+	var out []ev
+	for _, e := range r.events {
+		if e.Event == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (r traceRun) factsOf(op string) []fact {
+	var out []fact
+	for _, f := range r.facts {
+		if f.Op == op {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func goidOf(t *testing.T, e ev) uint64 {
+	t.Helper()
+	if e.Goid == nil {
+		t.Fatalf("%s event has no goid: %+v", e.Event, e)
+	}
+	return *e.Goid
+}
+
+func hookModes() []string {
+	if s := os.Getenv("GONETSCOPE_TEST_HOOKS"); s != "" {
+		return strings.Split(s, ",")
+	}
+	return []string{"auto", "tracepoint"}
+}
+
+// TestTrace checks, for each hook mechanism, that connects, accepts and
+// netpoll waits carry exactly the goroutine ids, fds and ports the target
+// printed, and that the delayed read's wait is split into I/O wait and
+// scheduling delay.
+func TestTrace(t *testing.T) {
+	for _, hooks := range hookModes() {
+		for _, network := range []string{"tcp4", "tcp6"} {
+			t.Run(hooks+"/"+network, func(t *testing.T) {
+				const rounds, delay = 3, 50 * time.Millisecond
+				r := traceTarget(t,
+					[]string{"-rounds", fmt.Sprint(rounds), "-delay", delay.String(), "-net", network},
+					[]string{"--hooks", hooks})
+				checkAttached(t, r, hooks)
+				checkConnects(t, r, network)
+				checkAccepts(t, r)
+				checkReads(t, r, delay)
+				checkGoids(t, r)
+				if d := r.of("detached"); len(d) != 1 || d[0].Reason != "target_exited" {
+					t.Errorf("want one detached event with reason target_exited, got %+v", d)
+				}
+				if l := r.of("lost"); len(l) != 0 {
+					t.Errorf("lost events in a quiet trace: %+v", l)
+				}
+			})
+		}
+	}
+}
+
+func checkAttached(t *testing.T, r traceRun, hooks string) {
+	a := r.of("attached")
+	if len(a) != 1 {
+		t.Fatalf("want one attached event, got %d", len(a))
+	}
+	if a[0].GoVersion == "" || a[0].Hooks["tcp_connect"] == "" || a[0].Hooks["inet_csk_accept"] == "" {
+		t.Errorf("attached event lacks go_version or hooks: %+v", a[0])
+	}
+	want := map[string][2]string{
+		"fentry":     {"fentry", "fexit"},
+		"kprobe":     {"kprobe", "kretprobe"},
+		"tracepoint": {"tracepoint", "tracepoint"},
+	}[hooks]
+	if want[0] != "" && (a[0].Hooks["tcp_connect"] != want[0] || a[0].Hooks["inet_csk_accept"] != want[1]) {
+		t.Errorf("--hooks=%s: attached says %v", hooks, a[0].Hooks)
+	}
+	t.Logf("hooks in use: %v", a[0].Hooks)
+}
+
+func checkConnects(t *testing.T, r traceRun, network string) {
+	connects := r.of("tcp_connect")
+	loopback := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
+	dials := r.factsOf("dial")
+	if len(dials) == 0 {
+		t.Fatal("target reported no dials")
+	}
+	for _, d := range dials {
+		i := slices.IndexFunc(connects, func(e ev) bool { return e.Result == "ok" && e.LPort == d.LPort })
+		if i < 0 {
+			t.Errorf("no tcp_connect for the dial from port %d: %+v", d.LPort, connects)
+			continue
+		}
+		e := connects[i]
+		if g := goidOf(t, e); g != d.Goid || e.FD != d.FD || e.RPort != d.RPort || e.RAddr != loopback || e.LAddr != loopback {
+			t.Errorf("tcp_connect %+v (goid %d), target says goid %d fd %d %s:%d -> :%d", e, g, d.Goid, d.FD, loopback, d.LPort, d.RPort)
+		}
+		if e.HandshakeNs == 0 {
+			t.Errorf("tcp_connect without handshake_ns: %+v", e)
+		}
+	}
+	for _, f := range r.factsOf("refused") {
+		i := slices.IndexFunc(connects, func(e ev) bool { return e.RPort == f.RPort })
+		if i < 0 {
+			t.Errorf("no tcp_connect for the refused dial to port %d", f.RPort)
+			continue
+		}
+		if e := connects[i]; e.Result != "ECONNREFUSED" || goidOf(t, e) != f.Goid {
+			t.Errorf("refused dial: got %+v (goid %d), want result ECONNREFUSED goid %d", e, goidOf(t, e), f.Goid)
+		}
+	}
+	if want := len(dials) + len(r.factsOf("refused")); len(connects) != want {
+		t.Errorf("%d tcp_connect events, the target made %d connects", len(connects), want)
+	}
+}
+
+func checkAccepts(t *testing.T, r traceRun) {
+	accepts := r.of("tcp_accept")
+	facts := r.factsOf("accept")
+	if len(accepts) != len(facts) {
+		t.Errorf("%d tcp_accept events, the target accepted %d connections", len(accepts), len(facts))
+	}
+	for _, f := range facts {
+		i := slices.IndexFunc(accepts, func(e ev) bool { return e.RPort == f.RPort })
+		if i < 0 {
+			t.Errorf("no tcp_accept for the connection from port %d", f.RPort)
+			continue
+		}
+		e := accepts[i]
+		if g := goidOf(t, e); g != f.Goid || e.FD != f.FD || e.ListenFD != f.ListenFD || e.LPort != f.LPort {
+			t.Errorf("tcp_accept %+v (goid %d), target says goid %d fd %d listen_fd %d lport %d", e, g, f.Goid, f.FD, f.ListenFD, f.LPort)
+		}
+		if e.QueueWaitNs == nil || e.Backlog == nil || e.BacklogMax == 0 {
+			t.Errorf("tcp_accept without queue_wait_ns or backlog: %+v", e)
+		}
+	}
+}
+
+// checkReads: each delayed read is one netpoll_wait of the reading
+// goroutine on its fd, within 10% of the delay, split exactly in two.
+func checkReads(t *testing.T, r traceRun, delay time.Duration) {
+	var waits []ev
+	for _, e := range r.of("netpoll_wait") {
+		if e.Mode == "read" {
+			waits = append(waits, e)
+		}
+	}
+	reads := r.factsOf("read")
+	if len(waits) != len(reads) {
+		t.Fatalf("%d read netpoll_wait events, the target did %d delayed reads: %+v", len(waits), len(reads), waits)
+	}
+	for i, f := range reads {
+		w := waits[i]
+		if g := goidOf(t, w); g != f.Goid || w.FD != f.FD {
+			t.Errorf("netpoll_wait %+v (goid %d), target's read was goid %d fd %d", w, g, f.Goid, f.FD)
+		}
+		if lo, hi := 0.9*float64(delay), 1.1*float64(delay); float64(w.WaitNs) < lo || float64(w.WaitNs) > hi {
+			t.Errorf("netpoll_wait wait_ns %d, want within 10%% of the %v delay", w.WaitNs, delay)
+		}
+		if w.IoWaitNs+w.SchedDelayNs != w.WaitNs || !w.ReadySeen {
+			t.Errorf("netpoll_wait: io_wait_ns %d + sched_delay_ns %d != wait_ns %d, or ready not seen", w.IoWaitNs, w.SchedDelayNs, w.WaitNs)
+		}
+		if w.IoWaitNs < w.SchedDelayNs {
+			t.Errorf("netpoll_wait: a peer that writes after %v should dominate: io %d sched %d", delay, w.IoWaitNs, w.SchedDelayNs)
+		}
+	}
+}
+
+// checkGoids: no event carries a goroutine id the target did not report;
+// the netpoller's own epoll_pwait runs on g0.
+func checkGoids(t *testing.T, r traceRun) {
+	known := map[uint64]bool{}
+	for _, f := range r.facts {
+		if f.Goid != 0 {
+			known[f.Goid] = true
+		}
+	}
+	for _, e := range r.events {
+		if e.Goid == nil {
+			continue
+		}
+		switch {
+		case e.Event == "epoll_wait" && *e.Goid != 0:
+			t.Errorf("epoll_wait on goroutine %d, want g0: %+v", *e.Goid, e)
+		case e.Event != "epoll_wait" && !known[*e.Goid]:
+			t.Errorf("%s with goid %d, which the target never reported: %+v", e.Event, *e.Goid, e)
+		}
+	}
+}
+
+// ourProgramNames are the BPF programs gonetscope loads (names as the
+// kernel keeps them: 15 characters).
+func ourProgramNames() map[string]bool {
+	names := map[string]bool{}
+	for _, n := range []string{"sock_set_state", "exit_epoll_pwait", "enter_epoll_pwait", "exit_accept4", "exit_connect",
+		"fentry_tcp_connect", "kprobe_tcp_connect", "fexit_inet_csk_accept", "kretprobe_inet_csk_accept"} {
+		if len(n) > 15 {
+			n = n[:15]
+		}
+		names[n] = true
+	}
+	return names
+}
+
+// assertNoProgramsLeft fails if any gonetscope BPF program is still loaded.
+func assertNoProgramsLeft(t *testing.T) {
+	t.Helper()
+	ours := ourProgramNames()
+	var id ebpf.ProgramID
+	for {
+		next, err := ebpf.ProgramGetNextID(id)
+		if err != nil {
+			return
+		}
+		id = next
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		info, err := p.Info()
+		p.Close()
+		if err == nil && ours[info.Name] {
+			t.Errorf("BPF program %s (id %d) is still loaded after gonetscope exited", info.Name, id)
+		}
+	}
+}
+
+// TestBadInput: each bad input ends with one line on stderr that names the
+// problem, a non-zero exit, and nothing loaded into the kernel.
+func TestBadInput(t *testing.T) {
+	sleep := exec.Command("sleep", "30")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no such PID", []string{"trace", "--pid", "999999999"}, "no process with PID 999999999"},
+		{"not a Go program", []string{"trace", "--pid", fmt.Sprint(sleep.Process.Pid)}, "is not a Go program"},
+		{"no PID", []string{"trace"}, "no target: give the PID of a Go program with --pid"},
+		{"bad PID", []string{"trace", "--pid", "abc"}, `"abc" is not a PID`},
+		{"bad hooks", []string{"trace", "--pid", fmt.Sprint(os.Getpid()), "--hooks", "uprobe"}, `unknown hook mechanism "uprobe"`},
+		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(gonetscopeBin, tc.args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if _, ok := err.(*exec.ExitError); !ok {
+				t.Fatalf("want a non-zero exit, got %v", err)
+			}
+			lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+			last := lines[len(lines)-1]
+			if !strings.Contains(last, tc.want) {
+				t.Errorf("stderr %q, want it to say %q", stderr.String(), tc.want)
+			}
+			assertNoProgramsLeft(t)
+		})
+	}
+}
