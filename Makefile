@@ -1,0 +1,41 @@
+# gonetscope. `make demo` and `make test` need root (they load BPF programs);
+# `make build` needs only Go: the BPF objects and headers are committed.
+
+GO ?= go
+BIN := bin
+BPFTOOL ?= bpftool
+
+.PHONY: all build demo test test-unit test-integration generate check-generate tracefs clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
+	$(GO) build -o $(BIN)/nettarget ./cmd/nettarget
+	$(GO) build -o $(BIN)/demo ./cmd/demo
+
+# The syscall tracepoints are found through tracefs; mount it where a minimal
+# host or CI machine has not.
+tracefs:
+	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
+
+demo: build tracefs
+	$(BIN)/demo --gonetscope $(BIN)/gonetscope --target $(BIN)/nettarget
+
+test: tracefs
+	$(GO) vet ./...
+	$(GO) test -count=1 ./...
+
+# Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
+# output (needs clang, llvm-strip, bpftool).
+generate:
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > headers/vmlinux-x86.h
+	$(GO) generate ./...
+
+# Fails when the committed generated files differ from what `generate` makes.
+check-generate: generate
+	@git diff --exit-code --stat -- headers pkg '*_bpfel.go' '*_bpfel.o' || \
+		(echo "generated files are stale: run 'make generate' and commit the result" >&2; exit 1)
+
+clean:
+	rm -rf $(BIN)
