@@ -14,7 +14,7 @@ mkdir -p "$tmp/payload"
 cd "$repo"
 export CGO_ENABLED=0
 go build -o "$tmp/payload/selfcheck" ./scripts/kernels/selfcheck
-go test -c -o "$tmp/payload/selfcheck.test" ./scripts/kernels/selfcheck
+go test -c -tags vmselfcheck -o "$tmp/payload/selfcheck.test" ./scripts/kernels/selfcheck
 
 passed=0 failed=0
 # expect NAME WANT_STATUS GREP_PATTERN -- run.sh arguments...

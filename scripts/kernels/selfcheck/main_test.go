@@ -1,3 +1,8 @@
+//go:build vmselfcheck
+
+// Built only by scripts/kernels/selfcheck.sh (go test -c -tags vmselfcheck),
+// so that `go test ./...` on a host has no test that can only skip.
+
 package main
 
 import (
