@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 BPFTOOL ?= bpftool
 
-.PHONY: all build demo test test-unit test-integration generate check-generate tracefs clean
+.PHONY: all build demo test test-kernels generate check-generate tracefs clean
 
 all: build
 
@@ -25,6 +25,21 @@ demo: build tracefs
 test: tracefs
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+
+# The integration tests on Debian's 6.1 kernel under qemu, where fentry and
+# kprobes exist, once per forced hook mechanism. KERNEL_ARGS can point
+# scripts/kernels/run.sh at another kernel: KERNEL_ARGS="--kernel-image PATH".
+KERNEL_ARGS ?=
+KERNEL_PAYLOAD := .cache/kernels/payload
+test-kernels:
+	rm -rf $(KERNEL_PAYLOAD) && mkdir -p $(KERNEL_PAYLOAD)
+	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/gonetscope ./cmd/gonetscope
+	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/nettarget ./cmd/nettarget
+	CGO_ENABLED=0 $(GO) test -c -o $(KERNEL_PAYLOAD)/gonetscope.test ./cmd/gonetscope
+	scripts/kernels/run.sh $(KERNEL_ARGS) --timeout 900 $(KERNEL_PAYLOAD) -- \
+		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
+		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms \
+		./gonetscope.test -test.v -test.count=1
 
 # Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
 # output (needs clang, llvm-strip, bpftool).

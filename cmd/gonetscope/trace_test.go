@@ -226,6 +226,19 @@ func goidOf(t *testing.T, e ev) uint64 {
 	return *e.Goid
 }
 
+// testDelay is how long the target's peer waits before it writes:
+// GONETSCOPE_TEST_DELAY, longer under emulation where 10% of 50ms is noise.
+func testDelay(t *testing.T) time.Duration {
+	if s := os.Getenv("GONETSCOPE_TEST_DELAY"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatalf("GONETSCOPE_TEST_DELAY: %v", err)
+		}
+		return d
+	}
+	return 50 * time.Millisecond
+}
+
 func hookModes() []string {
 	if s := os.Getenv("GONETSCOPE_TEST_HOOKS"); s != "" {
 		return strings.Split(s, ",")
@@ -241,7 +254,8 @@ func TestTrace(t *testing.T) {
 	for _, hooks := range hookModes() {
 		for _, network := range []string{"tcp4", "tcp6"} {
 			t.Run(hooks+"/"+network, func(t *testing.T) {
-				const rounds, delay = 3, 50 * time.Millisecond
+				const rounds = 3
+				delay := testDelay(t)
 				r := traceTarget(t,
 					[]string{"-rounds", fmt.Sprint(rounds), "-delay", delay.String(), "-net", network},
 					[]string{"--hooks", hooks})
