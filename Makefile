@@ -5,7 +5,7 @@ GO ?= go
 BIN := bin
 BPFTOOL ?= bpftool
 
-.PHONY: all build demo test test-kernels generate check-generate tracefs clean
+.PHONY: all build demo test test-kernels bench generate check-generate tracefs clean
 
 all: build
 
@@ -40,6 +40,13 @@ test-kernels:
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
 		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms \
 		./gonetscope.test -test.v -test.count=1
+
+# Overhead and throughput benchmarks (root). Built with -c so the test binary
+# keeps its DWARF: the benchmarks trace their own process.
+bench: tracefs
+	mkdir -p $(BIN)
+	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
+	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 1s -test.count 3
 
 # Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
 # output (needs clang, llvm-strip, bpftool).
