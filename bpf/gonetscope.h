@@ -86,12 +86,9 @@ struct addrs {
 	__u16 _pad;
 };
 
-/* Counts of events a BPF object could not deliver, by reason. Index into the
- * per-CPU array `lost`. */
-enum lost_reason {
-	LOST_RINGBUF_FULL = 0,
-	LOST_MAX = 1,
-};
+/* Entries of the per-CPU array `lost`: events that found the ring buffer
+ * full, by enum event_type. */
+#define LOST_MAX 8
 
 static __always_inline struct target *lookup_target(__u32 tgid)
 {
@@ -229,22 +226,24 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, LOST_MAX);
-	__type(key, __u32);
+	__type(key, __u32); /* enum event_type */
 	__type(value, __u64);
 } lost SEC(".maps");
 
-static __always_inline void count_lost(__u32 reason)
+static __always_inline void count_lost(enum event_type type)
 {
-	__u64 *n = bpf_map_lookup_elem(&lost, &reason);
+	__u32 key = type;
+	__u64 *n = bpf_map_lookup_elem(&lost, &key);
 	if (n)
 		(*n)++;
 }
 
-/* Reserves an event in `events`, counting a full ring buffer as lost. */
-#define reserve_event(type) ({                                         \
+/* Reserves an event of C type `type` and enum event_type `kind` in
+ * `events`, counting a full ring buffer as lost. */
+#define reserve_event(type, kind) ({                                   \
 	type *__e = bpf_ringbuf_reserve(&events, sizeof(type), 0);     \
 	if (!__e)                                                      \
-		count_lost(LOST_RINGBUF_FULL);                         \
+		count_lost(kind);                                      \
 	__e;                                                           \
 })
 

@@ -153,7 +153,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	if (wait < t->min_wait_ns)
 		return 0;
 
-	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event);
+	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
 	if (!e)
 		return 0;
 	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
@@ -323,7 +323,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	__u64 block = now - c.t_enter;
 	if (block < t->min_wait_ns)
 		return 0;
-	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event);
+	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event, EVENT_EPOLL_WAIT);
 	if (!e)
 		return 0;
 	fill_header(&e->hdr, EVENT_EPOLL_WAIT, pid_tgid);

@@ -117,7 +117,7 @@ static __always_inline void connect_started(struct sock *sk)
 
 static __always_inline void send_connect(struct connect_rec *r)
 {
-	struct tcp_connect_event *e = reserve_event(struct tcp_connect_event);
+	struct tcp_connect_event *e = reserve_event(struct tcp_connect_event, EVENT_TCP_CONNECT);
 	if (!e)
 		return;
 	*e = r->ev;
@@ -248,7 +248,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	    ret == -EINTR || ret == -EAGAIN)
 		return 0;
 	/* Failed before a SYN went out (no route, no local port, ...). */
-	struct tcp_connect_event *e = reserve_event(struct tcp_connect_event);
+	struct tcp_connect_event *e = reserve_event(struct tcp_connect_event, EVENT_TCP_CONNECT);
 	if (!e)
 		return 0;
 	struct target *t = lookup_target(pid_tgid >> 32);
@@ -318,7 +318,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	listener = tcp_sock_of(listener);
 
 	if (ret == -EMFILE || ret == -ENFILE) {
-		struct accept_error_event *e = reserve_event(struct accept_error_event);
+		struct accept_error_event *e = reserve_event(struct accept_error_event, EVENT_ACCEPT_ERROR);
 		if (!e)
 			return 0;
 		fill_header(&e->hdr, EVENT_ACCEPT_ERROR, pid_tgid);
@@ -337,7 +337,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	if (!sk)
 		return 0;
 	__u64 now = a.t_accept ? a.t_accept : bpf_ktime_get_boot_ns();
-	struct tcp_accept_event *e = reserve_event(struct tcp_accept_event);
+	struct tcp_accept_event *e = reserve_event(struct tcp_accept_event, EVENT_TCP_ACCEPT);
 	if (!e)
 		return 0;
 	fill_header(&e->hdr, EVENT_TCP_ACCEPT, pid_tgid);

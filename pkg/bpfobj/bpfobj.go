@@ -60,6 +60,20 @@ func LoadError(what string, err error) error {
 	return fmt.Errorf("loading %s: %w", what, err)
 }
 
+// LostCounts reads a `lost` map (per-CPU counters by event type) for the
+// event types in names, by event name.
+func LostCounts[K ~uint32](m *ebpf.Map, names map[K]string) (map[string]uint64, error) {
+	counts := make(map[string]uint64, len(names))
+	for k, name := range names {
+		n, err := SumPerCPU(m, uint32(k))
+		if err != nil {
+			return nil, fmt.Errorf("reading lost counter of %s: %w", name, err)
+		}
+		counts[name] = n
+	}
+	return counts, nil
+}
+
 // SumPerCPU sums a per-CPU uint64 counter.
 func SumPerCPU(m *ebpf.Map, key uint32) (uint64, error) {
 	var per []uint64

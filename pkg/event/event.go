@@ -228,9 +228,12 @@ type Lost struct {
 	Header
 	Count  uint64
 	Stream string
+	// LostEvent is the type of the lost events, such as "netpoll_wait";
+	// "undecodable" for records that could not be decoded.
+	LostEvent string
 }
 
 func (l *Lost) MarshalZerologObject(e *zerolog.Event) {
 	l.marshal(e)
-	e.Uint64("count", l.Count).Str("stream", l.Stream)
+	e.Uint64("count", l.Count).Str("stream", l.Stream).Str("lost_event", l.LostEvent)
 }

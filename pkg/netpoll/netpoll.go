@@ -64,9 +64,14 @@ func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
 // Events is the ring buffer of netpoll_wait and epoll_wait records.
 func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[netpollMapEvents] }
 
-// Lost returns how many events the BPF side could not reserve so far.
-func (o *Objects) Lost() (uint64, error) {
-	return bpfobj.SumPerCPU(o.coll.Maps[netpollMapLost], 0)
+// Lost returns how many events of each type found the ring buffer full so far.
+func (o *Objects) Lost() (map[string]uint64, error) {
+	return bpfobj.LostCounts(o.coll.Maps[netpollMapLost], eventNames)
+}
+
+var eventNames = map[netpollEventType]string{
+	netpollEventTypeEVENT_NETPOLL_WAIT: "netpoll_wait",
+	netpollEventTypeEVENT_EPOLL_WAIT:   "epoll_wait",
 }
 
 // Close detaches and unloads everything.
@@ -96,7 +101,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			return nil, err
 		}
 		return &event.NetpollWait{
-			Header:       h.Header("netpoll_wait", clock),
+			Header:       h.Header(eventNames[netpollEventTypeEVENT_NETPOLL_WAIT], clock),
 			FD:           r.Fd,
 			Mode:         modes[netpollMode(r.Mode)],
 			Addrs:        bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
@@ -112,7 +117,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			return nil, err
 		}
 		return &event.EpollWait{
-			Header:    h.Header("epoll_wait", clock),
+			Header:    h.Header(eventNames[netpollEventTypeEVENT_EPOLL_WAIT], clock),
 			BlockNs:   r.BlockNs,
 			Ready:     r.Ready,
 			TimeoutMs: r.TimeoutMs,

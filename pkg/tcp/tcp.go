@@ -188,9 +188,15 @@ func (o *Objects) Hooks() map[string]string { return o.hooks }
 // Events is the ring buffer of tcp_connect, tcp_accept and accept_error records.
 func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[tcpMapEvents] }
 
-// Lost returns how many events the BPF side could not reserve so far.
-func (o *Objects) Lost() (uint64, error) {
-	return bpfobj.SumPerCPU(o.coll.Maps[tcpMapLost], 0)
+// Lost returns how many events of each type found the ring buffer full so far.
+func (o *Objects) Lost() (map[string]uint64, error) {
+	return bpfobj.LostCounts(o.coll.Maps[tcpMapLost], eventNames)
+}
+
+var eventNames = map[tcpEventType]string{
+	tcpEventTypeEVENT_TCP_CONNECT:  "tcp_connect",
+	tcpEventTypeEVENT_TCP_ACCEPT:   "tcp_accept",
+	tcpEventTypeEVENT_ACCEPT_ERROR: "accept_error",
 }
 
 // Close detaches and unloads everything.
@@ -220,7 +226,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			result = event.ErrnoName(r.Result)
 		}
 		return &event.TCPConnect{
-			Header:      h.Header("tcp_connect", clock),
+			Header:      h.Header(eventNames[tcpEventTypeEVENT_TCP_CONNECT], clock),
 			FD:          r.Fd,
 			Addrs:       bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 			HandshakeNs: r.HandshakeNs,
@@ -232,7 +238,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			return nil, err
 		}
 		return &event.TCPAccept{
-			Header:         h.Header("tcp_accept", clock),
+			Header:         h.Header(eventNames[tcpEventTypeEVENT_TCP_ACCEPT], clock),
 			FD:             r.Fd,
 			ListenFD:       r.ListenFd,
 			Addrs:          bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
@@ -247,7 +253,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			return nil, err
 		}
 		e := &event.AcceptError{
-			Header:   h.Header("accept_error", clock),
+			Header:   h.Header(eventNames[tcpEventTypeEVENT_ACCEPT_ERROR], clock),
 			ListenFD: r.ListenFd,
 			Addrs:    bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 			Errno:    event.ErrnoName(r.Err),

@@ -13,8 +13,8 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -62,8 +62,10 @@ type Tracer struct {
 	hooks   map[string]string
 	streams []stream
 
-	queue     chan item
-	queueLost atomic.Uint64
+	queue chan item
+	// queueLost counts events dropped in user space, by event name.
+	queueLostMu sync.Mutex
+	queueLost   map[string]uint64
 
 	mu      sync.Mutex
 	targets map[int]*target
@@ -81,9 +83,9 @@ type stream struct {
 	name   string
 	reader *ringbuf.Reader
 	decode func([]byte, bpfobj.Clock) (event.Event, error)
-	lost   func() (uint64, error)
-	// reported is the lost count already sent in lost events.
-	reported uint64
+	lost   func() (map[string]uint64, error)
+	// reported are the lost counts already sent in lost events.
+	reported map[string]uint64
 }
 
 // item is an event, or a reader's mark that it has read everything that
@@ -111,14 +113,15 @@ func New(opts Options) (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{
-		opts:    opts,
-		clock:   bpfobj.NewClock(),
-		netpoll: np,
-		tcp:     tc,
-		hooks:   map[string]string{},
-		queue:   make(chan item, opts.QueueLen),
-		targets: map[int]*target{},
-		wake:    make(chan struct{}, 1),
+		opts:      opts,
+		clock:     bpfobj.NewClock(),
+		netpoll:   np,
+		tcp:       tc,
+		hooks:     map[string]string{},
+		queue:     make(chan item, opts.QueueLen),
+		queueLost: map[string]uint64{},
+		targets:   map[int]*target{},
+		wake:      make(chan struct{}, 1),
 	}
 	maps.Copy(t.hooks, netpoll.Hooks)
 	maps.Copy(t.hooks, tc.Hooks())
@@ -126,7 +129,7 @@ func New(opts Options) (*Tracer, error) {
 		name   string
 		m      *ebpf.Map
 		decode func([]byte, bpfobj.Clock) (event.Event, error)
-		lost   func() (uint64, error)
+		lost   func() (map[string]uint64, error)
 	}{
 		{"netpoll", np.Events(), netpoll.Decode, np.Lost},
 		{"tcp", tc.Events(), tcp.Decode, tc.Lost},
@@ -136,7 +139,7 @@ func New(opts Options) (*Tracer, error) {
 			t.Close()
 			return nil, fmt.Errorf("opening ring buffer %s: %w", s.name, err)
 		}
-		t.streams = append(t.streams, stream{name: s.name, reader: rd, decode: s.decode, lost: s.lost})
+		t.streams = append(t.streams, stream{name: s.name, reader: rd, decode: s.decode, lost: s.lost, reported: map[string]uint64{}})
 	}
 	return t, nil
 }
@@ -422,13 +425,13 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 		}
 		ev, err := s.decode(rec.RawSample, t.clock)
 		if err != nil {
-			t.queueLost.Add(1)
+			t.countQueueLost("undecodable")
 			continue
 		}
 		select {
 		case t.queue <- item{ev: ev}:
 		default:
-			t.queueLost.Add(1)
+			t.countQueueLost(ev.Head().Event)
 		}
 	}
 }
@@ -444,25 +447,41 @@ func (t *Tracer) reapExited() {
 	}
 }
 
-// reportLost writes a lost event per stream whose count grew.
+func (t *Tracer) countQueueLost(name string) {
+	t.queueLostMu.Lock()
+	t.queueLost[name]++
+	t.queueLostMu.Unlock()
+}
+
+// reportLost writes a lost event per stream and event type whose count grew.
 func (t *Tracer) reportLost(sink Sink) error {
 	for i := range t.streams {
 		s := &t.streams[i]
-		n, err := s.lost()
-		if err != nil || n <= s.reported {
+		counts, err := s.lost()
+		if err != nil {
 			continue
 		}
-		if err := sink.Write(t.lostEvent(s.name, n-s.reported)); err != nil {
+		for _, name := range slices.Sorted(maps.Keys(counts)) {
+			if n := counts[name]; n > s.reported[name] {
+				if err := sink.Write(t.lostEvent(s.name, name, n-s.reported[name])); err != nil {
+					return err
+				}
+				s.reported[name] = n
+			}
+		}
+	}
+	t.queueLostMu.Lock()
+	queued := t.queueLost
+	t.queueLost = map[string]uint64{}
+	t.queueLostMu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(queued)) {
+		if err := sink.Write(t.lostEvent("queue", name, queued[name])); err != nil {
 			return err
 		}
-		s.reported = n
-	}
-	if n := t.queueLost.Swap(0); n > 0 {
-		return sink.Write(t.lostEvent("queue", n))
 	}
 	return nil
 }
 
-func (t *Tracer) lostEvent(stream string, n uint64) *event.Lost {
-	return &event.Lost{Header: event.Header{Time: time.Now(), Event: "lost"}, Count: n, Stream: stream}
+func (t *Tracer) lostEvent(stream, lostEvent string, n uint64) *event.Lost {
+	return &event.Lost{Header: event.Header{Time: time.Now(), Event: "lost"}, Count: n, Stream: stream, LostEvent: lostEvent}
 }
