@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -73,6 +74,8 @@ type fact struct {
 	RPort    uint16 `json:"rport"`
 	WaitNs   int64  `json:"wait_ns"`
 	DelayNs  int64  `json:"delay_ns"`
+	Reads    int    `json:"reads"`
+	FDLimit  uint64 `json:"fd_limit"`
 }
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
@@ -105,6 +108,10 @@ type ev struct {
 	Reason       string            `json:"reason"`
 	Count        uint64            `json:"count"`
 	Stream       string            `json:"stream"`
+	LostEvent    string            `json:"lost_event"`
+	Errno        string            `json:"errno"`
+	OpenFDs      int               `json:"open_fds"`
+	FDLimit      uint64            `json:"fd_limit"`
 }
 
 type traceRun struct {
@@ -474,6 +481,108 @@ func TestBadInput(t *testing.T) {
 			last := lines[len(lines)-1]
 			if !strings.Contains(last, tc.want) {
 				t.Errorf("stderr %q, want it to say %q", stderr.String(), tc.want)
+			}
+			assertNoProgramsLeft(t)
+		})
+	}
+}
+
+// TestLostIsCounted floods a tiny ring buffer: every netpoll_wait the target
+// caused is either delivered or counted in a lost event, exactly.
+func TestLostIsCounted(t *testing.T) {
+	const reads = 100000
+	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
+		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096"})
+	flood := r.factsOf("flood")
+	if len(flood) != 1 || flood[0].Reads != reads {
+		t.Fatalf("target's flood report: %+v", flood)
+	}
+	delivered := 0
+	for _, e := range r.of("netpoll_wait") {
+		if e.FD != flood[0].FD || goidOf(t, e) != flood[0].Goid || e.Mode != "read" {
+			t.Errorf("netpoll_wait that is not the flood's: %+v", e)
+		}
+		delivered++
+	}
+	var lost uint64
+	for _, e := range r.of("lost") {
+		if e.LostEvent == "netpoll_wait" {
+			lost += e.Count
+		}
+	}
+	t.Logf("%d reads: %d netpoll_wait delivered, %d lost", reads, delivered, lost)
+	if lost == 0 {
+		t.Error("a 4 KiB ring buffer lost nothing: the flood did not test the loss path")
+	}
+	if uint64(delivered)+lost != reads-1 {
+		t.Errorf("delivered %d + lost %d != %d waits", delivered, lost, reads-1)
+	}
+}
+
+// TestAcceptError: accept fails with EMFILE; the event names the listener,
+// the goroutine and the limit the target set.
+func TestAcceptError(t *testing.T) {
+	r := traceTarget(t, []string{"-rounds", "0", "-emfile"}, nil)
+	facts := r.factsOf("accept_error")
+	errs := r.of("accept_error")
+	if len(facts) != 1 || len(errs) != 1 {
+		t.Fatalf("target reported %d accept errors, gonetscope %d: %+v", len(facts), len(errs), errs)
+	}
+	f, e := facts[0], errs[0]
+	if goidOf(t, e) != f.Goid || e.ListenFD != f.ListenFD || e.LPort != f.LPort || e.Errno != "EMFILE" || e.FDLimit != f.FDLimit || e.OpenFDs <= 0 {
+		t.Errorf("accept_error %+v (goid %d), target says %+v", e, goidOf(t, e), f)
+	}
+}
+
+// TestStop: SIGTERM and --duration end a trace with exit status 0 and a
+// detached event per target with the reason; the target keeps running.
+func TestStop(t *testing.T) {
+	for _, tc := range []struct {
+		name, reason string
+		args         []string
+	}{
+		{"SIGTERM", "signal", nil},
+		{"duration", "duration", []string{"--duration", "500ms"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := exec.Command(nettargetBin, "-rounds", "0", "-linger", "60s")
+			target.Stdout = io.Discard
+			if err := target.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { target.Process.Kill(); target.Wait() }()
+			readyFile := filepath.Join(t.TempDir(), "ready")
+			tracer := exec.Command(gonetscopeBin, append([]string{"trace", "--pid", fmt.Sprint(target.Process.Pid), "--ready-file", readyFile}, tc.args...)...)
+			var out, errOut bytes.Buffer
+			tracer.Stdout, tracer.Stderr = &out, &errOut
+			if err := tracer.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- tracer.Wait() }()
+			defer tracer.Process.Kill()
+			waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+			if tc.name == "SIGTERM" {
+				tracer.Process.Signal(syscall.SIGTERM)
+			}
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatalf("gonetscope: %v\n%s", err, errOut.String())
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("gonetscope still running 5s after it should have stopped")
+			}
+			lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+			var last ev
+			if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+				t.Fatal(err)
+			}
+			if last.Event != "detached" || last.Reason != tc.reason || last.PID != uint32(target.Process.Pid) {
+				t.Errorf("last event %+v, want detached with reason %s", last, tc.reason)
+			}
+			if err := target.Process.Signal(syscall.Signal(0)); err != nil {
+				t.Errorf("the target did not survive the trace: %v", err)
 			}
 			assertNoProgramsLeft(t)
 		})

@@ -30,6 +30,8 @@ var (
 	waitStdin = flag.Bool("wait-stdin", false, "print a ready line, then wait for a line on stdin before starting")
 	linger    = flag.Duration("linger", 0, "stay alive this long after the last round")
 	network   = flag.String("net", "tcp4", "tcp4 or tcp6")
+	flood     = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
+	emfile    = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
 )
 
 var out = json.NewEncoder(os.Stdout)
@@ -80,6 +82,18 @@ func main() {
 	}
 	for i := 0; i < *rounds; i++ {
 		if err := round(host); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	if *flood > 0 {
+		if err := floodReads(*flood); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	if *emfile {
+		if err := acceptEMFILE(); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
 			os.Exit(1)
 		}
@@ -142,5 +156,67 @@ func round(host string) error {
 		return fmt.Errorf("dial %s: want ECONNREFUSED, got %v", closed, err)
 	}
 	report("refused", "goid", goid(), "rport", tmp.Addr().(*net.TCPAddr).Port)
+	return nil
+}
+
+// floodReads reads n times from an empty non-blocking socket, bypassing the
+// netpoller: every read returns EAGAIN, so every read after the first ends
+// one wait and starts the next, n-1 netpoll_wait events with --min-wait 0.
+func floodReads(n int) error {
+	runtime.LockOSThread() // one goroutine, one thread: nothing else in between
+	defer runtime.UnlockOSThread()
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	buf := make([]byte, 1)
+	for i := 0; i < n; i++ {
+		if _, err := syscall.Read(fds[0], buf); err != syscall.EAGAIN {
+			return fmt.Errorf("flood read %d: want EAGAIN, got %v", i, err)
+		}
+	}
+	report("flood", "goid", goid(), "fd", fds[0], "reads", n)
+	return nil
+}
+
+// acceptEMFILE lowers RLIMIT_NOFILE so that the next fd cannot be
+// allocated, lets a connection arrive, and accepts: EMFILE.
+func acceptEMFILE() error {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old); err != nil {
+		return err
+	}
+	// The lowest free fd number becomes the limit: no new fd fits.
+	free, err := syscall.Dup(0)
+	if err != nil {
+		return err
+	}
+	syscall.Close(free)
+	low := syscall.Rlimit{Cur: uint64(free), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		return err
+	}
+	_, err = ln.Accept()
+	id := goid()
+	// Hold the limit a moment: the tracer reads it after the event.
+	time.Sleep(300 * time.Millisecond)
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &old)
+	if !errors.Is(err, syscall.EMFILE) {
+		return fmt.Errorf("accept with RLIMIT_NOFILE %d: want EMFILE, got %v", free, err)
+	}
+	report("accept_error", "goid", id, "listen_fd", fdOf(ln.(*net.TCPListener)), "lport", ln.Addr().(*net.TCPAddr).Port,
+		"errno", "EMFILE", "fd_limit", free)
 	return nil
 }
