@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 )
 
 var (
@@ -154,6 +155,7 @@ func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
 	go func() { done <- tracer.Wait() }()
 	t.Cleanup(func() { tracer.Process.Kill() })
 	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	progs, links := heldBPFObjects(t, tracer.Process.Pid)
 
 	io.WriteString(stdin, "go\n")
 	var r traceRun
@@ -186,7 +188,7 @@ func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
 		}
 		r.events = append(r.events, e)
 	}
-	assertNoProgramsLeft(t)
+	assertReleased(t, progs, links)
 	return r
 }
 
@@ -411,40 +413,78 @@ func checkGoids(t *testing.T, r traceRun) {
 	}
 }
 
-// ourProgramNames are the BPF programs gonetscope loads (names as the
-// kernel keeps them: 15 characters).
-func ourProgramNames() map[string]bool {
-	names := map[string]bool{}
-	for _, n := range []string{"sock_set_state", "exit_epoll_pwait", "enter_epoll_pwait", "exit_accept4", "exit_connect",
-		"fentry_tcp_connect", "kprobe_tcp_connect", "fexit_inet_csk_accept", "kretprobe_inet_csk_accept"} {
-		if len(n) > 15 {
-			n = n[:15]
-		}
-		names[n] = true
+// heldBPFObjects lists the BPF program and link ids a running process holds
+// open, from /proc/PID/fdinfo.
+func heldBPFObjects(t *testing.T, pid int) (progs []ebpf.ProgramID, links []uint32) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return names
+	for _, e := range ents {
+		raw, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			var id uint32
+			if _, err := fmt.Sscanf(line, "prog_id:\t%d", &id); err == nil {
+				progs = append(progs, ebpf.ProgramID(id))
+			}
+			if _, err := fmt.Sscanf(line, "link_id:\t%d", &id); err == nil {
+				links = append(links, id)
+			}
+		}
+	}
+	if len(progs) == 0 {
+		t.Fatalf("PID %d holds no BPF programs while tracing", pid)
+	}
+	return progs, links
 }
 
-// assertNoProgramsLeft fails if any gonetscope BPF program is still loaded.
-func assertNoProgramsLeft(t *testing.T) {
+// assertReleased fails if any of the programs or links a tracer held is
+// still in the kernel after it exited. Other tracers on the host (a
+// parallel test run) do not matter: only these ids are checked.
+func assertReleased(t *testing.T, progs []ebpf.ProgramID, links []uint32) {
 	t.Helper()
-	ours := ourProgramNames()
+	for _, id := range progs {
+		if p, err := ebpf.NewProgramFromID(id); err == nil {
+			info, _ := p.Info()
+			p.Close()
+			t.Errorf("BPF program %d (%v) is still loaded after gonetscope exited", id, info.Name)
+		}
+	}
+	for _, id := range links {
+		if l, err := link.NewFromID(link.ID(id)); err == nil {
+			l.Close()
+			t.Errorf("BPF link %d still exists after gonetscope exited", id)
+		}
+	}
+}
+
+// gonetscopePrograms lists the ids of loaded programs named like ours.
+func gonetscopePrograms() map[ebpf.ProgramID]bool {
+	ours := map[string]bool{}
+	for _, n := range []string{"sock_set_state", "exit_epoll_pwait", "enter_epoll_pwait", "exit_accept4", "exit_connect"} {
+		ours[n] = true
+	}
+	ids := map[ebpf.ProgramID]bool{}
 	var id ebpf.ProgramID
 	for {
 		next, err := ebpf.ProgramGetNextID(id)
 		if err != nil {
-			return
+			return ids
 		}
 		id = next
 		p, err := ebpf.NewProgramFromID(id)
 		if err != nil {
 			continue
 		}
-		info, err := p.Info()
-		p.Close()
-		if err == nil && ours[info.Name] {
-			t.Errorf("BPF program %s (id %d) is still loaded after gonetscope exited", info.Name, id)
+		if info, err := p.Info(); err == nil && ours[info.Name] {
+			ids[id] = true
 		}
+		p.Close()
 	}
 }
 
@@ -470,6 +510,7 @@ func TestBadInput(t *testing.T) {
 		{"unknown command", []string{"frobnicate"}, `unknown command "frobnicate"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := gonetscopePrograms()
 			cmd := exec.Command(gonetscopeBin, tc.args...)
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
@@ -482,7 +523,14 @@ func TestBadInput(t *testing.T) {
 			if !strings.Contains(last, tc.want) {
 				t.Errorf("stderr %q, want it to say %q", stderr.String(), tc.want)
 			}
-			assertNoProgramsLeft(t)
+			// Refused before loading: no program of ours appeared. (A
+			// gonetscope run elsewhere on the host at the same moment
+			// would show up here too.)
+			for id := range gonetscopePrograms() {
+				if !before[id] {
+					t.Errorf("BPF program %d appeared during a refused run", id)
+				}
+			}
 		})
 	}
 }
@@ -562,6 +610,7 @@ func TestStop(t *testing.T) {
 			go func() { done <- tracer.Wait() }()
 			defer tracer.Process.Kill()
 			waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+			progs, links := heldBPFObjects(t, tracer.Process.Pid)
 			if tc.name == "SIGTERM" {
 				tracer.Process.Signal(syscall.SIGTERM)
 			}
@@ -584,7 +633,7 @@ func TestStop(t *testing.T) {
 			if err := target.Process.Signal(syscall.Signal(0)); err != nil {
 				t.Errorf("the target did not survive the trace: %v", err)
 			}
-			assertNoProgramsLeft(t)
+			assertReleased(t, progs, links)
 		})
 	}
 }
