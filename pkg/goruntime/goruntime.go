@@ -17,6 +17,7 @@ import (
 	"go/version"
 	"io"
 	"os"
+	"strings"
 )
 
 // Offsets are byte offsets into the target's runtime structs.
@@ -70,7 +71,7 @@ func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (no Go build info: %v)", path, ErrNotGo, err)
 	}
-	b := &Binary{Path: path, GoVersion: bi.GoVersion}
+	b := &Binary{Path: path, GoVersion: releaseOf(bi.GoVersion)}
 	for _, s := range bi.Settings {
 		if s.Key == "GOARCH" {
 			b.Arch = s.Value
@@ -95,6 +96,14 @@ func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
 	}
 	b.OffsetsFrom = "dwarf"
 	return b, nil
+}
+
+// releaseOf drops what follows a Go version: before Go 1.26 an experiment
+// came after a space ("go1.25.3 X:boringcrypto"), which go/version does not
+// parse; from 1.26 it is "go1.26.8-X:jsonv2", which it does.
+func releaseOf(goVersion string) string {
+	v, _, _ := strings.Cut(goVersion, " ")
+	return v
 }
 
 // pollTagFor returns the epoll data packing of a Go version, from
