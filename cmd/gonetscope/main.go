@@ -8,7 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"os/signal"
 	"strconv"
@@ -25,13 +24,16 @@ const usage = `gonetscope traces where the goroutines of running Go programs wai
 
 Usage:
   gonetscope trace --pid PID [--pid PID ...] [flags]   stream JSON events until Ctrl-C
+  gonetscope daemon [--socket PATH] [--output FILE]     run until SIGTERM; attach on request
+  gonetscope attach|detach [--socket PATH] PID          tell the daemon
+  gonetscope list [--socket PATH]                       what the daemon traces
   gonetscope version
 
-Run 'gonetscope trace -h' for the flags.
+Run 'gonetscope COMMAND -h' for a command's flags.
 `
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
+	if err := run(os.Args[1:]); err != nil && err != errHelp {
 		fmt.Fprintln(os.Stderr, "gonetscope:", err)
 		os.Exit(1)
 	}
@@ -45,6 +47,10 @@ func run(args []string) error {
 	switch args[0] {
 	case "trace":
 		return trace(args[1:])
+	case "daemon":
+		return daemon(args[1:])
+	case "attach", "detach", "list":
+		return client(args[0], args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil
@@ -81,14 +87,7 @@ func trace(args []string) error {
 		ready    = fs.String("ready-file", "", "create this file once every target is attached")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
-	fs.SetOutput(io.Discard) // errors are reported once, by main
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(os.Stdout)
-			fmt.Println("Usage: gonetscope trace --pid PID [--pid PID ...] [flags]")
-			fs.PrintDefaults()
-			return nil
-		}
+	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
 		return err
 	}
 	if len(pids) == 0 {
@@ -97,10 +96,8 @@ func trace(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: targets are given with --pid", fs.Arg(0))
 	}
-	switch *hooks {
-	case "auto", "fentry", "kprobe", "tracepoint":
-	default:
-		return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", *hooks)
+	if err := checkHooks(*hooks); err != nil {
+		return err
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -111,14 +108,14 @@ func trace(args []string) error {
 			return err
 		}
 	}
-	w := os.Stdout
+	var sink tracer.Sink = output.NewJSON(os.Stdout)
 	if *out != "-" {
-		f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		f, err := output.OpenFile(*out)
 		if err != nil {
-			return fmt.Errorf("opening --output: %w", err)
+			return err
 		}
 		defer f.Close()
-		w = f
+		sink = f
 	}
 
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
@@ -147,7 +144,7 @@ func trace(args []string) error {
 		timer := time.AfterFunc(*duration, func() { reason = event.ReasonDuration; cancel() })
 		defer timer.Stop()
 	}
-	err = tr.Run(ctx, output.NewJSON(w), tracer.RunOptions{
+	err = tr.Run(ctx, sink, tracer.RunOptions{
 		ExitWhenNoTargets: true,
 		Reason:            func() string { return reason },
 	})

@@ -32,6 +32,7 @@ var (
 	network   = flag.String("net", "tcp4", "tcp4 or tcp6")
 	flood     = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
 	emfile    = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
+	onStdin   = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
 )
 
 var out = json.NewEncoder(os.Stdout)
@@ -84,6 +85,16 @@ func main() {
 		if err := round(host); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
 			os.Exit(1)
+		}
+	}
+	if *onStdin {
+		lines := bufio.NewScanner(os.Stdin)
+		for lines.Scan() {
+			if err := round(host); err != nil {
+				fmt.Fprintln(os.Stderr, "nettarget:", err)
+				os.Exit(1)
+			}
+			report("round_done")
 		}
 	}
 	if *flood > 0 {

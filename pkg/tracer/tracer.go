@@ -74,8 +74,10 @@ type Tracer struct {
 }
 
 type target struct {
-	proc proc.Process
-	bin  *goruntime.Binary
+	proc  proc.Process
+	bin   *goruntime.Binary
+	exe   string
+	since time.Time
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -216,17 +218,18 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
-	t.targets[pid] = &target{proc: p, bin: bin}
+	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now()}
+	if exe, err := os.Readlink(p.ExePath()); err == nil {
+		tg.exe = exe
+	}
+	t.targets[pid] = tg
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", p),
-		Exe:         bin.Path,
+		Exe:         tg.exe,
 		GoVersion:   bin.GoVersion,
 		OffsetsFrom: bin.OffsetsFrom,
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
-	}
-	if exe, err := os.Readlink(p.ExePath()); err == nil {
-		ev.Exe = exe
 	}
 	t.queueControl(ev)
 	return ev, nil
@@ -253,15 +256,25 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	return nil
 }
 
-// Targets lists the traced PIDs.
-func (t *Tracer) Targets() []int {
+// TargetInfo describes a traced process.
+type TargetInfo struct {
+	PID       int
+	Comm      string
+	Exe       string
+	GoVersion string
+	Since     time.Time
+}
+
+// Targets lists the traced processes, by PID.
+func (t *Tracer) Targets() []TargetInfo {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	pids := make([]int, 0, len(t.targets))
-	for pid := range t.targets {
-		pids = append(pids, pid)
+	list := make([]TargetInfo, 0, len(t.targets))
+	for pid, tg := range t.targets {
+		list = append(list, TargetInfo{PID: pid, Comm: tg.proc.Comm, Exe: tg.exe, GoVersion: tg.bin.GoVersion, Since: tg.since})
 	}
-	return pids
+	slices.SortFunc(list, func(a, b TargetInfo) int { return a.PID - b.PID })
+	return list
 }
 
 func (t *Tracer) controlHeader(name string, p proc.Process) event.Header {
