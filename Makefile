@@ -13,6 +13,7 @@ build:
 	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
 	$(GO) build -o $(BIN)/nettarget ./cmd/nettarget
 	$(GO) build -o $(BIN)/demo ./cmd/demo
+	$(GO) build -o $(BIN)/demoserver ./cmd/demoserver
 
 # The syscall tracepoints are found through tracefs; mount it where a minimal
 # host or CI machine has not.
@@ -20,7 +21,7 @@ tracefs:
 	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 
 demo: build tracefs
-	$(BIN)/demo --gonetscope $(BIN)/gonetscope --target $(BIN)/nettarget
+	$(BIN)/demo --gonetscope $(BIN)/gonetscope --server $(BIN)/demoserver
 
 test: tracefs
 	$(GO) vet ./...

@@ -1,6 +1,7 @@
-// Command demo is `make demo`: it starts the bundled target (cmd/nettarget),
-// traces it with gonetscope, prints the JSON event stream as it comes, and
-// ends with a short summary of what the events say. It ends by itself.
+// Command demo is `make demo`: it starts the bundled demo service
+// (cmd/demoserver, which has four problems on purpose), traces it with
+// gonetscope, prints the JSON event stream as it comes, and ends with a short
+// summary that names each problem the way the events do. It ends by itself.
 package main
 
 import (
@@ -14,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -26,25 +28,23 @@ func main() {
 
 func run() error {
 	gonetscope := flag.String("gonetscope", "bin/gonetscope", "gonetscope binary")
-	targetBin := flag.String("target", "bin/nettarget", "demo target binary")
+	server := flag.String("server", "bin/demoserver", "demo service binary")
+	extra := flag.String("trace-flags", "", "extra flags for gonetscope trace")
 	flag.Parse()
 
-	// The target: three rounds of dial, accept, and a read whose peer
-	// answers only after 100ms.
-	target := exec.Command(*targetBin, "-wait-stdin", "-rounds", "3", "-delay", "100ms")
+	target := exec.Command(*server, "-wait-stdin")
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
 	if err := target.Start(); err != nil {
-		return fmt.Errorf("starting the demo target: %w", err)
+		return fmt.Errorf("starting the demo service: %w", err)
 	}
 	defer target.Process.Kill()
-	facts := bufio.NewScanner(stdout)
-	if !facts.Scan() {
-		return errors.New("the demo target did not start")
+	phases := bufio.NewScanner(stdout)
+	if !phases.Scan() {
+		return errors.New("the demo service did not start")
 	}
 	pid := strconv.Itoa(target.Process.Pid)
-	fmt.Printf("# demo target started: PID %s\n# $ %s trace --pid %s\n", pid, *gonetscope, pid)
 
 	dir, err := os.MkdirTemp("", "gonetscope-demo")
 	if err != nil {
@@ -52,7 +52,12 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 	ready := filepath.Join(dir, "ready")
-	tracer := exec.Command(*gonetscope, "trace", "--pid", pid, "--ready-file", ready)
+	args := []string{"trace", "--pid", pid, "--min-wait", "5ms", "--ready-file", ready}
+	if *extra != "" {
+		args = append(args, strings.Fields(*extra)...)
+	}
+	fmt.Printf("# demo service started: PID %s\n# $ %s %s\n", pid, *gonetscope, strings.Join(args, " "))
+	tracer := exec.Command(*gonetscope, args...)
 	events, _ := tracer.StdoutPipe()
 	tracer.Stderr = os.Stderr
 	if err := tracer.Start(); err != nil {
@@ -68,61 +73,102 @@ func run() error {
 		}
 	}
 	io.WriteString(stdin, "go\n")
-	go io.Copy(io.Discard, stdout)
+	go func() { // the service's own account of its phases, to stderr
+		for phases.Scan() {
+			fmt.Fprintln(os.Stderr, "# demo service:", phases.Text())
+		}
+	}()
 
-	var sum summary
+	var s summary
 	lines := bufio.NewScanner(events)
+	lines.Buffer(make([]byte, 1<<20), 1<<20)
 	for lines.Scan() {
 		fmt.Println(lines.Text())
-		sum.add(lines.Bytes())
+		s.add(lines.Bytes())
 	}
 	if err := tracer.Wait(); err != nil {
 		return fmt.Errorf("gonetscope: %w", err)
 	}
 	target.Wait()
-	sum.print()
+	s.print(os.Stdout)
 	return nil
 }
 
+// summary keeps, per problem, the events that show it.
 type summary struct {
-	lines []string
+	slowPeer, starved, queued []map[string]any
+	overflows, leaks, lost    []map[string]any
 }
 
-// add turns one event into a sentence, for the events the demo is about.
+func num(e map[string]any, k string) float64 { f, _ := e[k].(float64); return f }
+
 func (s *summary) add(line []byte) {
 	var e map[string]any
 	if json.Unmarshal(line, &e) != nil {
 		return
 	}
-	ms := func(k string) string { f, _ := e[k].(float64); return fmt.Sprintf("%.2fms", f/1e6) }
-	goid := "?"
-	if g, ok := e["goid"]; ok {
-		goid = fmt.Sprint(g)
-	}
-	var l string
 	switch e["event"] {
-	case "tcp_connect":
-		l = fmt.Sprintf("goroutine %s connected fd %v to %v:%v: %v after %s", goid, e["fd"], e["raddr"], e["rport"], e["result"], ms("handshake_ns"))
-	case "tcp_accept":
-		l = fmt.Sprintf("goroutine %s accepted fd %v from %v:%v after %s in the accept queue", goid, e["fd"], e["raddr"], e["rport"], ms("queue_wait_ns"))
 	case "netpoll_wait":
-		why := "the peer was slow"
-		if e["sched_delay_ns"].(float64) > e["io_wait_ns"].(float64) {
-			why = "the Go scheduler was slow"
+		if num(e, "sched_delay_ns") >= 5e6 && num(e, "sched_delay_ns") > num(e, "io_wait_ns")/4 {
+			s.starved = append(s.starved, e)
+		} else if e["mode"] == "read" && num(e, "io_wait_ns") >= 100e6 {
+			s.slowPeer = append(s.slowPeer, e)
 		}
-		l = fmt.Sprintf("goroutine %s waited %s to %v fd %v: %s for the peer, %s for the scheduler: %s",
-			goid, ms("wait_ns"), e["mode"], e["fd"], ms("io_wait_ns"), ms("sched_delay_ns"), why)
+	case "tcp_accept":
+		if num(e, "queue_wait_ns") >= 50e6 {
+			s.queued = append(s.queued, e)
+		}
+	case "listen_overflow":
+		s.overflows = append(s.overflows, e)
+	case "goroutine_leak":
+		s.leaks = append(s.leaks, e)
 	case "lost":
-		l = fmt.Sprintf("LOST %v events (%v)", e["count"], e["stream"])
-	default:
-		return
+		s.lost = append(s.lost, e)
 	}
-	s.lines = append(s.lines, l)
 }
 
-func (s *summary) print() {
-	fmt.Println("\n# What the events say:")
-	for _, l := range s.lines {
-		fmt.Println("  " + l)
+// worst returns the event with the largest value of key.
+func worst(es []map[string]any, key string) map[string]any {
+	var w map[string]any
+	for _, e := range es {
+		if w == nil || num(e, key) > num(w, key) {
+			w = e
+		}
 	}
+	return w
+}
+
+func ms(e map[string]any, k string) string { return fmt.Sprintf("%.1fms", num(e, k)/1e6) }
+
+func (s *summary) print(w io.Writer) {
+	fmt.Fprintln(w, "\n# What the events say")
+	found := 0
+	if len(s.slowPeer) > 0 {
+		e := s.slowPeer[0] // the first: the downstream call, before the accept burst's clients
+		found++
+		fmt.Fprintf(w, "1. Slow peer (netpoll_wait): goroutine %v waited %s to read fd %v from %v:%v; %s of it waiting for the peer (io_wait_ns), %s for the scheduler. %d such waits.\n",
+			e["goid"], ms(e, "wait_ns"), e["fd"], e["raddr"], e["rport"], ms(e, "io_wait_ns"), ms(e, "sched_delay_ns"), len(s.slowPeer))
+	}
+	if e := worst(s.starved, "sched_delay_ns"); e != nil {
+		found++
+		fmt.Fprintf(w, "2. Starved goroutine (netpoll_wait): goroutine %v's data on fd %v had arrived, but it waited %s more for the Go scheduler (sched_delay_ns), after %s for the peer. %d waits had a scheduling delay over 5ms: CPU-bound goroutines hold the Ps.\n",
+			e["goid"], e["fd"], ms(e, "sched_delay_ns"), ms(e, "io_wait_ns"), len(s.starved))
+	}
+	if e := worst(s.queued, "queue_wait_ns"); e != nil {
+		found++
+		fmt.Fprintf(w, "3. Stalled accept loop (tcp_accept): connections waited up to %s in the accept queue of port %v before goroutine %v accepted them; the queue held %v of at most %v. %d accepts waited over 50ms.\n",
+			ms(e, "queue_wait_ns"), e["lport"], e["goid"], e["backlog"], e["backlog_max"], len(s.queued))
+		for _, o := range s.overflows {
+			fmt.Fprintf(w, "   listen_overflow on port %v: %v connections dropped, verdict %v\n", o["lport"], o["drops"], o["verdict"])
+		}
+	}
+	if len(s.leaks) > 0 {
+		found++
+		e := s.leaks[len(s.leaks)-1]
+		fmt.Fprintf(w, "4. Goroutine leak (goroutine_leak): %v goroutines of %v, started at %v, and growing.\n", e["live"], e["site"], e["created_at"])
+	}
+	for _, e := range s.lost {
+		fmt.Fprintf(w, "LOST: %v %v events (%v)\n", e["count"], e["lost_event"], e["stream"])
+	}
+	fmt.Fprintf(w, "%d of the demo service's problems named by the events.\n", found)
 }
