@@ -42,12 +42,17 @@ test-kernels:
 		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms \
 		./gonetscope.test -test.v -test.count=1
 
-# Overhead and throughput benchmarks (root). Built with -c so the test binary
-# keeps its DWARF: the benchmarks trace their own process.
-bench: tracefs
-	mkdir -p $(BIN)
+# Overhead benchmarks (root), written to BENCHMARKS.md: a Go HTTP server under
+# fixed-rate load, untraced vs gonetscope vs bpftrace uprobes, plus the
+# pkg/tracer microbenchmarks (built with -c so the test binary keeps its
+# DWARF: they trace their own process).
+bench: build tracefs
+	@command -v bpftrace >/dev/null || (apt-get update -qq && apt-get install -y -qq bpftrace)
+	$(GO) build -o $(BIN)/bench ./cmd/bench
+	$(GO) build -o $(BIN)/benchserver ./cmd/benchserver
 	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
-	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 1s -test.count 3
+	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 1s -test.count 3 | tee ../../$(BIN)/microbench.txt
+	$(BIN)/bench -gonetscope $(BIN)/gonetscope -server $(BIN)/benchserver -extra $(BIN)/microbench.txt -o BENCHMARKS.md
 
 # Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
 # output (needs clang, llvm-strip, bpftool).

@@ -258,6 +258,18 @@ struct epoll_event_packed {
 	__u64 data;
 } __attribute__((packed));
 
+/* The events epoll_pwait returned, copied from user memory in one read. */
+struct epoll_events {
+	struct epoll_event_packed ev[MAX_EPOLL_EVENTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct epoll_events);
+} epoll_buf SEC(".maps");
+
 /* Step 2: the netpoller got fds back from epoll_pwait; their goroutines become runnable now. */
 static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 now,
 				       struct epoll_event_packed *ev)
@@ -309,16 +321,24 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 
 	__u64 now = bpf_ktime_get_boot_ns();
 	long n = ctx->ret;
-	if (t->pd_fd) {
-		for (int i = 0; i < MAX_EPOLL_EVENTS; i++) {
-			if (i >= n)
-				break;
-			struct epoll_event_packed ev;
-			if (bpf_probe_read_user(&ev, sizeof(ev), (void *)(c.events + i * sizeof(ev))))
-				break;
-			mark_ready(t, pid_tgid >> 32, now, &ev);
+	__u32 zero = 0;
+	struct epoll_events *buf = bpf_map_lookup_elem(&epoll_buf, &zero);
+	if (t->pd_fd && n > 0 && buf) {
+		if (n > MAX_EPOLL_EVENTS)
+			n = MAX_EPOLL_EVENTS;
+		/* One copy of the whole array instead of one per event. */
+		__u32 size = (__u32)n * sizeof(struct epoll_event_packed);
+		if (size > sizeof(*buf))
+			size = sizeof(*buf);
+		if (bpf_probe_read_user(buf, size, (void *)c.events) == 0) {
+			for (int i = 0; i < MAX_EPOLL_EVENTS; i++) {
+				if (i >= n)
+					break;
+				mark_ready(t, pid_tgid >> 32, now, &buf->ev[i]);
+			}
 		}
 	}
+	n = ctx->ret;
 
 	__u64 block = now - c.t_enter;
 	if (block < t->min_wait_ns)

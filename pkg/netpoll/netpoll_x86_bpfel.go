@@ -21,6 +21,15 @@ type netpollEpollCall struct {
 	Epfd      int32
 }
 
+type netpollEpollEvents struct {
+	_  structs.HostLayout
+	Ev [128]struct {
+		_      structs.HostLayout
+		Events uint32
+		Data   uint64
+	}
+}
+
 type netpollEpollWaitEvent struct {
 	_         structs.HostLayout
 	Hdr       netpollEventHeader
@@ -119,6 +128,7 @@ type netpollTarget struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	netpollMapEpollBuf               = "epoll_buf"
 	netpollMapEpollCalls             = "epoll_calls"
 	netpollMapEvents                 = "events"
 	netpollMapLost                   = "lost"
@@ -226,6 +236,7 @@ type netpollProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollMapSpecs struct {
+	EpollBuf   *ebpf.MapSpec `ebpf:"epoll_buf"`
 	EpollCalls *ebpf.MapSpec `ebpf:"epoll_calls"`
 	Events     *ebpf.MapSpec `ebpf:"events"`
 	Lost       *ebpf.MapSpec `ebpf:"lost"`
@@ -263,6 +274,7 @@ func (o *netpollObjects) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollMaps struct {
+	EpollBuf   *ebpf.Map `ebpf:"epoll_buf"`
 	EpollCalls *ebpf.Map `ebpf:"epoll_calls"`
 	Events     *ebpf.Map `ebpf:"events"`
 	Lost       *ebpf.Map `ebpf:"lost"`
@@ -272,6 +284,7 @@ type netpollMaps struct {
 
 func (m *netpollMaps) Close() error {
 	return _NetpollClose(
+		m.EpollBuf,
 		m.EpollCalls,
 		m.Events,
 		m.Lost,
