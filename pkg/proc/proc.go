@@ -63,6 +63,9 @@ func parseStat(pid int, raw []byte) (Process, error) {
 		return Process{}, fmt.Errorf("PID %d: stat starttime: %w", pid, err)
 	}
 	p.StartTicks = v
+	if st := fields[0]; len(st) != 1 || st[0] < 'A' || st[0] > 'z' {
+		return Process{}, fmt.Errorf("PID %d: stat state %q is not a letter", pid, st)
+	}
 	p.State = fields[0][0]
 	return p, nil
 }
