@@ -84,6 +84,9 @@ type Attached struct {
 	// "tcp_connect": "fentry" or "tracepoint".
 	Hooks     map[string]string
 	MinWaitNs uint64
+	// Limits lists features switched off for this target and why (an
+	// unknown Go version without DWARF, say); empty when all work.
+	Limits []string
 }
 
 func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
@@ -93,6 +96,9 @@ func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
 		Str("offsets_from", a.OffsetsFrom).
 		Dict("hooks", dictOf(a.Hooks)).
 		Uint64("min_wait_ns", a.MinWaitNs)
+	if len(a.Limits) > 0 {
+		e.Strs("limits", a.Limits)
+	}
 }
 
 func dictOf(m map[string]string) *zerolog.Event {

@@ -224,6 +224,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		OffsetsFrom: bin.OffsetsFrom,
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
+		Limits:      bin.Limits,
 	}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		ev.Exe = exe
