@@ -44,22 +44,32 @@ func buildNettarget(t *testing.T, toolchain string, flags ...string) string {
 	return bin
 }
 
+type buildCase struct {
+	name, toolchain string
+	flags           []string
+	offsetsFrom     string
+	goVersion       string
+}
+
 // TestTraceBuilds: the same events, exactly, from a stripped binary (its
 // runtime offsets from the version table), a PIE binary, a Go 1.27 binary
 // and a stripped PIE Go 1.24 binary (the older epoll data layout). One hook
 // mode and one address family each: TestTrace covers the rest.
+// GONETSCOPE_TEST_TOOLCHAINS adds a stripped PIE build per toolchain listed
+// (such as go1.22.12,go1.23.12,go1.25.5), to verify a table entry by hand.
 func TestTraceBuilds(t *testing.T) {
-	for _, tc := range []struct {
-		name, toolchain string
-		flags           []string
-		offsetsFrom     string
-		goVersion       string
-	}{
+	cases := []buildCase{
 		{"stripped", "local", []string{"-ldflags=-s -w"}, "table", ""},
 		{"pie", "local", []string{"-buildmode=pie"}, "dwarf", ""},
 		{"go1.27", "go1.27.3", nil, "dwarf", "go1.27.3"},
 		{"go1.24-stripped-pie", "go1.24.11", []string{"-ldflags=-s -w", "-buildmode=pie"}, "table", "go1.24.11"},
-	} {
+	}
+	if s := os.Getenv("GONETSCOPE_TEST_TOOLCHAINS"); s != "" {
+		for _, v := range strings.Split(s, ",") {
+			cases = append(cases, buildCase{v + "-stripped-pie", v, []string{"-ldflags=-s -w", "-buildmode=pie"}, "table", v})
+		}
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := buildNettarget(t, tc.toolchain, tc.flags...)
 			r := checkTrace(t, []string{bin}, "tracepoint", "tcp4")
