@@ -48,8 +48,8 @@ type Table struct {
 	// read at Open, the file need not stay open.
 	funcdata []byte
 
-	minLC                                        uint32
-	nfunc                                        int
+	minLC                                       uint32
+	nfunc                                       int
 	funcnames, cutab, filetab, pctab, pclntable []byte
 
 	mu    sync.Mutex
