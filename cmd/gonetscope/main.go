@@ -79,6 +79,7 @@ func trace(args []string) error {
 		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
 		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
 		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+		stacks   = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	fs.SetOutput(io.Discard) // errors are reported once, by main
@@ -121,7 +122,7 @@ func trace(args []string) error {
 		w = f
 	}
 
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
+	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks})
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,7 @@ type fact struct {
 	DelayNs  int64  `json:"delay_ns"`
 	Reads    int    `json:"reads"`
 	FDLimit  uint64 `json:"fd_limit"`
+	At       string `json:"at"` // file:line of the call
 }
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
@@ -116,6 +117,15 @@ type ev struct {
 	Errno        string            `json:"errno"`
 	OpenFDs      int               `json:"open_fds"`
 	FDLimit      uint64            `json:"fd_limit"`
+	Stack        []frame           `json:"stack"`
+}
+
+type frame struct {
+	Func    string `json:"func"`
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Inlined bool   `json:"inlined"`
+	PC      string `json:"pc"`
 }
 
 type traceRun struct {

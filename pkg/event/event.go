@@ -34,6 +34,47 @@ type Header struct {
 	// read from the thread's g and validated (g.m.procid == tid).
 	Goid    uint64
 	HasGoid bool
+	// Stack is the goroutine's user stack, with --stacks; nil otherwise.
+	// (A pointer keeps Header comparable.)
+	Stack *Stack
+}
+
+// Stack is a goroutine's user stack.
+type Stack struct {
+	// PCs as the kernel captured them: runtime addresses, innermost
+	// first. Not written out.
+	PCs []uint64
+	// Frames are PCs symbolized, inlined calls expanded.
+	Frames []Frame
+}
+
+// Frame is one frame of a goroutine's stack, as a Go panic trace shows it.
+// Func is empty when the pc could not be symbolized; PC says which it was.
+type Frame struct {
+	Func    string
+	File    string
+	Line    int
+	Inlined bool // inlined into the frame that follows
+	PC      uint64
+}
+
+func (f Frame) MarshalZerologObject(e *zerolog.Event) {
+	if f.Func == "" {
+		e.Str("pc", "0x"+strconv.FormatUint(f.PC, 16))
+		return
+	}
+	e.Str("func", f.Func).Str("file", f.File).Int("line", f.Line)
+	if f.Inlined {
+		e.Bool("inlined", true)
+	}
+}
+
+type frames []Frame
+
+func (fs frames) MarshalZerologArray(a *zerolog.Array) {
+	for _, f := range fs {
+		a.Object(f)
+	}
 }
 
 func (h *Header) Head() *Header { return h }
@@ -46,6 +87,9 @@ func (h *Header) marshal(e *zerolog.Event) {
 		Str("comm", h.Comm)
 	if h.HasGoid {
 		e.Uint64("goid", h.Goid)
+	}
+	if h.Stack != nil && len(h.Stack.Frames) > 0 {
+		e.Array("stack", frames(h.Stack.Frames))
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
@@ -44,6 +45,9 @@ type Options struct {
 	// PollInterval is how often target liveness and lost counters are
 	// checked. Zero: 100ms.
 	PollInterval time.Duration
+	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
+	// goroutine's symbolized user stack.
+	Stacks bool
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -76,6 +80,8 @@ type Tracer struct {
 type target struct {
 	proc proc.Process
 	bin  *goruntime.Binary
+	// syms symbolizes its stacks; nil without --stacks.
+	syms *symtab.Table
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -208,6 +214,14 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		PdTagShr:   bin.PollTag.Shr,
 		PdTagShl:   bin.PollTag.Shl,
 	}
+	var syms *symtab.Table
+	if t.opts.Stacks {
+		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
+			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks: %v", err))
+		} else {
+			v.Stacks = 1
+		}
+	}
 	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
@@ -216,7 +230,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
-	t.targets[pid] = &target{proc: p, bin: bin}
+	t.targets[pid] = &target{proc: p, bin: bin, syms: syms}
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", p),
 		Exe:         bin.Path,
@@ -428,6 +442,9 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 		if err != nil {
 			t.countQueueLost("undecodable")
 			continue
+		}
+		if h := ev.Head(); h.Stack != nil {
+			t.symbolize(h)
 		}
 		select {
 		case t.queue <- item{ev: ev}:
