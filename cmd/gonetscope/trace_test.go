@@ -78,6 +78,13 @@ type fact struct {
 	Reads    int    `json:"reads"`
 	FDLimit  uint64 `json:"fd_limit"`
 	At       string `json:"at"` // file:line of the call
+	// cmd/leaktarget's
+	LeakSite  string `json:"leak_site"`
+	LeakAt    string `json:"leak_at"`
+	ChurnSite string `json:"churn_site"`
+	ChurnAt   string `json:"churn_at"`
+	Leaked    uint64 `json:"leaked"`
+	Churned   uint64 `json:"churned"`
 }
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
@@ -118,6 +125,23 @@ type ev struct {
 	OpenFDs      int               `json:"open_fds"`
 	FDLimit      uint64            `json:"fd_limit"`
 	Stack        []frame           `json:"stack"`
+	// goroutines, goroutine_leak
+	Live        int64    `json:"live"`
+	Sites       []gsite  `json:"sites"`
+	Site        string   `json:"site"`
+	CreatedAt   string   `json:"created_at"`
+	CreatedBy   string   `json:"created_by"`
+	Growth      []int64  `json:"growth"`
+	OldestGoids []uint64 `json:"oldest_goids"`
+}
+
+type gsite struct {
+	Site      string `json:"site"`
+	CreatedAt string `json:"created_at"`
+	CreatedBy string `json:"created_by"`
+	Live      int64  `json:"live"`
+	Created   uint64 `json:"created"`
+	Exited    uint64 `json:"exited"`
 }
 
 type frame struct {

@@ -287,3 +287,64 @@ func (l *Lost) MarshalZerologObject(e *zerolog.Event) {
 	l.marshal(e)
 	e.Uint64("count", l.Count).Str("stream", l.Stream).Str("lost_event", l.LostEvent)
 }
+
+// GoroutineSite is one creation site in a goroutines event.
+type GoroutineSite struct {
+	Site      string // the function the goroutines run
+	CreatedAt string // file:line of the go statement
+	CreatedBy string // the function with the go statement
+	Live      int64  // created - exited since the attach
+	Created   uint64
+	Exited    uint64
+}
+
+func (s GoroutineSite) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("site", s.Site).Str("created_at", s.CreatedAt).Str("created_by", s.CreatedBy).
+		Int64("live", s.Live).Uint64("created", s.Created).Uint64("exited", s.Exited)
+}
+
+type goroutineSites []GoroutineSite
+
+func (ss goroutineSites) MarshalZerologArray(a *zerolog.Array) {
+	for _, s := range ss {
+		a.Object(s)
+	}
+}
+
+// Goroutines: the live goroutines of a process per creation site, counting
+// those created since the attach (--goroutines).
+type Goroutines struct {
+	Header
+	Live      int64           // all sites
+	Sites     []GoroutineSite // the top sites by live count
+	Untracked uint64          // creations not tracked: the maps were full
+}
+
+func (g *Goroutines) MarshalZerologObject(e *zerolog.Event) {
+	g.marshal(e)
+	e.Int64("live", g.Live).Array("sites", goroutineSites(g.Sites)).Uint64("untracked", g.Untracked)
+}
+
+// GoroutineLeak: a creation site whose live goroutines kept growing.
+type GoroutineLeak struct {
+	Header
+	GoroutineSite
+	Growth      []int64 // live count change per interval, oldest first
+	IntervalNs  uint64
+	OldestGoids []uint64
+	OldestAgeNs uint64
+}
+
+func (l *GoroutineLeak) MarshalZerologObject(e *zerolog.Event) {
+	l.marshal(e)
+	l.GoroutineSite.MarshalZerologObject(e)
+	g := zerolog.Arr()
+	for _, n := range l.Growth {
+		g.Int64(n)
+	}
+	ids := zerolog.Arr()
+	for _, id := range l.OldestGoids {
+		ids.Uint64(id)
+	}
+	e.Array("growth", g).Uint64("interval_ns", l.IntervalNs).Array("oldest_goids", ids).Uint64("oldest_age_ns", l.OldestAgeNs)
+}

@@ -318,3 +318,23 @@ func (t *Table) frames(pc uint64) []Frame {
 	}
 	return out
 }
+
+// Func returns the link-time address range [entry, end) of the function
+// named name (such as "runtime.goexit0").
+func (t *Table) Func(name string) (entry, end uint64, ok bool) {
+	ent := func(i int) uint64 { return uint64(binary.LittleEndian.Uint32(t.pclntable[8*i:])) }
+	for i := 0; i < t.nfunc; i++ {
+		funcoff := binary.LittleEndian.Uint32(t.pclntable[8*i+4:])
+		if int(funcoff)+8 > len(t.pclntable) {
+			continue
+		}
+		if cstring(t.funcnames, binary.LittleEndian.Uint32(t.pclntable[funcoff+4:])) == name {
+			return t.text + ent(i), t.text + ent(i+1), true
+		}
+	}
+	return 0, 0, false
+}
+
+// Bias is the load bias the table was opened with: runtime address minus
+// link-time address.
+func (t *Table) Bias() uint64 { return t.bias }
