@@ -47,6 +47,8 @@ bench: tracefs
 	mkdir -p $(BIN)
 	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
 	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 1s -test.count 3
+	$(GO) test -c -o $(BIN)/gonetscope.test ./cmd/gonetscope
+	cd cmd/gonetscope && ../../$(BIN)/gonetscope.test -test.run '^$$' -test.bench GoroutineCreation -test.benchtime 3x
 
 # Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
 # output (needs clang, llvm-strip, bpftool).

@@ -1,10 +1,16 @@
 package main
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestGoroutineLeak: a target leaks goroutines at one go statement while it
@@ -76,4 +82,72 @@ func TestGoroutinesSteady(t *testing.T) {
 	if j := slices.IndexFunc(last.Sites, func(s gsite) bool { return s.Site == f.ChurnSite }); j < 0 || last.Sites[j].Created != f.Churned {
 		t.Errorf("last goroutines event %+v, the target churned %d at %s", last, f.Churned, f.ChurnAt)
 	}
+}
+
+// BenchmarkGoroutineCreation measures what a goroutine creation (and its
+// exit) costs the target: untraced, traced without --goroutines, and
+// traced with it, interleaved in one run. Reported as ns/goroutine per mode.
+//
+//	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench GoroutineCreation -test.benchtime 3x
+func BenchmarkGoroutineCreation(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "leaktarget")
+	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
+		b.Fatalf("building leaktarget: %v\n%s", err, out)
+	}
+	modes := []struct {
+		name  string
+		trace []string // nil: untraced
+	}{
+		{"untraced", nil},
+		{"traced", []string{}},
+		{"traced-goroutines", []string{"--goroutines"}},
+	}
+	sums := make([]float64, len(modes))
+	for i := 0; i < b.N; i++ {
+		for m, mode := range modes {
+			sums[m] += float64(benchGoroutines(b, bin, mode.trace))
+		}
+	}
+	for m, mode := range modes {
+		b.ReportMetric(sums[m]/float64(b.N), "ns/goroutine-"+mode.name)
+	}
+}
+
+func benchGoroutines(b *testing.B, bin string, trace []string) int64 {
+	target := exec.Command(bin, "-bench", "300000")
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer target.Wait()
+	dec := json.NewDecoder(stdout)
+	var ready struct{ PID int }
+	if err := dec.Decode(&ready); err != nil {
+		b.Fatal(err)
+	}
+	if trace != nil {
+		readyFile := filepath.Join(b.TempDir(), "ready")
+		tr := exec.Command(gonetscopeBin, append([]string{"trace", "--pid", fmt.Sprint(ready.PID), "--ready-file", readyFile, "--output", os.DevNull}, trace...)...)
+		if err := tr.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }()
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(readyFile); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("gonetscope not ready")
+			}
+		}
+	}
+	io.WriteString(stdin, "go\n")
+	var res struct {
+		NsPerGoroutine int64 `json:"ns_per_goroutine"`
+	}
+	if err := dec.Decode(&res); err != nil {
+		b.Fatal(err)
+	}
+	return res.NsPerGoroutine
 }
