@@ -19,6 +19,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
 	"go/format"
@@ -27,6 +28,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
@@ -62,8 +64,70 @@ func main() {
 }
 
 type entry struct {
-	offsets goruntime.Offsets
-	from    []string // the toolchains that agree on it
+	offsets     goruntime.Offsets
+	waitReasons []string
+	from        []string // the toolchains that agree on it
+}
+
+// waitReasons reads runtime.waitReasonStrings of a toolchain, indexed by
+// waitReason, from its runtime/runtime2.go: the order of the constants,
+// then the string of each.
+func waitReasons(v string) ([]string, error) {
+	cmd := exec.Command("go", "env", "GOROOT")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+v)
+	root, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("GOROOT of %s: %w", v, err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(root)), "src/runtime/runtime2.go"))
+	if err != nil {
+		return nil, err
+	}
+	text := string(src)
+	start := strings.Index(text, "waitReasonZero ")
+	if start < 0 {
+		return nil, errors.New("no waitReason constants")
+	}
+	var names []string
+	for _, line := range strings.Split(text[start:], "\n") {
+		line = strings.TrimSpace(line)
+		if line == ")" {
+			break
+		}
+		if line == "" || strings.HasPrefix(line, "//") {
+			continue
+		}
+		names = append(names, strings.Fields(line)[0])
+	}
+	vs := strings.Index(text, "var waitReasonStrings = [...]string{")
+	if vs < 0 {
+		return nil, errors.New("no waitReasonStrings")
+	}
+	strs := map[string]string{}
+	for _, line := range strings.Split(text[vs:], "\n")[1:] {
+		line = strings.TrimSpace(line)
+		if line == "}" {
+			break
+		}
+		name, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		q, err := strconv.Unquote(strings.TrimSuffix(strings.TrimSpace(val), ","))
+		if err != nil {
+			return nil, fmt.Errorf("waitReasonStrings line %q: %w", line, err)
+		}
+		strs[strings.TrimSpace(name)] = q
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		s, ok := strs[n]
+		if !ok && i > 0 {
+			return nil, fmt.Errorf("%s has no string", n)
+		}
+		out[i] = s
+	}
+	return out, nil
 }
 
 func run(versions []string, out string) error {
@@ -101,13 +165,17 @@ func run(versions []string, out string) error {
 		if b.GoVersion != v {
 			return fmt.Errorf("asked for %s, got a binary built by %s", v, b.GoVersion)
 		}
+		wr, err := waitReasons(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
 		lang := version.Lang(v)
 		e, ok := table[lang]
 		if !ok {
-			table[lang] = &entry{offsets: o, from: []string{v}}
+			table[lang] = &entry{offsets: o, waitReasons: wr, from: []string{v}}
 			continue
 		}
-		if e.offsets != o {
+		if e.offsets != o || !slices.Equal(e.waitReasons, wr) {
 			return fmt.Errorf("%s and %s disagree: %+v vs %+v; the table cannot be keyed by minor version", e.from[0], v, e.offsets, o)
 		}
 		e.from = append(e.from, v)
@@ -122,7 +190,7 @@ func run(versions []string, out string) error {
 	slices.SortFunc(langs, version.Compare)
 	for _, l := range langs {
 		e := table[l]
-		fmt.Fprintf(&buf, "\t%q: {From: %#v, Offsets: %#v},\n", l, e.from, e.offsets)
+		fmt.Fprintf(&buf, "\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v},\n", l, e.from, e.offsets, e.waitReasons)
 	}
 	buf.WriteString("}\n")
 	src, err := format.Source(bytes.ReplaceAll(buf.Bytes(), []byte("goruntime.Offsets"), []byte("Offsets")))

@@ -44,6 +44,10 @@ func TestGoroutineLeak(t *testing.T) {
 		if len(l.Growth) != 3 || len(l.OldestGoids) != 5 || l.Live <= 0 {
 			t.Errorf("goroutine_leak: %+v", l)
 		}
+		// They block in <-never.
+		if len(l.ParkedOn) != 5 || slices.ContainsFunc(l.ParkedOn, func(p string) bool { return p != "chan receive" }) {
+			t.Errorf("goroutine_leak parked_on %q, want chan receive for each", l.ParkedOn)
+		}
 	}
 	g := r.of("goroutines")
 	if len(g) < 4 {

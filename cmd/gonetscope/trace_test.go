@@ -133,6 +133,7 @@ type ev struct {
 	CreatedBy   string   `json:"created_by"`
 	Growth      []int64  `json:"growth"`
 	OldestGoids []uint64 `json:"oldest_goids"`
+	ParkedOn    []string `json:"parked_on"`
 }
 
 type gsite struct {

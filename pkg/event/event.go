@@ -332,6 +332,10 @@ type GoroutineLeak struct {
 	Growth      []int64 // live count change per interval, oldest first
 	IntervalNs  uint64
 	OldestGoids []uint64
+	// ParkedOn says, for each of OldestGoids, what it is parked on (its
+	// wait reason, as in a goroutine dump: "chan receive"); "" when it is
+	// not parked or that is not known.
+	ParkedOn    []string
 	OldestAgeNs uint64
 }
 
@@ -346,5 +350,10 @@ func (l *GoroutineLeak) MarshalZerologObject(e *zerolog.Event) {
 	for _, id := range l.OldestGoids {
 		ids.Uint64(id)
 	}
-	e.Array("growth", g).Uint64("interval_ns", l.IntervalNs).Array("oldest_goids", ids).Uint64("oldest_age_ns", l.OldestAgeNs)
+	parked := zerolog.Arr()
+	for _, p := range l.ParkedOn {
+		parked.Str(p)
+	}
+	e.Array("growth", g).Uint64("interval_ns", l.IntervalNs).Array("oldest_goids", ids).
+		Array("parked_on", parked).Uint64("oldest_age_ns", l.OldestAgeNs)
 }

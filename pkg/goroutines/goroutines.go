@@ -155,6 +155,7 @@ func (o *Objects) Sites(pid int) (map[Site]Count, error) {
 type Goroutine struct {
 	Goid     uint64
 	CreateNs uint64 // bpf_ktime_get_boot_ns at creation
+	G        uint64 // its runtime.g in the target
 }
 
 // Oldest returns up to n of the longest-lived goroutines of a site.
@@ -165,7 +166,7 @@ func (o *Objects) Oldest(pid int, s Site, n int) ([]Goroutine, error) {
 	it := o.coll.Maps[goroutinesMapLive].Iterate()
 	for it.Next(&gk, &g) {
 		if gk.Pid == uint32(pid) && g.Startpc == s.StartPC && g.Gopc == s.GoPC {
-			gs = append(gs, Goroutine{gk.Goid, g.T_create})
+			gs = append(gs, Goroutine{gk.Goid, g.T_create, g.G})
 		}
 	}
 	sort.Slice(gs, func(i, j int) bool { return gs[i].CreateNs < gs[j].CreateNs })

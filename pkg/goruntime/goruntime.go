@@ -41,6 +41,9 @@ type Offsets struct {
 	// pc of the go statement that created it).
 	GStartpc uint16
 	GGopc    uint16
+	// runtime.g.atomicstatus and .waitreason: what a goroutine is parked on.
+	GAtomicstatus uint16
+	GWaitreason   uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -208,6 +211,8 @@ var want = []struct {
 	{"runtime.moduledata", "gofunc", func(o *Offsets) *uint16 { return &o.MdGofunc }, true},
 	{"runtime.g", "startpc", func(o *Offsets) *uint16 { return &o.GStartpc }, true},
 	{"runtime.g", "gopc", func(o *Offsets) *uint16 { return &o.GGopc }, true},
+	{"runtime.g", "atomicstatus", func(o *Offsets) *uint16 { return &o.GAtomicstatus }, true},
+	{"runtime.g", "waitreason", func(o *Offsets) *uint16 { return &o.GWaitreason }, true},
 }
 
 func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
@@ -271,4 +276,15 @@ type tableEntry struct {
 	// From lists the toolchains the offsets were read from; they agree.
 	From    []string
 	Offsets Offsets
+	// WaitReasons are runtime.waitReasonStrings, indexed by g.waitreason.
+	WaitReasons []string
+}
+
+// WaitReason names a goroutine's g.waitreason ("chan receive"), from the
+// table of its Go minor version; "" when unknown.
+func (b *Binary) WaitReason(r uint8) string {
+	if e, ok := offsetsTable[version.Lang(b.GoVersion)]; ok && int(r) < len(e.WaitReasons) {
+		return e.WaitReasons[r]
+	}
+	return ""
 }

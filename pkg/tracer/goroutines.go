@@ -1,7 +1,9 @@
 package tracer
 
 import (
+	"encoding/binary"
 	"fmt"
+	"os"
 	"slices"
 	"time"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // goroutineState is a target's goroutine tracking (--goroutines).
@@ -85,6 +88,7 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 			}
 			for _, g := range oldest {
 				leak.OldestGoids = append(leak.OldestGoids, g.Goid)
+				leak.ParkedOn = append(leak.ParkedOn, parkedOn(tg, g.G))
 			}
 			leak.OldestAgeNs = bpfobj.Now() - oldest[0].CreateNs
 			if err := sink.Write(leak); err != nil {
@@ -93,6 +97,33 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 		}
 	}
 	return nil
+}
+
+// parkedOn reads a goroutine's status and wait reason from the target's
+// memory: its wait reason if it is parked (_Gwaiting), else "".
+func parkedOn(tg *target, g uint64) string {
+	o := tg.bin.Offsets
+	if o.GAtomicstatus == 0 || o.GWaitreason == 0 {
+		return ""
+	}
+	mem, err := os.Open(fmt.Sprintf("%s/%d/mem", proc.Root, tg.proc.PID))
+	if err != nil {
+		return ""
+	}
+	defer mem.Close()
+	var status [4]byte
+	var reason [1]byte
+	if _, err := mem.ReadAt(status[:], int64(g+uint64(o.GAtomicstatus))); err != nil {
+		return ""
+	}
+	if _, err := mem.ReadAt(reason[:], int64(g+uint64(o.GWaitreason))); err != nil {
+		return ""
+	}
+	const gScan, gWaiting = 0x1000, 4
+	if binary.LittleEndian.Uint32(status[:])&^gScan != gWaiting {
+		return ""
+	}
+	return tg.bin.WaitReason(reason[0])
 }
 
 // siteOf names a creation site: the function at startpc, and the go
