@@ -78,3 +78,54 @@ func TestFramesMatchRuntime(t *testing.T) {
 
 var _ = os.Getpid
 var _ = symtab.Frame{}
+
+// BenchmarkFrames: symbolizing one pc, from the cache and (uncached) from
+// the tables.
+func BenchmarkFrames(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "callers")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/callers").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	var pcs []uint64
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "end" {
+		var pc uint64
+		if _, err := fmt.Sscanf(sc.Text(), "pc %d", &pc); err == nil {
+			pcs = append(pcs, pc)
+		}
+	}
+	bi, err := goruntime.Inspect(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	open := func() *symtab.Table {
+		tab, err := bi.Symbols(fmt.Sprintf("/proc/%d", cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tab
+	}
+	b.Run("cached", func(b *testing.B) {
+		tab := open()
+		for i := 0; b.Loop(); i++ {
+			tab.Frames(pcs[i%len(pcs)], false)
+		}
+	})
+	b.Run("uncached", func(b *testing.B) {
+		// Distinct pcs through the first 640 KiB of code, more than the
+		// cache holds: nearly every lookup decodes the tables.
+		tab := open()
+		entry, _, _ := tab.Func("main.main")
+		base := entry - 320<<10
+		for i := 0; b.Loop(); i++ {
+			tab.Frames(base+uint64(i*7)%(640<<10)+tab.Bias(), false)
+		}
+	})
+}
