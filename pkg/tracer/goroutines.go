@@ -3,6 +3,7 @@ package tracer
 import (
 	"encoding/binary"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"time"
@@ -42,10 +43,13 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 	if t.gr == nil {
 		return nil
 	}
+	// The map reads below can take a while on a big process: the readers,
+	// which symbolize under t.mu, must not wait for them.
 	t.mu.Lock()
-	defer t.mu.Unlock()
+	tgs := slices.Collect(maps.Values(t.targets))
+	t.mu.Unlock()
 	now := time.Now()
-	for _, tg := range t.targets {
+	for _, tg := range tgs {
 		st := tg.goroutines
 		if st == nil || now.Sub(st.last) < t.opts.GoroutineInterval {
 			continue
