@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -90,12 +91,25 @@ func TestTraceBuilds(t *testing.T) {
 func TestTraceContainer(t *testing.T) {
 	dir := t.TempDir() // stays empty outside the target's namespace
 	script := fmt.Sprintf("mount -t tmpfs none %[1]s && cp %[2]s %[1]s/nettarget && exec %[1]s/nettarget \"$@\"", dir, nettargetBin)
-	r := checkTrace(t, []string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"}, "tracepoint", "tcp4")
+	argv := []string{"unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"}
+	r := checkTrace(t, argv, "tracepoint", "tcp4")
 	if _, err := os.Stat(filepath.Join(dir, "nettarget")); err == nil {
 		t.Fatalf("%s/nettarget is visible outside the target's mount namespace: the test did not isolate it", dir)
 	}
 	if a := r.of("attached")[0]; a.Exe != filepath.Join(dir, "nettarget") {
 		t.Errorf("attached exe %q, want the path inside the container %s/nettarget", a.Exe, dir)
+	}
+
+	// Stacks (symbols through /proc/PID/exe and /proc/PID/mem) and the
+	// goroutine uprobes (placed through /proc/PID/exe) work there too.
+	r = traceCommand(t, argv, []string{"-rounds", "1"}, []string{"--hooks", "tracepoint", "--stacks", "--goroutines"})
+	if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
+		t.Fatalf("attached: %+v", a)
+	}
+	read := r.factsOf("read")[0]
+	i := slices.IndexFunc(r.events, func(e ev) bool { return e.Event == "netpoll_wait" && e.FD == read.FD })
+	if i < 0 || !slices.ContainsFunc(r.events[i].Stack, func(f frame) bool { return fmt.Sprintf("%s %s:%d", f.Func, f.File, f.Line) == "main.round "+read.At }) {
+		t.Errorf("netpoll_wait in a container: want a stack through main.round at %s: %+v", read.At, r.events[i:min(i+1, len(r.events))])
 	}
 }
 
