@@ -18,9 +18,11 @@ import (
 // function and the file:line of its go statement, exactly as the target
 // reports them, and never the churning site; the last goroutines event
 // counts exactly the goroutines the target leaked, and none of the churned.
+// The target is built stripped and position-independent, as production
+// binaries are.
 func TestGoroutineLeak(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
 		t.Fatalf("building leaktarget: %v\n%s", err, out)
 	}
 	r := traceCommand(t, []string{bin, "-leak", "20", "-churn", "500", "-tick", "100ms", "-duration", "2500ms"}, nil,
