@@ -21,21 +21,25 @@ import (
 // test-kernels` (prebuilt binaries) has not.
 func TestStacks(t *testing.T) {
 	type stackCase struct {
-		name, hooks string
-		flags       []string
+		name, hooks, toolchain string
+		flags                  []string
 	}
 	var cases []stackCase
 	for _, h := range hookModes() {
-		cases = append(cases, stackCase{"plain/" + h, h, nil})
+		cases = append(cases, stackCase{"plain/" + h, h, "", nil})
 	}
 	if os.Getenv("GONETSCOPE_NETTARGET") == "" {
-		cases = append(cases, stackCase{"stripped-pie", "tracepoint", []string{"-ldflags=-s -w", "-buildmode=pie"}})
+		pie := []string{"-ldflags=-s -w", "-buildmode=pie"}
+		cases = append(cases,
+			stackCase{"stripped-pie", "tracepoint", "local", pie},
+			// Before Go 1.26 a PIE binary's pclntab section has another name.
+			stackCase{"go1.24-stripped-pie", "tracepoint", "go1.24.11", pie})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			bin := nettargetBin
-			if tc.flags != nil {
-				bin = buildNettarget(t, "local", tc.flags...)
+			if tc.toolchain != "" {
+				bin = buildNettarget(t, tc.toolchain, tc.flags...)
 			}
 			r := traceCommand(t, []string{bin}, []string{"-rounds", "2", "-delay", "20ms"}, []string{"--stacks", "--hooks", tc.hooks})
 			if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 {

@@ -70,6 +70,10 @@ var ErrFormat = errors.New("unsupported .gopclntab format")
 func Open(f *elf.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
+		// PIE binaries of Go 1.25 and older keep it among the relro data.
+		pcln = f.Section(".data.rel.ro.gopclntab")
+	}
+	if pcln == nil {
 		return nil, errors.New("no .gopclntab section")
 	}
 	data, err := pcln.Data()
