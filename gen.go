@@ -1,8 +1,9 @@
 // Package gonetscope holds the bpf2go directives that compile bpf/*.bpf.c into
 // the Go packages that load them: bpf/netpoll.bpf.c -> pkg/netpoll,
-// bpf/tcp.bpf.c -> pkg/tcp. Run `make generate` (needs clang, llvm-strip and,
+// bpf/tcp.bpf.c -> pkg/tcp, bpf/goroutines.bpf.c -> pkg/goroutines. Run `make generate` (needs clang, llvm-strip and,
 // for headers/vmlinux.h, bpftool); the output is committed.
 package gonetscope
 
-//go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
-//go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park -type user_stack netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook -type user_stack tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package goroutines -output-dir pkg/goroutines -output-stem goroutines -target amd64 -type g_layout -type goroutine_key -type goroutine -type site_key -type site_count goroutines bpf/goroutines.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded

@@ -46,7 +46,9 @@ struct target {
 	 * tag = data & ((1 << shr) - 1). shr == 0: data is a plain pointer. */
 	__u8 pd_tag_shr;
 	__u8 pd_tag_shl;
-	__u32 _pad;
+	/* 1: events on a goroutine carry its user stack (--stacks). */
+	__u8 stacks;
+	__u8 _pad[3];
 };
 
 struct {
@@ -84,6 +86,16 @@ struct addrs {
 	__u16 dport;
 	__u16 family;
 	__u16 _pad;
+};
+
+/* A goroutine's user stack, walked by frame pointers (Go keeps them on
+ * amd64): pcs[0] is where the thread entered the kernel, then return
+ * addresses, innermost first. len 0: not captured. */
+#define MAX_STACK_DEPTH 32
+struct user_stack {
+	__u64 pcs[MAX_STACK_DEPTH];
+	__u32 len;
+	__u32 _pad;
 };
 
 /* Entries of the per-CPU array `lost`: events that found the ring buffer
@@ -147,6 +159,20 @@ static __always_inline void read_goid(const struct target *t, __u32 tid, struct 
 		return;
 	h->goid = goid;
 	h->goid_ok = 1;
+}
+
+/* Captures the calling goroutine's user stack into s when the target asked
+ * for stacks and h says the thread is on a goroutine; else s->len = 0. */
+static __always_inline void capture_stack(void *ctx, const struct target *t,
+					  const struct event_header *h, struct user_stack *s)
+{
+	s->len = 0;
+	s->_pad = 0;
+	if (!t->stacks || !h->goid_ok)
+		return;
+	long n = bpf_get_stack(ctx, s->pcs, sizeof(s->pcs), BPF_F_USER_STACK);
+	if (n > 0)
+		s->len = n / sizeof(__u64);
 }
 
 /* Fills everything but the goroutine id (see read_goid). */

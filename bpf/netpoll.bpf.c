@@ -50,6 +50,7 @@ struct netpoll_wait_event {
 	__u8 mode;            /* enum mode */
 	__u8 ready_seen;      /* the netpoller reported the fd; else woken otherwise (deadline) */
 	__u8 _pad[6];
+	struct user_stack stack; /* at the resume, with --stacks */
 };
 
 struct epoll_wait_event {
@@ -177,6 +178,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	if (sk)
 		read_sk_addrs(sk, &e->addrs);
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	capture_stack(ctx, t, &e->hdr, &e->stack);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

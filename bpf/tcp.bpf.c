@@ -30,6 +30,7 @@ struct tcp_connect_event {
 	__u64 handshake_ns; /* SYN sent -> established or failed; 0 if no SYN was sent */
 	__s32 fd;           /* -1 when the SYN did not go out inside connect(2) */
 	__s32 result;       /* 0, or the errno */
+	struct user_stack stack; /* when the SYN went out, with --stacks */
 };
 
 struct tcp_accept_event {
@@ -42,6 +43,7 @@ struct tcp_accept_event {
 	__u32 backlog_max;
 	__u8 queue_wait_known;
 	__u8 _pad[7];
+	struct user_stack stack; /* at accept4's return, with --stacks */
 };
 
 struct accept_error_event {
@@ -98,21 +100,35 @@ struct {
 	__type(value, struct accepted_sock);
 } accepted_socks SEC(".maps");
 
-static __always_inline void connect_started(struct sock *sk)
+/* connect_rec is too big for the BPF stack with its user stack: it is
+ * built here. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct connect_rec);
+} connect_scratch SEC(".maps");
+
+static __always_inline void connect_started(void *ctx, struct sock *sk)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct target *t = lookup_target(pid_tgid >> 32);
 	if (!t)
 		return;
-	struct connect_rec r = {};
-	fill_header(&r.ev.hdr, EVENT_TCP_CONNECT, pid_tgid);
-	read_goid(t, (__u32)pid_tgid, &r.ev.hdr);
+	__u32 zero = 0;
+	struct connect_rec *r = bpf_map_lookup_elem(&connect_scratch, &zero);
+	if (!r)
+		return;
+	__builtin_memset(r, 0, sizeof(*r));
+	fill_header(&r->ev.hdr, EVENT_TCP_CONNECT, pid_tgid);
+	read_goid(t, (__u32)pid_tgid, &r->ev.hdr);
 	struct pt_regs *regs = user_regs();
-	r.in_syscall = REGS_SYSCALL_NR(regs) == NR_CONNECT;
-	r.ev.fd = r.in_syscall ? (__s32)REGS_ARG0(regs) : -1;
-	r.t_syn = bpf_ktime_get_boot_ns();
+	r->in_syscall = REGS_SYSCALL_NR(regs) == NR_CONNECT;
+	r->ev.fd = r->in_syscall ? (__s32)REGS_ARG0(regs) : -1;
+	r->t_syn = bpf_ktime_get_boot_ns();
+	capture_stack(ctx, t, &r->ev.hdr, &r->ev.stack);
 	__u64 key = (__u64)sk;
-	bpf_map_update_elem(&connects, &key, &r, BPF_ANY);
+	bpf_map_update_elem(&connects, &key, r, BPF_ANY);
 }
 
 static __always_inline void send_connect(struct connect_rec *r)
@@ -127,14 +143,14 @@ static __always_inline void send_connect(struct connect_rec *r)
 SEC("fentry/tcp_connect")
 int BPF_PROG(fentry_tcp_connect, struct sock *sk)
 {
-	connect_started(sk);
+	connect_started(ctx, sk);
 	return 0;
 }
 
 SEC("kprobe/tcp_connect")
 int BPF_KPROBE(kprobe_tcp_connect, struct sock *sk)
 {
-	connect_started(sk);
+	connect_started(ctx, sk);
 	return 0;
 }
 
@@ -187,7 +203,7 @@ int sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	struct sock *sk = (struct sock *)ctx->skaddr;
 	if (ctx->newstate == TCP_SYN_SENT) {
 		if (connect_start_with == CONNECT_START_TRACEPOINT)
-			connect_started(sk);
+			connect_started(ctx, sk);
 		return 0;
 	}
 	if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED) {
@@ -264,6 +280,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	e->handshake_ns = 0;
 	e->fd = fd;
 	e->result = (__s32)-ret;
+	capture_stack(ctx, t, &e->hdr, &e->stack);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
@@ -360,6 +377,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 		bpf_map_delete_elem(&established, &key);
 	}
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	capture_stack(ctx, t, &e->hdr, &e->stack);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
 }

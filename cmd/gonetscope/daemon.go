@@ -28,6 +28,9 @@ func daemon(args []string) error {
 		minWait = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
 		hooks   = fs.String("hooks", "auto", "kernel hook mechanism: auto, fentry, kprobe or tracepoint")
 		ringBuf = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (0: 1 MiB)")
+		stacks  = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
+		grs     = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
+		grEvery = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 	)
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
 		return err
@@ -50,7 +53,8 @@ func daemon(args []string) error {
 		sink, file = f, f
 	}
 
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
+	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
+		Goroutines: *grs, GoroutineInterval: *grEvery})
 	if err != nil {
 		return err
 	}

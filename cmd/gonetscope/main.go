@@ -85,6 +85,9 @@ func trace(args []string) error {
 		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
 		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
 		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+		stacks   = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
+		grs      = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
+		grEvery  = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
@@ -118,7 +121,8 @@ func trace(args []string) error {
 		sink = f
 	}
 
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
+	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
+		Goroutines: *grs, GoroutineInterval: *grEvery})
 	if err != nil {
 		return err
 	}

@@ -77,6 +77,14 @@ type fact struct {
 	DelayNs  int64  `json:"delay_ns"`
 	Reads    int    `json:"reads"`
 	FDLimit  uint64 `json:"fd_limit"`
+	At       string `json:"at"` // file:line of the call
+	// cmd/leaktarget's
+	LeakSite  string `json:"leak_site"`
+	LeakAt    string `json:"leak_at"`
+	ChurnSite string `json:"churn_site"`
+	ChurnAt   string `json:"churn_at"`
+	Leaked    uint64 `json:"leaked"`
+	Churned   uint64 `json:"churned"`
 }
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
@@ -106,6 +114,9 @@ type ev struct {
 	BlockNs      uint64            `json:"block_ns"`
 	Hooks        map[string]string `json:"hooks"`
 	GoVersion    string            `json:"go_version"`
+	Exe          string            `json:"exe"`
+	OffsetsFrom  string            `json:"offsets_from"`
+	Limits       []string          `json:"limits"`
 	Reason       string            `json:"reason"`
 	Count        uint64            `json:"count"`
 	Stream       string            `json:"stream"`
@@ -113,6 +124,33 @@ type ev struct {
 	Errno        string            `json:"errno"`
 	OpenFDs      int               `json:"open_fds"`
 	FDLimit      uint64            `json:"fd_limit"`
+	Stack        []frame           `json:"stack"`
+	// goroutines, goroutine_leak
+	Live        int64    `json:"live"`
+	Sites       []gsite  `json:"sites"`
+	Site        string   `json:"site"`
+	CreatedAt   string   `json:"created_at"`
+	CreatedBy   string   `json:"created_by"`
+	Growth      []int64  `json:"growth"`
+	OldestGoids []uint64 `json:"oldest_goids"`
+	ParkedOn    []string `json:"parked_on"`
+}
+
+type gsite struct {
+	Site      string `json:"site"`
+	CreatedAt string `json:"created_at"`
+	CreatedBy string `json:"created_by"`
+	Live      int64  `json:"live"`
+	Created   uint64 `json:"created"`
+	Exited    uint64 `json:"exited"`
+}
+
+type frame struct {
+	Func    string `json:"func"`
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Inlined bool   `json:"inlined"`
+	PC      string `json:"pc"`
 }
 
 type traceRun struct {
@@ -126,7 +164,14 @@ type traceRun struct {
 // the target has exited and gonetscope has ended by itself.
 func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
 	t.Helper()
-	target := exec.Command(nettargetBin, append([]string{"-wait-stdin"}, targetArgs...)...)
+	return traceCommand(t, []string{nettargetBin}, targetArgs, traceArgs)
+}
+
+// traceCommand is traceTarget for a target started by argv (a nettarget
+// binary, or a command that ends by exec'ing one).
+func traceCommand(t *testing.T, argv, targetArgs, traceArgs []string) traceRun {
+	t.Helper()
+	target := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-wait-stdin"), targetArgs...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -263,25 +308,32 @@ func TestTrace(t *testing.T) {
 	for _, hooks := range hookModes() {
 		for _, network := range []string{"tcp4", "tcp6"} {
 			t.Run(hooks+"/"+network, func(t *testing.T) {
-				const rounds = 3
-				delay := testDelay(t)
-				r := traceTarget(t,
-					[]string{"-rounds", fmt.Sprint(rounds), "-delay", delay.String(), "-net", network},
-					[]string{"--hooks", hooks})
-				checkAttached(t, r, hooks)
-				checkConnects(t, r, network)
-				checkAccepts(t, r)
-				checkReads(t, r, delay)
-				checkGoids(t, r)
-				if d := r.of("detached"); len(d) != 1 || d[0].Reason != "target_exited" {
-					t.Errorf("want one detached event with reason target_exited, got %+v", d)
-				}
-				if l := r.of("lost"); len(l) != 0 {
-					t.Errorf("lost events in a quiet trace: %+v", l)
-				}
+				checkTrace(t, []string{nettargetBin}, hooks, network)
 			})
 		}
 	}
+}
+
+// checkTrace is TestTrace's check of one target (started by argv), hook
+// mode and address family. It returns the run for further checks.
+func checkTrace(t *testing.T, argv []string, hooks, network string) traceRun {
+	const rounds = 3
+	delay := testDelay(t)
+	r := traceCommand(t, argv,
+		[]string{"-rounds", fmt.Sprint(rounds), "-delay", delay.String(), "-net", network},
+		[]string{"--hooks", hooks})
+	checkAttached(t, r, hooks)
+	checkConnects(t, r, network)
+	checkAccepts(t, r)
+	checkReads(t, r, delay)
+	checkGoids(t, r)
+	if d := r.of("detached"); len(d) != 1 || d[0].Reason != "target_exited" {
+		t.Errorf("want one detached event with reason target_exited, got %+v", d)
+	}
+	if l := r.of("lost"); len(l) != 0 {
+		t.Errorf("lost events in a quiet trace: %+v", l)
+	}
+	return r
 }
 
 func checkAttached(t *testing.T, r traceRun, hooks string) {

@@ -61,6 +61,13 @@ func goid() uint64 {
 	return id
 }
 
+// nextLine returns "file:line" of the line after its call: where the
+// stack of the call on that line must point (--stacks).
+func nextLine() string {
+	_, file, line, _ := runtime.Caller(1)
+	return fmt.Sprintf("%s:%d", file, line+1)
+}
+
 func fdOf(c syscall.Conn) int {
 	rc, err := c.SyscallConn()
 	if err != nil {
@@ -125,6 +132,7 @@ func round(host string) error {
 
 	served := make(chan error, 1)
 	go func() {
+		acceptAt := nextLine()
 		c, err := ln.Accept()
 		if err != nil {
 			served <- err
@@ -132,25 +140,27 @@ func round(host string) error {
 		}
 		defer c.Close()
 		report("accept", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)), "listen_fd", lfd,
-			"lport", port, "rport", c.RemoteAddr().(*net.TCPAddr).Port)
+			"lport", port, "rport", c.RemoteAddr().(*net.TCPAddr).Port, "at", acceptAt)
 		time.Sleep(*delay)
 		_, err = c.Write([]byte("hello"))
 		served <- err
 	}()
 
+	dialAt := nextLine()
 	c, err := net.Dial(*network, ln.Addr().String())
 	if err != nil {
 		return err
 	}
 	defer c.Close()
 	fd := fdOf(c.(*net.TCPConn))
-	report("dial", "goid", goid(), "fd", fd, "lport", c.LocalAddr().(*net.TCPAddr).Port, "rport", port)
+	report("dial", "goid", goid(), "fd", fd, "lport", c.LocalAddr().(*net.TCPAddr).Port, "rport", port, "at", dialAt)
 	start := time.Now()
 	buf := make([]byte, 5)
+	readAt := nextLine()
 	if _, err := c.Read(buf); err != nil {
 		return err
 	}
-	report("read", "goid", goid(), "fd", fd, "wait_ns", time.Since(start).Nanoseconds(), "delay_ns", delay.Nanoseconds())
+	report("read", "goid", goid(), "fd", fd, "wait_ns", time.Since(start).Nanoseconds(), "delay_ns", delay.Nanoseconds(), "at", readAt)
 	if err := <-served; err != nil {
 		return err
 	}

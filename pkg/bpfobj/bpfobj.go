@@ -179,3 +179,12 @@ func Addrs(family uint16, saddr, daddr [16]uint8, sport, dport uint16) event.Add
 	a.LocalPort, a.RemotePort = sport, dport
 	return a
 }
+
+// Stack copies the first n of a captured user stack's pcs (struct
+// user_stack); nil when none were captured.
+func Stack(pcs []uint64, n uint32) *event.Stack {
+	if n == 0 {
+		return nil
+	}
+	return &event.Stack{PCs: append([]uint64(nil), pcs[:min(int(n), len(pcs))]...)}
+}

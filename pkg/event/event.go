@@ -34,6 +34,47 @@ type Header struct {
 	// read from the thread's g and validated (g.m.procid == tid).
 	Goid    uint64
 	HasGoid bool
+	// Stack is the goroutine's user stack, with --stacks; nil otherwise.
+	// (A pointer keeps Header comparable.)
+	Stack *Stack
+}
+
+// Stack is a goroutine's user stack.
+type Stack struct {
+	// PCs as the kernel captured them: runtime addresses, innermost
+	// first. Not written out.
+	PCs []uint64
+	// Frames are PCs symbolized, inlined calls expanded.
+	Frames []Frame
+}
+
+// Frame is one frame of a goroutine's stack, as a Go panic trace shows it.
+// Func is empty when the pc could not be symbolized; PC says which it was.
+type Frame struct {
+	Func    string
+	File    string
+	Line    int
+	Inlined bool // inlined into the frame that follows
+	PC      uint64
+}
+
+func (f Frame) MarshalZerologObject(e *zerolog.Event) {
+	if f.Func == "" {
+		e.Str("pc", "0x"+strconv.FormatUint(f.PC, 16))
+		return
+	}
+	e.Str("func", f.Func).Str("file", f.File).Int("line", f.Line)
+	if f.Inlined {
+		e.Bool("inlined", true)
+	}
+}
+
+type frames []Frame
+
+func (fs frames) MarshalZerologArray(a *zerolog.Array) {
+	for _, f := range fs {
+		a.Object(f)
+	}
 }
 
 func (h *Header) Head() *Header { return h }
@@ -46,6 +87,9 @@ func (h *Header) marshal(e *zerolog.Event) {
 		Str("comm", h.Comm)
 	if h.HasGoid {
 		e.Uint64("goid", h.Goid)
+	}
+	if h.Stack != nil && len(h.Stack.Frames) > 0 {
+		e.Array("stack", frames(h.Stack.Frames))
 	}
 }
 
@@ -84,6 +128,9 @@ type Attached struct {
 	// "tcp_connect": "fentry" or "tracepoint".
 	Hooks     map[string]string
 	MinWaitNs uint64
+	// Limits lists features switched off for this target and why (an
+	// unknown Go version without DWARF, say); empty when all work.
+	Limits []string
 }
 
 func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
@@ -93,6 +140,9 @@ func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
 		Str("offsets_from", a.OffsetsFrom).
 		Dict("hooks", dictOf(a.Hooks)).
 		Uint64("min_wait_ns", a.MinWaitNs)
+	if len(a.Limits) > 0 {
+		e.Strs("limits", a.Limits)
+	}
 }
 
 func dictOf(m map[string]string) *zerolog.Event {
@@ -236,4 +286,74 @@ type Lost struct {
 func (l *Lost) MarshalZerologObject(e *zerolog.Event) {
 	l.marshal(e)
 	e.Uint64("count", l.Count).Str("stream", l.Stream).Str("lost_event", l.LostEvent)
+}
+
+// GoroutineSite is one creation site in a goroutines event.
+type GoroutineSite struct {
+	Site      string // the function the goroutines run
+	CreatedAt string // file:line of the go statement
+	CreatedBy string // the function with the go statement
+	Live      int64  // created - exited since the attach
+	Created   uint64
+	Exited    uint64
+}
+
+func (s GoroutineSite) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("site", s.Site).Str("created_at", s.CreatedAt).Str("created_by", s.CreatedBy).
+		Int64("live", s.Live).Uint64("created", s.Created).Uint64("exited", s.Exited)
+}
+
+type goroutineSites []GoroutineSite
+
+func (ss goroutineSites) MarshalZerologArray(a *zerolog.Array) {
+	for _, s := range ss {
+		a.Object(s)
+	}
+}
+
+// Goroutines: the live goroutines of a process per creation site, counting
+// those created since the attach (--goroutines).
+type Goroutines struct {
+	Header
+	Live      int64           // all sites
+	Sites     []GoroutineSite // the top sites by live count
+	Untracked uint64          // creations not tracked: the maps were full
+}
+
+func (g *Goroutines) MarshalZerologObject(e *zerolog.Event) {
+	g.marshal(e)
+	e.Int64("live", g.Live).Array("sites", goroutineSites(g.Sites)).Uint64("untracked", g.Untracked)
+}
+
+// GoroutineLeak: a creation site whose live goroutines kept growing.
+type GoroutineLeak struct {
+	Header
+	GoroutineSite
+	Growth      []int64 // live count change per interval, oldest first
+	IntervalNs  uint64
+	OldestGoids []uint64
+	// ParkedOn says, for each of OldestGoids, what it is parked on (its
+	// wait reason, as in a goroutine dump: "chan receive"); "" when it is
+	// not parked or that is not known.
+	ParkedOn    []string
+	OldestAgeNs uint64
+}
+
+func (l *GoroutineLeak) MarshalZerologObject(e *zerolog.Event) {
+	l.marshal(e)
+	l.GoroutineSite.MarshalZerologObject(e)
+	g := zerolog.Arr()
+	for _, n := range l.Growth {
+		g.Int64(n)
+	}
+	ids := zerolog.Arr()
+	for _, id := range l.OldestGoids {
+		ids.Uint64(id)
+	}
+	parked := zerolog.Arr()
+	for _, p := range l.ParkedOn {
+		parked.Str(p)
+	}
+	e.Array("growth", g).Uint64("interval_ns", l.IntervalNs).Array("oldest_goids", ids).
+		Array("parked_on", parked).Uint64("oldest_age_ns", l.OldestAgeNs)
 }

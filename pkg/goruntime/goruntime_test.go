@@ -5,6 +5,7 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"errors"
+	"go/version"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,11 +143,65 @@ func TestInspectNotGo(t *testing.T) {
 	}
 }
 
+// A binary built without DWARF gets the offsets of its Go version from the
+// table, and they are the ones its DWARF build has.
 func TestInspectNoDWARF(t *testing.T) {
-	bin := buildTiny(t, "-w")
-	b, err := Inspect(bin)
-	if err == nil || errors.Is(err, ErrNotGo) || !strings.Contains(err.Error(), "DWARF") {
-		t.Errorf("Inspect(binary built with -w) = %+v, %v, want an error about DWARF", b, err)
+	for _, ldflags := range []string{"-w", "-s -w"} {
+		b, err := Inspect(buildTiny(t, ldflags))
+		if err != nil {
+			t.Fatalf("-ldflags=%q: %v", ldflags, err)
+		}
+		withDWARF, err := Inspect(buildTiny(t, ""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b.OffsetsFrom != "table" || b.Offsets != withDWARF.Offsets || len(b.Limits) != 0 {
+			t.Errorf("-ldflags=%q: offsets %+v from %s (limits %q), the DWARF build has %+v", ldflags, b.Offsets, b.OffsetsFrom, b.Limits, withDWARF.Offsets)
+		}
+	}
+}
+
+// The committed table holds, for this toolchain's minor version, what its
+// DWARF says: a stale table fails here.
+func TestTableMatchesDWARF(t *testing.T) {
+	o, err := OffsetsFromDWARF(buildTiny(t, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := offsetsTable[version.Lang(runtime.Version())]
+	if !ok {
+		t.Fatalf("%s is not in the offsets table: run 'go run ./cmd/gen-offsets'", runtime.Version())
+	}
+	if e.Offsets != o {
+		t.Errorf("table for %s: %+v, DWARF of a %s build: %+v", version.Lang(runtime.Version()), e.Offsets, runtime.Version(), o)
+	}
+	if !slices.ContainsFunc(e.From, func(v string) bool { return version.Lang(v) == version.Lang(runtime.Version()) }) {
+		t.Errorf("table entry made from %v", e.From)
+	}
+}
+
+// A version the table does not know, without DWARF, fails closed: no
+// offsets at all, and a limit that says why and what to do.
+func TestUnknownVersionFailsClosed(t *testing.T) {
+	for _, v := range []string{"go1.99.1", "go1.21.13"} {
+		b := &Binary{GoVersion: v}
+		if err := b.resolve(nil); err != nil {
+			t.Fatal(err)
+		}
+		if b.Offsets != (Offsets{}) || b.OffsetsFrom != "none" || len(b.Limits) == 0 ||
+			!strings.Contains(strings.Join(b.Limits, " "), "gen-offsets") {
+			t.Errorf("%s without DWARF: offsets %+v from %q, limits %q; want none, and a limit naming gen-offsets", v, b.Offsets, b.OffsetsFrom, b.Limits)
+		}
+	}
+	// Known offsets but an unknown epoll layout: only the ready mark goes.
+	b := &Binary{GoVersion: "go1.99.1"}
+	offsetsTable["go1.99"] = offsetsTable[version.Lang(runtime.Version())]
+	defer delete(offsetsTable, "go1.99")
+	if err := b.resolve(nil); err != nil {
+		t.Fatal(err)
+	}
+	if b.Offsets.GGoid == 0 || b.Offsets.PdFd != 0 || b.Offsets.PdFdseq != 0 || len(b.Limits) != 1 {
+		t.Errorf("go1.99 in the table, epoll layout unknown: %+v, limits %q", b.Offsets, b.Limits)
 	}
 }
 
@@ -156,12 +211,14 @@ func TestPollTagFor(t *testing.T) {
 		want    PollTag
 		ok      bool
 	}{
-		{"go1.24", PollTag{24, 9}, true},
-		{"go1.24.0", PollTag{24, 9}, true},
+		{"go1.22.12", PollTag{19, 3}, true},
+		{"go1.23", PollTag{19, 3}, true},
+		{"go1.24.11", PollTag{19, 3}, true},
 		{"go1.25rc1", PollTag{24, 9}, true},
 		{"go1.26.8", PollTag{24, 9}, true},
-		{"go1.23", PollTag{}, false},
-		{"go1.23.12", PollTag{}, false},
+		{"go1.27.3", PollTag{24, 9}, true},
+		{"go1.28.0", PollTag{}, false},
+		{"go1.21.13", PollTag{}, false},
 		{"go1.17", PollTag{}, false},
 	} {
 		got, err := pollTagFor(tc.version)
@@ -174,27 +231,35 @@ func TestPollTagFor(t *testing.T) {
 	}
 }
 
-// The PollTag unpacks what the runtime packs. From runtime/tagptr_64bit.go
-// and tagptr.go (amd64, Go 1.24+): addrBits = 48+1, tagAlignBits = 9,
-// tagBits = 64 - addrBits + tagAlignBits, and
-// taggedPointerPack(ptr, tag) = ptr<<(tagBits-tagAlignBits) | tag&(1<<tagBits-1).
+// The PollTag unpacks what the runtime packs, for both layouts. From
+// runtime/tagptr_64bit.go and tagptr.go (amd64): Go 1.22-1.24 addrBits = 48,
+// tagBits = 64-48+3, ptr<<(64-addrBits); Go 1.25+ addrBits = 48+1,
+// tagAlignBits = 9, tagBits = 64 - addrBits + tagAlignBits,
+// ptr<<(tagBits-tagAlignBits). Both: | tag&(1<<tagBits-1).
 func TestPollTagUnpacksRuntimePacking(t *testing.T) {
-	const addrBits, tagAlignBits = 49, 9
-	const tagBits = 64 - addrBits + tagAlignBits
-	pack := func(ptr, tag uint64) uint64 {
-		return ptr<<(tagBits-tagAlignBits) | tag&(1<<tagBits-1)
-	}
-	pt, err := pollTagFor(runtime.Version())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, ptr := range []uint64{512, 0xc000_1234_00, 0x7f12_3456_7800, 1<<47 - 512} {
-		for _, tag := range []uint64{0, 1, 0xabcdef, 1<<tagBits - 1} {
-			data := pack(ptr, tag)
-			gotPtr := uint64(int64(data)>>pt.Shr) << pt.Shl
-			gotTag := data & (1<<pt.Shr - 1)
-			if gotPtr != ptr || gotTag != tag {
-				t.Errorf("packed %#x, %#x as %#x; unpacked %#x, %#x", ptr, tag, data, gotPtr, gotTag)
+	for _, tc := range []struct {
+		version            string
+		tagBits, shiftLeft int
+		ptrs               []uint64
+	}{
+		{"go1.24.11", 64 - 48 + 3, 64 - 48, []uint64{8, 0xc000_1234_00, 0x7f12_3456_7800, 1<<47 - 8}},
+		{"go1.26.8", 64 - 49 + 9, 64 - 49 + 9 - 9, []uint64{512, 0xc000_1234_00, 0x7f12_3456_7800, 1<<47 - 512}},
+	} {
+		pack := func(ptr, tag uint64) uint64 {
+			return ptr<<tc.shiftLeft | tag&(1<<tc.tagBits-1)
+		}
+		pt, err := pollTagFor(tc.version)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ptr := range tc.ptrs {
+			for _, tag := range []uint64{0, 1, 0x5bcdef & (1<<tc.tagBits - 1), 1<<tc.tagBits - 1} {
+				data := pack(ptr, tag)
+				gotPtr := uint64(int64(data)>>pt.Shr) << pt.Shl
+				gotTag := data & (1<<pt.Shr - 1)
+				if gotPtr != ptr || gotTag != tag {
+					t.Errorf("%s: packed %#x, %#x as %#x; unpacked %#x, %#x", tc.version, ptr, tag, data, gotPtr, gotTag)
+				}
 			}
 		}
 	}

@@ -100,8 +100,10 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 		if err != nil {
 			return nil, err
 		}
+		hdr := h.Header(eventNames[netpollEventTypeEVENT_NETPOLL_WAIT], clock)
+		hdr.Stack = bpfobj.Stack(r.Stack.Pcs[:], r.Stack.Len)
 		return &event.NetpollWait{
-			Header:       h.Header(eventNames[netpollEventTypeEVENT_NETPOLL_WAIT], clock),
+			Header:       hdr,
 			FD:           r.Fd,
 			Mode:         modes[netpollMode(r.Mode)],
 			Addrs:        bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),

@@ -91,6 +91,7 @@ type netpollNetpollWaitEvent struct {
 	Mode         uint8
 	ReadySeen    uint8
 	Pad          [6]uint8
+	Stack        netpollUserStack
 }
 
 type netpollPark struct {
@@ -121,7 +122,15 @@ type netpollTarget struct {
 	PdFdseq    uint16
 	PdTagShr   uint8
 	PdTagShl   uint8
-	Pad        uint32
+	Stacks     uint8
+	Pad        [3]uint8
+}
+
+type netpollUserStack struct {
+	_   structs.HostLayout
+	Pcs [32]uint64
+	Len uint32
+	Pad uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -225,8 +225,10 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 		if r.Result != 0 {
 			result = event.ErrnoName(r.Result)
 		}
+		hdr := h.Header(eventNames[tcpEventTypeEVENT_TCP_CONNECT], clock)
+		hdr.Stack = bpfobj.Stack(r.Stack.Pcs[:], r.Stack.Len)
 		return &event.TCPConnect{
-			Header:      h.Header(eventNames[tcpEventTypeEVENT_TCP_CONNECT], clock),
+			Header:      hdr,
 			FD:          r.Fd,
 			Addrs:       bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 			HandshakeNs: r.HandshakeNs,
@@ -237,8 +239,10 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 		if err != nil {
 			return nil, err
 		}
+		hdr := h.Header(eventNames[tcpEventTypeEVENT_TCP_ACCEPT], clock)
+		hdr.Stack = bpfobj.Stack(r.Stack.Pcs[:], r.Stack.Len)
 		return &event.TCPAccept{
-			Header:         h.Header(eventNames[tcpEventTypeEVENT_TCP_ACCEPT], clock),
+			Header:         hdr,
 			FD:             r.Fd,
 			ListenFD:       r.ListenFd,
 			Addrs:          bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),

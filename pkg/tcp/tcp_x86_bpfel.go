@@ -84,7 +84,8 @@ type tcpTarget struct {
 	PdFdseq    uint16
 	PdTagShr   uint8
 	PdTagShl   uint8
-	Pad        uint32
+	Stacks     uint8
+	Pad        [3]uint8
 }
 
 type tcpTcpAcceptEvent struct {
@@ -106,6 +107,7 @@ type tcpTcpAcceptEvent struct {
 	BacklogMax     uint32
 	QueueWaitKnown uint8
 	Pad            [7]uint8
+	Stack          tcpUserStack
 }
 
 type tcpTcpConnectEvent struct {
@@ -123,6 +125,14 @@ type tcpTcpConnectEvent struct {
 	HandshakeNs uint64
 	Fd          int32
 	Result      int32
+	Stack       tcpUserStack
+}
+
+type tcpUserStack struct {
+	_   structs.HostLayout
+	Pcs [32]uint64
+	Len uint32
+	Pad uint32
 }
 
 // Names of all BPF objects in the ELF.
@@ -130,6 +140,7 @@ type tcpTcpConnectEvent struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	tcpMapAcceptedSocks           = "accepted_socks"
+	tcpMapConnectScratch          = "connect_scratch"
 	tcpMapConnects                = "connects"
 	tcpMapEstablished             = "established"
 	tcpMapEvents                  = "events"
@@ -205,12 +216,13 @@ type tcpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpMapSpecs struct {
-	AcceptedSocks *ebpf.MapSpec `ebpf:"accepted_socks"`
-	Connects      *ebpf.MapSpec `ebpf:"connects"`
-	Established   *ebpf.MapSpec `ebpf:"established"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Lost          *ebpf.MapSpec `ebpf:"lost"`
-	Targets       *ebpf.MapSpec `ebpf:"targets"`
+	AcceptedSocks  *ebpf.MapSpec `ebpf:"accepted_socks"`
+	ConnectScratch *ebpf.MapSpec `ebpf:"connect_scratch"`
+	Connects       *ebpf.MapSpec `ebpf:"connects"`
+	Established    *ebpf.MapSpec `ebpf:"established"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	Targets        *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // tcpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -245,17 +257,19 @@ func (o *tcpObjects) Close() error {
 //
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpMaps struct {
-	AcceptedSocks *ebpf.Map `ebpf:"accepted_socks"`
-	Connects      *ebpf.Map `ebpf:"connects"`
-	Established   *ebpf.Map `ebpf:"established"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Lost          *ebpf.Map `ebpf:"lost"`
-	Targets       *ebpf.Map `ebpf:"targets"`
+	AcceptedSocks  *ebpf.Map `ebpf:"accepted_socks"`
+	ConnectScratch *ebpf.Map `ebpf:"connect_scratch"`
+	Connects       *ebpf.Map `ebpf:"connects"`
+	Established    *ebpf.Map `ebpf:"established"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Lost           *ebpf.Map `ebpf:"lost"`
+	Targets        *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *tcpMaps) Close() error {
 	return _TcpClose(
 		m.AcceptedSocks,
+		m.ConnectScratch,
 		m.Connects,
 		m.Established,
 		m.Events,

@@ -22,7 +22,9 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
@@ -44,6 +46,15 @@ type Options struct {
 	// PollInterval is how often target liveness and lost counters are
 	// checked. Zero: 100ms.
 	PollInterval time.Duration
+	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
+	// goroutine's symbolized user stack.
+	Stacks bool
+	// Goroutines tracks goroutine creation and exit (uprobes) for the
+	// goroutines and goroutine_leak events, every GoroutineInterval
+	// (zero: 10s), with the GoroutineTop sites (zero: 10).
+	Goroutines        bool
+	GoroutineInterval time.Duration
+	GoroutineTop      int
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -59,6 +70,7 @@ type Tracer struct {
 	clock   bpfobj.Clock
 	netpoll *netpoll.Objects
 	tcp     *tcp.Objects
+	gr      *goroutines.Objects // nil without Options.Goroutines
 	hooks   map[string]string
 	streams []stream
 
@@ -78,6 +90,10 @@ type target struct {
 	bin   *goruntime.Binary
 	exe   string
 	since time.Time
+	// syms symbolizes its stacks; nil without --stacks or --goroutines.
+	syms *symtab.Table
+	// goroutines is its goroutine tracking; nil without --goroutines.
+	goroutines *goroutineState
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -105,6 +121,12 @@ func New(opts Options) (*Tracer, error) {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 100 * time.Millisecond
 	}
+	if opts.GoroutineInterval == 0 {
+		opts.GoroutineInterval = 10 * time.Second
+	}
+	if opts.GoroutineTop == 0 {
+		opts.GoroutineTop = 10
+	}
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes})
 	if err != nil {
 		return nil, err
@@ -124,6 +146,13 @@ func New(opts Options) (*Tracer, error) {
 		queueLost: map[string]uint64{},
 		targets:   map[int]*target{},
 		wake:      make(chan struct{}, 1),
+	}
+	if opts.Goroutines {
+		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
+			t.Close()
+			return nil, err
+		}
+		t.hooks["goroutines"] = "uprobe"
 	}
 	maps.Copy(t.hooks, netpoll.Hooks)
 	maps.Copy(t.hooks, tc.Hooks())
@@ -153,6 +182,9 @@ func (t *Tracer) Hooks() map[string]string { return maps.Clone(t.hooks) }
 func (t *Tracer) Close() error {
 	for _, s := range t.streams {
 		s.reader.Close()
+	}
+	if t.gr != nil {
+		t.gr.Close()
 	}
 	if t.tcp != nil {
 		t.tcp.Close()
@@ -210,6 +242,14 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		PdTagShr:   bin.PollTag.Shr,
 		PdTagShl:   bin.PollTag.Shl,
 	}
+	var syms *symtab.Table
+	if t.opts.Stacks || t.opts.Goroutines {
+		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
+			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks or goroutine tracking: %v", err))
+		} else if t.opts.Stacks {
+			v.Stacks = 1
+		}
+	}
 	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
@@ -218,10 +258,11 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
-	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now()}
+	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		tg.exe = exe
 	}
+	t.attachGoroutines(tg)
 	t.targets[pid] = tg
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", p),
@@ -230,6 +271,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		OffsetsFrom: bin.OffsetsFrom,
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
+		Limits:      bin.Limits,
 	}
 	t.queueControl(ev)
 	return ev, nil
@@ -249,6 +291,9 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 		return fmt.Errorf("PID %d is not traced", pid)
 	}
 	delete(t.targets, pid)
+	if tg.goroutines != nil {
+		t.gr.Detach(pid)
+	}
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
@@ -339,6 +384,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 		case <-tick.C:
 			t.reapExited()
 			if err := t.reportLost(sink); err != nil {
+				return err
+			}
+			if err := t.goroutineTick(sink); err != nil {
 				return err
 			}
 		case it := <-t.queue:
@@ -440,6 +488,9 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 		if err != nil {
 			t.countQueueLost("undecodable")
 			continue
+		}
+		if h := ev.Head(); h.Stack != nil {
+			t.symbolize(h)
 		}
 		select {
 		case t.queue <- item{ev: ev}:

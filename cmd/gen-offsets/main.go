@@ -1,0 +1,201 @@
+// Command gen-offsets writes pkg/goruntime/offsets_table.go: the offsets of
+// the runtime struct fields gonetscope reads, per Go minor version, for
+// binaries built without DWARF.
+//
+// For each toolchain it builds a tiny program that uses the netpoller
+// (fetching the toolchain through GOTOOLCHAIN and the module proxy when it
+// is not installed) and reads the offsets from that program's DWARF. Two
+// patch releases of one minor version must agree, or it fails: the table is
+// keyed by minor version because the runtime's structs change only between
+// them.
+//
+//	go run ./cmd/gen-offsets                       # the default toolchain list
+//	go run ./cmd/gen-offsets -versions go1.28.0,...  # to add a version
+//
+// Adding a version: put it in -versions (and in defaultVersions below),
+// run this, check pollTagFor in pkg/goruntime against the new toolchain's
+// src/runtime/tagptr_64bit.go, and run the tests.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"go/format"
+	"go/version"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+)
+
+// defaultVersions are the toolchains the committed table was made from.
+const defaultVersions = "go1.22.12,go1.23.12,go1.24.11,go1.25.5,go1.26.7,go1.26.8,go1.27.3"
+
+const program = `package main
+
+import (
+	"fmt"
+	"net"
+)
+
+func main() {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err == nil {
+		ln.Close()
+	}
+	fmt.Println(err)
+}
+`
+
+func main() {
+	versions := flag.String("versions", defaultVersions, "comma-separated Go toolchains to read")
+	out := flag.String("o", "pkg/goruntime/offsets_table.go", "file to write")
+	flag.Parse()
+	if err := run(strings.Split(*versions, ","), *out); err != nil {
+		fmt.Fprintln(os.Stderr, "gen-offsets:", err)
+		os.Exit(1)
+	}
+}
+
+type entry struct {
+	offsets     goruntime.Offsets
+	waitReasons []string
+	from        []string // the toolchains that agree on it
+}
+
+// waitReasons reads runtime.waitReasonStrings of a toolchain, indexed by
+// waitReason, from its runtime/runtime2.go: the order of the constants,
+// then the string of each.
+func waitReasons(v string) ([]string, error) {
+	cmd := exec.Command("go", "env", "GOROOT")
+	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+v)
+	root, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("GOROOT of %s: %w", v, err)
+	}
+	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(root)), "src/runtime/runtime2.go"))
+	if err != nil {
+		return nil, err
+	}
+	text := string(src)
+	start := strings.Index(text, "waitReasonZero ")
+	if start < 0 {
+		return nil, errors.New("no waitReason constants")
+	}
+	var names []string
+	for _, line := range strings.Split(text[start:], "\n") {
+		line = strings.TrimSpace(line)
+		if line == ")" {
+			break
+		}
+		if line == "" || strings.HasPrefix(line, "//") {
+			continue
+		}
+		names = append(names, strings.Fields(line)[0])
+	}
+	vs := strings.Index(text, "var waitReasonStrings = [...]string{")
+	if vs < 0 {
+		return nil, errors.New("no waitReasonStrings")
+	}
+	strs := map[string]string{}
+	for _, line := range strings.Split(text[vs:], "\n")[1:] {
+		line = strings.TrimSpace(line)
+		if line == "}" {
+			break
+		}
+		name, val, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		q, err := strconv.Unquote(strings.TrimSuffix(strings.TrimSpace(val), ","))
+		if err != nil {
+			return nil, fmt.Errorf("waitReasonStrings line %q: %w", line, err)
+		}
+		strs[strings.TrimSpace(name)] = q
+	}
+	out := make([]string, len(names))
+	for i, n := range names {
+		s, ok := strs[n]
+		if !ok && i > 0 {
+			return nil, fmt.Errorf("%s has no string", n)
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func run(versions []string, out string) error {
+	dir, err := os.MkdirTemp("", "gen-offsets")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.22\n"), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o644); err != nil {
+		return err
+	}
+	table := map[string]*entry{}
+	for _, v := range versions {
+		if !version.IsValid(v) {
+			return fmt.Errorf("%q is not a Go version", v)
+		}
+		bin := filepath.Join(dir, "tiny-"+v)
+		cmd := exec.Command("go", "build", "-o", bin, ".")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+v, "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off")
+		if o, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("building with %s: %v\n%s", v, err, o)
+		}
+		o, err := goruntime.OffsetsFromDWARF(bin)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+		b, err := goruntime.Inspect(bin)
+		if err != nil {
+			return err
+		}
+		if b.GoVersion != v {
+			return fmt.Errorf("asked for %s, got a binary built by %s", v, b.GoVersion)
+		}
+		wr, err := waitReasons(v)
+		if err != nil {
+			return fmt.Errorf("%s: %w", v, err)
+		}
+		lang := version.Lang(v)
+		e, ok := table[lang]
+		if !ok {
+			table[lang] = &entry{offsets: o, waitReasons: wr, from: []string{v}}
+			continue
+		}
+		if e.offsets != o || !slices.Equal(e.waitReasons, wr) {
+			return fmt.Errorf("%s and %s disagree: %+v vs %+v; the table cannot be keyed by minor version", e.from[0], v, e.offsets, o)
+		}
+		e.from = append(e.from, v)
+	}
+	var buf bytes.Buffer
+	fmt.Fprintf(&buf, "// Code generated by cmd/gen-offsets; DO NOT EDIT.\n// go run ./cmd/gen-offsets -versions %s\n\npackage goruntime\n\n", strings.Join(versions, ","))
+	buf.WriteString("// offsetsTable holds the runtime struct offsets per Go minor version,\n// read from the DWARF of programs built by these toolchains.\nvar offsetsTable = map[string]tableEntry{\n")
+	langs := make([]string, 0, len(table))
+	for l := range table {
+		langs = append(langs, l)
+	}
+	slices.SortFunc(langs, version.Compare)
+	for _, l := range langs {
+		e := table[l]
+		fmt.Fprintf(&buf, "\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v},\n", l, e.from, e.offsets, e.waitReasons)
+	}
+	buf.WriteString("}\n")
+	src, err := format.Source(bytes.ReplaceAll(buf.Bytes(), []byte("goruntime.Offsets"), []byte("Offsets")))
+	if err != nil {
+		return fmt.Errorf("formatting: %w\n%s", err, buf.Bytes())
+	}
+	return os.WriteFile(out, src, 0o644)
+}

@@ -1,0 +1,131 @@
+package symtab_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
+)
+
+// TestFramesMatchRuntime: a program prints the return pcs of a stack with
+// two inlined calls and the frames runtime.CallersFrames makes of them;
+// symtab, reading the running program from outside, must produce exactly
+// those frames: function, file and line, inlined calls expanded. For a
+// plain build and a stripped PIE one.
+func TestFramesMatchRuntime(t *testing.T) {
+	for _, flags := range [][]string{nil, {"-ldflags=-s -w", "-buildmode=pie"}} {
+		t.Run(strings.Join(flags, " "), func(t *testing.T) {
+			bin := filepath.Join(t.TempDir(), "callers")
+			build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, "./testdata/callers")...)
+			if out, err := build.CombinedOutput(); err != nil {
+				t.Fatalf("go build: %v\n%s", err, out)
+			}
+			cmd := exec.Command(bin)
+			stdin, _ := cmd.StdinPipe()
+			stdout, _ := cmd.StdoutPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() { stdin.Close(); cmd.Wait() }()
+			var pcs []uint64
+			var want []string
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() && sc.Text() != "end" {
+				var pc uint64
+				if _, err := fmt.Sscanf(sc.Text(), "pc %d", &pc); err == nil {
+					pcs = append(pcs, pc)
+				} else {
+					want = append(want, sc.Text())
+				}
+			}
+			b, err := goruntime.Inspect(bin)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tab, err := b.Symbols(fmt.Sprintf("/proc/%d", cmd.Process.Pid))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			inlined := 0
+			for _, pc := range pcs {
+				for _, f := range tab.Frames(pc, false) {
+					got = append(got, fmt.Sprintf("frame %s %s %d", f.Func, f.File, f.Line))
+					if f.Inlined {
+						inlined++
+					}
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("symtab:\n%s\nruntime.CallersFrames:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			if inlined != 2 || !strings.Contains(want[0], "main.inlinedInner") {
+				t.Errorf("want the two inlined calls expanded, got %d inlined frames; runtime says:\n%s", inlined, strings.Join(want, "\n"))
+			}
+			// Cached: the same answer again.
+			if f1, f2 := tab.Frames(pcs[0], false), tab.Frames(pcs[0], false); len(f1) == 0 || &f1[0] != &f2[0] {
+				t.Errorf("second lookup of %#x not served from the cache", pcs[0])
+			}
+		})
+	}
+}
+
+var _ = os.Getpid
+var _ = symtab.Frame{}
+
+// BenchmarkFrames: symbolizing one pc, from the cache and (uncached) from
+// the tables.
+func BenchmarkFrames(b *testing.B) {
+	bin := filepath.Join(b.TempDir(), "callers")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/callers").CombinedOutput(); err != nil {
+		b.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	var pcs []uint64
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && sc.Text() != "end" {
+		var pc uint64
+		if _, err := fmt.Sscanf(sc.Text(), "pc %d", &pc); err == nil {
+			pcs = append(pcs, pc)
+		}
+	}
+	bi, err := goruntime.Inspect(bin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	open := func() *symtab.Table {
+		tab, err := bi.Symbols(fmt.Sprintf("/proc/%d", cmd.Process.Pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return tab
+	}
+	b.Run("cached", func(b *testing.B) {
+		tab := open()
+		for i := 0; b.Loop(); i++ {
+			tab.Frames(pcs[i%len(pcs)], false)
+		}
+	})
+	b.Run("uncached", func(b *testing.B) {
+		// Distinct pcs through the first 640 KiB of code, more than the
+		// cache holds: nearly every lookup decodes the tables.
+		tab := open()
+		entry, _, _ := tab.Func("main.main")
+		base := entry - 320<<10
+		for i := 0; b.Loop(); i++ {
+			tab.Frames(base+uint64(i*7)%(640<<10)+tab.Bias(), false)
+		}
+	})
+}

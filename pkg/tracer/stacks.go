@@ -1,0 +1,26 @@
+package tracer
+
+import "github.com/gonetscope/gonetscope/pkg/event"
+
+// symbolize turns h.Stack.PCs into h.Stack.Frames with the symbol table of h's target.
+// Each table caches by pc, so a busy daemon symbolizes each call site once.
+func (t *Tracer) symbolize(h *event.Header) {
+	t.mu.Lock()
+	tg := t.targets[int(h.PID)]
+	t.mu.Unlock()
+	if tg == nil || tg.syms == nil {
+		return
+	}
+	s := h.Stack
+	s.Frames = make([]event.Frame, 0, 2*len(s.PCs))
+	for i, pc := range s.PCs {
+		fs := tg.syms.Frames(pc, i == 0)
+		if len(fs) == 0 {
+			s.Frames = append(s.Frames, event.Frame{PC: pc})
+			continue
+		}
+		for _, f := range fs {
+			s.Frames = append(s.Frames, event.Frame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined, PC: pc})
+		}
+	}
+}
