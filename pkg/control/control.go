@@ -77,7 +77,7 @@ func Listen(path string, h Handler) (*Server, error) {
 		c.Close()
 		return nil, fmt.Errorf("a daemon already listens on %s: stop it or use --socket", path)
 	}
-	os.Remove(path) // a stale socket of a daemon that died
+	os.Remove(path)          // a stale socket of a daemon that died
 	old := unix.Umask(0o177) // no window in which the socket is open to others
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)

@@ -6,15 +6,15 @@ import "github.com/gonetscope/gonetscope/pkg/event"
 // Each table caches by pc, so a busy daemon symbolizes each call site once.
 func (t *Tracer) symbolize(h *event.Header) {
 	t.mu.Lock()
-	tg := t.targets[int(h.PID)]
+	syms := t.syms[int(h.PID)]
 	t.mu.Unlock()
-	if tg == nil || tg.syms == nil {
+	if syms == nil {
 		return
 	}
 	s := h.Stack
 	s.Frames = make([]event.Frame, 0, 2*len(s.PCs))
 	for i, pc := range s.PCs {
-		fs := tg.syms.Frames(pc, i == 0)
+		fs := syms.Frames(pc, i == 0)
 		if len(fs) == 0 {
 			s.Frames = append(s.Frames, event.Frame{PC: pc})
 			continue
@@ -22,5 +22,14 @@ func (t *Tracer) symbolize(h *event.Header) {
 		for _, f := range fs {
 			s.Frames = append(s.Frames, event.Frame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined, PC: pc})
 		}
+	}
+}
+
+// forgetSymbols drops pid's symbol table once its detached event is out.
+func (t *Tracer) forgetSymbols(pid int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if _, attached := t.targets[pid]; !attached {
+		delete(t.syms, pid)
 	}
 }

@@ -81,6 +81,10 @@ type Tracer struct {
 
 	mu      sync.Mutex
 	targets map[int]*target
+	// syms symbolizes stacks by PID. An entry outlives its target until
+	// the target's detached event is written: events still in the ring
+	// buffers when it exited keep their stacks.
+	syms    map[int]*symtab.Table
 	control []event.Event // attach/detach events, never dropped
 	wake    chan struct{}
 }
@@ -145,6 +149,7 @@ func New(opts Options) (*Tracer, error) {
 		queue:     make(chan item, opts.QueueLen),
 		queueLost: map[string]uint64{},
 		targets:   map[int]*target{},
+		syms:      map[int]*symtab.Table{},
 		wake:      make(chan struct{}, 1),
 	}
 	if opts.Goroutines {
@@ -259,6 +264,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
 	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
+	if syms != nil {
+		t.syms[pid] = syms
+	}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		tg.exe = exe
 	}
@@ -415,6 +423,9 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 				for _, ev := range held {
 					if err := sink.Write(ev); err != nil {
 						return fmt.Errorf("writing event: %w", err)
+					}
+					if d, ok := ev.(*event.Detached); ok {
+						t.forgetSymbols(int(d.PID))
 					}
 				}
 				held, flushed = held[:0], false
