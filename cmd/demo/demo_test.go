@@ -35,6 +35,7 @@ func TestDemo(t *testing.T) {
 		"1. Slow peer (netpoll_wait)",
 		"2. Starved goroutine (netpoll_wait)",
 		"3. Stalled accept loop (tcp_accept)",
+		"4. Goroutine leak (goroutine_leak)",
 	} {
 		if !strings.Contains(string(out), want) {
 			t.Errorf("the demo's summary does not name %q:\n%s", want, out[strings.LastIndex(string(out), "# What"):])

@@ -52,7 +52,9 @@ func run() error {
 	}
 	defer os.RemoveAll(dir)
 	ready := filepath.Join(dir, "ready")
-	args := []string{"trace", "--pid", pid, "--min-wait", "5ms", "--ready-file", ready}
+	// --goroutines (opt-in: two uprobes per goroutine) for the leak; a
+	// short interval so the demo's leak is named within its two seconds.
+	args := []string{"trace", "--pid", pid, "--min-wait", "5ms", "--goroutines", "--goroutine-interval", "250ms", "--ready-file", ready}
 	if *extra != "" {
 		args = append(args, strings.Fields(*extra)...)
 	}
@@ -165,10 +167,18 @@ func (s *summary) print(w io.Writer) {
 	if len(s.leaks) > 0 {
 		found++
 		e := s.leaks[len(s.leaks)-1]
-		fmt.Fprintf(w, "4. Goroutine leak (goroutine_leak): %v goroutines of %v, started at %v, and growing.\n", e["live"], e["site"], e["created_at"])
+		fmt.Fprintf(w, "4. Goroutine leak (goroutine_leak): %v live goroutines of %v, started by the go statement at %v, growing %v per interval; the oldest is parked on %v.\n",
+			e["live"], e["site"], e["created_at"], e["growth"], first(e["parked_on"]))
 	}
 	for _, e := range s.lost {
 		fmt.Fprintf(w, "LOST: %v %v events (%v)\n", e["count"], e["lost_event"], e["stream"])
 	}
 	fmt.Fprintf(w, "%d of the demo service's problems named by the events.\n", found)
+}
+
+func first(v any) any {
+	if l, ok := v.([]any); ok && len(l) > 0 {
+		return l[0]
+	}
+	return "?"
 }
