@@ -39,7 +39,7 @@ test-kernels:
 	CGO_ENABLED=0 $(GO) test -c -o $(KERNEL_PAYLOAD)/gonetscope.test ./cmd/gonetscope
 	scripts/kernels/run.sh $(KERNEL_ARGS) --timeout 900 $(KERNEL_PAYLOAD) -- \
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
-		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms \
+		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal \
 		./gonetscope.test -test.v -test.count=1 -test.skip 'TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine'
 
 # Overhead benchmarks (root), written to BENCHMARKS.md: a Go HTTP server under
