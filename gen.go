@@ -4,5 +4,5 @@
 // for headers/vmlinux.h, bpftool); the output is committed.
 package gonetscope
 
-//go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
-//go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park -type hist_key -type hist -type hist_metric -type netpoll_stack_key -type netpoll_stack_value netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook -type hist_key -type hist -type hist_metric tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -72,13 +73,14 @@ func (p *pidList) Set(s string) error {
 func trace(args []string) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var (
-		pids     pidList
-		out      = fs.String("output", "-", "write events to this file ('-': stdout)")
-		duration = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
-		minWait  = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
-		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
-		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
-		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+		pids        pidList
+		out         = fs.String("output", "-", "write events to this file ('-': stdout)")
+		duration    = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
+		minWait     = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
+		hooks       = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
+		ringBuf     = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
+		ready       = fs.String("ready-file", "", "create this file once every target is attached")
+		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	fs.SetOutput(io.Discard) // errors are reported once, by main
@@ -101,6 +103,11 @@ func trace(args []string) error {
 	case "auto", "fentry", "kprobe", "tracepoint":
 	default:
 		return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", *hooks)
+	}
+	if *metricsAddr != "" {
+		if err := metrics.CheckAddr(*metricsAddr); err != nil {
+			return err
+		}
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -130,6 +137,13 @@ func trace(args []string) error {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
 		}
+	}
+	if *metricsAddr != "" {
+		srv, err := metrics.Listen(*metricsAddr, tr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
 	}
 	if *ready != "" {
 		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
