@@ -12,6 +12,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
 	$(GO) build -o $(BIN)/nettarget ./cmd/nettarget
+	$(GO) build -o $(BIN)/proftarget ./cmd/proftarget
 	$(GO) build -o $(BIN)/demo ./cmd/demo
 
 # The syscall tracepoints are found through tracefs; mount it where a minimal

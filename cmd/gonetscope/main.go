@@ -26,6 +26,7 @@ const usage = `gonetscope traces where the goroutines of running Go programs wai
 
 Usage:
   gonetscope trace --pid PID [--pid PID ...] [flags]   stream JSON events until Ctrl-C
+  gonetscope profile --pid PID --kind netpoll|cpu|offcpu -o out.pb.gz   write a pprof profile
   gonetscope version
 
 Run 'gonetscope trace -h' for the flags.
@@ -46,6 +47,8 @@ func run(args []string) error {
 	switch args[0] {
 	case "trace":
 		return trace(args[1:])
+	case "profile":
+		return profileCmd(args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil

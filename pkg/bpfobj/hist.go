@@ -49,3 +49,20 @@ func ReadHists[K, V any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) boo
 	}
 	return out, nil
 }
+
+// ReadStack reads one stack of a BPF_MAP_TYPE_STACK_TRACE map, leaf first,
+// without the zero padding.
+func ReadStack(m *ebpf.Map, id int32) ([]uint64, error) {
+	if id < 0 {
+		return nil, errors.New("no stack")
+	}
+	pcs := make([]uint64, m.ValueSize()/8)
+	if err := m.Lookup(uint32(id), pcs); err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(pcs) && pcs[n] != 0 {
+		n++
+	}
+	return pcs[:n], nil
+}

@@ -1,0 +1,103 @@
+// Command proftarget is a Go program whose time goes to known functions,
+// for gonetscope's profile tests: with -burn it spins in main.burnCPU; with
+// -waits it makes a loopback peer answer after -delay and waits for the
+// answer in main.waitForPeer, its only long network wait. It prints a
+// ready line with its PID, waits for a line on stdin, works, and prints
+// what it did.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"time"
+)
+
+var (
+	burn  = flag.Duration("burn", 0, "spin in main.burnCPU this long")
+	waits = flag.Int("waits", 0, "wait this many times for a slow peer in main.waitForPeer")
+	delay = flag.Duration("delay", 20*time.Millisecond, "how long the peer takes to answer")
+)
+
+var sink uint64
+
+//go:noinline
+func burnCPU(d time.Duration) uint64 {
+	var x uint64 = 1
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		for i := 0; i < 100000; i++ {
+			x = x*6364136223846793005 + 1442695040888963407
+		}
+	}
+	return x
+}
+
+//go:noinline
+func waitForPeer(c net.Conn, buf []byte) error {
+	_, err := c.Read(buf)
+	return err
+}
+
+func main() {
+	flag.Parse()
+	out := json.NewEncoder(os.Stdout)
+	out.Encode(map[string]any{"op": "ready", "pid": os.Getpid()})
+	bufio.NewReader(os.Stdin).ReadString('\n')
+	if *burn > 0 {
+		sink = burnCPU(*burn)
+		out.Encode(map[string]any{"op": "burned", "ns": burn.Nanoseconds()})
+	}
+	if *waits > 0 {
+		if err := slowPeer(*waits); err != nil {
+			fmt.Fprintln(os.Stderr, "proftarget:", err)
+			os.Exit(1)
+		}
+		out.Encode(map[string]any{"op": "waited", "waits": *waits, "delay_ns": delay.Nanoseconds()})
+	}
+	out.Encode(map[string]any{"op": "done"})
+}
+
+// slowPeer: the peer writes one byte per request, -delay after it.
+func slowPeer(n int) error {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		b := make([]byte, 1)
+		for {
+			if _, err := c.Read(b); err != nil {
+				return
+			}
+			time.Sleep(*delay)
+			if _, err := c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+		if err := waitForPeer(c, buf); err != nil {
+			return err
+		}
+	}
+	return nil
+}
