@@ -20,16 +20,62 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 /* The traced process (tgid). Set by user space before load. */
 volatile const __u32 target_tgid = 0;
 
+/* Stacks by a 64-bit hash of their frames. (A BPF_MAP_TYPE_STACK_TRACE
+ * keys by a hash of its bucket count and drops a new stack whose bucket is
+ * taken: with thousands of off-CPU stacks that lost several percent.) */
+struct stack {
+	__u64 pcs[MAX_STACK_DEPTH];
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
-	__uint(max_entries, 16384);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
-} stack_traces SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct stack);
+} stacks SEC(".maps");
+
+/* bpf_get_stack's output, too big for the BPF stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack);
+} scratch SEC(".maps");
+
+/* Takes the current task's user stack; returns its hash, or 0 when it
+ * could not be taken or kept. */
+static __always_inline __u64 user_stack(void *ctx)
+{
+	__u32 z = 0;
+	struct stack *st = bpf_map_lookup_elem(&scratch, &z);
+	if (!st)
+		return 0;
+	long n = bpf_get_stack(ctx, st->pcs, sizeof(st->pcs), BPF_F_USER_STACK);
+	if (n <= 0)
+		return 0;
+	__u32 frames = n / sizeof(__u64);
+	/* FNV-1a over the frames, the rest zeroed so equal stacks are equal keys. */
+	__u64 h = 14695981039346656037ULL;
+	for (__u32 i = 0; i < MAX_STACK_DEPTH; i++) {
+		if (i >= frames) {
+			st->pcs[i] = 0;
+			continue;
+		}
+		h ^= st->pcs[i];
+		h *= 1099511628211ULL;
+	}
+	if (!h)
+		h = 1;
+	if (bpf_map_update_elem(&stacks, &h, st, BPF_NOEXIST) && !bpf_map_lookup_elem(&stacks, &h))
+		return 0; /* map full */
+	return h;
+}
 
 struct sample_key {
+	__u64 stack; /* key of `stacks` */
 	__u32 tid;
-	__s32 stack_id;
+	__u32 _pad;
 };
 
 struct sample_value {
@@ -56,8 +102,7 @@ struct {
 
 struct switched_out {
 	__u64 t;
-	__s32 stack_id;
-	__u32 _pad;
+	__u64 stack;
 };
 
 struct {
@@ -75,13 +120,13 @@ static __always_inline void count_sample_lost(void)
 		(*n)++;
 }
 
-static __always_inline void add_sample(__u32 tid, __s32 stack_id, __u64 ns)
+static __always_inline void add_sample(__u32 tid, __u64 stack, __u64 ns)
 {
-	if (stack_id < 0) {
+	if (!stack) {
 		count_sample_lost();
 		return;
 	}
-	struct sample_key k = {.tid = tid, .stack_id = stack_id};
+	struct sample_key k = {.stack = stack, .tid = tid};
 	struct sample_value *v = bpf_map_lookup_elem(&samples, &k);
 	if (!v) {
 		struct sample_value zero = {};
@@ -102,7 +147,7 @@ int cpu_sample(struct bpf_perf_event_data *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if ((pid_tgid >> 32) != target_tgid)
 		return 0;
-	add_sample((__u32)pid_tgid, bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK), 0);
+	add_sample((__u32)pid_tgid, user_stack(ctx), 0);
 	return 0;
 }
 
@@ -114,7 +159,7 @@ int BPF_PROG(offcpu_switch, bool preempt, struct task_struct *prev, struct task_
 		/* prev is still current: its user stack is the one taken. */
 		struct switched_out s = {
 			.t = now,
-			.stack_id = bpf_get_stackid(ctx, &stack_traces, BPF_F_USER_STACK),
+			.stack = user_stack(ctx),
 		};
 		__u32 tid = prev->pid;
 		bpf_map_update_elem(&off_since, &tid, &s, BPF_ANY);
@@ -125,13 +170,14 @@ int BPF_PROG(offcpu_switch, bool preempt, struct task_struct *prev, struct task_
 		if (!s)
 			return 0;
 		__u64 t = s->t;
-		__s32 stack_id = s->stack_id;
+		__u64 stack = s->stack;
 		bpf_map_delete_elem(&off_since, &tid);
 		if (now > t)
-			add_sample(tid, stack_id, now - t);
+			add_sample(tid, stack, now - t);
 	}
 	return 0;
 }
 
+const struct stack *unused_stack __attribute__((unused));
 const struct sample_key *unused_sample_key __attribute__((unused));
 const struct sample_value *unused_sample_value __attribute__((unused));

@@ -6,6 +6,7 @@ package sampler
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -178,16 +179,20 @@ func (s *Sampler) Samples() ([]Sample, uint64, error) {
 	var (
 		k   samplerSampleKey
 		v   samplerSampleValue
+		st  samplerStack
 		out []Sample
 	)
-	stacks := s.coll.Maps[samplerMapStackTraces]
+	stacks := s.coll.Maps[samplerMapStacks]
 	it := s.coll.Maps[samplerMapSamples].Iterate()
 	for it.Next(&k, &v) {
-		stack, err := bpfobj.ReadStack(stacks, k.StackId)
-		if err != nil {
+		if err := stacks.Lookup(k.Stack, &st); err != nil {
 			continue
 		}
-		out = append(out, Sample{TID: k.Tid, Stack: stack, Count: v.Count, Ns: v.Ns})
+		n := 0
+		for n < len(st.Pcs) && st.Pcs[n] != 0 {
+			n++
+		}
+		out = append(out, Sample{TID: k.Tid, Stack: slices.Clone(st.Pcs[:n]), Count: v.Count, Ns: v.Ns})
 	}
 	if err := it.Err(); err != nil {
 		return nil, 0, fmt.Errorf("reading samples: %w", err)

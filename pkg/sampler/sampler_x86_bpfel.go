@@ -14,9 +14,10 @@ import (
 )
 
 type samplerSampleKey struct {
-	_       structs.HostLayout
-	Tid     uint32
-	StackId int32
+	_     structs.HostLayout
+	Stack uint64
+	Tid   uint32
+	Pad   uint32
 }
 
 type samplerSampleValue struct {
@@ -25,11 +26,15 @@ type samplerSampleValue struct {
 	Ns    uint64
 }
 
+type samplerStack struct {
+	_   structs.HostLayout
+	Pcs [127]uint64
+}
+
 type samplerSwitchedOut struct {
-	_       structs.HostLayout
-	T       uint64
-	StackId int32
-	Pad     uint32
+	_     structs.HostLayout
+	T     uint64
+	Stack uint64
 }
 
 type samplerTarget struct {
@@ -55,7 +60,8 @@ const (
 	samplerMapOffSince          = "off_since"
 	samplerMapSamples           = "samples"
 	samplerMapSamplesLost       = "samples_lost"
-	samplerMapStackTraces       = "stack_traces"
+	samplerMapScratch           = "scratch"
+	samplerMapStacks            = "stacks"
 	samplerMapTargets           = "targets"
 	samplerProgCpuSample        = "cpu_sample"
 	samplerProgOffcpuSwitch     = "offcpu_switch"
@@ -63,6 +69,7 @@ const (
 	samplerVarUnusedEventType   = "unused_event_type"
 	samplerVarUnusedSampleKey   = "unused_sample_key"
 	samplerVarUnusedSampleValue = "unused_sample_value"
+	samplerVarUnusedStack       = "unused_stack"
 )
 
 // loadSampler returns the embedded CollectionSpec for sampler.
@@ -120,7 +127,8 @@ type samplerMapSpecs struct {
 	OffSince    *ebpf.MapSpec `ebpf:"off_since"`
 	Samples     *ebpf.MapSpec `ebpf:"samples"`
 	SamplesLost *ebpf.MapSpec `ebpf:"samples_lost"`
-	StackTraces *ebpf.MapSpec `ebpf:"stack_traces"`
+	Scratch     *ebpf.MapSpec `ebpf:"scratch"`
+	Stacks      *ebpf.MapSpec `ebpf:"stacks"`
 	Targets     *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -132,6 +140,7 @@ type samplerVariableSpecs struct {
 	UnusedEventType   *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedSampleKey   *ebpf.VariableSpec `ebpf:"unused_sample_key"`
 	UnusedSampleValue *ebpf.VariableSpec `ebpf:"unused_sample_value"`
+	UnusedStack       *ebpf.VariableSpec `ebpf:"unused_stack"`
 }
 
 // samplerObjects contains all objects after they have been loaded into the kernel.
@@ -159,7 +168,8 @@ type samplerMaps struct {
 	OffSince    *ebpf.Map `ebpf:"off_since"`
 	Samples     *ebpf.Map `ebpf:"samples"`
 	SamplesLost *ebpf.Map `ebpf:"samples_lost"`
-	StackTraces *ebpf.Map `ebpf:"stack_traces"`
+	Scratch     *ebpf.Map `ebpf:"scratch"`
+	Stacks      *ebpf.Map `ebpf:"stacks"`
 	Targets     *ebpf.Map `ebpf:"targets"`
 }
 
@@ -170,7 +180,8 @@ func (m *samplerMaps) Close() error {
 		m.OffSince,
 		m.Samples,
 		m.SamplesLost,
-		m.StackTraces,
+		m.Scratch,
+		m.Stacks,
 		m.Targets,
 	)
 }
@@ -183,6 +194,7 @@ type samplerVariables struct {
 	UnusedEventType   *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedSampleKey   *ebpf.Variable `ebpf:"unused_sample_key"`
 	UnusedSampleValue *ebpf.Variable `ebpf:"unused_sample_value"`
+	UnusedStack       *ebpf.Variable `ebpf:"unused_stack"`
 }
 
 // samplerPrograms contains all programs after they have been loaded into the kernel.
