@@ -238,3 +238,65 @@ func scrape(t *testing.T, url string) []byte {
 	}
 	return body
 }
+
+// TestGoroutineGauge: the target starts a known number of goroutines in
+// main.spawnBlocked and holds them; the gauge for that creation site must
+// say exactly that many.
+func TestGoroutineGauge(t *testing.T) {
+	const n = 37
+	target := exec.Command(buildProftarget(t), "-goroutines", fmt.Sprint(n))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func() map[string]any {
+		if !lines.Scan() {
+			t.Fatal("proftarget ended early")
+		}
+		var f map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
+		}
+		return f
+	}
+	pid := int(next()["pid"].(float64))
+
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
+		"--ready-file", readyFile, "--output", os.DevNull)
+	var errOut bytes.Buffer
+	tracer.Stderr = &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	io.WriteString(stdin, "go\n")
+	if f := next(); f["op"] != "spawned" {
+		t.Fatalf("proftarget said %v, want spawned", f)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	var got float64
+	found := false
+	for _, m := range families["gonetscope_goroutines"].GetMetric() {
+		if matches(m, map[string]string{"pid": fmt.Sprint(pid), "site": "main.spawnBlocked"}) {
+			got, found = m.Gauge.GetValue(), true
+		}
+	}
+	if !found || got != n {
+		t.Errorf("gonetscope_goroutines{site=main.spawnBlocked} = %v (found %v), want %d", got, found, n)
+	}
+	io.WriteString(stdin, "done\n")
+}

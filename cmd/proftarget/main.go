@@ -20,6 +20,7 @@ var (
 	burn  = flag.Duration("burn", 0, "spin in main.burnCPU this long")
 	waits = flag.Int("waits", 0, "wait this many times for a slow peer in main.waitForPeer")
 	delay = flag.Duration("delay", 20*time.Millisecond, "how long the peer takes to answer")
+	spawn = flag.Int("goroutines", 0, "start this many goroutines in main.spawnBlocked (and 5 more that end), print a spawned line, and keep them until the next stdin line")
 )
 
 var sink uint64
@@ -46,7 +47,8 @@ func main() {
 	flag.Parse()
 	out := json.NewEncoder(os.Stdout)
 	out.Encode(map[string]any{"op": "ready", "pid": os.Getpid()})
-	bufio.NewReader(os.Stdin).ReadString('\n')
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n')
 	if *burn > 0 {
 		sink = burnCPU(*burn)
 		out.Encode(map[string]any{"op": "burned", "ns": burn.Nanoseconds()})
@@ -58,7 +60,37 @@ func main() {
 		}
 		out.Encode(map[string]any{"op": "waited", "waits": *waits, "delay_ns": delay.Nanoseconds()})
 	}
+	if *spawn > 0 {
+		release := make(chan struct{})
+		spawnBlocked(*spawn, release)
+		// Five more from the same site that end at once: dead
+		// goroutines, which must not count.
+		ended := make(chan struct{})
+		close(ended)
+		spawnBlocked(5, ended)
+		time.Sleep(50 * time.Millisecond)
+		out.Encode(map[string]any{"op": "spawned", "goroutines": *spawn})
+		in.ReadString('\n')
+		close(release)
+	}
 	out.Encode(map[string]any{"op": "done"})
+}
+
+// spawnBlocked starts n goroutines that block until release is closed,
+// and returns once they all run: their creation site is main.spawnBlocked.
+//
+//go:noinline
+func spawnBlocked(n int, release chan struct{}) {
+	started := make(chan struct{})
+	for i := 0; i < n; i++ {
+		go func() {
+			started <- struct{}{}
+			<-release
+		}()
+	}
+	for i := 0; i < n; i++ {
+		<-started
+	}
 }
 
 // slowPeer: the peer writes one byte per request, -delay after it.

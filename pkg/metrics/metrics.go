@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"sort"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,7 +24,9 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/symbolize"
 )
 
 // Source is what a Collector reads at each scrape.
@@ -85,8 +88,11 @@ var (
 	lostDesc = prometheus.NewDesc("gonetscope_events_lost_total",
 		"Events lost: stream netpoll/tcp (BPF ring buffer full) or queue (user-space queue full).",
 		[]string{"stream", "event"}, nil)
-	openFDsDesc = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
-	fdLimitDesc = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
+	openFDsDesc    = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
+	fdLimitDesc    = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
+	goroutinesDesc = prometheus.NewDesc("gonetscope_goroutines",
+		"Live goroutines of the target by creation site (the function with the go statement); the top sites, the rest as site=\"other\".",
+		append(append([]string{}, base...), "site"), nil)
 )
 
 func result(errno int32) string {
@@ -96,16 +102,30 @@ func result(errno int32) string {
 	return event.ErrnoName(errno)
 }
 
+// TopSites is how many goroutine creation sites get their own series.
+const TopSites = 20
+
 // Collector turns a Source into Prometheus metrics at scrape time.
 type Collector struct {
 	src    Source
 	errors prometheus.Counter
+
+	mu         sync.Mutex
+	goroutines map[int]*goroutineReader
+}
+
+// goroutineReader is the goroutine counter of one process (or why there is none).
+type goroutineReader struct {
+	startTicks uint64
+	c          *goroutines.Counter
+	err        error
 }
 
 // NewCollector reads src at every scrape.
 func NewCollector(src Source) *Collector {
 	return &Collector{src: src, errors: prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "gonetscope_scrape_errors_total", Help: "Scrapes that could not read the BPF maps."})}
+		Name: "gonetscope_scrape_errors_total", Help: "Scrapes that could not read the BPF maps."}),
+		goroutines: map[int]*goroutineReader{}}
 }
 
 // Describe sends every descriptor the collector may emit.
@@ -116,6 +136,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- lostDesc
 	ch <- openFDsDesc
 	ch <- fdLimitDesc
+	ch <- goroutinesDesc
 	c.errors.Describe(ch)
 }
 
@@ -137,6 +158,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(fdLimitDesc, prometheus.GaugeValue, v, pid, p.Comm)
 		}
 	}
+
+	c.collectGoroutines(ch, procs)
 
 	hists, err := c.src.Hists()
 	if err != nil {
@@ -188,6 +211,80 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	c.errors.Collect(ch)
+}
+
+// collectGoroutines emits the goroutine gauges, opening a counter per
+// process once (a binary without symbols or DWARF has none) and closing
+// those of processes no longer traced.
+func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.Process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := map[int]bool{}
+	for _, p := range procs {
+		live[p.PID] = true
+		r := c.goroutines[p.PID]
+		if r != nil && r.startTicks != p.StartTicks {
+			r.close()
+			r = nil
+		}
+		if r == nil {
+			r = &goroutineReader{startTicks: p.StartTicks}
+			var sym *symbolize.Symbolizer
+			if sym, r.err = symbolize.Open(p.PID); r.err == nil {
+				r.c, r.err = goroutines.Open(p.PID, sym)
+			}
+			c.goroutines[p.PID] = r
+		}
+		if r.c == nil {
+			continue
+		}
+		sites, err := r.c.BySite()
+		if err != nil {
+			continue
+		}
+		pid := strconv.Itoa(p.PID)
+		for site, n := range TopN(sites, TopSites) {
+			ch <- prometheus.MustNewConstMetric(goroutinesDesc, prometheus.GaugeValue, float64(n), pid, p.Comm, site)
+		}
+	}
+	for pid, r := range c.goroutines {
+		if !live[pid] {
+			r.close()
+			delete(c.goroutines, pid)
+		}
+	}
+}
+
+func (r *goroutineReader) close() {
+	if r.c != nil {
+		r.c.Close()
+	}
+}
+
+// TopN keeps the n largest counts (ties by name) and sums the rest as "other".
+func TopN(counts map[string]int, n int) map[string]int {
+	if len(counts) <= n {
+		return counts
+	}
+	names := make([]string, 0, len(counts))
+	for k := range counts {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if counts[names[i]] != counts[names[j]] {
+			return counts[names[i]] > counts[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	out := make(map[string]int, n+1)
+	for i, k := range names {
+		if i < n {
+			out[k] = counts[k]
+		} else {
+			out["other"] += counts[k]
+		}
+	}
+	return out
 }
 
 // Buckets turns log2 bucket counts (bucket i: 2^i <= v < 2^(i+1) ns) into

@@ -222,6 +222,9 @@ func noteDesc(f *elf.File, section string, typ uint32) []byte {
 	return bytes.Clone(data[nameEnd : nameEnd+descsz])
 }
 
+// Bias is the executable's load bias: run-time address - link-time address.
+func (s *Symbolizer) Bias() uint64 { return s.bias }
+
 // Lookup resolves pc. leaf says pc is where the thread was, not a return
 // address: a return address is looked up one byte back, in the call.
 func (s *Symbolizer) Lookup(pc uint64, leaf bool) (Frame, *Mapping, bool) {
