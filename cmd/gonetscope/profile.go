@@ -17,6 +17,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/sampler"
@@ -78,6 +79,13 @@ func profileCmd(args []string) error {
 	if err != nil {
 		return err
 	}
+	var bin *goruntime.Binary
+	if *kind == "netpoll" {
+		// Goroutine attribution needs the runtime offsets (DWARF).
+		if _, bin, err = tracer.Inspect(*pid); err != nil {
+			return err
+		}
+	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return fmt.Errorf("opening the output file: %w", err)
@@ -87,7 +95,7 @@ func profileCmd(args []string) error {
 	var collect func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error)
 	switch *kind {
 	case "netpoll":
-		collect, err = startNetpoll(p, !*full)
+		collect, err = startNetpoll(p, bin, !*full)
 	default:
 		collect, err = startSampler(p, sampler.Kind(*kind), *freq)
 	}
@@ -139,11 +147,7 @@ wait:
 
 // startNetpoll loads the netpoll object for p alone, sending no events,
 // and records the stack of every netpoll wait where it resumes.
-func startNetpoll(p proc.Process, fold bool) (func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error), error) {
-	_, bin, err := tracer.Inspect(p.PID)
-	if err != nil {
-		return nil, err
-	}
+func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error), error) {
 	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize())})
 	if err != nil {
 		return nil, err

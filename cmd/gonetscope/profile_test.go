@@ -216,3 +216,49 @@ func TestProfileNetpoll(t *testing.T) {
 		t.Errorf("total wait %dns in main.waitForPeer, want at least %dns", wait, min)
 	}
 }
+
+// TestProfileBadInput: bad profile and metrics flags get one line naming
+// the problem, a non-zero exit, and no output file.
+func TestProfileBadInput(t *testing.T) {
+	sleep := exec.Command("sleep", "30")
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { sleep.Process.Kill(); sleep.Wait() }()
+	self := fmt.Sprint(os.Getpid())
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"no PID", []string{"profile", "--kind", "cpu", "-o", "OUT"}, "no target: give the PID of a Go program with --pid"},
+		{"bad kind", []string{"profile", "--pid", self, "--kind", "heap", "-o", "OUT"}, `unknown profile kind "heap"`},
+		{"no output", []string{"profile", "--pid", self, "--kind", "cpu"}, "no output file: give one with -o out.pb.gz"},
+		{"no such PID", []string{"profile", "--pid", "999999999", "-o", "OUT"}, "no process with PID 999999999"},
+		{"not Go", []string{"profile", "--pid", fmt.Sprint(sleep.Process.Pid), "--kind", "cpu", "-o", "OUT"}, "is not a Go program"},
+		{"bad metrics address", []string{"trace", "--pid", self, "--metrics-addr", "9464"}, `--metrics-addr "9464" is not HOST:PORT`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "out.pb.gz")
+			args := append([]string{}, tc.args...)
+			for i := range args {
+				if args[i] == "OUT" {
+					args[i] = out
+				}
+			}
+			cmd := exec.Command(gonetscopeBin, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if _, ok := err.(*exec.ExitError); !ok {
+				t.Fatalf("want a non-zero exit, got %v", err)
+			}
+			if s := strings.TrimSpace(stderr.String()); strings.Count(s, "\n") != 0 || !strings.Contains(s, tc.want) {
+				t.Errorf("stderr %q, want one line saying %q", stderr.String(), tc.want)
+			}
+			if _, err := os.Stat(out); err == nil {
+				t.Errorf("%s was created by a refused run", out)
+			}
+		})
+	}
+}
