@@ -155,9 +155,36 @@ func TestProfileCPU(t *testing.T) {
 		if m == nil || m.File != bin || m.BuildID != wantID {
 			t.Fatalf("main.burnCPU's mapping %+v, want file %s and build id %s", m, bin, wantID)
 		}
+		resymbolized(t, p)
 		return
 	}
 	t.Fatal("no sample in main.burnCPU")
+}
+
+// resymbolized drops every symbol from p and has `go tool pprof` find them
+// again in the binary through the mappings: main.burnCPU must come back on
+// top, which needs the right mapping offsets of a PIE.
+func resymbolized(t *testing.T, p *profile.Profile) {
+	t.Helper()
+	for _, l := range p.Location {
+		l.Line = nil
+	}
+	p.Function = nil
+	for _, m := range p.Mapping {
+		m.HasFunctions, m.HasFilenames, m.HasLineNumbers = false, false, false
+	}
+	file := filepath.Join(t.TempDir(), "nosym.pb.gz")
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if top := pprofTop(t, file); top[0] != "main.burnCPU" {
+		t.Errorf("re-symbolized by pprof: first is %q, want main.burnCPU (all: %v)", top[0], top)
+	}
 }
 
 // gnuBuildID reads the executable's NT_GNU_BUILD_ID note.
