@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -299,4 +300,117 @@ func TestGoroutineGauge(t *testing.T) {
 		t.Errorf("gonetscope_goroutines{site=main.spawnBlocked} = %v (found %v), want %d", got, found, n)
 	}
 	io.WriteString(stdin, "done\n")
+}
+
+// TestListenMetrics: the target listens with an accept queue of 1, never
+// accepts, and dials it at once; plus a listener made with net.Listen
+// (MPTCP). The queue gauges must say what the target saw, and the drop
+// counter cover every failed dial without exceeding the host's ListenDrops.
+func TestListenMetrics(t *testing.T) {
+	const dials = 8
+	target := exec.Command(buildProftarget(t), "-overflow", fmt.Sprint(dials))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func() map[string]any {
+		if !lines.Scan() {
+			t.Fatal("proftarget ended early")
+		}
+		var f map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
+		}
+		return f
+	}
+	pid := int(next()["pid"].(float64))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
+		"--ready-file", readyFile, "--output", os.DevNull)
+	var errOut bytes.Buffer
+	tracer.Stderr = &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	before := listenDrops(t)
+	io.WriteString(stdin, "go\n")
+	f := next()
+	if f["op"] != "overflow" {
+		t.Fatalf("proftarget said %v, want overflow", f)
+	}
+	body := scrape(t, "http://"+addr+"/metrics")
+	hostDrops := listenDrops(t) - before
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	value := func(family string, port float64) float64 {
+		t.Helper()
+		for _, m := range families[family].GetMetric() {
+			if matches(m, map[string]string{"pid": fmt.Sprint(pid), "port": fmt.Sprint(port)}) {
+				if m.Counter != nil {
+					return m.Counter.GetValue()
+				}
+				return m.Gauge.GetValue()
+			}
+		}
+		t.Fatalf("no %s{port=%v} in /metrics", family, port)
+		return 0
+	}
+	port, ok, failed := f["port"].(float64), f["ok"].(float64), f["failed"].(float64)
+	if failed == 0 {
+		t.Fatalf("no dial failed: the accept queue did not overflow (%v)", f)
+	}
+	if got := value("gonetscope_listen_backlog", port); got != ok {
+		t.Errorf("listen_backlog %v, want %v (the dials that connected and were never accepted)", got, ok)
+	}
+	if got := value("gonetscope_listen_backlog_max", port); got != 1 {
+		t.Errorf("listen_backlog_max %v, want 1", got)
+	}
+	if got := value("gonetscope_listen_drops_total", port); got < failed || got > float64(hostDrops) {
+		t.Errorf("listen_drops_total %v, want between %v failed dials and %d host ListenDrops", got, failed, hostDrops)
+	}
+	somaxconn, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := strconv.ParseFloat(strings.TrimSpace(string(somaxconn)), 64)
+	if got := value("gonetscope_listen_backlog_max", f["net_listen_port"].(float64)); got != want {
+		t.Errorf("listen_backlog_max of the net.Listen listener %v, want somaxconn %v", got, want)
+	}
+	io.WriteString(stdin, "done\n")
+}
+
+// listenDrops reads TcpExt ListenDrops of this network namespace.
+func listenDrops(t *testing.T) uint64 {
+	raw, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "ListenDrops" {
+				v, _ := strconv.ParseUint(values[j], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatal("no TcpExt ListenDrops in /proc/net/netstat")
+	return 0
 }

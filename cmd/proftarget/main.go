@@ -13,17 +13,23 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
+	"syscall"
 	"time"
 )
 
 var (
-	burn  = flag.Duration("burn", 0, "spin in main.burnCPU this long")
-	waits = flag.Int("waits", 0, "wait this many times for a slow peer in main.waitForPeer")
-	delay = flag.Duration("delay", 20*time.Millisecond, "how long the peer takes to answer")
-	spawn = flag.Int("goroutines", 0, "start this many goroutines in main.spawnBlocked (and 5 more that end), print a spawned line, and keep them until the next stdin line")
+	burn     = flag.Duration("burn", 0, "spin in main.burnCPU this long")
+	waits    = flag.Int("waits", 0, "wait this many times for a slow peer in main.waitForPeer")
+	delay    = flag.Duration("delay", 20*time.Millisecond, "how long the peer takes to answer")
+	overflow = flag.Int("overflow", 0, "listen with backlog 1, never accept, dial this many times at once (1s timeout), print an overflow line, and keep the listener until the next stdin line")
+	spawn    = flag.Int("goroutines", 0, "start this many goroutines in main.spawnBlocked (and 5 more that end), print a spawned line, and keep them until the next stdin line")
 )
 
 var sink uint64
+
+// keep holds listeners open until exit.
+var keep []net.Listener
 
 //go:noinline
 func burnCPU(d time.Duration) uint64 {
@@ -59,6 +65,13 @@ func main() {
 			os.Exit(1)
 		}
 		out.Encode(map[string]any{"op": "waited", "waits": *waits, "delay_ns": delay.Nanoseconds()})
+	}
+	if *overflow > 0 {
+		if err := overflowListener(out, *overflow); err != nil {
+			fmt.Fprintln(os.Stderr, "proftarget:", err)
+			os.Exit(1)
+		}
+		in.ReadString('\n')
 	}
 	if *spawn > 0 {
 		release := make(chan struct{})
@@ -131,5 +144,55 @@ func slowPeer(n int) error {
 			return err
 		}
 	}
+	return nil
+}
+
+// overflowListener makes a plain TCP listener with an accept queue of 1
+// that never accepts, and dials it n times at once: the queue fills and
+// the listener drops the rest of the SYNs.
+func overflowListener(out *json.Encoder, n int) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, syscall.IPPROTO_TCP)
+	if err != nil {
+		return err
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		return err
+	}
+	if err := syscall.Listen(fd, 1); err != nil {
+		return err
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		return err
+	}
+	port := sa.(*syscall.SockaddrInet4).Port
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, failed := 0, 0
+	var conns []net.Conn
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout("tcp4", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				failed++
+				return
+			}
+			ok++
+			conns = append(conns, c)
+		}()
+	}
+	wg.Wait()
+	// Beside it, a listener made the usual way (MPTCP since Go 1.24).
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	keep = append(keep, ln)
+	out.Encode(map[string]any{"op": "overflow", "fd": fd, "port": port, "ok": ok, "failed": failed,
+		"net_listen_port": ln.Addr().(*net.TCPAddr).Port})
 	return nil
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
+	"github.com/gonetscope/gonetscope/pkg/listen"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/symbolize"
 )
@@ -88,8 +89,17 @@ var (
 	lostDesc = prometheus.NewDesc("gonetscope_events_lost_total",
 		"Events lost: stream netpoll/tcp (BPF ring buffer full) or queue (user-space queue full).",
 		[]string{"stream", "event"}, nil)
-	openFDsDesc    = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
-	fdLimitDesc    = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
+	openFDsDesc     = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
+	fdLimitDesc     = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
+	listenDropsDesc = prometheus.NewDesc("gonetscope_listen_drops_total",
+		"SYNs and handshakes the target's listener dropped (its sk_drops): mostly a full accept queue.",
+		append(append([]string{}, base...), "port"), nil)
+	listenBacklogDesc = prometheus.NewDesc("gonetscope_listen_backlog",
+		"Connections waiting in the target's listener's accept queue.",
+		append(append([]string{}, base...), "port"), nil)
+	listenBacklogMaxDesc = prometheus.NewDesc("gonetscope_listen_backlog_max",
+		"The accept queue limit of the target's listener.",
+		append(append([]string{}, base...), "port"), nil)
 	goroutinesDesc = prometheus.NewDesc("gonetscope_goroutines",
 		"Live goroutines of the target by creation site (the function with the go statement); the top sites, the rest as site=\"other\".",
 		append(append([]string{}, base...), "site"), nil)
@@ -112,6 +122,8 @@ type Collector struct {
 
 	mu         sync.Mutex
 	goroutines map[int]*goroutineReader
+	listeners  *listen.Iter // loaded at the first scrape
+	listenErr  error
 }
 
 // goroutineReader is the goroutine counter of one process (or why there is none).
@@ -137,6 +149,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- openFDsDesc
 	ch <- fdLimitDesc
 	ch <- goroutinesDesc
+	ch <- listenDropsDesc
+	ch <- listenBacklogDesc
+	ch <- listenBacklogMaxDesc
 	c.errors.Describe(ch)
 }
 
@@ -160,6 +175,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	c.collectGoroutines(ch, procs)
+	c.collectListeners(ch, procs)
 
 	hists, err := c.src.Hists()
 	if err != nil {
@@ -255,6 +271,75 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 	}
 }
 
+// collectListeners emits the drop counter and accept queue of every
+// listening socket a traced process holds, matched by socket inode.
+func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.Process) {
+	c.mu.Lock()
+	if c.listeners == nil && c.listenErr == nil {
+		c.listeners, c.listenErr = listen.Load()
+	}
+	it := c.listeners
+	c.mu.Unlock()
+	if it == nil || len(procs) == 0 {
+		return
+	}
+	owner := map[uint64]proc.Process{}
+	for _, p := range procs {
+		for _, ino := range proc.SocketInodes(p.PID) {
+			owner[ino] = p
+		}
+	}
+	ls, err := it.Listeners()
+	if err != nil {
+		c.errors.Inc()
+		return
+	}
+	type key struct {
+		pid  int
+		port uint16
+	}
+	sums := map[key]*listen.Listener{} // a port can have an IPv4 and an IPv6 listener
+	for _, l := range ls {
+		p, ok := owner[l.Inode]
+		if !ok {
+			continue
+		}
+		k := key{p.PID, l.Port}
+		if s := sums[k]; s != nil {
+			s.Drops += l.Drops
+			s.Backlog += l.Backlog
+			s.BacklogMax += l.BacklogMax
+			continue
+		}
+		sums[k] = &l
+	}
+	comm := map[int]string{}
+	for _, p := range procs {
+		comm[p.PID] = p.Comm
+	}
+	for k, l := range sums {
+		labels := []string{strconv.Itoa(k.pid), comm[k.pid], strconv.Itoa(int(k.port))}
+		ch <- prometheus.MustNewConstMetric(listenDropsDesc, prometheus.CounterValue, float64(l.Drops), labels...)
+		ch <- prometheus.MustNewConstMetric(listenBacklogDesc, prometheus.GaugeValue, float64(l.Backlog), labels...)
+		ch <- prometheus.MustNewConstMetric(listenBacklogMaxDesc, prometheus.GaugeValue, float64(l.BacklogMax), labels...)
+	}
+}
+
+// Close releases what the collector loaded and opened.
+func (c *Collector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid, r := range c.goroutines {
+		r.close()
+		delete(c.goroutines, pid)
+	}
+	if c.listeners != nil {
+		c.listeners.Close()
+		c.listeners = nil
+	}
+	return nil
+}
+
 func (r *goroutineReader) close() {
 	if r.c != nil {
 		r.c.Close()
@@ -304,11 +389,11 @@ func Buckets(log2 []uint64) (uint64, map[float64]uint64) {
 	return cum, out
 }
 
-// Handler serves /metrics for src, with the serving process's own CPU and
+// Handler serves /metrics for c, with the serving process's own CPU and
 // memory (process_*) beside gonetscope's metrics.
-func Handler(src Source) http.Handler {
+func Handler(c *Collector) http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(NewCollector(src), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(c, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
 	return mux
@@ -318,6 +403,7 @@ func Handler(src Source) http.Handler {
 type Server struct {
 	srv *http.Server
 	ln  net.Listener
+	c   *Collector
 }
 
 // Listen binds addr (HOST:PORT; port 0 picks one) and serves src's metrics
@@ -330,7 +416,8 @@ func Listen(addr string, src Source) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("listening on --metrics-addr %s: %w", addr, err)
 	}
-	s := &Server{srv: &http.Server{Handler: Handler(src), ReadHeaderTimeout: 10 * time.Second}, ln: ln}
+	c := NewCollector(src)
+	s := &Server{srv: &http.Server{Handler: Handler(c), ReadHeaderTimeout: 10 * time.Second}, ln: ln, c: c}
 	go s.srv.Serve(ln) // returns http.ErrServerClosed on Close
 	return s, nil
 }
@@ -356,5 +443,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	return s.srv.Shutdown(ctx)
+	err := s.srv.Shutdown(ctx)
+	s.c.Close()
+	return err
 }
