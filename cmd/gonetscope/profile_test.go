@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/pprof/profile"
 )
@@ -287,5 +288,26 @@ func TestProfileBadInput(t *testing.T) {
 				t.Errorf("%s was created by a refused run", out)
 			}
 		})
+	}
+}
+
+// TestProfileOffCPU: the target's thread sleeps 400ms in one nanosleep in
+// main.sleepInKernel; the off-CPU profile gives that stack at least that
+// long, and no more than the profile lasted.
+func TestProfileOffCPU(t *testing.T) {
+	const sleep = 400 * time.Millisecond
+	file, _ := profileTarget(t, buildProftarget(t), "offcpu", "-sleep", sleep.String())
+	p := readProfile(t, file)
+	var off int64
+	for _, s := range p.Sample {
+		if hasFunc(s, "main.sleepInKernel") {
+			off += s.Value[1] // offcpu/nanoseconds
+		}
+	}
+	if p.SampleType[1].Type != "offcpu" {
+		t.Fatalf("sample types %v, want offcpu second", p.SampleType)
+	}
+	if off < sleep.Nanoseconds() || off > p.DurationNanos {
+		t.Errorf("main.sleepInKernel off CPU %dns, want at least %dns and at most the profile's %dns", off, sleep.Nanoseconds(), p.DurationNanos)
 	}
 }

@@ -23,10 +23,21 @@ var (
 	waits    = flag.Int("waits", 0, "wait this many times for a slow peer in main.waitForPeer")
 	delay    = flag.Duration("delay", 20*time.Millisecond, "how long the peer takes to answer")
 	overflow = flag.Int("overflow", 0, "listen with backlog 1, never accept, dial this many times at once (1s timeout), print an overflow line, and keep the listener until the next stdin line")
+	sleep    = flag.Duration("sleep", 0, "block this long off CPU in the nanosleep system call, in main.sleepInKernel")
 	spawn    = flag.Int("goroutines", 0, "start this many goroutines in main.spawnBlocked (and 5 more that end), print a spawned line, and keep them until the next stdin line")
 )
 
 var sink uint64
+
+// sleepInKernel keeps its thread off CPU for d in one system call (not in
+// the Go scheduler, which would park the goroutine and run another).
+//
+//go:noinline
+func sleepInKernel(d time.Duration) {
+	ts := syscall.NsecToTimespec(d.Nanoseconds())
+	for syscall.Nanosleep(&ts, &ts) == syscall.EINTR {
+	}
+}
 
 // keep holds listeners open until exit.
 var keep []net.Listener
@@ -65,6 +76,10 @@ func main() {
 			os.Exit(1)
 		}
 		out.Encode(map[string]any{"op": "waited", "waits": *waits, "delay_ns": delay.Nanoseconds()})
+	}
+	if *sleep > 0 {
+		sleepInKernel(*sleep)
+		out.Encode(map[string]any{"op": "slept", "ns": sleep.Nanoseconds()})
 	}
 	if *overflow > 0 {
 		if err := overflowListener(out, *overflow); err != nil {
