@@ -15,6 +15,7 @@
  */
 
 #include "gonetscope.h"
+#include "hist.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -127,6 +128,80 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 	return 0;
 }
 
+/* Netpoll profile (gonetscope profile --kind netpoll): the user stack of
+ * the goroutine where it resumes, i.e. the call that waited, weighted by the
+ * wait. Only for the PIDs in stack_pids; user space sizes
+ * netpoll_stack_traces (1 entry unless profiling). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u32);   /* tgid */
+	__type(value, __u32); /* unused */
+} stack_pids SEC(".maps");
+
+#define PROFILE_STACK_DEPTH 127
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 1);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, PROFILE_STACK_DEPTH * sizeof(__u64));
+} netpoll_stack_traces SEC(".maps");
+
+struct netpoll_stack_key {
+	__u32 pid;
+	__s32 stack_id;
+	__u32 mode; /* enum mode */
+};
+
+struct netpoll_stack_value {
+	__u64 count;
+	__u64 wait_ns;
+	__u64 io_wait_ns;
+	__u64 sched_delay_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct netpoll_stack_key);
+	__type(value, struct netpoll_stack_value);
+} netpoll_stacks SEC(".maps");
+
+/* Waits whose stack could not be kept (stack map full or collision). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} netpoll_stacks_lost SEC(".maps");
+
+static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 wait,
+					 __u64 io, __u64 sched)
+{
+	if (!bpf_map_lookup_elem(&stack_pids, &pid))
+		return;
+	struct netpoll_stack_key k = {.pid = pid, .mode = mode};
+	k.stack_id = bpf_get_stackid(ctx, &netpoll_stack_traces, BPF_F_USER_STACK);
+	struct netpoll_stack_value *v = k.stack_id < 0 ? NULL : bpf_map_lookup_elem(&netpoll_stacks, &k);
+	if (!v && k.stack_id >= 0) {
+		struct netpoll_stack_value zero = {};
+		bpf_map_update_elem(&netpoll_stacks, &k, &zero, BPF_NOEXIST);
+		v = bpf_map_lookup_elem(&netpoll_stacks, &k);
+	}
+	if (!v) {
+		__u32 z = 0;
+		__u64 *n = bpf_map_lookup_elem(&netpoll_stacks_lost, &z);
+		if (n)
+			(*n)++;
+		return;
+	}
+	__sync_fetch_and_add(&v->count, 1);
+	__sync_fetch_and_add(&v->wait_ns, wait);
+	__sync_fetch_and_add(&v->io_wait_ns, io);
+	__sync_fetch_and_add(&v->sched_delay_ns, sched);
+}
+
 /* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
 static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
 {
@@ -151,6 +226,16 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
 	__u64 wait = now - parked.t_park;
+	/* Metrics and profiles see every wait, before the --min-wait filter. */
+	__u64 io = wait, sched = 0;
+	if (parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now) {
+		io = parked.t_ready - parked.t_park;
+		sched = now - parked.t_ready;
+	}
+	hist_record(key.pid, HIST_NETPOLL_WAIT, parked.mode, 0, 0, wait);
+	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
+	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
+	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
 	if (wait < t->min_wait_ns)
 		return 0;
 
@@ -164,15 +249,9 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	e->park_tid = parked.tid;
 	e->mode = parked.mode;
 	e->wait_ns = wait;
-	e->ready_seen = parked.t_ready != 0;
-	if (e->ready_seen && parked.t_ready >= parked.t_park && parked.t_ready <= now) {
-		e->io_wait_ns = parked.t_ready - parked.t_park;
-		e->sched_delay_ns = now - parked.t_ready;
-	} else {
-		e->ready_seen = 0;
-		e->io_wait_ns = wait;
-		e->sched_delay_ns = 0;
-	}
+	e->ready_seen = parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now;
+	e->io_wait_ns = io;
+	e->sched_delay_ns = sched;
 	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
 	struct sock *sk = tcp_sock_of(sock_from_fd(key.fd));
 	if (sk)
@@ -343,6 +422,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	n = ctx->ret;
 
 	__u64 block = now - c.t_enter;
+	hist_record(pid_tgid >> 32, HIST_EPOLL_BLOCK, 0, 0, 0, block);
 	if (block < t->min_wait_ns)
 		return 0;
 	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event, EVENT_EPOLL_WAIT);
@@ -363,3 +443,5 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused));
 const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
+const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
+const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -14,6 +14,7 @@
  */
 
 #include "gonetscope.h"
+#include "hist.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -174,6 +175,8 @@ static __always_inline void connect_finished(struct trace_event_raw_inet_sock_se
 			err = BPF_CORE_READ(sk, sk_err_soft);
 		r->ev.result = err ? err : ECANCELED;
 	}
+	hist_record(r->ev.hdr.pid, HIST_CONNECT_HANDSHAKE, 0, 0, r->ev.result, r->ev.handshake_ns);
+	hist_record(r->ev.hdr.pid, COUNT_CONNECT, 0, 0, r->ev.result, 0);
 	struct addrs *a = &r->ev.addrs;
 	a->family = ctx->family;
 	a->sport = ctx->sport;
@@ -264,6 +267,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 	    ret == -EINTR || ret == -EAGAIN)
 		return 0;
 	/* Failed before a SYN went out (no route, no local port, ...). */
+	hist_record(pid_tgid >> 32, COUNT_CONNECT, 0, 0, (__s32)-ret, 0);
 	struct tcp_connect_event *e = reserve_event(struct tcp_connect_event, EVENT_TCP_CONNECT);
 	if (!e)
 		return 0;
@@ -333,6 +337,9 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	if (!listener || !is_tcp(listener))
 		return 0;
 	listener = tcp_sock_of(listener);
+	__u16 lport = BPF_CORE_READ(listener, __sk_common.skc_num);
+	if (ret < 0 && ret != -EAGAIN)
+		hist_record(pid_tgid >> 32, COUNT_ACCEPT_ERROR, 0, lport, (__s32)-ret, 0);
 
 	if (ret == -EMFILE || ret == -ENFILE) {
 		struct accept_error_event *e = reserve_event(struct accept_error_event, EVENT_ACCEPT_ERROR);
@@ -354,6 +361,21 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	if (!sk)
 		return 0;
 	__u64 now = a.t_accept ? a.t_accept : bpf_ktime_get_boot_ns();
+	__u64 key = (__u64)sk;
+	__u64 *est = bpf_map_lookup_elem(&established, &key);
+	__u8 queue_wait_known = 0;
+	__u64 queue_wait = 0;
+	if (est) {
+		if (*est <= now) {
+			queue_wait_known = 1;
+			queue_wait = now - *est;
+		}
+		bpf_map_delete_elem(&established, &key);
+	}
+	hist_record(pid_tgid >> 32, COUNT_ACCEPT, 0, lport, 0, 0);
+	if (queue_wait_known)
+		hist_record(pid_tgid >> 32, HIST_ACCEPT_QUEUE_WAIT, 0, lport, 0, queue_wait);
+
 	struct tcp_accept_event *e = reserve_event(struct tcp_accept_event, EVENT_TCP_ACCEPT);
 	if (!e)
 		return 0;
@@ -365,17 +387,8 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	e->listen_fd = listen_fd;
 	e->backlog = BPF_CORE_READ(listener, sk_ack_backlog);
 	e->backlog_max = BPF_CORE_READ(listener, sk_max_ack_backlog);
-	__u64 key = (__u64)sk;
-	__u64 *est = bpf_map_lookup_elem(&established, &key);
-	e->queue_wait_known = 0;
-	e->queue_wait_ns = 0;
-	if (est) {
-		if (*est <= now) {
-			e->queue_wait_known = 1;
-			e->queue_wait_ns = now - *est;
-		}
-		bpf_map_delete_elem(&established, &key);
-	}
+	e->queue_wait_known = queue_wait_known;
+	e->queue_wait_ns = queue_wait;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	capture_stack(ctx, t, &e->hdr, &e->stack);
 	bpf_ringbuf_submit(e, 0);

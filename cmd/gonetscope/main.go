@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -27,6 +28,7 @@ Usage:
   gonetscope daemon [--socket PATH] [--output FILE]     run until SIGTERM; attach on request
   gonetscope attach|detach [--socket PATH] PID          tell the daemon
   gonetscope list [--socket PATH]                       what the daemon traces
+  gonetscope profile --pid PID --kind netpoll|cpu|offcpu -o out.pb.gz   write a pprof profile
   gonetscope version
 
 Run 'gonetscope COMMAND -h' for a command's flags.
@@ -51,6 +53,8 @@ func run(args []string) error {
 		return daemon(args[1:])
 	case "attach", "detach", "list":
 		return client(args[0], args[1:])
+	case "profile":
+		return profileCmd(args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil
@@ -78,16 +82,17 @@ func (p *pidList) Set(s string) error {
 func trace(args []string) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var (
-		pids     pidList
-		out      = fs.String("output", "-", "write events to this file ('-': stdout)")
-		duration = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
-		minWait  = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
-		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
-		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
-		ready    = fs.String("ready-file", "", "create this file once every target is attached")
-		stacks   = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
-		grs      = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
-		grEvery  = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
+		pids        pidList
+		out         = fs.String("output", "-", "write events to this file ('-': stdout)")
+		duration    = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
+		minWait     = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
+		hooks       = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
+		ringBuf     = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
+		ready       = fs.String("ready-file", "", "create this file once every target is attached")
+		stacks      = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
+		grs         = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
+		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
+		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
@@ -101,6 +106,11 @@ func trace(args []string) error {
 	}
 	if err := checkHooks(*hooks); err != nil {
 		return err
+	}
+	if *metricsAddr != "" {
+		if err := metrics.CheckAddr(*metricsAddr); err != nil {
+			return err
+		}
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -131,6 +141,13 @@ func trace(args []string) error {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
 		}
+	}
+	if *metricsAddr != "" {
+		srv, err := metrics.Listen(*metricsAddr, tr)
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
 	}
 	if *ready != "" {
 		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {

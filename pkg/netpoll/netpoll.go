@@ -35,6 +35,9 @@ type Options struct {
 	// RingBufferBytes sizes the event ring buffer (a power of two, a
 	// multiple of the page size). Zero keeps the default of 1 MiB.
 	RingBufferBytes uint32
+	// StackTraces sizes the map of netpoll wait stacks (see EnableStacks).
+	// Zero keeps 1 entry: no room for stacks, no memory spent.
+	StackTraces uint32
 }
 
 // Load loads the programs and maps into the kernel and attaches them.
@@ -45,6 +48,9 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if opts.RingBufferBytes != 0 {
 		spec.Maps[netpollMapEvents].MaxEntries = opts.RingBufferBytes
+	}
+	if opts.StackTraces != 0 {
+		spec.Maps[netpollMapNetpollStackTraces].MaxEntries = opts.StackTraces
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {

@@ -62,6 +62,36 @@ const (
 	netpollEventTypeEVENT_ACCEPT_ERROR netpollEventType = 5
 )
 
+type netpollHist struct {
+	_       structs.HostLayout
+	Count   uint64
+	SumNs   uint64
+	Buckets [40]uint64
+}
+
+type netpollHistKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Result int32
+	Port   uint16
+	Metric uint8
+	Mode   uint8
+}
+
+type netpollHistMetric uint32
+
+const (
+	netpollHistMetricHIST_NETPOLL_WAIT        netpollHistMetric = 1
+	netpollHistMetricHIST_NETPOLL_IO_WAIT     netpollHistMetric = 2
+	netpollHistMetricHIST_NETPOLL_SCHED_DELAY netpollHistMetric = 3
+	netpollHistMetricHIST_EPOLL_BLOCK         netpollHistMetric = 4
+	netpollHistMetricHIST_CONNECT_HANDSHAKE   netpollHistMetric = 5
+	netpollHistMetricHIST_ACCEPT_QUEUE_WAIT   netpollHistMetric = 6
+	netpollHistMetricCOUNT_CONNECT            netpollHistMetric = 7
+	netpollHistMetricCOUNT_ACCEPT             netpollHistMetric = 8
+	netpollHistMetricCOUNT_ACCEPT_ERROR       netpollHistMetric = 9
+)
+
 type netpollMode uint32
 
 const (
@@ -70,6 +100,21 @@ const (
 	netpollModeMODE_ACCEPT  netpollMode = 3
 	netpollModeMODE_CONNECT netpollMode = 4
 )
+
+type netpollNetpollStackKey struct {
+	_       structs.HostLayout
+	Pid     uint32
+	StackId int32
+	Mode    uint32
+}
+
+type netpollNetpollStackValue struct {
+	_            structs.HostLayout
+	Count        uint64
+	WaitNs       uint64
+	IoWaitNs     uint64
+	SchedDelayNs uint64
+}
 
 type netpollNetpollWaitEvent struct {
 	_     structs.HostLayout
@@ -137,40 +182,48 @@ type netpollUserStack struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	netpollMapEpollBuf               = "epoll_buf"
-	netpollMapEpollCalls             = "epoll_calls"
-	netpollMapEvents                 = "events"
-	netpollMapLost                   = "lost"
-	netpollMapParks                  = "parks"
-	netpollMapTargets                = "targets"
-	netpollProgEnterAccept4          = "enter_accept4"
-	netpollProgEnterClose            = "enter_close"
-	netpollProgEnterConnect          = "enter_connect"
-	netpollProgEnterEpollPwait       = "enter_epoll_pwait"
-	netpollProgEnterGetsockopt       = "enter_getsockopt"
-	netpollProgEnterRead             = "enter_read"
-	netpollProgEnterReadv            = "enter_readv"
-	netpollProgEnterRecvfrom         = "enter_recvfrom"
-	netpollProgEnterRecvmsg          = "enter_recvmsg"
-	netpollProgEnterSendmsg          = "enter_sendmsg"
-	netpollProgEnterSendto           = "enter_sendto"
-	netpollProgEnterWrite            = "enter_write"
-	netpollProgEnterWritev           = "enter_writev"
-	netpollProgExitAccept4           = "exit_accept4"
-	netpollProgExitConnect           = "exit_connect"
-	netpollProgExitEpollPwait        = "exit_epoll_pwait"
-	netpollProgExitRead              = "exit_read"
-	netpollProgExitReadv             = "exit_readv"
-	netpollProgExitRecvfrom          = "exit_recvfrom"
-	netpollProgExitRecvmsg           = "exit_recvmsg"
-	netpollProgExitSendmsg           = "exit_sendmsg"
-	netpollProgExitSendto            = "exit_sendto"
-	netpollProgExitWrite             = "exit_write"
-	netpollProgExitWritev            = "exit_writev"
-	netpollVarUnusedEpollWaitEvent   = "unused_epoll_wait_event"
-	netpollVarUnusedEventType        = "unused_event_type"
-	netpollVarUnusedMode             = "unused_mode"
-	netpollVarUnusedNetpollWaitEvent = "unused_netpoll_wait_event"
+	netpollMapEpollBuf                = "epoll_buf"
+	netpollMapEpollCalls              = "epoll_calls"
+	netpollMapEvents                  = "events"
+	netpollMapHists                   = "hists"
+	netpollMapLost                    = "lost"
+	netpollMapNetpollStackTraces      = "netpoll_stack_traces"
+	netpollMapNetpollStacks           = "netpoll_stacks"
+	netpollMapNetpollStacksLost       = "netpoll_stacks_lost"
+	netpollMapParks                   = "parks"
+	netpollMapStackPids               = "stack_pids"
+	netpollMapTargets                 = "targets"
+	netpollProgEnterAccept4           = "enter_accept4"
+	netpollProgEnterClose             = "enter_close"
+	netpollProgEnterConnect           = "enter_connect"
+	netpollProgEnterEpollPwait        = "enter_epoll_pwait"
+	netpollProgEnterGetsockopt        = "enter_getsockopt"
+	netpollProgEnterRead              = "enter_read"
+	netpollProgEnterReadv             = "enter_readv"
+	netpollProgEnterRecvfrom          = "enter_recvfrom"
+	netpollProgEnterRecvmsg           = "enter_recvmsg"
+	netpollProgEnterSendmsg           = "enter_sendmsg"
+	netpollProgEnterSendto            = "enter_sendto"
+	netpollProgEnterWrite             = "enter_write"
+	netpollProgEnterWritev            = "enter_writev"
+	netpollProgExitAccept4            = "exit_accept4"
+	netpollProgExitConnect            = "exit_connect"
+	netpollProgExitEpollPwait         = "exit_epoll_pwait"
+	netpollProgExitRead               = "exit_read"
+	netpollProgExitReadv              = "exit_readv"
+	netpollProgExitRecvfrom           = "exit_recvfrom"
+	netpollProgExitRecvmsg            = "exit_recvmsg"
+	netpollProgExitSendmsg            = "exit_sendmsg"
+	netpollProgExitSendto             = "exit_sendto"
+	netpollProgExitWrite              = "exit_write"
+	netpollProgExitWritev             = "exit_writev"
+	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
+	netpollVarUnusedEventType         = "unused_event_type"
+	netpollVarUnusedHistMetric        = "unused_hist_metric"
+	netpollVarUnusedMode              = "unused_mode"
+	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
+	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
+	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
 )
 
 // loadNetpoll returns the embedded CollectionSpec for netpoll.
@@ -245,22 +298,30 @@ type netpollProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollMapSpecs struct {
-	EpollBuf   *ebpf.MapSpec `ebpf:"epoll_buf"`
-	EpollCalls *ebpf.MapSpec `ebpf:"epoll_calls"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Lost       *ebpf.MapSpec `ebpf:"lost"`
-	Parks      *ebpf.MapSpec `ebpf:"parks"`
-	Targets    *ebpf.MapSpec `ebpf:"targets"`
+	EpollBuf           *ebpf.MapSpec `ebpf:"epoll_buf"`
+	EpollCalls         *ebpf.MapSpec `ebpf:"epoll_calls"`
+	Events             *ebpf.MapSpec `ebpf:"events"`
+	Hists              *ebpf.MapSpec `ebpf:"hists"`
+	Lost               *ebpf.MapSpec `ebpf:"lost"`
+	NetpollStackTraces *ebpf.MapSpec `ebpf:"netpoll_stack_traces"`
+	NetpollStacks      *ebpf.MapSpec `ebpf:"netpoll_stacks"`
+	NetpollStacksLost  *ebpf.MapSpec `ebpf:"netpoll_stacks_lost"`
+	Parks              *ebpf.MapSpec `ebpf:"parks"`
+	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
+	Targets            *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // netpollVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollVariableSpecs struct {
-	UnusedEpollWaitEvent   *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
-	UnusedEventType        *ebpf.VariableSpec `ebpf:"unused_event_type"`
-	UnusedMode             *ebpf.VariableSpec `ebpf:"unused_mode"`
-	UnusedNetpollWaitEvent *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
+	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
+	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedHistMetric        *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
+	UnusedMode              *ebpf.VariableSpec `ebpf:"unused_mode"`
+	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
+	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
+	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
 }
 
 // netpollObjects contains all objects after they have been loaded into the kernel.
@@ -283,12 +344,17 @@ func (o *netpollObjects) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollMaps struct {
-	EpollBuf   *ebpf.Map `ebpf:"epoll_buf"`
-	EpollCalls *ebpf.Map `ebpf:"epoll_calls"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Lost       *ebpf.Map `ebpf:"lost"`
-	Parks      *ebpf.Map `ebpf:"parks"`
-	Targets    *ebpf.Map `ebpf:"targets"`
+	EpollBuf           *ebpf.Map `ebpf:"epoll_buf"`
+	EpollCalls         *ebpf.Map `ebpf:"epoll_calls"`
+	Events             *ebpf.Map `ebpf:"events"`
+	Hists              *ebpf.Map `ebpf:"hists"`
+	Lost               *ebpf.Map `ebpf:"lost"`
+	NetpollStackTraces *ebpf.Map `ebpf:"netpoll_stack_traces"`
+	NetpollStacks      *ebpf.Map `ebpf:"netpoll_stacks"`
+	NetpollStacksLost  *ebpf.Map `ebpf:"netpoll_stacks_lost"`
+	Parks              *ebpf.Map `ebpf:"parks"`
+	StackPids          *ebpf.Map `ebpf:"stack_pids"`
+	Targets            *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *netpollMaps) Close() error {
@@ -296,8 +362,13 @@ func (m *netpollMaps) Close() error {
 		m.EpollBuf,
 		m.EpollCalls,
 		m.Events,
+		m.Hists,
 		m.Lost,
+		m.NetpollStackTraces,
+		m.NetpollStacks,
+		m.NetpollStacksLost,
 		m.Parks,
+		m.StackPids,
 		m.Targets,
 	)
 }
@@ -306,10 +377,13 @@ func (m *netpollMaps) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollVariables struct {
-	UnusedEpollWaitEvent   *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
-	UnusedEventType        *ebpf.Variable `ebpf:"unused_event_type"`
-	UnusedMode             *ebpf.Variable `ebpf:"unused_mode"`
-	UnusedNetpollWaitEvent *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
+	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
+	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedHistMetric        *ebpf.Variable `ebpf:"unused_hist_metric"`
+	UnusedMode              *ebpf.Variable `ebpf:"unused_mode"`
+	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
+	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
+	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
 }
 
 // netpollPrograms contains all programs after they have been loaded into the kernel.

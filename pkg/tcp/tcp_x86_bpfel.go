@@ -73,6 +73,36 @@ const (
 	tcpEventTypeEVENT_ACCEPT_ERROR tcpEventType = 5
 )
 
+type tcpHist struct {
+	_       structs.HostLayout
+	Count   uint64
+	SumNs   uint64
+	Buckets [40]uint64
+}
+
+type tcpHistKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Result int32
+	Port   uint16
+	Metric uint8
+	Mode   uint8
+}
+
+type tcpHistMetric uint32
+
+const (
+	tcpHistMetricHIST_NETPOLL_WAIT        tcpHistMetric = 1
+	tcpHistMetricHIST_NETPOLL_IO_WAIT     tcpHistMetric = 2
+	tcpHistMetricHIST_NETPOLL_SCHED_DELAY tcpHistMetric = 3
+	tcpHistMetricHIST_EPOLL_BLOCK         tcpHistMetric = 4
+	tcpHistMetricHIST_CONNECT_HANDSHAKE   tcpHistMetric = 5
+	tcpHistMetricHIST_ACCEPT_QUEUE_WAIT   tcpHistMetric = 6
+	tcpHistMetricCOUNT_CONNECT            tcpHistMetric = 7
+	tcpHistMetricCOUNT_ACCEPT             tcpHistMetric = 8
+	tcpHistMetricCOUNT_ACCEPT_ERROR       tcpHistMetric = 9
+)
+
 type tcpTarget struct {
 	_          structs.HostLayout
 	StartTicks uint64
@@ -144,6 +174,7 @@ const (
 	tcpMapConnects                = "connects"
 	tcpMapEstablished             = "established"
 	tcpMapEvents                  = "events"
+	tcpMapHists                   = "hists"
 	tcpMapLost                    = "lost"
 	tcpMapTargets                 = "targets"
 	tcpProgExitAccept4            = "exit_accept4"
@@ -157,6 +188,7 @@ const (
 	tcpVarUnusedAcceptErrorEvent  = "unused_accept_error_event"
 	tcpVarUnusedConnectStartHook  = "unused_connect_start_hook"
 	tcpVarUnusedEventType         = "unused_event_type"
+	tcpVarUnusedHistMetric        = "unused_hist_metric"
 	tcpVarUnusedTcpAcceptEvent    = "unused_tcp_accept_event"
 	tcpVarUnusedTcpConnectEvent   = "unused_tcp_connect_event"
 )
@@ -221,6 +253,7 @@ type tcpMapSpecs struct {
 	Connects       *ebpf.MapSpec `ebpf:"connects"`
 	Established    *ebpf.MapSpec `ebpf:"established"`
 	Events         *ebpf.MapSpec `ebpf:"events"`
+	Hists          *ebpf.MapSpec `ebpf:"hists"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
 	Targets        *ebpf.MapSpec `ebpf:"targets"`
 }
@@ -233,6 +266,7 @@ type tcpVariableSpecs struct {
 	UnusedAcceptErrorEvent *ebpf.VariableSpec `ebpf:"unused_accept_error_event"`
 	UnusedConnectStartHook *ebpf.VariableSpec `ebpf:"unused_connect_start_hook"`
 	UnusedEventType        *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedHistMetric       *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
 	UnusedTcpAcceptEvent   *ebpf.VariableSpec `ebpf:"unused_tcp_accept_event"`
 	UnusedTcpConnectEvent  *ebpf.VariableSpec `ebpf:"unused_tcp_connect_event"`
 }
@@ -262,6 +296,7 @@ type tcpMaps struct {
 	Connects       *ebpf.Map `ebpf:"connects"`
 	Established    *ebpf.Map `ebpf:"established"`
 	Events         *ebpf.Map `ebpf:"events"`
+	Hists          *ebpf.Map `ebpf:"hists"`
 	Lost           *ebpf.Map `ebpf:"lost"`
 	Targets        *ebpf.Map `ebpf:"targets"`
 }
@@ -273,6 +308,7 @@ func (m *tcpMaps) Close() error {
 		m.Connects,
 		m.Established,
 		m.Events,
+		m.Hists,
 		m.Lost,
 		m.Targets,
 	)
@@ -286,6 +322,7 @@ type tcpVariables struct {
 	UnusedAcceptErrorEvent *ebpf.Variable `ebpf:"unused_accept_error_event"`
 	UnusedConnectStartHook *ebpf.Variable `ebpf:"unused_connect_start_hook"`
 	UnusedEventType        *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedHistMetric       *ebpf.Variable `ebpf:"unused_hist_metric"`
 	UnusedTcpAcceptEvent   *ebpf.Variable `ebpf:"unused_tcp_accept_event"`
 	UnusedTcpConnectEvent  *ebpf.Variable `ebpf:"unused_tcp_connect_event"`
 }

@@ -78,6 +78,8 @@ type Tracer struct {
 	// queueLost counts events dropped in user space, by event name.
 	queueLostMu sync.Mutex
 	queueLost   map[string]uint64
+	// queueLostTotal counts the same since New, for metrics.
+	queueLostTotal map[string]uint64
 
 	mu      sync.Mutex
 	targets map[int]*target
@@ -141,16 +143,17 @@ func New(opts Options) (*Tracer, error) {
 		return nil, err
 	}
 	t := &Tracer{
-		opts:      opts,
-		clock:     bpfobj.NewClock(),
-		netpoll:   np,
-		tcp:       tc,
-		hooks:     map[string]string{},
-		queue:     make(chan item, opts.QueueLen),
-		queueLost: map[string]uint64{},
-		targets:   map[int]*target{},
-		syms:      map[int]*symtab.Table{},
-		wake:      make(chan struct{}, 1),
+		opts:           opts,
+		clock:          bpfobj.NewClock(),
+		netpoll:        np,
+		tcp:            tc,
+		hooks:          map[string]string{},
+		queue:          make(chan item, opts.QueueLen),
+		queueLost:      map[string]uint64{},
+		queueLostTotal: map[string]uint64{},
+		targets:        map[int]*target{},
+		syms:           map[int]*symtab.Table{},
+		wake:           make(chan struct{}, 1),
 	}
 	if opts.Goroutines {
 		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
@@ -525,6 +528,7 @@ func (t *Tracer) reapExited() {
 func (t *Tracer) countQueueLost(name string) {
 	t.queueLostMu.Lock()
 	t.queueLost[name]++
+	t.queueLostTotal[name]++
 	t.queueLostMu.Unlock()
 }
 

@@ -1,0 +1,416 @@
+package main
+
+// The Prometheus endpoint of `trace --metrics-addr` against a real target:
+// exposition format checked by promtool, and counts compared with what the
+// target printed about itself.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// promtool finds promtool (Debian package prometheus): GONETSCOPE_PROMTOOL,
+// else PATH.
+func promtool(t *testing.T) string {
+	if p := os.Getenv("GONETSCOPE_PROMTOOL"); p != "" {
+		return p
+	}
+	p, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool not found: install it (apt-get install prometheus) or set GONETSCOPE_PROMTOOL")
+	}
+	return p
+}
+
+func freePort(t *testing.T) int {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// TestMetrics traces a target that dials, accepts, reads after a delay,
+// is refused, and makes `flood` raw EAGAIN reads, with a --min-wait so
+// long that no netpoll event is sent: the histograms must still count
+// every wait, exactly.
+func TestMetrics(t *testing.T) {
+	const rounds, flood = 2, 300
+	target := exec.Command(nettargetBin, "-wait-stdin", "-rounds", fmt.Sprint(rounds),
+		"-flood", fmt.Sprint(flood), "-delay", "20ms", "-linger", "20s")
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	var facts []fact
+	next := func() fact {
+		if !lines.Scan() {
+			t.Fatal("target ended early")
+		}
+		var f fact
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("target line %q: %v", lines.Text(), err)
+		}
+		facts = append(facts, f)
+		return f
+	}
+	pid := next().PID
+
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--min-wait", "1h",
+		"--metrics-addr", addr, "--ready-file", readyFile, "--output", os.DevNull)
+	var errOut bytes.Buffer
+	tracer.Stderr = &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	io.WriteString(stdin, "go\n")
+	for next().Op != "done" {
+	}
+	body := scrape(t, "http://"+addr+"/metrics")
+
+	check := exec.Command(promtool(t), "check", "metrics")
+	check.Stdin = bytes.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	count := func(family string, labels map[string]string) uint64 {
+		t.Helper()
+		f := families[family]
+		if f == nil {
+			t.Fatalf("no %s in /metrics", family)
+		}
+		var n uint64
+		found := false
+		for _, m := range f.Metric {
+			if !matches(m, labels) {
+				continue
+			}
+			found = true
+			switch {
+			case m.Histogram != nil:
+				n += m.Histogram.GetSampleCount()
+			case m.Counter != nil:
+				n += uint64(m.Counter.GetValue())
+			case m.Gauge != nil:
+				n += uint64(m.Gauge.GetValue())
+			}
+		}
+		if !found {
+			t.Fatalf("no %s%v in /metrics", family, labels)
+		}
+		return n
+	}
+	sel := func(kv ...string) map[string]string {
+		m := map[string]string{"pid": strconv.Itoa(pid)}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+
+	var reads, dials, refused int
+	var floodReads int
+	ports := map[uint16]int{}
+	for _, f := range facts {
+		switch f.Op {
+		case "read":
+			reads++
+		case "dial":
+			dials++
+		case "refused":
+			refused++
+		case "flood":
+			floodReads = f.Reads
+		case "accept":
+			ports[f.LPort]++
+		}
+	}
+	// Each delayed read is one wait; the flood's n reads are n-1 waits.
+	if got, want := count("gonetscope_netpoll_wait_seconds", sel("mode", "read")), uint64(reads+floodReads-1); got != want {
+		t.Errorf("netpoll_wait count for mode read: got %d, want %d (%d delayed reads, %d flood reads)", got, want, reads, floodReads)
+	}
+	for _, part := range []string{"gonetscope_netpoll_io_wait_seconds", "gonetscope_netpoll_sched_delay_seconds"} {
+		if got, want := count(part, sel("mode", "read")), uint64(reads+floodReads-1); got != want {
+			t.Errorf("%s count for mode read: got %d, want %d", part, got, want)
+		}
+	}
+	if got := count("gonetscope_connects_total", sel("result", "ok")); got != uint64(dials) {
+		t.Errorf("connects ok: got %d, want %d", got, dials)
+	}
+	if got := count("gonetscope_connects_total", sel("result", "ECONNREFUSED")); got != uint64(refused) {
+		t.Errorf("connects refused: got %d, want %d", got, refused)
+	}
+	if got := count("gonetscope_connect_handshake_seconds", sel()); got != uint64(dials+refused) {
+		t.Errorf("connect handshakes: got %d, want %d", got, dials+refused)
+	}
+	for port, n := range ports {
+		s := sel("port", strconv.Itoa(int(port)))
+		if got := count("gonetscope_accepts_total", s); got != uint64(n) {
+			t.Errorf("accepts on port %d: got %d, want %d", port, got, n)
+		}
+		if got := count("gonetscope_accept_queue_wait_seconds", s); got != uint64(n) {
+			t.Errorf("accept queue waits on port %d: got %d, want %d", port, got, n)
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := count("gonetscope_open_fds", sel()); got != uint64(len(fds)) {
+		t.Errorf("open fds: got %d, want %d", got, len(fds))
+	}
+	// The delayed reads lasted at least their delay: the sum says so.
+	if sum := families["gonetscope_netpoll_wait_seconds"]; sum != nil {
+		var s float64
+		for _, m := range sum.Metric {
+			if matches(m, sel("mode", "read")) {
+				s += m.Histogram.GetSampleSum()
+			}
+		}
+		if min := float64(reads) * 0.020; s < min {
+			t.Errorf("netpoll_wait sum for mode read %.4fs, want at least %.4fs", s, min)
+		}
+	}
+	target.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gonetscope did not end after its target was killed")
+	}
+}
+
+func matches(m *dto.Metric, labels map[string]string) bool {
+	n := 0
+	for _, l := range m.Label {
+		if v, ok := labels[l.GetName()]; ok {
+			if v != l.GetValue() {
+				return false
+			}
+			n++
+		}
+	}
+	return n == len(labels)
+}
+
+func scrape(t *testing.T, url string) []byte {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("scraping %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("scraping %s: status %d, %v", url, resp.StatusCode, err)
+	}
+	return body
+}
+
+// TestGoroutineGauge: the target starts a known number of goroutines in
+// main.spawnBlocked and holds them; the gauge for that creation site must
+// say exactly that many.
+func TestGoroutineGauge(t *testing.T) {
+	const n = 37
+	target := exec.Command(buildProftarget(t), "-goroutines", fmt.Sprint(n))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func() map[string]any {
+		if !lines.Scan() {
+			t.Fatal("proftarget ended early")
+		}
+		var f map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
+		}
+		return f
+	}
+	pid := int(next()["pid"].(float64))
+
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
+		"--ready-file", readyFile, "--output", os.DevNull)
+	var errOut bytes.Buffer
+	tracer.Stderr = &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	io.WriteString(stdin, "go\n")
+	if f := next(); f["op"] != "spawned" {
+		t.Fatalf("proftarget said %v, want spawned", f)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	var got float64
+	found := false
+	for _, m := range families["gonetscope_goroutines"].GetMetric() {
+		if matches(m, map[string]string{"pid": fmt.Sprint(pid), "site": "main.spawnBlocked"}) {
+			got, found = m.Gauge.GetValue(), true
+		}
+	}
+	if !found || got != n {
+		t.Errorf("gonetscope_goroutines{site=main.spawnBlocked} = %v (found %v), want %d", got, found, n)
+	}
+	io.WriteString(stdin, "done\n")
+}
+
+// TestListenMetrics: the target listens with an accept queue of 1, never
+// accepts, and dials it at once; plus a listener made with net.Listen
+// (MPTCP). The queue gauges must say what the target saw, and the drop
+// counter cover every failed dial without exceeding the host's ListenDrops.
+func TestListenMetrics(t *testing.T) {
+	const dials = 8
+	target := exec.Command(buildProftarget(t), "-overflow", fmt.Sprint(dials))
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	next := func() map[string]any {
+		if !lines.Scan() {
+			t.Fatal("proftarget ended early")
+		}
+		var f map[string]any
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
+		}
+		return f
+	}
+	pid := int(next()["pid"].(float64))
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	readyFile := filepath.Join(t.TempDir(), "ready")
+	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
+		"--ready-file", readyFile, "--output", os.DevNull)
+	var errOut bytes.Buffer
+	tracer.Stderr = &errOut
+	if err := tracer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- tracer.Wait() }()
+	t.Cleanup(func() { tracer.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+
+	before := listenDrops(t)
+	io.WriteString(stdin, "go\n")
+	f := next()
+	if f["op"] != "overflow" {
+		t.Fatalf("proftarget said %v, want overflow", f)
+	}
+	body := scrape(t, "http://"+addr+"/metrics")
+	hostDrops := listenDrops(t) - before
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	value := func(family string, port float64) float64 {
+		t.Helper()
+		for _, m := range families[family].GetMetric() {
+			if matches(m, map[string]string{"pid": fmt.Sprint(pid), "port": fmt.Sprint(port)}) {
+				if m.Counter != nil {
+					return m.Counter.GetValue()
+				}
+				return m.Gauge.GetValue()
+			}
+		}
+		t.Fatalf("no %s{port=%v} in /metrics", family, port)
+		return 0
+	}
+	port, ok, failed := f["port"].(float64), f["ok"].(float64), f["failed"].(float64)
+	if failed == 0 {
+		t.Fatalf("no dial failed: the accept queue did not overflow (%v)", f)
+	}
+	if got := value("gonetscope_listen_backlog", port); got != ok {
+		t.Errorf("listen_backlog %v, want %v (the dials that connected and were never accepted)", got, ok)
+	}
+	if got := value("gonetscope_listen_backlog_max", port); got != 1 {
+		t.Errorf("listen_backlog_max %v, want 1", got)
+	}
+	if got := value("gonetscope_listen_drops_total", port); got < failed || got > float64(hostDrops) {
+		t.Errorf("listen_drops_total %v, want between %v failed dials and %d host ListenDrops", got, failed, hostDrops)
+	}
+	somaxconn, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := strconv.ParseFloat(strings.TrimSpace(string(somaxconn)), 64)
+	if got := value("gonetscope_listen_backlog_max", f["net_listen_port"].(float64)); got != want {
+		t.Errorf("listen_backlog_max of the net.Listen listener %v, want somaxconn %v", got, want)
+	}
+	io.WriteString(stdin, "done\n")
+}
+
+// listenDrops reads TcpExt ListenDrops of this network namespace.
+func listenDrops(t *testing.T) uint64 {
+	raw, err := os.ReadFile("/proc/net/netstat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		names, values := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		if len(names) == 0 || names[0] != "TcpExt:" || len(values) != len(names) {
+			continue
+		}
+		for j, n := range names {
+			if n == "ListenDrops" {
+				v, _ := strconv.ParseUint(values[j], 10, 64)
+				return v
+			}
+		}
+	}
+	t.Fatal("no TcpExt ListenDrops in /proc/net/netstat")
+	return 0
+}

@@ -1,0 +1,68 @@
+package bpfobj
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Hist is one entry of a `hists` map (bpf/hist.h): a log2 histogram of
+// durations, or a counter (Count only), for one set of labels.
+type Hist struct {
+	PID    uint32
+	Metric string // the enum hist_metric name, lowercase without the prefix: "netpoll_wait"
+	Mode   string // netpoll mode ("read", ...), or ""
+	Port   uint16 // listener port, or 0
+	Result int32  // errno, or 0
+	Count  uint64
+	SumNs  uint64
+	// Buckets[i] counts values v with 2^i <= v < 2^(i+1) ns (bucket 0 also 0 and 1).
+	Buckets []uint64
+}
+
+// ReadHists reads every entry of a `hists` map with its bpf2go-generated
+// key and value types K and V. Entries whose PID keep rejects are deleted
+// instead: their process is no longer traced.
+func ReadHists[K, V any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) bool, conv func(*K, *V) Hist) ([]Hist, error) {
+	var (
+		k     K
+		v     V
+		out   []Hist
+		stale []K
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if !keep(pid(&k)) {
+			stale = append(stale, k)
+			continue
+		}
+		out = append(out, conv(&k, &v))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("reading histograms: %w", err)
+	}
+	for i := range stale {
+		if err := m.Delete(&stale[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil, fmt.Errorf("deleting histograms of an untraced process: %w", err)
+		}
+	}
+	return out, nil
+}
+
+// ReadStack reads one stack of a BPF_MAP_TYPE_STACK_TRACE map, leaf first,
+// without the zero padding.
+func ReadStack(m *ebpf.Map, id int32) ([]uint64, error) {
+	if id < 0 {
+		return nil, errors.New("no stack")
+	}
+	pcs := make([]uint64, m.ValueSize()/8)
+	if err := m.Lookup(uint32(id), pcs); err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(pcs) && pcs[n] != 0 {
+		n++
+	}
+	return pcs[:n], nil
+}

@@ -1,0 +1,449 @@
+// Package metrics serves gonetscope's Prometheus endpoint: the in-kernel
+// histograms and counters of bpf/hist.h, lost events, and each target's
+// open fds, read at scrape time. Labels are bounded (pid, comm, mode,
+// listener port, result/errno): never a connection or a goroutine.
+//
+// A Collector reads a Source; Serve mounts it on /metrics. The tracer
+// (pkg/tracer) is a Source; a daemon mounts the same Handler.
+package metrics
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/allgs"
+	"github.com/gonetscope/gonetscope/pkg/listen"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/symbolize"
+)
+
+// Source is what a Collector reads at each scrape.
+type Source interface {
+	TracedProcesses() []proc.Process
+	Hists() ([]bpfobj.Hist, error)
+	LostTotals() map[string]map[string]uint64
+}
+
+// FirstBucket is the lowest histogram bucket exposed: values up to 2^10 ns
+// (about 1 µs) share one bucket; above it the bounds are powers of two.
+const FirstBucket = 9
+
+// metric says how one enum hist_metric is exposed.
+type metric struct {
+	desc      *prometheus.Desc
+	histogram bool
+	labels    func(h *bpfobj.Hist) []string // after pid and comm
+}
+
+var (
+	base = []string{"pid", "comm"}
+
+	modeLabel   = func(h *bpfobj.Hist) []string { return []string{h.Mode} }
+	noLabel     = func(h *bpfobj.Hist) []string { return nil }
+	resultLabel = func(h *bpfobj.Hist) []string { return []string{result(h.Result)} }
+	portLabel   = func(h *bpfobj.Hist) []string { return []string{strconv.Itoa(int(h.Port))} }
+	portErrno   = func(h *bpfobj.Hist) []string {
+		return []string{strconv.Itoa(int(h.Port)), event.ErrnoName(h.Result)}
+	}
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("gonetscope_"+name, help, append(append([]string{}, base...), labels...), nil)
+}
+
+var metrics = map[string]metric{
+	"netpoll_wait": {desc("netpoll_wait_seconds",
+		"Time a goroutine was parked in the netpoller: would-block syscall to its next syscall on the fd.", "mode"), true, modeLabel},
+	"netpoll_io_wait": {desc("netpoll_io_wait_seconds",
+		"Part of the netpoll wait until the netpoller saw the fd ready (the peer).", "mode"), true, modeLabel},
+	"netpoll_sched_delay": {desc("netpoll_sched_delay_seconds",
+		"Part of the netpoll wait from fd ready to the goroutine running again (the Go scheduler).", "mode"), true, modeLabel},
+	"epoll_block": {desc("epoll_block_seconds",
+		"Time the netpoller's epoll_pwait blocked."), true, noLabel},
+	"connect_handshake": {desc("connect_handshake_seconds",
+		"TCP connect: SYN sent to established or failed.", "result"), true, resultLabel},
+	"accept_queue_wait": {desc("accept_queue_wait_seconds",
+		"Time an established connection waited in the listener's accept queue.", "port"), true, portLabel},
+	"connects": {desc("connects_total",
+		"TCP connects by result (ok or the errno).", "result"), false, resultLabel},
+	"accepts": {desc("accepts_total",
+		"Accepted TCP connections by listener port.", "port"), false, portLabel},
+	"accept_errors": {desc("accept_errors_total",
+		"Failed accepts by listener port and errno.", "port", "errno"), false, portErrno},
+}
+
+var (
+	lostDesc = prometheus.NewDesc("gonetscope_events_lost_total",
+		"Events lost: stream netpoll/tcp (BPF ring buffer full) or queue (user-space queue full).",
+		[]string{"stream", "event"}, nil)
+	openFDsDesc     = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
+	fdLimitDesc     = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
+	listenDropsDesc = prometheus.NewDesc("gonetscope_listen_drops_total",
+		"SYNs and handshakes the target's listener dropped (its sk_drops): mostly a full accept queue.",
+		append(append([]string{}, base...), "port"), nil)
+	listenBacklogDesc = prometheus.NewDesc("gonetscope_listen_backlog",
+		"Connections waiting in the target's listener's accept queue.",
+		append(append([]string{}, base...), "port"), nil)
+	listenBacklogMaxDesc = prometheus.NewDesc("gonetscope_listen_backlog_max",
+		"The accept queue limit of the target's listener.",
+		append(append([]string{}, base...), "port"), nil)
+	goroutinesDesc = prometheus.NewDesc("gonetscope_goroutines",
+		"Live goroutines of the target by creation site (the function with the go statement); the top sites, the rest as site=\"other\".",
+		append(append([]string{}, base...), "site"), nil)
+)
+
+func result(errno int32) string {
+	if errno == 0 {
+		return "ok"
+	}
+	return event.ErrnoName(errno)
+}
+
+// TopSites is how many goroutine creation sites get their own series.
+const TopSites = 20
+
+// Collector turns a Source into Prometheus metrics at scrape time.
+type Collector struct {
+	src    Source
+	errors prometheus.Counter
+
+	mu         sync.Mutex
+	goroutines map[int]*goroutineReader
+	listeners  *listen.Iter // loaded at the first scrape
+	listenErr  error
+}
+
+// goroutineReader is the goroutine counter of one process (or why there is none).
+type goroutineReader struct {
+	startTicks uint64
+	c          *allgs.Counter
+	err        error
+}
+
+// NewCollector reads src at every scrape.
+func NewCollector(src Source) *Collector {
+	return &Collector{src: src, errors: prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "gonetscope_scrape_errors_total", Help: "Scrapes that could not read the BPF maps."}),
+		goroutines: map[int]*goroutineReader{}}
+}
+
+// Describe sends every descriptor the collector may emit.
+func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range metrics {
+		ch <- m.desc
+	}
+	ch <- lostDesc
+	ch <- openFDsDesc
+	ch <- fdLimitDesc
+	ch <- goroutinesDesc
+	ch <- listenDropsDesc
+	ch <- listenBacklogDesc
+	ch <- listenBacklogMaxDesc
+	c.errors.Describe(ch)
+}
+
+// Collect reads the source.
+func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	procs := c.src.TracedProcesses()
+	comm := make(map[uint32]string, len(procs))
+	for _, p := range procs {
+		comm[uint32(p.PID)] = p.Comm
+		pid := strconv.Itoa(p.PID)
+		if n, err := proc.OpenFDs(p.PID); err == nil {
+			ch <- prometheus.MustNewConstMetric(openFDsDesc, prometheus.GaugeValue, float64(n), pid, p.Comm)
+		}
+		if n, err := proc.FDLimit(p.PID); err == nil {
+			v := float64(n)
+			if n == math.MaxUint64 {
+				v = math.Inf(1)
+			}
+			ch <- prometheus.MustNewConstMetric(fdLimitDesc, prometheus.GaugeValue, v, pid, p.Comm)
+		}
+	}
+
+	c.collectGoroutines(ch, procs)
+	c.collectListeners(ch, procs)
+
+	hists, err := c.src.Hists()
+	if err != nil {
+		c.errors.Inc()
+	}
+	// Two entries can map to one label set (e.g. an unknown mode); merge them.
+	type series struct {
+		m      metric
+		labels []string
+		h      bpfobj.Hist
+	}
+	merged := map[string]*series{}
+	for _, h := range hists {
+		m, ok := metrics[h.Metric]
+		name, traced := comm[h.PID]
+		if !ok || !traced {
+			continue
+		}
+		labels := append([]string{strconv.Itoa(int(h.PID)), name}, m.labels(&h)...)
+		key := h.Metric + fmt.Sprint(labels)
+		s := merged[key]
+		if s == nil {
+			s = &series{m: m, labels: labels, h: bpfobj.Hist{Buckets: make([]uint64, len(h.Buckets))}}
+			merged[key] = s
+		}
+		s.h.Count += h.Count
+		s.h.SumNs += h.SumNs
+		for i, n := range h.Buckets {
+			s.h.Buckets[i] += n
+		}
+	}
+	for _, s := range merged {
+		if !s.m.histogram {
+			ch <- prometheus.MustNewConstMetric(s.m.desc, prometheus.CounterValue, float64(s.h.Count), s.labels...)
+			continue
+		}
+		count, buckets := Buckets(s.h.Buckets)
+		ch <- prometheus.MustNewConstHistogram(s.m.desc, count, float64(s.h.SumNs)/1e9, buckets, s.labels...)
+	}
+
+	for stream, counts := range c.src.LostTotals() {
+		names := make([]string, 0, len(counts))
+		for n := range counts {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			ch <- prometheus.MustNewConstMetric(lostDesc, prometheus.CounterValue, float64(counts[n]), stream, n)
+		}
+	}
+	c.errors.Collect(ch)
+}
+
+// collectGoroutines emits the goroutine gauges, opening a counter per
+// process once (a binary without symbols or DWARF has none) and closing
+// those of processes no longer traced.
+func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.Process) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := map[int]bool{}
+	for _, p := range procs {
+		live[p.PID] = true
+		r := c.goroutines[p.PID]
+		if r != nil && r.startTicks != p.StartTicks {
+			r.close()
+			r = nil
+		}
+		if r == nil {
+			r = &goroutineReader{startTicks: p.StartTicks}
+			var sym *symbolize.Symbolizer
+			if sym, r.err = symbolize.Open(p.PID); r.err == nil {
+				r.c, r.err = allgs.Open(p.PID, sym)
+			}
+			c.goroutines[p.PID] = r
+		}
+		if r.c == nil {
+			continue
+		}
+		sites, err := r.c.BySite()
+		if err != nil {
+			continue
+		}
+		pid := strconv.Itoa(p.PID)
+		for site, n := range TopN(sites, TopSites) {
+			ch <- prometheus.MustNewConstMetric(goroutinesDesc, prometheus.GaugeValue, float64(n), pid, p.Comm, site)
+		}
+	}
+	for pid, r := range c.goroutines {
+		if !live[pid] {
+			r.close()
+			delete(c.goroutines, pid)
+		}
+	}
+}
+
+// collectListeners emits the drop counter and accept queue of every
+// listening socket a traced process holds, matched by socket inode.
+func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.Process) {
+	c.mu.Lock()
+	if c.listeners == nil && c.listenErr == nil {
+		c.listeners, c.listenErr = listen.Load()
+	}
+	it := c.listeners
+	c.mu.Unlock()
+	if it == nil || len(procs) == 0 {
+		return
+	}
+	owner := map[uint64]proc.Process{}
+	for _, p := range procs {
+		for _, ino := range proc.SocketInodes(p.PID) {
+			owner[ino] = p
+		}
+	}
+	ls, err := it.Listeners()
+	if err != nil {
+		c.errors.Inc()
+		return
+	}
+	type key struct {
+		pid  int
+		port uint16
+	}
+	sums := map[key]*listen.Listener{} // a port can have an IPv4 and an IPv6 listener
+	for _, l := range ls {
+		p, ok := owner[l.Inode]
+		if !ok {
+			continue
+		}
+		k := key{p.PID, l.Port}
+		if s := sums[k]; s != nil {
+			s.Drops += l.Drops
+			s.Backlog += l.Backlog
+			s.BacklogMax += l.BacklogMax
+			continue
+		}
+		sums[k] = &l
+	}
+	comm := map[int]string{}
+	for _, p := range procs {
+		comm[p.PID] = p.Comm
+	}
+	for k, l := range sums {
+		labels := []string{strconv.Itoa(k.pid), comm[k.pid], strconv.Itoa(int(k.port))}
+		ch <- prometheus.MustNewConstMetric(listenDropsDesc, prometheus.CounterValue, float64(l.Drops), labels...)
+		ch <- prometheus.MustNewConstMetric(listenBacklogDesc, prometheus.GaugeValue, float64(l.Backlog), labels...)
+		ch <- prometheus.MustNewConstMetric(listenBacklogMaxDesc, prometheus.GaugeValue, float64(l.BacklogMax), labels...)
+	}
+}
+
+// Close releases what the collector loaded and opened.
+func (c *Collector) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for pid, r := range c.goroutines {
+		r.close()
+		delete(c.goroutines, pid)
+	}
+	if c.listeners != nil {
+		c.listeners.Close()
+		c.listeners = nil
+	}
+	return nil
+}
+
+func (r *goroutineReader) close() {
+	if r.c != nil {
+		r.c.Close()
+	}
+}
+
+// TopN keeps the n largest counts (ties by name) and sums the rest as "other".
+func TopN(counts map[string]int, n int) map[string]int {
+	if len(counts) <= n {
+		return counts
+	}
+	names := make([]string, 0, len(counts))
+	for k := range counts {
+		names = append(names, k)
+	}
+	sort.Slice(names, func(i, j int) bool {
+		if counts[names[i]] != counts[names[j]] {
+			return counts[names[i]] > counts[names[j]]
+		}
+		return names[i] < names[j]
+	})
+	out := make(map[string]int, n+1)
+	for i, k := range names {
+		if i < n {
+			out[k] = counts[k]
+		} else {
+			out["other"] += counts[k]
+		}
+	}
+	return out
+}
+
+// Buckets turns log2 bucket counts (bucket i: 2^i <= v < 2^(i+1) ns) into
+// Prometheus cumulative buckets keyed by upper bound in seconds, and the
+// total count. Buckets below FirstBucket are folded into it; the last
+// bucket is left to +Inf.
+func Buckets(log2 []uint64) (uint64, map[float64]uint64) {
+	out := make(map[float64]uint64, len(log2))
+	var cum uint64
+	for i, n := range log2 {
+		cum += n
+		if i < FirstBucket || i == len(log2)-1 {
+			continue
+		}
+		out[math.Ldexp(1, i+1)/1e9] = cum
+	}
+	return cum, out
+}
+
+// Handler serves /metrics for c, with the serving process's own CPU and
+// memory (process_*) beside gonetscope's metrics.
+func Handler(c *Collector) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(c, collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError}))
+	return mux
+}
+
+// Server is a running /metrics endpoint.
+type Server struct {
+	srv *http.Server
+	ln  net.Listener
+	c   *Collector
+}
+
+// Listen binds addr (HOST:PORT; port 0 picks one) and serves src's metrics
+// until Close.
+func Listen(addr string, src Source) (*Server, error) {
+	if err := CheckAddr(addr); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listening on --metrics-addr %s: %w", addr, err)
+	}
+	c := NewCollector(src)
+	s := &Server{srv: &http.Server{Handler: Handler(c), ReadHeaderTimeout: 10 * time.Second}, ln: ln, c: c}
+	go s.srv.Serve(ln) // returns http.ErrServerClosed on Close
+	return s, nil
+}
+
+// CheckAddr rejects an address that is not HOST:PORT, before anything is
+// loaded. An empty HOST (":9464") means every interface: allowed, because
+// the user asked for it.
+func CheckAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("--metrics-addr %q is not HOST:PORT: use e.g. 127.0.0.1:9464", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && port != "0") {
+		return fmt.Errorf("--metrics-addr %q has no valid port: use e.g. 127.0.0.1:9464", addr)
+	}
+	return nil
+}
+
+// Addr is the bound address.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// Close stops serving.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	s.c.Close()
+	return err
+}

@@ -1,0 +1,131 @@
+package symbolize
+
+import (
+	"strings"
+	"time"
+
+	"github.com/google/pprof/profile"
+)
+
+// Builder collects stacks into a pprof profile.
+type Builder struct {
+	// Fold, when set, drops the leaf frames for which it returns true,
+	// up to the first frame it keeps (see SyscallPlumbing).
+	Fold func(fn string) bool
+
+	s     *Symbolizer
+	p     *profile.Profile
+	maps  map[*Mapping]*profile.Mapping
+	locs  map[locKey]*profile.Location
+	funcs map[Frame]*profile.Function
+}
+
+type locKey struct {
+	pc   uint64
+	leaf bool
+}
+
+// NewBuilder starts a profile with these sample types; defaultType names
+// the one pprof shows first.
+func NewBuilder(s *Symbolizer, types []*profile.ValueType, defaultType string) *Builder {
+	p := &profile.Profile{
+		SampleType:        types,
+		DefaultSampleType: defaultType,
+		TimeNanos:         time.Now().UnixNano(),
+	}
+	b := &Builder{s: s, p: p, maps: map[*Mapping]*profile.Mapping{},
+		locs: map[locKey]*profile.Location{}, funcs: map[Frame]*profile.Function{}}
+	for _, m := range s.Mappings {
+		pm := &profile.Mapping{
+			ID: uint64(len(p.Mapping) + 1), Start: m.Start, Limit: m.Limit, Offset: m.Offset,
+			File: m.Path, BuildID: m.BuildID,
+			HasFunctions: m.exe, HasFilenames: m.exe, HasLineNumbers: m.exe,
+		}
+		p.Mapping = append(p.Mapping, pm)
+		b.maps[m] = pm
+	}
+	return b
+}
+
+// SetDuration and SetPeriod fill the profile's header.
+func (b *Builder) SetDuration(d time.Duration) { b.p.DurationNanos = d.Nanoseconds() }
+
+// SetPeriod says what one sample stands for (e.g. 1/99 s of CPU).
+func (b *Builder) SetPeriod(t *profile.ValueType, period int64) {
+	b.p.PeriodType, b.p.Period = t, period
+}
+
+// Add adds one sample. stack is leaf first (as bpf_get_stack gives it);
+// values are in the order of the sample types.
+func (b *Builder) Add(stack []uint64, values []int64, labels map[string][]string, numLabels map[string][]int64) {
+	smp := &profile.Sample{Value: values, Label: labels, NumLabel: numLabels}
+	folding := b.Fold != nil
+	for i, pc := range stack {
+		if pc == 0 {
+			break
+		}
+		l := b.location(pc, i == 0)
+		if folding && len(l.Line) > 0 && b.Fold(l.Line[0].Function.Name) && i < len(stack)-1 {
+			continue
+		}
+		folding = false
+		smp.Location = append(smp.Location, l)
+	}
+	b.p.Sample = append(b.p.Sample, smp)
+}
+
+func (b *Builder) location(pc uint64, leaf bool) *profile.Location {
+	k := locKey{pc, leaf}
+	if l := b.locs[k]; l != nil {
+		return l
+	}
+	l := &profile.Location{ID: uint64(len(b.p.Location) + 1), Address: pc}
+	fr, m, ok := b.s.Lookup(pc, leaf)
+	if m != nil {
+		l.Mapping = b.maps[m]
+	}
+	if ok {
+		l.Line = []profile.Line{{Function: b.function(fr), Line: int64(fr.Line)}}
+	}
+	b.p.Location = append(b.p.Location, l)
+	b.locs[k] = l
+	return l
+}
+
+func (b *Builder) function(fr Frame) *profile.Function {
+	key := Frame{Func: fr.Func, File: fr.File}
+	if f := b.funcs[key]; f != nil {
+		return f
+	}
+	f := &profile.Function{ID: uint64(len(b.p.Function) + 1), Name: fr.Func, SystemName: fr.Func, Filename: fr.File}
+	b.p.Function = append(b.p.Function, f)
+	b.funcs[key] = f
+	return f
+}
+
+// SyscallPlumbing is true for the functions between a Go program's call
+// on a connection or file and the system call: the runtime, package
+// syscall, internal/poll, and the Read/Write/Accept methods of net.netFD,
+// net.conn and os.File. Folding them makes the leaf of a network wait the
+// call that waited, which is what `go tool pprof -top` should rank.
+func SyscallPlumbing(fn string) bool {
+	for _, p := range []string{
+		"runtime.", "internal/runtime/", "syscall.", "internal/syscall/", "internal/poll.",
+		"net.(*netFD).", "net.(*conn).", "net.(*TCPConn).", "net.(*UnixConn).", "net.(*UDPConn).",
+		"net.(*TCPListener).", "net.(*UnixListener).", "net.(*sysDialer).", "net.(*Dialer).", "net.sysSocket", "net.socket",
+		"net.internetSocket", "os.(*File).",
+	} {
+		if strings.HasPrefix(fn, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// Profile returns the profile, checked for consistency.
+func (b *Builder) Profile() (*profile.Profile, error) {
+	if err := b.p.CheckValid(); err != nil {
+		return nil, err
+	}
+	return b.p, nil
+}

@@ -1,0 +1,59 @@
+package tracer
+
+import (
+	"maps"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// What pkg/metrics reads at each scrape (it implements metrics.Source).
+
+// TracedProcesses lists the traced processes.
+func (t *Tracer) TracedProcesses() []proc.Process {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	ps := make([]proc.Process, 0, len(t.targets))
+	for _, tg := range t.targets {
+		ps = append(ps, tg.proc)
+	}
+	return ps
+}
+
+// Hists reads the in-kernel histograms and counters of every BPF object.
+// Entries of processes no longer traced are deleted from the maps.
+func (t *Tracer) Hists() ([]bpfobj.Hist, error) {
+	t.mu.Lock()
+	traced := make(map[uint32]bool, len(t.targets))
+	for pid := range t.targets {
+		traced[uint32(pid)] = true
+	}
+	t.mu.Unlock()
+	keep := func(pid uint32) bool { return traced[pid] }
+	np, err := t.netpoll.Hists(keep)
+	if err != nil {
+		return nil, err
+	}
+	tc, err := t.tcp.Hists(keep)
+	if err != nil {
+		return nil, err
+	}
+	return append(np, tc...), nil
+}
+
+// LostTotals counts the events lost since New, by stream ("netpoll",
+// "tcp": the ring buffer was full; "queue": the user-space queue was
+// full) and event name.
+func (t *Tracer) LostTotals() map[string]map[string]uint64 {
+	out := map[string]map[string]uint64{}
+	for i := range t.streams {
+		s := &t.streams[i]
+		if counts, err := s.lost(); err == nil {
+			out[s.name] = counts
+		}
+	}
+	t.queueLostMu.Lock()
+	out["queue"] = maps.Clone(t.queueLostTotal)
+	t.queueLostMu.Unlock()
+	return out
+}

@@ -1,0 +1,31 @@
+package tracer
+
+import (
+	"math"
+	"time"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// KernelTarget is the BPF-side description of p (struct target) for a
+// netpoll object loaded outside a Tracer, as `gonetscope profile` does.
+// A negative minWait sends no events at all.
+func KernelTarget(p proc.Process, bin *goruntime.Binary, minWait time.Duration) netpoll.Target {
+	mw := uint64(math.MaxUint64)
+	if minWait >= 0 {
+		mw = uint64(minWait.Nanoseconds())
+	}
+	return netpoll.Target{
+		StartTicks: p.StartTicks,
+		MinWaitNs:  mw,
+		G_goid:     bin.Offsets.GGoid,
+		G_m:        bin.Offsets.GM,
+		M_procid:   bin.Offsets.MProcid,
+		PdFd:       bin.Offsets.PdFd,
+		PdFdseq:    bin.Offsets.PdFdseq,
+		PdTagShr:   bin.PollTag.Shr,
+		PdTagShl:   bin.PollTag.Shl,
+	}
+}
