@@ -14,6 +14,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/control"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -31,12 +32,18 @@ func daemon(args []string) error {
 		stacks  = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 		grs     = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 		grEvery = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
+		mAddr   = fs.String("metrics-addr", "127.0.0.1:9464", "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; loopback unless told otherwise)")
 	)
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
 		return err
 	}
 	if err := checkHooks(*hooks); err != nil {
 		return err
+	}
+	if *mAddr != "" {
+		if err := metrics.CheckAddr(*mAddr); err != nil {
+			return err
+		}
 	}
 	if err := checkPrivileges(); err != nil {
 		return err
@@ -64,6 +71,13 @@ func daemon(args []string) error {
 		return err
 	}
 	defer srv.Close()
+	if *mAddr != "" {
+		ms, err := metrics.Listen(*mAddr, tr)
+		if err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

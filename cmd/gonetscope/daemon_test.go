@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -83,7 +84,8 @@ func connectsFrom(t *testing.T, file string, lport uint16) int {
 func TestDaemon(t *testing.T) {
 	dir := t.TempDir()
 	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
-	daemon := exec.Command(gonetscopeBin, "daemon", "--socket", socket, "--output", out)
+	metricsAddr := freeLoopbackAddr(t)
+	daemon := exec.Command(gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr)
 	var stderr bytes.Buffer
 	daemon.Stderr = &stderr
 	if err := daemon.Start(); err != nil {
@@ -113,6 +115,16 @@ func TestDaemon(t *testing.T) {
 	t.Logf("attach took %v", time.Since(start))
 	if msg, err := gonetscopeCLI(t, "list", "--socket", socket); err != nil || !strings.HasPrefix(msg, pid+"\tnettarget\t") {
 		t.Errorf("list: %v: %q", err, msg)
+	}
+	// The daemon serves metrics, and the attached target is in them.
+	if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err != nil {
+		t.Errorf("daemon metrics: %v", err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), `pid="`+pid+`"`) {
+			t.Errorf("daemon metrics do not mention the attached PID %s", pid)
+		}
 	}
 	during := target.round(t)
 	if msg, err := gonetscopeCLI(t, "detach", "--socket", socket, pid); err != nil {
@@ -196,4 +208,15 @@ func TestDaemon(t *testing.T) {
 		t.Error("control socket left behind")
 	}
 	assertReleased(t, progs, links)
+}
+
+// freeLoopbackAddr returns a loopback address with a port that was free a
+// moment ago.
+func freeLoopbackAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

@@ -22,9 +22,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gonetscope/gonetscope/pkg/allgs"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/allgs"
 	"github.com/gonetscope/gonetscope/pkg/listen"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/symbolize"
