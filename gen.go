@@ -1,8 +1,10 @@
 // Package gonetscope holds the bpf2go directives that compile bpf/*.bpf.c into
 // the Go packages that load them: bpf/netpoll.bpf.c -> pkg/netpoll,
-// bpf/tcp.bpf.c -> pkg/tcp. Run `make generate` (needs clang, llvm-strip and,
-// for headers/vmlinux.h, bpftool); the output is committed.
+// bpf/tcp.bpf.c -> pkg/tcp, bpf/overflow.bpf.c -> pkg/overflow. Run
+// `make generate` (needs clang, llvm-strip and, for headers/vmlinux.h,
+// bpftool); the output is committed.
 package gonetscope
 
 //go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package overflow -output-dir pkg/overflow -output-stem overflow -target amd64 -type listener_rec -type listen_key -type listen_stats -type acceptor_key -type acceptor -type port_key -type park_key -type park overflow bpf/overflow.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded

@@ -1,0 +1,333 @@
+// Package overflow loads bpf/overflow.bpf.c: accept-queue overflows of the
+// traced processes' TCP listeners (listen_overflow), attributed to the
+// goroutines that accept on them.
+//
+// This kernel offers no hook on the drop itself (no fentry, no kprobes, and
+// skb:kfree_skb does not see it), so a BPF task_file iterator reads every
+// traced listener's drop counter (sk_drops, which the kernel increments with
+// LINUX_MIB_LISTENOVERFLOWS on each overflow), its queue depth, and the
+// accept counters the tracepoints keep, once per interval. A rise of the
+// drop counter is one listen_overflow event for that interval.
+package overflow
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+)
+
+// Mechanism is how drops are detected, for the attached event's hooks.
+const Mechanism = "iter/task_file"
+
+// Options change the object before it is loaded.
+type Options struct {
+	// Targets is the shared map of traced processes (netpoll.Objects.Targets).
+	Targets *ebpf.Map
+	// Parks is netpoll's map of parked goroutines (netpoll.Objects.Parks).
+	Parks *ebpf.Map
+}
+
+// Objects are the loaded programs and maps and the per-listener state
+// between samples. Sample, Baseline and Forget may be called from
+// different goroutines.
+type Objects struct {
+	coll  *ebpf.Collection
+	links []link.Link
+	iter  *link.Iter
+
+	mu        sync.Mutex
+	listeners map[listenerID]*listenerState
+	baselined map[uint32]bool // PIDs whose listeners existed at attach
+	runtimes  map[uint32]*goroutines
+	noRuntime map[uint32]error
+}
+
+// listenerID is one listener: the fd in a process and the socket behind it
+// (an fd number reused for another listener is another listener).
+type listenerID struct {
+	pid uint32
+	fd  int32
+	sk  uint64
+}
+
+type listenerState struct {
+	last    overflowListenerRec
+	seen    bool // last is a real sample (else zero: created after attach)
+	stamp   uint64
+	present bool
+}
+
+// Load loads the programs and maps into the kernel and attaches them.
+func Load(opts Options) (*Objects, error) {
+	spec, err := loadOverflow()
+	if err != nil {
+		return nil, err
+	}
+	// The shared header declares a ring buffer; this object sends nothing
+	// through it.
+	spec.Maps[overflowMapEvents].MaxEntries = 4096
+	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{overflowMapTargets: opts.Targets, overflowMapParks: opts.Parks},
+	})
+	if err != nil {
+		return nil, bpfobj.LoadError("overflow BPF object", err)
+	}
+	o := &Objects{
+		coll:      coll,
+		listeners: map[listenerID]*listenerState{},
+		baselined: map[uint32]bool{},
+		runtimes:  map[uint32]*goroutines{},
+		noRuntime: map[uint32]error{},
+	}
+	tps := spec.Copy()
+	delete(tps.Programs, overflowProgOverflowListeners)
+	if o.links, err = bpfobj.AttachTracepoints(tps, coll.Programs); err != nil {
+		o.Close()
+		return nil, err
+	}
+	if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[overflowProgOverflowListeners]}); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
+	}
+	return o, nil
+}
+
+// Close detaches and unloads everything.
+func (o *Objects) Close() error {
+	if o.iter != nil {
+		o.iter.Close()
+	}
+	bpfobj.CloseAll(o.links)
+	o.coll.Close()
+	return nil
+}
+
+// scan runs the iterator once: every TCP listener of every traced process.
+func (o *Objects) scan() ([]overflowListenerRec, error) {
+	rd, err := o.iter.Open()
+	if err != nil {
+		return nil, fmt.Errorf("running the listener iterator: %w", err)
+	}
+	defer rd.Close()
+	raw, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the listener iterator: %w", err)
+	}
+	var recs []overflowListenerRec
+	for len(raw) > 0 {
+		r, err := bpfobj.View[overflowListenerRec](raw)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, *r)
+		raw = raw[unsafe.Sizeof(*r):]
+	}
+	return recs, nil
+}
+
+// Baseline records the listeners pid has now, so that only drops from now
+// on are reported. Call it right after pid is added to the targets map.
+func (o *Objects) Baseline(pid uint32) error {
+	recs, err := o.scan()
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.baselined[pid] = true
+	for _, r := range recs {
+		if r.Pid != pid {
+			continue
+		}
+		id := listenerID{r.Pid, r.Fd, r.Sk}
+		if _, ok := o.listeners[id]; !ok {
+			o.listeners[id] = &listenerState{last: r, seen: true}
+		}
+	}
+	return nil
+}
+
+// Forget drops the state of pid's listeners (pid was detached).
+func (o *Objects) Forget(pid uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.baselined, pid)
+	delete(o.runtimes, pid)
+	delete(o.noRuntime, pid)
+	for id := range o.listeners {
+		if id.pid == pid {
+			delete(o.listeners, id)
+		}
+	}
+}
+
+// Sample reads every traced listener and returns a listen_overflow event
+// for each whose drop counter rose since the previous sample. comms names
+// the traced processes for the event header.
+func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.Event, error) {
+	recs, err := o.scan()
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, st := range o.listeners {
+		st.present = false
+	}
+	var evs []event.Event
+	for _, r := range recs {
+		if !o.baselined[r.Pid] {
+			continue // attached but not baselined yet
+		}
+		id := listenerID{r.Pid, r.Fd, r.Sk}
+		st, ok := o.listeners[id]
+		if !ok {
+			// Created after attach: its counters started at zero then,
+			// except accept counters kept per fd number.
+			st = &listenerState{}
+			st.last.Accepts, st.last.Eagains, st.last.AcceptErrors = r.Accepts, r.Eagains, r.AcceptErrors
+			st.last.Now = r.Now
+			o.listeners[id] = st
+		}
+		st.present = true
+		if r.Drops > st.last.Drops {
+			evs = append(evs, o.explain(clock, comms[r.Pid], &st.last, &r))
+		}
+		st.last = r
+	}
+	for id, st := range o.listeners {
+		if !st.present {
+			delete(o.listeners, id) // closed
+		}
+	}
+	return evs, nil
+}
+
+// acceptorsOf lists the goroutines that called accept4 on (pid, fd).
+func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]overflowAcceptor {
+	out := map[uint64]overflowAcceptor{}
+	var k overflowAcceptorKey
+	var v overflowAcceptor
+	it := o.coll.Maps[overflowMapAcceptors].Iterate()
+	for it.Next(&k, &v) {
+		if k.Pid == pid && k.Fd == fd {
+			out[k.Goid] = v
+		}
+	}
+	return out
+}
+
+func (o *Objects) runtimeOf(pid uint32) *goroutines {
+	if gr, ok := o.runtimes[pid]; ok {
+		return gr
+	}
+	if _, failed := o.noRuntime[pid]; failed {
+		return nil
+	}
+	gr, err := openGoroutines(int(pid))
+	if err != nil {
+		o.noRuntime[pid] = err
+		return nil
+	}
+	o.runtimes[pid] = gr
+	return gr
+}
+
+// explain builds the event for a listener whose drops rose from prev to cur.
+func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowListenerRec) *event.ListenOverflow {
+	interval := cur.Now - prev.Now
+	if prev.Now == 0 || prev.Now > cur.Now {
+		interval = 0
+	}
+	e := &event.ListenOverflow{
+		Header: event.Header{
+			Time: clock.Time(cur.Now), Event: "listen_overflow",
+			PID: cur.Pid, TID: cur.Pid, Comm: comm,
+		},
+		ListenFD:     cur.Fd,
+		Addrs:        bpfobj.Addrs(cur.Addrs.Family, cur.Addrs.Saddr, cur.Addrs.Daddr, cur.Addrs.Sport, cur.Addrs.Dport),
+		MPTCP:        cur.Mptcp != 0,
+		Drops:        cur.Drops - prev.Drops,
+		Backlog:      cur.Backlog,
+		BacklogMax:   cur.BacklogMax,
+		IntervalNs:   interval,
+		AcceptErrors: sub(cur.AcceptErrors, prev.AcceptErrors),
+	}
+	if cur.LastErr != 0 {
+		e.AcceptErrno = event.ErrnoName(cur.LastErr)
+	}
+	if interval > 0 {
+		secs := float64(interval) / 1e9
+		e.AcceptRate = float64(sub(cur.Accepts, prev.Accepts)) / secs
+		e.SynRate = float64(sub(cur.Handshakes, prev.Handshakes)+e.Drops) / secs
+	}
+
+	// Who accepts, and what are they doing.
+	accs := o.acceptorsOf(cur.Pid, cur.Fd)
+	if cur.Parked != 0 {
+		if _, ok := accs[cur.ParkGoid]; !ok {
+			accs[cur.ParkGoid] = overflowAcceptor{}
+		}
+	}
+	ids := map[uint64]bool{}
+	for id := range accs {
+		ids[id] = true
+	}
+	var live map[uint64]goroutineInfo
+	if gr := o.runtimeOf(cur.Pid); gr != nil && len(ids) > 0 {
+		live, _ = gr.lookup(ids)
+	}
+	starved := false
+	for _, id := range slices.Sorted(maps.Keys(accs)) {
+		a := accs[id]
+		info, alive := live[id]
+		if live != nil && !alive {
+			continue // exited
+		}
+		acc := event.Acceptor{Goid: id, Accepts: a.Accepts, GoStatus: info.status}
+		switch {
+		case cur.Parked != 0 && cur.ParkGoid == id:
+			acc.State = event.AcceptorParked
+			acc.SinceNs = sub(cur.Now, cur.T_park)
+			starved = starved || cur.T_ready != 0
+		case info.status == "syscall":
+			acc.State = event.AcceptorBlocked
+			acc.SinceNs = sub(cur.Now, a.T_lastCall)
+			acc.Syscall = syscallOf(int(cur.Pid), info.tid)
+		default:
+			acc.State = event.AcceptorRunning
+			acc.SinceNs = sub(cur.Now, a.T_lastCall)
+		}
+		e.Acceptors = append(e.Acceptors, acc)
+	}
+
+	parkedNow := cur.Parked != 0
+	drainedInInterval := cur.Eagains > prev.Eagains
+	switch {
+	case len(e.Acceptors) == 0:
+		e.Verdict = event.VerdictNoAcceptor
+	case starved:
+		e.Verdict = event.VerdictAcceptorStarved
+	case drainedInInterval || parkedNow:
+		e.Verdict = event.VerdictBacklogTooSmall
+	default:
+		e.Verdict = event.VerdictAcceptorBusy
+	}
+	return e
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
