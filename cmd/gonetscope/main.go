@@ -79,6 +79,7 @@ func trace(args []string) error {
 		hooks    = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
 		ringBuf  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
 		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+		ovfEvery = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	fs.SetOutput(io.Discard) // errors are reported once, by main
@@ -121,7 +122,10 @@ func trace(args []string) error {
 		w = f
 	}
 
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf)})
+	if *ovfEvery <= 0 {
+		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovfEvery)
+	}
+	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), OverflowInterval: *ovfEvery})
 	if err != nil {
 		return err
 	}
