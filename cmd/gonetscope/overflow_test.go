@@ -1,0 +1,359 @@
+package main
+
+// listen_overflow integration tests: a real Go listener in a network
+// namespace the test creates, with net.core.somaxconn lowered there, a
+// real burst of dials, and the namespace's own TcpExtListenOverflows as the
+// ground truth.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// ovEvent is a listen_overflow line (and, for cross-checks, tcp_accept).
+type ovEvent struct {
+	Event      string  `json:"event"`
+	Time       string  `json:"time"`
+	PID        int     `json:"pid"`
+	Goid       *uint64 `json:"goid"`
+	ListenFD   int32   `json:"listen_fd"`
+	LAddr      string  `json:"laddr"`
+	LPort      uint16  `json:"lport"`
+	MPTCP      bool    `json:"mptcp"`
+	Drops      uint64  `json:"drops"`
+	Backlog    uint32  `json:"backlog"`
+	BacklogMax uint32  `json:"backlog_max"`
+	IntervalNs uint64  `json:"interval_ns"`
+	Acceptors  []struct {
+		Goid     uint64 `json:"goid"`
+		State    string `json:"state"`
+		SinceNs  uint64 `json:"since_ns"`
+		GoStatus string `json:"go_status"`
+	} `json:"acceptors"`
+	AcceptRate float64           `json:"accept_rate"`
+	SynRate    float64           `json:"syn_rate"`
+	Verdict    string            `json:"verdict"`
+	Hooks      map[string]string `json:"hooks"`
+}
+
+func (e ovEvent) when(t *testing.T) time.Time {
+	t.Helper()
+	ts, err := time.Parse(time.RFC3339Nano, e.Time)
+	if err != nil {
+		t.Fatalf("event time %q: %v", e.Time, err)
+	}
+	return ts
+}
+
+// ltFact is a line listentarget printed about itself.
+type ltFact struct {
+	Op           string `json:"op"`
+	TimeNs       int64  `json:"time_ns"`
+	PID          int    `json:"pid"`
+	ListenFD     int32  `json:"listen_fd"`
+	Port         uint16 `json:"port"`
+	AcceptorGoid uint64 `json:"acceptor_goid"`
+	Goid         uint64 `json:"goid"`
+	OK           int    `json:"ok"`
+	Failed       int    `json:"failed"`
+	Error        string `json:"error"`
+}
+
+var netnsSeq atomic.Int32
+
+// netns creates a network namespace with lo up and net.core.somaxconn set,
+// removed when the test ends, and returns the command prefix that runs a
+// program inside it.
+func netns(t *testing.T, somaxconn int) []string {
+	t.Helper()
+	name := fmt.Sprintf("gnsovf-%d-%d", os.Getpid(), netnsSeq.Add(1))
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	run("netns", "exec", name, "ip", "link", "set", "lo", "up")
+	run("netns", "exec", name, "sysctl", "-qw", "net.core.somaxconn="+strconv.Itoa(somaxconn))
+	return []string{"ip", "netns", "exec", name}
+}
+
+// tcpExt reads the TcpExt counters of the network namespace pid is in.
+func tcpExt(t *testing.T, pid int) map[string]uint64 {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netstat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(raw), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
+			continue
+		}
+		names, vals := strings.Fields(lines[i])[1:], strings.Fields(lines[i+1])[1:]
+		m := map[string]uint64{}
+		for j := range names {
+			m[names[j]], _ = strconv.ParseUint(vals[j], 10, 64)
+		}
+		return m
+	}
+	t.Fatalf("no TcpExt in /proc/%d/net/netstat", pid)
+	return nil
+}
+
+// buildGo builds pkg into dir; workdir is the module to build in ("": this one).
+func buildGo(t *testing.T, dir, workdir, pkg string) string {
+	t.Helper()
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = workdir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	return out
+}
+
+func listentargetBinary(t *testing.T) string {
+	if p := os.Getenv("GONETSCOPE_LISTENTARGET"); p != "" {
+		return p
+	}
+	return buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/listentarget")
+}
+
+// tracerProc is a running gonetscope.
+type tracerProc struct {
+	cmd      *exec.Cmd
+	out, err bytes.Buffer
+	done     chan error
+}
+
+func startTracer(t *testing.T, pid int) *tracerProc {
+	t.Helper()
+	ready := filepath.Join(t.TempDir(), "ready")
+	tr := &tracerProc{done: make(chan error, 1)}
+	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms")
+	tr.cmd.Stdout, tr.cmd.Stderr = &tr.out, &tr.err
+	if err := tr.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { tr.done <- tr.cmd.Wait() }()
+	t.Cleanup(func() { tr.cmd.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, tr.done, &tr.err)
+	return tr
+}
+
+// stop ends gonetscope with SIGINT (it samples the listeners once more)
+// and returns its events.
+func (tr *tracerProc) stop(t *testing.T) []ovEvent {
+	t.Helper()
+	tr.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case err := <-tr.done:
+		if err != nil {
+			t.Fatalf("gonetscope: %v\n%s", err, tr.err.String())
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("gonetscope did not stop on SIGINT\n%s", tr.err.String())
+	}
+	var evs []ovEvent
+	for _, line := range bytes.Split(bytes.TrimSpace(tr.out.Bytes()), []byte("\n")) {
+		var e ovEvent
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("gonetscope line %q: %v", line, err)
+		}
+		evs = append(evs, e)
+	}
+	return evs
+}
+
+func overflowsOf(evs []ovEvent) []ovEvent {
+	var out []ovEvent
+	for _, e := range evs {
+		if e.Event == "listen_overflow" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+type overflowRun struct {
+	ready, burst ltFact
+	facts        []ltFact
+	events       []ovEvent
+	overflows    uint64 // the namespace's TcpExtListenOverflows delta
+	listenDrops  uint64 // and TcpExtListenDrops
+}
+
+func (r overflowRun) fact(t *testing.T, op string) ltFact {
+	t.Helper()
+	for _, f := range r.facts {
+		if f.Op == op {
+			return f
+		}
+	}
+	t.Fatalf("target printed no %q line: %+v", op, r.facts)
+	return ltFact{}
+}
+
+// runListentarget runs listentarget in a fresh namespace with somaxconn,
+// traced from before the burst until after it has settled.
+func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) overflowRun {
+	t.Helper()
+	prefix := netns(t, somaxconn)
+	target := exec.Command(prefix[0], append(append(prefix[1:], bin), args...)...)
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
+	lines := bufio.NewScanner(stdout)
+	var r overflowRun
+	next := func() ltFact {
+		t.Helper()
+		if !lines.Scan() {
+			t.Fatalf("target ended early: %+v", r.facts)
+		}
+		var f ltFact
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("target line %q: %v", lines.Text(), err)
+		}
+		if f.Op == "error" {
+			t.Fatalf("target: %s", f.Error)
+		}
+		r.facts = append(r.facts, f)
+		return f
+	}
+	r.ready = next()
+	tr := startTracer(t, r.ready.PID)
+	before := tcpExt(t, r.ready.PID)
+	io.WriteString(stdin, "go\n")
+	for f := next(); f.Op != "done"; f = next() {
+		if f.Op == "burst" {
+			r.burst = f
+		}
+	}
+	after := tcpExt(t, r.ready.PID)
+	time.Sleep(300 * time.Millisecond) // a few samples after the last drop
+	r.events = tr.stop(t)
+	stdin.Close()
+	target.Wait()
+	r.overflows = after["ListenOverflows"] - before["ListenOverflows"]
+	r.listenDrops = after["ListenDrops"] - before["ListenDrops"]
+	t.Logf("burst: %d connected, %d failed; namespace: ListenOverflows +%d, ListenDrops +%d",
+		r.burst.OK, r.burst.Failed, r.overflows, r.listenDrops)
+	for _, e := range overflowsOf(r.events) {
+		t.Logf("listen_overflow: drops %d backlog %d/%d verdict %s acceptors %+v accept_rate %.0f syn_rate %.0f",
+			e.Drops, e.Backlog, e.BacklogMax, e.Verdict, e.Acceptors, e.AcceptRate, e.SynRate)
+	}
+	return r
+}
+
+// checkOverflowEvents checks what every listen_overflow of a run must say,
+// and that their drops add up to the namespace's counter exactly.
+func checkOverflowEvents(t *testing.T, r overflowRun, host string, somaxconn int) []ovEvent {
+	t.Helper()
+	evs := overflowsOf(r.events)
+	if r.overflows == 0 {
+		t.Fatalf("the burst overflowed nothing (ListenOverflows +0): the test did not test")
+	}
+	var sum uint64
+	for _, e := range evs {
+		sum += e.Drops
+		if e.PID != r.ready.PID || e.ListenFD != r.ready.ListenFD || e.LPort != r.ready.Port || e.LAddr != host {
+			t.Errorf("listen_overflow for pid %d fd %d %s:%d, want pid %d fd %d %s:%d",
+				e.PID, e.ListenFD, e.LAddr, e.LPort, r.ready.PID, r.ready.ListenFD, host, r.ready.Port)
+		}
+		if e.BacklogMax != uint32(somaxconn) {
+			t.Errorf("backlog_max %d, want somaxconn %d", e.BacklogMax, somaxconn)
+		}
+		if !e.MPTCP {
+			t.Errorf("a Go 1.24+ listener is MPTCP: mptcp false")
+		}
+		if e.Drops == 0 || e.IntervalNs == 0 {
+			t.Errorf("listen_overflow with drops %d, interval_ns %d", e.Drops, e.IntervalNs)
+		}
+	}
+	if sum != r.overflows {
+		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, r.overflows)
+	}
+	return evs
+}
+
+func TestListenOverflow(t *testing.T) {
+	const somaxconn = 2
+	bin := listentargetBinary(t)
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run("stall/"+network, func(t *testing.T) {
+			host := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
+			r := runListentarget(t, bin, somaxconn, "-mode", "stall", "-net", network)
+			evs := checkOverflowEvents(t, r, host, somaxconn)
+			start, end := r.fact(t, "stall_start"), r.fact(t, "stall_end")
+			if start.Goid != r.ready.AcceptorGoid {
+				t.Fatalf("target: stalled on goroutine %d, acceptor %d", start.Goid, r.ready.AcceptorGoid)
+			}
+			inStall := 0
+			for _, e := range evs {
+				at := e.when(t).UnixNano()
+				if at < start.TimeNs || at > end.TimeNs {
+					continue
+				}
+				inStall++
+				if e.Verdict != "acceptor_busy" {
+					t.Errorf("overflow during the stall: verdict %q, want acceptor_busy", e.Verdict)
+				}
+				if len(e.Acceptors) != 1 || e.Acceptors[0].Goid != r.ready.AcceptorGoid || e.Acceptors[0].State != "running" {
+					t.Errorf("overflow during the stall: acceptors %+v, want goroutine %d running", e.Acceptors, r.ready.AcceptorGoid)
+				}
+			}
+			if inStall == 0 {
+				t.Errorf("no listen_overflow during the stall (%d in all)", len(evs))
+			}
+		})
+	}
+	t.Run("exit", func(t *testing.T) {
+		r := runListentarget(t, bin, somaxconn, "-mode", "exit")
+		evs := checkOverflowEvents(t, r, "127.0.0.1", somaxconn)
+		if len(evs) == 0 {
+			t.Fatal("no listen_overflow")
+		}
+		for _, e := range evs {
+			if e.Verdict != "no_acceptor" || len(e.Acceptors) != 0 {
+				t.Errorf("after the acceptor exited: verdict %q acceptors %+v, want no_acceptor and none", e.Verdict, e.Acceptors)
+			}
+		}
+	})
+	t.Run("prompt", func(t *testing.T) {
+		r := runListentarget(t, bin, 64, "-mode", "prompt")
+		if r.burst.Failed != 0 || r.burst.OK != 20 {
+			t.Fatalf("burst: %d connected, %d failed; want all 20 to connect", r.burst.OK, r.burst.Failed)
+		}
+		if r.overflows != 0 {
+			t.Fatalf("ListenOverflows +%d with a prompt acceptor and backlog 64", r.overflows)
+		}
+		if evs := overflowsOf(r.events); len(evs) != 0 {
+			t.Errorf("listen_overflow without an overflow: %+v", evs)
+		}
+		// The hook in use is named.
+		for _, e := range r.events {
+			if e.Event == "attached" && e.Hooks["listen_overflow"] != "iter/task_file" {
+				t.Errorf("attached: hooks.listen_overflow %q, want iter/task_file", e.Hooks["listen_overflow"])
+			}
+		}
+	})
+}

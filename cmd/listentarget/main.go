@@ -1,0 +1,172 @@
+// Command listentarget is a Go server whose accept loop misbehaves on
+// purpose, for gonetscope's listen_overflow tests. It prints what it does as
+// JSON lines: its listener's fd and port, the goroutine that accepts, when
+// the accept loop stalls, and how a burst of its own client dials went.
+//
+// The listener's backlog is net.core.somaxconn of the network namespace it
+// runs in (Go's net.Listen reads it). After "ready", it waits for a line on
+// stdin, then: the client dials once (the trigger) and, 50ms later, -burst
+// clients dial at once with -dial-timeout. What the acceptor does after the
+// trigger depends on -mode:
+//
+//	stall:  sleeps -stall, then accepts promptly again
+//	exit:   returns: nothing accepts on the listener any more
+//	prompt: keeps accepting promptly
+//
+// After the burst it waits -settle, prints "done", and exits when stdin
+// closes.
+//
+// With -dial ADDR it is only a load generator: -burst concurrent dials to
+// ADDR, -rounds times, -every apart; it prints one "burst" line per round.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+var (
+	mode        = flag.String("mode", "stall", "what the accept loop does after the trigger: stall, exit or prompt")
+	network     = flag.String("net", "tcp4", "tcp4 or tcp6")
+	burst       = flag.Int("burst", 20, "how many clients dial at once")
+	stall       = flag.Duration("stall", 2500*time.Millisecond, "how long the accept loop sleeps in -mode stall")
+	dialTimeout = flag.Duration("dial-timeout", 1500*time.Millisecond, "each burst dial gives up after this")
+	settle      = flag.Duration("settle", 1500*time.Millisecond, "wait this long after the stall or burst before printing done")
+	dial        = flag.String("dial", "", "only dial ADDR in bursts (a load generator)")
+	rounds      = flag.Int("rounds", 1, "with -dial: how many bursts")
+	every       = flag.Duration("every", 200*time.Millisecond, "with -dial: time between bursts")
+)
+
+var out = json.NewEncoder(os.Stdout)
+
+func report(op string, kv ...any) {
+	m := map[string]any{"op": op, "time_ns": time.Now().UnixNano()}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	if err := out.Encode(m); err != nil {
+		panic(err)
+	}
+}
+
+func goid() uint64 {
+	var buf [64]byte
+	b := buf[:runtime.Stack(buf[:], false)]
+	b = bytes.TrimPrefix(b, []byte("goroutine "))
+	id, err := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+func fail(err error) {
+	report("error", "error", err.Error())
+	os.Exit(1)
+}
+
+// dialBurst dials addr n times at once and counts what happened.
+func dialBurst(addr string, n int) (ok, failed int) {
+	var wg sync.WaitGroup
+	var okN, failN atomic.Int64
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.DialTimeout(*network, addr, *dialTimeout)
+			if err != nil {
+				failN.Add(1)
+				return
+			}
+			okN.Add(1)
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	return int(okN.Load()), int(failN.Load())
+}
+
+func main() {
+	flag.Parse()
+	if *dial != "" {
+		for i := 0; i < *rounds; i++ {
+			ok, failed := dialBurst(*dial, *burst)
+			report("burst", "ok", ok, "failed", failed)
+			time.Sleep(*every)
+		}
+		return
+	}
+	host := "127.0.0.1"
+	if *network == "tcp6" {
+		host = "::1"
+	}
+	ln, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		fail(err)
+	}
+	var lfd int
+	raw, err := ln.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		fail(err)
+	}
+	raw.Control(func(fd uintptr) { lfd = int(fd) })
+	addr := ln.Addr().String()
+
+	acceptor := make(chan uint64)
+	stalled := make(chan struct{})
+	go func() {
+		acceptor <- goid()
+		first := true
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			if !first {
+				continue
+			}
+			first = false
+			switch *mode {
+			case "stall":
+				report("stall_start", "goid", goid())
+				time.Sleep(*stall)
+				report("stall_end", "goid", goid())
+				close(stalled)
+			case "exit":
+				report("acceptor_exit", "goid", goid())
+				close(stalled)
+				return
+			default:
+				close(stalled)
+			}
+		}
+	}()
+	report("ready", "pid", os.Getpid(), "listen_fd", lfd, "port", ln.Addr().(*net.TCPAddr).Port,
+		"acceptor_goid", <-acceptor)
+	in := bufio.NewReader(os.Stdin)
+	in.ReadString('\n')
+
+	trigger, err := net.Dial(*network, addr)
+	if err != nil {
+		fail(err)
+	}
+	trigger.Close()
+	time.Sleep(50 * time.Millisecond)
+	ok, failed := dialBurst(addr, *burst)
+	report("burst", "ok", ok, "failed", failed)
+	<-stalled
+	time.Sleep(*settle)
+	report("done")
+	io.Copy(io.Discard, in) // until stdin closes
+}
