@@ -76,7 +76,7 @@ var netnsSeq atomic.Int32
 // netns creates a network namespace with lo up and net.core.somaxconn set,
 // removed when the test ends, and returns the command prefix that runs a
 // program inside it.
-func netns(t *testing.T, somaxconn int) []string {
+func netns(t *testing.T, somaxconn int, sysctls ...string) []string {
 	t.Helper()
 	name := fmt.Sprintf("gnsovf-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	run := func(args ...string) {
@@ -89,6 +89,9 @@ func netns(t *testing.T, somaxconn int) []string {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	run("netns", "exec", name, "ip", "link", "set", "lo", "up")
 	run("netns", "exec", name, "sysctl", "-qw", "net.core.somaxconn="+strconv.Itoa(somaxconn))
+	for _, kv := range sysctls {
+		run("netns", "exec", name, "sysctl", "-qw", kv)
+	}
 	return []string{"ip", "netns", "exec", name}
 }
 
@@ -116,9 +119,32 @@ func tcpExt(t *testing.T, pid int) map[string]uint64 {
 }
 
 // buildGo builds pkg into dir; workdir is the module to build in ("": this one).
+// settledTcpExt waits until pid's namespace's listen drop counters have not
+// moved for two seconds (retransmitted handshakes have stopped), then
+// returns them.
+func settledTcpExt(t *testing.T, pid int) map[string]uint64 {
+	t.Helper()
+	last, since := tcpExt(t, pid), time.Now()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Since(since) < 2*time.Second {
+		if time.Now().After(deadline) {
+			t.Fatal("listen drops still rising after 15s")
+		}
+		time.Sleep(100 * time.Millisecond)
+		now := tcpExt(t, pid)
+		if now["ListenOverflows"] != last["ListenOverflows"] || now["ListenDrops"] != last["ListenDrops"] {
+			last, since = now, time.Now()
+		}
+	}
+	return last
+}
+
 func buildGo(t *testing.T, dir, workdir, pkg string) string {
 	t.Helper()
 	out := filepath.Join(dir, filepath.Base(pkg))
+	if pkg == "." {
+		out = filepath.Join(dir, filepath.Base(workdir))
+	}
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = workdir
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -248,8 +274,7 @@ func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) ov
 			r.burst = f
 		}
 	}
-	after := tcpExt(t, r.ready.PID)
-	time.Sleep(300 * time.Millisecond) // a few samples after the last drop
+	after := settledTcpExt(t, r.ready.PID)
 	r.events = tr.stop(t)
 	stdin.Close()
 	target.Wait()
@@ -356,4 +381,127 @@ func TestListenOverflow(t *testing.T) {
 			}
 		}
 	})
+}
+
+// fasthttpServer is a minimal main around github.com/valyala/fasthttp's
+// server, a widely used Go HTTP server with its own accept loop.
+const fasthttpServer = `package main
+
+import (
+	"flag"
+	"log"
+
+	"github.com/valyala/fasthttp"
+)
+
+func main() {
+	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
+	flag.Parse()
+	log.Fatal(fasthttp.ListenAndServe(*addr, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") }))
+}
+`
+
+// buildFasthttp builds fasthttpServer against fasthttp from the module proxy.
+func buildFasthttp(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "fhserver")
+	os.Mkdir(dir, 0o755)
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte(fasthttpServer), 0o644)
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module fhserver\n\ngo 1.26\n"), 0o644)
+	get := exec.Command("go", "get", "github.com/valyala/fasthttp@v1.78.0")
+	get.Dir = dir
+	if out, err := get.CombinedOutput(); err != nil {
+		t.Fatalf("go get fasthttp: %v\n%s", err, out)
+	}
+	return buildGo(t, dir, dir, ".")
+}
+
+// TestListenOverflowFasthttp traces a server this project did not write,
+// under bursts from a load generator, with somaxconn 1: every drop the
+// namespace counts is reported on its listener, and the acceptors named are
+// the goroutines the tcp_accept events show accepting on it.
+func TestListenOverflowFasthttp(t *testing.T) {
+	if os.Getenv("GONETSCOPE_FASTHTTP") == "" && exec.Command("go", "version").Run() != nil {
+		t.Fatal("no Go toolchain to build fasthttp: set GONETSCOPE_FASTHTTP to a built server")
+	}
+	server := os.Getenv("GONETSCOPE_FASTHTTP")
+	if server == "" {
+		server = buildFasthttp(t)
+	}
+	loadgen := listentargetBinary(t)
+	// Few handshake retransmits, so the drops stop within seconds of the
+	// load and the count can be compared when it has settled.
+	prefix := netns(t, 1, "net.ipv4.tcp_synack_retries=1", "net.ipv4.tcp_syn_retries=1", "net.ipv4.tcp_orphan_retries=1")
+	const addr = "127.0.0.1:18080"
+	srv := exec.Command(prefix[0], append(prefix[1:], server, "-addr", addr)...)
+	srv.Stderr = os.Stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	// Listening once its listener shows in its namespace's /proc/net/tcp.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", srv.Process.Pid))
+		if strings.Contains(string(raw), fmt.Sprintf(":%04X 00000000:0000 0A", 18080)) { // LISTEN
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fasthttp server is not listening after 10s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	tr := startTracer(t, srv.Process.Pid)
+	before := tcpExt(t, srv.Process.Pid)
+	gen := exec.Command(prefix[0], append(prefix[1:], loadgen, "-dial", addr, "-burst", "50", "-rounds", "5",
+		"-every", "100ms", "-dial-timeout", "1200ms")...)
+	out, err := gen.CombinedOutput()
+	if err != nil {
+		t.Fatalf("load generator: %v\n%s", err, out)
+	}
+	after := settledTcpExt(t, srv.Process.Pid)
+	evs := tr.stop(t)
+	overflows := after["ListenOverflows"] - before["ListenOverflows"]
+	t.Logf("load generator:\n%s namespace: ListenOverflows +%d, ListenDrops +%d, TCPBacklogDrop +%d", out, overflows,
+		after["ListenDrops"]-before["ListenDrops"], after["TCPBacklogDrop"]-before["TCPBacklogDrop"])
+	if final := tcpExt(t, srv.Process.Pid); final["ListenOverflows"] != after["ListenOverflows"] {
+		t.Fatalf("ListenOverflows moved after it had settled: %d -> %d", after["ListenOverflows"], final["ListenOverflows"])
+	}
+	if overflows == 0 {
+		t.Fatal("the load overflowed nothing: the test did not test")
+	}
+
+	accepting := map[int32]map[uint64]bool{} // listen fd -> goroutines seen accepting
+	var tcpAccepts []ovEvent
+	for _, e := range evs {
+		if e.Event == "tcp_accept" && e.Goid != nil {
+			if accepting[e.ListenFD] == nil {
+				accepting[e.ListenFD] = map[uint64]bool{}
+			}
+			accepting[e.ListenFD][*e.Goid] = true
+			tcpAccepts = append(tcpAccepts, e)
+		}
+	}
+	var sum uint64
+	verdicts := map[string]int{}
+	for _, e := range overflowsOf(evs) {
+		sum += e.Drops
+		verdicts[e.Verdict]++
+		if e.PID != srv.Process.Pid || e.LPort != 18080 || e.LAddr != "127.0.0.1" || e.BacklogMax != 1 {
+			t.Errorf("listen_overflow on pid %d %s:%d backlog_max %d, want the server's %d 127.0.0.1:18080 backlog_max 1",
+				e.PID, e.LAddr, e.LPort, e.BacklogMax, srv.Process.Pid)
+		}
+		if len(e.Acceptors) == 0 {
+			t.Errorf("listen_overflow with no acceptor named: %+v", e)
+		}
+		for _, a := range e.Acceptors {
+			if !accepting[e.ListenFD][a.Goid] {
+				t.Errorf("acceptor goroutine %d never accepted on fd %d (tcp_accept shows %v)", a.Goid, e.ListenFD, accepting[e.ListenFD])
+			}
+		}
+	}
+	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept", len(overflowsOf(evs)), verdicts, len(tcpAccepts))
+	if sum != overflows {
+		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, overflows)
+	}
 }
