@@ -310,19 +310,25 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 		e.Acceptors = append(e.Acceptors, acc)
 	}
 
-	parkedNow := cur.Parked != 0
-	drainedInInterval := cur.Eagains > prev.Eagains
-	switch {
-	case len(e.Acceptors) == 0:
-		e.Verdict = event.VerdictNoAcceptor
-	case starved:
-		e.Verdict = event.VerdictAcceptorStarved
-	case drainedInInterval || parkedNow:
-		e.Verdict = event.VerdictBacklogTooSmall
-	default:
-		e.Verdict = event.VerdictAcceptorBusy
-	}
+	e.Verdict = verdict(len(e.Acceptors), starved, cur.Eagains > prev.Eagains, cur.Parked != 0)
 	return e
+}
+
+// verdict says why a listener overflowed, from: how many live goroutines
+// accept on it; whether one is parked with the listener reported ready
+// (starved); whether an acceptor emptied the queue and parked during the
+// interval (drained); and whether one is parked now.
+func verdict(acceptors int, starved, drained, parkedNow bool) string {
+	switch {
+	case acceptors == 0:
+		return event.VerdictNoAcceptor
+	case starved:
+		return event.VerdictAcceptorStarved
+	case drained || parkedNow:
+		return event.VerdictBacklogTooSmall
+	default:
+		return event.VerdictAcceptorBusy
+	}
 }
 
 func sub(a, b uint64) uint64 {

@@ -1,0 +1,67 @@
+package overflow
+
+import (
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/gonetscope/gonetscope/pkg/event"
+)
+
+// The parks map is netpoll's, shared at load time: this object's view of
+// its key and value must be member for member the same as netpoll's.
+func TestParksLayoutMatchesNetpoll(t *testing.T) {
+	mine, err := loadOverflow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := ebpf.LoadCollectionSpec("../netpoll/netpoll_x86_bpfel.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := mine.Maps["parks"], theirs.Maps["parks"]
+	if a == nil || b == nil {
+		t.Fatal("no parks map")
+	}
+	if a.Type != b.Type || a.KeySize != b.KeySize || a.ValueSize != b.ValueSize || a.MaxEntries != b.MaxEntries {
+		t.Fatalf("parks: %v/%d/%d/%d here, %v/%d/%d/%d in netpoll", a.Type, a.KeySize, a.ValueSize, a.MaxEntries,
+			b.Type, b.KeySize, b.ValueSize, b.MaxEntries)
+	}
+	for _, pair := range [][2]btf.Type{{a.Key, b.Key}, {a.Value, b.Value}} {
+		sa, ok1 := btf.UnderlyingType(pair[0]).(*btf.Struct)
+		sb, ok2 := btf.UnderlyingType(pair[1]).(*btf.Struct)
+		if !ok1 || !ok2 {
+			t.Fatalf("parks key/value are not structs: %v %v", pair[0], pair[1])
+		}
+		if len(sa.Members) != len(sb.Members) {
+			t.Fatalf("%s: %d members here, %d in netpoll", sa.Name, len(sa.Members), len(sb.Members))
+		}
+		for i := range sa.Members {
+			ma, mb := sa.Members[i], sb.Members[i]
+			if ma.Name != mb.Name || ma.Offset != mb.Offset {
+				t.Errorf("%s member %d: %s at %d here, %s at %d in netpoll", sa.Name, i, ma.Name, ma.Offset, mb.Name, mb.Offset)
+			}
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	for _, c := range []struct {
+		acceptors                   int
+		starved, drained, parkedNow bool
+		want                        string
+	}{
+		{0, false, false, false, event.VerdictNoAcceptor},
+		{0, true, true, true, event.VerdictNoAcceptor},
+		{1, true, false, true, event.VerdictAcceptorStarved},
+		{1, false, true, false, event.VerdictBacklogTooSmall},
+		{2, false, false, true, event.VerdictBacklogTooSmall},
+		{1, false, false, false, event.VerdictAcceptorBusy},
+	} {
+		if got := verdict(c.acceptors, c.starved, c.drained, c.parkedNow); got != c.want {
+			t.Errorf("verdict(%d, starved %v, drained %v, parked %v) = %s, want %s",
+				c.acceptors, c.starved, c.drained, c.parkedNow, got, c.want)
+		}
+	}
+}
