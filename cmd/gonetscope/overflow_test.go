@@ -42,10 +42,12 @@ type ovEvent struct {
 		SinceNs  uint64 `json:"since_ns"`
 		GoStatus string `json:"go_status"`
 	} `json:"acceptors"`
-	AcceptRate float64           `json:"accept_rate"`
-	SynRate    float64           `json:"syn_rate"`
-	Verdict    string            `json:"verdict"`
-	Hooks      map[string]string `json:"hooks"`
+	AcceptRate   float64           `json:"accept_rate"`
+	AcceptErrors uint64            `json:"accept_errors"`
+	AcceptErrno  string            `json:"accept_errno"`
+	SynRate      float64           `json:"syn_rate"`
+	Verdict      string            `json:"verdict"`
+	Hooks        map[string]string `json:"hooks"`
 }
 
 func (e ovEvent) when(t *testing.T) time.Time {
@@ -239,6 +241,13 @@ func (r overflowRun) fact(t *testing.T, op string) ltFact {
 // traced from before the burst until after it has settled.
 func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) overflowRun {
 	t.Helper()
+	return runListentargetWith(t, bin, somaxconn, nil, args...)
+}
+
+// runListentargetWith calls on for every line the target prints, with the
+// command prefix that runs a program in its namespace and its stdin.
+func runListentargetWith(t *testing.T, bin string, somaxconn int, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
+	t.Helper()
 	prefix := netns(t, somaxconn)
 	target := exec.Command(prefix[0], append(append(prefix[1:], bin), args...)...)
 	stdin, _ := target.StdinPipe()
@@ -273,6 +282,9 @@ func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) ov
 		if f.Op == "burst" {
 			r.burst = f
 		}
+		if on != nil {
+			on(f, prefix, stdin)
+		}
 	}
 	after := settledTcpExt(t, r.ready.PID)
 	r.events = tr.stop(t)
@@ -283,8 +295,8 @@ func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) ov
 	t.Logf("burst: %d connected, %d failed; namespace: ListenOverflows +%d, ListenDrops +%d",
 		r.burst.OK, r.burst.Failed, r.overflows, r.listenDrops)
 	for _, e := range overflowsOf(r.events) {
-		t.Logf("listen_overflow: drops %d backlog %d/%d verdict %s acceptors %+v accept_rate %.0f syn_rate %.0f",
-			e.Drops, e.Backlog, e.BacklogMax, e.Verdict, e.Acceptors, e.AcceptRate, e.SynRate)
+		t.Logf("listen_overflow: drops %d backlog %d/%d verdict %s acceptors %+v accept_rate %.0f syn_rate %.0f accept_errors %d",
+			e.Drops, e.Backlog, e.BacklogMax, e.Verdict, e.Acceptors, e.AcceptRate, e.SynRate, e.AcceptErrors)
 	}
 	return r
 }
@@ -361,6 +373,43 @@ func TestListenOverflow(t *testing.T) {
 			if e.Verdict != "no_acceptor" || len(e.Acceptors) != 0 {
 				t.Errorf("after the acceptor exited: verdict %q acceptors %+v, want no_acceptor and none", e.Verdict, e.Acceptors)
 			}
+		}
+	})
+	t.Run("emfile", func(t *testing.T) {
+		// The burst comes from another process in the namespace: the
+		// target itself has no fd to spare.
+		var gen []byte
+		r := runListentargetWith(t, bin, somaxconn, func(f ltFact, prefix []string, stdin io.Writer) {
+			if f.Op != "emfile_on" {
+				return
+			}
+			addr := fmt.Sprintf("127.0.0.1:%d", f.Port)
+			var err error
+			gen, err = exec.Command(prefix[0], append(prefix[1:], bin, "-dial", addr, "-burst", "20", "-rounds", "1", "-every", "0")...).CombinedOutput()
+			if err != nil {
+				t.Fatalf("load generator: %v\n%s", err, gen)
+			}
+			io.WriteString(stdin, "go\n")
+		}, "-mode", "emfile", "-burst", "0")
+		t.Logf("load generator: %s", gen)
+		evs := checkOverflowEvents(t, r, "127.0.0.1", somaxconn)
+		on, off := r.fact(t, "emfile_on"), r.fact(t, "emfile_off")
+		during := 0
+		for _, e := range evs {
+			at := e.when(t).UnixNano()
+			if at < on.TimeNs || at > off.TimeNs {
+				continue
+			}
+			during++
+			if e.AcceptErrors == 0 || e.AcceptErrno != "EMFILE" {
+				t.Errorf("overflow while accept fails: accept_errors %d accept_errno %q, want >0 and EMFILE", e.AcceptErrors, e.AcceptErrno)
+			}
+			if len(e.Acceptors) != 1 || e.Acceptors[0].Goid != r.ready.AcceptorGoid {
+				t.Errorf("overflow while accept fails: acceptors %+v, want goroutine %d", e.Acceptors, r.ready.AcceptorGoid)
+			}
+		}
+		if during == 0 {
+			t.Errorf("no listen_overflow while accept failed with EMFILE (%d in all)", len(evs))
 		}
 	})
 	t.Run("prompt", func(t *testing.T) {

@@ -12,6 +12,10 @@
 //	stall:  sleeps -stall, then accepts promptly again
 //	exit:   returns: nothing accepts on the listener any more
 //	prompt: keeps accepting promptly
+//	emfile: lowers RLIMIT_NOFILE so that every accept fails with EMFILE,
+//	        and retries every 20ms; then it waits for a second line on
+//	        stdin (the burst comes from another process, which still has
+//	        fds), and restores the limit
 //
 // After the burst it waits -settle, prints "done", and exits when stdin
 // closes.
@@ -24,6 +28,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"io"
 	"net"
@@ -32,6 +37,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -47,7 +53,10 @@ var (
 	every       = flag.Duration("every", 200*time.Millisecond, "with -dial: time between bursts")
 )
 
-var out = json.NewEncoder(os.Stdout)
+var (
+	out      = json.NewEncoder(os.Stdout)
+	oldLimit syscall.Rlimit // emfile: the limit to restore
+)
 
 func report(op string, kv ...any) {
 	m := map[string]any{"op": op, "time_ns": time.Now().UnixNano()}
@@ -124,11 +133,17 @@ func main() {
 
 	acceptor := make(chan uint64)
 	stalled := make(chan struct{})
+	var emfiles atomic.Int64
 	go func() {
 		acceptor <- goid()
 		first := true
 		for {
 			c, err := ln.Accept()
+			if errors.Is(err, syscall.EMFILE) {
+				emfiles.Add(1)
+				time.Sleep(20 * time.Millisecond)
+				continue
+			}
 			if err != nil {
 				return
 			}
@@ -142,6 +157,22 @@ func main() {
 				report("stall_start", "goid", goid())
 				time.Sleep(*stall)
 				report("stall_end", "goid", goid())
+				close(stalled)
+			case "emfile":
+				// The lowest free fd number becomes the limit: no new fd fits.
+				free, err := syscall.Dup(0)
+				if err != nil {
+					fail(err)
+				}
+				syscall.Close(free)
+				var old syscall.Rlimit
+				syscall.Getrlimit(syscall.RLIMIT_NOFILE, &old)
+				oldLimit = old
+				low := syscall.Rlimit{Cur: uint64(free), Max: old.Max}
+				if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+					fail(err)
+				}
+				report("emfile_on", "goid", goid(), "fd_limit", free, "port", ln.Addr().(*net.TCPAddr).Port)
 				close(stalled)
 			case "exit":
 				report("acceptor_exit", "goid", goid())
@@ -163,9 +194,16 @@ func main() {
 	}
 	trigger.Close()
 	time.Sleep(50 * time.Millisecond)
-	ok, failed := dialBurst(addr, *burst)
-	report("burst", "ok", ok, "failed", failed)
+	if *burst > 0 {
+		ok, failed := dialBurst(addr, *burst)
+		report("burst", "ok", ok, "failed", failed)
+	}
 	<-stalled
+	if *mode == "emfile" {
+		in.ReadString('\n')
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &oldLimit)
+		report("emfile_off", "accept_errors", emfiles.Load())
+	}
 	time.Sleep(*settle)
 	report("done")
 	io.Copy(io.Discard, in) // until stdin closes
