@@ -75,11 +75,31 @@ type ltFact struct {
 
 var netnsSeq atomic.Int32
 
-// netns creates a network namespace with lo up and net.core.somaxconn set,
-// removed when the test ends, and returns the command prefix that runs a
-// program inside it.
+// netns creates a network namespace with lo up and net.core.somaxconn and
+// sysctls (key=value) set, removed when the test ends, and returns the
+// command prefix that runs a program inside it.
+//
+// With GONETSCOPE_TEST_NO_NETNS set (the VM of make test-kernels: its own
+// kernel, with busybox's ip and no netns), the sysctls are set in the
+// current namespace instead, restored when the test ends, and the prefix is
+// empty.
 func netns(t *testing.T, somaxconn int, sysctls ...string) []string {
 	t.Helper()
+	if os.Getenv("GONETSCOPE_TEST_NO_NETNS") != "" {
+		for _, kv := range append([]string{"net.core.somaxconn=" + strconv.Itoa(somaxconn)}, sysctls...) {
+			k, v, _ := strings.Cut(kv, "=")
+			path := "/proc/sys/" + strings.ReplaceAll(k, ".", "/")
+			old, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, []byte(v), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { os.WriteFile(path, old, 0o644) })
+		}
+		return nil
+	}
 	name := fmt.Sprintf("gnsovf-%d-%d", os.Getpid(), netnsSeq.Add(1))
 	run := func(args ...string) {
 		t.Helper()
@@ -95,6 +115,12 @@ func netns(t *testing.T, somaxconn int, sysctls ...string) []string {
 		run("netns", "exec", name, "sysctl", "-qw", kv)
 	}
 	return []string{"ip", "netns", "exec", name}
+}
+
+// command runs args behind prefix (see netns).
+func command(prefix []string, args ...string) *exec.Cmd {
+	all := append(append([]string{}, prefix...), args...)
+	return exec.Command(all[0], all[1:]...)
 }
 
 // tcpExt reads the TcpExt counters of the network namespace pid is in.
@@ -249,7 +275,7 @@ func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) ov
 func runListentargetWith(t *testing.T, bin string, somaxconn int, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
 	t.Helper()
 	prefix := netns(t, somaxconn)
-	target := exec.Command(prefix[0], append(append(prefix[1:], bin), args...)...)
+	target := command(prefix, append([]string{bin}, args...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -385,7 +411,7 @@ func TestListenOverflow(t *testing.T) {
 			}
 			addr := fmt.Sprintf("127.0.0.1:%d", f.Port)
 			var err error
-			gen, err = exec.Command(prefix[0], append(prefix[1:], bin, "-dial", addr, "-burst", "20", "-rounds", "1", "-every", "0")...).CombinedOutput()
+			gen, err = command(prefix, bin, "-dial", addr, "-burst", "20", "-rounds", "1", "-every", "0").CombinedOutput()
 			if err != nil {
 				t.Fatalf("load generator: %v\n%s", err, gen)
 			}
@@ -432,31 +458,20 @@ func TestListenOverflow(t *testing.T) {
 	})
 }
 
-// fasthttpServer is a minimal main around github.com/valyala/fasthttp's
-// server, a widely used Go HTTP server with its own accept loop.
-const fasthttpServer = `package main
-
-import (
-	"flag"
-	"log"
-
-	"github.com/valyala/fasthttp"
-)
-
-func main() {
-	addr := flag.String("addr", "127.0.0.1:8080", "listen address")
-	flag.Parse()
-	log.Fatal(fasthttp.ListenAndServe(*addr, func(ctx *fasthttp.RequestCtx) { ctx.WriteString("ok") }))
-}
-`
-
-// buildFasthttp builds fasthttpServer against fasthttp from the module proxy.
+// buildFasthttp builds testdata/fhserver, a minimal main around
+// github.com/valyala/fasthttp's server (a widely used Go HTTP server with
+// its own accept loop), with fasthttp from the module proxy.
 func buildFasthttp(t *testing.T) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "fhserver")
 	os.Mkdir(dir, 0o755)
-	os.WriteFile(filepath.Join(dir, "main.go"), []byte(fasthttpServer), 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module fhserver\n\ngo 1.26\n"), 0o644)
+	for _, name := range []string{"main.go", "go.mod"} {
+		b, err := os.ReadFile(filepath.Join("testdata", "fhserver", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, name), b, 0o644)
+	}
 	get := exec.Command("go", "get", "github.com/valyala/fasthttp@v1.78.0")
 	get.Dir = dir
 	if out, err := get.CombinedOutput(); err != nil {
@@ -482,17 +497,20 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	// load and the count can be compared when it has settled.
 	prefix := netns(t, 1, "net.ipv4.tcp_synack_retries=1", "net.ipv4.tcp_syn_retries=1", "net.ipv4.tcp_orphan_retries=1")
 	const addr = "127.0.0.1:18080"
-	srv := exec.Command(prefix[0], append(prefix[1:], server, "-addr", addr)...)
+	srv := command(prefix, server, "-addr", addr)
 	srv.Stderr = os.Stderr
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
-	// Listening once its listener shows in its namespace's /proc/net/tcp.
+	// Listening once ip has exec'd the server and the listener shows in
+	// its namespace's /proc/net/tcp (before the exec, that file may be the
+	// host's, where another program may listen on the port).
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", srv.Process.Pid))
 		raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", srv.Process.Pid))
-		if strings.Contains(string(raw), fmt.Sprintf(":%04X 00000000:0000 0A", 18080)) { // LISTEN
+		if exe == server && strings.Contains(string(raw), fmt.Sprintf(":%04X 00000000:0000 0A", 18080)) { // LISTEN
 			break
 		}
 		if time.Now().After(deadline) {
@@ -502,8 +520,8 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	}
 	tr := startTracer(t, srv.Process.Pid)
 	before := tcpExt(t, srv.Process.Pid)
-	gen := exec.Command(prefix[0], append(prefix[1:], loadgen, "-dial", addr, "-burst", "50", "-rounds", "5",
-		"-every", "100ms", "-dial-timeout", "1200ms")...)
+	gen := command(prefix, loadgen, "-dial", addr, "-burst", "50", "-rounds", "5",
+		"-every", "100ms", "-dial-timeout", "1200ms")
 	out, err := gen.CombinedOutput()
 	if err != nil {
 		t.Fatalf("load generator: %v\n%s", err, out)
