@@ -33,6 +33,7 @@ type ovEvent struct {
 	LPort      uint16  `json:"lport"`
 	MPTCP      bool    `json:"mptcp"`
 	Drops      uint64  `json:"drops"`
+	SkDrops    uint64  `json:"sk_drops"`
 	Backlog    uint32  `json:"backlog"`
 	BacklogMax uint32  `json:"backlog_max"`
 	IntervalNs uint64  `json:"interval_ns"`
@@ -549,10 +550,11 @@ func TestListenOverflowFasthttp(t *testing.T) {
 			tcpAccepts = append(tcpAccepts, e)
 		}
 	}
-	var sum uint64
+	var sum, skSum uint64
 	verdicts := map[string]int{}
 	for _, e := range overflowsOf(evs) {
 		sum += e.Drops
+		skSum += e.SkDrops
 		verdicts[e.Verdict]++
 		if e.PID != srv.Process.Pid || e.LPort != 18080 || e.LAddr != "127.0.0.1" || e.BacklogMax != 1 {
 			t.Errorf("listen_overflow on pid %d %s:%d backlog_max %d, want the server's %d 127.0.0.1:18080 backlog_max 1",
@@ -567,7 +569,8 @@ func TestListenOverflowFasthttp(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept", len(overflowsOf(evs)), verdicts, len(tcpAccepts))
+	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept; drops add up to %d, the listener's sk_drops rose by %d",
+		len(overflowsOf(evs)), verdicts, len(tcpAccepts), sum, skSum)
 	if sum != overflows {
 		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, overflows)
 	}

@@ -49,9 +49,10 @@ type ListenOverflow struct {
 	ListenFD int32
 	Addrs    Addrs
 	MPTCP    bool
-	// Drops is the rise of the listener's drop counter since the previous
-	// sample (see README: what is counted).
-	Drops               uint64
+	// Drops is the overflows counted for this listener since its previous
+	// event (see README: what is counted); SkDrops is the rise of its own
+	// drop counter over the interval.
+	Drops, SkDrops      uint64
 	Backlog, BacklogMax uint32
 	IntervalNs          uint64
 	Acceptors           []Acceptor
@@ -72,6 +73,7 @@ func (o *ListenOverflow) MarshalZerologObject(e *zerolog.Event) {
 	o.Addrs.marshal(e)
 	e.Bool("mptcp", o.MPTCP).
 		Uint64("drops", o.Drops).
+		Uint64("sk_drops", o.SkDrops).
 		Uint32("backlog", o.Backlog).
 		Uint32("backlog_max", o.BacklogMax).
 		Uint64("interval_ns", o.IntervalNs)

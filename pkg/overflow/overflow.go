@@ -46,7 +46,9 @@ type Objects struct {
 
 	mu        sync.Mutex
 	listeners map[listenerID]*listenerState
-	baselined map[uint32]bool // PIDs whose listeners existed at attach
+	baselined map[uint32]bool   // PIDs whose listeners existed at attach
+	netns     map[uint32]uint64 // PID -> its network namespace
+	spaces    map[uint64]*nsState
 	runtimes  map[uint32]*goroutines
 	noRuntime map[uint32]error
 }
@@ -60,10 +62,13 @@ type listenerID struct {
 }
 
 type listenerState struct {
-	last    overflowListenerRec
-	seen    bool // last is a real sample (else zero: created after attach)
-	stamp   uint64
-	present bool
+	// last is the previous sample: the start of the next interval.
+	last overflowListenerRec
+	// baseDrops is sk_drops when gonetscope first saw the listener (0 for
+	// one created after attach); reported is the drops reported since.
+	baseDrops, reported uint64
+	netns               uint64
+	present             bool
 }
 
 // Load loads the programs and maps into the kernel and attaches them.
@@ -85,6 +90,8 @@ func Load(opts Options) (*Objects, error) {
 		coll:      coll,
 		listeners: map[listenerID]*listenerState{},
 		baselined: map[uint32]bool{},
+		netns:     map[uint32]uint64{},
+		spaces:    map[uint64]*nsState{},
 		runtimes:  map[uint32]*goroutines{},
 		noRuntime: map[uint32]error{},
 	}
@@ -141,16 +148,28 @@ func (o *Objects) Baseline(pid uint32) error {
 	if err != nil {
 		return err
 	}
+	ns, err := netnsOf(pid)
+	if err != nil {
+		return fmt.Errorf("reading the network namespace of PID %d: %w", pid, err)
+	}
+	ov, err := listenOverflows(pid)
+	if err != nil {
+		return fmt.Errorf("reading the listen overflow counter of PID %d's network namespace: %w", pid, err)
+	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.baselined[pid] = true
+	o.netns[pid] = ns
+	if _, ok := o.spaces[ns]; !ok {
+		o.spaces[ns] = &nsState{base: ov, overflows: ov, ok: true}
+	}
 	for _, r := range recs {
 		if r.Pid != pid {
 			continue
 		}
 		id := listenerID{r.Pid, r.Fd, r.Sk}
 		if _, ok := o.listeners[id]; !ok {
-			o.listeners[id] = &listenerState{last: r, seen: true}
+			o.listeners[id] = &listenerState{last: r, baseDrops: r.Drops, netns: ns}
 		}
 	}
 	return nil
@@ -161,18 +180,34 @@ func (o *Objects) Forget(pid uint32) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.baselined, pid)
+	delete(o.netns, pid)
 	delete(o.runtimes, pid)
 	delete(o.noRuntime, pid)
-	for id := range o.listeners {
+	for id, st := range o.listeners {
 		if id.pid == pid {
-			delete(o.listeners, id)
+			o.gone(id, st)
 		}
 	}
 }
 
+// gone forgets a closed listener, keeping what it reported so that its
+// namespace's later overflows are not given to the others twice.
+func (o *Objects) gone(id listenerID, st *listenerState) {
+	if ns := o.spaces[st.netns]; ns != nil {
+		ns.reportedGone += st.reported
+	}
+	delete(o.listeners, id)
+}
+
 // Sample reads every traced listener and returns a listen_overflow event
-// for each whose drop counter rose since the previous sample. comms names
-// the traced processes for the event header.
+// for each that has overflows not yet reported. comms names the traced
+// processes for the event header.
+//
+// A listener's sk_drops counts its overflows and, rarely, other listen
+// drops; its namespace's TcpExtListenOverflows counts exactly the
+// overflows of all the namespace's listeners. The drops reported for a
+// namespace's listeners add up to the smaller of the two (cumulative since
+// attach), split among the listeners by their sk_drops.
 func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.Event, error) {
 	recs, err := o.scan()
 	if err != nil {
@@ -183,7 +218,15 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 	for _, st := range o.listeners {
 		st.present = false
 	}
-	var evs []event.Event
+	for _, ns := range o.spaces {
+		ns.ok = false
+	}
+	type seen struct {
+		id  listenerID
+		st  *listenerState
+		rec overflowListenerRec
+	}
+	byNS := map[uint64][]seen{}
 	for _, r := range recs {
 		if !o.baselined[r.Pid] {
 			continue // attached but not baselined yet
@@ -191,22 +234,51 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 		id := listenerID{r.Pid, r.Fd, r.Sk}
 		st, ok := o.listeners[id]
 		if !ok {
-			// Created after attach: its counters started at zero then,
-			// except accept counters kept per fd number.
-			st = &listenerState{}
+			// Created after attach: its drop counter started at zero
+			// then. Accept counters are kept per fd number: start from
+			// their values now.
+			st = &listenerState{netns: o.netns[r.Pid]}
 			st.last.Accepts, st.last.Eagains, st.last.AcceptErrors = r.Accepts, r.Eagains, r.AcceptErrors
-			st.last.Now = r.Now
+			st.last.Handshakes, st.last.Now = r.Handshakes, r.Now
 			o.listeners[id] = st
 		}
 		st.present = true
-		if r.Drops > st.last.Drops {
-			evs = append(evs, o.explain(clock, comms[r.Pid], &st.last, &r))
+		if ns := o.spaces[st.netns]; ns != nil && !ns.ok {
+			if ov, err := listenOverflows(r.Pid); err == nil {
+				ns.overflows, ns.ok = ov, true
+			}
 		}
-		st.last = r
+		byNS[st.netns] = append(byNS[st.netns], seen{id, st, r})
+	}
+	var evs []event.Event
+	for nsID, ls := range byNS {
+		s := make([]uint64, len(ls))
+		reported := make([]uint64, len(ls))
+		for i, l := range ls {
+			s[i] = sub(l.rec.Drops, l.st.baseDrops)
+			reported[i] = l.st.reported
+		}
+		// Without the namespace's counter (its process just went),
+		// sk_drops alone.
+		total := ^uint64(0)
+		if ns := o.spaces[nsID]; ns != nil && ns.ok {
+			total = sub(sub(ns.overflows, ns.base), ns.reportedGone)
+		}
+		drops := allocate(total, s, reported)
+		for i, l := range ls {
+			if drops[i] > 0 {
+				e := o.explain(clock, comms[l.rec.Pid], &l.st.last, &l.rec)
+				e.Drops = drops[i]
+				e.SkDrops = sub(l.rec.Drops, l.st.last.Drops)
+				l.st.reported += drops[i]
+				evs = append(evs, e)
+			}
+			l.st.last = l.rec
+		}
 	}
 	for id, st := range o.listeners {
 		if !st.present {
-			delete(o.listeners, id) // closed
+			o.gone(id, st)
 		}
 	}
 	return evs, nil
@@ -256,7 +328,6 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 		ListenFD:     cur.Fd,
 		Addrs:        bpfobj.Addrs(cur.Addrs.Family, cur.Addrs.Saddr, cur.Addrs.Daddr, cur.Addrs.Sport, cur.Addrs.Dport),
 		MPTCP:        cur.Mptcp != 0,
-		Drops:        cur.Drops - prev.Drops,
 		Backlog:      cur.Backlog,
 		BacklogMax:   cur.BacklogMax,
 		IntervalNs:   interval,
@@ -268,7 +339,7 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 	if interval > 0 {
 		secs := float64(interval) / 1e9
 		e.AcceptRate = float64(sub(cur.Accepts, prev.Accepts)) / secs
-		e.SynRate = float64(sub(cur.Handshakes, prev.Handshakes)+e.Drops) / secs
+		e.SynRate = float64(sub(cur.Handshakes, prev.Handshakes)+sub(cur.Drops, prev.Drops)) / secs
 	}
 
 	// Who accepts, and what are they doing.

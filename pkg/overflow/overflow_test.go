@@ -1,6 +1,7 @@
 package overflow
 
 import (
+	"slices"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -63,5 +64,37 @@ func TestVerdict(t *testing.T) {
 			t.Errorf("verdict(%d, starved %v, drained %v, parked %v) = %s, want %s",
 				c.acceptors, c.starved, c.drained, c.parkedNow, got, c.want)
 		}
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		total       uint64
+		s, reported []uint64
+		want        []uint64
+	}{
+		{"one listener, sk_drops has extra non-overflow drops", 682, []uint64{691}, []uint64{0}, []uint64{682}},
+		{"one listener, namespace counter has others' overflows", 900, []uint64{691}, []uint64{0}, []uint64{691}},
+		{"one listener, part already reported", 682, []uint64{691}, []uint64{600}, []uint64{82}},
+		{"nothing new", 682, []uint64{691}, []uint64{682}, []uint64{0}},
+		{"no drops", 10, []uint64{0}, []uint64{0}, []uint64{0}},
+		{"two listeners split by sk_drops", 90, []uint64{60, 40}, []uint64{0, 0}, []uint64{54, 36}},
+		{"remainder to the largest", 10, []uint64{20, 10}, []uint64{0, 0}, []uint64{7, 3}},
+	} {
+		got := allocate(c.total, c.s, c.reported)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: allocate(%d, %v, %v) = %v, want %v", c.name, c.total, c.s, c.reported, got, c.want)
+		}
+	}
+}
+
+func TestParseListenOverflows(t *testing.T) {
+	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 36 40\nIpExt: InNoRoutes\nIpExt: 0\n"
+	if n, err := parseListenOverflows(netstat); err != nil || n != 36 {
+		t.Errorf("parseListenOverflows = %d, %v; want 36", n, err)
+	}
+	if _, err := parseListenOverflows("IpExt: InNoRoutes\nIpExt: 0\n"); err == nil {
+		t.Error("parseListenOverflows without TcpExt: no error")
 	}
 }
