@@ -133,6 +133,7 @@ func main() {
 
 	acceptor := make(chan uint64)
 	stalled := make(chan struct{})
+	triggerClosed := make(chan struct{})
 	var emfiles atomic.Int64
 	go func() {
 		acceptor <- goid()
@@ -159,7 +160,9 @@ func main() {
 				report("stall_end", "goid", goid())
 				close(stalled)
 			case "emfile":
-				// The lowest free fd number becomes the limit: no new fd fits.
+				// Once the client's end of the trigger is closed too, the
+				// lowest free fd number becomes the limit: no new fd fits.
+				<-triggerClosed
 				free, err := syscall.Dup(0)
 				if err != nil {
 					fail(err)
@@ -193,6 +196,7 @@ func main() {
 		fail(err)
 	}
 	trigger.Close()
+	close(triggerClosed)
 	time.Sleep(50 * time.Millisecond)
 	if *burst > 0 {
 		ok, failed := dialBurst(addr, *burst)
