@@ -13,6 +13,13 @@
  * accept counters below. It sees listeners in any network namespace: it
  * walks processes, not a namespace's socket table.
  *
+ * Where the kernel allows fentry or kprobes, the drop itself is hooked too:
+ * tcp_conn_request (a SYN) and tcp_v4/v6_syn_recv_sock (the handshake's last
+ * ACK) drop the packet when the accept queue is full, and check that first;
+ * a call that finds the queue of a traced listener full is one overflow,
+ * counted per listener in `hook_drops`. User space attaches one mechanism
+ * (fentry, else kprobe) or none, and says which in the attached event.
+ *
  * Between samples, syscall and socket tracepoints count per listener:
  *   - accept4 results (accepted, EAGAIN = the acceptor is about to park,
  *     EMFILE/ENFILE) per (pid, listen fd) and per accepting goroutine;
@@ -44,6 +51,7 @@ struct listener_rec {
 	__u64 t_park;
 	__u64 t_ready;
 	__u64 now;         /* bpf_ktime_get_boot_ns() when read */
+	__u64 hook_drops;  /* overflows counted by the drop hook since first seen */
 	__u32 pid;
 	__s32 fd;
 	__u32 backlog;     /* sk_ack_backlog: connections waiting to be accepted */
@@ -113,6 +121,79 @@ struct {
 	__type(key, struct port_key);
 	__type(value, __u64);
 } handshakes SEC(".maps");
+
+/* Overflows per traced listener (struct sock *), counted by the drop hook.
+ * Keys are inserted by the iterator for traced listeners only. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, __u64);
+} hook_drops SEC(".maps");
+
+/* The accept queue is full: sk_acceptq_is_full(). */
+static __always_inline void count_overflow(struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	__u64 *n = bpf_map_lookup_elem(&hook_drops, &key);
+	if (!n)
+		return;
+	if (BPF_CORE_READ(sk, sk_ack_backlog) > BPF_CORE_READ(sk, sk_max_ack_backlog))
+		__sync_fetch_and_add(n, 1);
+}
+
+#define ETH_P_IP 0x0800
+
+/* tcp_v6_syn_recv_sock hands an IPv4 packet (a v4-mapped peer on a
+ * dual-stack listener) to tcp_v4_syn_recv_sock, which counts it. */
+static __always_inline void count_overflow_v6(struct sock *sk, struct sk_buff *skb)
+{
+	if (BPF_CORE_READ(skb, protocol) == bpf_htons(ETH_P_IP))
+		return;
+	count_overflow(sk);
+}
+
+SEC("fentry/tcp_conn_request")
+int BPF_PROG(fentry_tcp_conn_request, void *rsk_ops, void *af_ops, struct sock *sk)
+{
+	count_overflow(sk);
+	return 0;
+}
+
+SEC("fentry/tcp_v4_syn_recv_sock")
+int BPF_PROG(fentry_tcp_v4_syn_recv_sock, struct sock *sk)
+{
+	count_overflow(sk);
+	return 0;
+}
+
+SEC("fentry/tcp_v6_syn_recv_sock")
+int BPF_PROG(fentry_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+{
+	count_overflow_v6(sk, skb);
+	return 0;
+}
+
+SEC("kprobe/tcp_conn_request")
+int BPF_KPROBE(kprobe_tcp_conn_request, void *rsk_ops, void *af_ops, struct sock *sk)
+{
+	count_overflow(sk);
+	return 0;
+}
+
+SEC("kprobe/tcp_v4_syn_recv_sock")
+int BPF_KPROBE(kprobe_tcp_v4_syn_recv_sock, struct sock *sk)
+{
+	count_overflow(sk);
+	return 0;
+}
+
+SEC("kprobe/tcp_v6_syn_recv_sock")
+int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb)
+{
+	count_overflow_v6(sk, skb);
+	return 0;
+}
 
 /* netpoll's park records (bpf/netpoll.bpf.c), shared by user space. The
  * layout must match there; pkg/overflow's tests hold the two together. */
@@ -275,6 +356,15 @@ int overflow_listeners(struct bpf_iter__task_file *ctx)
 	} else {
 		__u64 zero = 0;
 		bpf_map_update_elem(&handshakes, &pk, &zero, BPF_NOEXIST);
+	}
+
+	__u64 sk_key = (__u64)tsk;
+	__u64 *hd = bpf_map_lookup_elem(&hook_drops, &sk_key);
+	if (hd) {
+		r.hook_drops = *hd;
+	} else {
+		__u64 zero = 0;
+		bpf_map_update_elem(&hook_drops, &sk_key, &zero, BPF_NOEXIST);
 	}
 
 	struct listen_key lk = {.pid = tgid, .fd = r.fd};

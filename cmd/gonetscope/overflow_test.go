@@ -249,8 +249,11 @@ type overflowRun struct {
 	ready, burst ltFact
 	facts        []ltFact
 	events       []ovEvent
-	overflows    uint64 // the namespace's TcpExtListenOverflows delta
-	listenDrops  uint64 // and TcpExtListenDrops
+	overflows    uint64 // the namespace's TcpExtListenOverflows delta, once settled
+	// overflowsFinal is the delta read after gonetscope stopped: higher
+	// when a late retransmit overflowed while it was stopping.
+	overflowsFinal uint64
+	listenDrops    uint64 // and TcpExtListenDrops
 }
 
 func (r overflowRun) fact(t *testing.T, op string) ltFact {
@@ -315,6 +318,7 @@ func runListentargetWith(t *testing.T, bin string, somaxconn int, on func(f ltFa
 	}
 	after := settledTcpExt(t, r.ready.PID)
 	r.events = tr.stop(t)
+	r.overflowsFinal = tcpExt(t, r.ready.PID)["ListenOverflows"] - before["ListenOverflows"]
 	stdin.Close()
 	target.Wait()
 	r.overflows = after["ListenOverflows"] - before["ListenOverflows"]
@@ -353,10 +357,25 @@ func checkOverflowEvents(t *testing.T, r overflowRun, host string, somaxconn int
 			t.Errorf("listen_overflow with drops %d, interval_ns %d", e.Drops, e.IntervalNs)
 		}
 	}
-	if sum != r.overflows {
-		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, r.overflows)
-	}
+	checkSum(t, sum, r.overflows, r.overflowsFinal)
 	return evs
+}
+
+// checkSum: the drops reported add up to the namespace's overflows. If a
+// late retransmit overflowed after the count had settled, while gonetscope
+// was stopping, the sum lies between the settled and the final count.
+func checkSum(t *testing.T, sum, settled, final uint64) {
+	t.Helper()
+	if final != settled {
+		t.Logf("ListenOverflows moved while gonetscope stopped: %d -> %d", settled, final)
+		if sum < settled || sum > final {
+			t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d to %d", sum, settled, final)
+		}
+		return
+	}
+	if sum != settled {
+		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, settled)
+	}
 }
 
 func TestListenOverflow(t *testing.T) {
@@ -450,10 +469,16 @@ func TestListenOverflow(t *testing.T) {
 		if evs := overflowsOf(r.events); len(evs) != 0 {
 			t.Errorf("listen_overflow without an overflow: %+v", evs)
 		}
-		// The hook in use is named.
+		// The mechanism in use is named: on this project's machines the
+		// sampled counters; in the test VM, which has kprobes, the drop hook
+		// (GONETSCOPE_TEST_OVERFLOW_HOOK).
+		want := os.Getenv("GONETSCOPE_TEST_OVERFLOW_HOOK")
+		if want == "" {
+			want = "iter/task_file"
+		}
 		for _, e := range r.events {
-			if e.Event == "attached" && e.Hooks["listen_overflow"] != "iter/task_file" {
-				t.Errorf("attached: hooks.listen_overflow %q, want iter/task_file", e.Hooks["listen_overflow"])
+			if e.Event == "attached" && e.Hooks["listen_overflow"] != want {
+				t.Errorf("attached: hooks.listen_overflow %q, want %s", e.Hooks["listen_overflow"], want)
 			}
 		}
 	})
@@ -532,9 +557,7 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	overflows := after["ListenOverflows"] - before["ListenOverflows"]
 	t.Logf("load generator:\n%s namespace: ListenOverflows +%d, ListenDrops +%d, TCPBacklogDrop +%d", out, overflows,
 		after["ListenDrops"]-before["ListenDrops"], after["TCPBacklogDrop"]-before["TCPBacklogDrop"])
-	if final := tcpExt(t, srv.Process.Pid); final["ListenOverflows"] != after["ListenOverflows"] {
-		t.Fatalf("ListenOverflows moved after it had settled: %d -> %d", after["ListenOverflows"], final["ListenOverflows"])
-	}
+	final := tcpExt(t, srv.Process.Pid)["ListenOverflows"] - before["ListenOverflows"]
 	if overflows == 0 {
 		t.Fatal("the load overflowed nothing: the test did not test")
 	}
@@ -571,7 +594,5 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	}
 	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept; drops add up to %d, the listener's sk_drops rose by %d",
 		len(overflowsOf(evs)), verdicts, len(tcpAccepts), sum, skSum)
-	if sum != overflows {
-		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, overflows)
-	}
+	checkSum(t, sum, overflows, final)
 }

@@ -25,8 +25,34 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/event"
 )
 
-// Mechanism is how drops are detected, for the attached event's hooks.
-const Mechanism = "iter/task_file"
+// Sampled is the mechanism name when no drop hook attached: the drop
+// counters are sampled by the iterator.
+const Sampled = "iter/task_file"
+
+// Hook mechanism families that Options.Hooks can force (as in pkg/tcp).
+const (
+	HooksAuto       = "auto"
+	HooksFentry     = "fentry"
+	HooksKprobe     = "kprobe"
+	HooksTracepoint = "tracepoint" // no drop hook: sampled counters only
+)
+
+var dropHooks = []struct {
+	family string
+	progs  []string
+	attach func(fn string, p *ebpf.Program) (link.Link, error)
+}{
+	{HooksFentry, []string{overflowProgFentryTcpConnRequest, overflowProgFentryTcpV4SynRecvSock, overflowProgFentryTcpV6SynRecvSock},
+		func(_ string, p *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p})
+		}},
+	{HooksKprobe, []string{overflowProgKprobeTcpConnRequest, overflowProgKprobeTcpV4SynRecvSock, overflowProgKprobeTcpV6SynRecvSock},
+		func(fn string, p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }},
+}
+
+// hookedFuncs are the kernel functions the drop hook programs attach to, in
+// the order of dropHooks' progs.
+var hookedFuncs = []string{"tcp_conn_request", "tcp_v4_syn_recv_sock", "tcp_v6_syn_recv_sock"}
 
 // Options change the object before it is loaded.
 type Options struct {
@@ -34,15 +60,24 @@ type Options struct {
 	Targets *ebpf.Map
 	// Parks is netpoll's map of parked goroutines (netpoll.Objects.Parks).
 	Parks *ebpf.Map
+	// Hooks is HooksAuto (a drop hook if the kernel allows one), or a
+	// family to use for the drop hook. A family the kernel refuses leaves
+	// the drops sampled, and Mechanism says so: unlike the tcp hooks, the
+	// drops are counted either way.
+	Hooks string
 }
 
 // Objects are the loaded programs and maps and the per-listener state
 // between samples. Sample, Baseline and Forget may be called from
 // different goroutines.
 type Objects struct {
-	coll  *ebpf.Collection
-	links []link.Link
-	iter  *link.Iter
+	coll     *ebpf.Collection
+	hookColl *ebpf.Collection
+	links    []link.Link
+	iter     *link.Iter
+	// mechanism counts the drops: "fentry" or "kprobe" (the drop hook), or
+	// Sampled.
+	mechanism string
 
 	mu        sync.Mutex
 	listeners map[listenerID]*listenerState
@@ -80,7 +115,13 @@ func Load(opts Options) (*Objects, error) {
 	// The shared header declares a ring buffer; this object sends nothing
 	// through it.
 	spec.Maps[overflowMapEvents].MaxEntries = 4096
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+	base := spec.Copy()
+	for _, h := range dropHooks {
+		for _, p := range h.progs {
+			delete(base.Programs, p)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{overflowMapTargets: opts.Targets, overflowMapParks: opts.Parks},
 	})
 	if err != nil {
@@ -94,8 +135,9 @@ func Load(opts Options) (*Objects, error) {
 		spaces:    map[uint64]*nsState{},
 		runtimes:  map[uint32]*goroutines{},
 		noRuntime: map[uint32]error{},
+		mechanism: Sampled,
 	}
-	tps := spec.Copy()
+	tps := base.Copy()
 	delete(tps.Programs, overflowProgOverflowListeners)
 	if o.links, err = bpfobj.AttachTracepoints(tps, coll.Programs); err != nil {
 		o.Close()
@@ -105,8 +147,65 @@ func Load(opts Options) (*Objects, error) {
 		o.Close()
 		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
 	}
+	if err := o.attachDropHook(spec, opts.Hooks); err != nil {
+		o.Close()
+		return nil, err
+	}
 	return o, nil
 }
+
+// attachDropHook attaches the first drop hook family the kernel accepts
+// for all three functions (Debian's 6.1 refuses fentry on
+// tcp_v4_syn_recv_sock and takes kprobes), or none: then the drop counters
+// are sampled.
+func (o *Objects) attachDropHook(spec *ebpf.CollectionSpec, family string) error {
+	if family == "" {
+		family = HooksAuto
+	}
+	if family == HooksTracepoint {
+		return nil
+	}
+	for _, h := range dropHooks {
+		if family != HooksAuto && family != h.family {
+			continue
+		}
+		if err := o.attachHookFamily(spec, h.progs, h.attach); err == nil {
+			o.mechanism = h.family
+			return nil
+		}
+	}
+	return nil
+}
+
+func (o *Objects) attachHookFamily(spec *ebpf.CollectionSpec, progs []string, attach func(string, *ebpf.Program) (link.Link, error)) error {
+	one := spec.Copy()
+	for name := range one.Programs {
+		if !slices.Contains(progs, name) {
+			delete(one.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
+	if err != nil {
+		return bpfobj.LoadError("overflow drop hook", err)
+	}
+	var links []link.Link
+	for i, p := range progs {
+		l, err := attach(hookedFuncs[i], coll.Programs[p])
+		if err != nil {
+			bpfobj.CloseAll(links)
+			coll.Close()
+			return fmt.Errorf("attaching %s: %w", p, err)
+		}
+		links = append(links, l)
+	}
+	o.hookColl = coll
+	o.links = append(o.links, links...)
+	return nil
+}
+
+// Mechanism says how drops are counted: "fentry" or "kprobe" (a hook on
+// the drop), or Sampled (the drop counters, read every interval).
+func (o *Objects) Mechanism() string { return o.mechanism }
 
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {
@@ -114,6 +213,9 @@ func (o *Objects) Close() error {
 		o.iter.Close()
 	}
 	bpfobj.CloseAll(o.links)
+	if o.hookColl != nil {
+		o.hookColl.Close()
+	}
 	o.coll.Close()
 	return nil
 }
@@ -265,6 +367,12 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 			total = sub(sub(ns.overflows, ns.base), ns.reportedGone)
 		}
 		drops := allocate(total, s, reported)
+		if o.mechanism != Sampled {
+			// The hook counted each overflow of each listener.
+			for i, l := range ls {
+				drops[i] = sub(l.rec.HookDrops, l.st.reported)
+			}
+		}
 		for i, l := range ls {
 			if drops[i] > 0 {
 				e := o.explain(clock, comms[l.rec.Pid], &l.st.last, &l.rec)

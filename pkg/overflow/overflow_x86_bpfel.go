@@ -70,6 +70,7 @@ type overflowListenerRec struct {
 	T_park       uint64
 	T_ready      uint64
 	Now          uint64
+	HookDrops    uint64
 	Pid          uint32
 	Fd           int32
 	Backlog      uint32
@@ -122,18 +123,25 @@ type overflowTarget struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	overflowMapAcceptors             = "acceptors"
-	overflowMapEvents                = "events"
-	overflowMapHandshakes            = "handshakes"
-	overflowMapListenerStats         = "listener_stats"
-	overflowMapLost                  = "lost"
-	overflowMapParks                 = "parks"
-	overflowMapTargets               = "targets"
-	overflowProgOverflowExitAccept4  = "overflow_exit_accept4"
-	overflowProgOverflowListeners    = "overflow_listeners"
-	overflowProgOverflowSockSetState = "overflow_sock_set_state"
-	overflowVarUnusedEventType       = "unused_event_type"
-	overflowVarUnusedListenerRec     = "unused_listener_rec"
+	overflowMapAcceptors               = "acceptors"
+	overflowMapEvents                  = "events"
+	overflowMapHandshakes              = "handshakes"
+	overflowMapHookDrops               = "hook_drops"
+	overflowMapListenerStats           = "listener_stats"
+	overflowMapLost                    = "lost"
+	overflowMapParks                   = "parks"
+	overflowMapTargets                 = "targets"
+	overflowProgFentryTcpConnRequest   = "fentry_tcp_conn_request"
+	overflowProgFentryTcpV4SynRecvSock = "fentry_tcp_v4_syn_recv_sock"
+	overflowProgFentryTcpV6SynRecvSock = "fentry_tcp_v6_syn_recv_sock"
+	overflowProgKprobeTcpConnRequest   = "kprobe_tcp_conn_request"
+	overflowProgKprobeTcpV4SynRecvSock = "kprobe_tcp_v4_syn_recv_sock"
+	overflowProgKprobeTcpV6SynRecvSock = "kprobe_tcp_v6_syn_recv_sock"
+	overflowProgOverflowExitAccept4    = "overflow_exit_accept4"
+	overflowProgOverflowListeners      = "overflow_listeners"
+	overflowProgOverflowSockSetState   = "overflow_sock_set_state"
+	overflowVarUnusedEventType         = "unused_event_type"
+	overflowVarUnusedListenerRec       = "unused_listener_rec"
 )
 
 // loadOverflow returns the embedded CollectionSpec for overflow.
@@ -178,9 +186,15 @@ type overflowSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type overflowProgramSpecs struct {
-	OverflowExitAccept4  *ebpf.ProgramSpec `ebpf:"overflow_exit_accept4"`
-	OverflowListeners    *ebpf.ProgramSpec `ebpf:"overflow_listeners"`
-	OverflowSockSetState *ebpf.ProgramSpec `ebpf:"overflow_sock_set_state"`
+	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	OverflowExitAccept4    *ebpf.ProgramSpec `ebpf:"overflow_exit_accept4"`
+	OverflowListeners      *ebpf.ProgramSpec `ebpf:"overflow_listeners"`
+	OverflowSockSetState   *ebpf.ProgramSpec `ebpf:"overflow_sock_set_state"`
 }
 
 // overflowMapSpecs contains maps before they are loaded into the kernel.
@@ -190,6 +204,7 @@ type overflowMapSpecs struct {
 	Acceptors     *ebpf.MapSpec `ebpf:"acceptors"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	Handshakes    *ebpf.MapSpec `ebpf:"handshakes"`
+	HookDrops     *ebpf.MapSpec `ebpf:"hook_drops"`
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	Parks         *ebpf.MapSpec `ebpf:"parks"`
@@ -227,6 +242,7 @@ type overflowMaps struct {
 	Acceptors     *ebpf.Map `ebpf:"acceptors"`
 	Events        *ebpf.Map `ebpf:"events"`
 	Handshakes    *ebpf.Map `ebpf:"handshakes"`
+	HookDrops     *ebpf.Map `ebpf:"hook_drops"`
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
 	Parks         *ebpf.Map `ebpf:"parks"`
@@ -238,6 +254,7 @@ func (m *overflowMaps) Close() error {
 		m.Acceptors,
 		m.Events,
 		m.Handshakes,
+		m.HookDrops,
 		m.ListenerStats,
 		m.Lost,
 		m.Parks,
@@ -257,13 +274,25 @@ type overflowVariables struct {
 //
 // It can be passed to loadOverflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type overflowPrograms struct {
-	OverflowExitAccept4  *ebpf.Program `ebpf:"overflow_exit_accept4"`
-	OverflowListeners    *ebpf.Program `ebpf:"overflow_listeners"`
-	OverflowSockSetState *ebpf.Program `ebpf:"overflow_sock_set_state"`
+	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	OverflowExitAccept4    *ebpf.Program `ebpf:"overflow_exit_accept4"`
+	OverflowListeners      *ebpf.Program `ebpf:"overflow_listeners"`
+	OverflowSockSetState   *ebpf.Program `ebpf:"overflow_sock_set_state"`
 }
 
 func (p *overflowPrograms) Close() error {
 	return _OverflowClose(
+		p.FentryTcpConnRequest,
+		p.FentryTcpV4SynRecvSock,
+		p.FentryTcpV6SynRecvSock,
+		p.KprobeTcpConnRequest,
+		p.KprobeTcpV4SynRecvSock,
+		p.KprobeTcpV6SynRecvSock,
 		p.OverflowExitAccept4,
 		p.OverflowListeners,
 		p.OverflowSockSetState,

@@ -121,7 +121,7 @@ func New(opts Options) (*Tracer, error) {
 		np.Close()
 		return nil, err
 	}
-	ov, err := overflow.Load(overflow.Options{Targets: np.Targets(), Parks: np.Parks()})
+	ov, err := overflow.Load(overflow.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
 	if err != nil {
 		tc.Close()
 		np.Close()
@@ -141,7 +141,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	maps.Copy(t.hooks, netpoll.Hooks)
 	maps.Copy(t.hooks, tc.Hooks())
-	t.hooks["listen_overflow"] = overflow.Mechanism
+	t.hooks["listen_overflow"] = ov.Mechanism()
 	for _, s := range []struct {
 		name   string
 		m      *ebpf.Map
