@@ -271,15 +271,17 @@ func (r overflowRun) fact(t *testing.T, op string) ltFact {
 // traced from before the burst until after it has settled.
 func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) overflowRun {
 	t.Helper()
-	return runListentargetWith(t, bin, somaxconn, nil, args...)
+	return runListentargetWith(t, bin, somaxconn, nil, nil, args...)
 }
 
-// runListentargetWith calls on for every line the target prints, with the
-// command prefix that runs a program in its namespace and its stdin.
-func runListentargetWith(t *testing.T, bin string, somaxconn int, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
+// runListentargetWith runs the target with env added to its environment
+// and calls on for every line it prints, with the command prefix that runs
+// a program in its namespace and its stdin.
+func runListentargetWith(t *testing.T, bin string, somaxconn int, env []string, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
 	t.Helper()
 	prefix := netns(t, somaxconn)
 	target := command(prefix, append([]string{bin}, args...)...)
+	target.Env = append(os.Environ(), env...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -425,7 +427,7 @@ func TestListenOverflow(t *testing.T) {
 		// The burst comes from another process in the namespace: the
 		// target itself has no fd to spare.
 		var gen []byte
-		r := runListentargetWith(t, bin, somaxconn, func(f ltFact, prefix []string, stdin io.Writer) {
+		r := runListentargetWith(t, bin, somaxconn, nil, func(f ltFact, prefix []string, stdin io.Writer) {
 			if f.Op != "emfile_on" {
 				return
 			}
@@ -456,6 +458,43 @@ func TestListenOverflow(t *testing.T) {
 		}
 		if during == 0 {
 			t.Errorf("no listen_overflow while accept failed with EMFILE (%d in all)", len(evs))
+		}
+	})
+	t.Run("starve", func(t *testing.T) {
+		// One P, no asynchronous preemption, and main spinning: the
+		// netpoller makes the parked acceptor runnable and the scheduler
+		// never runs it. The burst comes from another process.
+		var gen []byte
+		env := []string{"GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1"}
+		r := runListentargetWith(t, bin, somaxconn, env, func(f ltFact, prefix []string, stdin io.Writer) {
+			if f.Op != "starve_on" {
+				return
+			}
+			var err error
+			gen, err = command(prefix, bin, "-dial", fmt.Sprintf("127.0.0.1:%d", f.Port), "-burst", "20", "-rounds", "1", "-every", "0").CombinedOutput()
+			if err != nil {
+				t.Fatalf("load generator: %v\n%s", err, gen)
+			}
+		}, "-mode", "starve", "-burst", "0", "-stall", "3s")
+		t.Logf("load generator: %s", gen)
+		evs := checkOverflowEvents(t, r, "127.0.0.1", somaxconn)
+		on, off := r.fact(t, "starve_on"), r.fact(t, "starve_off")
+		during := 0
+		for _, e := range evs {
+			at := e.when(t).UnixNano()
+			if at < on.TimeNs || at > off.TimeNs {
+				continue
+			}
+			during++
+			if e.Verdict != "acceptor_starved" {
+				t.Errorf("overflow while the acceptor was starved: verdict %q, want acceptor_starved", e.Verdict)
+			}
+			if len(e.Acceptors) != 1 || e.Acceptors[0].Goid != r.ready.AcceptorGoid || e.Acceptors[0].State != "parked" {
+				t.Errorf("overflow while the acceptor was starved: acceptors %+v, want goroutine %d parked", e.Acceptors, r.ready.AcceptorGoid)
+			}
+		}
+		if during == 0 {
+			t.Errorf("no listen_overflow while the acceptor was starved (%d in all)", len(evs))
 		}
 	})
 	t.Run("prompt", func(t *testing.T) {

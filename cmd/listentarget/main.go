@@ -16,6 +16,11 @@
 //	        and retries every 20ms; then it waits for a second line on
 //	        stdin (the burst comes from another process, which still has
 //	        fds), and restores the limit
+//	starve: keeps accepting promptly, but main then spins for -stall
+//	        without a function call: run with GOMAXPROCS=1 and
+//	        GODEBUG=asyncpreemptoff=1, the parked acceptor is made runnable
+//	        by the netpoller and the scheduler does not run it (the burst
+//	        comes from another process)
 //
 // After the burst it waits -settle, prints "done", and exits when stdin
 // closes.
@@ -186,8 +191,9 @@ func main() {
 			}
 		}
 	}()
+	goidOfAcceptor = <-acceptor
 	report("ready", "pid", os.Getpid(), "listen_fd", lfd, "port", ln.Addr().(*net.TCPAddr).Port,
-		"acceptor_goid", <-acceptor)
+		"acceptor_goid", goidOfAcceptor)
 	in := bufio.NewReader(os.Stdin)
 	in.ReadString('\n')
 
@@ -203,6 +209,12 @@ func main() {
 		report("burst", "ok", ok, "failed", failed)
 	}
 	<-stalled
+	if *mode == "starve" {
+		n := spinIterations(*stall)
+		report("starve_on", "port", ln.Addr().(*net.TCPAddr).Port, "acceptor_goid", goidOfAcceptor)
+		spinSink = spin(n)
+		report("starve_off")
+	}
 	if *mode == "emfile" {
 		in.ReadString('\n')
 		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &oldLimit)
@@ -211,4 +223,31 @@ func main() {
 	time.Sleep(*settle)
 	report("done")
 	io.Copy(io.Discard, in) // until stdin closes
+}
+
+var (
+	goidOfAcceptor uint64
+	spinSink       uint64
+)
+
+// spin adds n numbers without calling a function: with asynchronous
+// preemption off, nothing else runs on this P meanwhile.
+func spin(n uint64) uint64 {
+	var x uint64
+	for i := uint64(0); i < n; i++ {
+		x += i ^ (x >> 3)
+	}
+	return x
+}
+
+// spinIterations calibrates spin to last about d.
+func spinIterations(d time.Duration) uint64 {
+	const probe = 20_000_000
+	start := time.Now()
+	spinSink += spin(probe)
+	el := time.Since(start)
+	if el <= 0 {
+		el = time.Nanosecond
+	}
+	return uint64(float64(probe) * float64(d) / float64(el))
 }
