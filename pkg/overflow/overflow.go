@@ -345,20 +345,30 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 			o.listeners[id] = st
 		}
 		st.present = true
-		if ns := o.spaces[st.netns]; ns != nil && !ns.ok {
-			if ov, err := listenOverflows(r.Pid); err == nil {
-				ns.overflows, ns.ok = ov, true
-			}
-		}
 		byNS[st.netns] = append(byNS[st.netns], seen{id, st, r})
 	}
 	var evs []event.Event
 	for nsID, ls := range byNS {
 		s := make([]uint64, len(ls))
 		reported := make([]uint64, len(ls))
+		news := false
 		for i, l := range ls {
 			s[i] = sub(l.rec.Drops, l.st.baseDrops)
 			reported[i] = l.st.reported
+			news = news || s[i] > reported[i] || l.rec.HookDrops > reported[i]
+		}
+		if !news {
+			for _, l := range ls {
+				l.st.last = l.rec
+			}
+			continue
+		}
+		// Read the namespace's counter only when there is something to
+		// report: most samples have nothing.
+		if ns := o.spaces[nsID]; ns != nil {
+			if ov, err := listenOverflows(ls[0].rec.Pid); err == nil {
+				ns.overflows, ns.ok = ov, true
+			}
 		}
 		// Without the namespace's counter (its process just went),
 		// sk_drops alone.
