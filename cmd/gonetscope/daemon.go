@@ -32,6 +32,7 @@ func daemon(args []string) error {
 		stacks  = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 		grs     = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 		grEvery = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
+		ovEvery = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
 		mAddr   = fs.String("metrics-addr", "127.0.0.1:9464", "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; loopback unless told otherwise)")
 	)
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
@@ -39,6 +40,9 @@ func daemon(args []string) error {
 	}
 	if err := checkHooks(*hooks); err != nil {
 		return err
+	}
+	if *ovEvery <= 0 {
+		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovEvery)
 	}
 	if *mAddr != "" {
 		if err := metrics.CheckAddr(*mAddr); err != nil {
@@ -61,7 +65,7 @@ func daemon(args []string) error {
 	}
 
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery})
+		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery})
 	if err != nil {
 		return err
 	}

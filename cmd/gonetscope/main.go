@@ -93,6 +93,7 @@ func trace(args []string) error {
 		grs         = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
+		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
@@ -131,8 +132,11 @@ func trace(args []string) error {
 		sink = f
 	}
 
+	if *ovfEvery <= 0 {
+		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovfEvery)
+	}
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery})
+		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery})
 	if err != nil {
 		return err
 	}

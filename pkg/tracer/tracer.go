@@ -26,6 +26,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/overflow"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
 )
@@ -55,6 +56,9 @@ type Options struct {
 	Goroutines        bool
 	GoroutineInterval time.Duration
 	GoroutineTop      int
+	// OverflowInterval is how often the traced listeners' drop counters
+	// are sampled for listen_overflow. Zero: 100ms.
+	OverflowInterval time.Duration
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -71,8 +75,10 @@ type Tracer struct {
 	netpoll *netpoll.Objects
 	tcp     *tcp.Objects
 	gr      *goroutines.Objects // nil without Options.Goroutines
-	hooks   map[string]string
-	streams []stream
+	// overflow samples the listeners for listen_overflow.
+	overflow *overflow.Objects
+	hooks    map[string]string
+	streams  []stream
 
 	queue chan item
 	// queueLost counts events dropped in user space, by event name.
@@ -133,6 +139,9 @@ func New(opts Options) (*Tracer, error) {
 	if opts.GoroutineTop == 0 {
 		opts.GoroutineTop = 10
 	}
+	if opts.OverflowInterval == 0 {
+		opts.OverflowInterval = 100 * time.Millisecond
+	}
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes})
 	if err != nil {
 		return nil, err
@@ -142,7 +151,14 @@ func New(opts Options) (*Tracer, error) {
 		np.Close()
 		return nil, err
 	}
+	ov, err := overflow.Load(overflow.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
+	if err != nil {
+		tc.Close()
+		np.Close()
+		return nil, err
+	}
 	t := &Tracer{
+		overflow:       ov,
 		opts:           opts,
 		clock:          bpfobj.NewClock(),
 		netpoll:        np,
@@ -164,6 +180,7 @@ func New(opts Options) (*Tracer, error) {
 	}
 	maps.Copy(t.hooks, netpoll.Hooks)
 	maps.Copy(t.hooks, tc.Hooks())
+	t.hooks["listen_overflow"] = ov.Mechanism()
 	for _, s := range []struct {
 		name   string
 		m      *ebpf.Map
@@ -193,6 +210,9 @@ func (t *Tracer) Close() error {
 	}
 	if t.gr != nil {
 		t.gr.Close()
+	}
+	if t.overflow != nil {
+		t.overflow.Close()
 	}
 	if t.tcp != nil {
 		t.tcp.Close()
@@ -266,6 +286,10 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
+	if err := t.overflow.Baseline(uint32(pid)); err != nil {
+		t.netpoll.Targets().Delete(uint32(pid))
+		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
+	}
 	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
 	if syms != nil {
 		t.syms[pid] = syms
@@ -305,6 +329,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	if tg.goroutines != nil {
 		t.gr.Detach(pid)
 	}
+	t.overflow.Forget(uint32(pid))
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
@@ -378,6 +403,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 
 	tick := time.NewTicker(t.opts.PollInterval)
 	defer tick.Stop()
+	overflowTick := time.NewTicker(t.opts.OverflowInterval)
+	defer overflowTick.Stop()
 	var (
 		held      []event.Event // control events waiting for a flush
 		flushing  int           // readers yet to hand over their ring buffer
@@ -389,9 +416,17 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 		case <-ctx.Done():
 			if !finishing {
 				finishing = true
+				// The last drops, while the listeners still exist.
+				if err := t.sampleOverflow(sink); err != nil {
+					return err
+				}
 				t.detachAll(ro.reason())
 			}
 		case <-t.wake:
+		case <-overflowTick.C:
+			if err := t.sampleOverflow(sink); err != nil {
+				return err
+			}
 		case <-tick.C:
 			t.reapExited()
 			if err := t.reportLost(sink); err != nil {
@@ -563,4 +598,30 @@ func (t *Tracer) reportLost(sink Sink) error {
 
 func (t *Tracer) lostEvent(stream, lostEvent string, n uint64) *event.Lost {
 	return &event.Lost{Header: event.Header{Time: time.Now(), Event: "lost"}, Count: n, Stream: stream, LostEvent: lostEvent}
+}
+
+// sampleOverflow writes a listen_overflow event for every traced listener
+// whose drop counter rose since the previous sample.
+func (t *Tracer) sampleOverflow(sink Sink) error {
+	t.mu.Lock()
+	comms := make(map[uint32]string, len(t.targets))
+	for pid, tg := range t.targets {
+		comms[uint32(pid)] = tg.proc.Comm
+	}
+	t.mu.Unlock()
+	if len(comms) == 0 {
+		return nil
+	}
+	evs, err := t.overflow.Sample(t.clock, comms)
+	if err != nil {
+		// Nothing is lost: the counters are cumulative, and the next
+		// sample reports these drops.
+		return nil
+	}
+	for _, ev := range evs {
+		if err := sink.Write(ev); err != nil {
+			return fmt.Errorf("writing event: %w", err)
+		}
+	}
+	return nil
 }

@@ -1,0 +1,3 @@
+module fhserver
+
+go 1.26

@@ -1,0 +1,528 @@
+// Package overflow loads bpf/overflow.bpf.c: accept-queue overflows of the
+// traced processes' TCP listeners (listen_overflow), attributed to the
+// goroutines that accept on them.
+//
+// This kernel offers no hook on the drop itself (no fentry, no kprobes, and
+// skb:kfree_skb does not see it), so a BPF task_file iterator reads every
+// traced listener's drop counter (sk_drops, which the kernel increments with
+// LINUX_MIB_LISTENOVERFLOWS on each overflow), its queue depth, and the
+// accept counters the tracepoints keep, once per interval. A rise of the
+// drop counter is one listen_overflow event for that interval.
+package overflow
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"sync"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+)
+
+// Sampled is the mechanism name when no drop hook attached: the drop
+// counters are sampled by the iterator.
+const Sampled = "iter/task_file"
+
+// Hook mechanism families that Options.Hooks can force (as in pkg/tcp).
+const (
+	HooksAuto       = "auto"
+	HooksFentry     = "fentry"
+	HooksKprobe     = "kprobe"
+	HooksTracepoint = "tracepoint" // no drop hook: sampled counters only
+)
+
+var dropHooks = []struct {
+	family string
+	progs  []string
+	attach func(fn string, p *ebpf.Program) (link.Link, error)
+}{
+	{HooksFentry, []string{overflowProgFentryTcpConnRequest, overflowProgFentryTcpV4SynRecvSock, overflowProgFentryTcpV6SynRecvSock},
+		func(_ string, p *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p})
+		}},
+	{HooksKprobe, []string{overflowProgKprobeTcpConnRequest, overflowProgKprobeTcpV4SynRecvSock, overflowProgKprobeTcpV6SynRecvSock},
+		func(fn string, p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }},
+}
+
+// hookedFuncs are the kernel functions the drop hook programs attach to, in
+// the order of dropHooks' progs.
+var hookedFuncs = []string{"tcp_conn_request", "tcp_v4_syn_recv_sock", "tcp_v6_syn_recv_sock"}
+
+// Options change the object before it is loaded.
+type Options struct {
+	// Targets is the shared map of traced processes (netpoll.Objects.Targets).
+	Targets *ebpf.Map
+	// Parks is netpoll's map of parked goroutines (netpoll.Objects.Parks).
+	Parks *ebpf.Map
+	// Hooks is HooksAuto (a drop hook if the kernel allows one), or a
+	// family to use for the drop hook. A family the kernel refuses leaves
+	// the drops sampled, and Mechanism says so: unlike the tcp hooks, the
+	// drops are counted either way.
+	Hooks string
+}
+
+// Objects are the loaded programs and maps and the per-listener state
+// between samples. Sample, Baseline and Forget may be called from
+// different goroutines.
+type Objects struct {
+	coll     *ebpf.Collection
+	hookColl *ebpf.Collection
+	links    []link.Link
+	iter     *link.Iter
+	// mechanism counts the drops: "fentry" or "kprobe" (the drop hook), or
+	// Sampled.
+	mechanism string
+
+	mu        sync.Mutex
+	listeners map[listenerID]*listenerState
+	baselined map[uint32]bool   // PIDs whose listeners existed at attach
+	netns     map[uint32]uint64 // PID -> its network namespace
+	spaces    map[uint64]*nsState
+	runtimes  map[uint32]*goroutines
+	noRuntime map[uint32]error
+}
+
+// listenerID is one listener: the fd in a process and the socket behind it
+// (an fd number reused for another listener is another listener).
+type listenerID struct {
+	pid uint32
+	fd  int32
+	sk  uint64
+}
+
+type listenerState struct {
+	// last is the previous sample: the start of the next interval.
+	last overflowListenerRec
+	// baseDrops is sk_drops when gonetscope first saw the listener (0 for
+	// one created after attach); reported is the drops reported since.
+	baseDrops, reported uint64
+	netns               uint64
+	present             bool
+}
+
+// Load loads the programs and maps into the kernel and attaches them.
+func Load(opts Options) (*Objects, error) {
+	spec, err := loadOverflow()
+	if err != nil {
+		return nil, err
+	}
+	// The shared header declares a ring buffer; this object sends nothing
+	// through it.
+	spec.Maps[overflowMapEvents].MaxEntries = 4096
+	base := spec.Copy()
+	for _, h := range dropHooks {
+		for _, p := range h.progs {
+			delete(base.Programs, p)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
+		MapReplacements: map[string]*ebpf.Map{overflowMapTargets: opts.Targets, overflowMapParks: opts.Parks},
+	})
+	if err != nil {
+		return nil, bpfobj.LoadError("overflow BPF object", err)
+	}
+	o := &Objects{
+		coll:      coll,
+		listeners: map[listenerID]*listenerState{},
+		baselined: map[uint32]bool{},
+		netns:     map[uint32]uint64{},
+		spaces:    map[uint64]*nsState{},
+		runtimes:  map[uint32]*goroutines{},
+		noRuntime: map[uint32]error{},
+		mechanism: Sampled,
+	}
+	tps := base.Copy()
+	delete(tps.Programs, overflowProgOverflowListeners)
+	if o.links, err = bpfobj.AttachTracepoints(tps, coll.Programs); err != nil {
+		o.Close()
+		return nil, err
+	}
+	if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[overflowProgOverflowListeners]}); err != nil {
+		o.Close()
+		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
+	}
+	if err := o.attachDropHook(spec, opts.Hooks); err != nil {
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+// attachDropHook attaches the first drop hook family the kernel accepts
+// for all three functions (Debian's 6.1 refuses fentry on
+// tcp_v4_syn_recv_sock and takes kprobes), or none: then the drop counters
+// are sampled.
+func (o *Objects) attachDropHook(spec *ebpf.CollectionSpec, family string) error {
+	if family == "" {
+		family = HooksAuto
+	}
+	if family == HooksTracepoint {
+		return nil
+	}
+	for _, h := range dropHooks {
+		if family != HooksAuto && family != h.family {
+			continue
+		}
+		if err := o.attachHookFamily(spec, h.progs, h.attach); err == nil {
+			o.mechanism = h.family
+			return nil
+		}
+	}
+	return nil
+}
+
+func (o *Objects) attachHookFamily(spec *ebpf.CollectionSpec, progs []string, attach func(string, *ebpf.Program) (link.Link, error)) error {
+	one := spec.Copy()
+	for name := range one.Programs {
+		if !slices.Contains(progs, name) {
+			delete(one.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
+	if err != nil {
+		return bpfobj.LoadError("overflow drop hook", err)
+	}
+	var links []link.Link
+	for i, p := range progs {
+		l, err := attach(hookedFuncs[i], coll.Programs[p])
+		if err != nil {
+			bpfobj.CloseAll(links)
+			coll.Close()
+			return fmt.Errorf("attaching %s: %w", p, err)
+		}
+		links = append(links, l)
+	}
+	o.hookColl = coll
+	o.links = append(o.links, links...)
+	return nil
+}
+
+// Mechanism says how drops are counted: "fentry" or "kprobe" (a hook on
+// the drop), or Sampled (the drop counters, read every interval).
+func (o *Objects) Mechanism() string { return o.mechanism }
+
+// Close detaches and unloads everything.
+func (o *Objects) Close() error {
+	if o.iter != nil {
+		o.iter.Close()
+	}
+	bpfobj.CloseAll(o.links)
+	if o.hookColl != nil {
+		o.hookColl.Close()
+	}
+	o.coll.Close()
+	return nil
+}
+
+// scan runs the iterator once: every TCP listener of every traced process.
+func (o *Objects) scan() ([]overflowListenerRec, error) {
+	rd, err := o.iter.Open()
+	if err != nil {
+		return nil, fmt.Errorf("running the listener iterator: %w", err)
+	}
+	defer rd.Close()
+	raw, err := io.ReadAll(rd)
+	if err != nil {
+		return nil, fmt.Errorf("reading the listener iterator: %w", err)
+	}
+	var recs []overflowListenerRec
+	for len(raw) > 0 {
+		r, err := bpfobj.View[overflowListenerRec](raw)
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, *r)
+		raw = raw[unsafe.Sizeof(*r):]
+	}
+	return recs, nil
+}
+
+// Baseline records the listeners pid has now, so that only drops from now
+// on are reported. Call it right after pid is added to the targets map.
+func (o *Objects) Baseline(pid uint32) error {
+	recs, err := o.scan()
+	if err != nil {
+		return err
+	}
+	ns, err := netnsOf(pid)
+	if err != nil {
+		return fmt.Errorf("reading the network namespace of PID %d: %w", pid, err)
+	}
+	ov, err := listenOverflows(pid)
+	if err != nil {
+		return fmt.Errorf("reading the listen overflow counter of PID %d's network namespace: %w", pid, err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.baselined[pid] = true
+	o.netns[pid] = ns
+	if _, ok := o.spaces[ns]; !ok {
+		o.spaces[ns] = &nsState{base: ov, overflows: ov, ok: true}
+	}
+	for _, r := range recs {
+		if r.Pid != pid {
+			continue
+		}
+		id := listenerID{r.Pid, r.Fd, r.Sk}
+		if _, ok := o.listeners[id]; !ok {
+			o.listeners[id] = &listenerState{last: r, baseDrops: r.Drops, netns: ns}
+		}
+	}
+	return nil
+}
+
+// Forget drops the state of pid's listeners (pid was detached).
+func (o *Objects) Forget(pid uint32) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.baselined, pid)
+	delete(o.netns, pid)
+	delete(o.runtimes, pid)
+	delete(o.noRuntime, pid)
+	for id, st := range o.listeners {
+		if id.pid == pid {
+			o.gone(id, st)
+		}
+	}
+}
+
+// gone forgets a closed listener, keeping what it reported so that its
+// namespace's later overflows are not given to the others twice.
+func (o *Objects) gone(id listenerID, st *listenerState) {
+	if ns := o.spaces[st.netns]; ns != nil {
+		ns.reportedGone += st.reported
+	}
+	delete(o.listeners, id)
+}
+
+// Sample reads every traced listener and returns a listen_overflow event
+// for each that has overflows not yet reported. comms names the traced
+// processes for the event header.
+//
+// A listener's sk_drops counts its overflows and, rarely, other listen
+// drops; its namespace's TcpExtListenOverflows counts exactly the
+// overflows of all the namespace's listeners. The drops reported for a
+// namespace's listeners add up to the smaller of the two (cumulative since
+// attach), split among the listeners by their sk_drops.
+func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.Event, error) {
+	recs, err := o.scan()
+	if err != nil {
+		return nil, err
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, st := range o.listeners {
+		st.present = false
+	}
+	for _, ns := range o.spaces {
+		ns.ok = false
+	}
+	type seen struct {
+		id  listenerID
+		st  *listenerState
+		rec overflowListenerRec
+	}
+	byNS := map[uint64][]seen{}
+	for _, r := range recs {
+		if !o.baselined[r.Pid] {
+			continue // attached but not baselined yet
+		}
+		id := listenerID{r.Pid, r.Fd, r.Sk}
+		st, ok := o.listeners[id]
+		if !ok {
+			// Created after attach: its drop counter started at zero
+			// then. Accept counters are kept per fd number: start from
+			// their values now.
+			st = &listenerState{netns: o.netns[r.Pid]}
+			st.last.Accepts, st.last.Eagains, st.last.AcceptErrors = r.Accepts, r.Eagains, r.AcceptErrors
+			st.last.Handshakes, st.last.Now = r.Handshakes, r.Now
+			o.listeners[id] = st
+		}
+		st.present = true
+		byNS[st.netns] = append(byNS[st.netns], seen{id, st, r})
+	}
+	var evs []event.Event
+	for nsID, ls := range byNS {
+		s := make([]uint64, len(ls))
+		reported := make([]uint64, len(ls))
+		news := false
+		for i, l := range ls {
+			s[i] = sub(l.rec.Drops, l.st.baseDrops)
+			reported[i] = l.st.reported
+			news = news || s[i] > reported[i] || l.rec.HookDrops > reported[i]
+		}
+		if !news {
+			for _, l := range ls {
+				l.st.last = l.rec
+			}
+			continue
+		}
+		// Read the namespace's counter only when there is something to
+		// report: most samples have nothing.
+		if ns := o.spaces[nsID]; ns != nil {
+			if ov, err := listenOverflows(ls[0].rec.Pid); err == nil {
+				ns.overflows, ns.ok = ov, true
+			}
+		}
+		// Without the namespace's counter (its process just went),
+		// sk_drops alone.
+		total := ^uint64(0)
+		if ns := o.spaces[nsID]; ns != nil && ns.ok {
+			total = sub(sub(ns.overflows, ns.base), ns.reportedGone)
+		}
+		drops := allocate(total, s, reported)
+		if o.mechanism != Sampled {
+			// The hook counted each overflow of each listener.
+			for i, l := range ls {
+				drops[i] = sub(l.rec.HookDrops, l.st.reported)
+			}
+		}
+		for i, l := range ls {
+			if drops[i] > 0 {
+				e := o.explain(clock, comms[l.rec.Pid], &l.st.last, &l.rec)
+				e.Drops = drops[i]
+				e.SkDrops = sub(l.rec.Drops, l.st.last.Drops)
+				l.st.reported += drops[i]
+				evs = append(evs, e)
+			}
+			l.st.last = l.rec
+		}
+	}
+	for id, st := range o.listeners {
+		if !st.present {
+			o.gone(id, st)
+		}
+	}
+	return evs, nil
+}
+
+// acceptorsOf lists the goroutines that called accept4 on (pid, fd).
+func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]overflowAcceptor {
+	out := map[uint64]overflowAcceptor{}
+	var k overflowAcceptorKey
+	var v overflowAcceptor
+	it := o.coll.Maps[overflowMapAcceptors].Iterate()
+	for it.Next(&k, &v) {
+		if k.Pid == pid && k.Fd == fd {
+			out[k.Goid] = v
+		}
+	}
+	return out
+}
+
+func (o *Objects) runtimeOf(pid uint32) *goroutines {
+	if gr, ok := o.runtimes[pid]; ok {
+		return gr
+	}
+	if _, failed := o.noRuntime[pid]; failed {
+		return nil
+	}
+	gr, err := openGoroutines(int(pid))
+	if err != nil {
+		o.noRuntime[pid] = err
+		return nil
+	}
+	o.runtimes[pid] = gr
+	return gr
+}
+
+// explain builds the event for a listener whose drops rose from prev to cur.
+func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowListenerRec) *event.ListenOverflow {
+	interval := cur.Now - prev.Now
+	if prev.Now == 0 || prev.Now > cur.Now {
+		interval = 0
+	}
+	e := &event.ListenOverflow{
+		Header: event.Header{
+			Time: clock.Time(cur.Now), Event: "listen_overflow",
+			PID: cur.Pid, TID: cur.Pid, Comm: comm,
+		},
+		ListenFD:     cur.Fd,
+		Addrs:        bpfobj.Addrs(cur.Addrs.Family, cur.Addrs.Saddr, cur.Addrs.Daddr, cur.Addrs.Sport, cur.Addrs.Dport),
+		MPTCP:        cur.Mptcp != 0,
+		Backlog:      cur.Backlog,
+		BacklogMax:   cur.BacklogMax,
+		IntervalNs:   interval,
+		AcceptErrors: sub(cur.AcceptErrors, prev.AcceptErrors),
+	}
+	if cur.LastErr != 0 {
+		e.AcceptErrno = event.ErrnoName(cur.LastErr)
+	}
+	if interval > 0 {
+		secs := float64(interval) / 1e9
+		e.AcceptRate = float64(sub(cur.Accepts, prev.Accepts)) / secs
+		e.SynRate = float64(sub(cur.Handshakes, prev.Handshakes)+sub(cur.Drops, prev.Drops)) / secs
+	}
+
+	// Who accepts, and what are they doing.
+	accs := o.acceptorsOf(cur.Pid, cur.Fd)
+	if cur.Parked != 0 {
+		if _, ok := accs[cur.ParkGoid]; !ok {
+			accs[cur.ParkGoid] = overflowAcceptor{}
+		}
+	}
+	ids := map[uint64]bool{}
+	for id := range accs {
+		ids[id] = true
+	}
+	var live map[uint64]goroutineInfo
+	if gr := o.runtimeOf(cur.Pid); gr != nil && len(ids) > 0 {
+		live, _ = gr.lookup(ids)
+	}
+	starved := false
+	for _, id := range slices.Sorted(maps.Keys(accs)) {
+		a := accs[id]
+		info, alive := live[id]
+		if live != nil && !alive {
+			continue // exited
+		}
+		acc := event.Acceptor{Goid: id, Accepts: a.Accepts, GoStatus: info.status}
+		switch {
+		case cur.Parked != 0 && cur.ParkGoid == id:
+			acc.State = event.AcceptorParked
+			acc.SinceNs = sub(cur.Now, cur.T_park)
+			starved = starved || cur.T_ready != 0
+		case info.status == "syscall":
+			acc.State = event.AcceptorBlocked
+			acc.SinceNs = sub(cur.Now, a.T_lastCall)
+			acc.Syscall = syscallOf(int(cur.Pid), info.tid)
+		default:
+			acc.State = event.AcceptorRunning
+			acc.SinceNs = sub(cur.Now, a.T_lastCall)
+		}
+		e.Acceptors = append(e.Acceptors, acc)
+	}
+
+	e.Verdict = verdict(len(e.Acceptors), starved, cur.Eagains > prev.Eagains, cur.Parked != 0)
+	return e
+}
+
+// verdict says why a listener overflowed, from: how many live goroutines
+// accept on it; whether one is parked with the listener reported ready
+// (starved); whether an acceptor emptied the queue and parked during the
+// interval (drained); and whether one is parked now.
+func verdict(acceptors int, starved, drained, parkedNow bool) string {
+	switch {
+	case acceptors == 0:
+		return event.VerdictNoAcceptor
+	case starved:
+		return event.VerdictAcceptorStarved
+	case drained || parkedNow:
+		return event.VerdictBacklogTooSmall
+	default:
+		return event.VerdictAcceptorBusy
+	}
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}

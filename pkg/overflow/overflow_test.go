@@ -1,0 +1,100 @@
+package overflow
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/gonetscope/gonetscope/pkg/event"
+)
+
+// The parks map is netpoll's, shared at load time: this object's view of
+// its key and value must be member for member the same as netpoll's.
+func TestParksLayoutMatchesNetpoll(t *testing.T) {
+	mine, err := loadOverflow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	theirs, err := ebpf.LoadCollectionSpec("../netpoll/netpoll_x86_bpfel.o")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := mine.Maps["parks"], theirs.Maps["parks"]
+	if a == nil || b == nil {
+		t.Fatal("no parks map")
+	}
+	if a.Type != b.Type || a.KeySize != b.KeySize || a.ValueSize != b.ValueSize || a.MaxEntries != b.MaxEntries {
+		t.Fatalf("parks: %v/%d/%d/%d here, %v/%d/%d/%d in netpoll", a.Type, a.KeySize, a.ValueSize, a.MaxEntries,
+			b.Type, b.KeySize, b.ValueSize, b.MaxEntries)
+	}
+	for _, pair := range [][2]btf.Type{{a.Key, b.Key}, {a.Value, b.Value}} {
+		sa, ok1 := btf.UnderlyingType(pair[0]).(*btf.Struct)
+		sb, ok2 := btf.UnderlyingType(pair[1]).(*btf.Struct)
+		if !ok1 || !ok2 {
+			t.Fatalf("parks key/value are not structs: %v %v", pair[0], pair[1])
+		}
+		if len(sa.Members) != len(sb.Members) {
+			t.Fatalf("%s: %d members here, %d in netpoll", sa.Name, len(sa.Members), len(sb.Members))
+		}
+		for i := range sa.Members {
+			ma, mb := sa.Members[i], sb.Members[i]
+			if ma.Name != mb.Name || ma.Offset != mb.Offset {
+				t.Errorf("%s member %d: %s at %d here, %s at %d in netpoll", sa.Name, i, ma.Name, ma.Offset, mb.Name, mb.Offset)
+			}
+		}
+	}
+}
+
+func TestVerdict(t *testing.T) {
+	for _, c := range []struct {
+		acceptors                   int
+		starved, drained, parkedNow bool
+		want                        string
+	}{
+		{0, false, false, false, event.VerdictNoAcceptor},
+		{0, true, true, true, event.VerdictNoAcceptor},
+		{1, true, false, true, event.VerdictAcceptorStarved},
+		{1, false, true, false, event.VerdictBacklogTooSmall},
+		{2, false, false, true, event.VerdictBacklogTooSmall},
+		{1, false, false, false, event.VerdictAcceptorBusy},
+	} {
+		if got := verdict(c.acceptors, c.starved, c.drained, c.parkedNow); got != c.want {
+			t.Errorf("verdict(%d, starved %v, drained %v, parked %v) = %s, want %s",
+				c.acceptors, c.starved, c.drained, c.parkedNow, got, c.want)
+		}
+	}
+}
+
+func TestAllocate(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		total       uint64
+		s, reported []uint64
+		want        []uint64
+	}{
+		{"one listener, sk_drops has extra non-overflow drops", 682, []uint64{691}, []uint64{0}, []uint64{682}},
+		{"one listener, namespace counter has others' overflows", 900, []uint64{691}, []uint64{0}, []uint64{691}},
+		{"one listener, part already reported", 682, []uint64{691}, []uint64{600}, []uint64{82}},
+		{"nothing new", 682, []uint64{691}, []uint64{682}, []uint64{0}},
+		{"no drops", 10, []uint64{0}, []uint64{0}, []uint64{0}},
+		{"two listeners split by sk_drops", 90, []uint64{60, 40}, []uint64{0, 0}, []uint64{54, 36}},
+		{"remainder to the largest", 10, []uint64{20, 10}, []uint64{0, 0}, []uint64{7, 3}},
+	} {
+		got := allocate(c.total, c.s, c.reported)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: allocate(%d, %v, %v) = %v, want %v", c.name, c.total, c.s, c.reported, got, c.want)
+		}
+	}
+}
+
+func TestParseListenOverflows(t *testing.T) {
+	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 36 40\nIpExt: InNoRoutes\nIpExt: 0\n"
+	if n, err := parseListenOverflows(netstat); err != nil || n != 36 {
+		t.Errorf("parseListenOverflows = %d, %v; want 36", n, err)
+	}
+	if _, err := parseListenOverflows("IpExt: InNoRoutes\nIpExt: 0\n"); err == nil {
+		t.Error("parseListenOverflows without TcpExt: no error")
+	}
+}
