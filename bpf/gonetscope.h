@@ -211,8 +211,10 @@ static __always_inline void read_sk_addrs(struct sock *sk, struct addrs *a)
 	a->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	a->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	if (a->family == AF_INET6) {
-		BPF_CORE_READ_INTO(a->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(a->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		/* Whole struct in6_addr: with the u8 array as the source,
+		 * BPF_CORE_READ_INTO would copy one element. */
+		BPF_CORE_READ_INTO((struct in6_addr *)a->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)a->daddr, sk, __sk_common.skc_v6_daddr);
 	} else {
 		BPF_CORE_READ_INTO((__u32 *)a->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)a->daddr, sk, __sk_common.skc_daddr);

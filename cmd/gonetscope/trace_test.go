@@ -324,8 +324,8 @@ func checkTrace(t *testing.T, argv []string, hooks, network string) traceRun {
 		[]string{"--hooks", hooks})
 	checkAttached(t, r, hooks)
 	checkConnects(t, r, network)
-	checkAccepts(t, r)
-	checkReads(t, r, delay)
+	checkAccepts(t, r, network)
+	checkReads(t, r, delay, network)
 	checkGoids(t, r)
 	if d := r.of("detached"); len(d) != 1 || d[0].Reason != "target_exited" {
 		t.Errorf("want one detached event with reason target_exited, got %+v", d)
@@ -391,7 +391,8 @@ func checkConnects(t *testing.T, r traceRun, network string) {
 	}
 }
 
-func checkAccepts(t *testing.T, r traceRun) {
+func checkAccepts(t *testing.T, r traceRun, network string) {
+	loopback := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
 	accepts := r.of("tcp_accept")
 	facts := r.factsOf("accept")
 	if len(accepts) != len(facts) {
@@ -404,7 +405,7 @@ func checkAccepts(t *testing.T, r traceRun) {
 			continue
 		}
 		e := accepts[i]
-		if g := goidOf(t, e); g != f.Goid || e.FD != f.FD || e.ListenFD != f.ListenFD || e.LPort != f.LPort {
+		if g := goidOf(t, e); g != f.Goid || e.FD != f.FD || e.ListenFD != f.ListenFD || e.LPort != f.LPort || e.LAddr != loopback || e.RAddr != loopback {
 			t.Errorf("tcp_accept %+v (goid %d), target says goid %d fd %d listen_fd %d lport %d", e, g, f.Goid, f.FD, f.ListenFD, f.LPort)
 		}
 		if e.QueueWaitNs == nil || e.Backlog == nil || e.BacklogMax == 0 {
@@ -421,7 +422,8 @@ func checkAccepts(t *testing.T, r traceRun) {
 // test-kernels sets GONETSCOPE_TEST_TIMING=causal) only the causal bound
 // holds: there the target's own bookkeeping between its clock reads and the
 // syscalls takes longer than the 10%.
-func checkReads(t *testing.T, r traceRun, delay time.Duration) {
+func checkReads(t *testing.T, r traceRun, delay time.Duration, network string) {
+	loopback := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
 	var waits []ev
 	for _, e := range r.of("netpoll_wait") {
 		if e.Mode == "read" {
@@ -434,7 +436,7 @@ func checkReads(t *testing.T, r traceRun, delay time.Duration) {
 	}
 	for i, f := range reads {
 		w := waits[i]
-		if g := goidOf(t, w); g != f.Goid || w.FD != f.FD {
+		if g := goidOf(t, w); g != f.Goid || w.FD != f.FD || w.LAddr != loopback || w.RAddr != loopback {
 			t.Errorf("netpoll_wait %+v (goid %d), target's read was goid %d fd %d", w, g, f.Goid, f.FD)
 		}
 		wait, measured, d := float64(w.WaitNs), float64(f.WaitNs), float64(delay)
