@@ -67,9 +67,14 @@ static __always_inline void hist_add(struct hist_key *key, __u64 ns)
 		if (!h)
 			return;
 	}
-	__u32 b = log2_u64(ns);
-	if (b >= HIST_BUCKETS)
-		b = HIST_BUCKETS - 1;
+	__u64 b = log2_u64(ns);
+	/* Clamp in the register used as the index, so that older verifiers
+	 * (6.1) see the bound: a plain if/else let clang compare a copy and
+	 * the load was refused as unbounded. */
+	asm volatile("if %0 <= %[max] goto +1\n\t"
+		     "%0 = %[max]"
+		     : "+r"(b)
+		     : [max] "i"(HIST_BUCKETS - 1));
 	__sync_fetch_and_add(&h->count, 1);
 	__sync_fetch_and_add(&h->sum_ns, ns);
 	__sync_fetch_and_add(&h->buckets[b], 1);

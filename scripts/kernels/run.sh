@@ -275,7 +275,7 @@ cp "$base" "$initrd"
 # clears the screen with escape codes). stdin is /dev/null so qemu never
 # touches the terminal. panic=-1 with -no-reboot makes qemu exit if the kernel
 # panics.
-append="console=ttyS0 quiet loglevel=3 panic=-1 rdinit=/init"
+append="console=ttyS0 quiet loglevel=${GONETSCOPE_VM_LOGLEVEL:-3} panic=-1 rdinit=/init"
 qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nographic
 	-no-reboot -nic none -kernel "$kimage" -initrd "$initrd" -append "$append")
 qboot=/usr/share/qemu/qboot.rom
