@@ -65,19 +65,23 @@ func binary(dir, env, pkg string) string {
 
 // fact is a JSON line the target printed about itself.
 type fact struct {
-	Op       string `json:"op"`
-	PID      int    `json:"pid"`
-	Goid     uint64 `json:"goid"`
-	FD       int32  `json:"fd"`
-	ListenFD int32  `json:"listen_fd"`
-	Port     uint16 `json:"port"`
-	LPort    uint16 `json:"lport"`
-	RPort    uint16 `json:"rport"`
-	WaitNs   int64  `json:"wait_ns"`
-	DelayNs  int64  `json:"delay_ns"`
-	Reads    int    `json:"reads"`
-	FDLimit  uint64 `json:"fd_limit"`
-	At       string `json:"at"` // file:line of the call
+	Op         string `json:"op"`
+	PID        int    `json:"pid"`
+	Goid       uint64 `json:"goid"`
+	FD         int32  `json:"fd"`
+	ListenFD   int32  `json:"listen_fd"`
+	Port       uint16 `json:"port"`
+	LPort      uint16 `json:"lport"`
+	RPort      uint16 `json:"rport"`
+	WaitNs     int64  `json:"wait_ns"`
+	DelayNs    int64  `json:"delay_ns"`
+	Reads      int    `json:"reads"`
+	Accepts    int64  `json:"accepts"`
+	OK         bool   `json:"ok"`
+	Ops        int64  `json:"ops"`
+	Goroutines int64  `json:"goroutines"`
+	FDLimit    uint64 `json:"fd_limit"`
+	At         string `json:"at"` // file:line of the call
 	// cmd/leaktarget's
 	LeakSite  string `json:"leak_site"`
 	LeakAt    string `json:"leak_at"`
@@ -171,6 +175,18 @@ func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
 // binary, or a command that ends by exec'ing one).
 func traceCommand(t *testing.T, argv, targetArgs, traceArgs []string) traceRun {
 	t.Helper()
+	return traceCommandWith(t, argv, targetArgs, traceArgs, nil)
+}
+
+// traceTargetWith is traceTarget that also hands each fact to onFact as the
+// target prints it (to drive load at a port the target reports).
+func traceTargetWith(t *testing.T, targetArgs, traceArgs []string, onFact func(fact)) traceRun {
+	t.Helper()
+	return traceCommandWith(t, []string{nettargetBin}, targetArgs, traceArgs, onFact)
+}
+
+func traceCommandWith(t *testing.T, argv, targetArgs, traceArgs []string, onFact func(fact)) traceRun {
+	t.Helper()
 	target := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-wait-stdin"), targetArgs...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
@@ -210,6 +226,9 @@ func traceCommand(t *testing.T, argv, targetArgs, traceArgs []string) traceRun {
 			t.Fatalf("target line %q: %v", lines.Text(), err)
 		}
 		r.facts = append(r.facts, f)
+		if onFact != nil {
+			onFact(f)
+		}
 	}
 	if err := target.Wait(); err != nil {
 		t.Fatalf("target: %v", err)

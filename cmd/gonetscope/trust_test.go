@@ -9,11 +9,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -186,5 +189,101 @@ func TestNoUretprobes(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestConnectionBurst: tens of thousands of loopback connects per second,
+// bounded in time, at a traced server. The server keeps serving (it
+// accepts every connection that was made), and every accept is either
+// delivered as tcp_accept or counted as lost.
+func TestConnectionBurst(t *testing.T) {
+	r, dials, elapsed := burstRun(t, 2*time.Second, 64)
+	served := r.factsOf("served")
+	serving := r.factsOf("serving")
+	if len(served) != 1 || len(serving) != 1 {
+		t.Fatalf("target reports: %+v", r.facts)
+	}
+	port := serving[0].Port
+	delivered := 0
+	for _, e := range r.of("tcp_accept") {
+		if e.LPort == port {
+			delivered++
+		}
+	}
+	var lost uint64
+	for _, e := range r.of("lost") {
+		if e.LostEvent == "tcp_accept" {
+			lost += e.Count
+		}
+	}
+	accepts := served[0].Accepts
+	t.Logf("%d connects in %v (%.0f/s); target accepted %d; %d tcp_accept delivered, %d lost",
+		dials, elapsed.Round(time.Millisecond), float64(dials)/elapsed.Seconds(), accepts, delivered, lost)
+	// A dial that timed out on the client may still complete in the
+	// kernel and be accepted: at least every successful dial.
+	if accepts < dials {
+		t.Errorf("the traced server accepted %d of %d connections", accepts, dials)
+	}
+	if uint64(delivered)+lost != uint64(accepts) {
+		t.Errorf("delivered %d + lost %d != %d accepts", delivered, lost, accepts)
+	}
+}
+
+// burstRun traces a nettarget that serves for a while and dials it from
+// workers goroutines of this process for d.
+func burstRun(t *testing.T, d time.Duration, workers int) (traceRun, int64, time.Duration) {
+	t.Helper()
+	var dials atomic.Int64
+	var elapsed time.Duration
+	r := traceTargetWith(t, []string{"-rounds", "0", "-serve", (d + 2*time.Second).String()}, nil, func(f fact) {
+		if f.Op != "serving" {
+			return
+		}
+		addr := fmt.Sprintf("127.0.0.1:%d", f.Port)
+		start := time.Now()
+		deadline := start.Add(d)
+		var wg sync.WaitGroup
+		for range workers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(deadline) && dials.Load() < 200000 {
+					c, err := net.DialTimeout("tcp4", addr, time.Second)
+					if err != nil {
+						continue
+					}
+					dials.Add(1)
+					c.Close()
+				}
+			}()
+		}
+		wg.Wait()
+		elapsed = time.Since(start)
+	})
+	return r, dials.Load(), elapsed
+}
+
+// TestStress runs a target that grows and moves goroutine stacks, churns
+// through goroutines and checks every byte of its network I/O, under the
+// heaviest tracing (--stacks --goroutines --min-wait 0), for
+// GONETSCOPE_STRESS (default 60s). The target must finish with its checks
+// passing; the tracer must end cleanly.
+func TestStress(t *testing.T) {
+	d := time.Minute
+	if s := os.Getenv("GONETSCOPE_STRESS"); s != "" {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := traceTarget(t, []string{"-rounds", "1", "-stress", d.String()},
+		[]string{"--stacks", "--goroutines", "--goroutine-interval", "1s", "--min-wait", "0"})
+	st := r.factsOf("stress")
+	if len(st) != 1 || !st[0].OK {
+		t.Fatalf("the stress target did not report success: %+v", st)
+	}
+	t.Logf("%v under tracing: %d checked round trips, %d goroutines, %d events", d, st[0].Ops, st[0].Goroutines, len(r.events))
+	if len(r.of("goroutines")) == 0 || len(r.of("netpoll_wait")) == 0 {
+		t.Error("the tracer reported no goroutines or netpoll_wait events: it did not watch the stress")
 	}
 }

@@ -116,6 +116,7 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	runExtras()
 	report("done")
 	time.Sleep(*linger)
 }
