@@ -34,6 +34,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if caps := os.Getenv("GONETSCOPE_DROP_CAPS"); caps != "" {
+		dropCapsAndExec(caps) // TestPrivileges' wrapper; does not return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "these tests load BPF programs: run them as root (sudo make test)")
 		os.Exit(1)

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"os"
@@ -152,20 +153,40 @@ func vmRSS(t *testing.T, pid int) int {
 }
 
 // TestPrivileges: without a capability it needs, gonetscope stops at start
-// and names the missing one.
+// and names the missing one. The capabilities are dropped from the bounding
+// set by this test binary itself (re-run as a wrapper), so no setpriv or
+// capsh is needed: busybox's setpriv cannot do it.
 func TestPrivileges(t *testing.T) {
 	target := startLingering(t)
 	for drop, want := range map[string]string{
-		"-bpf,-perfmon,-sys_admin": "missing capabilities CAP_BPF, CAP_PERFMON: run gonetscope as root",
-		"-sys_ptrace":              "missing capabilities CAP_SYS_PTRACE: run gonetscope as root",
+		"bpf,perfmon,sys_admin": "missing capabilities CAP_BPF, CAP_PERFMON: run gonetscope as root",
+		"sys_ptrace":            "missing capabilities CAP_SYS_PTRACE: run gonetscope as root",
 	} {
-		cmd := exec.Command("setpriv", "--bounding-set="+drop, "--inh-caps=-all",
-			gonetscopeBin, "trace", "--pid", strconv.Itoa(target.Process.Pid))
+		cmd := exec.Command(os.Args[0], "trace", "--pid", strconv.Itoa(target.Process.Pid))
+		cmd.Env = append(os.Environ(), "GONETSCOPE_DROP_CAPS="+drop, "GONETSCOPE_BIN="+gonetscopeBin)
 		out, err := cmd.CombinedOutput()
 		if _, ok := err.(*exec.ExitError); !ok || !strings.Contains(string(out), want) {
 			t.Errorf("dropping %s: %v, %q; want an error saying %q", drop, err, out, want)
 		}
 	}
+}
+
+// dropCapsAndExec drops the named capabilities from the bounding set and
+// execs gonetscope ($GONETSCOPE_BIN) with this process's arguments: as
+// root, what an exec'd program may hold is bounded by that set.
+func dropCapsAndExec(caps string) {
+	names := map[string]uintptr{"bpf": unix.CAP_BPF, "perfmon": unix.CAP_PERFMON,
+		"sys_admin": unix.CAP_SYS_ADMIN, "sys_ptrace": unix.CAP_SYS_PTRACE}
+	for _, c := range strings.Split(caps, ",") {
+		if err := unix.Prctl(unix.PR_CAPBSET_DROP, names[c], 0, 0, 0); err != nil {
+			fmt.Fprintln(os.Stderr, "dropping", c, err)
+			os.Exit(2)
+		}
+	}
+	bin := os.Getenv("GONETSCOPE_BIN")
+	err := unix.Exec(bin, append([]string{bin}, os.Args[1:]...), os.Environ())
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	os.Exit(2)
 }
 
 // TestNoUretprobes: no code path attaches a uretprobe. Go moves goroutine

@@ -276,7 +276,10 @@ cp "$base" "$initrd"
 # touches the terminal. panic=-1 with -no-reboot makes qemu exit if the kernel
 # panics.
 append="console=ttyS0 quiet loglevel=${GONETSCOPE_VM_LOGLEVEL:-3} panic=-1 rdinit=/init"
-qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp 2 -nographic
+# One vCPU: with two, TCG sometimes livelocked both in the kernel's int3
+# text patching (syscall_trace_enter, while BPF programs attached): soft
+# lockups that never ended. VM_SMP=2 brings the second back.
+qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "${VM_SMP:-1}" -nographic
 	-no-reboot -nic none -kernel "$kimage" -initrd "$initrd" -append "$append")
 qboot=/usr/share/qemu/qboot.rom
 [[ -f $qboot ]] && qemu+=(-bios "$qboot")
