@@ -66,6 +66,10 @@ func run() error {
 		{"gonetscope --min-wait 0 (every wait sent)", gonetscopeMode("--min-wait", "0")},
 		{"bpftrace, uprobes on runtime netpoll functions (classic)", bpftraceMode},
 	}
+	attach, err := measureAttach()
+	if err != nil {
+		return fmt.Errorf("attach: %w", err)
+	}
 	results := map[string][]result{}
 	for r := 1; r <= *rounds; r++ {
 		for _, m := range modes {
@@ -78,7 +82,79 @@ func run() error {
 			results[m.name] = append(results[m.name], res)
 		}
 	}
-	return report(modes, results)
+	return report(modes, results, attach)
+}
+
+// attachResult is the daemon's attach time to a large Go binary and its RSS.
+type attachResult struct {
+	binary           string
+	size             int64
+	attach, detached []time.Duration
+	rssKB            int
+}
+
+// measureAttach starts a daemon, attaches it five times to a running copy
+// of the Go toolchain's compiler (a large, stripped Go binary: its offsets
+// come from the version table) and reads the daemon's RSS while attached.
+func measureAttach() (attachResult, error) {
+	var res attachResult
+	out, err := exec.Command("go", "env", "GOTOOLDIR").Output()
+	if err != nil {
+		return res, err
+	}
+	res.binary = filepath.Join(strings.TrimSpace(string(out)), "compile")
+	st, err := os.Stat(res.binary)
+	if err != nil {
+		return res, err
+	}
+	res.size = st.Size()
+	// compile blocks reading its source from a pipe nobody writes to.
+	target := exec.Command(res.binary, "-o", os.DevNull, "-p", "main", "/dev/stdin")
+	stdin, _ := target.StdinPipe()
+	if err := target.Start(); err != nil {
+		return res, err
+	}
+	defer func() { stdin.Close(); target.Process.Kill(); target.Wait() }()
+
+	dir, err := os.MkdirTemp("", "bench-daemon")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "ctl.sock")
+	daemon := exec.Command(*gonetscope, "daemon", "--socket", sock, "--output", os.DevNull, "--metrics-addr", "")
+	daemon.Stderr = os.Stderr
+	if err := daemon.Start(); err != nil {
+		return res, err
+	}
+	defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
+	if err := waitFile(sock, 30*time.Second); err != nil {
+		return res, err
+	}
+	pid := strconv.Itoa(target.Process.Pid)
+	for range 5 {
+		t0 := time.Now()
+		if out, err := exec.Command(*gonetscope, "attach", "--socket", sock, pid).CombinedOutput(); err != nil {
+			return res, fmt.Errorf("%v: %s", err, out)
+		}
+		res.attach = append(res.attach, time.Since(t0))
+		res.rssKB = max(res.rssKB, vmRSSKB(daemon.Process.Pid))
+		if out, err := exec.Command(*gonetscope, "detach", "--socket", sock, pid).CombinedOutput(); err != nil {
+			return res, fmt.Errorf("%v: %s", err, out)
+		}
+	}
+	return res, nil
+}
+
+func vmRSSKB(pid int) int {
+	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, _ := strconv.Atoi(f[1])
+			return kb
+		}
+	}
+	return 0
 }
 
 // measure starts a fresh server, starts the mode's tracer on it, drives the
@@ -273,7 +349,7 @@ func median(rs []result, f func(result) float64) float64 {
 	return v[len(v)/2]
 }
 
-func report(modes []mode, results map[string][]result) error {
+func report(modes []mode, results map[string][]result, attach attachResult) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -297,6 +373,10 @@ func report(modes []mode, results map[string][]result) error {
 		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %d |\n",
 			m.name, rps, 100*rps/brps, p50, p50/bp50, p99, p99/bp99, cpu, cpu/bcpu, errs)
 	}
+	slices.Sort(attach.attach)
+	fmt.Fprintf(&b, "\n## Attach\n\n`gonetscope attach` to a running %s (%.1f MB, stripped Go %s binary: offsets from the version table), through a running daemon, 5 times: median %v (min %v, max %v), including the CLI's own start. Daemon RSS while attached: %.1f MB.\n",
+		filepath.Base(attach.binary), float64(attach.size)/1e6, runtime.Version(), attach.attach[len(attach.attach)/2].Round(time.Millisecond),
+		attach.attach[0].Round(time.Millisecond), attach.attach[len(attach.attach)-1].Round(time.Millisecond), float64(attach.rssKB)/1024)
 	if *extra != "" {
 		raw, err := os.ReadFile(*extra)
 		if err != nil {
