@@ -15,6 +15,7 @@
  */
 
 #include "gonetscope.h"
+#include "parks.h"
 #include "hist.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
@@ -27,18 +28,6 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 
 /* Go's netpoll reads at most 128 events per epoll_pwait. */
 #define MAX_EPOLL_EVENTS 128
-
-enum dir {
-	DIR_READ = 0,
-	DIR_WRITE = 1,
-};
-
-enum mode {
-	MODE_READ = 1,
-	MODE_WRITE = 2,
-	MODE_ACCEPT = 3,
-	MODE_CONNECT = 4,
-};
 
 struct netpoll_wait_event {
 	struct event_header hdr;
@@ -62,28 +51,6 @@ struct epoll_wait_event {
 	__s32 epfd;
 	__u32 _pad;
 };
-
-struct park_key {
-	__u32 pid;
-	__s32 fd;
-	__u32 dir; /* enum dir */
-};
-
-struct park {
-	__u64 goid;
-	__u64 t_park;
-	__u64 t_ready;
-	__u32 tid;
-	__u8 mode;
-	__u8 _pad[3];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct park_key);
-	__type(value, struct park);
-} parks SEC(".maps");
 
 struct epoll_call {
 	__u64 t_enter;

@@ -28,6 +28,7 @@
  */
 
 #include "gonetscope.h"
+#include "parks.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -195,31 +196,6 @@ int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb
 	return 0;
 }
 
-/* netpoll's park records (bpf/netpoll.bpf.c), shared by user space. The
- * layout must match there; pkg/overflow's tests hold the two together. */
-struct park_key {
-	__u32 pid;
-	__s32 fd;
-	__u32 dir; /* 0: read; an acceptor parks for read */
-};
-
-struct park {
-	__u64 goid;
-	__u64 t_park;
-	__u64 t_ready;
-	__u32 tid;
-	__u8 mode;
-	__u8 _pad[3];
-};
-
-#define PARK_MODE_ACCEPT 3
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct park_key);
-	__type(value, struct park);
-} parks SEC(".maps");
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int overflow_exit_accept4(struct trace_event_raw_sys_exit *ctx)
@@ -377,9 +353,9 @@ int overflow_listeners(struct bpf_iter__task_file *ctx)
 		r.t_last_eagain = s->t_last_eagain;
 		r.last_err = s->last_err;
 	}
-	struct park_key pkk = {.pid = tgid, .fd = r.fd, .dir = 0};
+	struct park_key pkk = {.pid = tgid, .fd = r.fd, .dir = DIR_READ};
 	struct park *p = bpf_map_lookup_elem(&parks, &pkk);
-	if (p && p->mode == PARK_MODE_ACCEPT) {
+	if (p && p->mode == MODE_ACCEPT) {
 		r.parked = 1;
 		r.park_goid = p->goid;
 		r.t_park = p->t_park;
