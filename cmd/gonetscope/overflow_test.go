@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -38,10 +39,11 @@ type ovEvent struct {
 	BacklogMax uint32  `json:"backlog_max"`
 	IntervalNs uint64  `json:"interval_ns"`
 	Acceptors  []struct {
-		Goid     uint64 `json:"goid"`
-		State    string `json:"state"`
-		SinceNs  uint64 `json:"since_ns"`
-		GoStatus string `json:"go_status"`
+		Goid     uint64  `json:"goid"`
+		State    string  `json:"state"`
+		SinceNs  uint64  `json:"since_ns"`
+		GoStatus string  `json:"go_status"`
+		Stack    []frame `json:"stack"`
 	} `json:"acceptors"`
 	AcceptRate   float64           `json:"accept_rate"`
 	AcceptErrors uint64            `json:"accept_errors"`
@@ -200,7 +202,7 @@ func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	tr := &tracerProc{done: make(chan error, 1)}
-	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms")
+	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms", "--stacks")
 	tr.cmd.Stdout, tr.cmd.Stderr = &tr.out, &tr.err
 	if err := tr.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -404,6 +406,10 @@ func TestListenOverflow(t *testing.T) {
 				}
 				if len(e.Acceptors) != 1 || e.Acceptors[0].Goid != r.ready.AcceptorGoid || e.Acceptors[0].State != "running" {
 					t.Errorf("overflow during the stall: acceptors %+v, want goroutine %d running", e.Acceptors, r.ready.AcceptorGoid)
+				} else if !slices.ContainsFunc(e.Acceptors[0].Stack, func(f frame) bool {
+					return f.Func == "net.(*TCPListener).Accept" && strings.HasSuffix(e.Acceptors[0].Stack[len(e.Acceptors[0].Stack)-1].Func, "goexit")
+				}) {
+					t.Errorf("overflow during the stall: the acceptor's stack (--stacks) does not go through net.(*TCPListener).Accept: %+v", e.Acceptors[0].Stack)
 				}
 			}
 			if inStall == 0 {

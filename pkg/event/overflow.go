@@ -38,8 +38,9 @@ type Acceptor struct {
 	GoStatus string
 	// Accepts is how many connections it accepted since gonetscope attached.
 	Accepts uint64
-	// Stack is its stack, innermost first, when stacks are collected.
-	Stack []string
+	// Stack is its stack at its latest accept (tcp_accept, or a
+	// netpoll_wait in accept mode), innermost first, with --stacks.
+	Stack []Frame
 }
 
 // ListenOverflow: a traced listener's accept queue overflowed and the
@@ -88,7 +89,7 @@ func (o *ListenOverflow) MarshalZerologObject(e *zerolog.Event) {
 		}
 		d.Uint64("accepts", a.Accepts)
 		if len(a.Stack) > 0 {
-			d.Strs("stack", a.Stack)
+			d.Array("stack", frames(a.Stack))
 		}
 		arr.Dict(d)
 	}

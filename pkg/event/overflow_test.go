@@ -14,7 +14,7 @@ func TestListenOverflowJSON(t *testing.T) {
 		Drops:    17, SkDrops: 18, Backlog: 3, BacklogMax: 2, IntervalNs: 100_000_000,
 		Acceptors: []Acceptor{
 			{Goid: 21, State: AcceptorRunning, SinceNs: 5, GoStatus: "waiting: sleep", Accepts: 1},
-			{Goid: 22, State: AcceptorBlocked, SinceNs: 6, Syscall: "fsync", Accepts: 0, Stack: []string{"main.f", "main.main"}},
+			{Goid: 22, State: AcceptorBlocked, SinceNs: 6, Syscall: "fsync", Accepts: 0, Stack: []Frame{{Func: "main.f", File: "/src/main.go", Line: 7}, {Func: "main.main", File: "/src/main.go", Line: 3}}},
 		},
 		AcceptRate: 10, SynRate: 250.5, AcceptErrors: 2, AcceptErrno: "EMFILE",
 		Verdict: VerdictAcceptorBusy,
@@ -31,7 +31,8 @@ func TestListenOverflowJSON(t *testing.T) {
 	if _, has := a0["syscall"]; has {
 		t.Errorf("acceptor 0 has a syscall: %v", a0)
 	}
-	if a1["state"] != "blocked" || a1["syscall"] != "fsync" || len(a1["stack"].([]any)) != 2 {
+	stack, _ := a1["stack"].([]any)
+	if a1["state"] != "blocked" || a1["syscall"] != "fsync" || len(stack) != 2 || stack[0].(map[string]any)["func"] != "main.f" || stack[0].(map[string]any)["line"] != json.Number("7") {
 		t.Errorf("acceptor 1 = %v", a1)
 	}
 	delete(got, "acceptors")
