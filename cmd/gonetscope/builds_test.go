@@ -22,15 +22,20 @@ import (
 // the offsets table), and returns the binary.
 func buildNettarget(t *testing.T, toolchain string, flags ...string) string {
 	t.Helper()
-	src, err := os.ReadFile("../nettarget/main.go")
-	if err != nil {
-		t.Fatal(err)
+	files := map[string][]byte{"go.mod": []byte("module nettarget\n\ngo 1.22\n")}
+	srcs, _ := filepath.Glob("../nettarget/*.go")
+	for _, f := range srcs {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Base(f)] = src
 	}
 	dir := t.TempDir()
-	for name, data := range map[string][]byte{
-		"go.mod":  []byte("module nettarget\n\ngo 1.22\n"),
-		"main.go": src,
-	} {
+	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
