@@ -9,9 +9,10 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
-// KernelTarget is the BPF-side description of p (struct target) for a
-// netpoll object loaded outside a Tracer, as `gonetscope profile` does.
-// A negative minWait sends no events at all.
+// KernelTarget is the BPF-side description of p (struct target): what
+// Attach puts in the kernel filter, and what a netpoll object loaded
+// outside a Tracer needs, as `gonetscope profile` does. A negative minWait
+// sends no events at all.
 func KernelTarget(p proc.Process, bin *goruntime.Binary, minWait time.Duration) netpoll.Target {
 	mw := uint64(math.MaxUint64)
 	if minWait >= 0 {

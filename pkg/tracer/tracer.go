@@ -263,17 +263,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if _, ok := t.targets[pid]; ok {
 		return nil, fmt.Errorf("PID %d is already traced", pid)
 	}
-	v := netpoll.Target{
-		StartTicks: p.StartTicks,
-		MinWaitNs:  uint64(t.opts.MinWait.Nanoseconds()),
-		G_goid:     bin.Offsets.GGoid,
-		G_m:        bin.Offsets.GM,
-		M_procid:   bin.Offsets.MProcid,
-		PdFd:       bin.Offsets.PdFd,
-		PdFdseq:    bin.Offsets.PdFdseq,
-		PdTagShr:   bin.PollTag.Shr,
-		PdTagShl:   bin.PollTag.Shl,
-	}
+	v := KernelTarget(p, bin, t.opts.MinWait)
 	var syms *symtab.Table
 	if t.opts.Stacks || t.opts.Goroutines {
 		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
