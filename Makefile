@@ -24,9 +24,11 @@ tracefs:
 demo: build tracefs
 	$(BIN)/demo --gonetscope $(BIN)/gonetscope --server $(BIN)/demoserver
 
+# -p 1: the test binaries share host-wide state (the host namespace's TCP
+# counters, listeners under bursts), so they run one after another.
 test: tracefs
 	$(GO) vet ./...
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -p 1 ./...
 
 # The integration tests on Debian's 6.1 kernel under qemu, where fentry and
 # kprobes exist, once per forced hook mechanism. KERNEL_ARGS can point
