@@ -48,7 +48,10 @@ struct target {
 	__u8 pd_tag_shl;
 	/* 1: events on a goroutine carry its user stack (--stacks). */
 	__u8 stacks;
-	__u8 _pad[3];
+	/* 1: the target lives in a PID namespace of its own (a container):
+	 * its thread ids there differ from the host's. */
+	__u8 in_pidns;
+	__u8 _pad[2];
 };
 
 struct {
@@ -73,8 +76,11 @@ struct event_header {
 	__u32 pid;
 	__u32 tid;
 	__u8 type;     /* enum event_type */
-	__u8 goid_ok;  /* goid was read and validated (g.m.procid == tid) */
-	__u8 _pad[6];
+	__u8 goid_ok;  /* goid was read and validated (g.m.procid == ns_tid) */
+	__u8 _pad[2];
+	/* The thread's id in the target's own PID namespace (what gettid()
+	 * returns there); 0 when not read. Equal to tid outside containers. */
+	__u32 ns_tid;
 	char comm[16];
 };
 
@@ -137,15 +143,34 @@ static __always_inline struct pt_regs *user_regs(void)
 #error "gonetscope supports amd64 and arm64"
 #endif
 
+/* The calling thread's id as the target sees it: gettid() in the target's
+ * own PID namespace, which is what the Go runtime stored in m.procid. A
+ * task's struct pid holds its number at every level from the host's (0) to
+ * its own (pid->level); a container's threads have a different number at
+ * each level. Read with CO-RE, so it works on every hook mechanism. */
+static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
+{
+	if (!t->in_pidns)
+		return tid;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pid *pid = BPF_CORE_READ(task, thread_pid);
+	if (!pid)
+		return 0;
+	unsigned int level = BPF_CORE_READ(pid, level);
+	return BPF_CORE_READ(pid, numbers[level].nr);
+}
+
 /* Reads the calling goroutine's id. Go's ABIInternal keeps the current g in
  * R14; at a syscall the saved user registers still hold it. The read counts
- * only if g.m.procid is this thread: a runtime thread on g0 passes (goid 0),
- * a cgo thread with garbage in R14 does not. */
+ * only if g.m.procid is this thread (its id in the target's PID namespace):
+ * a runtime thread on g0 passes (goid 0), a cgo thread with garbage in R14
+ * does not. */
 static __always_inline void read_goid(const struct target *t, __u32 tid, struct event_header *h)
 {
 	h->goid = 0;
 	h->goid_ok = 0;
-	if (!t->g_goid)
+	h->ns_tid = ns_tid(t, tid);
+	if (!t->g_goid || !h->ns_tid)
 		return;
 	__u64 g = REGS_GO_G(user_regs());
 	__u64 goid, m, procid;
@@ -155,7 +180,7 @@ static __always_inline void read_goid(const struct target *t, __u32 tid, struct 
 		return;
 	if (bpf_probe_read_user(&procid, sizeof(procid), (void *)(m + t->m_procid)))
 		return;
-	if (procid != tid)
+	if (procid != h->ns_tid)
 		return;
 	h->goid = goid;
 	h->goid_ok = 1;
@@ -183,6 +208,7 @@ static __always_inline void fill_header(struct event_header *h, enum event_type 
 	h->tid = (__u32)pid_tgid;
 	h->type = type;
 	__builtin_memset(h->_pad, 0, sizeof(h->_pad));
+	h->ns_tid = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 

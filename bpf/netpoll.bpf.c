@@ -212,6 +212,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
 	e->hdr.goid = h.goid;
 	e->hdr.goid_ok = 1;
+	e->hdr.ns_tid = h.ns_tid;
 	e->fd = key.fd;
 	e->park_tid = parked.tid;
 	e->mode = parked.mode;

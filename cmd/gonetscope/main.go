@@ -18,6 +18,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -190,6 +191,13 @@ func checkPrivileges() error {
 	}
 	if !tracefsMounted() {
 		return errors.New("tracefs is not mounted: mount it with 'mount -t tracefs nodev /sys/kernel/tracing'")
+	}
+	// The kernel side keys targets by the host's PIDs, and a container's
+	// PID namespace hides every other container's processes.
+	if host, err := proc.InHostPIDNamespace(); err != nil {
+		return fmt.Errorf("reading gonetscope's own PID namespace: %w", err)
+	} else if !host {
+		return errors.New("gonetscope runs in a PID namespace other than the host's, so it cannot see the PIDs it must trace: run it in the host PID namespace (Kubernetes: hostPID: true; docker: --pid=host)")
 	}
 	return nil
 }

@@ -152,7 +152,12 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbo
 	if err != nil {
 		return nil, err
 	}
-	v := tracer.KernelTarget(p, bin, -1)
+	ns, err := proc.ReadNamespaces(p.PID)
+	if err != nil {
+		np.Close()
+		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", p.PID, err)
+	}
+	v := tracer.KernelTarget(p, ns, bin, -1)
 	if err := np.Targets().Put(uint32(p.PID), &v); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)

@@ -146,7 +146,8 @@ type EventHeader struct {
 	Tid    uint32
 	Type   uint8
 	GoidOk uint8
-	Pad    [6]uint8
+	Pad    [2]uint8
+	NsTid  uint32
 	Comm   [16]int8
 }
 
@@ -158,6 +159,7 @@ func (h *EventHeader) Header(name string, clock Clock) event.Header {
 		PID:     h.Pid,
 		TID:     h.Tid,
 		Comm:    CString(h.Comm[:]),
+		NsTID:   h.NsTid,
 		Goid:    h.Goid,
 		HasGoid: h.GoidOk != 0,
 	}

@@ -30,8 +30,14 @@ type Header struct {
 	PID   uint32
 	TID   uint32
 	Comm  string
+	// NsPID and NsTID are the process's and the thread's ids in the
+	// target's own PID namespace, set only when the target lives in a PID
+	// namespace of its own (a container): what its logs and its /proc say.
+	// NsTID is 0 when it was not read.
+	NsPID, NsTID uint32
 	// Goid is the goroutine the event happened on, when HasGoid: it was
-	// read from the thread's g and validated (g.m.procid == tid).
+	// read from the thread's g and validated (g.m.procid equal to the
+	// thread's id in the target's PID namespace).
 	Goid    uint64
 	HasGoid bool
 	// Stack is the goroutine's user stack, with --stacks; nil otherwise.
@@ -85,6 +91,12 @@ func (h *Header) marshal(e *zerolog.Event) {
 		Uint32("pid", h.PID).
 		Uint32("tid", h.TID).
 		Str("comm", h.Comm)
+	if h.NsPID != 0 {
+		e.Uint32("ns_pid", h.NsPID)
+		if h.NsTID != 0 {
+			e.Uint32("ns_tid", h.NsTID)
+		}
+	}
 	if h.HasGoid {
 		e.Uint64("goid", h.Goid)
 	}
@@ -120,8 +132,13 @@ func ErrnoName(n int32) string {
 // Attached: gonetscope started tracing a process.
 type Attached struct {
 	Header
-	Exe       string
-	GoVersion string
+	// Namespaces are the inodes of the target's pid, mnt, net and cgroup
+	// namespaces (/proc/PID/ns/*); ContainerID the container id its cgroup
+	// path shows, or "".
+	Namespaces  map[string]uint64
+	ContainerID string
+	Exe         string
+	GoVersion   string
 	// OffsetsFrom says where the runtime struct offsets came from ("dwarf").
 	OffsetsFrom string
 	// Hooks maps each hook point to the mechanism in use for it, such as
@@ -135,6 +152,16 @@ type Attached struct {
 
 func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
 	a.marshal(e)
+	if len(a.Namespaces) > 0 {
+		d := zerolog.Dict()
+		for _, k := range slices.Sorted(maps.Keys(a.Namespaces)) {
+			d.Uint64(k, a.Namespaces[k])
+		}
+		e.Dict("namespaces", d)
+	}
+	if a.ContainerID != "" {
+		e.Str("container_id", a.ContainerID)
+	}
 	e.Str("exe", a.Exe).
 		Str("go_version", a.GoVersion).
 		Str("offsets_from", a.OffsetsFrom).

@@ -62,7 +62,8 @@ type goroutinesTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	Pad        [3]uint8
+	InPidns    uint8
+	Pad        [2]uint8
 }
 
 // Names of all BPF objects in the ELF.

@@ -25,7 +25,8 @@ type listenTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	Pad        [3]uint8
+	InPidns    uint8
+	Pad        [2]uint8
 }
 
 type listenTcpListener struct {

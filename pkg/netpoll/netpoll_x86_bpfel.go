@@ -48,7 +48,8 @@ type netpollEventHeader struct {
 	Tid    uint32
 	Type   uint8
 	GoidOk uint8
-	Pad    [6]uint8
+	Pad    [2]uint8
+	NsTid  uint32
 	Comm   [16]int8
 }
 
@@ -168,7 +169,8 @@ type netpollTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	Pad        [3]uint8
+	InPidns    uint8
+	Pad        [2]uint8
 }
 
 type netpollUserStack struct {

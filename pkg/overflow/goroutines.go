@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 	"os"
 	"strconv"
 	"strings"
@@ -245,9 +246,18 @@ func (gr *goroutines) waitReason(mem *os.File, r int) string {
 }
 
 // syscallOf names the syscall thread tid of pid is in, from
-// /proc/PID/task/TID/syscall; "" when it is not in one.
+// /proc/PID/task/TID/syscall; "" when it is not in one. tid is the Go
+// runtime's m.procid: the thread's id in pid's own PID namespace.
 func syscallOf(pid int, tid uint32) string {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/syscall", pid, tid))
+	ns, err := proc.ReadNamespaces(pid)
+	if err != nil {
+		return ""
+	}
+	host, err := proc.HostTID(pid, ns, int(tid))
+	if err != nil {
+		return ""
+	}
+	raw, err := os.ReadFile(fmt.Sprintf("%s/%d/task/%d/syscall", proc.Root, pid, host))
 	if err != nil {
 		return ""
 	}

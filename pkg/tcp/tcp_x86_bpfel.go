@@ -59,7 +59,8 @@ type tcpEventHeader struct {
 	Tid    uint32
 	Type   uint8
 	GoidOk uint8
-	Pad    [6]uint8
+	Pad    [2]uint8
+	NsTid  uint32
 	Comm   [16]int8
 }
 
@@ -115,7 +116,8 @@ type tcpTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	Pad        [3]uint8
+	InPidns    uint8
+	Pad        [2]uint8
 }
 
 type tcpTcpAcceptEvent struct {

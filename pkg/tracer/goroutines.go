@@ -59,7 +59,7 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 		if err != nil {
 			continue
 		}
-		ev := &event.Goroutines{Header: t.controlHeader("goroutines", tg.proc), Untracked: t.gr.Untracked()}
+		ev := &event.Goroutines{Header: t.controlHeader("goroutines", tg), Untracked: t.gr.Untracked()}
 		live := map[goroutines.Site]int64{}
 		for s, c := range counts {
 			live[s] = c.Live()
@@ -85,7 +85,7 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 				continue
 			}
 			leak := &event.GoroutineLeak{
-				Header:        t.controlHeader("goroutine_leak", tg.proc),
+				Header:        t.controlHeader("goroutine_leak", tg),
 				GoroutineSite: siteOf(tg.syms, l.Site, counts[l.Site]),
 				Growth:        l.Growth,
 				IntervalNs:    uint64(t.opts.GoroutineInterval),

@@ -25,11 +25,13 @@ func (t *Tracer) symbolize(h *event.Header) {
 	}
 }
 
-// forgetSymbols drops pid's symbol table once its detached event is out.
+// forgetSymbols drops pid's symbol table and its namespace id once its
+// detached event is out.
 func (t *Tracer) forgetSymbols(pid int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, attached := t.targets[pid]; !attached {
 		delete(t.syms, pid)
+		t.nsPIDs.Delete(uint32(pid))
 	}
 }

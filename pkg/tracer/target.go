@@ -12,13 +12,19 @@ import (
 // KernelTarget is the BPF-side description of p (struct target): what
 // Attach puts in the kernel filter, and what a netpoll object loaded
 // outside a Tracer needs, as `gonetscope profile` does. A negative minWait
-// sends no events at all.
-func KernelTarget(p proc.Process, bin *goruntime.Binary, minWait time.Duration) netpoll.Target {
+// sends no events at all. ns says whether p lives in a PID namespace of its
+// own, where the Go runtime's thread ids (m.procid) are that namespace's.
+func KernelTarget(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, minWait time.Duration) netpoll.Target {
 	mw := uint64(math.MaxUint64)
 	if minWait >= 0 {
 		mw = uint64(minWait.Nanoseconds())
 	}
+	var inPidns uint8
+	if ns.InPIDNamespace() {
+		inPidns = 1
+	}
 	return netpoll.Target{
+		InPidns:    inPidns,
 		StartTicks: p.StartTicks,
 		MinWaitNs:  mw,
 		G_goid:     bin.Offsets.GGoid,

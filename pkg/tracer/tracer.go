@@ -97,11 +97,16 @@ type Tracer struct {
 	// buffers when it exited keep their stacks.
 	syms    map[int]*symtab.Table
 	control []event.Event // attach/detach events, never dropped
+	// nsPIDs maps the PID of each target in a PID namespace of its own to
+	// its id there, for the events' ns_pid. Read by the ring buffer readers
+	// without t.mu. An entry outlives its target like syms does.
+	nsPIDs sync.Map
 	wake    chan struct{}
 }
 
 type target struct {
 	proc  proc.Process
+	ns    proc.Namespaces
 	bin   *goruntime.Binary
 	exe   string
 	since time.Time
@@ -263,7 +268,11 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if _, ok := t.targets[pid]; ok {
 		return nil, fmt.Errorf("PID %d is already traced", pid)
 	}
-	v := KernelTarget(p, bin, t.opts.MinWait)
+	ns, err := proc.ReadNamespaces(pid)
+	if err != nil {
+		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", pid, err)
+	}
+	v := KernelTarget(p, ns, bin, t.opts.MinWait)
 	var syms *symtab.Table
 	if t.opts.Stacks || t.opts.Goroutines {
 		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
@@ -284,7 +293,10 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
-	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
+	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
+	if ns.InPIDNamespace() {
+		t.nsPIDs.Store(uint32(pid), uint32(ns.NsPID()))
+	}
 	if syms != nil {
 		t.syms[pid] = syms
 	}
@@ -294,7 +306,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	t.attachGoroutines(tg)
 	t.targets[pid] = tg
 	ev := &event.Attached{
-		Header:      t.controlHeader("attached", p),
+		Header:      t.controlHeader("attached", tg),
+		Namespaces:  map[string]uint64{"pid": ns.PID, "mnt": ns.Mnt, "net": ns.Net, "cgroup": ns.Cgroup},
+		ContainerID: ns.ContainerID,
 		Exe:         tg.exe,
 		GoVersion:   bin.GoVersion,
 		OffsetsFrom: bin.OffsetsFrom,
@@ -327,7 +341,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
-	t.queueControl(&event.Detached{Header: t.controlHeader("detached", tg.proc), Reason: reason})
+	t.queueControl(&event.Detached{Header: t.controlHeader("detached", tg), Reason: reason})
 	return nil
 }
 
@@ -352,8 +366,28 @@ func (t *Tracer) Targets() []TargetInfo {
 	return list
 }
 
-func (t *Tracer) controlHeader(name string, p proc.Process) event.Header {
-	return event.Header{Time: time.Now(), Event: name, PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}
+func (t *Tracer) controlHeader(name string, tg *target) event.Header {
+	p := tg.proc
+	h := event.Header{Time: time.Now(), Event: name, PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}
+	if tg.ns.InPIDNamespace() {
+		h.NsPID = uint32(tg.ns.NsPID())
+		h.NsTID = h.NsPID
+	}
+	return h
+}
+
+// setNsPID adds the target's id in its own PID namespace to an event of a
+// target that lives in one. An event about the process as a whole (TID ==
+// PID) has the same id for its thread.
+func (t *Tracer) setNsPID(h *event.Header) {
+	ns, ok := t.nsPIDs.Load(h.PID)
+	if !ok {
+		return
+	}
+	h.NsPID = ns.(uint32)
+	if h.TID == h.PID {
+		h.NsTID = h.NsPID
+	}
 }
 
 func (t *Tracer) queueControl(ev event.Event) {
@@ -540,7 +574,9 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 			t.countQueueLost("undecodable")
 			continue
 		}
-		if h := ev.Head(); h.Stack != nil {
+		h := ev.Head()
+		t.setNsPID(h)
+		if h.Stack != nil {
 			t.symbolize(h)
 		}
 		select {
@@ -645,6 +681,7 @@ func (t *Tracer) sampleOverflow(sink Sink) error {
 		return nil
 	}
 	for _, ev := range evs {
+		t.setNsPID(ev.Head())
 		if o, ok := ev.(*event.ListenOverflow); ok {
 			for i := range o.Acceptors {
 				a := &o.Acceptors[i]
