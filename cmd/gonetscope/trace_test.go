@@ -37,6 +37,9 @@ func TestMain(m *testing.M) {
 	if caps := os.Getenv("GONETSCOPE_DROP_CAPS"); caps != "" {
 		dropCapsAndExec(caps) // TestPrivileges' wrapper; does not return
 	}
+	if os.Getenv(envNsInit) != "" {
+		nsInit() // a test container's init; does not return
+	}
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "these tests load BPF programs: run them as root (sudo make test)")
 		os.Exit(1)
@@ -85,6 +88,7 @@ type fact struct {
 	Goroutines int64  `json:"goroutines"`
 	FDLimit    uint64 `json:"fd_limit"`
 	At         string `json:"at"` // file:line of the call
+	TIDs       []int  `json:"tids"`
 	// cmd/leaktarget's
 	LeakSite  string `json:"leak_site"`
 	LeakAt    string `json:"leak_at"`
@@ -100,6 +104,10 @@ type ev struct {
 	Time         string            `json:"time"`
 	PID          uint32            `json:"pid"`
 	TID          uint32            `json:"tid"`
+	NsPID        *uint32           `json:"ns_pid"`
+	NsTID        *uint32           `json:"ns_tid"`
+	Namespaces   map[string]uint64 `json:"namespaces"`
+	ContainerID  string            `json:"container_id"`
 	Comm         string            `json:"comm"`
 	Goid         *uint64           `json:"goid"`
 	FD           int32             `json:"fd"`
@@ -164,6 +172,18 @@ type traceRun struct {
 	facts  []fact
 	events []ev
 	stderr string
+	// hostPID is the target's PID on the host, which gonetscope traced;
+	// nsPID its own idea of its PID (they differ in a container).
+	hostPID, nsPID int
+}
+
+// traceOpts are the ways a traced run can differ.
+type traceOpts struct {
+	// target and tracer say where the target and gonetscope run.
+	target, tracer isolation
+	// onFact sees each fact as the target prints it (to drive load at a
+	// port the target reports).
+	onFact func(fact)
 }
 
 // traceTarget starts nettarget with targetArgs, attaches gonetscope with
@@ -172,6 +192,12 @@ type traceRun struct {
 func traceTarget(t *testing.T, targetArgs, traceArgs []string) traceRun {
 	t.Helper()
 	return traceCommand(t, []string{nettargetBin}, targetArgs, traceArgs)
+}
+
+// traceTargetIn is traceTarget with the target isolated by iso.
+func traceTargetIn(t *testing.T, iso isolation, targetArgs, traceArgs []string) traceRun {
+	t.Helper()
+	return traceRunOpts(t, []string{nettargetBin}, targetArgs, traceArgs, traceOpts{target: iso})
 }
 
 // traceCommand is traceTarget for a target started by argv (a nettarget
@@ -190,7 +216,13 @@ func traceTargetWith(t *testing.T, targetArgs, traceArgs []string, onFact func(f
 
 func traceCommandWith(t *testing.T, argv, targetArgs, traceArgs []string, onFact func(fact)) traceRun {
 	t.Helper()
-	target := exec.Command(argv[0], append(append(argv[1:len(argv):len(argv)], "-wait-stdin"), targetArgs...)...)
+	return traceRunOpts(t, argv, targetArgs, traceArgs, traceOpts{onFact: onFact})
+}
+
+func traceRunOpts(t *testing.T, argv, targetArgs, traceArgs []string, o traceOpts) traceRun {
+	t.Helper()
+	onFact := o.onFact
+	target := isolated(o.target, "", nil, append(append(argv[:len(argv):len(argv)], "-wait-stdin"), targetArgs...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -207,9 +239,18 @@ func traceCommandWith(t *testing.T, argv, targetArgs, traceArgs []string, onFact
 		t.Fatalf("target's first line %q: %v", lines.Text(), err)
 	}
 
+	// In a container the target knows itself by its PID there; the host
+	// knows it by the PID of the command started.
+	hostPID := ready.PID
+	if o.target != onHost {
+		hostPID = target.Process.Pid
+		if ns := nsPIDOf(t, hostPID); ns != ready.PID {
+			t.Fatalf("the target says it is PID %d, its PID namespace says %d", ready.PID, ns)
+		}
+	}
 	readyFile := filepath.Join(t.TempDir(), "ready")
-	args := append([]string{"trace", "--pid", fmt.Sprint(ready.PID), "--ready-file", readyFile}, traceArgs...)
-	tracer := exec.Command(gonetscopeBin, args...)
+	args := append([]string{"trace", "--pid", fmt.Sprint(hostPID), "--ready-file", readyFile}, traceArgs...)
+	tracer := isolated(o.tracer, "", nil, append([]string{gonetscopeBin}, args...)...)
 	var out, errOut bytes.Buffer
 	tracer.Stdout, tracer.Stderr = &out, &errOut
 	if err := tracer.Start(); err != nil {
@@ -222,7 +263,7 @@ func traceCommandWith(t *testing.T, argv, targetArgs, traceArgs []string, onFact
 	progs, links := heldBPFObjects(t, tracer.Process.Pid)
 
 	io.WriteString(stdin, "go\n")
-	var r traceRun
+	r := traceRun{hostPID: hostPID, nsPID: ready.PID}
 	for lines.Scan() {
 		var f fact
 		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
@@ -250,8 +291,8 @@ func traceCommandWith(t *testing.T, argv, targetArgs, traceArgs []string, onFact
 		if err := json.Unmarshal(line, &e); err != nil {
 			t.Fatalf("gonetscope line %q: %v", line, err)
 		}
-		if e.Event != "attached" && e.Event != "detached" && e.Event != "lost" && e.PID != uint32(ready.PID) {
-			t.Errorf("event for PID %d, traced only %d: %s", e.PID, ready.PID, line)
+		if e.Event != "lost" && e.PID != uint32(hostPID) {
+			t.Errorf("event for PID %d, traced only %d: %s", e.PID, hostPID, line)
 		}
 		r.events = append(r.events, e)
 	}
@@ -326,12 +367,18 @@ func hookModes() []string {
 // netpoll waits carry exactly the goroutine ids, fds and ports the target
 // printed, and that the delayed read's wait is split into I/O wait and
 // scheduling delay.
+//
+// Each runs twice: with the target on the host, and with the target in a
+// container (its own PID, mount and network namespaces), where the Go
+// runtime's thread ids are the container's.
 func TestTrace(t *testing.T) {
 	for _, hooks := range hookModes() {
 		for _, network := range []string{"tcp4", "tcp6"} {
-			t.Run(hooks+"/"+network, func(t *testing.T) {
-				checkTrace(t, []string{nettargetBin}, hooks, network)
-			})
+			for _, iso := range isolations {
+				t.Run(hooks+"/"+network+"/"+iso.String(), func(t *testing.T) {
+					checkTraceOpts(t, []string{nettargetBin}, hooks, network, traceOpts{target: iso})
+				})
+			}
 		}
 	}
 }
@@ -339,12 +386,17 @@ func TestTrace(t *testing.T) {
 // checkTrace is TestTrace's check of one target (started by argv), hook
 // mode and address family. It returns the run for further checks.
 func checkTrace(t *testing.T, argv []string, hooks, network string) traceRun {
+	return checkTraceOpts(t, argv, hooks, network, traceOpts{})
+}
+
+func checkTraceOpts(t *testing.T, argv []string, hooks, network string, o traceOpts) traceRun {
 	const rounds = 3
 	delay := testDelay(t)
-	r := traceCommand(t, argv,
+	r := traceRunOpts(t, argv,
 		[]string{"-rounds", fmt.Sprint(rounds), "-delay", delay.String(), "-net", network},
-		[]string{"--hooks", hooks})
+		[]string{"--hooks", hooks}, o)
 	checkAttached(t, r, hooks)
+	checkNamespaces(t, r, o.target)
 	checkConnects(t, r, network)
 	checkAccepts(t, r, network)
 	checkReads(t, r, delay, network)

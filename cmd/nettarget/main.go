@@ -117,6 +117,7 @@ func main() {
 		}
 	}
 	runExtras()
+	report("threads", "tids", threads())
 	report("done")
 	time.Sleep(*linger)
 }
@@ -241,4 +242,20 @@ func acceptEMFILE() error {
 	report("accept_error", "goid", id, "listen_fd", fdOf(ln.(*net.TCPListener)), "lport", ln.Addr().(*net.TCPAddr).Port,
 		"errno", "EMFILE", "fd_limit", free)
 	return nil
+}
+
+// threads lists the process's thread ids as it sees them itself (in its own
+// PID namespace, inside a container), from /proc/self/task.
+func threads() []int {
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		panic(err)
+	}
+	var tids []int
+	for _, e := range ents {
+		if tid, err := strconv.Atoi(e.Name()); err == nil {
+			tids = append(tids, tid)
+		}
+	}
+	return tids
 }

@@ -1,0 +1,225 @@
+package main
+
+// Containers for the tests, made the way container runtimes make them: the
+// test binary re-executes itself as a tiny init in new namespaces (the
+// kernel's clone flags, no runtime needed, so it works in the test VM too),
+// sets the namespaces up, and execs the real program, which keeps the
+// init's host PID and is PID 1 inside.
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// Environment of the init (see nsInit).
+const (
+	envNsInit   = "GONETSCOPE_NSINIT"        // set: this process is the init; exec os.Args[1:]
+	envNsNetns  = "GONETSCOPE_NSINIT_NETNS"  // join this network namespace instead of a new one
+	envNsSysctl = "GONETSCOPE_NSINIT_SYSCTL" // key=value,... written in the new network namespace
+)
+
+// isolation says which namespaces a command gets of its own.
+type isolation int
+
+const (
+	// onHost: no namespaces of its own.
+	onHost isolation = iota
+	// container: PID, mount, network, UTS and IPC namespaces, as a
+	// container runtime gives a container; lo is up.
+	container
+	// hostPID: mount and network namespaces, the host's PID namespace: the
+	// DaemonSet's gonetscope (hostPID: true).
+	hostPID
+)
+
+func (i isolation) String() string {
+	return [...]string{"host", "container", "hostpid"}[i]
+}
+
+// isolated returns a command that runs argv with iso. netnsPath, if not
+// empty, is a network namespace (/proc/PID/ns/net, /run/netns/NAME) it
+// joins instead of getting a new one; sysctls (key=value) are set in a new
+// one.
+func isolated(iso isolation, netnsPath string, sysctls []string, argv ...string) *exec.Cmd {
+	if iso == onHost {
+		return exec.Command(argv[0], argv[1:]...)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	cmd := exec.Command(self, argv...)
+	cmd.Env = append(os.Environ(), envNsInit+"=1", envNsNetns+"="+netnsPath, envNsSysctl+"="+strings.Join(sysctls, ","))
+	flags := uintptr(syscall.CLONE_NEWNS)
+	if netnsPath == "" {
+		flags |= syscall.CLONE_NEWNET
+	}
+	if iso == container {
+		flags |= syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: flags}
+	return cmd
+}
+
+// nsInit is the init of an isolated command: it keeps its mounts to itself,
+// mounts a /proc of its PID namespace, brings lo up or joins the network
+// namespace it was given, and execs os.Args[1:]. It does not return.
+func nsInit() {
+	runtime.LockOSThread() // setns applies to this thread, which execs
+	fail := func(step string, err error) {
+		fmt.Fprintf(os.Stderr, "nsinit: %s: %v\n", step, err)
+		os.Exit(127)
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		fail("making / private", err)
+	}
+	if os.Getpid() == 1 {
+		if err := unix.Mount("proc", "/proc", "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			fail("mounting /proc", err)
+		}
+	}
+	if path := os.Getenv(envNsNetns); path != "" {
+		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			fail("opening "+path, err)
+		}
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			fail("joining "+path, err)
+		}
+		unix.Close(fd)
+	} else if err := loUp(); err != nil {
+		fail("bringing lo up", err)
+	}
+	if s := os.Getenv(envNsSysctl); s != "" {
+		for _, kv := range strings.Split(s, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			if err := os.WriteFile("/proc/sys/"+strings.ReplaceAll(k, ".", "/"), []byte(v), 0o644); err != nil {
+				fail("setting "+k, err)
+			}
+		}
+	}
+	for _, k := range []string{envNsInit, envNsNetns, envNsSysctl} {
+		os.Unsetenv(k)
+	}
+	path, err := exec.LookPath(os.Args[1])
+	if err != nil {
+		fail("finding "+os.Args[1], err)
+	}
+	fail("exec "+path, syscall.Exec(path, os.Args[1:], os.Environ()))
+}
+
+func loUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
+}
+
+// isolations are the ways every integration test runs its target: on the
+// host and in a container.
+var isolations = []isolation{onHost, container}
+
+// nsPIDOf is hostPID's id in its own PID namespace.
+func nsPIDOf(t *testing.T, hostPID int) int {
+	t.Helper()
+	ns, err := proc.ReadNamespaces(hostPID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ns.NsPID()
+}
+
+// checkNamespaces checks the container fields of r's events against what
+// the target said about itself: ns_pid is the PID it printed and ns_tid one
+// of the thread ids it listed, on every event in a container, one host
+// thread for each of its threads; on the host neither is present.
+func checkNamespaces(t *testing.T, r traceRun, iso isolation) {
+	t.Helper()
+	if iso == onHost {
+		for _, e := range r.events {
+			if e.NsPID != nil || e.NsTID != nil {
+				t.Errorf("%s of a target on the host carries ns_pid/ns_tid: %+v", e.Event, e)
+			}
+		}
+		return
+	}
+	if r.nsPID == r.hostPID {
+		t.Fatalf("the target's PID %d is the same on the host: it is not in a PID namespace of its own", r.hostPID)
+	}
+	threads := map[uint32]bool{}
+	for _, f := range r.factsOf("threads") {
+		for _, tid := range f.TIDs {
+			threads[uint32(tid)] = true
+		}
+	}
+	if len(threads) == 0 {
+		t.Fatal("the target listed no threads")
+	}
+	hostOf := map[uint32]uint32{} // ns tid -> host tid
+	for _, e := range r.events {
+		if e.Event == "lost" {
+			continue
+		}
+		if e.NsPID == nil || *e.NsPID != uint32(r.nsPID) {
+			t.Errorf("%s: ns_pid %v, want %d (the target's own PID): %+v", e.Event, e.NsPID, r.nsPID, e)
+			continue
+		}
+		if e.NsTID == nil {
+			if e.Goid != nil {
+				t.Errorf("%s has a goid but no ns_tid: %+v", e.Event, e)
+			}
+			continue
+		}
+		if !threads[*e.NsTID] {
+			t.Errorf("%s: ns_tid %d is none of the target's threads %v", e.Event, *e.NsTID, threads)
+		}
+		if h, ok := hostOf[*e.NsTID]; ok && h != e.TID {
+			t.Errorf("%s: ns_tid %d is host thread %d here and %d elsewhere", e.Event, *e.NsTID, e.TID, h)
+		}
+		hostOf[*e.NsTID] = e.TID
+	}
+	a := r.of("attached")
+	if len(a) == 1 {
+		ns, err := proc.ReadNamespaces(os.Getpid())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a[0].Namespaces["pid"] == 0 || a[0].Namespaces["pid"] == ns.PID || a[0].Namespaces["net"] == ns.Net || a[0].Namespaces["mnt"] == ns.Mnt {
+			t.Errorf("attached namespaces %v, want the container's own pid, net and mnt (the test's are pid %d net %d mnt %d)", a[0].Namespaces, ns.PID, ns.Net, ns.Mnt)
+		}
+	}
+}
+
+// TestNsInit: the test's containers are what they claim to be.
+func TestNsInit(t *testing.T) {
+	cmd := isolated(container, "", []string{"net.core.somaxconn=7"}, "sh", "-c", "echo $$; cat /proc/sys/net/core/somaxconn /proc/1/comm")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if got := strings.Fields(string(out)); len(got) != 3 || got[0] != "1" || got[1] != "7" || got[2] != "sh" {
+		t.Errorf("in the container: PID, somaxconn, /proc/1/comm = %q, want 1 7 sh", got)
+	}
+	if host, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err != nil || strings.TrimSpace(string(host)) == "7" {
+		t.Errorf("the container's somaxconn leaked to the host: %q %v", host, err)
+	}
+}
