@@ -7,9 +7,11 @@ package main
 // init's host PID and is PID 1 inside.
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"syscall"
@@ -45,10 +47,13 @@ func (i isolation) String() string {
 	return [...]string{"host", "container", "hostpid"}[i]
 }
 
+// keepNetns, as isolated's netnsPath, keeps the network namespace of the
+// test.
+const keepNetns = "keep"
+
 // isolated returns a command that runs argv with iso. netnsPath, if not
-// empty, is a network namespace (/proc/PID/ns/net, /run/netns/NAME) it
-// joins instead of getting a new one; sysctls (key=value) are set in a new
-// one.
+// empty, is a network namespace (/run/netns/NAME, or keepNetns) it joins
+// instead of getting a new one; sysctls (key=value) are set in a new one.
 func isolated(iso isolation, netnsPath string, sysctls []string, argv ...string) *exec.Cmd {
 	if iso == onHost {
 		return exec.Command(argv[0], argv[1:]...)
@@ -87,7 +92,9 @@ func nsInit() {
 			fail("mounting /proc", err)
 		}
 	}
-	if path := os.Getenv(envNsNetns); path != "" {
+	if path := os.Getenv(envNsNetns); path == keepNetns {
+		// the test's own
+	} else if path != "" {
 		fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			fail("opening "+path, err)
@@ -222,4 +229,37 @@ func TestNsInit(t *testing.T) {
 	if host, err := os.ReadFile("/proc/sys/net/core/somaxconn"); err != nil || strings.TrimSpace(string(host)) == "7" {
 		t.Errorf("the container's somaxconn leaked to the host: %q %v", host, err)
 	}
+}
+
+// TestRefusesWithoutHostPID: a gonetscope in a PID namespace of its own (a
+// pod without hostPID) refuses with one line that says what to change, and
+// loads nothing.
+func TestRefusesWithoutHostPID(t *testing.T) {
+	before := gonetscopePrograms()
+	for _, args := range [][]string{
+		{"trace", "--pid", "1"},
+		{"daemon", "--socket", filepath.Join(t.TempDir(), "ctl.sock")},
+		{"profile", "--pid", "1", "--kind", "cpu", "-o", filepath.Join(t.TempDir(), "cpu.pb.gz")},
+	} {
+		cmd := isolated(container, "", nil, append([]string{gonetscopeBin}, args...)...)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err := cmd.Run()
+		lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+		if err == nil || len(lines) != 1 || !strings.Contains(lines[0], "hostPID: true") || stdout.Len() != 0 {
+			t.Errorf("gonetscope %s in a PID namespace: %v, stderr %q, stdout %q; want one line naming hostPID: true", args[0], err, stderr.String(), stdout.String())
+		}
+	}
+	for id := range gonetscopePrograms() {
+		if !before[id] {
+			t.Errorf("program %d left loaded", id)
+		}
+	}
+}
+
+// TestTraceFromContainer: gonetscope deployed as the DaemonSet deploys it,
+// in its own mount and network namespaces but the host's PID namespace,
+// traces a target in another container exactly.
+func TestTraceFromContainer(t *testing.T) {
+	checkTraceOpts(t, []string{nettargetBin}, "auto", "tcp4", traceOpts{target: container, tracer: hostPID})
 }

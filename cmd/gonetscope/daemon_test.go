@@ -11,10 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // daemonTarget is a nettarget that runs one round per line on its stdin.
@@ -24,9 +27,9 @@ type daemonTarget struct {
 	facts *bufio.Scanner
 }
 
-func startDaemonTarget(t *testing.T) *daemonTarget {
+func startDaemonTarget(t *testing.T, iso isolation) *daemonTarget {
 	t.Helper()
-	cmd := exec.Command(nettargetBin, "-rounds", "0", "-stdin-rounds")
+	cmd := isolated(iso, "", nil, nettargetBin, "-rounds", "0", "-stdin-rounds")
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -81,11 +84,27 @@ func connectsFrom(t *testing.T, file string, lport uint16) int {
 // TestDaemon: attach, list and detach over the control socket against a
 // real target; events only while attached; bad requests get an error
 // reply; SIGHUP reopens the output; SIGTERM detaches and exits 0.
+//
+// It runs twice: on the host, and as the DaemonSet deploys it (its own mount
+// and network namespaces, the host's PID namespace) with the target in a
+// container of its own.
 func TestDaemon(t *testing.T) {
+	for _, iso := range isolations {
+		t.Run(iso.String(), func(t *testing.T) {
+			daemonIso := onHost
+			if iso != onHost {
+				daemonIso = hostPID
+			}
+			checkDaemon(t, daemonIso, iso)
+		})
+	}
+}
+
+func checkDaemon(t *testing.T, daemonIso, targetIso isolation) {
 	dir := t.TempDir()
 	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
 	metricsAddr := freeLoopbackAddr(t)
-	daemon := exec.Command(gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr)
+	daemon := isolated(daemonIso, "", nil, gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr)
 	var stderr bytes.Buffer
 	daemon.Stderr = &stderr
 	if err := daemon.Start(); err != nil {
@@ -100,7 +119,7 @@ func TestDaemon(t *testing.T) {
 	}
 	progs, links := heldBPFObjects(t, daemon.Process.Pid)
 
-	target := startDaemonTarget(t)
+	target := startDaemonTarget(t, targetIso)
 	pid := fmt.Sprint(target.cmd.Process.Pid)
 	sync := func() { // the daemon writes asynchronously: a list round trip plus a flush interval
 		gonetscopeCLI(t, "list", "--socket", socket)
@@ -117,14 +136,10 @@ func TestDaemon(t *testing.T) {
 		t.Errorf("list: %v: %q", err, msg)
 	}
 	// The daemon serves metrics, and the attached target is in them.
-	if resp, err := http.Get("http://" + metricsAddr + "/metrics"); err != nil {
+	if body, err := getIn(daemon.Process.Pid, metricsAddr, "/metrics"); err != nil {
 		t.Errorf("daemon metrics: %v", err)
-	} else {
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if !strings.Contains(string(body), `pid="`+pid+`"`) {
-			t.Errorf("daemon metrics do not mention the attached PID %s", pid)
-		}
+	} else if !strings.Contains(body, `pid="`+pid+`"`) {
+		t.Errorf("daemon metrics do not mention the attached PID %s", pid)
 	}
 	during := target.round(t)
 	if msg, err := gonetscopeCLI(t, "detach", "--socket", socket, pid); err != nil {
@@ -141,6 +156,7 @@ func TestDaemon(t *testing.T) {
 	if n := connectsFrom(t, out, during); n != 1 {
 		t.Errorf("%d events for the connect made while attached, want 1", n)
 	}
+	checkDaemonEvents(t, out, target.cmd.Process.Pid, targetIso)
 	if n := connectsFrom(t, out, after); n != 0 {
 		t.Errorf("%d events for a connect made after detach", n)
 	}
@@ -219,4 +235,81 @@ func freeLoopbackAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// getIn makes an HTTP/1.0 GET of path at addr from the network namespace
+// of process pid (a daemon in a container listens on its own loopback).
+func getIn(pid int, addr, path string) (string, error) {
+	type result struct {
+		body string
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		// The thread enters the namespace and is never unlocked, so it
+		// ends with this goroutine instead of serving others.
+		runtime.LockOSThread()
+		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			done <- result{err: err}
+			return
+		}
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		done <- result{string(body), err}
+	}()
+	r := <-done
+	return r.body, r.err
+}
+
+// checkDaemonEvents: the daemon's events for the target carry exact
+// goroutine ids and, for a target in a container, its own PID.
+func checkDaemonEvents(t *testing.T, file string, hostPID int, iso isolation) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var withGoid, netpoll int
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var e ev
+		if err := json.Unmarshal([]byte(line), &e); err != nil || e.PID != uint32(hostPID) {
+			continue
+		}
+		if (iso != onHost) != (e.NsPID != nil) {
+			t.Errorf("%s of a target (%s): ns_pid %v", e.Event, iso, e.NsPID)
+		}
+		if e.Event == "tcp_connect" || e.Event == "tcp_accept" || e.Event == "netpoll_wait" {
+			if e.Goid == nil {
+				t.Errorf("%s without goid: %s", e.Event, line)
+			}
+			withGoid++
+		}
+		if e.Event == "netpoll_wait" {
+			netpoll++
+		}
+	}
+	// The round made while attached: a dial, an accept, a refused dial
+	// and the delayed read.
+	if withGoid < 4 || netpoll < 1 {
+		t.Errorf("daemon events for the round while attached: %d with a goroutine, %d netpoll_wait; want at least 4 and 1", withGoid, netpoll)
+	}
 }

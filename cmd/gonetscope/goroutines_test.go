@@ -25,8 +25,14 @@ func TestGoroutineLeak(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
 		t.Fatalf("building leaktarget: %v\n%s", err, out)
 	}
-	r := traceCommand(t, []string{bin, "-leak", "20", "-churn", "500", "-tick", "100ms", "-duration", "2500ms"}, nil,
-		[]string{"--goroutines", "--goroutine-interval", "300ms"})
+	for _, iso := range isolations {
+		t.Run(iso.String(), func(t *testing.T) { checkGoroutineLeak(t, iso, bin) })
+	}
+}
+
+func checkGoroutineLeak(t *testing.T, iso isolation, bin string) {
+	r := traceRunOpts(t, []string{bin, "-leak", "20", "-churn", "500", "-tick", "100ms", "-duration", "2500ms"}, nil,
+		[]string{"--goroutines", "--goroutine-interval", "300ms"}, traceOpts{target: iso})
 	if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
 		t.Fatalf("attached: %+v", a)
 	}

@@ -281,9 +281,26 @@ func runListentarget(t *testing.T, bin string, somaxconn int, args ...string) ov
 // a program in its namespace and its stdin.
 func runListentargetWith(t *testing.T, bin string, somaxconn int, env []string, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
 	t.Helper()
+	return runListentargetIn(t, onHost, bin, somaxconn, env, on, args...)
+}
+
+// runListentargetIn is runListentargetWith with the target isolated by iso;
+// in a container it shares the namespace's network with the test's clients.
+func runListentargetIn(t *testing.T, iso isolation, bin string, somaxconn int, env []string, on func(f ltFact, prefix []string, stdin io.Writer), args ...string) overflowRun {
+	t.Helper()
 	prefix := netns(t, somaxconn)
 	target := command(prefix, append([]string{bin}, args...)...)
-	target.Env = append(os.Environ(), env...)
+	if iso != onHost {
+		netnsPath := keepNetns // the VM's: see netns
+		if len(prefix) > 0 {
+			netnsPath = "/run/netns/" + prefix[len(prefix)-1]
+		}
+		target = isolated(iso, netnsPath, nil, append([]string{bin}, args...)...)
+	}
+	if target.Env == nil {
+		target.Env = os.Environ()
+	}
+	target.Env = append(target.Env, env...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -309,8 +326,13 @@ func runListentargetWith(t *testing.T, bin string, somaxconn int, env []string, 
 		return f
 	}
 	r.ready = next()
-	tr := startOverflowTracer(t, r.ready.PID)
-	before := tcpExt(t, r.ready.PID)
+	pid := r.ready.PID
+	if iso != onHost {
+		pid = target.Process.Pid
+		r.ready.PID = pid
+	}
+	tr := startOverflowTracer(t, pid)
+	before := tcpExt(t, pid)
 	io.WriteString(stdin, "go\n")
 	for f := next(); f.Op != "done"; f = next() {
 		if f.Op == "burst" {
@@ -320,9 +342,9 @@ func runListentargetWith(t *testing.T, bin string, somaxconn int, env []string, 
 			on(f, prefix, stdin)
 		}
 	}
-	after := settledTcpExt(t, r.ready.PID)
+	after := settledTcpExt(t, pid)
 	r.events = tr.stop(t)
-	r.overflowsFinal = tcpExt(t, r.ready.PID)["ListenOverflows"] - before["ListenOverflows"]
+	r.overflowsFinal = tcpExt(t, pid)["ListenOverflows"] - before["ListenOverflows"]
 	stdin.Close()
 	target.Wait()
 	r.overflows = after["ListenOverflows"] - before["ListenOverflows"]
@@ -385,10 +407,14 @@ func checkSum(t *testing.T, sum, settled, final uint64) {
 func TestListenOverflow(t *testing.T) {
 	const somaxconn = 2
 	bin := listentargetBinary(t)
-	for _, network := range []string{"tcp4", "tcp6"} {
-		t.Run("stall/"+network, func(t *testing.T) {
+	for _, c := range []struct {
+		network string
+		iso     isolation
+	}{{"tcp4", onHost}, {"tcp6", onHost}, {"tcp4", container}} {
+		network := c.network
+		t.Run("stall/"+network+"/"+c.iso.String(), func(t *testing.T) {
 			host := map[string]string{"tcp4": "127.0.0.1", "tcp6": "::1"}[network]
-			r := runListentarget(t, bin, somaxconn, "-mode", "stall", "-net", network)
+			r := runListentargetIn(t, c.iso, bin, somaxconn, nil, nil, "-mode", "stall", "-net", network)
 			evs := checkOverflowEvents(t, r, host, somaxconn)
 			start, end := r.fact(t, "stall_start"), r.fact(t, "stall_end")
 			if start.Goid != r.ready.AcceptorGoid {

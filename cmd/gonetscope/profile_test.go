@@ -40,7 +40,13 @@ func buildProftarget(t *testing.T, flags ...string) string {
 // and returns the profile file and what the target printed.
 func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []map[string]any) {
 	t.Helper()
-	target := exec.Command(bin, args...)
+	return profileTargetIn(t, onHost, bin, kind, args...)
+}
+
+// profileTargetIn is profileTarget with the target isolated by iso.
+func profileTargetIn(t *testing.T, iso isolation, bin, kind string, args ...string) (string, []map[string]any) {
+	t.Helper()
+	target := isolated(iso, "", nil, append([]string{bin}, args...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr
@@ -62,6 +68,12 @@ func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []ma
 		return f
 	}
 	pid := int(next()["pid"].(float64))
+	if iso != onHost {
+		if ns := nsPIDOf(t, target.Process.Pid); ns != pid {
+			t.Fatalf("proftarget says it is PID %d, its namespace says %d", pid, ns)
+		}
+		pid = target.Process.Pid
+	}
 
 	dir := t.TempDir()
 	out, readyFile := filepath.Join(dir, kind+".pb.gz"), filepath.Join(dir, "ready")
@@ -210,8 +222,15 @@ func gnuBuildID(t *testing.T, path string) string {
 // main.waitForPeer, one per request; the netpoll profile ranks it first
 // and counts exactly one wait per request there.
 func TestProfileNetpoll(t *testing.T) {
+	bin := buildProftarget(t)
+	for _, iso := range isolations {
+		t.Run(iso.String(), func(t *testing.T) { checkProfileNetpoll(t, iso, bin) })
+	}
+}
+
+func checkProfileNetpoll(t *testing.T, iso isolation, bin string) {
 	const waits = 30
-	file, _ := profileTarget(t, buildProftarget(t), "netpoll", "-waits", fmt.Sprint(waits), "-delay", "10ms")
+	file, _ := profileTargetIn(t, iso, bin, "netpoll", "-waits", fmt.Sprint(waits), "-delay", "10ms")
 	if top := pprofTop(t, file); top[0] != "main.waitForPeer" {
 		t.Errorf("go tool pprof -top: first is %q, want main.waitForPeer (all: %v)", top[0], top)
 	}
