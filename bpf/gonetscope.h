@@ -152,6 +152,10 @@ static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
 {
 	if (!t->in_pidns)
 		return tid;
+	/* Every kernel gonetscope supports has them (4.19+); user space says
+	 * in attached.limits when this one would not. */
+	if (!bpf_core_field_exists(struct task_struct, thread_pid) || !bpf_core_field_exists(struct pid, numbers))
+		return 0;
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pid *pid = BPF_CORE_READ(task, thread_pid);
 	if (!pid)

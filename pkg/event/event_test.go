@@ -305,3 +305,31 @@ func TestErrnoName(t *testing.T) {
 		}
 	}
 }
+
+// TestJSONContainer: a target in a PID namespace of its own adds ns_pid and
+// ns_tid (ns_tid only when read), and attached names its namespaces and
+// container.
+func TestJSONContainer(t *testing.T) {
+	h := withGoid
+	h.NsPID, h.NsTID = 1, 7
+	got := jsonOf(t, &Detached{Header: hdr(h, "detached"), Reason: ReasonRequested})
+	checkJSON(t, got, fields(withGoid, "detached", map[string]any{"ns_pid": 1, "ns_tid": 7, "reason": "requested"}))
+
+	h.NsTID = 0
+	got = jsonOf(t, &Detached{Header: hdr(h, "detached"), Reason: ReasonRequested})
+	checkJSON(t, got, fields(withGoid, "detached", map[string]any{"ns_pid": 1, "reason": "requested"}))
+
+	a := &Attached{
+		Header:      hdr(Header{PID: 4242, TID: 4242, Comm: "srv", NsPID: 1, NsTID: 1}, "attached"),
+		Namespaces:  map[string]uint64{"pid": 4026532178, "net": 4026532179},
+		ContainerID: "3f4e1c0d9b8a7f6e5d4c3b2a1908f7e6d5c4b3a291807f6e5d4c3b2a1908f7e6",
+		Exe:         "/srv", GoVersion: "go1.26.8", OffsetsFrom: "dwarf", Hooks: map[string]string{}, MinWaitNs: 1,
+	}
+	got = jsonOf(t, a)
+	checkJSON(t, got, map[string]any{
+		"event": "attached", "pid": 4242, "tid": 4242, "comm": "srv", "ns_pid": 1, "ns_tid": 1,
+		"namespaces":   map[string]any{"pid": uint64(4026532178), "net": uint64(4026532179)},
+		"container_id": a.ContainerID, "exe": "/srv", "go_version": "go1.26.8", "offsets_from": "dwarf",
+		"hooks": map[string]any{}, "min_wait_ns": 1,
+	})
+}

@@ -2,7 +2,10 @@ package tracer
 
 import (
 	"math"
+	"slices"
 	"time"
+
+	"github.com/cilium/ebpf/btf"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
@@ -35,4 +38,23 @@ func KernelTarget(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, min
 		PdTagShr:   bin.PollTag.Shr,
 		PdTagShl:   bin.PollTag.Shl,
 	}
+}
+
+// nsThreadIDsReadable reports whether the kernel's BTF has what the BPF side
+// reads to find a thread's id in its own PID namespace
+// (task_struct.thread_pid, pid.level and pid.numbers): without them, a
+// target in a PID namespace of its own gets no goroutine ids.
+func nsThreadIDsReadable() bool {
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	has := func(typ, member string) bool {
+		var s *btf.Struct
+		if err := spec.TypeByName(typ, &s); err != nil {
+			return false
+		}
+		return slices.ContainsFunc(s.Members, func(m btf.Member) bool { return m.Name == member })
+	}
+	return has("task_struct", "thread_pid") && has("pid", "level") && has("pid", "numbers")
 }

@@ -101,7 +101,7 @@ type Tracer struct {
 	// its id there, for the events' ns_pid. Read by the ring buffer readers
 	// without t.mu. An entry outlives its target like syms does.
 	nsPIDs sync.Map
-	wake    chan struct{}
+	wake   chan struct{}
 }
 
 type target struct {
@@ -273,6 +273,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", pid, err)
 	}
 	v := KernelTarget(p, ns, bin, t.opts.MinWait)
+	if ns.InPIDNamespace() && v.G_goid != 0 && !nsThreadIDsReadable() {
+		bin.Limits = append(bin.Limits, "no goroutine ids and no netpoll_wait: the target is in a PID namespace of its own, and this kernel's BTF lacks task_struct.thread_pid or pid.numbers to find its threads' ids there")
+	}
 	var syms *symtab.Table
 	if t.opts.Stacks || t.opts.Goroutines {
 		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
