@@ -43,7 +43,7 @@ test-kernels:
 	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/listentarget ./cmd/listentarget
 	rm -rf .cache/kernels/fhserver && cp -r cmd/gonetscope/testdata/fhserver .cache/kernels/fhserver
 	cd .cache/kernels/fhserver && $(GO) get github.com/valyala/fasthttp@v1.78.0 && CGO_ENABLED=0 $(GO) build -o ../payload/fhserver .
-	scripts/kernels/run.sh $(KERNEL_ARGS) --timeout 900 $(KERNEL_PAYLOAD) -- \
+	scripts/kernels/run.sh $(KERNEL_ARGS) --timeout 1800 $(KERNEL_PAYLOAD) -- \
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
 		GONETSCOPE_LISTENTARGET=/payload/listentarget GONETSCOPE_FASTHTTP=/payload/fhserver GONETSCOPE_TEST_NO_NETNS=1 \
 		GONETSCOPE_TEST_OVERFLOW_HOOK=kprobe \

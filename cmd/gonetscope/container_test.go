@@ -218,7 +218,7 @@ func checkNamespaces(t *testing.T, r traceRun, iso isolation) {
 
 // TestNsInit: the test's containers are what they claim to be.
 func TestNsInit(t *testing.T) {
-	cmd := isolated(container, "", []string{"net.core.somaxconn=7"}, "sh", "-c", "echo $$; cat /proc/sys/net/core/somaxconn /proc/1/comm")
+	cmd := isolated(container, "", []string{"net.core.somaxconn=7"}, "sh", "-c", "echo $$; cat /proc/sys/net/core/somaxconn /proc/1/comm; true")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("%v: %s", err, out)

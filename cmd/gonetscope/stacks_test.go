@@ -41,7 +41,7 @@ func TestStacks(t *testing.T) {
 			if tc.toolchain != "" {
 				bin = buildNettarget(t, tc.toolchain, tc.flags...)
 			}
-			r := traceCommand(t, []string{bin}, []string{"-rounds", "2", "-delay", "20ms"}, []string{"--stacks", "--hooks", tc.hooks})
+			r := traceCommand(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks})
 			if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 {
 				t.Fatalf("attached: %+v", a)
 			}

@@ -302,7 +302,9 @@ func traceRunOpts(t *testing.T, argv, targetArgs, traceArgs []string, o traceOpt
 
 func waitFor(t *testing.T, cond func() bool, exited chan error, stderr *bytes.Buffer) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// Loading takes about 2 s natively, and 15-30 s under emulation (make
+	// test-kernels) on a busy machine.
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		select {
 		case err := <-exited:
@@ -310,7 +312,7 @@ func waitFor(t *testing.T, cond func() bool, exited chan error, stderr *bytes.Bu
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gonetscope not ready after 20s\n%s", stderr.String())
+			t.Fatalf("gonetscope not ready after 60s\n%s", stderr.String())
 		}
 	}
 }
