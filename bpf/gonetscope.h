@@ -108,21 +108,39 @@ struct user_stack {
  * full, by enum event_type. */
 #define LOST_MAX 8
 
+/* The current task. bpf_get_current_task_btf() (5.11) gives a typed
+ * pointer; before it, the untyped one is read the same way (BPF_CORE_READ). */
+static __always_inline struct task_struct *current_task(void)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf))
+		return bpf_get_current_task_btf();
+	return (struct task_struct *)bpf_get_current_task();
+}
+
 static __always_inline struct target *lookup_target(__u32 tgid)
 {
 	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t)
 		return NULL;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	/* /proc/PID/stat's starttime is start_boottime in USER_HZ (100) ticks. */
 	if (BPF_CORE_READ(task, group_leader, start_boottime) / (1000000000ULL / 100) != t->start_ticks)
 		return NULL; /* the PID was reused by another process */
 	return t;
 }
 
+/* The user registers saved at syscall entry. bpf_task_pt_regs() came in
+ * 5.15; before it they sit at the top of the task's kernel stack, where the
+ * kernel's own task_pt_regs() finds them (x86-64: THREAD_SIZE 16 KiB without
+ * KASAN, no padding). The check is a CO-RE relocation against the running
+ * kernel, so the verifier never sees the branch the kernel cannot run. */
+#define X86_64_THREAD_SIZE (4096 << 2)
 static __always_inline struct pt_regs *user_regs(void)
 {
-	return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	void *stack = BPF_CORE_READ(current_task(), stack);
+	return (struct pt_regs *)(stack + X86_64_THREAD_SIZE - sizeof(struct pt_regs));
 }
 
 /* The user registers saved at syscall entry: the syscall number, its first
@@ -156,7 +174,7 @@ static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
 	 * in attached.limits when this one would not. */
 	if (!bpf_core_field_exists(struct task_struct, thread_pid) || !bpf_core_field_exists(struct pid, numbers))
 		return 0;
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	struct pid *pid = BPF_CORE_READ(task, thread_pid);
 	if (!pid)
 		return 0;
@@ -219,7 +237,7 @@ static __always_inline void fill_header(struct event_header *h, enum event_type 
 /* The struct sock behind fd in the current process, or NULL when fd is not a socket. */
 static __always_inline struct sock *sock_from_fd(int fd)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
 		return NULL;

@@ -76,7 +76,11 @@ static __always_inline void hist_add(struct hist_key *key, __u64 ns)
 		     : "+r"(b)
 		     : [max] "i"(HIST_BUCKETS - 1));
 	__sync_fetch_and_add(&h->count, 1);
-	__sync_fetch_and_add(&h->sum_ns, ns);
+	/* Counters record 0: clang turns an atomic add of a constant 0 into an
+	 * atomic OR, which kernels before 5.12 refuse ("BPF_STX uses reserved
+	 * fields"). Adding nothing is nothing. */
+	if (ns)
+		__sync_fetch_and_add(&h->sum_ns, ns);
 	__sync_fetch_and_add(&h->buckets[b], 1);
 }
 

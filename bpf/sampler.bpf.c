@@ -138,7 +138,9 @@ static __always_inline void add_sample(__u32 tid, __u64 stack, __u64 ns)
 		}
 	}
 	__sync_fetch_and_add(&v->count, 1);
-	__sync_fetch_and_add(&v->ns, ns);
+	/* A CPU sample adds 0 here: see hist_add on atomic adds of 0. */
+	if (ns)
+		__sync_fetch_and_add(&v->ns, ns);
 }
 
 SEC("perf_event")

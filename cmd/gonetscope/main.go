@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cilium/ebpf/rlimit"
+
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
@@ -198,6 +200,11 @@ func checkPrivileges() error {
 		return fmt.Errorf("reading gonetscope's own PID namespace: %w", err)
 	} else if !host {
 		return errors.New("gonetscope runs in a PID namespace other than the host's, so it cannot see the PIDs it must trace: run it in the host PID namespace (Kubernetes: hostPID: true; docker: --pid=host)")
+	}
+	// Kernels before 5.11 charge BPF maps to RLIMIT_MEMLOCK; later ones
+	// to the memory cgroup, and this does nothing there.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("raising RLIMIT_MEMLOCK for the BPF maps (kernels before 5.11 count them against it): %v: run as root, or grant CAP_SYS_RESOURCE", err)
 	}
 	return nil
 }

@@ -11,7 +11,7 @@ set -euo pipefail
 prog=${0##*/}
 usage() {
 	cat <<'EOF'
-usage: scripts/kernels/run.sh [--kernel debian-6.1 | --kernel-image PATH]
+usage: scripts/kernels/run.sh [--kernel NAME | --kernel-image PATH]
                               [--mem 2G] [--timeout SECONDS]
                               PAYLOAD_DIR -- CMD [ARGS...]
 
@@ -19,7 +19,8 @@ Boots the kernel under qemu (TCG) with a busybox initramfs, copies PAYLOAD_DIR
 to /payload inside the VM, runs CMD ARGS there as root (cwd /payload, /payload
 on PATH), streams the serial console to stdout and exits with CMD's status.
 
-  --kernel NAME        kernel to fetch and cache (only: debian-6.1, the default)
+  --kernel NAME        kernel to fetch and cache: debian-5.10 (Debian 11),
+                       debian-6.1 (Debian 12, the default), debian-6.12 (Debian 13)
   --kernel-image PATH  boot this bzImage/vmlinuz instead (nothing is fetched)
   --mem SIZE           guest memory, qemu syntax (default 2G)
   --timeout SECONDS    kill qemu after this long and exit 124 (default 600)
@@ -67,7 +68,10 @@ cmd=("$@")
 if [[ -n $kernel_image ]]; then
 	[[ -r $kernel_image ]] || die "kernel image $kernel_image is not readable; pass a bzImage/vmlinuz path"
 else
-	[[ $kernel == debian-6.1 ]] || die "unknown kernel '$kernel'; known: debian-6.1 (or pass --kernel-image PATH)"
+	case $kernel in
+	debian-5.10 | debian-6.1 | debian-6.12) ;;
+	*) die "unknown kernel '$kernel'; known: debian-5.10, debian-6.1, debian-6.12 (or pass --kernel-image PATH)" ;;
+	esac
 fi
 ((EUID == 0)) || die "must run as root (it installs packages with apt-get); rerun with sudo"
 
@@ -106,40 +110,89 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 ((${#need[@]} == 0)) || apt_install "${need[@]}"
 
 # ------------------------------------------------------------------- kernel
-# Debian's 6.1 kernel: BTF, kprobes, ftrace/fentry, all built in. We fetch the
-# newest linux-image-6.1.0-NN-amd64 with `apt-get download` (never installed),
-# keep only vmlinuz (and a decompressed vmlinux) and its config, and reuse them
-# on later runs. To move to a
-# newer package, delete $cache/debian-6.1.
-debian_61_pkgs() {
-	apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' | awk '{print $1}'
+# Debian's packaged kernels: BTF, kprobes, ftrace/fentry, all built in. We
+# fetch the newest image package of the series with `apt-get download` (never
+# installed), keep only vmlinuz (and a decompressed vmlinux) and its config,
+# and reuse them on later runs. To move to a newer package, delete
+# $cache/NAME.
+#
+# Kernels of other Debian releases than the host's come from their suites
+# through a private apt configuration under $cache/apt; the host's apt
+# sources are not touched.
+#   NAME         suites                         package
+#   debian-5.10  bullseye, bullseye-security    linux-image-5.10.0-NN-amd64
+#   debian-6.1   the host's (bookworm)          linux-image-6.1.0-NN-amd64
+#   debian-6.12  trixie, trixie-security        linux-image-6.12.NN+deb13-amd64
+kernel_pattern() {
+	case $1 in
+	debian-5.10) echo '^linux-image-5\.10\.0-[0-9]+-amd64(-unsigned)?$' ;;
+	debian-6.1) echo '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' ;;
+	debian-6.12) echo '^linux-image-6\.12\.[0-9]+\+deb13-amd64(-unsigned)?$' ;;
+	esac
 }
-fetch_debian_61() {
-	local dir=$cache/debian-6.1
+kernel_suite() {
+	case $1 in
+	debian-5.10) echo bullseye ;;
+	debian-6.12) echo trixie ;;
+	esac
+}
+apt_opts=()
+# Points apt_opts at a private configuration with the suites of kernel $1
+# (nothing when the host's sources have it), and updates its lists when
+# they are empty or when $2 is "update".
+use_suites() {
+	local suite
+	suite=$(kernel_suite "$1")
+	[[ -z $suite ]] && return
+	local dir=$cache/apt
+	mkdir -p "$dir/lists-$suite/partial"
+	{
+		echo "deb http://deb.debian.org/debian $suite main"
+		echo "deb http://deb.debian.org/debian-security $suite-security main"
+	} >"$dir/sources-$suite.list"
+	apt_opts=(-o "Dir::Etc::SourceList=$dir/sources-$suite.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$dir/lists-$suite" -o APT::Sandbox::User=root)
+	if [[ ${2:-} == update || ! -e $dir/lists-$suite/.updated ]]; then
+		log "apt-get update of Debian $suite (private lists in $dir)"
+		apt-get "${apt_opts[@]}" update -q >&2 ||
+			die "apt-get update of Debian $suite failed; check network access to the Debian mirror"
+		touch "$dir/lists-$suite/.updated"
+	fi
+}
+debian_pkgs() {
+	apt-cache "${apt_opts[@]}" search --names-only "$(kernel_pattern "$1")" | awk '{print $1}'
+}
+fetch_debian() {
+	local name=$1 dir=$cache/$1
 	[[ -f $dir/vmlinuz ]] && return
+	use_suites "$name"
 	local pkg
-	[[ -n $(debian_61_pkgs) ]] || apt_update
+	if [[ -z $(debian_pkgs "$name") ]]; then
+		if ((${#apt_opts[@]})); then use_suites "$name" update; else apt_update; fi
+	fi
 	# The newest ABI number; prefer the signed package, fall back to -unsigned.
-	pkg=$(debian_61_pkgs | sed 's/-unsigned$//' | sort -uV | tail -n1)
-	[[ -n $pkg ]] || die "apt knows no linux-image-6.1.0-*-amd64 package; add Debian 12 (bookworm) main and security to the apt sources"
+	pkg=$(debian_pkgs "$name" | sed 's/-unsigned$//' | sort -uV | tail -n1)
+	[[ -n $pkg ]] || die "apt knows no package matching $(kernel_pattern "$name"); check the Debian apt sources for $name"
 	local dl=$tmp/deb
 	mkdir -p "$dl"
 	download() {
 		local p
 		for p in "$pkg" "$pkg-unsigned"; do
 			# Sandbox user root: the _apt user cannot write into our temp dir.
-			(cd "$dl" && apt-get download -q -o APT::Sandbox::User=root "$p" >&2) && return 0
+			(cd "$dl" && apt-get "${apt_opts[@]}" download -q -o APT::Sandbox::User=root "$p" >&2) && return 0
 		done
 		return 1
 	}
 	log "downloading $pkg (about 70 MB, once; cached in $dir)"
-	download || { apt_update && download; } ||
-		die "apt-get download $pkg failed; check network access to the Debian mirror"
+	download || {
+		if ((${#apt_opts[@]})); then use_suites "$name" update; else apt_update; fi
+		download
+	} || die "apt-get download $pkg failed; check network access to the Debian mirror"
 	# Unpack only /boot: the rest is 400 MB of modules the VM does not load.
 	mkdir -p "$dl/root"
 	dpkg-deb --fsys-tarfile "$dl"/*.deb | tar -x -C "$dl/root" --wildcards './boot/*'
 	local out
-	out=$(mktemp -d "$cache/.debian-6.1.XXXXXX")
+	out=$(mktemp -d "$cache/.$name.XXXXXX")
 	cp "$dl"/root/boot/vmlinuz-* "$out/vmlinuz"
 	cp "$dl"/root/boot/config-* "$out/config"
 	# qemu can boot an ELF vmlinux only through a PVH entry point.
@@ -173,9 +226,10 @@ extract_vmlinux() {
 if [[ -n $kernel_image ]]; then
 	kimage=$kernel_image
 else
-	fetch_debian_61
-	kimage=$cache/debian-6.1/vmlinux
-	[[ -f $kimage ]] || kimage=$cache/debian-6.1/vmlinuz
+	fetch_debian "$kernel"
+	kimage=$cache/$kernel/vmlinux
+	[[ -f $kimage ]] || kimage=$cache/$kernel/vmlinuz
+	log "kernel: $(tr '\n' ' ' <"$cache/$kernel/VERSION")"
 fi
 
 # ---------------------------------------------------------------- initramfs
