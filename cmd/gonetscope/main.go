@@ -186,7 +186,7 @@ func trace(args []string) error {
 // the first bpf() call fail with a bare EPERM.
 func checkPrivileges() error {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux): gonetscope needs Linux 5.15+ built with CONFIG_DEBUG_INFO_BTF=y")
+		return errors.New("this kernel has no BTF (/sys/kernel/btf/vmlinux): gonetscope needs Linux 5.10+ built with CONFIG_DEBUG_INFO_BTF=y")
 	}
 	if missing := missingCaps(); len(missing) > 0 {
 		return fmt.Errorf("missing capabilities %s: run gonetscope as root (sudo)", strings.Join(missing, ", "))

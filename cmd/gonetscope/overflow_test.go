@@ -547,9 +547,9 @@ func TestListenOverflow(t *testing.T) {
 			t.Errorf("listen_overflow without an overflow: %+v", evs)
 		}
 		// The mechanism in use is named: on this project's machines the
-		// sampled counters; in the test VM, which has kprobes, the drop hook
-		// (GONETSCOPE_TEST_OVERFLOW_HOOK).
-		want := os.Getenv("GONETSCOPE_TEST_OVERFLOW_HOOK")
+		// sampled counters; in the test VMs, which have fentry or kprobes,
+		// the drop hook (GONETSCOPE_TEST_AUTO_HOOKS).
+		want := autoHooks(t)["listen_overflow"]
 		if want == "" {
 			want = "iter/task_file"
 		}

@@ -412,6 +412,46 @@ func checkTraceOpts(t *testing.T, argv []string, hooks, network string, o traceO
 	return r
 }
 
+// autoHooks is what --hooks auto must choose on this kernel, from
+// GONETSCOPE_TEST_AUTO_HOOKS ("tcp_connect=fentry,..."; make test-kernels
+// sets it per kernel); empty when unset.
+func autoHooks(t *testing.T) map[string]string {
+	m := map[string]string{}
+	s := os.Getenv("GONETSCOPE_TEST_AUTO_HOOKS")
+	for _, kv := range strings.Split(s, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			t.Fatalf("GONETSCOPE_TEST_AUTO_HOOKS %q: want hook=mechanism,...", s)
+		}
+		m[k] = v
+	}
+	return m
+}
+
+// TestAutoHooks: --hooks auto picks what this kernel should give it
+// (GONETSCOPE_TEST_AUTO_HOOKS), and the attached event says so.
+func TestAutoHooks(t *testing.T) {
+	want := autoHooks(t)
+	if len(want) == 0 {
+		t.Skip("GONETSCOPE_TEST_AUTO_HOOKS is not set (make test-kernels sets it for each kernel)")
+	}
+	r := traceTarget(t, []string{"-rounds", "1", "-delay", testDelay(t).String()}, []string{"--hooks", "auto"})
+	a := r.of("attached")
+	if len(a) != 1 {
+		t.Fatalf("want one attached event, got %d", len(a))
+	}
+	for hook, mech := range want {
+		if a[0].Hooks[hook] != mech {
+			t.Errorf("--hooks auto on this kernel: %s uses %q, want %q (all: %v)", hook, a[0].Hooks[hook], mech, a[0].Hooks)
+		}
+	}
+	checkConnects(t, r, "tcp4")
+	checkAccepts(t, r, "tcp4")
+}
+
 func checkAttached(t *testing.T, r traceRun, hooks string) {
 	a := r.of("attached")
 	if len(a) != 1 {
