@@ -25,17 +25,19 @@ import (
 	"go/format"
 	"go/version"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 )
 
 // defaultVersions are the toolchains the committed table was made from.
-const defaultVersions = "go1.22.12,go1.23.12,go1.24.11,go1.25.5,go1.26.7,go1.26.8,go1.27.3"
+// go1.17 is the first with the register ABI (g in R14) on amd64; before
+// go1.21 there are no toolchain modules for go1.16 and older anyway.
+const defaultVersions = "go1.17.13,go1.18.10,go1.19.8,go1.19.13,go1.20.14,go1.21.13,go1.22.12,go1.23.12,go1.24.11,go1.25.5,go1.26.7,go1.26.8,go1.27.3"
 
 const program = `package main
 
@@ -73,13 +75,11 @@ type entry struct {
 // waitReason, from its runtime/runtime2.go: the order of the constants,
 // then the string of each.
 func waitReasons(v string) ([]string, error) {
-	cmd := exec.Command("go", "env", "GOROOT")
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+v)
-	root, err := cmd.Output()
+	root, err := gotoolchain.GOROOT(v)
 	if err != nil {
-		return nil, fmt.Errorf("GOROOT of %s: %w", v, err)
+		return nil, err
 	}
-	src, err := os.ReadFile(filepath.Join(strings.TrimSpace(string(root)), "src/runtime/runtime2.go"))
+	src, err := os.ReadFile(filepath.Join(root, "src/runtime/runtime2.go"))
 	if err != nil {
 		return nil, err
 	}
@@ -136,7 +136,7 @@ func run(versions []string, out string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.22\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.17\n"), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o644); err != nil {
@@ -148,11 +148,8 @@ func run(versions []string, out string) error {
 			return fmt.Errorf("%q is not a Go version", v)
 		}
 		bin := filepath.Join(dir, "tiny-"+v)
-		cmd := exec.Command("go", "build", "-o", bin, ".")
-		cmd.Dir = dir
-		cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+v, "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off")
-		if o, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("building with %s: %v\n%s", v, err, o)
+		if err := gotoolchain.Build(dir, v, bin); err != nil {
+			return err
 		}
 		o, err := goruntime.OffsetsFromDWARF(bin)
 		if err != nil {

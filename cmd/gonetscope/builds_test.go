@@ -15,14 +15,16 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 )
 
 // buildNettarget builds cmd/nettarget with the toolchain and flags given,
-// in a module of its own (its go line is old enough for every toolchain in
-// the offsets table), and returns the binary.
+// in a module of its own (its go line is old enough for every toolchain
+// gonetscope supports, back to go1.17), and returns the binary.
 func buildNettarget(t *testing.T, toolchain string, flags ...string) string {
 	t.Helper()
-	files := map[string][]byte{"go.mod": []byte("module nettarget\n\ngo 1.22\n")}
+	files := map[string][]byte{"go.mod": []byte("module nettarget\n\ngo 1.17\n")}
 	srcs, _ := filepath.Glob("../nettarget/*.go")
 	for _, f := range srcs {
 		if strings.HasSuffix(f, "_test.go") {
@@ -41,11 +43,8 @@ func buildNettarget(t *testing.T, toolchain string, flags ...string) string {
 		}
 	}
 	bin := filepath.Join(dir, "nettarget")
-	cmd := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, ".")...)
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+toolchain, "GOFLAGS=", "GOWORK=off", "CGO_ENABLED=0")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %v with %s: %v\n%s", flags, toolchain, err, out)
+	if err := gotoolchain.Build(dir, toolchain, bin, flags...); err != nil {
+		t.Fatal(err)
 	}
 	return bin
 }
@@ -58,8 +57,9 @@ type buildCase struct {
 }
 
 // TestTraceBuilds: the same events, exactly, from a stripped binary (its
-// runtime offsets from the version table), a PIE binary, a Go 1.27 binary
-// and a stripped PIE Go 1.24 binary (the older epoll data layout). One hook
+// runtime offsets from the version table), a PIE binary, a Go 1.27 binary,
+// a stripped PIE Go 1.24 binary (the older epoll data layout), and stripped
+// Go 1.21, 1.19 and 1.17 binaries (1.19 and 1.17: no tag in epoll data). One hook
 // mode and one address family each: TestTrace covers the rest.
 // GONETSCOPE_TEST_TOOLCHAINS adds a stripped PIE build per toolchain listed
 // (such as go1.22.12,go1.23.12,go1.25.5), to verify a table entry by hand.
@@ -69,6 +69,12 @@ func TestTraceBuilds(t *testing.T) {
 		{"pie", "local", []string{"-buildmode=pie"}, "dwarf", ""},
 		{"go1.27", "go1.27.3", nil, "dwarf", "go1.27.3"},
 		{"go1.24-stripped-pie", "go1.24.11", []string{"-ldflags=-s -w", "-buildmode=pie"}, "table", "go1.24.11"},
+		// go1.21: the first tagged epoll data; go1.19.8: what Debian 12
+		// builds its Go packages with; go1.17: the first register ABI. The
+		// older two register a plain *pollDesc with epoll.
+		{"go1.21-stripped", "go1.21.13", []string{"-ldflags=-s -w"}, "table", "go1.21.13"},
+		{"go1.19-stripped", "go1.19.8", []string{"-ldflags=-s -w"}, "table", "go1.19.8"},
+		{"go1.17-stripped-pie", "go1.17.13", []string{"-ldflags=-s -w", "-buildmode=pie"}, "table", "go1.17.13"},
 	}
 	if s := os.Getenv("GONETSCOPE_TEST_TOOLCHAINS"); s != "" {
 		for _, v := range strings.Split(s, ",") {

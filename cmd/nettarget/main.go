@@ -4,6 +4,9 @@
 // tests and `make demo` trace it and compare the tracer's events with what
 // it printed.
 //
+// It builds with every Go toolchain gonetscope supports, back to go1.17
+// (TestTraceBuilds): no any, no atomic types, no range over ints.
+//
 // Each round: a server goroutine accepts a connection and writes to it after
 // -delay; a client goroutine dials, then reads (waiting -delay for the peer);
 // then the client dials a closed port and is refused.
@@ -38,8 +41,8 @@ var (
 var out = json.NewEncoder(os.Stdout)
 
 // report prints one fact as a JSON line.
-func report(op string, kv ...any) {
-	m := map[string]any{"op": op}
+func report(op string, kv ...interface{}) {
+	m := map[string]interface{}{"op": op}
 	for i := 0; i+1 < len(kv); i += 2 {
 		m[kv[i].(string)] = kv[i+1]
 	}

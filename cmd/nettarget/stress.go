@@ -29,7 +29,7 @@ func serveBurst(d time.Duration) error {
 		return err
 	}
 	report("serving", "port", ln.Addr().(*net.TCPAddr).Port, "listen_fd", fdOf(ln.(*net.TCPListener)))
-	var n atomic.Int64
+	var n int64 // atomic
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -38,14 +38,14 @@ func serveBurst(d time.Duration) error {
 			if err != nil {
 				return
 			}
-			n.Add(1)
+			atomic.AddInt64(&n, 1)
 			c.Close()
 		}
 	}()
 	time.Sleep(d)
 	ln.Close()
 	<-done
-	report("served", "accepts", n.Load())
+	report("served", "accepts", atomic.LoadInt64(&n))
 	return nil
 }
 
@@ -72,7 +72,7 @@ func stressRun(d time.Duration) error {
 	}()
 
 	deadline := time.Now().Add(d)
-	var ops, goroutines atomic.Int64
+	var ops, goroutines int64 // atomic
 	errs := make(chan error, 64)
 	var wg sync.WaitGroup
 	for w := 0; w < 32; w++ {
@@ -105,13 +105,13 @@ func stressRun(d time.Duration) error {
 				}
 				// Goroutine churn: short-lived goroutines, each with its own stack.
 				var inner sync.WaitGroup
-				for range 8 {
+				for i := 0; i < 8; i++ {
 					inner.Add(1)
-					goroutines.Add(1)
+					atomic.AddInt64(&goroutines, 1)
 					go func() { defer inner.Done(); recurse(50, nil) }()
 				}
 				inner.Wait()
-				ops.Add(1)
+				atomic.AddInt64(&ops, 1)
 			}
 		}()
 	}
@@ -120,7 +120,7 @@ func stressRun(d time.Duration) error {
 	for err := range errs {
 		return err
 	}
-	report("stress", "ok", true, "ops", ops.Load(), "goroutines", goroutines.Load())
+	report("stress", "ok", true, "ops", atomic.LoadInt64(&ops), "goroutines", atomic.LoadInt64(&goroutines))
 	return nil
 }
 

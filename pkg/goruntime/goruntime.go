@@ -118,7 +118,9 @@ func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
 // (nil: no DWARF), and notes in b.Limits what is switched off.
 func (b *Binary) resolve(d *dwarf.Data) error {
 	var err error
-	if b.PollTag, err = pollTagFor(b.GoVersion); err != nil {
+	b.PollTag, err = pollTagFor(b.GoVersion)
+	tagKnown := err == nil
+	if !tagKnown {
 		b.Limits = append(b.Limits, err.Error()+": netpoll_wait cannot tell I/O wait from scheduling delay (ready_seen is always false)")
 	}
 	if d != nil {
@@ -134,9 +136,10 @@ func (b *Binary) resolve(d *dwarf.Data) error {
 		b.Limits = append(b.Limits, fmt.Sprintf("%s without DWARF: its runtime struct offsets are not in gonetscope's table (%s): no goroutine ids and no netpoll_wait; rebuild without -ldflags=-w, or add the version with 'go run ./cmd/gen-offsets'",
 			b.GoVersion, strings.Join(TableVersions(), ", ")))
 	}
-	if b.PollTag == (PollTag{}) {
+	if !tagKnown {
 		// Without the tag layout the ready mark cannot be decoded: the
-		// BPF side skips it when pollDesc.fd is unknown.
+		// BPF side skips it when pollDesc.fd is unknown. (A zero PollTag
+		// that is known is a plain pointer: go1.17 to go1.20.)
 		b.Offsets.PdFd, b.Offsets.PdFdseq = 0, 0
 	}
 	return nil
@@ -174,17 +177,24 @@ func releaseOf(goVersion string) string {
 
 // pollTagFor returns the epoll data packing of a Go version, from
 // runtime/tagptr_64bit.go (amd64) of each toolchain: ptr = int64(data) >>
-// tagBits << alignment. Read from the source of go1.22.12, go1.23.12,
-// go1.24.11, go1.25.5, go1.26.8 and go1.27.3. A version newer than the
+// tagBits << alignment; a zero PollTag is a plain pointer. Read from
+// runtime/netpoll_epoll.go and tagptr_64bit.go of go1.17.13, go1.18.10,
+// go1.19.13, go1.20.14, go1.21.13, go1.22.12, go1.23.12, go1.24.11,
+// go1.25.5, go1.26.8 and go1.27.3. A version newer than the
 // newest verified one is unknown until checked: it fails closed.
 func pollTagFor(goVersion string) (PollTag, error) {
 	lang := version.Lang(goVersion)
 	switch {
-	case version.Compare(lang, "go1.22") < 0:
-		// Older runtimes pack epoll data differently (tagged pointers came
-		// with fdseq); not verified.
+	case version.Compare(lang, "go1.17") < 0:
+		// No register ABI: no goroutine ids anyway.
+	case version.Compare(lang, "go1.20") <= 0:
+		// A plain *pollDesc (runtime/netpoll_epoll.go: *(**pollDesc)(&ev.data));
+		// no fdseq. The netpoll break pipe is registered with the address
+		// of netpollBreakRd, whose "fd" is then netpollBreakWr: the write
+		// end, which no goroutine parks on.
+		return PollTag{}, nil
 	case version.Compare(lang, "go1.24") <= 0:
-		// addrBits 48, tagBits 64-48+3 = 19, 8-byte alignment.
+		// From go1.21: addrBits 48, tagBits 64-48+3 = 19, 8-byte alignment.
 		return PollTag{Shr: 19, Shl: 3}, nil
 	case version.Compare(lang, "go1.27") <= 0:
 		// addrBits 49 (golang.org/issue/69255), tagAlignBits 9: tagBits 24.
@@ -192,7 +202,7 @@ func pollTagFor(goVersion string) (PollTag, error) {
 		// its fdseq read fails and it is skipped, as before.)
 		return PollTag{Shr: 24, Shl: 9}, nil
 	}
-	return PollTag{}, fmt.Errorf("%s: the netpoller's epoll data layout of this Go version is not known to gonetscope (verified: go1.22 to go1.27)", goVersion)
+	return PollTag{}, fmt.Errorf("%s: the netpoller's epoll data layout of this Go version is not known to gonetscope (verified: go1.17 to go1.27)", goVersion)
 }
 
 // want lists the struct fields gonetscope reads, by struct and field name.
@@ -206,7 +216,8 @@ var want = []struct {
 	{"runtime.g", "m", func(o *Offsets) *uint16 { return &o.GM }, false},
 	{"runtime.m", "procid", func(o *Offsets) *uint16 { return &o.MProcid }, false},
 	{"runtime.pollDesc", "fd", func(o *Offsets) *uint16 { return &o.PdFd }, false},
-	{"runtime.pollDesc", "fdseq", func(o *Offsets) *uint16 { return &o.PdFdseq }, false},
+	// fdseq came with the tagged epoll data in go1.21.
+	{"runtime.pollDesc", "fdseq", func(o *Offsets) *uint16 { return &o.PdFdseq }, true},
 	{"runtime.moduledata", "text", func(o *Offsets) *uint16 { return &o.MdText }, true},
 	{"runtime.moduledata", "gofunc", func(o *Offsets) *uint16 { return &o.MdGofunc }, true},
 	{"runtime.g", "startpc", func(o *Offsets) *uint16 { return &o.GStartpc }, true},

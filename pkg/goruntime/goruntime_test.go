@@ -183,7 +183,7 @@ func TestTableMatchesDWARF(t *testing.T) {
 // A version the table does not know, without DWARF, fails closed: no
 // offsets at all, and a limit that says why and what to do.
 func TestUnknownVersionFailsClosed(t *testing.T) {
-	for _, v := range []string{"go1.99.1", "go1.21.13"} {
+	for _, v := range []string{"go1.99.1", "go1.16.15"} {
 		b := &Binary{GoVersion: v}
 		if err := b.resolve(nil); err != nil {
 			t.Fatal(err)
@@ -218,8 +218,10 @@ func TestPollTagFor(t *testing.T) {
 		{"go1.26.8", PollTag{24, 9}, true},
 		{"go1.27.3", PollTag{24, 9}, true},
 		{"go1.28.0", PollTag{}, false},
-		{"go1.21.13", PollTag{}, false},
-		{"go1.17", PollTag{}, false},
+		{"go1.21.13", PollTag{19, 3}, true},
+		{"go1.20.14", PollTag{}, true}, // a plain *pollDesc
+		{"go1.17", PollTag{}, true},
+		{"go1.16.15", PollTag{}, false},
 	} {
 		got, err := pollTagFor(tc.version)
 		if tc.ok && (err != nil || got != tc.want) {
