@@ -131,16 +131,16 @@ static __always_inline struct target *lookup_target(__u32 tgid)
 
 /* The user registers saved at syscall entry. bpf_task_pt_regs() came in
  * 5.15; before it they sit at the top of the task's kernel stack, where the
- * kernel's own task_pt_regs() finds them (x86-64: THREAD_SIZE 16 KiB without
- * KASAN, no padding). The check is a CO-RE relocation against the running
+ * kernel's own task_pt_regs() finds them (x86-64, and arm64 with 4 KiB
+ * pages: THREAD_SIZE 16 KiB without KASAN, no padding). The check is a CO-RE relocation against the running
  * kernel, so the verifier never sees the branch the kernel cannot run. */
-#define X86_64_THREAD_SIZE (4096 << 2)
+#define KERNEL_THREAD_SIZE (4096 << 2)
 static __always_inline struct pt_regs *user_regs(void)
 {
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
 		return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	void *stack = BPF_CORE_READ(current_task(), stack);
-	return (struct pt_regs *)(stack + X86_64_THREAD_SIZE - sizeof(struct pt_regs));
+	return (struct pt_regs *)(stack + KERNEL_THREAD_SIZE - sizeof(struct pt_regs));
 }
 
 /* The user registers saved at syscall entry: the syscall number, its first
@@ -151,12 +151,16 @@ static __always_inline struct pt_regs *user_regs(void)
 #define REGS_ARG1(r) BPF_CORE_READ(r, si)
 #define REGS_GO_G(r) BPF_CORE_READ(r, r14)
 #define NR_CONNECT 42
+/* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX, ... */
+#define GO_REG_ARG(r, i) ((i) == 0 ? (r)->ax : (i) == 1 ? (r)->bx : (r)->cx)
 #elif defined(__TARGET_ARCH_arm64)
 #define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, syscallno)
 #define REGS_ARG0(r) BPF_CORE_READ(r, orig_x0)
 #define REGS_ARG1(r) BPF_CORE_READ(r, regs[1])
 #define REGS_GO_G(r) BPF_CORE_READ(r, regs[28])
 #define NR_CONNECT 203
+/* Go's ABIInternal integer registers in argument order: R0, R1, R2, ... */
+#define GO_REG_ARG(r, i) ((r)->regs[i])
 #else
 #error "gonetscope supports amd64 and arm64"
 #endif

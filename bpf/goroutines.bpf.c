@@ -94,7 +94,7 @@ int goroutine_created(struct pt_regs *ctx)
 	struct g_layout *l = bpf_map_lookup_elem(&g_layouts, &pid);
 	if (!l || !lookup_target(pid))
 		return 0;
-	__u64 g = ctx->bx;
+	__u64 g = GO_REG_ARG(ctx, 1);
 	struct goroutine_key k = {.pid = pid};
 	struct goroutine v = {.g = g, .t_create = bpf_ktime_get_boot_ns()};
 	if (bpf_probe_read_user(&k.goid, sizeof(k.goid), (void *)(g + l->goid)) ||
@@ -128,7 +128,7 @@ int goroutine_exited(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct goroutine_key k = {.pid = pid};
-	if (bpf_probe_read_user(&k.goid, sizeof(k.goid), (void *)(ctx->ax + l->goid)))
+	if (bpf_probe_read_user(&k.goid, sizeof(k.goid), (void *)(GO_REG_ARG(ctx, 0) + l->goid)))
 		return 0;
 	struct goroutine *v = bpf_map_lookup_elem(&live, &k);
 	if (!v)

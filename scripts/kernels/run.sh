@@ -20,7 +20,9 @@ to /payload inside the VM, runs CMD ARGS there as root (cwd /payload, /payload
 on PATH), streams the serial console to stdout and exits with CMD's status.
 
   --kernel NAME        kernel to fetch and cache: debian-5.10 (Debian 11),
-                       debian-6.1 (Debian 12, the default), debian-6.12 (Debian 13)
+                       debian-6.1 (Debian 12, the default), debian-6.12 (Debian 13),
+                       debian-6.1-arm64 (Debian 12's arm64 kernel, under
+                       qemu-system-aarch64; the payload must be arm64)
   --kernel-image PATH  boot this bzImage/vmlinuz instead (nothing is fetched)
   --mem SIZE           guest memory, qemu syntax (default 2G)
   --timeout SECONDS    kill qemu after this long and exit 124 (default 600)
@@ -69,11 +71,14 @@ if [[ -n $kernel_image ]]; then
 	[[ -r $kernel_image ]] || die "kernel image $kernel_image is not readable; pass a bzImage/vmlinuz path"
 else
 	case $kernel in
-	debian-5.10 | debian-6.1 | debian-6.12) ;;
-	*) die "unknown kernel '$kernel'; known: debian-5.10, debian-6.1, debian-6.12 (or pass --kernel-image PATH)" ;;
+	debian-5.10 | debian-6.1 | debian-6.12 | debian-6.1-arm64) ;;
+	*) die "unknown kernel '$kernel'; known: debian-5.10, debian-6.1, debian-6.12, debian-6.1-arm64 (or pass --kernel-image PATH)" ;;
 	esac
 fi
 ((EUID == 0)) || die "must run as root (it installs packages with apt-get); rerun with sudo"
+# The guest's architecture: an -arm64 kernel boots under qemu-system-aarch64.
+arch=amd64
+[[ $kernel == *-arm64 ]] && arch=arm64
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cache=$repo/.cache/kernels
@@ -101,6 +106,7 @@ apt_install() {
 }
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+[[ $arch == arm64 ]] && { command -v qemu-system-aarch64 >/dev/null || need+=(qemu-system-arm); }
 command -v cpio >/dev/null || need+=(cpio)
 command -v gzip >/dev/null || need+=(gzip)
 command -v xz >/dev/null || need+=(xz-utils)
@@ -123,17 +129,20 @@ dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'
 #   debian-5.10  bullseye, bullseye-security    linux-image-5.10.0-NN-amd64
 #   debian-6.1   the host's (bookworm)          linux-image-6.1.0-NN-amd64
 #   debian-6.12  trixie, trixie-security        linux-image-6.12.NN+deb13-amd64
+#   debian-6.1-arm64  bookworm (arm64 lists)    linux-image-6.1.0-NN-arm64
 kernel_pattern() {
 	case $1 in
 	debian-5.10) echo '^linux-image-5\.10\.0-[0-9]+-amd64(-unsigned)?$' ;;
 	debian-6.1) echo '^linux-image-6\.1\.0-[0-9]+-amd64(-unsigned)?$' ;;
 	debian-6.12) echo '^linux-image-6\.12\.[0-9]+\+deb13-amd64(-unsigned)?$' ;;
+	debian-6.1-arm64) echo '^linux-image-6\.1\.0-[0-9]+-arm64(-unsigned)?$' ;;
 	esac
 }
 kernel_suite() {
 	case $1 in
 	debian-5.10) echo bullseye ;;
 	debian-6.12) echo trixie ;;
+	debian-6.1-arm64) echo bookworm ;;
 	esac
 }
 apt_opts=()
@@ -145,18 +154,20 @@ use_suites() {
 	suite=$(kernel_suite "$1")
 	[[ -z $suite ]] && return
 	local dir=$cache/apt
-	mkdir -p "$dir/lists-$suite/partial"
+	local lists=$dir/lists-$suite-$arch
+	mkdir -p "$lists/partial"
 	{
-		echo "deb http://deb.debian.org/debian $suite main"
-		echo "deb http://deb.debian.org/debian-security $suite-security main"
-	} >"$dir/sources-$suite.list"
-	apt_opts=(-o "Dir::Etc::SourceList=$dir/sources-$suite.list" -o Dir::Etc::SourceParts=/dev/null
-		-o "Dir::State::Lists=$dir/lists-$suite" -o APT::Sandbox::User=root)
-	if [[ ${2:-} == update || ! -e $dir/lists-$suite/.updated ]]; then
+		echo "deb [arch=$arch] http://deb.debian.org/debian $suite main"
+		echo "deb [arch=$arch] http://deb.debian.org/debian-security $suite-security main"
+	} >"$dir/sources-$suite-$arch.list"
+	apt_opts=(-o "Dir::Etc::SourceList=$dir/sources-$suite-$arch.list" -o Dir::Etc::SourceParts=/dev/null
+		-o "Dir::State::Lists=$lists" -o APT::Sandbox::User=root
+		-o "APT::Architecture=$arch" -o "APT::Architectures::=$arch")
+	if [[ ${2:-} == update || ! -e $lists/.updated ]]; then
 		log "apt-get update of Debian $suite (private lists in $dir)"
 		apt-get "${apt_opts[@]}" update -q >&2 ||
 			die "apt-get update of Debian $suite failed; check network access to the Debian mirror"
-		touch "$dir/lists-$suite/.updated"
+		touch "$lists/.updated"
 	fi
 }
 debian_pkgs() {
@@ -195,7 +206,8 @@ fetch_debian() {
 	out=$(mktemp -d "$cache/.$name.XXXXXX")
 	cp "$dl"/root/boot/vmlinuz-* "$out/vmlinuz"
 	cp "$dl"/root/boot/config-* "$out/config"
-	# qemu can boot an ELF vmlinux only through a PVH entry point.
+	# qemu can boot an ELF vmlinux only through a PVH entry point (x86).
+	# (Debian's arm64 vmlinuz is an uncompressed Image already.)
 	if grep -q '^CONFIG_PVH=y' "$out/config"; then
 		extract_vmlinux "$out/vmlinuz" "$out/vmlinux" ||
 			log "warning: could not decompress vmlinuz; booting the compressed image (about 3 s slower)"
@@ -264,7 +276,21 @@ poweroff -f
 # panic=-1 and qemu's -no-reboot that ends qemu as well.
 INIT
 
+# The guest's busybox: the host's for amd64; for arm64, Debian's arm64
+# busybox-static, downloaded through the kernel's private apt configuration.
+busybox=/bin/busybox
 busybox_version=$(dpkg-query -W -f='${Version}' busybox-static)
+if [[ $arch == arm64 ]]; then
+	busybox=$cache/busybox-arm64/bin/busybox
+	if [[ ! -x $busybox ]]; then
+		use_suites "$kernel"
+		mkdir -p "$tmp/bb"
+		(cd "$tmp/bb" && apt-get "${apt_opts[@]}" download -q busybox-static >&2) ||
+			die "apt-get download of the arm64 busybox-static failed; check network access to the Debian mirror"
+		rm -rf "$cache/busybox-arm64" && dpkg-deb -x "$tmp"/bb/busybox-static_*.deb "$cache/busybox-arm64"
+	fi
+	busybox_version=arm64-$(sha256sum "$busybox" | cut -c1-12)
+fi
 base_key=$({ echo "$busybox_version"; echo "$init_script"; } | sha256sum | cut -c1-12)
 base=$cache/initramfs-base-$base_key.cpio.gz
 
@@ -274,8 +300,9 @@ base=$cache/initramfs-base-$base_key.cpio.gz
 build_base() {
 	local root=$tmp/base
 	mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,run,etc,root,payload,gonetscope}
-	cp /bin/busybox "$root/bin/busybox"
+	cp "$busybox" "$root/bin/busybox"
 	local applet
+	# (The host's busybox lists the applets: the arm64 one cannot run here.)
 	for applet in $(/bin/busybox --list-full); do
 		[[ -e $root/$applet ]] || ln -s /bin/busybox "$root/$applet"
 	done
@@ -299,7 +326,7 @@ build_base() {
 # the first page; warn early rather than let it fail with "not found" inside.
 while IFS= read -r -d '' f; do
 	# (Not `head | grep -q`: with pipefail, head's SIGPIPE could hide a match.)
-	if grep -aq '/lib64/ld-linux' <(head -c 4096 "$f"); then
+	if grep -aq '/lib64/ld-linux\|/lib/ld-linux-aarch64' <(head -c 4096 "$f"); then
 		log "warning: $f is dynamically linked and will not run in the VM; build it with CGO_ENABLED=0"
 	fi
 done < <(find "$payload" -type f -perm -u+x -print0)
@@ -337,6 +364,12 @@ qemu=(qemu-system-x86_64 -accel tcg -cpu max -m "$mem" -smp "${VM_SMP:-1}" -nogr
 	-no-reboot -nic none -kernel "$kimage" -initrd "$initrd" -append "$append")
 qboot=/usr/share/qemu/qboot.rom
 [[ -f $qboot ]] && qemu+=(-bios "$qboot")
+# arm64: qemu's virt board, its PL011 UART as the console. cortex-a72 rather
+# than max: emulating SVE and pointer authentication slows TCG for nothing.
+if [[ $arch == arm64 ]]; then
+	qemu=(qemu-system-aarch64 -M virt -accel tcg -cpu cortex-a72 -m "$mem" -smp "${VM_SMP:-1}" -nographic
+		-no-reboot -nic none -kernel "$kimage" -initrd "$initrd" -append "${append/ttyS0/ttyAMA0}")
+fi
 
 console=$tmp/console.log
 # qemu runs in a background pipeline so that a signal to this script (Ctrl-C,
