@@ -48,9 +48,9 @@ struct target {
 	__u8 pd_tag_shl;
 	/* 1: events on a goroutine carry its user stack (--stacks). */
 	__u8 stacks;
-	/* 1: the target lives in a PID namespace of its own (a container):
-	 * its thread ids there differ from the host's. */
-	__u8 in_pidns;
+	/* The depth of the target's PID namespace below the host's: 0 outside
+	 * containers; else its thread ids there differ from the host's. */
+	__u8 pidns_level;
 	__u8 _pad[2];
 };
 
@@ -168,11 +168,11 @@ static __always_inline struct pt_regs *user_regs(void)
 /* The calling thread's id as the target sees it: gettid() in the target's
  * own PID namespace, which is what the Go runtime stored in m.procid. A
  * task's struct pid holds its number at every level from the host's (0) to
- * its own (pid->level); a container's threads have a different number at
- * each level. Read with CO-RE, so it works on every hook mechanism. */
+ * its own (pid->level, the target's pidns_level); a container's threads have
+ * a different number at each level. Read with CO-RE, so it works on every hook mechanism. */
 static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
 {
-	if (!t->in_pidns)
+	if (!t->pidns_level)
 		return tid;
 	/* Every kernel gonetscope supports has them (4.19+); user space says
 	 * in attached.limits when this one would not. */
@@ -182,7 +182,8 @@ static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
 	struct pid *pid = BPF_CORE_READ(task, thread_pid);
 	if (!pid)
 		return 0;
-	unsigned int level = BPF_CORE_READ(pid, level);
+	/* (pid->level would say the same; user space read it from NSpid.) */
+	unsigned int level = t->pidns_level;
 	return BPF_CORE_READ(pid, numbers[level].nr);
 }
 

@@ -8,7 +8,9 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +18,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -262,4 +265,79 @@ func TestRefusesWithoutHostPID(t *testing.T) {
 // traces a target in another container exactly.
 func TestTraceFromContainer(t *testing.T) {
 	checkTraceOpts(t, []string{nettargetBin}, "auto", "tcp4", traceOpts{target: container, tracer: hostPID})
+}
+
+// BenchmarkParkResumeContainer measures what the namespace-level thread id
+// costs: a raw EAGAIN read loop on one socket (each read after the first is
+// a park and a resume, each with a goroutine read and its validation),
+// untraced, traced on the host and traced in a container, interleaved in
+// one run. Reported as ns/read per mode, from the target's own clock.
+//
+//	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench ParkResumeContainer -test.benchtime 3x
+func BenchmarkParkResumeContainer(b *testing.B) {
+	modes := []struct {
+		name   string
+		iso    isolation
+		traced bool
+	}{
+		{"untraced", onHost, false},
+		{"traced-host", onHost, true},
+		{"untraced-container", container, false},
+		{"traced-container", container, true},
+	}
+	sums := make([]float64, len(modes))
+	for i := 0; i < b.N; i++ {
+		for m, mode := range modes {
+			sums[m] += float64(benchFlood(b, mode.iso, mode.traced))
+		}
+	}
+	for m, mode := range modes {
+		b.ReportMetric(sums[m]/float64(b.N), "ns/read-"+mode.name)
+	}
+}
+
+func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
+	target := isolated(iso, "", nil, nettargetBin, "-wait-stdin", "-rounds", "0", "-flood", "300000")
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer target.Wait()
+	dec := json.NewDecoder(stdout)
+	var f fact
+	if err := dec.Decode(&f); err != nil {
+		b.Fatal(err)
+	}
+	if traced {
+		readyFile := filepath.Join(b.TempDir(), "ready")
+		tr := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(target.Process.Pid), "--ready-file", readyFile, "--output", os.DevNull)
+		if err := tr.Start(); err != nil {
+			b.Fatal(err)
+		}
+		defer func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }()
+		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if _, err := os.Stat(readyFile); err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b.Fatal("gonetscope not ready")
+			}
+		}
+	}
+	io.WriteString(stdin, "go\n")
+	for dec.More() {
+		var f struct {
+			Op        string `json:"op"`
+			NsPerRead int64  `json:"ns_per_read"`
+		}
+		if err := dec.Decode(&f); err != nil {
+			b.Fatal(err)
+		}
+		if f.Op == "flood" {
+			return f.NsPerRead
+		}
+	}
+	b.Fatal("the target reported no flood")
+	return 0
 }

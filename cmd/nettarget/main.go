@@ -198,12 +198,14 @@ func floodReads(n int) error {
 	defer syscall.Close(fds[0])
 	defer syscall.Close(fds[1])
 	buf := make([]byte, 1)
+	start := time.Now()
 	for i := 0; i < n; i++ {
 		if _, err := syscall.Read(fds[0], buf); err != syscall.EAGAIN {
 			return fmt.Errorf("flood read %d: want EAGAIN, got %v", i, err)
 		}
 	}
-	report("flood", "goid", goid(), "fd", fds[0], "reads", n)
+	perRead := time.Since(start).Nanoseconds() / int64(n)
+	report("flood", "goid", goid(), "fd", fds[0], "reads", n, "ns_per_read", perRead)
 	return nil
 }
 

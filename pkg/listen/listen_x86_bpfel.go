@@ -25,7 +25,7 @@ type listenTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	InPidns    uint8
+	PidnsLevel uint8
 	Pad        [2]uint8
 }
 

@@ -49,7 +49,7 @@ type samplerTarget struct {
 	PdTagShr   uint8
 	PdTagShl   uint8
 	Stacks     uint8
-	InPidns    uint8
+	PidnsLevel uint8
 	Pad        [2]uint8
 }
 

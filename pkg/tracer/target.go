@@ -22,12 +22,13 @@ func KernelTarget(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, min
 	if minWait >= 0 {
 		mw = uint64(minWait.Nanoseconds())
 	}
-	var inPidns uint8
+	// NSpid lists the ids from gonetscope's namespace (the host's) down.
+	var level uint8
 	if ns.InPIDNamespace() {
-		inPidns = 1
+		level = uint8(len(ns.NSpid) - 1)
 	}
 	return netpoll.Target{
-		InPidns:    inPidns,
+		PidnsLevel: level,
 		StartTicks: p.StartTicks,
 		MinWaitNs:  mw,
 		G_goid:     bin.Offsets.GGoid,
