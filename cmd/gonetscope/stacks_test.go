@@ -23,17 +23,21 @@ func TestStacks(t *testing.T) {
 	type stackCase struct {
 		name, hooks, toolchain string
 		flags                  []string
+		iso                    isolation
 	}
 	var cases []stackCase
 	for _, h := range hookModes() {
-		cases = append(cases, stackCase{"plain/" + h, h, "", nil})
+		cases = append(cases, stackCase{"plain/" + h, h, "", nil, onHost})
 	}
+	// In a container: the symbol table through /proc/PID/exe and
+	// /proc/PID/mem of a process whose own PID is 1.
+	cases = append(cases, stackCase{"container", hookModes()[0], "", nil, container})
 	if os.Getenv("GONETSCOPE_NETTARGET") == "" {
 		pie := []string{"-ldflags=-s -w", "-buildmode=pie"}
 		cases = append(cases,
-			stackCase{"stripped-pie", "tracepoint", "local", pie},
+			stackCase{"stripped-pie", "tracepoint", "local", pie, onHost},
 			// Before Go 1.26 a PIE binary's pclntab section has another name.
-			stackCase{"go1.24-stripped-pie", "tracepoint", "go1.24.11", pie})
+			stackCase{"go1.24-stripped-pie", "tracepoint", "go1.24.11", pie, onHost})
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,7 +45,7 @@ func TestStacks(t *testing.T) {
 			if tc.toolchain != "" {
 				bin = buildNettarget(t, tc.toolchain, tc.flags...)
 			}
-			r := traceCommand(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks})
+			r := traceRunOpts(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks}, traceOpts{target: tc.iso})
 			if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 {
 				t.Fatalf("attached: %+v", a)
 			}
