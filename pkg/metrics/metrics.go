@@ -22,12 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gonetscope/gonetscope/pkg/allgs"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/listen"
 	"github.com/gonetscope/gonetscope/pkg/proc"
-	"github.com/gonetscope/gonetscope/pkg/symbolize"
 )
 
 // Source is what a Collector reads at each scrape.
@@ -126,10 +125,10 @@ type Collector struct {
 	listenErr  error
 }
 
-// goroutineReader is the goroutine counter of one process (or why there is none).
+// goroutineReader is the goroutine table of one process (or why there is none).
 type goroutineReader struct {
 	startTicks uint64
-	c          *allgs.Counter
+	p          *goruntime.Process
 	err        error
 }
 
@@ -229,9 +228,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.errors.Collect(ch)
 }
 
-// collectGoroutines emits the goroutine gauges, opening a counter per
-// process once (a binary without symbols or DWARF has none) and closing
-// those of processes no longer traced.
+// collectGoroutines emits the goroutine gauges, opening each process once
+// (offsets from DWARF or the version table, so stripped binaries too) and
+// forgetting those no longer traced.
 func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.Process) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -240,21 +239,17 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 		live[p.PID] = true
 		r := c.goroutines[p.PID]
 		if r != nil && r.startTicks != p.StartTicks {
-			r.close()
 			r = nil
 		}
 		if r == nil {
 			r = &goroutineReader{startTicks: p.StartTicks}
-			var sym *symbolize.Symbolizer
-			if sym, r.err = symbolize.Open(p.PID); r.err == nil {
-				r.c, r.err = allgs.Open(p.PID, sym)
-			}
+			r.p, r.err = goruntime.OpenProcess(p.PID, nil)
 			c.goroutines[p.PID] = r
 		}
-		if r.c == nil {
+		if r.p == nil {
 			continue
 		}
-		sites, err := r.c.BySite()
+		sites, err := BySite(r.p)
 		if err != nil {
 			continue
 		}
@@ -263,9 +258,8 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 			ch <- prometheus.MustNewConstMetric(goroutinesDesc, prometheus.GaugeValue, float64(n), pid, p.Comm, site)
 		}
 	}
-	for pid, r := range c.goroutines {
+	for pid := range c.goroutines {
 		if !live[pid] {
-			r.close()
 			delete(c.goroutines, pid)
 		}
 	}
@@ -329,10 +323,7 @@ func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.P
 func (c *Collector) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for pid, r := range c.goroutines {
-		r.close()
-		delete(c.goroutines, pid)
-	}
+	clear(c.goroutines)
 	if c.listeners != nil {
 		c.listeners.Close()
 		c.listeners = nil
@@ -340,10 +331,23 @@ func (c *Collector) Close() error {
 	return nil
 }
 
-func (r *goroutineReader) close() {
-	if r.c != nil {
-		r.c.Close()
+// BySite counts p's live goroutines by creation site: the function holding
+// the go statement, the innermost one when it was inlined (as `trace
+// --stacks` names it); "unknown" when the pc is not in the executable.
+func BySite(p *goruntime.Process) (map[string]int, error) {
+	gs, err := p.Goroutines()
+	if err != nil {
+		return nil, err
 	}
+	sites := map[string]int{}
+	for _, g := range gs {
+		site := "unknown"
+		if fs := p.Syms.Frames(g.GoPC, false); len(fs) > 0 {
+			site = fs[0].Func
+		}
+		sites[site]++
+	}
+	return sites, nil
 }
 
 // TopN keeps the n largest counts (ties by name) and sums the rest as "other".

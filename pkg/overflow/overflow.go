@@ -23,6 +23,8 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Sampled is the mechanism name when no drop hook attached: the drop
@@ -84,7 +86,7 @@ type Objects struct {
 	baselined map[uint32]bool   // PIDs whose listeners existed at attach
 	netns     map[uint32]uint64 // PID -> its network namespace
 	spaces    map[uint64]*nsState
-	runtimes  map[uint32]*goroutines
+	runtimes  map[uint32]*goruntime.Process
 	noRuntime map[uint32]error
 }
 
@@ -133,7 +135,7 @@ func Load(opts Options) (*Objects, error) {
 		baselined: map[uint32]bool{},
 		netns:     map[uint32]uint64{},
 		spaces:    map[uint64]*nsState{},
-		runtimes:  map[uint32]*goroutines{},
+		runtimes:  map[uint32]*goruntime.Process{},
 		noRuntime: map[uint32]error{},
 		mechanism: Sampled,
 	}
@@ -416,14 +418,14 @@ func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]overflowAcceptor 
 	return out
 }
 
-func (o *Objects) runtimeOf(pid uint32) *goroutines {
+func (o *Objects) runtimeOf(pid uint32) *goruntime.Process {
 	if gr, ok := o.runtimes[pid]; ok {
 		return gr
 	}
 	if _, failed := o.noRuntime[pid]; failed {
 		return nil
 	}
-	gr, err := openGoroutines(int(pid))
+	gr, err := goruntime.OpenProcess(int(pid), nil)
 	if err != nil {
 		o.noRuntime[pid] = err
 		return nil
@@ -471,9 +473,10 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 	for id := range accs {
 		ids[id] = true
 	}
-	var live map[uint64]goroutineInfo
-	if gr := o.runtimeOf(cur.Pid); gr != nil && len(ids) > 0 {
-		live, _ = gr.lookup(ids)
+	var live map[uint64]goruntime.G
+	gr := o.runtimeOf(cur.Pid)
+	if gr != nil && len(ids) > 0 {
+		live = goroutinesOf(gr, ids)
 	}
 	starved := false
 	for _, id := range slices.Sorted(maps.Keys(accs)) {
@@ -482,16 +485,21 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 		if live != nil && !alive {
 			continue // exited
 		}
-		acc := event.Acceptor{Goid: id, Accepts: a.Accepts, GoStatus: info.status}
+		acc := event.Acceptor{Goid: id, Accepts: a.Accepts}
+		if alive {
+			acc.GoStatus = info.Describe()
+		}
 		switch {
 		case cur.Parked != 0 && cur.ParkGoid == id:
 			acc.State = event.AcceptorParked
 			acc.SinceNs = sub(cur.Now, cur.T_park)
 			starved = starved || cur.T_ready != 0
-		case info.status == "syscall":
+		case alive && info.Status == goruntime.StatusSyscall:
 			acc.State = event.AcceptorBlocked
 			acc.SinceNs = sub(cur.Now, a.T_lastCall)
-			acc.Syscall = syscallOf(int(cur.Pid), info.tid)
+			if tid, ok := gr.ThreadOf(info); ok {
+				acc.Syscall = proc.Syscall(int(cur.Pid), tid)
+			}
 		default:
 			acc.State = event.AcceptorRunning
 			acc.SinceNs = sub(cur.Now, a.T_lastCall)
@@ -501,6 +509,22 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 
 	e.Verdict = verdict(len(e.Acceptors), starved, cur.Eagains > prev.Eagains, cur.Parked != 0)
 	return e
+}
+
+// goroutinesOf returns the live goroutines of p among ids; nil when the
+// goroutine table cannot be read (then nothing is known to have exited).
+func goroutinesOf(p *goruntime.Process, ids map[uint64]bool) map[uint64]goruntime.G {
+	gs, err := p.Goroutines()
+	if err != nil {
+		return nil
+	}
+	out := map[uint64]goruntime.G{}
+	for _, g := range gs {
+		if ids[g.Goid] {
+			out[g.Goid] = g
+		}
+	}
+	return out
 }
 
 // verdict says why a listener overflowed, from: how many live goroutines

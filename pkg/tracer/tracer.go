@@ -105,8 +105,9 @@ type target struct {
 	bin   *goruntime.Binary
 	exe   string
 	since time.Time
-	// syms symbolizes its stacks; nil without --stacks or --goroutines.
-	syms *symtab.Table
+	// rt is the live process (symbols, goroutine table); nil without
+	// --stacks or --goroutines.
+	rt *goruntime.Process
 	// goroutines is its goroutine tracking; nil without --goroutines.
 	goroutines *goroutineState
 }
@@ -264,9 +265,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		return nil, fmt.Errorf("PID %d is already traced", pid)
 	}
 	v := KernelTarget(p, bin, t.opts.MinWait)
-	var syms *symtab.Table
+	var rt *goruntime.Process
 	if t.opts.Stacks || t.opts.Goroutines {
-		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
+		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
 			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks or goroutine tracking: %v", err))
 		} else if t.opts.Stacks {
 			v.Stacks = 1
@@ -284,9 +285,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
-	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
-	if syms != nil {
-		t.syms[pid] = syms
+	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
+	if rt != nil {
+		t.syms[pid] = rt.Syms
 	}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		tg.exe = exe
