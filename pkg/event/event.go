@@ -12,6 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 )
 
 // TimeFormat is RFC 3339 with nanoseconds, fixed width.
@@ -48,17 +50,22 @@ type Stack struct {
 	Frames []Frame
 }
 
-// Frame is one frame of a goroutine's stack, as a Go panic trace shows it.
-// Func is empty when the pc could not be symbolized; PC says which it was.
-type Frame struct {
-	Func    string
-	File    string
-	Line    int
-	Inlined bool // inlined into the frame that follows
-	PC      uint64
+// Frame is one frame of a goroutine's stack, as a Go panic trace shows it:
+// the one Frame type, from pkg/goruntime/symtab. Func is empty when the pc
+// could not be symbolized; PC says which it was.
+type Frame = symtab.Frame
+
+type frames []Frame
+
+func (fs frames) MarshalZerologArray(a *zerolog.Array) {
+	for _, f := range fs {
+		a.Object(frameJSON(f))
+	}
 }
 
-func (f Frame) MarshalZerologObject(e *zerolog.Event) {
+type frameJSON Frame
+
+func (f frameJSON) MarshalZerologObject(e *zerolog.Event) {
 	if f.Func == "" {
 		e.Str("pc", "0x"+strconv.FormatUint(f.PC, 16))
 		return
@@ -66,14 +73,6 @@ func (f Frame) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("func", f.Func).Str("file", f.File).Int("line", f.Line)
 	if f.Inlined {
 		e.Bool("inlined", true)
-	}
-}
-
-type frames []Frame
-
-func (fs frames) MarshalZerologArray(a *zerolog.Array) {
-	for _, f := range fs {
-		a.Object(f)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -130,5 +131,47 @@ func TestAllgsFromCode(t *testing.T) {
 	}
 	if fromSyms != fromCode {
 		t.Errorf("runtime.allgs: symbol %#x, from the code %#x", fromSyms, fromCode)
+	}
+}
+
+func TestParseMaps(t *testing.T) {
+	maps := []byte(`55d0c0000000-55d0c0100000 r--p 00000000 08:01 123 /usr/bin/srv
+55d0c0100000-55d0c0200000 r-xp 00100000 08:01 123 /usr/bin/srv
+55d0c0200000-55d0c0300000 rw-p 00200000 08:01 123 /usr/bin/srv
+7f0000000000-7f0000001000 r-xp 00000000 00:00 0 [vdso]
+7f0000002000-7f0000003000 r-xp 00001000 08:01 9 /lib/with space.so (deleted)
+`)
+	got := ParseMaps(maps, 123)
+	if len(got) != 3 {
+		t.Fatalf("%d executable mappings, want 3: %+v", len(got), got)
+	}
+	if m := got[0]; m.Start != 0x55d0c0100000 || m.Limit != 0x55d0c0200000 || m.Offset != 0x100000 || !m.Exe || m.Path != "/usr/bin/srv" {
+		t.Errorf("executable mapping %+v", *m)
+	}
+	if got[1].Exe || got[1].Path != "[vdso]" {
+		t.Errorf("vdso mapping %+v", *got[1])
+	}
+	if got[2].Path != "/lib/with space.so" || got[2].Exe {
+		t.Errorf("path with a space and (deleted): %+v", *got[2])
+	}
+}
+
+// The test binary symbolizes its own code: the PC of a function this test
+// calls resolves to that function, whatever the load address.
+func TestOpenSelf(t *testing.T) {
+	p, err := OpenProcess(os.Getpid(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, _, _, _ := runtime.Caller(0)
+	fs := p.Syms.Frames(uint64(pc), true)
+	if len(fs) == 0 {
+		t.Fatalf("no symbol for %#x", pc)
+	}
+	if want := runtime.FuncForPC(pc).Name(); fs[0].Func != want {
+		t.Errorf("Frames(%#x) = %q, want %q", pc, fs[0].Func, want)
+	}
+	if m := p.MappingOf(uint64(pc)); m == nil || !m.Exe || m.BuildID == "" {
+		t.Errorf("mapping of %#x: %+v, want the executable's with a build id", pc, m)
 	}
 }
