@@ -57,14 +57,13 @@ type Mapping struct {
 // path), the load bias from /proc/PID/maps, the moduledata from
 // /proc/PID/mem. bin may be nil: the executable is inspected then.
 func OpenProcess(pid int, bin *Binary) (*Process, error) {
-	dir := fmt.Sprintf("%s/%d", proc.Root, pid)
-	exe, err := os.Open(dir + "/exe")
+	exe, err := os.Open(proc.Path(pid, "exe"))
 	if err != nil {
 		return nil, fmt.Errorf("opening the executable of PID %d: %w", pid, err)
 	}
 	defer exe.Close()
 	if bin == nil {
-		if bin, err = InspectReader(dir+"/exe", exe); err != nil {
+		if bin, err = InspectReader(proc.Path(pid, "exe"), exe); err != nil {
 			return nil, err
 		}
 	}
@@ -76,7 +75,7 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw, err := os.ReadFile(dir + "/maps")
+	raw, err := os.ReadFile(proc.Path(pid, "maps"))
 	if err != nil {
 		return nil, fmt.Errorf("reading the mappings of PID %d: %w", pid, err)
 	}
@@ -90,7 +89,7 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 	if p.Bias, err = loadBias(p.Mappings, f); err != nil {
 		return nil, fmt.Errorf("PID %d: %w", pid, err)
 	}
-	mem, err := os.Open(dir + "/mem")
+	mem, err := os.Open(proc.Path(pid, "mem"))
 	if err != nil {
 		return nil, fmt.Errorf("opening the memory of PID %d: %w", pid, err)
 	}
@@ -345,7 +344,7 @@ func (p *Process) Goroutines() ([]G, error) {
 	if o.GGoid == 0 || o.GAtomicstatus == 0 {
 		return nil, fmt.Errorf("%w: the offsets of runtime.g of %s are not known", ErrNoGoroutineTable, p.Bin.GoVersion)
 	}
-	mem, err := os.Open(fmt.Sprintf("%s/%d/mem", proc.Root, p.PID))
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
 	if err != nil {
 		return nil, err
 	}
@@ -384,7 +383,7 @@ func (p *Process) Goroutine(addr uint64) (G, error) {
 	if p.Bin.Offsets.GAtomicstatus == 0 {
 		return G{}, fmt.Errorf("%w: the offsets of runtime.g of %s are not known", ErrNoGoroutineTable, p.Bin.GoVersion)
 	}
-	mem, err := os.Open(fmt.Sprintf("%s/%d/mem", proc.Root, p.PID))
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
 	if err != nil {
 		return G{}, err
 	}
@@ -439,7 +438,7 @@ func (p *Process) ThreadOf(g G) (uint32, bool) {
 	if g.M == 0 || p.Bin.Offsets.MProcid == 0 {
 		return 0, false
 	}
-	mem, err := os.Open(fmt.Sprintf("%s/%d/mem", proc.Root, p.PID))
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
 	if err != nil {
 		return 0, false
 	}

@@ -2,9 +2,8 @@ package overflow
 
 import (
 	"fmt"
-	"os"
-	"strconv"
-	"strings"
+
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // nsState is one network namespace that traced listeners live in, and its
@@ -17,41 +16,17 @@ type nsState struct {
 	reportedGone uint64 // drops reported for its listeners that have closed
 }
 
-// netnsOf identifies pid's network namespace by its inode.
-func netnsOf(pid uint32) (uint64, error) {
-	link, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", pid))
-	if err != nil {
-		return 0, err
-	}
-	// "net:[4026531840]"
-	s := strings.TrimSuffix(strings.TrimPrefix(link, "net:["), "]")
-	return strconv.ParseUint(s, 10, 64)
-}
-
-// listenOverflows reads TcpExtListenOverflows of pid's network namespace:
-// /proc/PID/net/netstat shows the namespace of the process, not the reader.
+// listenOverflows reads TcpExtListenOverflows of pid's network namespace.
 func listenOverflows(pid uint32) (uint64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netstat", pid))
+	c, err := proc.TcpExt(int(pid))
 	if err != nil {
 		return 0, err
 	}
-	return parseListenOverflows(string(raw))
-}
-
-func parseListenOverflows(netstat string) (uint64, error) {
-	lines := strings.Split(netstat, "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		if !strings.HasPrefix(lines[i], "TcpExt:") || !strings.HasPrefix(lines[i+1], "TcpExt:") {
-			continue
-		}
-		names, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		for j, n := range names {
-			if n == "ListenOverflows" && j < len(vals) {
-				return strconv.ParseUint(vals[j], 10, 64)
-			}
-		}
+	v, ok := c["ListenOverflows"]
+	if !ok {
+		return 0, fmt.Errorf("no TcpExt ListenOverflows in netstat")
 	}
-	return 0, fmt.Errorf("no TcpExt ListenOverflows in netstat")
+	return v, nil
 }
 
 // allocate splits total, the overflows of one namespace not yet reported,

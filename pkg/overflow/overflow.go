@@ -252,7 +252,7 @@ func (o *Objects) Baseline(pid uint32) error {
 	if err != nil {
 		return err
 	}
-	ns, err := netnsOf(pid)
+	ns, err := proc.NetNS(int(pid))
 	if err != nil {
 		return fmt.Errorf("reading the network namespace of PID %d: %w", pid, err)
 	}

@@ -89,12 +89,3 @@ func TestAllocate(t *testing.T) {
 	}
 }
 
-func TestParseListenOverflows(t *testing.T) {
-	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 36 40\nIpExt: InNoRoutes\nIpExt: 0\n"
-	if n, err := parseListenOverflows(netstat); err != nil || n != 36 {
-		t.Errorf("parseListenOverflows = %d, %v; want 36", n, err)
-	}
-	if _, err := parseListenOverflows("IpExt: InNoRoutes\nIpExt: 0\n"); err == nil {
-		t.Error("parseListenOverflows without TcpExt: no error")
-	}
-}
