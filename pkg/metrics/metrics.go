@@ -22,10 +22,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/listen"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
@@ -34,6 +34,9 @@ type Source interface {
 	TracedProcesses() []proc.Process
 	Hists() ([]bpfobj.Hist, error)
 	LostTotals() map[string]map[string]uint64
+	// Listeners are the traced processes' TCP listeners, from the one
+	// listener iterator (pkg/acceptq).
+	Listeners() ([]acceptq.Listener, error)
 }
 
 // FirstBucket is the lowest histogram bucket exposed: values up to 2^10 ns
@@ -121,8 +124,6 @@ type Collector struct {
 
 	mu         sync.Mutex
 	goroutines map[int]*goroutineReader
-	listeners  *listen.Iter // loaded at the first scrape
-	listenErr  error
 }
 
 // goroutineReader is the goroutine table of one process (or why there is none).
@@ -266,39 +267,28 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 }
 
 // collectListeners emits the drop counter and accept queue of every
-// listening socket a traced process holds, matched by socket inode.
+// listening socket a traced process holds, per port.
 func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.Process) {
-	c.mu.Lock()
-	if c.listeners == nil && c.listenErr == nil {
-		c.listeners, c.listenErr = listen.Load()
-	}
-	it := c.listeners
-	c.mu.Unlock()
-	if it == nil || len(procs) == 0 {
+	if len(procs) == 0 {
 		return
 	}
-	owner := map[uint64]proc.Process{}
-	for _, p := range procs {
-		for _, ino := range proc.SocketInodes(p.PID) {
-			owner[ino] = p
-		}
-	}
-	ls, err := it.Listeners()
+	ls, err := c.src.Listeners()
 	if err != nil {
 		c.errors.Inc()
 		return
 	}
 	type key struct {
-		pid  int
+		pid  uint32
 		port uint16
 	}
-	sums := map[key]*listen.Listener{} // a port can have an IPv4 and an IPv6 listener
+	sums := map[key]*acceptq.Listener{} // a port can have an IPv4 and an IPv6 listener
+	seen := map[[2]uint64]bool{}        // a listener held by two fds is one
 	for _, l := range ls {
-		p, ok := owner[l.Inode]
-		if !ok {
+		if seen[[2]uint64{uint64(l.PID), l.Sk}] {
 			continue
 		}
-		k := key{p.PID, l.Port}
+		seen[[2]uint64{uint64(l.PID), l.Sk}] = true
+		k := key{l.PID, l.Port}
 		if s := sums[k]; s != nil {
 			s.Drops += l.Drops
 			s.Backlog += l.Backlog
@@ -307,12 +297,16 @@ func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.P
 		}
 		sums[k] = &l
 	}
-	comm := map[int]string{}
+	comm := map[uint32]string{}
 	for _, p := range procs {
-		comm[p.PID] = p.Comm
+		comm[uint32(p.PID)] = p.Comm
 	}
 	for k, l := range sums {
-		labels := []string{strconv.Itoa(k.pid), comm[k.pid], strconv.Itoa(int(k.port))}
+		name, traced := comm[k.pid]
+		if !traced {
+			continue
+		}
+		labels := []string{strconv.Itoa(int(k.pid)), name, strconv.Itoa(int(k.port))}
 		ch <- prometheus.MustNewConstMetric(listenDropsDesc, prometheus.CounterValue, float64(l.Drops), labels...)
 		ch <- prometheus.MustNewConstMetric(listenBacklogDesc, prometheus.GaugeValue, float64(l.Backlog), labels...)
 		ch <- prometheus.MustNewConstMetric(listenBacklogMaxDesc, prometheus.GaugeValue, float64(l.BacklogMax), labels...)
@@ -324,10 +318,6 @@ func (c *Collector) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.goroutines)
-	if c.listeners != nil {
-		c.listeners.Close()
-		c.listeners = nil
-	}
 	return nil
 }
 

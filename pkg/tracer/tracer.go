@@ -20,13 +20,13 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
-	"github.com/gonetscope/gonetscope/pkg/overflow"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
 )
@@ -75,10 +75,10 @@ type Tracer struct {
 	netpoll *netpoll.Objects
 	tcp     *tcp.Objects
 	gr      *goroutines.Objects // nil without Options.Goroutines
-	// overflow samples the listeners for listen_overflow.
-	overflow *overflow.Objects
-	hooks    map[string]string
-	streams  []stream
+	// acceptq samples the listeners for listen_overflow and the metrics.
+	acceptq *acceptq.Objects
+	hooks   map[string]string
+	streams []stream
 
 	queue chan item
 	// queueLost counts events dropped in user space, by event name.
@@ -155,14 +155,14 @@ func New(opts Options) (*Tracer, error) {
 		np.Close()
 		return nil, err
 	}
-	ov, err := overflow.Load(overflow.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
+	ov, err := acceptq.Load(acceptq.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
 	if err != nil {
 		tc.Close()
 		np.Close()
 		return nil, err
 	}
 	t := &Tracer{
-		overflow:       ov,
+		acceptq:        ov,
 		opts:           opts,
 		clock:          bpfobj.NewClock(),
 		netpoll:        np,
@@ -216,8 +216,8 @@ func (t *Tracer) Close() error {
 	if t.gr != nil {
 		t.gr.Close()
 	}
-	if t.overflow != nil {
-		t.overflow.Close()
+	if t.acceptq != nil {
+		t.acceptq.Close()
 	}
 	if t.tcp != nil {
 		t.tcp.Close()
@@ -281,7 +281,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
-	if err := t.overflow.Baseline(uint32(pid)); err != nil {
+	if err := t.acceptq.Baseline(uint32(pid)); err != nil {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
@@ -324,7 +324,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	if tg.goroutines != nil {
 		t.gr.Detach(pid)
 	}
-	t.overflow.Forget(uint32(pid))
+	t.acceptq.Forget(uint32(pid))
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
@@ -639,7 +639,7 @@ func (t *Tracer) sampleOverflow(sink Sink) error {
 	if len(comms) == 0 {
 		return nil
 	}
-	evs, err := t.overflow.Sample(t.clock, comms)
+	evs, err := t.acceptq.Sample(t.clock, comms)
 	if err != nil {
 		// Nothing is lost: the counters are cumulative, and the next
 		// sample reports these drops.

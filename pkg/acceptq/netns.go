@@ -1,4 +1,4 @@
-package overflow
+package acceptq
 
 import (
 	"fmt"
@@ -7,29 +7,37 @@ import (
 )
 
 // nsState is one network namespace that traced listeners live in, and its
-// TcpExtListenOverflows, which counts exactly the accept-queue overflows of
-// every listener in it.
+// TcpExt counters: ListenOverflows counts exactly the accept-queue
+// overflows of every listener in it, ListenDrops every SYN or handshake
+// dropped on a listener (the overflows among them).
 type nsState struct {
-	base         uint64 // ListenOverflows when first read
-	overflows    uint64 // ListenOverflows at the latest sample
-	ok           bool   // overflows was read at the latest sample
-	reportedGone uint64 // drops reported for its listeners that have closed
+	base     counts // when first read
+	now      counts // at the latest read
+	ok       bool   // now was read at the latest sample
+	reported counts // reported for its listeners that have closed
 }
 
-// listenOverflows reads TcpExtListenOverflows of pid's network namespace.
-func listenOverflows(pid uint32) (uint64, error) {
+// counts are a listener's, or a namespace's, overflows and drops.
+type counts struct {
+	overflows, drops uint64
+}
+
+// readCounts reads TcpExtListenOverflows and TcpExtListenDrops of pid's
+// network namespace.
+func readCounts(pid uint32) (counts, error) {
 	c, err := proc.TcpExt(int(pid))
 	if err != nil {
-		return 0, err
+		return counts{}, err
 	}
-	v, ok := c["ListenOverflows"]
-	if !ok {
-		return 0, fmt.Errorf("no TcpExt ListenOverflows in netstat")
+	ov, ok1 := c["ListenOverflows"]
+	dr, ok2 := c["ListenDrops"]
+	if !ok1 || !ok2 {
+		return counts{}, fmt.Errorf("no TcpExt ListenOverflows or ListenDrops in netstat")
 	}
-	return v, nil
+	return counts{ov, dr}, nil
 }
 
-// allocate splits total, the overflows of one namespace not yet reported,
+// allocate splits total, the overflows (or drops) of one namespace not yet reported,
 // plus what was reported already, among its listeners by their cumulative
 // drop counters s, and returns what each should report now (never
 // negative). reported[i] is what listener i has reported so far.

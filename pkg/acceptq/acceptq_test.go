@@ -1,4 +1,4 @@
-package overflow
+package acceptq
 
 import (
 	"slices"
@@ -13,7 +13,7 @@ import (
 // The parks map is netpoll's, shared at load time: this object's view of
 // its key and value must be member for member the same as netpoll's.
 func TestParksLayoutMatchesNetpoll(t *testing.T) {
-	mine, err := loadOverflow()
+	mine, err := loadAcceptq()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,4 +88,3 @@ func TestAllocate(t *testing.T) {
 		}
 	}
 }
-
