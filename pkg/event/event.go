@@ -130,6 +130,9 @@ type Attached struct {
 	// Limits lists features switched off for this target and why (an
 	// unknown Go version without DWARF, say); empty when all work.
 	Limits []string
+	// Reason is "exec" when the traced process replaced its image and
+	// gonetscope traces the new one; empty at a first attach.
+	Reason string
 }
 
 func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
@@ -141,6 +144,9 @@ func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
 		Uint64("min_wait_ns", a.MinWaitNs)
 	if len(a.Limits) > 0 {
 		e.Strs("limits", a.Limits)
+	}
+	if a.Reason != "" {
+		e.Str("reason", a.Reason)
 	}
 }
 
@@ -158,6 +164,9 @@ const (
 	ReasonDuration     = "duration"
 	ReasonTargetExited = "target_exited"
 	ReasonRequested    = "requested"
+	// ReasonExec: the process replaced its image by exec (attached again
+	// with the new image's offsets, or detached when it is not Go).
+	ReasonExec = "exec"
 )
 
 // Detached: gonetscope stopped tracing a process.

@@ -23,6 +23,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/execwatch"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
@@ -44,7 +45,7 @@ type Options struct {
 	// QueueLen bounds the queue between the ring buffer readers and the
 	// sink; events that find it full are dropped and counted. Zero: 8192.
 	QueueLen int
-	// PollInterval is how often target liveness and lost counters are
+	// PollInterval is how often target liveness, execs and lost counters are
 	// checked. Zero: 100ms.
 	PollInterval time.Duration
 	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
@@ -75,6 +76,8 @@ type Tracer struct {
 	netpoll *netpoll.Objects
 	tcp     *tcp.Objects
 	gr      *goroutines.Objects // nil without Options.Goroutines
+	// execs notices a target replacing its image by exec.
+	execs *execwatch.Objects
 	// acceptq samples the listeners for listen_overflow and the metrics.
 	acceptq *acceptq.Objects
 	hooks   map[string]string
@@ -176,6 +179,10 @@ func New(opts Options) (*Tracer, error) {
 		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
 	}
+	if t.execs, err = execwatch.Load(np.Targets()); err != nil {
+		t.Close()
+		return nil, err
+	}
 	if opts.Goroutines {
 		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
 			t.Close()
@@ -215,6 +222,9 @@ func (t *Tracer) Close() error {
 	}
 	if t.gr != nil {
 		t.gr.Close()
+	}
+	if t.execs != nil {
+		t.execs.Close()
 	}
 	if t.acceptq != nil {
 		t.acceptq.Close()
@@ -264,8 +274,17 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if _, ok := t.targets[pid]; ok {
 		return nil, fmt.Errorf("PID %d is already traced", pid)
 	}
+	return t.install(p, bin, "")
+}
+
+// install puts p, a Go program built as bin, into the kernel filter with
+// its offsets, reads its listeners and symbols, and queues its attached
+// event (reason "exec" when it replaced its image). t.mu is held.
+func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (*event.Attached, error) {
+	pid := p.PID
 	v := KernelTarget(p, bin, t.opts.MinWait)
 	var rt *goruntime.Process
+	var err error
 	if t.opts.Stacks || t.opts.Goroutines {
 		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
 			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks or goroutine tracking: %v", err))
@@ -273,6 +292,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 			v.Stacks = 1
 		}
 	}
+	t.execs.Reset(pid)
 	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
@@ -302,9 +322,41 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
 		Limits:      bin.Limits,
+		Reason:      reason,
 	}
 	t.queueControl(ev)
 	return ev, nil
+}
+
+// checkExecs re-inspects every target that replaced its image by exec
+// since the last check (the kernel took it out of the filter then): a Go
+// image is traced on with its own offsets and a new attached event
+// (reason exec); any other is detached (reason exec).
+func (t *Tracer) checkExecs() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for pid, tg := range t.targets {
+		if t.execs.Execs(pid) == 0 {
+			continue
+		}
+		// What belonged to the old image goes: its listener state, its
+		// goroutine probes (in the old text), its symbols.
+		if tg.goroutines != nil {
+			t.gr.Detach(pid)
+			tg.goroutines = nil
+		}
+		t.acceptq.Forget(uint32(pid))
+		delete(t.targets, pid)
+		delete(t.syms, pid)
+		p, bin, err := Inspect(pid)
+		if err == nil {
+			_, err = t.install(p, bin, event.ReasonExec)
+		}
+		if err != nil {
+			t.targets[pid] = tg
+			t.detachLocked(pid, event.ReasonExec)
+		}
+	}
 }
 
 // Detach stops tracing pid now; its detached event follows the events the
@@ -325,6 +377,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 		t.gr.Detach(pid)
 	}
 	t.acceptq.Forget(uint32(pid))
+	t.execs.Reset(pid)
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
@@ -423,6 +476,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 				return err
 			}
 		case <-tick.C:
+			t.checkExecs()
 			t.reapExited()
 			if err := t.reportLost(sink); err != nil {
 				return err
