@@ -14,7 +14,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/control"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -31,34 +30,21 @@ func daemon(args []string) error {
 	if err := tf.check(); err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
-		return err
-	}
-	sink, file, err := tf.sink()
+	sink, file, tr, closeAll, err := tf.open()
 	if err != nil {
 		return err
 	}
-	if file != nil {
-		defer file.Close()
-	}
-
-	tr, err := tracer.New(tf.options())
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
+	defer closeAll()
 	srv, err := control.Listen(*socket, daemonHandler{tr})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	if tf.metricsAddr != "" {
-		ms, err := metrics.Listen(tf.metricsAddr, tr)
-		if err != nil {
-			return err
-		}
-		defer ms.Close()
+	stopMetrics, err := tf.serveMetrics(tr)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

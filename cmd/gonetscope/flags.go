@@ -34,7 +34,8 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.StringVar(&f.metricsAddr, "metrics-addr", metricsAddr, "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; e.g. 127.0.0.1:9464)")
 }
 
-// check refuses bad values before anything is loaded.
+// check refuses bad values, and a machine gonetscope cannot run on, before
+// anything is loaded.
 func (f *tracingFlags) check() error {
 	if err := checkHooks(f.hooks); err != nil {
 		return err
@@ -47,24 +48,43 @@ func (f *tracingFlags) check() error {
 			return err
 		}
 	}
-	return nil
+	return checkPrivileges()
 }
 
-// options are the tracer's options from the flags.
-func (f *tracingFlags) options() tracer.Options {
-	return tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes), Stacks: f.stacks,
-		Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy}
-}
-
-// sink opens --output: stdout, or a file (returned too, to close and
-// reopen).
-func (f *tracingFlags) sink() (tracer.Sink, *output.File, error) {
-	if f.output == "-" {
-		return output.NewJSON(os.Stdout), nil, nil
+// open opens --output (stdout, or a file, returned to be reopened) and
+// loads the tracer; closeAll releases both.
+func (f *tracingFlags) open() (sink tracer.Sink, file *output.File, tr *tracer.Tracer, closeAll func(), err error) {
+	sink = output.NewJSON(os.Stdout)
+	if f.output != "-" {
+		if file, err = output.OpenFile(f.output); err != nil {
+			return nil, nil, nil, nil, err
+		}
+		sink = file
 	}
-	file, err := output.OpenFile(f.output)
+	tr, err = tracer.New(tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes),
+		Stacks: f.stacks, Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy})
 	if err != nil {
-		return nil, nil, err
+		if file != nil {
+			file.Close()
+		}
+		return nil, nil, nil, nil, err
 	}
-	return file, file, nil
+	return sink, file, tr, func() {
+		tr.Close()
+		if file != nil {
+			file.Close()
+		}
+	}, nil
+}
+
+// serveMetrics serves --metrics-addr, if set, until stop.
+func (f *tracingFlags) serveMetrics(tr *tracer.Tracer) (stop func(), err error) {
+	if f.metricsAddr == "" {
+		return func() {}, nil
+	}
+	srv, err := metrics.Listen(f.metricsAddr, tr)
+	if err != nil {
+		return nil, err
+	}
+	return func() { srv.Close() }, nil
 }

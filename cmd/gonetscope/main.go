@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -100,40 +99,27 @@ func trace(args []string) error {
 	if err := tf.check(); err != nil {
 		return err
 	}
-	if err := checkPrivileges(); err != nil {
-		return err
-	}
 	// Refuse bad targets before anything is loaded into the kernel.
 	for _, pid := range pids {
 		if _, _, err := tracer.Inspect(pid); err != nil {
 			return err
 		}
 	}
-	sink, file, err := tf.sink()
+	sink, _, tr, closeAll, err := tf.open()
 	if err != nil {
 		return err
 	}
-	if file != nil {
-		defer file.Close()
-	}
-
-	tr, err := tracer.New(tf.options())
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
+	defer closeAll()
 	for _, pid := range pids {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
 		}
 	}
-	if tf.metricsAddr != "" {
-		srv, err := metrics.Listen(tf.metricsAddr, tr)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
+	stopMetrics, err := tf.serveMetrics(tr)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 	if *ready != "" {
 		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("writing --ready-file: %w", err)
