@@ -41,11 +41,13 @@ test-kernels:
 	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/nettarget ./cmd/nettarget
 	CGO_ENABLED=0 $(GO) test -c -o $(KERNEL_PAYLOAD)/gonetscope.test ./cmd/gonetscope
 	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/listentarget ./cmd/listentarget
+	CGO_ENABLED=0 $(GO) build -o $(KERNEL_PAYLOAD)/ackoverflow ./cmd/gonetscope/testdata/ackoverflow
 	rm -rf .cache/kernels/fhserver && cp -r cmd/gonetscope/testdata/fhserver .cache/kernels/fhserver
 	cd .cache/kernels/fhserver && $(GO) get github.com/valyala/fasthttp@v1.78.0 && CGO_ENABLED=0 $(GO) build -o ../payload/fhserver .
 	scripts/kernels/run.sh $(KERNEL_ARGS) --timeout 900 $(KERNEL_PAYLOAD) -- \
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
 		GONETSCOPE_LISTENTARGET=/payload/listentarget GONETSCOPE_FASTHTTP=/payload/fhserver GONETSCOPE_TEST_NO_NETNS=1 \
+		GONETSCOPE_ACKOVERFLOW=/payload/ackoverflow \
 		GONETSCOPE_TEST_OVERFLOW_HOOK=kprobe \
 		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal \
 		./gonetscope.test -test.v -test.count=1 -test.skip '^(TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst)'
