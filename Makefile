@@ -50,7 +50,7 @@ test-kernels:
 		GONETSCOPE_ACKOVERFLOW=/payload/ackoverflow \
 		GONETSCOPE_TEST_OVERFLOW_HOOK=kprobe \
 		GONETSCOPE_TEST_HOOKS=fentry,kprobe,tracepoint GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal \
-		./gonetscope.test -test.v -test.count=1 -test.skip '^(TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst)'
+		./gonetscope.test -test.v -test.count=1 -test.skip '^(TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped)'
 # (the skipped tests build targets with the Go toolchain, run promtool, or
 # load the machine for a minute (TestStress, TestConnectionBurst), which
 # the VM cannot afford under emulation; they use no hook that differs between kernels and
