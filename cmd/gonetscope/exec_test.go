@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -38,40 +37,10 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 	first := buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/gonetscope/testdata/execer")
 
 	target := exec.Command(first, "-exec", next)
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
-	next1 := func(op string) map[string]any {
-		t.Helper()
-		if !lines.Scan() {
-			t.Fatalf("target ended early, waiting for %s", op)
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil || f["op"] != op {
-			t.Fatalf("target said %q, want %s", lines.Text(), op)
-		}
-		return f
-	}
-	ready := next1("ready")
-	pid := int(ready["pid"].(float64))
-
-	outFile, readyFile := filepath.Join(dir, "events.json"), filepath.Join(dir, "ready")
-	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--output", outFile,
-		"--ready-file", readyFile, "--min-wait", "10ms")
-	var errOut bytes.Buffer
-	tracer.Stderr = &errOut
-	if err := tracer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tracer.Wait() }()
-	t.Cleanup(func() { tracer.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	stdin, next1 := startTarget(t, target)
+	pid := int(next1("ready")["pid"].(float64))
+	outFile := filepath.Join(dir, "events.json")
+	done, errOut := startGonetscope(t, pid, "trace", "--output", outFile, "--min-wait", "10ms")
 
 	events := func() []map[string]any {
 		raw, _ := os.ReadFile(outFile)
@@ -97,7 +66,7 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 			}
 		}
 		return false
-	}, done, &errOut)
+	}, done, errOut)
 	io.WriteString(stdin, "go\n")
 	goidNew := uint64(next1("read")["goid"].(float64))
 	stdin.Close()

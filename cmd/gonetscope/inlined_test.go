@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
 	"maps"
 	"os"
@@ -23,46 +21,15 @@ import (
 // internal/poll.ignoringEINTRIO inlined).
 func TestProfileAndStacksAgree(t *testing.T) {
 	target := exec.Command(buildProftarget(t, "-ldflags=-s -w", "-buildmode=pie"), "-waits", "5", "-delay", "10ms")
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
-	next := func() map[string]any {
-		if !lines.Scan() {
-			t.Fatal("proftarget ended early")
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
-		}
-		return f
-	}
-	pid := fmt.Sprint(int(next()["pid"].(float64)))
+	stdin, next := startTarget(t, target)
+	pid := int(next("")["pid"].(float64))
 
 	dir := t.TempDir()
-	start := func(args ...string) (chan error, *bytes.Buffer) {
-		ready := filepath.Join(dir, fmt.Sprint("ready-", args[0]))
-		cmd := exec.Command(gonetscopeBin, append(args, "--pid", pid, "--ready-file", ready)...)
-		var errOut bytes.Buffer
-		cmd.Stderr = &errOut
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		t.Cleanup(func() { cmd.Process.Kill() })
-		waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, done, &errOut)
-		return done, &errOut
-	}
 	traceOut, profOut := filepath.Join(dir, "trace.json"), filepath.Join(dir, "netpoll.pb.gz")
-	traceDone, traceErr := start("trace", "--stacks", "--output", traceOut)
-	profDone, profErr := start("profile", "--kind", "netpoll", "--full-stacks", "--duration", "60s", "-o", profOut)
+	traceDone, traceErr := startGonetscope(t, pid, "trace", "--stacks", "--output", traceOut)
+	profDone, profErr := startGonetscope(t, pid, "profile", "--kind", "netpoll", "--full-stacks", "--duration", "60s", "-o", profOut)
 	io.WriteString(stdin, "go\n")
-	for next()["op"] != "done" {
+	for next("")["op"] != "done" {
 	}
 	target.Wait()
 	if err := <-traceDone; err != nil {
