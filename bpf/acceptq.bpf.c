@@ -316,10 +316,6 @@ int acceptq_listeners(struct bpf_iter__task_file *ctx)
 	r.sk = (__u64)tsk;
 	r.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
 	read_sk_addrs(tsk, &r.addrs);
-	/* read_sk_addrs copies one byte of an IPv6 address (its
-	 * BPF_CORE_READ_INTO sizes the copy by the u8 element): read all 16. */
-	if (r.addrs.family == AF_INET6)
-		BPF_CORE_READ_INTO((struct in6_addr *)r.addrs.saddr, tsk, __sk_common.skc_v6_rcv_saddr);
 	r.drops = read_drops(tsk);
 	r.backlog = BPF_CORE_READ(tsk, sk_ack_backlog);
 	r.backlog_max = BPF_CORE_READ(tsk, sk_max_ack_backlog);
