@@ -27,7 +27,7 @@ func (t *Tracer) attachGoroutines(tg *target) {
 	if tg.rt == nil {
 		return // Attach noted why there are no symbols
 	}
-	if err := t.gr.Attach(tg.proc.PID, tg.proc.ExePath(), tg.bin, tg.rt.Syms); err != nil {
+	if err := t.gr.Attach(tg.rt); err != nil {
 		tg.bin.Limits = append(tg.bin.Limits, fmt.Sprintf("no goroutine tracking: %v", err))
 		return
 	}
