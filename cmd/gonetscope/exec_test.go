@@ -11,6 +11,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 )
 
 // TestExecIntoAnotherGoVersion: a traced target (Go 1.26) replaces itself
@@ -40,7 +43,8 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 	stdin, next1 := startTarget(t, target)
 	pid := int(next1("ready")["pid"].(float64))
 	outFile := filepath.Join(dir, "events.json")
-	done, errOut := startGonetscope(t, pid, "trace", "--output", outFile, "--min-wait", "10ms")
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	done, errOut := startGonetscope(t, pid, "trace", "--output", outFile, "--min-wait", "10ms", "--metrics-addr", addr)
 
 	events := func() []map[string]any {
 		raw, _ := os.ReadFile(outFile)
@@ -55,6 +59,9 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 	}
 	io.WriteString(stdin, "go\n")
 	goidOld := uint64(next1("read")["goid"].(float64))
+	if n := goroutineGauge(t, addr, pid); n == 0 {
+		t.Errorf("before the exec: no gonetscope_goroutines for PID %d", pid)
+	}
 	io.WriteString(stdin, "exec\n")
 	if v := next1("ready")["go_version"]; v != oldVersion {
 		t.Fatalf("after exec the target runs %v, want %s", v, oldVersion)
@@ -67,6 +74,10 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 		}
 		return false
 	}, done, errOut)
+	// The gauge reads the new image's goroutine table, not the old one's.
+	if n := goroutineGauge(t, addr, pid); n == 0 {
+		t.Errorf("after the exec: no gonetscope_goroutines for PID %d", pid)
+	}
 	io.WriteString(stdin, "go\n")
 	goidNew := uint64(next1("read")["goid"].(float64))
 	stdin.Close()
@@ -116,4 +127,21 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(attached[1]["exe"]), "execer-"+oldVersion) {
 		t.Errorf("attached after exec names exe %v", attached[1]["exe"])
 	}
+}
+
+// goroutineGauge sums gonetscope_goroutines of pid over its sites.
+func goroutineGauge(t *testing.T, addr string, pid int) float64 {
+	t.Helper()
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
+	if err != nil {
+		t.Fatalf("parsing /metrics: %v", err)
+	}
+	var sum float64
+	for _, m := range families["gonetscope_goroutines"].GetMetric() {
+		if matches(m, map[string]string{"pid": fmt.Sprint(pid)}) {
+			sum += m.Gauge.GetValue()
+		}
+	}
+	return sum
 }

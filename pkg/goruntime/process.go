@@ -39,6 +39,9 @@ type Process struct {
 	// it could not be found.
 	allgs    uint64
 	allgsErr error
+	// exeIno and exeStart identify the image: the executable's inode and
+	// where its first executable mapping starts (see Replaced).
+	exeIno, exeStart uint64
 }
 
 // Mapping is one executable mapping of a process.
@@ -79,11 +82,14 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the mappings of PID %d: %w", pid, err)
 	}
-	p := &Process{PID: pid, Bin: bin, BuildID: BuildID(f)}
-	p.Mappings = ParseMaps(raw, st.Sys().(*syscall.Stat_t).Ino)
+	p := &Process{PID: pid, Bin: bin, BuildID: BuildID(f), exeIno: st.Sys().(*syscall.Stat_t).Ino}
+	p.Mappings = ParseMaps(raw, p.exeIno)
 	for _, m := range p.Mappings {
 		if m.Exe {
 			m.BuildID = p.BuildID
+			if p.exeStart == 0 {
+				p.exeStart = m.Start
+			}
 		}
 	}
 	if p.Bias, err = loadBias(p.Mappings, f); err != nil {
@@ -104,6 +110,26 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 		p.allgs = addr + p.Bias
 	}
 	return p, nil
+}
+
+// Replaced reports whether the process no longer runs the image p was
+// opened on: it replaced itself by exec (same PID), or is gone. Another
+// executable, or the same one loaded elsewhere, is another image.
+func (p *Process) Replaced() bool {
+	st, err := os.Stat(proc.Path(p.PID, "exe"))
+	if err != nil || st.Sys().(*syscall.Stat_t).Ino != p.exeIno {
+		return true
+	}
+	raw, err := os.ReadFile(proc.Path(p.PID, "maps"))
+	if err != nil {
+		return true
+	}
+	for _, m := range ParseMaps(raw, p.exeIno) {
+		if m.Exe {
+			return m.Start != p.exeStart
+		}
+	}
+	return true
 }
 
 // ParseMaps returns the executable mappings of a /proc/PID/maps text;

@@ -239,7 +239,9 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 	for _, p := range procs {
 		live[p.PID] = true
 		r := c.goroutines[p.PID]
-		if r != nil && r.startTicks != p.StartTicks {
+		// A new process on the PID, or the process replaced its image by
+		// exec: open it again.
+		if r != nil && (r.startTicks != p.StartTicks || (r.p != nil && r.p.Replaced())) {
 			r = nil
 		}
 		if r == nil {
