@@ -1,13 +1,15 @@
-// Package overflow loads bpf/overflow.bpf.c: accept-queue overflows of the
-// traced processes' TCP listeners (listen_overflow), attributed to the
-// goroutines that accept on them.
+// Package acceptq loads bpf/acceptq.bpf.c: the accept queues of the traced
+// processes' TCP listeners. It reports their overflows and drops
+// (listen_overflow), attributed to the goroutines that accept on them, and
+// lists the listeners for the metrics.
 //
-// This kernel offers no hook on the drop itself (no fentry, no kprobes, and
-// skb:kfree_skb does not see it), so a BPF task_file iterator reads every
-// traced listener's drop counter (sk_drops, which the kernel increments with
-// LINUX_MIB_LISTENOVERFLOWS on each overflow), its queue depth, and the
-// accept counters the tracepoints keep, once per interval. A rise of the
-// drop counter is one listen_overflow event for that interval.
+// Its BPF task_file iterator is the one listener iterator: once per
+// interval it reads every traced listener's drop counter (sk_drops), its
+// queue depth and the accept counters the tracepoints keep. A rise of the
+// drop counter makes gonetscope read the namespace's TcpExtListenOverflows
+// and TcpExtListenDrops, which count exactly, and split their rise among
+// the namespace's listeners (see Sample). Where the kernel allows fentry
+// or kprobes, a hook on the drop itself counts each listener's overflows.
 package acceptq
 
 import (
