@@ -42,20 +42,7 @@ func TestGoroutines(t *testing.T) {
 				if out, err := build.CombinedOutput(); err != nil {
 					t.Fatalf("go build: %v\n%s", err, out)
 				}
-				cmd := exec.Command(bin)
-				stdin, _ := cmd.StdinPipe()
-				stdout, _ := cmd.StdoutPipe()
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				defer func() { stdin.Close(); cmd.Wait() }()
-				if sc := bufio.NewScanner(stdout); !sc.Scan() || sc.Text() != "ready" {
-					t.Fatal("the target did not start")
-				}
-				p, err := OpenProcess(cmd.Process.Pid, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
+				p := openParked(t, bin)
 				if flags != nil && p.Bin.OffsetsFrom != "table" {
 					t.Errorf("offsets from %q, want the table", p.Bin.OffsetsFrom)
 				}
@@ -94,6 +81,27 @@ func TestGoroutines(t *testing.T) {
 	}
 }
 
+// openParked runs bin (testdata/parked) until the test ends and opens it
+// once its goroutines are parked.
+func openParked(t *testing.T, bin string) *Process {
+	t.Helper()
+	cmd := exec.Command(bin)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	if sc := bufio.NewScanner(stdout); !sc.Scan() || sc.Text() != "ready" {
+		t.Fatal("the target did not start")
+	}
+	p, err := OpenProcess(cmd.Process.Pid, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
 // TestAllgsFromCode: the address of runtime.allgs found in the code of
 // runtime.forEachG is the symbol's.
 func TestAllgsFromCode(t *testing.T) {
@@ -104,18 +112,7 @@ func TestAllgsFromCode(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/parked").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	bufio.NewScanner(stdout).Scan()
-	p, err := OpenProcess(cmd.Process.Pid, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := openParked(t, bin)
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
