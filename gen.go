@@ -1,14 +1,15 @@
 // Package gonetscope holds the bpf2go directives that compile bpf/*.bpf.c into
 // the Go packages that load them: bpf/netpoll.bpf.c -> pkg/netpoll,
 // bpf/tcp.bpf.c -> pkg/tcp, bpf/goroutines.bpf.c -> pkg/goroutines,
-// bpf/overflow.bpf.c -> pkg/overflow, bpf/sampler.bpf.c -> pkg/sampler,
-// bpf/listen.bpf.c -> pkg/listen. Run `make generate` (needs clang,
+// bpf/acceptq.bpf.c -> pkg/acceptq, bpf/sampler.bpf.c -> pkg/sampler,
+// bpf/execwatch.bpf.c -> pkg/execwatch.
+// Run `make generate` (needs clang,
 // llvm-strip and, for headers/vmlinux.h, bpftool); the output is committed.
 package gonetscope
 
 //go:generate go tool bpf2go -go-package netpoll -output-dir pkg/netpoll -output-stem netpoll -target amd64 -type netpoll_wait_event -type epoll_wait_event -type event_header -type event_type -type mode -type target -type park_key -type park -type user_stack -type hist_key -type hist -type hist_metric -type netpoll_stack_key -type netpoll_stack_value netpoll bpf/netpoll.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package tcp -output-dir pkg/tcp -output-stem tcp -target amd64 -type tcp_connect_event -type tcp_accept_event -type accept_error_event -type connect_rec -type event_header -type event_type -type connect_start_hook -type user_stack -type hist_key -type hist -type hist_metric tcp bpf/tcp.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package goroutines -output-dir pkg/goroutines -output-stem goroutines -target amd64 -type g_layout -type goroutine_key -type goroutine -type site_key -type site_count goroutines bpf/goroutines.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package execwatch -output-dir pkg/execwatch -output-stem execwatch -target amd64 execwatch bpf/execwatch.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package sampler -output-dir pkg/sampler -output-stem sampler -target amd64 -type sample_key -type sample_value -type stack sampler bpf/sampler.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
-//go:generate go tool bpf2go -go-package listen -output-dir pkg/listen -output-stem listen -target amd64 -type tcp_listener listen bpf/listen.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
-//go:generate go tool bpf2go -go-package overflow -output-dir pkg/overflow -output-stem overflow -target amd64 -type listener_rec -type listen_key -type listen_stats -type acceptor_key -type acceptor -type port_key -type park_key -type park overflow bpf/overflow.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package acceptq -output-dir pkg/acceptq -output-stem acceptq -target amd64 -type listener_rec -type listen_key -type listen_stats -type acceptor_key -type acceptor -type port_key -type park_key -type park acceptq bpf/acceptq.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded

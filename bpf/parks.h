@@ -1,6 +1,6 @@
 /* The netpoller's park records: which goroutine waits on which socket,
  * since when, and when the netpoller saw the socket ready. Written by
- * bpf/netpoll.bpf.c; bpf/overflow.bpf.c reads them (the same map, shared
+ * bpf/netpoll.bpf.c; bpf/acceptq.bpf.c reads them (the same map, shared
  * by user space) to tell whether an acceptor is parked. */
 #pragma once
 

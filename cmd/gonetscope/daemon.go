@@ -14,8 +14,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/control"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/metrics"
-	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -23,65 +21,30 @@ import (
 // attaches to and detaches from PIDs on request over the control socket.
 func daemon(args []string) error {
 	fs := flag.NewFlagSet("daemon", flag.ContinueOnError)
-	var (
-		socket  = fs.String("socket", control.DefaultSocket, "control socket (mode 0600, root only)")
-		out     = fs.String("output", "-", "write events to this file, reopened on SIGHUP ('-': stdout)")
-		minWait = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
-		hooks   = fs.String("hooks", "auto", "kernel hook mechanism: auto, fentry, kprobe or tracepoint")
-		ringBuf = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (0: 1 MiB)")
-		stacks  = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
-		grs     = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
-		grEvery = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
-		ovEvery = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
-		mAddr   = fs.String("metrics-addr", "127.0.0.1:9464", "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; loopback unless told otherwise)")
-	)
+	var tf tracingFlags
+	tf.register(fs, "127.0.0.1:9464")
+	socket := fs.String("socket", control.DefaultSocket, "control socket (mode 0600, root only)")
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
 		return err
 	}
-	if err := checkHooks(*hooks); err != nil {
+	if err := tf.check(); err != nil {
 		return err
 	}
-	if *ovEvery <= 0 {
-		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovEvery)
-	}
-	if *mAddr != "" {
-		if err := metrics.CheckAddr(*mAddr); err != nil {
-			return err
-		}
-	}
-	if err := checkPrivileges(); err != nil {
-		return err
-	}
-
-	var sink tracer.Sink = output.NewJSON(os.Stdout)
-	var file *output.File
-	if *out != "-" {
-		f, err := output.OpenFile(*out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		sink, file = f, f
-	}
-
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery})
+	sink, file, tr, closeAll, err := tf.open()
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
+	defer closeAll()
 	srv, err := control.Listen(*socket, daemonHandler{tr})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	if *mAddr != "" {
-		ms, err := metrics.Listen(*mAddr, tr)
-		if err != nil {
-			return err
-		}
-		defer ms.Close()
+	stopMetrics, err := tf.serveMetrics(tr)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -18,8 +18,6 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/metrics"
-	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -85,19 +83,12 @@ func (p *pidList) Set(s string) error {
 func trace(args []string) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var (
-		pids        pidList
-		out         = fs.String("output", "-", "write events to this file ('-': stdout)")
-		duration    = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
-		minWait     = fs.Duration("min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
-		hooks       = fs.String("hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
-		ringBuf     = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
-		ready       = fs.String("ready-file", "", "create this file once every target is attached")
-		stacks      = fs.Bool("stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
-		grs         = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
-		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
-		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
-		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
+		pids     pidList
+		tf       tracingFlags
+		duration = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
+		ready    = fs.String("ready-file", "", "create this file once every target is attached")
 	)
+	tf.register(fs, "")
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
 		return err
@@ -108,15 +99,7 @@ func trace(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected argument %q: targets are given with --pid", fs.Arg(0))
 	}
-	if err := checkHooks(*hooks); err != nil {
-		return err
-	}
-	if *metricsAddr != "" {
-		if err := metrics.CheckAddr(*metricsAddr); err != nil {
-			return err
-		}
-	}
-	if err := checkPrivileges(); err != nil {
+	if err := tf.check(); err != nil {
 		return err
 	}
 	// Refuse bad targets before anything is loaded into the kernel.
@@ -125,37 +108,21 @@ func trace(args []string) error {
 			return err
 		}
 	}
-	var sink tracer.Sink = output.NewJSON(os.Stdout)
-	if *out != "-" {
-		f, err := output.OpenFile(*out)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		sink = f
-	}
-
-	if *ovfEvery <= 0 {
-		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovfEvery)
-	}
-	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery})
+	sink, _, tr, closeAll, err := tf.open()
 	if err != nil {
 		return err
 	}
-	defer tr.Close()
+	defer closeAll()
 	for _, pid := range pids {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
 		}
 	}
-	if *metricsAddr != "" {
-		srv, err := metrics.Listen(*metricsAddr, tr)
-		if err != nil {
-			return err
-		}
-		defer srv.Close()
+	stopMetrics, err := tf.serveMetrics(tr)
+	if err != nil {
+		return err
 	}
+	defer stopMetrics()
 	if *ready != "" {
 		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 			return fmt.Errorf("writing --ready-file: %w", err)

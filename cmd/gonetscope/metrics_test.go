@@ -242,10 +242,18 @@ func scrape(t *testing.T, url string) []byte {
 
 // TestGoroutineGauge: the target starts a known number of goroutines in
 // main.spawnBlocked and holds them; the gauge for that creation site must
-// say exactly that many.
+// say exactly that many. Also for a stripped PIE target, whose runtime
+// offsets come from the version table.
 func TestGoroutineGauge(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { checkGoroutineGauge(t, buildProftarget(t)) })
+	t.Run("stripped-pie", func(t *testing.T) {
+		checkGoroutineGauge(t, buildProftarget(t, "-ldflags=-s -w", "-buildmode=pie"))
+	})
+}
+
+func checkGoroutineGauge(t *testing.T, bin string) {
 	const n = 37
-	target := exec.Command(buildProftarget(t), "-goroutines", fmt.Sprint(n))
+	target := exec.Command(bin, "-goroutines", fmt.Sprint(n))
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr

@@ -33,6 +33,7 @@ type ovEvent struct {
 	LAddr      string  `json:"laddr"`
 	LPort      uint16  `json:"lport"`
 	MPTCP      bool    `json:"mptcp"`
+	Overflows  uint64  `json:"overflows"`
 	Drops      uint64  `json:"drops"`
 	SkDrops    uint64  `json:"sk_drops"`
 	Backlog    uint32  `json:"backlog"`
@@ -254,8 +255,9 @@ type overflowRun struct {
 	overflows    uint64 // the namespace's TcpExtListenOverflows delta, once settled
 	// overflowsFinal is the delta read after gonetscope stopped: higher
 	// when a late retransmit overflowed while it was stopping.
-	overflowsFinal uint64
-	listenDrops    uint64 // and TcpExtListenDrops
+	overflowsFinal   uint64
+	listenDrops      uint64 // and TcpExtListenDrops
+	listenDropsFinal uint64
 }
 
 func (r overflowRun) fact(t *testing.T, op string) ltFact {
@@ -344,7 +346,9 @@ func runListentargetIn(t *testing.T, iso isolation, bin string, somaxconn int, e
 	}
 	after := settledTcpExt(t, pid)
 	r.events = tr.stop(t)
-	r.overflowsFinal = tcpExt(t, pid)["ListenOverflows"] - before["ListenOverflows"]
+	final := tcpExt(t, pid)
+	r.overflowsFinal = final["ListenOverflows"] - before["ListenOverflows"]
+	r.listenDropsFinal = final["ListenDrops"] - before["ListenDrops"]
 	stdin.Close()
 	target.Wait()
 	r.overflows = after["ListenOverflows"] - before["ListenOverflows"]
@@ -352,8 +356,8 @@ func runListentargetIn(t *testing.T, iso isolation, bin string, somaxconn int, e
 	t.Logf("burst: %d connected, %d failed; namespace: ListenOverflows +%d, ListenDrops +%d",
 		r.burst.OK, r.burst.Failed, r.overflows, r.listenDrops)
 	for _, e := range overflowsOf(r.events) {
-		t.Logf("listen_overflow: drops %d backlog %d/%d verdict %s acceptors %+v accept_rate %.0f syn_rate %.0f accept_errors %d",
-			e.Drops, e.Backlog, e.BacklogMax, e.Verdict, e.Acceptors, e.AcceptRate, e.SynRate, e.AcceptErrors)
+		t.Logf("listen_overflow: overflows %d drops %d sk_drops %d backlog %d/%d verdict %s acceptors %+v accept_rate %.0f syn_rate %.0f accept_errors %d",
+			e.Overflows, e.Drops, e.SkDrops, e.Backlog, e.BacklogMax, e.Verdict, e.Acceptors, e.AcceptRate, e.SynRate, e.AcceptErrors)
 	}
 	return r
 }
@@ -366,9 +370,10 @@ func checkOverflowEvents(t *testing.T, r overflowRun, host string, somaxconn int
 	if r.overflows == 0 {
 		t.Fatalf("the burst overflowed nothing (ListenOverflows +0): the test did not test")
 	}
-	var sum uint64
+	var sum, drops uint64
 	for _, e := range evs {
-		sum += e.Drops
+		sum += e.Overflows
+		drops += e.Drops
 		if e.PID != r.ready.PID || e.ListenFD != r.ready.ListenFD || e.LPort != r.ready.Port || e.LAddr != host {
 			t.Errorf("listen_overflow for pid %d fd %d %s:%d, want pid %d fd %d %s:%d",
 				e.PID, e.ListenFD, e.LAddr, e.LPort, r.ready.PID, r.ready.ListenFD, host, r.ready.Port)
@@ -379,28 +384,31 @@ func checkOverflowEvents(t *testing.T, r overflowRun, host string, somaxconn int
 		if !e.MPTCP {
 			t.Errorf("a Go 1.24+ listener is MPTCP: mptcp false")
 		}
-		if e.Drops == 0 || e.IntervalNs == 0 {
-			t.Errorf("listen_overflow with drops %d, interval_ns %d", e.Drops, e.IntervalNs)
+		if e.Overflows+e.Drops == 0 || e.IntervalNs == 0 {
+			t.Errorf("listen_overflow with overflows %d, drops %d, interval_ns %d", e.Overflows, e.Drops, e.IntervalNs)
 		}
 	}
-	checkSum(t, sum, r.overflows, r.overflowsFinal)
+	checkSum(t, "overflows", sum, r.overflows, r.overflowsFinal)
+	checkSum(t, "drops", drops, r.listenDrops, r.listenDropsFinal)
 	return evs
 }
 
-// checkSum: the drops reported add up to the namespace's overflows. If a
-// late retransmit overflowed after the count had settled, while gonetscope
-// was stopping, the sum lies between the settled and the final count.
-func checkSum(t *testing.T, sum, settled, final uint64) {
+// checkSum: the overflows (or drops) reported add up to the namespace's
+// TcpExtListenOverflows (ListenDrops). If a late retransmit overflowed
+// after the count had settled, while gonetscope was stopping, the sum lies
+// between the settled and the final count.
+func checkSum(t *testing.T, field string, sum, settled, final uint64) {
 	t.Helper()
+	counter := map[string]string{"overflows": "TcpExtListenOverflows", "drops": "TcpExtListenDrops"}[field]
 	if final != settled {
-		t.Logf("ListenOverflows moved while gonetscope stopped: %d -> %d", settled, final)
+		t.Logf("%s moved while gonetscope stopped: %d -> %d", counter, settled, final)
 		if sum < settled || sum > final {
-			t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d to %d", sum, settled, final)
+			t.Errorf("listen_overflow %s add up to %d, the namespace's %s rose by %d to %d", field, sum, counter, settled, final)
 		}
 		return
 	}
 	if sum != settled {
-		t.Errorf("listen_overflow drops add up to %d, the namespace's TcpExtListenOverflows rose by %d", sum, settled)
+		t.Errorf("listen_overflow %s add up to %d, the namespace's %s rose by %d", field, sum, counter, settled)
 	}
 }
 
@@ -653,7 +661,7 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	var sum, skSum uint64
 	verdicts := map[string]int{}
 	for _, e := range overflowsOf(evs) {
-		sum += e.Drops
+		sum += e.Overflows
 		skSum += e.SkDrops
 		verdicts[e.Verdict]++
 		if e.PID != srv.Process.Pid || e.LPort != 18080 || e.LAddr != "127.0.0.1" || e.BacklogMax != 1 {
@@ -669,7 +677,7 @@ func TestListenOverflowFasthttp(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept; drops add up to %d, the listener's sk_drops rose by %d",
+	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept; overflows add up to %d, the listener's sk_drops rose by %d",
 		len(overflowsOf(evs)), verdicts, len(tcpAccepts), sum, skSum)
-	checkSum(t, sum, overflows, final)
+	checkSum(t, "overflows", sum, overflows, final)
 }

@@ -1,7 +1,7 @@
 package main
 
 // gonetscope profile: a pprof profile of one Go process, from stacks the
-// kernel captures (see pkg/sampler, pkg/netpoll, pkg/symbolize).
+// kernel captures (see pkg/sampler, pkg/netpoll, pkg/pprof).
 
 import (
 	"context"
@@ -19,9 +19,9 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/pprof"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/sampler"
-	"github.com/gonetscope/gonetscope/pkg/symbolize"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -70,21 +70,15 @@ func profileCmd(args []string) error {
 	if err != nil {
 		return fmt.Errorf("no process with PID %d: check the PID (pgrep NAME)", *pid)
 	}
-	// The symbol tables first: a target we cannot symbolize is refused
-	// before anything is loaded into the kernel.
-	sym, err := symbolize.Open(*pid)
-	if errors.Is(err, symbolize.ErrNoPclntab) {
-		return fmt.Errorf("PID %d (%s) is not a Go program: gonetscope profiles Go programs only", *pid, p.Comm)
-	}
+	// The binary and its symbol tables first: a target we cannot
+	// symbolize is refused before anything is loaded into the kernel.
+	_, bin, err := tracer.Inspect(*pid)
 	if err != nil {
 		return err
 	}
-	var bin *goruntime.Binary
-	if *kind == "netpoll" {
-		// Goroutine attribution needs the runtime offsets (DWARF).
-		if _, bin, err = tracer.Inspect(*pid); err != nil {
-			return err
-		}
+	sym, err := goruntime.OpenProcess(*pid, bin)
+	if err != nil {
+		return fmt.Errorf("PID %d (%s): %w", *pid, p.Comm, err)
 	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -92,7 +86,7 @@ func profileCmd(args []string) error {
 	}
 	defer f.Close()
 
-	var collect func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error)
+	var collect func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error)
 	switch *kind {
 	case "netpoll":
 		collect, err = startNetpoll(p, bin, !*full)
@@ -147,7 +141,7 @@ wait:
 
 // startNetpoll loads the netpoll object for p alone, sending no events,
 // and records the stack of every netpoll wait where it resumes.
-func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error), error) {
+func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
 	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize())})
 	if err != nil {
 		return nil, err
@@ -166,20 +160,20 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbo
 		np.Close()
 		return nil, err
 	}
-	return func(sym *symbolize.Symbolizer, d time.Duration) (*profile.Profile, uint64, error) {
+	return func(sym *goruntime.Process, d time.Duration) (*profile.Profile, uint64, error) {
 		defer np.Close()
 		stacks, lost, err := np.Stacks(p.PID)
 		if err != nil {
 			return nil, 0, err
 		}
-		b := symbolize.NewBuilder(sym, []*profile.ValueType{
+		b := pprof.NewBuilder(sym, []*profile.ValueType{
 			{Type: "waits", Unit: "count"},
 			{Type: "wait", Unit: "nanoseconds"},
 			{Type: "io_wait", Unit: "nanoseconds"},
 			{Type: "sched_delay", Unit: "nanoseconds"},
 		}, "wait")
 		if fold {
-			b.Fold = symbolize.SyscallPlumbing
+			b.Fold = pprof.SyscallPlumbing
 		}
 		b.SetDuration(d)
 		for _, s := range stacks {
@@ -192,28 +186,28 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbo
 }
 
 // startSampler attaches the cpu or offcpu sampler to p.
-func startSampler(p proc.Process, kind sampler.Kind, freq uint64) (func(*symbolize.Symbolizer, time.Duration) (*profile.Profile, uint64, error), error) {
+func startSampler(p proc.Process, kind sampler.Kind, freq uint64) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
 	s, err := sampler.Load(sampler.Options{PID: p.PID, Kind: kind, FrequencyHz: freq})
 	if err != nil {
 		return nil, err
 	}
-	return func(sym *symbolize.Symbolizer, d time.Duration) (*profile.Profile, uint64, error) {
+	return func(sym *goruntime.Process, d time.Duration) (*profile.Profile, uint64, error) {
 		defer s.Close()
 		s.Stop()
 		samples, lost, err := s.Samples()
 		if err != nil {
 			return nil, 0, err
 		}
-		var b *symbolize.Builder
+		var b *pprof.Builder
 		period := int64(time.Second) / int64(freq)
 		if kind == sampler.CPU {
-			b = symbolize.NewBuilder(sym, []*profile.ValueType{
+			b = pprof.NewBuilder(sym, []*profile.ValueType{
 				{Type: "samples", Unit: "count"},
 				{Type: "cpu", Unit: "nanoseconds"},
 			}, "cpu")
 			b.SetPeriod(&profile.ValueType{Type: "cpu", Unit: "nanoseconds"}, period)
 		} else {
-			b = symbolize.NewBuilder(sym, []*profile.ValueType{
+			b = pprof.NewBuilder(sym, []*profile.ValueType{
 				{Type: "switches", Unit: "count"},
 				{Type: "offcpu", Unit: "nanoseconds"},
 			}, "offcpu")

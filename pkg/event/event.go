@@ -12,6 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 )
 
 // TimeFormat is RFC 3339 with nanoseconds, fixed width.
@@ -54,17 +56,22 @@ type Stack struct {
 	Frames []Frame
 }
 
-// Frame is one frame of a goroutine's stack, as a Go panic trace shows it.
-// Func is empty when the pc could not be symbolized; PC says which it was.
-type Frame struct {
-	Func    string
-	File    string
-	Line    int
-	Inlined bool // inlined into the frame that follows
-	PC      uint64
+// Frame is one frame of a goroutine's stack, as a Go panic trace shows it:
+// the one Frame type, from pkg/goruntime/symtab. Func is empty when the pc
+// could not be symbolized; PC says which it was.
+type Frame = symtab.Frame
+
+type frames []Frame
+
+func (fs frames) MarshalZerologArray(a *zerolog.Array) {
+	for _, f := range fs {
+		a.Object(frameJSON(f))
+	}
 }
 
-func (f Frame) MarshalZerologObject(e *zerolog.Event) {
+type frameJSON Frame
+
+func (f frameJSON) MarshalZerologObject(e *zerolog.Event) {
 	if f.Func == "" {
 		e.Str("pc", "0x"+strconv.FormatUint(f.PC, 16))
 		return
@@ -72,14 +79,6 @@ func (f Frame) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("func", f.Func).Str("file", f.File).Int("line", f.Line)
 	if f.Inlined {
 		e.Bool("inlined", true)
-	}
-}
-
-type frames []Frame
-
-func (fs frames) MarshalZerologArray(a *zerolog.Array) {
-	for _, f := range fs {
-		a.Object(f)
 	}
 }
 
@@ -148,6 +147,9 @@ type Attached struct {
 	// Limits lists features switched off for this target and why (an
 	// unknown Go version without DWARF, say); empty when all work.
 	Limits []string
+	// Reason is "exec" when the traced process replaced its image and
+	// gonetscope traces the new one; empty at a first attach.
+	Reason string
 }
 
 func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
@@ -170,6 +172,9 @@ func (a *Attached) MarshalZerologObject(e *zerolog.Event) {
 	if len(a.Limits) > 0 {
 		e.Strs("limits", a.Limits)
 	}
+	if a.Reason != "" {
+		e.Str("reason", a.Reason)
+	}
 }
 
 func dictOf(m map[string]string) *zerolog.Event {
@@ -186,6 +191,9 @@ const (
 	ReasonDuration     = "duration"
 	ReasonTargetExited = "target_exited"
 	ReasonRequested    = "requested"
+	// ReasonExec: the process replaced its image by exec (attached again
+	// with the new image's offsets, or detached when it is not Go).
+	ReasonExec = "exec"
 )
 
 // Detached: gonetscope stopped tracing a process.

@@ -50,13 +50,16 @@ type ListenOverflow struct {
 	ListenFD int32
 	Addrs    Addrs
 	MPTCP    bool
-	// Drops is the overflows counted for this listener since its previous
-	// event (see README: what is counted); SkDrops is the rise of its own
-	// drop counter over the interval.
-	Drops, SkDrops      uint64
-	Backlog, BacklogMax uint32
-	IntervalNs          uint64
-	Acceptors           []Acceptor
+	// Overflows counts the connections dropped because the accept queue
+	// was full (SYNs and final ACKs: the namespace's
+	// TcpExtListenOverflows), Drops every SYN or handshake dropped on the
+	// listener (TcpExtListenDrops: the overflows and other listen drops),
+	// both since its previous event (see README: what is counted). SkDrops
+	// is the rise of its own drop counter over the interval.
+	Overflows, Drops, SkDrops uint64
+	Backlog, BacklogMax       uint32
+	IntervalNs                uint64
+	Acceptors                 []Acceptor
 	// AcceptRate and SynRate are per second over the interval: accepted
 	// connections, and handshakes that reached the listener (completed or
 	// dropped).
@@ -73,6 +76,7 @@ func (o *ListenOverflow) MarshalZerologObject(e *zerolog.Event) {
 	e.Int32("listen_fd", o.ListenFD)
 	o.Addrs.marshal(e)
 	e.Bool("mptcp", o.MPTCP).
+		Uint64("overflows", o.Overflows).
 		Uint64("drops", o.Drops).
 		Uint64("sk_drops", o.SkDrops).
 		Uint32("backlog", o.Backlog).

@@ -7,11 +7,11 @@ import (
 
 func TestListenOverflowJSON(t *testing.T) {
 	ev := &ListenOverflow{
-		Header:   Header{Event: "listen_overflow", PID: 4242, TID: 4242, Comm: "srv"},
-		ListenFD: 3,
-		Addrs:    addrs("::1", 8080, "::", 0),
-		MPTCP:    true,
-		Drops:    17, SkDrops: 18, Backlog: 3, BacklogMax: 2, IntervalNs: 100_000_000,
+		Header:    Header{Event: "listen_overflow", PID: 4242, TID: 4242, Comm: "srv"},
+		ListenFD:  3,
+		Addrs:     addrs("::1", 8080, "::", 0),
+		MPTCP:     true,
+		Overflows: 16, Drops: 17, SkDrops: 18, Backlog: 3, BacklogMax: 2, IntervalNs: 100_000_000,
 		Acceptors: []Acceptor{
 			{Goid: 21, State: AcceptorRunning, SinceNs: 5, GoStatus: "waiting: sleep", Accepts: 1},
 			{Goid: 22, State: AcceptorBlocked, SinceNs: 6, Syscall: "fsync", Accepts: 0, Stack: []Frame{{Func: "main.f", File: "/src/main.go", Line: 7}, {Func: "main.main", File: "/src/main.go", Line: 3}}},
@@ -38,7 +38,7 @@ func TestListenOverflowJSON(t *testing.T) {
 	delete(got, "acceptors")
 	checkJSON(t, got, fields(ev.Header, "listen_overflow", map[string]any{
 		"listen_fd": 3, "laddr": "::1", "lport": 8080, "mptcp": true,
-		"drops": 17, "sk_drops": 18, "backlog": 3, "backlog_max": 2, "interval_ns": 100_000_000,
+		"overflows": 16, "drops": 17, "sk_drops": 18, "backlog": 3, "backlog_max": 2, "interval_ns": 100_000_000,
 		"accept_rate": 10, "syn_rate": 250.5, "accept_errors": 2, "accept_errno": "EMFILE",
 		"verdict": "acceptor_busy",
 	}))

@@ -17,7 +17,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Objects are the loaded programs and maps, and the uprobes per target.
@@ -53,9 +53,10 @@ func (o *Objects) Close() error {
 	return nil
 }
 
-// Attach places the two uprobes in process pid, whose executable is open
-// at exe (/proc/PID/exe), with symbol table tab.
-func (o *Objects) Attach(pid int, exe string, bin *goruntime.Binary, tab *symtab.Table) error {
+// Attach places the two uprobes in the running Go process p (its
+// executable through /proc/PID/exe, found with its symbol table).
+func (o *Objects) Attach(p *goruntime.Process) error {
+	pid, bin, tab, exe := p.PID, p.Bin, p.Syms, proc.Path(p.PID, "exe")
 	if bin.Offsets.GGoid == 0 || bin.Offsets.GStartpc == 0 || bin.Offsets.GGopc == 0 {
 		return errors.New("runtime.g offsets unknown")
 	}

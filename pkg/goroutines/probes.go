@@ -2,11 +2,11 @@ package goroutines
 
 import (
 	"debug/elf"
-	"errors"
 	"fmt"
 
 	"golang.org/x/arch/x86/x86asm"
 
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 )
 
@@ -47,10 +47,11 @@ func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, 
 	if !ok {
 		return Probe{}, fmt.Errorf("no function %s", callee)
 	}
-	code, prog, err := codeOf(f, start, end)
+	code, err := goruntime.Code(f, start, end)
 	if err != nil {
 		return Probe{}, err
 	}
+	prog := goruntime.ExecProg(f, start, end)
 	var found []Probe
 	for pc := start; pc < end; {
 		inst, err := x86asm.Decode(code[pc-start:], 64)
@@ -75,17 +76,4 @@ func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, 
 		return Probe{}, fmt.Errorf("%s: want one CALL %s, found %d: runtime layout not known", caller, callee, len(found))
 	}
 	return found[0], nil
-}
-
-func codeOf(f *elf.File, start, end uint64) ([]byte, *elf.Prog, error) {
-	for _, p := range f.Progs {
-		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
-			b := make([]byte, end-start)
-			if _, err := p.ReadAt(b, int64(start-p.Vaddr)); err != nil {
-				return nil, nil, err
-			}
-			return b, p, nil
-		}
-	}
-	return nil, nil, errors.New("function outside the executable segment")
 }

@@ -22,12 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/gonetscope/gonetscope/pkg/allgs"
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/listen"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/proc"
-	"github.com/gonetscope/gonetscope/pkg/symbolize"
 )
 
 // Source is what a Collector reads at each scrape.
@@ -35,6 +34,9 @@ type Source interface {
 	TracedProcesses() []proc.Process
 	Hists() ([]bpfobj.Hist, error)
 	LostTotals() map[string]map[string]uint64
+	// Listeners are the traced processes' TCP listeners, from the one
+	// listener iterator (pkg/acceptq).
+	Listeners() ([]acceptq.Listener, error)
 }
 
 // FirstBucket is the lowest histogram bucket exposed: values up to 2^10 ns
@@ -122,14 +124,12 @@ type Collector struct {
 
 	mu         sync.Mutex
 	goroutines map[int]*goroutineReader
-	listeners  *listen.Iter // loaded at the first scrape
-	listenErr  error
 }
 
-// goroutineReader is the goroutine counter of one process (or why there is none).
+// goroutineReader is the goroutine table of one process (or why there is none).
 type goroutineReader struct {
 	startTicks uint64
-	c          *allgs.Counter
+	p          *goruntime.Process
 	err        error
 }
 
@@ -229,9 +229,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.errors.Collect(ch)
 }
 
-// collectGoroutines emits the goroutine gauges, opening a counter per
-// process once (a binary without symbols or DWARF has none) and closing
-// those of processes no longer traced.
+// collectGoroutines emits the goroutine gauges, opening each process once
+// (offsets from DWARF or the version table, so stripped binaries too) and
+// forgetting those no longer traced.
 func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.Process) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -239,22 +239,20 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 	for _, p := range procs {
 		live[p.PID] = true
 		r := c.goroutines[p.PID]
-		if r != nil && r.startTicks != p.StartTicks {
-			r.close()
+		// A new process on the PID, or the process replaced its image by
+		// exec: open it again.
+		if r != nil && (r.startTicks != p.StartTicks || (r.p != nil && r.p.Replaced())) {
 			r = nil
 		}
 		if r == nil {
 			r = &goroutineReader{startTicks: p.StartTicks}
-			var sym *symbolize.Symbolizer
-			if sym, r.err = symbolize.Open(p.PID); r.err == nil {
-				r.c, r.err = allgs.Open(p.PID, sym)
-			}
+			r.p, r.err = goruntime.OpenProcess(p.PID, nil)
 			c.goroutines[p.PID] = r
 		}
-		if r.c == nil {
+		if r.p == nil {
 			continue
 		}
-		sites, err := r.c.BySite()
+		sites, err := BySite(r.p)
 		if err != nil {
 			continue
 		}
@@ -263,48 +261,36 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 			ch <- prometheus.MustNewConstMetric(goroutinesDesc, prometheus.GaugeValue, float64(n), pid, p.Comm, site)
 		}
 	}
-	for pid, r := range c.goroutines {
+	for pid := range c.goroutines {
 		if !live[pid] {
-			r.close()
 			delete(c.goroutines, pid)
 		}
 	}
 }
 
 // collectListeners emits the drop counter and accept queue of every
-// listening socket a traced process holds, matched by socket inode.
+// listening socket a traced process holds, per port.
 func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.Process) {
-	c.mu.Lock()
-	if c.listeners == nil && c.listenErr == nil {
-		c.listeners, c.listenErr = listen.Load()
-	}
-	it := c.listeners
-	c.mu.Unlock()
-	if it == nil || len(procs) == 0 {
+	if len(procs) == 0 {
 		return
 	}
-	owner := map[uint64]proc.Process{}
-	for _, p := range procs {
-		for _, ino := range proc.SocketInodes(p.PID) {
-			owner[ino] = p
-		}
-	}
-	ls, err := it.Listeners()
+	ls, err := c.src.Listeners()
 	if err != nil {
 		c.errors.Inc()
 		return
 	}
 	type key struct {
-		pid  int
+		pid  uint32
 		port uint16
 	}
-	sums := map[key]*listen.Listener{} // a port can have an IPv4 and an IPv6 listener
+	sums := map[key]*acceptq.Listener{} // a port can have an IPv4 and an IPv6 listener
+	seen := map[[2]uint64]bool{}        // a listener held by two fds is one
 	for _, l := range ls {
-		p, ok := owner[l.Inode]
-		if !ok {
+		if seen[[2]uint64{uint64(l.PID), l.Sk}] {
 			continue
 		}
-		k := key{p.PID, l.Port}
+		seen[[2]uint64{uint64(l.PID), l.Sk}] = true
+		k := key{l.PID, l.Port}
 		if s := sums[k]; s != nil {
 			s.Drops += l.Drops
 			s.Backlog += l.Backlog
@@ -313,12 +299,16 @@ func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.P
 		}
 		sums[k] = &l
 	}
-	comm := map[int]string{}
+	comm := map[uint32]string{}
 	for _, p := range procs {
-		comm[p.PID] = p.Comm
+		comm[uint32(p.PID)] = p.Comm
 	}
 	for k, l := range sums {
-		labels := []string{strconv.Itoa(k.pid), comm[k.pid], strconv.Itoa(int(k.port))}
+		name, traced := comm[k.pid]
+		if !traced {
+			continue
+		}
+		labels := []string{strconv.Itoa(int(k.pid)), name, strconv.Itoa(int(k.port))}
 		ch <- prometheus.MustNewConstMetric(listenDropsDesc, prometheus.CounterValue, float64(l.Drops), labels...)
 		ch <- prometheus.MustNewConstMetric(listenBacklogDesc, prometheus.GaugeValue, float64(l.Backlog), labels...)
 		ch <- prometheus.MustNewConstMetric(listenBacklogMaxDesc, prometheus.GaugeValue, float64(l.BacklogMax), labels...)
@@ -329,21 +319,27 @@ func (c *Collector) collectListeners(ch chan<- prometheus.Metric, procs []proc.P
 func (c *Collector) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for pid, r := range c.goroutines {
-		r.close()
-		delete(c.goroutines, pid)
-	}
-	if c.listeners != nil {
-		c.listeners.Close()
-		c.listeners = nil
-	}
+	clear(c.goroutines)
 	return nil
 }
 
-func (r *goroutineReader) close() {
-	if r.c != nil {
-		r.c.Close()
+// BySite counts p's live goroutines by creation site: the function holding
+// the go statement, the innermost one when it was inlined (as `trace
+// --stacks` names it); "unknown" when the pc is not in the executable.
+func BySite(p *goruntime.Process) (map[string]int, error) {
+	gs, err := p.Goroutines()
+	if err != nil {
+		return nil, err
 	}
+	sites := map[string]int{}
+	for _, g := range gs {
+		site := "unknown"
+		if fs := p.Syms.Frames(g.GoPC, false); len(fs) > 0 {
+			site = fs[0].Func
+		}
+		sites[site]++
+	}
+	return sites, nil
 }
 
 // TopN keeps the n largest counts (ties by name) and sums the rest as "other".

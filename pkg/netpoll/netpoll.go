@@ -68,7 +68,7 @@ func Load(opts Options) (*Objects, error) {
 func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
 
 // Parks is the map of goroutines parked in the netpoller, keyed by (pid,
-// fd, direction); pkg/overflow reads it to see whether an acceptor is parked.
+// fd, direction); pkg/acceptq reads it to see whether an acceptor is parked.
 func (o *Objects) Parks() *ebpf.Map { return o.coll.Maps[netpollMapParks] }
 
 // Events is the ring buffer of netpoll_wait and epoll_wait records.

@@ -237,3 +237,14 @@ func TestFDLimitParse(t *testing.T) {
 		})
 	}
 }
+
+func TestParseTcpExt(t *testing.T) {
+	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 36 40\nIpExt: InNoRoutes\nIpExt: 0\n"
+	c, err := ParseTcpExt(netstat)
+	if err != nil || c["ListenOverflows"] != 36 || c["ListenDrops"] != 40 || c["SyncookiesSent"] != 3 {
+		t.Errorf("ParseTcpExt = %v, %v; want ListenOverflows 36, ListenDrops 40", c, err)
+	}
+	if _, err := ParseTcpExt("IpExt: InNoRoutes\nIpExt: 0\n"); err == nil {
+		t.Error("ParseTcpExt without TcpExt: no error")
+	}
+}

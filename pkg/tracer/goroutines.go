@@ -1,10 +1,8 @@
 package tracer
 
 import (
-	"encoding/binary"
 	"fmt"
 	"maps"
-	"os"
 	"slices"
 	"time"
 
@@ -12,7 +10,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
-	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // goroutineState is a target's goroutine tracking (--goroutines).
@@ -27,10 +24,10 @@ func (t *Tracer) attachGoroutines(tg *target) {
 	if t.gr == nil {
 		return
 	}
-	if tg.syms == nil {
+	if tg.rt == nil {
 		return // Attach noted why there are no symbols
 	}
-	if err := t.gr.Attach(tg.proc.PID, tg.proc.ExePath(), tg.bin, tg.syms); err != nil {
+	if err := t.gr.Attach(tg.rt); err != nil {
 		tg.bin.Limits = append(tg.bin.Limits, fmt.Sprintf("no goroutine tracking: %v", err))
 		return
 	}
@@ -64,7 +61,7 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 		for s, c := range counts {
 			live[s] = c.Live()
 			ev.Live += c.Live()
-			ev.Sites = append(ev.Sites, siteOf(tg.syms, s, c))
+			ev.Sites = append(ev.Sites, siteOf(tg.rt.Syms, s, c))
 		}
 		slices.SortFunc(ev.Sites, func(a, b event.GoroutineSite) int {
 			if a.Live != b.Live {
@@ -86,7 +83,7 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 			}
 			leak := &event.GoroutineLeak{
 				Header:        t.controlHeader("goroutine_leak", tg),
-				GoroutineSite: siteOf(tg.syms, l.Site, counts[l.Site]),
+				GoroutineSite: siteOf(tg.rt.Syms, l.Site, counts[l.Site]),
 				Growth:        l.Growth,
 				IntervalNs:    uint64(t.opts.GoroutineInterval),
 			}
@@ -103,31 +100,13 @@ func (t *Tracer) goroutineTick(sink Sink) error {
 	return nil
 }
 
-// parkedOn reads a goroutine's status and wait reason from the target's
-// memory: its wait reason if it is parked (_Gwaiting), else "".
+// parkedOn is a goroutine's wait reason if it is parked, else "".
 func parkedOn(tg *target, g uint64) string {
-	o := tg.bin.Offsets
-	if o.GAtomicstatus == 0 || o.GWaitreason == 0 {
-		return ""
-	}
-	mem, err := os.Open(fmt.Sprintf("%s/%d/mem", proc.Root, tg.proc.PID))
+	gr, err := tg.rt.Goroutine(g)
 	if err != nil {
 		return ""
 	}
-	defer mem.Close()
-	var status [4]byte
-	var reason [1]byte
-	if _, err := mem.ReadAt(status[:], int64(g+uint64(o.GAtomicstatus))); err != nil {
-		return ""
-	}
-	if _, err := mem.ReadAt(reason[:], int64(g+uint64(o.GWaitreason))); err != nil {
-		return ""
-	}
-	const gScan, gWaiting = 0x1000, 4
-	if binary.LittleEndian.Uint32(status[:])&^gScan != gWaiting {
-		return ""
-	}
-	return tg.bin.WaitReason(reason[0])
+	return gr.WaitReason
 }
 
 // siteOf names a creation site: the function at startpc, and the go

@@ -3,6 +3,7 @@ package tracer
 import (
 	"maps"
 
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
@@ -57,3 +58,6 @@ func (t *Tracer) LostTotals() map[string]map[string]uint64 {
 	t.queueLostMu.Unlock()
 	return out
 }
+
+// Listeners lists the traced processes' TCP listeners now.
+func (t *Tracer) Listeners() ([]acceptq.Listener, error) { return t.acceptq.Listeners() }

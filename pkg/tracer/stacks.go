@@ -19,9 +19,7 @@ func (t *Tracer) symbolize(h *event.Header) {
 			s.Frames = append(s.Frames, event.Frame{PC: pc})
 			continue
 		}
-		for _, f := range fs {
-			s.Frames = append(s.Frames, event.Frame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined, PC: pc})
-		}
+		s.Frames = append(s.Frames, fs...)
 	}
 }
 

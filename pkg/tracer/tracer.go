@@ -20,13 +20,14 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
 
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/execwatch"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
-	"github.com/gonetscope/gonetscope/pkg/overflow"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
 )
@@ -44,7 +45,7 @@ type Options struct {
 	// QueueLen bounds the queue between the ring buffer readers and the
 	// sink; events that find it full are dropped and counted. Zero: 8192.
 	QueueLen int
-	// PollInterval is how often target liveness and lost counters are
+	// PollInterval is how often target liveness, execs and lost counters are
 	// checked. Zero: 100ms.
 	PollInterval time.Duration
 	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
@@ -75,10 +76,12 @@ type Tracer struct {
 	netpoll *netpoll.Objects
 	tcp     *tcp.Objects
 	gr      *goroutines.Objects // nil without Options.Goroutines
-	// overflow samples the listeners for listen_overflow.
-	overflow *overflow.Objects
-	hooks    map[string]string
-	streams  []stream
+	// execs notices a target replacing its image by exec.
+	execs *execwatch.Objects
+	// acceptq samples the listeners for listen_overflow and the metrics.
+	acceptq *acceptq.Objects
+	hooks   map[string]string
+	streams []stream
 
 	queue chan item
 	// queueLost counts events dropped in user space, by event name.
@@ -110,8 +113,9 @@ type target struct {
 	bin   *goruntime.Binary
 	exe   string
 	since time.Time
-	// syms symbolizes its stacks; nil without --stacks or --goroutines.
-	syms *symtab.Table
+	// rt is the live process (symbols, goroutine table); nil without
+	// --stacks or --goroutines.
+	rt *goruntime.Process
 	// goroutines is its goroutine tracking; nil without --goroutines.
 	goroutines *goroutineState
 }
@@ -159,14 +163,14 @@ func New(opts Options) (*Tracer, error) {
 		np.Close()
 		return nil, err
 	}
-	ov, err := overflow.Load(overflow.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
+	ov, err := acceptq.Load(acceptq.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks})
 	if err != nil {
 		tc.Close()
 		np.Close()
 		return nil, err
 	}
 	t := &Tracer{
-		overflow:       ov,
+		acceptq:        ov,
 		opts:           opts,
 		clock:          bpfobj.NewClock(),
 		netpoll:        np,
@@ -179,6 +183,10 @@ func New(opts Options) (*Tracer, error) {
 		syms:           map[int]*symtab.Table{},
 		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
+	}
+	if t.execs, err = execwatch.Load(np.Targets()); err != nil {
+		t.Close()
+		return nil, err
 	}
 	if opts.Goroutines {
 		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
@@ -220,8 +228,11 @@ func (t *Tracer) Close() error {
 	if t.gr != nil {
 		t.gr.Close()
 	}
-	if t.overflow != nil {
-		t.overflow.Close()
+	if t.execs != nil {
+		t.execs.Close()
+	}
+	if t.acceptq != nil {
+		t.acceptq.Close()
 	}
 	if t.tcp != nil {
 		t.tcp.Close()
@@ -268,6 +279,14 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if _, ok := t.targets[pid]; ok {
 		return nil, fmt.Errorf("PID %d is already traced", pid)
 	}
+	return t.install(p, bin, "")
+}
+
+// install puts p, a Go program built as bin, into the kernel filter with
+// its offsets, reads its listeners and symbols, and queues its attached
+// event (reason "exec" when it replaced its image). t.mu is held.
+func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (*event.Attached, error) {
+	pid := p.PID
 	ns, err := proc.ReadNamespaces(pid)
 	if err != nil {
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", pid, err)
@@ -276,14 +295,15 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if ns.InPIDNamespace() && v.G_goid != 0 && !nsThreadIDsReadable() {
 		bin.Limits = append(bin.Limits, "no goroutine ids and no netpoll_wait: the target is in a PID namespace of its own, and this kernel's BTF lacks task_struct.thread_pid or pid.numbers to find its threads' ids there")
 	}
-	var syms *symtab.Table
+	var rt *goruntime.Process
 	if t.opts.Stacks || t.opts.Goroutines {
-		if syms, err = bin.Symbols(fmt.Sprintf("%s/%d", proc.Root, pid)); err != nil {
+		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
 			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks or goroutine tracking: %v", err))
 		} else if t.opts.Stacks {
 			v.Stacks = 1
 		}
 	}
+	t.execs.Reset(pid)
 	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
@@ -292,16 +312,16 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
-	if err := t.overflow.Baseline(uint32(pid)); err != nil {
+	if err := t.acceptq.Baseline(uint32(pid)); err != nil {
 		t.netpoll.Targets().Delete(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
-	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
+	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
 	if ns.InPIDNamespace() {
 		t.nsPIDs.Store(uint32(pid), uint32(ns.NsPID()))
 	}
-	if syms != nil {
-		t.syms[pid] = syms
+	if rt != nil {
+		t.syms[pid] = rt.Syms
 	}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		tg.exe = exe
@@ -318,9 +338,41 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
 		Limits:      bin.Limits,
+		Reason:      reason,
 	}
 	t.queueControl(ev)
 	return ev, nil
+}
+
+// checkExecs re-inspects every target that replaced its image by exec
+// since the last check (the kernel took it out of the filter then): a Go
+// image is traced on with its own offsets and a new attached event
+// (reason exec); any other is detached (reason exec).
+func (t *Tracer) checkExecs() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for pid, tg := range t.targets {
+		if t.execs.Execs(pid) == 0 {
+			continue
+		}
+		// What belonged to the old image goes: its listener state, its
+		// goroutine probes (in the old text), its symbols.
+		if tg.goroutines != nil {
+			t.gr.Detach(pid)
+			tg.goroutines = nil
+		}
+		t.acceptq.Forget(uint32(pid))
+		delete(t.targets, pid)
+		delete(t.syms, pid)
+		p, bin, err := Inspect(pid)
+		if err == nil {
+			_, err = t.install(p, bin, event.ReasonExec)
+		}
+		if err != nil {
+			t.targets[pid] = tg
+			t.detachLocked(pid, event.ReasonExec)
+		}
+	}
 }
 
 // Detach stops tracing pid now; its detached event follows the events the
@@ -340,7 +392,8 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	if tg.goroutines != nil {
 		t.gr.Detach(pid)
 	}
-	t.overflow.Forget(uint32(pid))
+	t.acceptq.Forget(uint32(pid))
+	t.execs.Reset(pid)
 	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
@@ -459,6 +512,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 				return err
 			}
 		case <-tick.C:
+			t.checkExecs()
 			t.reapExited()
 			if err := t.reportLost(sink); err != nil {
 				return err
@@ -677,7 +731,7 @@ func (t *Tracer) sampleOverflow(sink Sink) error {
 	if len(comms) == 0 {
 		return nil
 	}
-	evs, err := t.overflow.Sample(t.clock, comms)
+	evs, err := t.acceptq.Sample(t.clock, comms)
 	if err != nil {
 		// Nothing is lost: the counters are cumulative, and the next
 		// sample reports these drops.

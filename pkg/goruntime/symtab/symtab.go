@@ -31,6 +31,8 @@ type Frame struct {
 	Line int
 	// Inlined: this call was inlined into the frame below it.
 	Inlined bool
+	// PC is the run-time pc the frame was symbolized from.
+	PC uint64
 }
 
 // Layout are the offsets of moduledata fields Open needs (from DWARF or the
@@ -190,6 +192,9 @@ func (t *Table) Frames(pc uint64, leaf bool) []Frame {
 		lookup--
 	}
 	fr = t.frames(lookup)
+	for i := range fr {
+		fr[i].PC = pc
+	}
 	t.mu.Lock()
 	if len(t.cache) >= cacheMax {
 		clear(t.cache)

@@ -48,10 +48,11 @@ func TestFramesMatchRuntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tab, err := b.Symbols(fmt.Sprintf("/proc/%d", cmd.Process.Pid))
+			p, err := goruntime.OpenProcess(cmd.Process.Pid, b)
 			if err != nil {
 				t.Fatal(err)
 			}
+			tab := p.Syms
 			var got []string
 			inlined := 0
 			for _, pc := range pcs {
@@ -106,11 +107,11 @@ func BenchmarkFrames(b *testing.B) {
 		b.Fatal(err)
 	}
 	open := func() *symtab.Table {
-		tab, err := bi.Symbols(fmt.Sprintf("/proc/%d", cmd.Process.Pid))
+		p, err := goruntime.OpenProcess(cmd.Process.Pid, bi)
 		if err != nil {
 			b.Fatal(err)
 		}
-		return tab
+		return p.Syms
 	}
 	b.Run("cached", func(b *testing.B) {
 		tab := open()

@@ -1,7 +1,9 @@
 //go:build ignore
 
-/* overflow: accept-queue overflows of traced listeners, and what their
- * acceptors were doing. Loaded by pkg/overflow.
+/* acceptq: the accept queues of traced listeners: their overflows and
+ * drops, depth and limit, and what their acceptors were doing. Loaded by
+ * pkg/acceptq. Its task_file iterator is the one listener iterator: the
+ * listen_overflow events and the listener metrics both read it.
  *
  * This kernel has no fentry/kprobe to hook the drop itself
  * (tcp_conn_request, tcp_v4/v6_syn_recv_sock), and skb:kfree_skb does not see
@@ -198,7 +200,7 @@ int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb
 
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
-int overflow_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
 	long ret = ctx->ret;
 	if (ret < 0 && ret != -EAGAIN && ret != -EMFILE && ret != -ENFILE)
@@ -253,7 +255,7 @@ int overflow_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")
-int overflow_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+int acceptq_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
 	if (ctx->protocol != IPPROTO_TCP || ctx->oldstate != TCP_SYN_RECV ||
 	    ctx->newstate != TCP_ESTABLISHED)
@@ -284,7 +286,7 @@ static __always_inline __u64 read_drops(struct sock *sk)
 }
 
 SEC("iter/task_file")
-int overflow_listeners(struct bpf_iter__task_file *ctx)
+int acceptq_listeners(struct bpf_iter__task_file *ctx)
 {
 	struct task_struct *task = ctx->task;
 	struct file *file = ctx->file;
@@ -314,10 +316,6 @@ int overflow_listeners(struct bpf_iter__task_file *ctx)
 	r.sk = (__u64)tsk;
 	r.mptcp = BPF_CORE_READ(sk, sk_protocol) == IPPROTO_MPTCP;
 	read_sk_addrs(tsk, &r.addrs);
-	/* read_sk_addrs copies one byte of an IPv6 address (its
-	 * BPF_CORE_READ_INTO sizes the copy by the u8 element): read all 16. */
-	if (r.addrs.family == AF_INET6)
-		BPF_CORE_READ_INTO((struct in6_addr *)r.addrs.saddr, tsk, __sk_common.skc_v6_rcv_saddr);
 	r.drops = read_drops(tsk);
 	r.backlog = BPF_CORE_READ(tsk, sk_ack_backlog);
 	r.backlog_max = BPF_CORE_READ(tsk, sk_max_ack_backlog);

@@ -1,14 +1,16 @@
-// Package overflow loads bpf/overflow.bpf.c: accept-queue overflows of the
-// traced processes' TCP listeners (listen_overflow), attributed to the
-// goroutines that accept on them.
+// Package acceptq loads bpf/acceptq.bpf.c: the accept queues of the traced
+// processes' TCP listeners. It reports their overflows and drops
+// (listen_overflow), attributed to the goroutines that accept on them, and
+// lists the listeners for the metrics.
 //
-// This kernel offers no hook on the drop itself (no fentry, no kprobes, and
-// skb:kfree_skb does not see it), so a BPF task_file iterator reads every
-// traced listener's drop counter (sk_drops, which the kernel increments with
-// LINUX_MIB_LISTENOVERFLOWS on each overflow), its queue depth, and the
-// accept counters the tracepoints keep, once per interval. A rise of the
-// drop counter is one listen_overflow event for that interval.
-package overflow
+// Its BPF task_file iterator is the one listener iterator: once per
+// interval it reads every traced listener's drop counter (sk_drops), its
+// queue depth and the accept counters the tracepoints keep. A rise of the
+// drop counter makes gonetscope read the namespace's TcpExtListenOverflows
+// and TcpExtListenDrops, which count exactly, and split their rise among
+// the namespace's listeners (see Sample). Where the kernel allows fentry
+// or kprobes, a hook on the drop itself counts each listener's overflows.
+package acceptq
 
 import (
 	"fmt"
@@ -23,6 +25,8 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Sampled is the mechanism name when no drop hook attached: the drop
@@ -42,11 +46,11 @@ var dropHooks = []struct {
 	progs  []string
 	attach func(fn string, p *ebpf.Program) (link.Link, error)
 }{
-	{HooksFentry, []string{overflowProgFentryTcpConnRequest, overflowProgFentryTcpV4SynRecvSock, overflowProgFentryTcpV6SynRecvSock},
+	{HooksFentry, []string{acceptqProgFentryTcpConnRequest, acceptqProgFentryTcpV4SynRecvSock, acceptqProgFentryTcpV6SynRecvSock},
 		func(_ string, p *ebpf.Program) (link.Link, error) {
 			return link.AttachTracing(link.TracingOptions{Program: p})
 		}},
-	{HooksKprobe, []string{overflowProgKprobeTcpConnRequest, overflowProgKprobeTcpV4SynRecvSock, overflowProgKprobeTcpV6SynRecvSock},
+	{HooksKprobe, []string{acceptqProgKprobeTcpConnRequest, acceptqProgKprobeTcpV4SynRecvSock, acceptqProgKprobeTcpV6SynRecvSock},
 		func(fn string, p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }},
 }
 
@@ -84,7 +88,7 @@ type Objects struct {
 	baselined map[uint32]bool   // PIDs whose listeners existed at attach
 	netns     map[uint32]uint64 // PID -> its network namespace
 	spaces    map[uint64]*nsState
-	runtimes  map[uint32]*goroutines
+	runtimes  map[uint32]*goruntime.Process
 	noRuntime map[uint32]error
 }
 
@@ -98,23 +102,32 @@ type listenerID struct {
 
 type listenerState struct {
 	// last is the previous sample: the start of the next interval.
-	last overflowListenerRec
+	last acceptqListenerRec
 	// baseDrops is sk_drops when gonetscope first saw the listener (0 for
-	// one created after attach); reported is the drops reported since.
-	baseDrops, reported uint64
-	netns               uint64
-	present             bool
+	// one created after attach); reported is what was reported since.
+	baseDrops uint64
+	reported  counts
+	// settle counts down the samples after its sk_drops last rose in which
+	// the namespace's counters are read again: the kernel counts a drop in
+	// sk_drops and the namespace a few instructions apart.
+	settle  int
+	netns   uint64
+	present bool
 }
+
+// settleSamples is how many samples after a rise of sk_drops the
+// namespace's counters are still read.
+const settleSamples = 3
 
 // Load loads the programs and maps into the kernel and attaches them.
 func Load(opts Options) (*Objects, error) {
-	spec, err := loadOverflow()
+	spec, err := loadAcceptq()
 	if err != nil {
 		return nil, err
 	}
 	// The shared header declares a ring buffer; this object sends nothing
 	// through it.
-	spec.Maps[overflowMapEvents].MaxEntries = 4096
+	spec.Maps[acceptqMapEvents].MaxEntries = 4096
 	base := spec.Copy()
 	for _, h := range dropHooks {
 		for _, p := range h.progs {
@@ -122,7 +135,7 @@ func Load(opts Options) (*Objects, error) {
 		}
 	}
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{overflowMapTargets: opts.Targets, overflowMapParks: opts.Parks},
+		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
 	if err != nil {
 		return nil, bpfobj.LoadError("overflow BPF object", err)
@@ -133,17 +146,17 @@ func Load(opts Options) (*Objects, error) {
 		baselined: map[uint32]bool{},
 		netns:     map[uint32]uint64{},
 		spaces:    map[uint64]*nsState{},
-		runtimes:  map[uint32]*goroutines{},
+		runtimes:  map[uint32]*goruntime.Process{},
 		noRuntime: map[uint32]error{},
 		mechanism: Sampled,
 	}
 	tps := base.Copy()
-	delete(tps.Programs, overflowProgOverflowListeners)
+	delete(tps.Programs, acceptqProgAcceptqListeners)
 	if o.links, err = bpfobj.AttachTracepoints(tps, coll.Programs); err != nil {
 		o.Close()
 		return nil, err
 	}
-	if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[overflowProgOverflowListeners]}); err != nil {
+	if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[acceptqProgAcceptqListeners]}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
 	}
@@ -221,7 +234,7 @@ func (o *Objects) Close() error {
 }
 
 // scan runs the iterator once: every TCP listener of every traced process.
-func (o *Objects) scan() ([]overflowListenerRec, error) {
+func (o *Objects) scan() ([]acceptqListenerRec, error) {
 	rd, err := o.iter.Open()
 	if err != nil {
 		return nil, fmt.Errorf("running the listener iterator: %w", err)
@@ -231,9 +244,9 @@ func (o *Objects) scan() ([]overflowListenerRec, error) {
 	if err != nil {
 		return nil, fmt.Errorf("reading the listener iterator: %w", err)
 	}
-	var recs []overflowListenerRec
+	var recs []acceptqListenerRec
 	for len(raw) > 0 {
-		r, err := bpfobj.View[overflowListenerRec](raw)
+		r, err := bpfobj.View[acceptqListenerRec](raw)
 		if err != nil {
 			return nil, err
 		}
@@ -250,20 +263,20 @@ func (o *Objects) Baseline(pid uint32) error {
 	if err != nil {
 		return err
 	}
-	ns, err := netnsOf(pid)
+	ns, err := proc.NetNS(int(pid))
 	if err != nil {
 		return fmt.Errorf("reading the network namespace of PID %d: %w", pid, err)
 	}
-	ov, err := listenOverflows(pid)
+	c, err := readCounts(pid)
 	if err != nil {
-		return fmt.Errorf("reading the listen overflow counter of PID %d's network namespace: %w", pid, err)
+		return fmt.Errorf("reading the listen counters of PID %d's network namespace: %w", pid, err)
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.baselined[pid] = true
 	o.netns[pid] = ns
 	if _, ok := o.spaces[ns]; !ok {
-		o.spaces[ns] = &nsState{base: ov, overflows: ov, ok: true}
+		o.spaces[ns] = &nsState{base: c, now: c, ok: true}
 	}
 	for _, r := range recs {
 		if r.Pid != pid {
@@ -296,20 +309,26 @@ func (o *Objects) Forget(pid uint32) {
 // namespace's later overflows are not given to the others twice.
 func (o *Objects) gone(id listenerID, st *listenerState) {
 	if ns := o.spaces[st.netns]; ns != nil {
-		ns.reportedGone += st.reported
+		ns.reported.overflows += st.reported.overflows
+		ns.reported.drops += st.reported.drops
 	}
 	delete(o.listeners, id)
 }
 
 // Sample reads every traced listener and returns a listen_overflow event
-// for each that has overflows not yet reported. comms names the traced
-// processes for the event header.
+// for each that has overflows or drops not yet reported. comms names the
+// traced processes for the event header.
 //
-// A listener's sk_drops counts its overflows and, rarely, other listen
-// drops; its namespace's TcpExtListenOverflows counts exactly the
-// overflows of all the namespace's listeners. The drops reported for a
-// namespace's listeners add up to the smaller of the two (cumulative since
-// attach), split among the listeners by their sk_drops.
+// A listener's sk_drops is not its overflow count: the kernel adds to it
+// once per dropped SYN (tcp_listendrop), twice per overflowed final ACK
+// (tcp_listendrop in tcp_v4_syn_recv_sock, then sk_drops_add at
+// discard_and_relse in tcp_v4_rcv), and once per other segment
+// tcp_check_req refuses. Its namespace's TcpExtListenOverflows and
+// TcpExtListenDrops count exactly, for all the namespace's listeners. So
+// the overflows (and the drops) reported for a namespace's listeners add
+// up to the namespace's counter since attach, split among the listeners
+// whose sk_drops rose by their sk_drops; with the drop hook, each
+// listener's overflows are the hook's own count.
 func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.Event, error) {
 	recs, err := o.scan()
 	if err != nil {
@@ -326,7 +345,7 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 	type seen struct {
 		id  listenerID
 		st  *listenerState
-		rec overflowListenerRec
+		rec acceptqListenerRec
 	}
 	byNS := map[uint64][]seen{}
 	for _, r := range recs {
@@ -350,12 +369,18 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 	var evs []event.Event
 	for nsID, ls := range byNS {
 		s := make([]uint64, len(ls))
-		reported := make([]uint64, len(ls))
+		repOv := make([]uint64, len(ls))
+		repDrops := make([]uint64, len(ls))
 		news := false
 		for i, l := range ls {
 			s[i] = sub(l.rec.Drops, l.st.baseDrops)
-			reported[i] = l.st.reported
-			news = news || s[i] > reported[i] || l.rec.HookDrops > reported[i]
+			repOv[i], repDrops[i] = l.st.reported.overflows, l.st.reported.drops
+			if l.rec.Drops != l.st.last.Drops {
+				l.st.settle = settleSamples
+			} else if l.st.settle > 0 {
+				l.st.settle--
+			}
+			news = news || (l.st.settle > 0 && s[i] > repDrops[i]) || l.rec.HookDrops > repOv[i]
 		}
 		if !news {
 			for _, l := range ls {
@@ -363,32 +388,36 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 			}
 			continue
 		}
-		// Read the namespace's counter only when there is something to
+		// Read the namespace's counters only when there is something to
 		// report: most samples have nothing.
-		if ns := o.spaces[nsID]; ns != nil {
-			if ov, err := listenOverflows(ls[0].rec.Pid); err == nil {
-				ns.overflows, ns.ok = ov, true
+		ns := o.spaces[nsID]
+		if ns != nil {
+			if c, err := readCounts(ls[0].rec.Pid); err == nil {
+				ns.now, ns.ok = c, true
 			}
 		}
-		// Without the namespace's counter (its process just went),
-		// sk_drops alone.
-		total := ^uint64(0)
-		if ns := o.spaces[nsID]; ns != nil && ns.ok {
-			total = sub(sub(ns.overflows, ns.base), ns.reportedGone)
+		// Without the namespace's counters (its process just went),
+		// sk_drops alone, an upper bound.
+		totalOv, totalDrops := ^uint64(0), ^uint64(0)
+		if ns != nil && ns.ok {
+			totalOv = sub(sub(ns.now.overflows, ns.base.overflows), ns.reported.overflows)
+			totalDrops = sub(sub(ns.now.drops, ns.base.drops), ns.reported.drops)
 		}
-		drops := allocate(total, s, reported)
+		overflows := allocate(totalOv, s, repOv)
+		drops := allocate(totalDrops, s, repDrops)
 		if o.mechanism != Sampled {
 			// The hook counted each overflow of each listener.
 			for i, l := range ls {
-				drops[i] = sub(l.rec.HookDrops, l.st.reported)
+				overflows[i] = sub(l.rec.HookDrops, l.st.reported.overflows)
 			}
 		}
 		for i, l := range ls {
-			if drops[i] > 0 {
+			if overflows[i] > 0 || drops[i] > 0 {
 				e := o.explain(clock, comms[l.rec.Pid], &l.st.last, &l.rec)
-				e.Drops = drops[i]
+				e.Overflows, e.Drops = overflows[i], drops[i]
 				e.SkDrops = sub(l.rec.Drops, l.st.last.Drops)
-				l.st.reported += drops[i]
+				l.st.reported.overflows += overflows[i]
+				l.st.reported.drops += drops[i]
 				evs = append(evs, e)
 			}
 			l.st.last = l.rec
@@ -403,11 +432,11 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 }
 
 // acceptorsOf lists the goroutines that called accept4 on (pid, fd).
-func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]overflowAcceptor {
-	out := map[uint64]overflowAcceptor{}
-	var k overflowAcceptorKey
-	var v overflowAcceptor
-	it := o.coll.Maps[overflowMapAcceptors].Iterate()
+func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]acceptqAcceptor {
+	out := map[uint64]acceptqAcceptor{}
+	var k acceptqAcceptorKey
+	var v acceptqAcceptor
+	it := o.coll.Maps[acceptqMapAcceptors].Iterate()
 	for it.Next(&k, &v) {
 		if k.Pid == pid && k.Fd == fd {
 			out[k.Goid] = v
@@ -416,14 +445,14 @@ func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]overflowAcceptor 
 	return out
 }
 
-func (o *Objects) runtimeOf(pid uint32) *goroutines {
+func (o *Objects) runtimeOf(pid uint32) *goruntime.Process {
 	if gr, ok := o.runtimes[pid]; ok {
 		return gr
 	}
 	if _, failed := o.noRuntime[pid]; failed {
 		return nil
 	}
-	gr, err := openGoroutines(int(pid))
+	gr, err := goruntime.OpenProcess(int(pid), nil)
 	if err != nil {
 		o.noRuntime[pid] = err
 		return nil
@@ -433,7 +462,7 @@ func (o *Objects) runtimeOf(pid uint32) *goroutines {
 }
 
 // explain builds the event for a listener whose drops rose from prev to cur.
-func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowListenerRec) *event.ListenOverflow {
+func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *acceptqListenerRec) *event.ListenOverflow {
 	interval := cur.Now - prev.Now
 	if prev.Now == 0 || prev.Now > cur.Now {
 		interval = 0
@@ -464,16 +493,17 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 	accs := o.acceptorsOf(cur.Pid, cur.Fd)
 	if cur.Parked != 0 {
 		if _, ok := accs[cur.ParkGoid]; !ok {
-			accs[cur.ParkGoid] = overflowAcceptor{}
+			accs[cur.ParkGoid] = acceptqAcceptor{}
 		}
 	}
 	ids := map[uint64]bool{}
 	for id := range accs {
 		ids[id] = true
 	}
-	var live map[uint64]goroutineInfo
-	if gr := o.runtimeOf(cur.Pid); gr != nil && len(ids) > 0 {
-		live, _ = gr.lookup(ids)
+	var live map[uint64]goruntime.G
+	gr := o.runtimeOf(cur.Pid)
+	if gr != nil && len(ids) > 0 {
+		live = goroutinesOf(gr, ids)
 	}
 	starved := false
 	for _, id := range slices.Sorted(maps.Keys(accs)) {
@@ -482,16 +512,21 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 		if live != nil && !alive {
 			continue // exited
 		}
-		acc := event.Acceptor{Goid: id, Accepts: a.Accepts, GoStatus: info.status}
+		acc := event.Acceptor{Goid: id, Accepts: a.Accepts}
+		if alive {
+			acc.GoStatus = info.Describe()
+		}
 		switch {
 		case cur.Parked != 0 && cur.ParkGoid == id:
 			acc.State = event.AcceptorParked
 			acc.SinceNs = sub(cur.Now, cur.T_park)
 			starved = starved || cur.T_ready != 0
-		case info.status == "syscall":
+		case alive && info.Status == goruntime.StatusSyscall:
 			acc.State = event.AcceptorBlocked
 			acc.SinceNs = sub(cur.Now, a.T_lastCall)
-			acc.Syscall = syscallOf(int(cur.Pid), info.tid)
+			if tid, ok := gr.ThreadOf(info); ok {
+				acc.Syscall = proc.Syscall(int(cur.Pid), tid)
+			}
 		default:
 			acc.State = event.AcceptorRunning
 			acc.SinceNs = sub(cur.Now, a.T_lastCall)
@@ -501,6 +536,22 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *overflowLi
 
 	e.Verdict = verdict(len(e.Acceptors), starved, cur.Eagains > prev.Eagains, cur.Parked != 0)
 	return e
+}
+
+// goroutinesOf returns the live goroutines of p among ids; nil when the
+// goroutine table cannot be read (then nothing is known to have exited).
+func goroutinesOf(p *goruntime.Process, ids map[uint64]bool) map[uint64]goruntime.G {
+	gs, err := p.Goroutines()
+	if err != nil {
+		return nil
+	}
+	out := map[uint64]goruntime.G{}
+	for _, g := range gs {
+		if ids[g.Goid] {
+			out[g.Goid] = g
+		}
+	}
+	return out
 }
 
 // verdict says why a listener overflowed, from: how many live goroutines
@@ -525,4 +576,29 @@ func sub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
+}
+
+// Listener is one TCP listener of a traced process, as the iterator reads
+// it (for the listener metrics).
+type Listener struct {
+	PID uint32
+	// Sk identifies the socket: a listener held by two fds is one.
+	Sk                  uint64
+	Port                uint16
+	Drops               uint64 // sk_drops
+	Backlog, BacklogMax uint32
+}
+
+// Listeners runs the iterator once: the TCP listeners of every traced
+// process now.
+func (o *Objects) Listeners() ([]Listener, error) {
+	recs, err := o.scan()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Listener, 0, len(recs))
+	for _, r := range recs {
+		out = append(out, Listener{PID: r.Pid, Sk: r.Sk, Port: r.Addrs.Sport, Drops: r.Drops, Backlog: r.Backlog, BacklogMax: r.BacklogMax})
+	}
+	return out, nil
 }

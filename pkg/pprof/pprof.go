@@ -1,24 +1,40 @@
-package symbolize
+// Package pprof builds pprof profiles of a running Go process from the
+// stacks the kernel captured: one mapping per executable mapping (path,
+// build id, offsets, so `go tool pprof` can re-symbolize against the
+// binary), functions, files and lines from pkg/goruntime/symtab with
+// inlined calls as lines of their own, as `trace --stacks` shows them.
+//
+//	p, _ := goruntime.OpenProcess(pid, nil)
+//	b := pprof.NewBuilder(p, types, defaultType)
+//	b.Add(stack, values, labels, nil) // stack: leaf first, as the kernel gives it
+//	prof, _ := b.Profile()
+package pprof
 
 import (
 	"strings"
 	"time"
 
 	"github.com/google/pprof/profile"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 )
 
 // Builder collects stacks into a pprof profile.
 type Builder struct {
-	// Fold, when set, drops the leaf frames for which it returns true,
-	// up to the first frame it keeps (see SyscallPlumbing).
+	// Fold, when set, drops the leaf locations whose outermost function
+	// it returns true for, up to the first location it keeps (see
+	// SyscallPlumbing).
 	Fold func(fn string) bool
 
-	s     *Symbolizer
+	proc  *goruntime.Process
 	p     *profile.Profile
-	maps  map[*Mapping]*profile.Mapping
+	maps  map[*goruntime.Mapping]*profile.Mapping
 	locs  map[locKey]*profile.Location
-	funcs map[Frame]*profile.Function
+	funcs map[funcKey]*profile.Function
 }
+
+type funcKey struct{ name, file string }
 
 type locKey struct {
 	pc   uint64
@@ -27,19 +43,19 @@ type locKey struct {
 
 // NewBuilder starts a profile with these sample types; defaultType names
 // the one pprof shows first.
-func NewBuilder(s *Symbolizer, types []*profile.ValueType, defaultType string) *Builder {
+func NewBuilder(proc *goruntime.Process, types []*profile.ValueType, defaultType string) *Builder {
 	p := &profile.Profile{
 		SampleType:        types,
 		DefaultSampleType: defaultType,
 		TimeNanos:         time.Now().UnixNano(),
 	}
-	b := &Builder{s: s, p: p, maps: map[*Mapping]*profile.Mapping{},
-		locs: map[locKey]*profile.Location{}, funcs: map[Frame]*profile.Function{}}
-	for _, m := range s.Mappings {
+	b := &Builder{proc: proc, p: p, maps: map[*goruntime.Mapping]*profile.Mapping{},
+		locs: map[locKey]*profile.Location{}, funcs: map[funcKey]*profile.Function{}}
+	for _, m := range proc.Mappings {
 		pm := &profile.Mapping{
 			ID: uint64(len(p.Mapping) + 1), Start: m.Start, Limit: m.Limit, Offset: m.Offset,
 			File: m.Path, BuildID: m.BuildID,
-			HasFunctions: m.exe, HasFilenames: m.exe, HasLineNumbers: m.exe,
+			HasFunctions: m.Exe, HasFilenames: m.Exe, HasLineNumbers: m.Exe,
 		}
 		p.Mapping = append(p.Mapping, pm)
 		b.maps[m] = pm
@@ -65,7 +81,7 @@ func (b *Builder) Add(stack []uint64, values []int64, labels map[string][]string
 			break
 		}
 		l := b.location(pc, i == 0)
-		if folding && len(l.Line) > 0 && b.Fold(l.Line[0].Function.Name) && i < len(stack)-1 {
+		if folding && len(l.Line) > 0 && b.Fold(l.Line[len(l.Line)-1].Function.Name) && i < len(stack)-1 {
 			continue
 		}
 		folding = false
@@ -80,20 +96,23 @@ func (b *Builder) location(pc uint64, leaf bool) *profile.Location {
 		return l
 	}
 	l := &profile.Location{ID: uint64(len(b.p.Location) + 1), Address: pc}
-	fr, m, ok := b.s.Lookup(pc, leaf)
+	m := b.proc.MappingOf(pc)
 	if m != nil {
 		l.Mapping = b.maps[m]
 	}
-	if ok {
-		l.Line = []profile.Line{{Function: b.function(fr), Line: int64(fr.Line)}}
+	if m != nil && m.Exe {
+		// Innermost inlined call first, as pprof wants them.
+		for _, fr := range b.proc.Syms.Frames(pc, leaf) {
+			l.Line = append(l.Line, profile.Line{Function: b.function(fr), Line: int64(fr.Line)})
+		}
 	}
 	b.p.Location = append(b.p.Location, l)
 	b.locs[k] = l
 	return l
 }
 
-func (b *Builder) function(fr Frame) *profile.Function {
-	key := Frame{Func: fr.Func, File: fr.File}
+func (b *Builder) function(fr symtab.Frame) *profile.Function {
+	key := funcKey{fr.Func, fr.File}
 	if f := b.funcs[key]; f != nil {
 		return f
 	}

@@ -1,4 +1,4 @@
-package overflow
+package acceptq
 
 import (
 	"slices"
@@ -13,7 +13,7 @@ import (
 // The parks map is netpoll's, shared at load time: this object's view of
 // its key and value must be member for member the same as netpoll's.
 func TestParksLayoutMatchesNetpoll(t *testing.T) {
-	mine, err := loadOverflow()
+	mine, err := loadAcceptq()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,15 +86,5 @@ func TestAllocate(t *testing.T) {
 		if !slices.Equal(got, c.want) {
 			t.Errorf("%s: allocate(%d, %v, %v) = %v, want %v", c.name, c.total, c.s, c.reported, got, c.want)
 		}
-	}
-}
-
-func TestParseListenOverflows(t *testing.T) {
-	netstat := "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 3 36 40\nIpExt: InNoRoutes\nIpExt: 0\n"
-	if n, err := parseListenOverflows(netstat); err != nil || n != 36 {
-		t.Errorf("parseListenOverflows = %d, %v; want 36", n, err)
-	}
-	if _, err := parseListenOverflows("IpExt: InNoRoutes\nIpExt: 0\n"); err == nil {
-		t.Error("parseListenOverflows without TcpExt: no error")
 	}
 }

@@ -1,0 +1,486 @@
+package goruntime
+
+import (
+	"bufio"
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// Process is a running Go program: its binary, where that is loaded, its
+// symbol table and the address of its goroutine table. Its memory is read
+// through /proc/PID/mem, opened for each read (no descriptor is kept).
+type Process struct {
+	PID int
+	Bin *Binary
+	// Bias is how far the executable was moved from its link-time
+	// addresses (0 unless PIE): run-time address - link-time address.
+	Bias uint64
+	// Mappings are the process's executable mappings; Exe marks the
+	// executable's own.
+	Mappings []*Mapping
+	// BuildID is the executable's GNU build id (hex), else Go's.
+	BuildID string
+	// Syms symbolizes pcs of the executable, inlined calls expanded.
+	Syms *symtab.Table
+	// allgs is the run-time address of runtime.allgs (a []*g); 0 when
+	// it could not be found.
+	allgs    uint64
+	allgsErr error
+	// exeIno and exeStart identify the image: the executable's inode and
+	// where its first executable mapping starts (see Replaced).
+	exeIno, exeStart uint64
+}
+
+// Mapping is one executable mapping of a process.
+type Mapping struct {
+	Start, Limit, Offset uint64
+	Path                 string
+	BuildID              string
+	Inode                uint64
+	// Exe is set for the mappings of the main executable, the only ones
+	// symbolized.
+	Exe bool
+}
+
+// OpenProcess reads what gonetscope needs of the running Go process pid:
+// its executable through /proc/PID/exe (a container's binary needs no
+// path), the load bias from /proc/PID/maps, the moduledata from
+// /proc/PID/mem. bin may be nil: the executable is inspected then.
+func OpenProcess(pid int, bin *Binary) (*Process, error) {
+	exe, err := os.Open(proc.Path(pid, "exe"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the executable of PID %d: %w", pid, err)
+	}
+	defer exe.Close()
+	if bin == nil {
+		if bin, err = InspectReader(proc.Path(pid, "exe"), exe); err != nil {
+			return nil, err
+		}
+	}
+	st, err := exe.Stat()
+	if err != nil {
+		return nil, err
+	}
+	f, err := elf.NewFile(exe)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(proc.Path(pid, "maps"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the mappings of PID %d: %w", pid, err)
+	}
+	p := &Process{PID: pid, Bin: bin, BuildID: BuildID(f), exeIno: st.Sys().(*syscall.Stat_t).Ino}
+	p.Mappings = ParseMaps(raw, p.exeIno)
+	for _, m := range p.Mappings {
+		if m.Exe {
+			m.BuildID = p.BuildID
+			if p.exeStart == 0 {
+				p.exeStart = m.Start
+			}
+		}
+	}
+	if p.Bias, err = loadBias(p.Mappings, f); err != nil {
+		return nil, fmt.Errorf("PID %d: %w", pid, err)
+	}
+	mem, err := os.Open(proc.Path(pid, "mem"))
+	if err != nil {
+		return nil, fmt.Errorf("opening the memory of PID %d: %w", pid, err)
+	}
+	defer mem.Close()
+	p.Syms, err = symtab.Open(f, mem, p.Bias, symtab.Layout{MdText: bin.Offsets.MdText, MdGofunc: bin.Offsets.MdGofunc})
+	if err != nil {
+		return nil, fmt.Errorf("reading the symbols of %s: %w", bin.Path, err)
+	}
+	if addr, err := allgsAddr(f, p.Syms); err != nil {
+		p.allgsErr = err
+	} else {
+		p.allgs = addr + p.Bias
+	}
+	return p, nil
+}
+
+// Replaced reports whether the process no longer runs the image p was
+// opened on: it replaced itself by exec (same PID), or is gone. Another
+// executable, or the same one loaded elsewhere, is another image.
+func (p *Process) Replaced() bool {
+	st, err := os.Stat(proc.Path(p.PID, "exe"))
+	if err != nil || st.Sys().(*syscall.Stat_t).Ino != p.exeIno {
+		return true
+	}
+	raw, err := os.ReadFile(proc.Path(p.PID, "maps"))
+	if err != nil {
+		return true
+	}
+	for _, m := range ParseMaps(raw, p.exeIno) {
+		if m.Exe {
+			return m.Start != p.exeStart
+		}
+	}
+	return true
+}
+
+// ParseMaps returns the executable mappings of a /proc/PID/maps text;
+// those of inode exe belong to the executable (matched by inode, not by
+// path, so a container's binary or a deleted one is recognised).
+func ParseMaps(maps []byte, exe uint64) []*Mapping {
+	var out []*Mapping
+	sc := bufio.NewScanner(bytes.NewReader(maps))
+	for sc.Scan() {
+		// start-end perms offset dev inode path
+		f := strings.Fields(sc.Text())
+		if len(f) < 5 || !strings.Contains(f[1], "x") {
+			continue
+		}
+		lo, hi, ok := strings.Cut(f[0], "-")
+		if !ok {
+			continue
+		}
+		start, err1 := strconv.ParseUint(lo, 16, 64)
+		limit, err2 := strconv.ParseUint(hi, 16, 64)
+		off, err3 := strconv.ParseUint(f[2], 16, 64)
+		ino, err4 := strconv.ParseUint(f[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+			continue
+		}
+		path := ""
+		if len(f) >= 6 {
+			path = strings.TrimSuffix(strings.Join(f[5:], " "), " (deleted)")
+		}
+		out = append(out, &Mapping{Start: start, Limit: limit, Offset: off, Path: path, Inode: ino, Exe: ino != 0 && ino == exe})
+	}
+	return out
+}
+
+// loadBias is how far the executable f was moved from its link-time
+// addresses: 0 for a classic executable, the mapping base for PIE. It is
+// the one place gonetscope computes it.
+func loadBias(maps []*Mapping, f *elf.File) (uint64, error) {
+	for _, m := range maps {
+		if !m.Exe {
+			continue
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && p.Off&^0xfff == m.Offset {
+				return m.Start - p.Vaddr&^0xfff, nil
+			}
+		}
+	}
+	return 0, errors.New("the executable's code is not mapped: cannot compute its load address")
+}
+
+// MappingOf returns the mapping holding the run-time address pc, or nil.
+func (p *Process) MappingOf(pc uint64) *Mapping {
+	for _, m := range p.Mappings {
+		if pc >= m.Start && pc < m.Limit {
+			return m
+		}
+	}
+	return nil
+}
+
+// BuildID is the executable's GNU build id (hex) if it has one, which is
+// what pprof matches binaries by; else Go's build id.
+func BuildID(f *elf.File) string {
+	if id := noteDesc(f, ".note.gnu.build-id", 3 /* NT_GNU_BUILD_ID */); id != nil {
+		return hex.EncodeToString(id)
+	}
+	if id := noteDesc(f, ".note.go.buildid", 4); id != nil {
+		return string(id)
+	}
+	return ""
+}
+
+func noteDesc(f *elf.File, section string, typ uint32) []byte {
+	sec := f.Section(section)
+	if sec == nil {
+		return nil
+	}
+	data, err := sec.Data()
+	if err != nil || len(data) < 12 {
+		return nil
+	}
+	bo := f.ByteOrder
+	namesz, descsz, t := bo.Uint32(data), bo.Uint32(data[4:]), bo.Uint32(data[8:])
+	nameEnd := 12 + (namesz+3)&^3
+	if t != typ || uint64(nameEnd)+uint64(descsz) > uint64(len(data)) {
+		return nil
+	}
+	return bytes.Clone(data[nameEnd : nameEnd+descsz])
+}
+
+// allgsAddr finds the link-time address of runtime.allgs: in the symbol
+// table when the binary has one, else (stripped) in the code of
+// runtime.forEachG, which loads the slice's pointer and length right after
+// taking allglock: two RIP-relative MOVs from A and A+8.
+func allgsAddr(f *elf.File, tab *symtab.Table) (uint64, error) {
+	if syms, err := f.Symbols(); err == nil {
+		for _, s := range syms {
+			if s.Name == "runtime.allgs" {
+				return s.Value, nil
+			}
+		}
+	}
+	return allgsFromCode(f, tab)
+}
+
+func allgsFromCode(f *elf.File, tab *symtab.Table) (uint64, error) {
+	start, end, ok := tab.Func("runtime.forEachG")
+	if !ok {
+		return 0, errors.New("no runtime.forEachG: cannot find runtime.allgs")
+	}
+	code, err := Code(f, start, end)
+	if err != nil {
+		return 0, err
+	}
+	var loads []uint64
+	for pc := start; pc < end; {
+		inst, err := x86asm.Decode(code[pc-start:], 64)
+		if err != nil {
+			pc++
+			continue
+		}
+		next := pc + uint64(inst.Len)
+		if inst.Op == x86asm.MOV {
+			if m, ok := inst.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
+				loads = append(loads, uint64(int64(next)+m.Disp))
+			}
+		}
+		pc = next
+	}
+	for i := 0; i+1 < len(loads); i++ {
+		if loads[i+1] == loads[i]+8 {
+			return loads[i], nil
+		}
+	}
+	return 0, errors.New("runtime.forEachG: no load of runtime.allgs found: runtime layout not known")
+}
+
+// Code returns the bytes of f's code from link-time address start to end.
+func Code(f *elf.File, start, end uint64) ([]byte, error) {
+	prog := ExecProg(f, start, end)
+	if prog == nil {
+		return nil, errors.New("function outside the executable segment")
+	}
+	b := make([]byte, end-start)
+	if _, err := prog.ReadAt(b, int64(start-prog.Vaddr)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// ExecProg returns the executable segment holding [start, end), or nil.
+func ExecProg(f *elf.File, start, end uint64) *elf.Prog {
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Flags&elf.PF_X != 0 && start >= p.Vaddr && end <= p.Vaddr+p.Filesz {
+			return p
+		}
+	}
+	return nil
+}
+
+// Status is a goroutine's runtime status (g.atomicstatus, runtime/runtime2.go),
+// without the _Gscan bit. Values 0 to 9 are the same in every Go version
+// gonetscope reads.
+type Status uint32
+
+// The runtime's goroutine statuses.
+const (
+	StatusIdle      Status = 0
+	StatusRunnable  Status = 1
+	StatusRunning   Status = 2
+	StatusSyscall   Status = 3
+	StatusWaiting   Status = 4
+	StatusDead      Status = 6
+	StatusCopystack Status = 8
+	StatusPreempted Status = 9
+	StatusLeaked    Status = 10 // Go 1.26
+	// StatusDeadExtra is a dead g kept for a cgo callback's extra M (Go 1.26).
+	StatusDeadExtra Status = 11
+	statusScan             = 0x1000
+)
+
+var statusNames = map[Status]string{
+	StatusIdle: "idle", StatusRunnable: "runnable", StatusRunning: "running", StatusSyscall: "syscall",
+	StatusWaiting: "waiting", StatusDead: "dead", StatusCopystack: "copystack", StatusPreempted: "preempted",
+	StatusLeaked: "leaked", StatusDeadExtra: "dead",
+}
+
+func (s Status) String() string {
+	if n, ok := statusNames[s]; ok {
+		return n
+	}
+	return "status " + strconv.Itoa(int(s))
+}
+
+// Live is false for a g that runs nothing: not yet used, or dead and kept
+// for reuse (its goid is stale).
+func (s Status) Live() bool {
+	return s != StatusIdle && s != StatusDead && s != StatusDeadExtra
+}
+
+// G is one goroutine as the runtime records it.
+type G struct {
+	Addr   uint64 // the *g
+	Goid   uint64
+	Status Status
+	// WaitReason names what a waiting goroutine is parked on ("chan
+	// receive"); "" otherwise or when not known for this Go version.
+	WaitReason string
+	// WaitSince is the runtime's nanotime (CLOCK_MONOTONIC) when it
+	// started waiting, as the runtime records it (only for some waits);
+	// 0 when not recorded.
+	WaitSince int64
+	// GoPC is the return address of the go statement that created it,
+	// StartPC the function it runs (run-time addresses).
+	GoPC, StartPC uint64
+	// ParentGoid is the goroutine that created it (Go 1.21+; 0 unknown).
+	ParentGoid uint64
+	// M is the runtime.m it runs on, 0 when none.
+	M uint64
+}
+
+// maxGoroutines bounds a read, against a garbage allgs length.
+const maxGoroutines = 1 << 24
+
+// ErrNoGoroutineTable means the goroutine table cannot be read: the
+// offsets of runtime.g or the address of runtime.allgs are not known.
+var ErrNoGoroutineTable = errors.New("the goroutine table (runtime.allgs) cannot be read")
+
+// Goroutines reads the live goroutines (neither idle nor dead) from
+// runtime.allgs. The read is not atomic with respect to the target: a
+// goroutine created or ending meanwhile may be missed or seen dead.
+func (p *Process) Goroutines() ([]G, error) {
+	o := p.Bin.Offsets
+	if p.allgs == 0 {
+		return nil, fmt.Errorf("%w: %v", ErrNoGoroutineTable, p.allgsErr)
+	}
+	if o.GGoid == 0 || o.GAtomicstatus == 0 {
+		return nil, fmt.Errorf("%w: the offsets of runtime.g of %s are not known", ErrNoGoroutineTable, p.Bin.GoVersion)
+	}
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
+	if err != nil {
+		return nil, err
+	}
+	defer mem.Close()
+	var hdr [16]byte
+	if _, err := mem.ReadAt(hdr[:], int64(p.allgs)); err != nil {
+		return nil, fmt.Errorf("reading runtime.allgs: %w", err)
+	}
+	ptr, n := binary.LittleEndian.Uint64(hdr[:]), binary.LittleEndian.Uint64(hdr[8:])
+	if n > maxGoroutines {
+		return nil, fmt.Errorf("runtime.allgs has %d entries: not a goroutine table", n)
+	}
+	gs := make([]byte, 8*n)
+	if _, err := mem.ReadAt(gs, int64(ptr)); err != nil {
+		return nil, fmt.Errorf("reading runtime.allgs: %w", err)
+	}
+	buf := make([]byte, p.gSpan())
+	out := make([]G, 0, n)
+	for i := range n {
+		addr := binary.LittleEndian.Uint64(gs[8*i:])
+		if addr == 0 {
+			continue
+		}
+		if _, err := mem.ReadAt(buf, int64(addr)); err != nil {
+			continue
+		}
+		if g := p.decodeG(addr, buf); g.Status.Live() {
+			out = append(out, g)
+		}
+	}
+	return out, nil
+}
+
+// Goroutine reads the g at addr (such as one the BPF side recorded).
+func (p *Process) Goroutine(addr uint64) (G, error) {
+	if p.Bin.Offsets.GAtomicstatus == 0 {
+		return G{}, fmt.Errorf("%w: the offsets of runtime.g of %s are not known", ErrNoGoroutineTable, p.Bin.GoVersion)
+	}
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
+	if err != nil {
+		return G{}, err
+	}
+	defer mem.Close()
+	buf := make([]byte, p.gSpan())
+	if _, err := mem.ReadAt(buf, int64(addr)); err != nil {
+		return G{}, err
+	}
+	return p.decodeG(addr, buf), nil
+}
+
+// gSpan is how many bytes of a g hold every field decodeG reads.
+func (p *Process) gSpan() int {
+	o := p.Bin.Offsets
+	n := uint16(0)
+	for _, end := range []uint16{o.GGoid + 8, o.GAtomicstatus + 4, o.GWaitreason + 1, o.GWaitsince + 8,
+		o.GGopc + 8, o.GStartpc + 8, o.GParentGoid + 8, o.GM + 8} {
+		n = max(n, end)
+	}
+	return int(n)
+}
+
+// decodeG is the one decoding of a runtime.g; a field whose offset is not
+// known stays zero.
+func (p *Process) decodeG(addr uint64, b []byte) G {
+	o := p.Bin.Offsets
+	u64 := func(off uint16) uint64 {
+		if off == 0 {
+			return 0
+		}
+		return binary.LittleEndian.Uint64(b[off:])
+	}
+	g := G{
+		Addr:       addr,
+		Goid:       u64(o.GGoid),
+		Status:     Status(binary.LittleEndian.Uint32(b[o.GAtomicstatus:]) &^ statusScan),
+		WaitSince:  int64(u64(o.GWaitsince)),
+		GoPC:       u64(o.GGopc),
+		StartPC:    u64(o.GStartpc),
+		ParentGoid: u64(o.GParentGoid),
+		M:          u64(o.GM),
+	}
+	if g.Status == StatusWaiting && o.GWaitreason != 0 {
+		g.WaitReason = p.Bin.WaitReason(b[o.GWaitreason])
+	}
+	return g
+}
+
+// ThreadOf returns the thread id of the M a goroutine runs on (for one in
+// a syscall), from m.procid.
+func (p *Process) ThreadOf(g G) (uint32, bool) {
+	if g.M == 0 || p.Bin.Offsets.MProcid == 0 {
+		return 0, false
+	}
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
+	if err != nil {
+		return 0, false
+	}
+	defer mem.Close()
+	var b [8]byte
+	if _, err := mem.ReadAt(b[:], int64(g.M+uint64(p.Bin.Offsets.MProcid))); err != nil {
+		return 0, false
+	}
+	return uint32(binary.LittleEndian.Uint64(b[:])), true
+}
+
+// Describe is a goroutine's status as one string: "running", "syscall",
+// "waiting: chan receive".
+func (g G) Describe() string {
+	if g.Status == StatusWaiting && g.WaitReason != "" {
+		return g.Status.String() + ": " + g.WaitReason
+	}
+	return g.Status.String()
+}
