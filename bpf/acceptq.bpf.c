@@ -271,13 +271,26 @@ int acceptq_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	return 0;
 }
 
+/* Local flavors (CO-RE matches them to the kernel's numa_drop_counters and
+ * sock by name, ignoring the ___ suffix), so that this compiles against
+ * headers of kernels that predate them (the arm64 header is 6.1's). */
+struct numa_drop_counters___gns {
+	atomic_t drops0;
+	atomic_t drops1;
+} __attribute__((preserve_access_index));
+
+struct sock___gns {
+	struct numa_drop_counters___gns *sk_drop_counters;
+} __attribute__((preserve_access_index));
+
 /* sk_drops as sk_drops_read() sums it: 6.18 keeps per-NUMA-node counters for
  * some sockets (sk_drop_counters), the plain atomic for the rest. */
 static __always_inline __u64 read_drops(struct sock *sk)
 {
 	__u64 drops = (__u32)BPF_CORE_READ(sk, sk_drops.counter);
-	if (bpf_core_field_exists(sk->sk_drop_counters)) {
-		struct numa_drop_counters *ndc = BPF_CORE_READ(sk, sk_drop_counters);
+	struct sock___gns *s = (void *)sk;
+	if (bpf_core_field_exists(s->sk_drop_counters)) {
+		struct numa_drop_counters___gns *ndc = BPF_CORE_READ(s, sk_drop_counters);
 		if (ndc)
 			drops += (__u32)BPF_CORE_READ(ndc, drops0.counter) +
 				 (__u32)BPF_CORE_READ(ndc, drops1.counter);

@@ -133,7 +133,11 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	raw.Control(func(fd uintptr) { lfd = int(fd) })
+	var proto int // IPPROTO_MPTCP (262) where Go listened with MPTCP
+	raw.Control(func(fd uintptr) {
+		lfd = int(fd)
+		proto, _ = syscall.GetsockoptInt(lfd, syscall.SOL_SOCKET, syscall.SO_PROTOCOL)
+	})
 	addr := ln.Addr().String()
 
 	acceptor := make(chan uint64)
@@ -193,7 +197,7 @@ func main() {
 	}()
 	goidOfAcceptor = <-acceptor
 	report("ready", "pid", os.Getpid(), "listen_fd", lfd, "port", ln.Addr().(*net.TCPAddr).Port,
-		"acceptor_goid", goidOfAcceptor)
+		"acceptor_goid", goidOfAcceptor, "protocol", proto)
 	in := bufio.NewReader(os.Stdin)
 	in.ReadString('\n')
 
