@@ -29,6 +29,57 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 /* Go's netpoll reads at most 128 events per epoll_pwait. */
 #define MAX_EPOLL_EVENTS 128
 
+/* The PID filter every program here runs first: one bit per PID, set by
+ * user space beside the `targets` entry (pkg/netpoll AddTarget). Words
+ * cover PID_MAX_LIMIT (4M on 64-bit). An array lookup is inlined by the
+ * verifier: no helper call and no hashing, and a process that is not
+ * traced pays it before any register or memory read. */
+#define PID_WORDS (4194304 / 64)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} traced_pids SEC(".maps");
+
+static __always_inline bool traced(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *w = bpf_map_lookup_elem(&traced_pids, &word);
+	return w && (*w & (1ULL << (tgid & 63)));
+}
+
+/* make bench's cost table only (cmd/bench): how much of each program
+ * runs, so each part's cost can be measured alone. Set before load; the
+ * verifier drops the code a stage cuts off. COST_ALL in normal use. Each
+ * stage includes the ones before it. */
+enum cost_stage {
+	COST_ALL = 0,
+	COST_DISPATCH = 1, /* programs attached, return at once */
+	COST_FILTER = 2,   /* + the PID filter */
+	COST_GOID = 3,     /* + target lookup, goroutine read and validation at each park */
+	COST_RECORDS = 4,  /* + park/ready/resume records and histograms; no epoll events scan */
+};
+const volatile __u32 cost = COST_ALL;
+
+/* Ring buffer notification. 0: BPF_RB_NO_WAKEUP until wakeup_bytes are
+ * waiting, then a forced wake-up; the reader also drains on a short timer
+ * (pkg/tracer), so nothing waits longer than that. 1: the kernel's default,
+ * a wake-up (irq_work) whenever the reader has caught up: nearly every
+ * record under a steady trickle (make bench's cost table). */
+const volatile __u32 wakeup_each = 0;
+const volatile __u64 wakeup_bytes = 256 << 10;
+
+static __always_inline void submit(void *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (wakeup_each)
+		flags = 0;
+	else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 struct netpoll_wait_event {
 	struct event_header hdr;
 	struct addrs addrs;
@@ -69,16 +120,20 @@ struct {
 /* Step 1: a syscall on a socket said "would block"; the goroutine is about to park. */
 static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir dir, enum mode mode)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
 	long ret = ctx->ret;
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct target *t = lookup_target(pid_tgid >> 32);
 	if (!t)
 		return 0;
 	struct event_header h = {};
 	read_goid(t, (__u32)pid_tgid, &h);
-	if (!h.goid_ok)
+	if (!h.goid_ok || cost == COST_GOID)
 		return 0; /* a park we cannot attribute is not worth a record */
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
@@ -172,7 +227,11 @@ static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 
 /* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
 static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
 		.fd = (__s32)ctx->args[0],
@@ -225,7 +284,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 		read_sk_addrs(sk, &e->addrs);
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	capture_stack(ctx, t, &e->hdr, &e->stack);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -272,8 +331,13 @@ RESUME_ON_ENTER(connect, DIR_WRITE)
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (!traced(pid) || cost == COST_FILTER)
+		return 0;
 	struct park_key key = {
-		.pid = bpf_get_current_pid_tgid() >> 32,
+		.pid = pid,
 		.fd = (__s32)ctx->args[0],
 		.dir = DIR_READ,
 	};
@@ -286,8 +350,12 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_epoll_pwait")
 int enter_epoll_pwait(struct trace_event_raw_sys_enter *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!lookup_target(pid_tgid >> 32))
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	if (!lookup_target(pid_tgid >> 32) || cost == COST_GOID)
 		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call c = {
@@ -356,7 +424,11 @@ static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 
 SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
 int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
 	if (!cp)
@@ -371,7 +443,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	long n = ctx->ret;
 	__u32 zero = 0;
 	struct epoll_events *buf = bpf_map_lookup_elem(&epoll_buf, &zero);
-	if (t->pd_fd && n > 0 && buf) {
+	if (t->pd_fd && n > 0 && buf && cost != COST_RECORDS) {
 		if (n > MAX_EPOLL_EVENTS)
 			n = MAX_EPOLL_EVENTS;
 		/* One copy of the whole array instead of one per event. */
@@ -402,7 +474,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	e->timeout_ms = c.timeout_ms;
 	e->epfd = c.epfd;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -410,5 +482,6 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused));
 const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
+const enum cost_stage *unused_cost_stage __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -32203,6 +32203,10 @@ struct kvm_task_sleep_head {
 	struct hlist_head list;
 };
 
+enum {
+	KERNEL_PARAM_OPS_FL_NOARG = 1,
+};
+
 struct pvm_vif {
 	u8 if_;
 	u8 pending;
@@ -34310,10 +34314,6 @@ enum {
 };
 
 typedef void (*task_work_func_t)(struct callback_head *);
-
-enum {
-	KERNEL_PARAM_OPS_FL_NOARG = 1,
-};
 
 enum {
 	KERNEL_PARAM_FL_UNSAFE = 1,
@@ -99890,6 +99890,15 @@ struct batch_u64 {
 	local_lock_t lock;
 	long unsigned int generation;
 	unsigned int position;
+};
+
+struct kstack_bytes {
+	u16 left;
+	bool stale;
+	u8 byte[480];
+	long: 64;
+	long: 64;
+	long: 64;
 };
 
 enum {

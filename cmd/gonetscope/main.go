@@ -17,6 +17,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/metrics"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -79,6 +80,15 @@ func (p *pidList) Set(s string) error {
 	return nil
 }
 
+// costStages are the values of --bench-cost-stage.
+var costStages = map[string]netpoll.CostStage{
+	"":         netpoll.CostAll,
+	"dispatch": netpoll.CostDispatch,
+	"filter":   netpoll.CostFilter,
+	"goid":     netpoll.CostGoid,
+	"records":  netpoll.CostRecords,
+}
+
 func trace(args []string) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var (
@@ -94,6 +104,9 @@ func trace(args []string) error {
 		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
 		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
+		pollEvery   = fs.Duration("poll-interval", 100*time.Millisecond, "how often target liveness and lost counters are checked")
+		costStage   = fs.String("bench-cost-stage", "", "make bench only: run the netpoll programs only up to dispatch, filter, goid or records")
+		wakeupEach  = fs.Bool("bench-wakeup-each", false, "make bench only: wake the reader on every ring buffer record (the kernel's default)")
 	)
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
 	if err := parseFlags(fs, args, "gonetscope trace --pid PID [--pid PID ...] [flags]"); err != nil {
@@ -135,8 +148,16 @@ func trace(args []string) error {
 	if *ovfEvery <= 0 {
 		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovfEvery)
 	}
+	stage, ok := costStages[*costStage]
+	if !ok {
+		return fmt.Errorf("--bench-cost-stage %q: use dispatch, filter, goid or records", *costStage)
+	}
+	if *pollEvery <= 0 {
+		return fmt.Errorf("--poll-interval %v: give a positive duration such as 100ms", *pollEvery)
+	}
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery})
+		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery, PollInterval: *pollEvery,
+		CostStage: stage, WakeupEach: *wakeupEach})
 	if err != nil {
 		return err
 	}

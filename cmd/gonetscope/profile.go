@@ -153,7 +153,7 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*symbo
 		return nil, err
 	}
 	v := tracer.KernelTarget(p, bin, -1)
-	if err := np.Targets().Put(uint32(p.PID), &v); err != nil {
+	if err := np.AddTarget(uint32(p.PID), &v); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)
 	}

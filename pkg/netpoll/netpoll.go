@@ -5,6 +5,7 @@
 package netpoll
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -38,7 +39,31 @@ type Options struct {
 	// StackTraces sizes the map of netpoll wait stacks (see EnableStacks).
 	// Zero keeps 1 entry: no room for stacks, no memory spent.
 	StackTraces uint32
+	// CostStage cuts every program short after one part of its work, for
+	// make bench's cost table only (see enum cost_stage in
+	// bpf/netpoll.bpf.c). Zero runs everything.
+	CostStage CostStage
+	// WakeupEach makes every submit wake the reader when it has caught up
+	// (the kernel's default; make bench's cost table only). Otherwise
+	// submits do not wake it until WakeupBytes are waiting, and the reader
+	// must drain on a timer.
+	WakeupEach bool
+	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
+	// of the ring buffer.
+	WakeupBytes uint64
 }
+
+// CostStage is how much of each program runs (make bench's cost table).
+type CostStage = netpollCostStage
+
+// The cost stages, each including the ones before it.
+const (
+	CostAll      = netpollCostStageCOST_ALL
+	CostDispatch = netpollCostStageCOST_DISPATCH
+	CostFilter   = netpollCostStageCOST_FILTER
+	CostGoid     = netpollCostStageCOST_GOID
+	CostRecords  = netpollCostStageCOST_RECORDS
+)
 
 // Load loads the programs and maps into the kernel and attaches them.
 func Load(opts Options) (*Objects, error) {
@@ -51,6 +76,22 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if opts.StackTraces != 0 {
 		spec.Maps[netpollMapNetpollStackTraces].MaxEntries = opts.StackTraces
+	}
+	if opts.WakeupBytes == 0 {
+		opts.WakeupBytes = uint64(spec.Maps[netpollMapEvents].MaxEntries / 4)
+	}
+	wakeupEach := uint32(0)
+	if opts.WakeupEach {
+		wakeupEach = 1
+	}
+	for name, v := range map[string]any{
+		netpollVarCost:        uint32(opts.CostStage),
+		netpollVarWakeupEach:  wakeupEach,
+		netpollVarWakeupBytes: opts.WakeupBytes,
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
@@ -65,7 +106,56 @@ func Load(opts Options) (*Objects, error) {
 }
 
 // Targets is the map of traced processes, keyed by PID, value Target.
+// Add and remove targets with AddTarget and RemoveTarget, which keep the
+// PID filter in step.
 func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
+
+// AddTarget starts tracing pid: its Target entry first, then its bit in the
+// PID filter that netpoll's programs check before anything else.
+func (o *Objects) AddTarget(pid uint32, t *Target) error {
+	if err := o.Targets().Put(pid, t); err != nil {
+		return err
+	}
+	if err := o.setTraced(pid, true); err != nil {
+		o.Targets().Delete(pid)
+		return err
+	}
+	return nil
+}
+
+// RemoveTarget stops tracing pid. A pid that was not traced is no error.
+func (o *Objects) RemoveTarget(pid uint32) error {
+	if err := o.setTraced(pid, false); err != nil {
+		return err
+	}
+	if err := o.Targets().Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// setTraced flips pid's bit in traced_pids. Callers serialize (the tracer
+// holds its lock); the BPF side only reads the words.
+func (o *Objects) setTraced(pid uint32, on bool) error {
+	m := o.coll.Maps[netpollMapTracedPids]
+	word := pid / 64
+	if word >= m.MaxEntries() {
+		return fmt.Errorf("PID %d above the PID filter's range", pid)
+	}
+	var w uint64
+	if err := m.Lookup(word, &w); err != nil {
+		return fmt.Errorf("reading the PID filter: %w", err)
+	}
+	if on {
+		w |= 1 << (pid % 64)
+	} else {
+		w &^= 1 << (pid % 64)
+	}
+	if err := m.Put(word, w); err != nil {
+		return fmt.Errorf("writing the PID filter: %w", err)
+	}
+	return nil
+}
 
 // Parks is the map of goroutines parked in the netpoller, keyed by (pid,
 // fd, direction); pkg/overflow reads it to see whether an acceptor is parked.

@@ -13,6 +13,16 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpollCostStage uint32
+
+const (
+	netpollCostStageCOST_ALL      netpollCostStage = 0
+	netpollCostStageCOST_DISPATCH netpollCostStage = 1
+	netpollCostStageCOST_FILTER   netpollCostStage = 2
+	netpollCostStageCOST_GOID     netpollCostStage = 3
+	netpollCostStageCOST_RECORDS  netpollCostStage = 4
+)
+
 type netpollEpollCall struct {
 	_         structs.HostLayout
 	T_enter   uint64
@@ -193,6 +203,7 @@ const (
 	netpollMapParks                   = "parks"
 	netpollMapStackPids               = "stack_pids"
 	netpollMapTargets                 = "targets"
+	netpollMapTracedPids              = "traced_pids"
 	netpollProgEnterAccept4           = "enter_accept4"
 	netpollProgEnterClose             = "enter_close"
 	netpollProgEnterConnect           = "enter_connect"
@@ -217,6 +228,8 @@ const (
 	netpollProgExitSendto             = "exit_sendto"
 	netpollProgExitWrite              = "exit_write"
 	netpollProgExitWritev             = "exit_writev"
+	netpollVarCost                    = "cost"
+	netpollVarUnusedCostStage         = "unused_cost_stage"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
 	netpollVarUnusedEventType         = "unused_event_type"
 	netpollVarUnusedHistMetric        = "unused_hist_metric"
@@ -224,6 +237,8 @@ const (
 	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
 	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
+	netpollVarWakeupBytes             = "wakeup_bytes"
+	netpollVarWakeupEach              = "wakeup_each"
 )
 
 // loadNetpoll returns the embedded CollectionSpec for netpoll.
@@ -309,12 +324,15 @@ type netpollMapSpecs struct {
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
 	Targets            *ebpf.MapSpec `ebpf:"targets"`
+	TracedPids         *ebpf.MapSpec `ebpf:"traced_pids"`
 }
 
 // netpollVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollVariableSpecs struct {
+	Cost                    *ebpf.VariableSpec `ebpf:"cost"`
+	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
@@ -322,6 +340,8 @@ type netpollVariableSpecs struct {
 	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
+	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupEach              *ebpf.VariableSpec `ebpf:"wakeup_each"`
 }
 
 // netpollObjects contains all objects after they have been loaded into the kernel.
@@ -355,6 +375,7 @@ type netpollMaps struct {
 	Parks              *ebpf.Map `ebpf:"parks"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
 	Targets            *ebpf.Map `ebpf:"targets"`
+	TracedPids         *ebpf.Map `ebpf:"traced_pids"`
 }
 
 func (m *netpollMaps) Close() error {
@@ -370,6 +391,7 @@ func (m *netpollMaps) Close() error {
 		m.Parks,
 		m.StackPids,
 		m.Targets,
+		m.TracedPids,
 	)
 }
 
@@ -377,6 +399,8 @@ func (m *netpollMaps) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollVariables struct {
+	Cost                    *ebpf.Variable `ebpf:"cost"`
+	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.Variable `ebpf:"unused_hist_metric"`
@@ -384,6 +408,8 @@ type netpollVariables struct {
 	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
+	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupEach              *ebpf.Variable `ebpf:"wakeup_each"`
 }
 
 // netpollPrograms contains all programs after they have been loaded into the kernel.

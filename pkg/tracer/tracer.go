@@ -59,6 +59,14 @@ type Options struct {
 	// OverflowInterval is how often the traced listeners' drop counters
 	// are sampled for listen_overflow. Zero: 100ms.
 	OverflowInterval time.Duration
+	// DrainInterval is how often the ring buffers are drained. Submits do
+	// not wake the readers until a quarter of a buffer is waiting, so this
+	// is the longest an event waits in the kernel. Zero: 50ms.
+	DrainInterval time.Duration
+	// CostStage and WakeupEach are for make bench's cost table only (see
+	// netpoll.Options); zero values run everything, batching wake-ups.
+	CostStage  netpoll.CostStage
+	WakeupEach bool
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -145,7 +153,10 @@ func New(opts Options) (*Tracer, error) {
 	if opts.OverflowInterval == 0 {
 		opts.OverflowInterval = 100 * time.Millisecond
 	}
-	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes})
+	if opts.DrainInterval == 0 {
+		opts.DrainInterval = 50 * time.Millisecond
+	}
+	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach})
 	if err != nil {
 		return nil, err
 	}
@@ -272,16 +283,16 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 			v.Stacks = 1
 		}
 	}
-	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
+	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
 	// The process may have exited, and its PID been reused, while we read it.
 	if !p.Alive() {
-		t.netpoll.Targets().Delete(uint32(pid))
+		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
 	if err := t.overflow.Baseline(uint32(pid)); err != nil {
-		t.netpoll.Targets().Delete(uint32(pid))
+		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
 	tg := &target{proc: p, bin: bin, exe: bin.Path, since: time.Now(), syms: syms}
@@ -324,7 +335,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 		t.gr.Detach(pid)
 	}
 	t.overflow.Forget(uint32(pid))
-	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.netpoll.RemoveTarget(uint32(pid)); err != nil {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
 	t.queueControl(&event.Detached{Header: t.controlHeader("detached", tg.proc), Reason: reason})
@@ -518,12 +529,19 @@ func (t *Tracer) flush() int {
 }
 
 // read moves records from one ring buffer to the queue. A full queue drops
-// the event and counts it: the kernel side never waits for the sink.
+// the event and counts it: the kernel side never waits for the sink. The
+// BPF side submits without waking the reader until a backlog builds up, so
+// the reader also wakes every DrainInterval and drains what is there.
 func (t *Tracer) read(ctx context.Context, s *stream) {
 	var rec ringbuf.Record
+	s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
 	for ctx.Err() == nil {
 		err := s.reader.ReadInto(&rec)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Everything that was waiting has been read.
+			s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			select {
 			case t.queue <- item{flushed: true}:
