@@ -62,21 +62,35 @@ enum cost_stage {
 };
 const volatile __u32 cost = COST_ALL;
 
-/* Ring buffer notification. 0: BPF_RB_NO_WAKEUP until wakeup_bytes are
- * waiting, then a forced wake-up; the reader also drains on a short timer
- * (pkg/tracer), so nothing waits longer than that. 1: the kernel's default,
- * a wake-up (irq_work) whenever the reader has caught up: nearly every
- * record under a steady trickle (make bench's cost table). */
+/* Ring buffer notification. By default a submit wakes the reader only
+ * when it last did so wakeup_interval_ns ago or more, or when wakeup_bytes
+ * are waiting; other submits use BPF_RB_NO_WAKEUP. The reader (pkg/tracer)
+ * drains once more wakeup_interval_ns after it is woken, which collects
+ * every record submitted without a wake-up (each came less than an
+ * interval after the last wake-up), and blocks with no timer once a drain
+ * finds nothing. So a lone event is read at once, a stream costs at most
+ * one wake-up per interval, and an idle tracer none. wakeup_each = 1 is
+ * the kernel's default instead, a wake-up (irq_work) whenever the reader
+ * has caught up: nearly every record under a steady trickle (make bench's
+ * cost table). */
 const volatile __u32 wakeup_each = 0;
 const volatile __u64 wakeup_bytes = 256 << 10;
+const volatile __u64 wakeup_interval_ns = 50000000;
+__u64 last_wakeup_ns = 0;
 
 static __always_inline void submit(void *e)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
-	if (wakeup_each)
+	if (wakeup_each) {
 		flags = 0;
-	else if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes)
-		flags = BPF_RB_FORCE_WAKEUP;
+	} else {
+		__u64 now = bpf_ktime_get_ns();
+		if (now - last_wakeup_ns >= wakeup_interval_ns ||
+		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+			last_wakeup_ns = now;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
 	bpf_ringbuf_submit(e, flags);
 }
 

@@ -104,7 +104,7 @@ func trace(args []string) error {
 		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
 		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
-		pollEvery   = fs.Duration("poll-interval", 100*time.Millisecond, "how often target liveness and lost counters are checked")
+		pollEvery   = fs.Duration("poll-interval", time.Second, "how often lost counters are read (and target liveness checked where the kernel has no pidfd)")
 		costStage   = fs.String("bench-cost-stage", "", "make bench only: run the netpoll programs only up to dispatch, filter, goid or records")
 		wakeupEach  = fs.Bool("bench-wakeup-each", false, "make bench only: wake the reader on every ring buffer record (the kernel's default)")
 	)

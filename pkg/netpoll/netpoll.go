@@ -7,6 +7,7 @@ package netpoll
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -44,10 +45,13 @@ type Options struct {
 	// bpf/netpoll.bpf.c). Zero runs everything.
 	CostStage CostStage
 	// WakeupEach makes every submit wake the reader when it has caught up
-	// (the kernel's default; make bench's cost table only). Otherwise
-	// submits do not wake it until WakeupBytes are waiting, and the reader
-	// must drain on a timer.
-	WakeupEach bool
+	// (the kernel's default; make bench's cost table only). Otherwise a
+	// submit wakes the reader only if the last wake-up was WakeupInterval
+	// ago or more (zero: 50ms) or WakeupBytes are waiting, and the reader
+	// must drain once more WakeupInterval after each wake-up (see submit
+	// in bpf/netpoll.bpf.c).
+	WakeupEach     bool
+	WakeupInterval time.Duration
 	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
 	// of the ring buffer.
 	WakeupBytes uint64
@@ -84,10 +88,14 @@ func Load(opts Options) (*Objects, error) {
 	if opts.WakeupEach {
 		wakeupEach = 1
 	}
+	if opts.WakeupInterval == 0 {
+		opts.WakeupInterval = 50 * time.Millisecond
+	}
 	for name, v := range map[string]any{
-		netpollVarCost:        uint32(opts.CostStage),
-		netpollVarWakeupEach:  wakeupEach,
-		netpollVarWakeupBytes: opts.WakeupBytes,
+		netpollVarCost:             uint32(opts.CostStage),
+		netpollVarWakeupEach:       wakeupEach,
+		netpollVarWakeupBytes:      opts.WakeupBytes,
+		netpollVarWakeupIntervalNs: uint64(opts.WakeupInterval.Nanoseconds()),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return nil, fmt.Errorf("setting %s: %w", name, err)

@@ -229,6 +229,7 @@ const (
 	netpollProgExitWrite              = "exit_write"
 	netpollProgExitWritev             = "exit_writev"
 	netpollVarCost                    = "cost"
+	netpollVarLastWakeupNs            = "last_wakeup_ns"
 	netpollVarUnusedCostStage         = "unused_cost_stage"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
 	netpollVarUnusedEventType         = "unused_event_type"
@@ -239,6 +240,7 @@ const (
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
 	netpollVarWakeupBytes             = "wakeup_bytes"
 	netpollVarWakeupEach              = "wakeup_each"
+	netpollVarWakeupIntervalNs        = "wakeup_interval_ns"
 )
 
 // loadNetpoll returns the embedded CollectionSpec for netpoll.
@@ -332,6 +334,7 @@ type netpollMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollVariableSpecs struct {
 	Cost                    *ebpf.VariableSpec `ebpf:"cost"`
+	LastWakeupNs            *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -342,6 +345,7 @@ type netpollVariableSpecs struct {
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
 	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.VariableSpec `ebpf:"wakeup_each"`
+	WakeupIntervalNs        *ebpf.VariableSpec `ebpf:"wakeup_interval_ns"`
 }
 
 // netpollObjects contains all objects after they have been loaded into the kernel.
@@ -400,6 +404,7 @@ func (m *netpollMaps) Close() error {
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollVariables struct {
 	Cost                    *ebpf.Variable `ebpf:"cost"`
+	LastWakeupNs            *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
@@ -410,6 +415,7 @@ type netpollVariables struct {
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
 	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.Variable `ebpf:"wakeup_each"`
+	WakeupIntervalNs        *ebpf.Variable `ebpf:"wakeup_interval_ns"`
 }
 
 // netpollPrograms contains all programs after they have been loaded into the kernel.

@@ -44,8 +44,9 @@ type Options struct {
 	// QueueLen bounds the queue between the ring buffer readers and the
 	// sink; events that find it full are dropped and counted. Zero: 8192.
 	QueueLen int
-	// PollInterval is how often target liveness and lost counters are
-	// checked. Zero: 100ms.
+	// PollInterval is how often the lost counters are read and, where
+	// the kernel has no pidfd, target liveness is checked (otherwise an
+	// exit is seen at once, without polling). Zero: 1s.
 	PollInterval time.Duration
 	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
 	// goroutine's symbolized user stack.
@@ -59,9 +60,10 @@ type Options struct {
 	// OverflowInterval is how often the traced listeners' drop counters
 	// are sampled for listen_overflow. Zero: 100ms.
 	OverflowInterval time.Duration
-	// DrainInterval is how often the ring buffers are drained. Submits do
-	// not wake the readers until a quarter of a buffer is waiting, so this
-	// is the longest an event waits in the kernel. Zero: 50ms.
+	// DrainInterval bounds how long an event waits in the kernel: netpoll
+	// submits wake the reader at most once per interval (or when a
+	// quarter of the ring buffer is waiting), and the reader drains once
+	// more an interval after each wake-up. Zero: 50ms.
 	DrainInterval time.Duration
 	// CostStage and WakeupEach are for make bench's cost table only (see
 	// netpoll.Options); zero values run everything, batching wake-ups.
@@ -106,6 +108,8 @@ type Tracer struct {
 	syms    map[int]*symtab.Table
 	control []event.Event // attach/detach events, never dropped
 	wake    chan struct{}
+	// exited receives the PIDs of targets whose exit a pidfd reported.
+	exited chan int
 }
 
 type target struct {
@@ -117,6 +121,8 @@ type target struct {
 	syms *symtab.Table
 	// goroutines is its goroutine tracking; nil without --goroutines.
 	goroutines *goroutineState
+	// exit reports its exit; nil without pidfds.
+	exit *exitWatch
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -142,7 +148,7 @@ func New(opts Options) (*Tracer, error) {
 		opts.QueueLen = 8192
 	}
 	if opts.PollInterval == 0 {
-		opts.PollInterval = 100 * time.Millisecond
+		opts.PollInterval = time.Second
 	}
 	if opts.GoroutineInterval == 0 {
 		opts.GoroutineInterval = 10 * time.Second
@@ -156,7 +162,8 @@ func New(opts Options) (*Tracer, error) {
 	if opts.DrainInterval == 0 {
 		opts.DrainInterval = 50 * time.Millisecond
 	}
-	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach})
+	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
+		WakeupInterval: opts.DrainInterval})
 	if err != nil {
 		return nil, err
 	}
@@ -185,6 +192,7 @@ func New(opts Options) (*Tracer, error) {
 		syms:           map[int]*symtab.Table{},
 		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
+		exited:         make(chan int, 16),
 	}
 	if opts.Goroutines {
 		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
@@ -303,6 +311,7 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		tg.exe = exe
 	}
 	t.attachGoroutines(tg)
+	tg.exit = watchExit(p, t.exited)
 	t.targets[pid] = tg
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", p),
@@ -331,6 +340,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 		return fmt.Errorf("PID %d is not traced", pid)
 	}
 	delete(t.targets, pid)
+	tg.exit.Close()
 	if tg.goroutines != nil {
 		t.gr.Detach(pid)
 	}
@@ -428,6 +438,8 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 				t.detachAll(ro.reason())
 			}
 		case <-t.wake:
+		case pid := <-t.exited:
+			t.reapExited(pid)
 		case <-overflowTick.C:
 			if err := t.sampleOverflow(sink); err != nil {
 				return err
@@ -529,18 +541,28 @@ func (t *Tracer) flush() int {
 }
 
 // read moves records from one ring buffer to the queue. A full queue drops
-// the event and counts it: the kernel side never waits for the sink. The
-// BPF side submits without waking the reader until a backlog builds up, so
-// the reader also wakes every DrainInterval and drains what is there.
+// the event and counts it: the kernel side never waits for the sink.
+//
+// The BPF side wakes the reader at most once per DrainInterval and submits
+// the records in between without a wake-up. So after reading a record the
+// reader drains again one interval later, and again while drains find
+// records; once one finds none, every record submitted since the last
+// wake-up has been read, and it blocks until the next wake-up.
 func (t *Tracer) read(ctx context.Context, s *stream) {
 	var rec ringbuf.Record
-	s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+	armed, got := false, false
 	for ctx.Err() == nil {
 		err := s.reader.ReadInto(&rec)
 		switch {
 		case errors.Is(err, os.ErrDeadlineExceeded):
-			// Everything that was waiting has been read.
-			s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			// Everything that was in the ring buffer has been read.
+			if got {
+				s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			} else {
+				s.reader.SetDeadline(time.Time{})
+				armed = false
+			}
+			got = false
 			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			select {
@@ -552,6 +574,11 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 			return
 		case err != nil:
 			continue
+		}
+		got = true
+		if !armed {
+			s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			armed = true
 		}
 		ev, err := s.decode(rec.RawSample, t.clock)
 		if err != nil {
@@ -569,11 +596,15 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 	}
 }
 
-// reapExited detaches targets that have exited.
-func (t *Tracer) reapExited() {
+// reapExited detaches the targets among pids (all when none are given)
+// that have exited.
+func (t *Tracer) reapExited(pids ...int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for pid, tg := range t.targets {
+		if len(pids) > 0 && !slices.Contains(pids, pid) {
+			continue
+		}
 		if !tg.proc.Alive() {
 			t.detachLocked(pid, event.ReasonTargetExited)
 		}
