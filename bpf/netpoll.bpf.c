@@ -62,6 +62,69 @@ enum cost_stage {
 };
 const volatile __u32 cost = COST_ALL;
 
+/* Whether a wait is worth a human's look. WAIT_IDLE: a server connection
+ * waiting for the client's next request (a read on an accepted connection
+ * that has received nothing yet, or whose last data went out after the
+ * last data came in), or an accept finding the queue empty.
+ * WAIT_IN_REQUEST: everything else (a partial request, a downstream call's
+ * response, a write, a connect). */
+enum wait_kind {
+	WAIT_IN_REQUEST = 0,
+	WAIT_IDLE = 1,
+};
+
+/* A park record's mode carries PARK_IDLE for an idle wait. struct park is
+ * shared with overflow.bpf.c, which compares mode with MODE_ACCEPT only;
+ * accept parks never carry the flag (their kind follows from the mode). */
+#define PARK_IDLE 0x80
+
+/* The target's accepted connections, by (pid, fd): their struct sock, or 0
+ * until the first park looks it up. Added at accept4 and, for connections
+ * accepted before attach, by user space (pkg/netpoll SeedAccepted);
+ * removed at close. */
+struct conn_key {
+	__u32 pid;
+	__s32 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u64);
+} accepted_fds SEC(".maps");
+
+/* A read about to park on fd: is it the idle wait of a server connection?
+ * Jiffies resolution: a partial request that arrives in the same jiffy
+ * as the previous response went out counts as idle. */
+static __always_inline bool idle_read(__u32 pid, __s32 fd)
+{
+	struct conn_key k = {.pid = pid, .fd = fd};
+	__u64 *skp = bpf_map_lookup_elem(&accepted_fds, &k);
+	if (!skp)
+		return false;
+	struct sock *sk = (struct sock *)*skp;
+	if (!sk) {
+		sk = tcp_sock_of(sock_from_fd(fd));
+		if (!sk || !is_tcp(sk))
+			return false;
+		*skp = (__u64)sk;
+	}
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	if (BPF_CORE_READ(tp, bytes_received) == 0)
+		return true; /* before the first request */
+	__u32 sent = BPF_CORE_READ(tp, lsndtime);
+	__u32 rcvd = BPF_CORE_READ(&tp->inet_conn, icsk_ack.lrcvtime);
+	return (__s32)(sent - rcvd) >= 0;
+}
+
+/* Which events are sent to user space: bit (1 << enum event_type). Set
+ * from --events before load; waits not sent still count in the
+ * histograms. */
+const volatile __u32 send_events = (1 << EVENT_NETPOLL_WAIT);
+/* 1: idle netpoll waits are sent too (--waits all). */
+const volatile __u32 send_idle = 0;
+
 /* Ring buffer notification. By default a submit wakes the reader only
  * when it last did so wakeup_interval_ns ago or more, or when wakeup_bytes
  * are waiting; other submits use BPF_RB_NO_WAKEUP. The reader (pkg/tracer)
@@ -104,7 +167,8 @@ struct netpoll_wait_event {
 	__u32 park_tid;       /* the thread the goroutine parked on */
 	__u8 mode;            /* enum mode */
 	__u8 ready_seen;      /* the netpoller reported the fd; else woken otherwise (deadline) */
-	__u8 _pad[6];
+	__u8 kind;            /* enum wait_kind */
+	__u8 _pad[5];
 	struct user_stack stack; /* at the resume, with --stacks */
 };
 
@@ -140,6 +204,12 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
 		return 0;
 	long ret = ctx->ret;
+	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
+		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
+		__u64 sk = 0;
+		bpf_map_update_elem(&accepted_fds, &k, &sk, BPF_ANY);
+		return 0;
+	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
 		return 0;
 	struct target *t = lookup_target(pid_tgid >> 32);
@@ -160,6 +230,8 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 		.tid = (__u32)pid_tgid,
 		.mode = mode,
 	};
+	if (mode == MODE_READ && idle_read(key.pid, key.fd))
+		p.mode |= PARK_IDLE;
 	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
 	return 0;
 }
@@ -265,6 +337,8 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
+	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
+	parked.mode &= ~PARK_IDLE;
 	__u64 wait = now - parked.t_park;
 	/* Metrics and profiles see every wait, before the --min-wait filter. */
 	__u64 io = wait, sched = 0;
@@ -276,7 +350,8 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
 	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
 	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
-	if (wait < t->min_wait_ns)
+	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
+	    (kind == WAIT_IDLE && !send_idle))
 		return 0;
 
 	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
@@ -288,6 +363,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	e->fd = key.fd;
 	e->park_tid = parked.tid;
 	e->mode = parked.mode;
+	e->kind = kind;
 	e->wait_ns = wait;
 	e->ready_seen = parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now;
 	e->io_wait_ns = io;
@@ -358,6 +434,8 @@ int enter_close(struct trace_event_raw_sys_enter *ctx)
 	bpf_map_delete_elem(&parks, &key);
 	key.dir = DIR_WRITE;
 	bpf_map_delete_elem(&parks, &key);
+	struct conn_key ck = {.pid = pid, .fd = key.fd};
+	bpf_map_delete_elem(&accepted_fds, &ck);
 	return 0;
 }
 
@@ -476,7 +554,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 
 	__u64 block = now - c.t_enter;
 	hist_record(pid_tgid >> 32, HIST_EPOLL_BLOCK, 0, 0, 0, block);
-	if (block < t->min_wait_ns)
+	if (block < t->min_wait_ns || !(send_events & (1 << EVENT_EPOLL_WAIT)))
 		return 0;
 	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event, EVENT_EPOLL_WAIT);
 	if (!e)
@@ -497,5 +575,7 @@ const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused
 const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
 const enum cost_stage *unused_cost_stage __attribute__((unused));
+const enum wait_kind *unused_wait_kind __attribute__((unused));
+const struct conn_key *unused_conn_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -33,12 +34,22 @@ func daemon(args []string) error {
 		grs     = fs.Bool("goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 		grEvery = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 		ovEvery = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
+		events  = fs.String("events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
+		waits   = fs.String("waits", "in_request", "netpoll waits to write: in_request or all (idle ones too)")
 		mAddr   = fs.String("metrics-addr", "127.0.0.1:9464", "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; loopback unless told otherwise)")
 	)
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
 		return err
 	}
 	if err := checkHooks(*hooks); err != nil {
+		return err
+	}
+	kinds, err := tracer.ParseEvents(*events)
+	if err != nil {
+		return err
+	}
+	idle, err := parseWaits(*waits)
+	if err != nil {
 		return err
 	}
 	if *ovEvery <= 0 {
@@ -65,7 +76,7 @@ func daemon(args []string) error {
 	}
 
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery})
+		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery, Events: kinds, IdleWaits: idle})
 	if err != nil {
 		return err
 	}

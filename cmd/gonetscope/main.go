@@ -80,6 +80,17 @@ func (p *pidList) Set(s string) error {
 	return nil
 }
 
+// parseWaits reads --waits: whether idle waits are written too.
+func parseWaits(s string) (bool, error) {
+	switch s {
+	case "in_request":
+		return false, nil
+	case "all":
+		return true, nil
+	}
+	return false, fmt.Errorf("--waits %q: use in_request or all", s)
+}
+
 // costStages are the values of --bench-cost-stage.
 var costStages = map[string]netpoll.CostStage{
 	"":         netpoll.CostAll,
@@ -104,6 +115,8 @@ func trace(args []string) error {
 		grEvery     = fs.Duration("goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 		metricsAddr = fs.String("metrics-addr", "", "serve Prometheus metrics on http://HOST:PORT/metrics (off when empty; e.g. 127.0.0.1:9464)")
 		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
+		events      = fs.String("events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
+		waits       = fs.String("waits", "in_request", "netpoll waits to write: in_request (waits in the middle of work) or all (idle ones too: a server connection waiting for the next request, an accept waiting for a client)")
 		pollEvery   = fs.Duration("poll-interval", time.Second, "how often lost counters are read (and target liveness checked where the kernel has no pidfd)")
 		costStage   = fs.String("bench-cost-stage", "", "make bench only: run the netpoll programs only up to dispatch, filter, goid or records")
 		wakeupEach  = fs.Bool("bench-wakeup-each", false, "make bench only: wake the reader on every ring buffer record (the kernel's default)")
@@ -148,6 +161,14 @@ func trace(args []string) error {
 	if *ovfEvery <= 0 {
 		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", *ovfEvery)
 	}
+	kinds, err := tracer.ParseEvents(*events)
+	if err != nil {
+		return err
+	}
+	idle, err := parseWaits(*waits)
+	if err != nil {
+		return err
+	}
 	stage, ok := costStages[*costStage]
 	if !ok {
 		return fmt.Errorf("--bench-cost-stage %q: use dispatch, filter, goid or records", *costStage)
@@ -157,7 +178,7 @@ func trace(args []string) error {
 	}
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
 		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery, PollInterval: *pollEvery,
-		CostStage: stage, WakeupEach: *wakeupEach})
+		CostStage: stage, WakeupEach: *wakeupEach, Events: kinds, IdleWaits: idle})
 	if err != nil {
 		return err
 	}

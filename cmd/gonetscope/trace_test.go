@@ -105,6 +105,7 @@ type ev struct {
 	FD           int32             `json:"fd"`
 	ListenFD     int32             `json:"listen_fd"`
 	Mode         string            `json:"mode"`
+	Kind         string            `json:"kind"`
 	LAddr        string            `json:"laddr"`
 	LPort        uint16            `json:"lport"`
 	RAddr        string            `json:"raddr"`
@@ -355,7 +356,74 @@ func checkTrace(t *testing.T, argv []string, hooks, network string) traceRun {
 	if l := r.of("lost"); len(l) != 0 {
 		t.Errorf("lost events in a quiet trace: %+v", l)
 	}
+	if e := r.of("epoll_wait"); len(e) != 0 {
+		t.Errorf("%d epoll_wait events with the default --events, which leaves them out", len(e))
+	}
 	return r
+}
+
+// TestWaitKinds: on a keep-alive connection, the server's waits for the
+// next request are idle, its wait for the second half of a request and the
+// client's waits for responses are in_request; by default only the
+// in_request ones are written, with --waits all both.
+func TestWaitKinds(t *testing.T) {
+	const n = 3
+	delay := testDelay(t)
+	for _, waits := range []string{"in_request", "all"} {
+		t.Run(waits, func(t *testing.T) {
+			r := traceTarget(t, []string{"-rounds", "0", "-keepalive", fmt.Sprint(n), "-delay", delay.String()}, []string{"--waits", waits})
+			ka := r.factsOf("keepalive")
+			if len(ka) != 1 {
+				t.Fatalf("target's keepalive report: %+v", r.facts)
+			}
+			client, server := ka[0].FD, ka[0].ListenFD // ListenFD: the server's connection
+			count := map[string]int{}
+			for _, e := range r.of("netpoll_wait") {
+				if e.Mode != "read" {
+					continue
+				}
+				switch e.FD {
+				case client:
+					count["client "+e.Kind]++
+				case server:
+					count["server "+e.Kind]++
+				}
+			}
+			t.Logf("read waits by side and kind: %v", count)
+			if count["client in_request"] != n || count["client idle"] != 0 {
+				t.Errorf("client: want %d in_request read waits (responses) and no idle ones, got %v", n, count)
+			}
+			if count["server in_request"] != n {
+				t.Errorf("server: want %d in_request read waits (second halves), got %v", n, count)
+			}
+			idle := count["server idle"]
+			if waits == "in_request" && idle != 0 {
+				t.Errorf("--waits in_request wrote %d idle waits", idle)
+			}
+			// The first request may arrive before the server reads.
+			if waits == "all" && (idle < n-1 || idle > n) {
+				t.Errorf("--waits all: want %d or %d idle server waits (between requests), got %d", n-1, n, idle)
+			}
+		})
+	}
+}
+
+// TestEvents: --events chooses the kinds written; the kernel stops sending
+// the netpoll ones that are left out.
+func TestEvents(t *testing.T) {
+	delay := testDelay(t)
+	all := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "all"})
+	if len(all.of("epoll_wait")) == 0 || len(all.of("netpoll_wait")) == 0 {
+		t.Errorf("--events all: %d epoll_wait and %d netpoll_wait events, want some of each",
+			len(all.of("epoll_wait")), len(all.of("netpoll_wait")))
+	}
+	some := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "tcp_connect,tcp_accept"})
+	if n := len(some.of("epoll_wait")) + len(some.of("netpoll_wait")); n != 0 {
+		t.Errorf("--events tcp_connect,tcp_accept: %d epoll_wait or netpoll_wait events", n)
+	}
+	if len(some.of("tcp_connect")) == 0 || len(some.of("tcp_accept")) == 0 || len(some.of("attached")) != 1 {
+		t.Errorf("--events tcp_connect,tcp_accept: want tcp_connect, tcp_accept and attached events, got %+v", some.events)
+	}
 }
 
 func checkAttached(t *testing.T, r traceRun, hooks string) {

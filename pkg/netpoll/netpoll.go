@@ -7,6 +7,7 @@ package netpoll
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -52,6 +53,13 @@ type Options struct {
 	// in bpf/netpoll.bpf.c).
 	WakeupEach     bool
 	WakeupInterval time.Duration
+	// Events names the event types sent to user space ("netpoll_wait",
+	// "epoll_wait"); nil sends netpoll_wait only. The waits not sent
+	// still count in the histograms.
+	Events []string
+	// IdleWaits sends idle netpoll waits too (--waits all); otherwise
+	// only in_request ones are sent.
+	IdleWaits bool
 	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
 	// of the ring buffer.
 	WakeupBytes uint64
@@ -91,7 +99,22 @@ func Load(opts Options) (*Objects, error) {
 	if opts.WakeupInterval == 0 {
 		opts.WakeupInterval = 50 * time.Millisecond
 	}
+	send := uint32(1 << netpollEventTypeEVENT_NETPOLL_WAIT)
+	if opts.Events != nil {
+		send = 0
+		for typ, name := range eventNames {
+			if slices.Contains(opts.Events, name) {
+				send |= 1 << typ
+			}
+		}
+	}
+	sendIdle := uint32(0)
+	if opts.IdleWaits {
+		sendIdle = 1
+	}
 	for name, v := range map[string]any{
+		netpollVarSendEvents:       send,
+		netpollVarSendIdle:         sendIdle,
 		netpollVarCost:             uint32(opts.CostStage),
 		netpollVarWakeupEach:       wakeupEach,
 		netpollVarWakeupBytes:      opts.WakeupBytes,
@@ -127,6 +150,19 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 	if err := o.setTraced(pid, true); err != nil {
 		o.Targets().Delete(pid)
 		return err
+	}
+	return nil
+}
+
+// SeedAccepted marks fds of pid as connections it accepted (before
+// attach: those accepted later are marked by the accept4 hook), so that
+// a read waiting on one for the client's next request is an idle wait.
+func (o *Objects) SeedAccepted(pid uint32, fds []int32) error {
+	m := o.coll.Maps[netpollMapAcceptedFds]
+	for _, fd := range fds {
+		if err := m.Put(netpollConnKey{Pid: pid, Fd: fd}, uint64(0)); err != nil {
+			return fmt.Errorf("marking accepted fd %d of PID %d: %w", fd, pid, err)
+		}
 	}
 	return nil
 }
@@ -196,6 +232,11 @@ var modes = map[netpollMode]string{
 	netpollModeMODE_CONNECT: "connect",
 }
 
+var kinds = map[netpollWaitKind]string{
+	netpollWaitKindWAIT_IN_REQUEST: "in_request",
+	netpollWaitKindWAIT_IDLE:       "idle",
+}
+
 // Decode turns one ring buffer record into an event.
 func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 	h, err := bpfobj.View[bpfobj.EventHeader](raw)
@@ -214,6 +255,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			Header:       hdr,
 			FD:           r.Fd,
 			Mode:         modes[netpollMode(r.Mode)],
+			Kind:         kinds[netpollWaitKind(r.Kind)],
 			Addrs:        bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 			WaitNs:       r.WaitNs,
 			IoWaitNs:     r.IoWaitNs,

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpollConnKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Fd  int32
+}
+
 type netpollCostStage uint32
 
 const (
@@ -145,7 +151,8 @@ type netpollNetpollWaitEvent struct {
 	ParkTid      uint32
 	Mode         uint8
 	ReadySeen    uint8
-	Pad          [6]uint8
+	Kind         uint8
+	Pad          [5]uint8
 	Stack        netpollUserStack
 }
 
@@ -188,10 +195,18 @@ type netpollUserStack struct {
 	Pad uint32
 }
 
+type netpollWaitKind uint32
+
+const (
+	netpollWaitKindWAIT_IN_REQUEST netpollWaitKind = 0
+	netpollWaitKindWAIT_IDLE       netpollWaitKind = 1
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	netpollMapAcceptedFds             = "accepted_fds"
 	netpollMapEpollBuf                = "epoll_buf"
 	netpollMapEpollCalls              = "epoll_calls"
 	netpollMapEvents                  = "events"
@@ -230,6 +245,9 @@ const (
 	netpollProgExitWritev             = "exit_writev"
 	netpollVarCost                    = "cost"
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
+	netpollVarSendEvents              = "send_events"
+	netpollVarSendIdle                = "send_idle"
+	netpollVarUnusedConnKey           = "unused_conn_key"
 	netpollVarUnusedCostStage         = "unused_cost_stage"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
 	netpollVarUnusedEventType         = "unused_event_type"
@@ -238,6 +256,7 @@ const (
 	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
 	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
+	netpollVarUnusedWaitKind          = "unused_wait_kind"
 	netpollVarWakeupBytes             = "wakeup_bytes"
 	netpollVarWakeupEach              = "wakeup_each"
 	netpollVarWakeupIntervalNs        = "wakeup_interval_ns"
@@ -315,6 +334,7 @@ type netpollProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollMapSpecs struct {
+	AcceptedFds        *ebpf.MapSpec `ebpf:"accepted_fds"`
 	EpollBuf           *ebpf.MapSpec `ebpf:"epoll_buf"`
 	EpollCalls         *ebpf.MapSpec `ebpf:"epoll_calls"`
 	Events             *ebpf.MapSpec `ebpf:"events"`
@@ -335,6 +355,9 @@ type netpollMapSpecs struct {
 type netpollVariableSpecs struct {
 	Cost                    *ebpf.VariableSpec `ebpf:"cost"`
 	LastWakeupNs            *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
+	SendEvents              *ebpf.VariableSpec `ebpf:"send_events"`
+	SendIdle                *ebpf.VariableSpec `ebpf:"send_idle"`
+	UnusedConnKey           *ebpf.VariableSpec `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -343,6 +366,7 @@ type netpollVariableSpecs struct {
 	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
+	UnusedWaitKind          *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.VariableSpec `ebpf:"wakeup_each"`
 	WakeupIntervalNs        *ebpf.VariableSpec `ebpf:"wakeup_interval_ns"`
@@ -368,6 +392,7 @@ func (o *netpollObjects) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollMaps struct {
+	AcceptedFds        *ebpf.Map `ebpf:"accepted_fds"`
 	EpollBuf           *ebpf.Map `ebpf:"epoll_buf"`
 	EpollCalls         *ebpf.Map `ebpf:"epoll_calls"`
 	Events             *ebpf.Map `ebpf:"events"`
@@ -384,6 +409,7 @@ type netpollMaps struct {
 
 func (m *netpollMaps) Close() error {
 	return _NetpollClose(
+		m.AcceptedFds,
 		m.EpollBuf,
 		m.EpollCalls,
 		m.Events,
@@ -405,6 +431,9 @@ func (m *netpollMaps) Close() error {
 type netpollVariables struct {
 	Cost                    *ebpf.Variable `ebpf:"cost"`
 	LastWakeupNs            *ebpf.Variable `ebpf:"last_wakeup_ns"`
+	SendEvents              *ebpf.Variable `ebpf:"send_events"`
+	SendIdle                *ebpf.Variable `ebpf:"send_idle"`
+	UnusedConnKey           *ebpf.Variable `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
@@ -413,6 +442,7 @@ type netpollVariables struct {
 	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
+	UnusedWaitKind          *ebpf.Variable `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.Variable `ebpf:"wakeup_each"`
 	WakeupIntervalNs        *ebpf.Variable `ebpf:"wakeup_interval_ns"`

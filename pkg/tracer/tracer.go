@@ -65,6 +65,13 @@ type Options struct {
 	// quarter of the ring buffer is waiting), and the reader drains once
 	// more an interval after each wake-up. Zero: 50ms.
 	DrainInterval time.Duration
+	// Events are the event kinds written (see EventKinds); nil:
+	// DefaultEvents.
+	Events []string
+	// IdleWaits sends idle netpoll waits too (--waits all): a server
+	// connection waiting for its client's next request, an accept finding
+	// no connection. They count in the histograms either way.
+	IdleWaits bool
 	// CostStage and WakeupEach are for make bench's cost table only (see
 	// netpoll.Options); zero values run everything, batching wake-ups.
 	CostStage  netpoll.CostStage
@@ -91,6 +98,8 @@ type Tracer struct {
 	streams  []stream
 
 	queue chan item
+	// send are the event kinds written (Options.Events).
+	send map[string]bool
 	// queueLost counts events dropped in user space, by event name.
 	queueLostMu sync.Mutex
 	queueLost   map[string]uint64
@@ -162,7 +171,10 @@ func New(opts Options) (*Tracer, error) {
 	if opts.DrainInterval == 0 {
 		opts.DrainInterval = 50 * time.Millisecond
 	}
-	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
+	if opts.Events == nil {
+		opts.Events = DefaultEvents
+	}
+	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
 		WakeupInterval: opts.DrainInterval})
 	if err != nil {
 		return nil, err
@@ -193,6 +205,10 @@ func New(opts Options) (*Tracer, error) {
 		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
 		exited:         make(chan int, 16),
+		send:           map[string]bool{},
+	}
+	for _, k := range opts.Events {
+		t.send[k] = true
 	}
 	if opts.Goroutines {
 		if t.gr, err = goroutines.Load(np.Targets()); err != nil {
@@ -290,6 +306,11 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		} else if t.opts.Stacks {
 			v.Stacks = 1
 		}
+	}
+	// Connections accepted before attach, so their idle waits are known
+	// as idle; the accept4 hook marks the later ones.
+	if err := t.netpoll.SeedAccepted(uint32(pid), proc.AcceptedFDs(pid)); err != nil {
+		return nil, err
 	}
 	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
@@ -400,6 +421,7 @@ type RunOptions struct {
 // the last target exits). On the way out it writes what the kernel had
 // already produced, then a detached event per remaining target.
 func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
+	sink = filterSink{Sink: sink, send: t.send}
 	readers, stopReaders := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range t.streams {
