@@ -36,6 +36,8 @@ func daemon(args []string) error {
 		ovEvery = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
 		events  = fs.String("events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
 		waits   = fs.String("waits", "in_request", "netpoll waits to write: in_request or all (idle ones too)")
+		summary = fs.Duration("summary-interval", 10*time.Second, "write a summary event per target this often (0: never)")
+		maxRate = fs.Int("max-events-per-sec", 100, "write at most this many events per second per target; the excess is counted in the summary (0: no limit)")
 		mAddr   = fs.String("metrics-addr", "127.0.0.1:9464", "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; loopback unless told otherwise)")
 	)
 	if err := parseFlags(fs, args, "gonetscope daemon [flags]"); err != nil {
@@ -76,7 +78,8 @@ func daemon(args []string) error {
 	}
 
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
-		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery, Events: kinds, IdleWaits: idle})
+		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovEvery, Events: kinds, IdleWaits: idle,
+		SummaryInterval: summaryInterval(*summary), MaxEventsPerSec: *maxRate})
 	if err != nil {
 		return err
 	}

@@ -80,6 +80,15 @@ func (p *pidList) Set(s string) error {
 	return nil
 }
 
+// summaryInterval maps --summary-interval to Options.SummaryInterval,
+// where 0 means the default.
+func summaryInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
 // parseWaits reads --waits: whether idle waits are written too.
 func parseWaits(s string) (bool, error) {
 	switch s {
@@ -117,6 +126,8 @@ func trace(args []string) error {
 		ovfEvery    = fs.Duration("overflow-interval", 100*time.Millisecond, "how often listeners' accept-queue drops are sampled (listen_overflow)")
 		events      = fs.String("events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
 		waits       = fs.String("waits", "in_request", "netpoll waits to write: in_request (waits in the middle of work) or all (idle ones too: a server connection waiting for the next request, an accept waiting for a client)")
+		summary     = fs.Duration("summary-interval", 10*time.Second, "write a summary event per target this often (0: never)")
+		maxRate     = fs.Int("max-events-per-sec", 100, "write at most this many events per second per target; the excess is counted in the summary (0: no limit)")
 		pollEvery   = fs.Duration("poll-interval", time.Second, "how often lost counters are read (and target liveness checked where the kernel has no pidfd)")
 		costStage   = fs.String("bench-cost-stage", "", "make bench only: run the netpoll programs only up to dispatch, filter, goid or records")
 		wakeupEach  = fs.Bool("bench-wakeup-each", false, "make bench only: wake the reader on every ring buffer record (the kernel's default)")
@@ -178,7 +189,8 @@ func trace(args []string) error {
 	}
 	tr, err := tracer.New(tracer.Options{MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBuf), Stacks: *stacks,
 		Goroutines: *grs, GoroutineInterval: *grEvery, OverflowInterval: *ovfEvery, PollInterval: *pollEvery,
-		CostStage: stage, WakeupEach: *wakeupEach, Events: kinds, IdleWaits: idle})
+		CostStage: stage, WakeupEach: *wakeupEach, Events: kinds, IdleWaits: idle,
+		SummaryInterval: summaryInterval(*summary), MaxEventsPerSec: *maxRate})
 	if err != nil {
 		return err
 	}

@@ -96,43 +96,47 @@ type fact struct {
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
 type ev struct {
-	Event        string            `json:"event"`
-	Time         string            `json:"time"`
-	PID          uint32            `json:"pid"`
-	TID          uint32            `json:"tid"`
-	Comm         string            `json:"comm"`
-	Goid         *uint64           `json:"goid"`
-	FD           int32             `json:"fd"`
-	ListenFD     int32             `json:"listen_fd"`
-	Mode         string            `json:"mode"`
-	Kind         string            `json:"kind"`
-	LAddr        string            `json:"laddr"`
-	LPort        uint16            `json:"lport"`
-	RAddr        string            `json:"raddr"`
-	RPort        uint16            `json:"rport"`
-	HandshakeNs  uint64            `json:"handshake_ns"`
-	Result       string            `json:"result"`
-	QueueWaitNs  *uint64           `json:"queue_wait_ns"`
-	Backlog      *uint32           `json:"backlog"`
-	BacklogMax   uint32            `json:"backlog_max"`
-	WaitNs       uint64            `json:"wait_ns"`
-	IoWaitNs     uint64            `json:"io_wait_ns"`
-	SchedDelayNs uint64            `json:"sched_delay_ns"`
-	ReadySeen    bool              `json:"ready_seen"`
-	BlockNs      uint64            `json:"block_ns"`
-	Hooks        map[string]string `json:"hooks"`
-	GoVersion    string            `json:"go_version"`
-	Exe          string            `json:"exe"`
-	OffsetsFrom  string            `json:"offsets_from"`
-	Limits       []string          `json:"limits"`
-	Reason       string            `json:"reason"`
-	Count        uint64            `json:"count"`
-	Stream       string            `json:"stream"`
-	LostEvent    string            `json:"lost_event"`
-	Errno        string            `json:"errno"`
-	OpenFDs      int               `json:"open_fds"`
-	FDLimit      uint64            `json:"fd_limit"`
-	Stack        []frame           `json:"stack"`
+	Event    string  `json:"event"`
+	Time     string  `json:"time"`
+	PID      uint32  `json:"pid"`
+	TID      uint32  `json:"tid"`
+	Comm     string  `json:"comm"`
+	Goid     *uint64 `json:"goid"`
+	FD       int32   `json:"fd"`
+	ListenFD int32   `json:"listen_fd"`
+	Mode     string  `json:"mode"`
+	Kind     string  `json:"kind"`
+	// summary's
+	Waits        map[string]struct{ Count uint64 } `json:"waits"`
+	Written      map[string]uint64                 `json:"written"`
+	Suppressed   map[string]uint64                 `json:"suppressed"`
+	LAddr        string                            `json:"laddr"`
+	LPort        uint16                            `json:"lport"`
+	RAddr        string                            `json:"raddr"`
+	RPort        uint16                            `json:"rport"`
+	HandshakeNs  uint64                            `json:"handshake_ns"`
+	Result       string                            `json:"result"`
+	QueueWaitNs  *uint64                           `json:"queue_wait_ns"`
+	Backlog      *uint32                           `json:"backlog"`
+	BacklogMax   uint32                            `json:"backlog_max"`
+	WaitNs       uint64                            `json:"wait_ns"`
+	IoWaitNs     uint64                            `json:"io_wait_ns"`
+	SchedDelayNs uint64                            `json:"sched_delay_ns"`
+	ReadySeen    bool                              `json:"ready_seen"`
+	BlockNs      uint64                            `json:"block_ns"`
+	Hooks        map[string]string                 `json:"hooks"`
+	GoVersion    string                            `json:"go_version"`
+	Exe          string                            `json:"exe"`
+	OffsetsFrom  string                            `json:"offsets_from"`
+	Limits       []string                          `json:"limits"`
+	Reason       string                            `json:"reason"`
+	Count        uint64                            `json:"count"`
+	Stream       string                            `json:"stream"`
+	LostEvent    string                            `json:"lost_event"`
+	Errno        string                            `json:"errno"`
+	OpenFDs      int                               `json:"open_fds"`
+	FDLimit      uint64                            `json:"fd_limit"`
+	Stack        []frame                           `json:"stack"`
 	// goroutines, goroutine_leak
 	Live        int64    `json:"live"`
 	Sites       []gsite  `json:"sites"`
@@ -696,7 +700,7 @@ func TestBadInput(t *testing.T) {
 func TestLostIsCounted(t *testing.T) {
 	const reads = 100000
 	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
-		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096"})
+		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096", "--max-events-per-sec", "0"})
 	flood := r.factsOf("flood")
 	if len(flood) != 1 || flood[0].Reads != reads {
 		t.Fatalf("target's flood report: %+v", flood)
@@ -720,6 +724,35 @@ func TestLostIsCounted(t *testing.T) {
 	}
 	if uint64(delivered)+lost != reads-1 {
 		t.Errorf("delivered %d + lost %d != %d waits", delivered, lost, reads-1)
+	}
+}
+
+// TestRateLimit: over --max-events-per-sec, events are not written but
+// counted in the summary, and the summary's wait counts (from the
+// histograms) include them: nothing goes missing silently.
+func TestRateLimit(t *testing.T) {
+	const reads = 2000
+	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
+		[]string{"--min-wait", "0", "--max-events-per-sec", "10", "--summary-interval", "1h"})
+	delivered := uint64(len(r.of("netpoll_wait")))
+	var suppressed, waits uint64
+	sums := r.of("summary")
+	for _, e := range sums {
+		suppressed += e.Suppressed["netpoll_wait"]
+		waits += e.Waits["read"].Count
+	}
+	t.Logf("%d flood reads: %d netpoll_wait written, %d suppressed, %d summaries", reads, delivered, suppressed, len(sums))
+	if len(sums) != 1 {
+		t.Fatalf("want one summary (at detach, with --summary-interval 1h), got %d", len(sums))
+	}
+	if suppressed == 0 || delivered > 30 {
+		t.Errorf("a limit of 10/s let %d events through and suppressed %d", delivered, suppressed)
+	}
+	if delivered+suppressed != reads-1 {
+		t.Errorf("written %d + suppressed %d != %d waits", delivered, suppressed, reads-1)
+	}
+	if waits != reads-1 {
+		t.Errorf("summary counts %d read waits, want %d", waits, reads-1)
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-
-	"github.com/gonetscope/gonetscope/pkg/event"
 )
 
 // EventKinds are the event types that Options.Events (--events) chooses
@@ -36,21 +34,4 @@ func ParseEvents(s string) ([]string, error) {
 		kinds = append(kinds, k)
 	}
 	return kinds, nil
-}
-
-// filterSink drops the event kinds that were not chosen.
-type filterSink struct {
-	Sink
-	send map[string]bool
-}
-
-func (f filterSink) Write(ev event.Event) error {
-	switch name := ev.Head().Event; name {
-	case "attached", "detached", "lost":
-	default:
-		if !f.send[name] {
-			return nil
-		}
-	}
-	return f.Sink.Write(ev)
 }

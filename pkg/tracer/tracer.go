@@ -68,6 +68,13 @@ type Options struct {
 	// Events are the event kinds written (see EventKinds); nil:
 	// DefaultEvents.
 	Events []string
+	// SummaryInterval is how often each target's summary event is
+	// written. Zero: 10s; negative: never.
+	SummaryInterval time.Duration
+	// MaxEventsPerSec limits the events written per target (a token
+	// bucket holding one second's worth); the excess is counted in the
+	// summary. Zero: no limit.
+	MaxEventsPerSec int
 	// IdleWaits sends idle netpoll waits too (--waits all): a server
 	// connection waiting for its client's next request, an accept finding
 	// no connection. They count in the histograms either way.
@@ -100,6 +107,9 @@ type Tracer struct {
 	queue chan item
 	// send are the event kinds written (Options.Events).
 	send map[string]bool
+	// streamsByPID is each target's rate limit and summary counts; only
+	// Run's goroutine uses it.
+	streamsByPID map[uint32]*perTarget
 	// queueLost counts events dropped in user space, by event name.
 	queueLostMu sync.Mutex
 	queueLost   map[string]uint64
@@ -168,6 +178,9 @@ func New(opts Options) (*Tracer, error) {
 	if opts.OverflowInterval == 0 {
 		opts.OverflowInterval = 100 * time.Millisecond
 	}
+	if opts.SummaryInterval == 0 {
+		opts.SummaryInterval = 10 * time.Second
+	}
 	if opts.DrainInterval == 0 {
 		opts.DrainInterval = 50 * time.Millisecond
 	}
@@ -206,6 +219,7 @@ func New(opts Options) (*Tracer, error) {
 		wake:           make(chan struct{}, 1),
 		exited:         make(chan int, 16),
 		send:           map[string]bool{},
+		streamsByPID:   map[uint32]*perTarget{},
 	}
 	for _, k := range opts.Events {
 		t.send[k] = true
@@ -421,7 +435,7 @@ type RunOptions struct {
 // the last target exits). On the way out it writes what the kernel had
 // already produced, then a detached event per remaining target.
 func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
-	sink = filterSink{Sink: sink, send: t.send}
+	sink = limitSink{Sink: sink, t: t}
 	readers, stopReaders := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range t.streams {
@@ -442,6 +456,12 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 	defer tick.Stop()
 	overflowTick := time.NewTicker(t.opts.OverflowInterval)
 	defer overflowTick.Stop()
+	var summaryTick <-chan time.Time
+	if t.opts.SummaryInterval > 0 {
+		st := time.NewTicker(t.opts.SummaryInterval)
+		defer st.Stop()
+		summaryTick = st.C
+	}
 	var (
 		held      []event.Event // control events waiting for a flush
 		flushing  int           // readers yet to hand over their ring buffer
@@ -465,6 +485,10 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 		case <-overflowTick.C:
 			if err := t.sampleOverflow(sink); err != nil {
 				return err
+			}
+		case <-summaryTick:
+			if err := t.writeSummaries(sink); err != nil {
+				return fmt.Errorf("writing event: %w", err)
 			}
 		case <-tick.C:
 			t.reapExited()
@@ -501,11 +525,17 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 			}
 			if flushing == 0 {
 				for _, ev := range held {
+					if d, ok := ev.(*event.Detached); ok && t.opts.SummaryInterval > 0 {
+						if err := t.writeLastSummary(sink, d); err != nil {
+							return fmt.Errorf("writing event: %w", err)
+						}
+					}
 					if err := sink.Write(ev); err != nil {
 						return fmt.Errorf("writing event: %w", err)
 					}
 					if d, ok := ev.(*event.Detached); ok {
 						t.forgetSymbols(int(d.PID))
+						delete(t.streamsByPID, d.PID)
 						for id := range t.acceptStacks {
 							if id.pid == d.PID {
 								delete(t.acceptStacks, id)
