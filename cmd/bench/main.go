@@ -40,7 +40,7 @@ import (
 
 var (
 	rate       = flag.Int("rate", 5000, "requests per second")
-	duration   = flag.Duration("duration", 5*time.Second, "load per measurement")
+	duration   = flag.Duration("duration", 4*time.Second, "load per measurement")
 	rounds     = flag.Int("rounds", 3, "rounds; modes are interleaved within each")
 	gonetscope = flag.String("gonetscope", "bin/gonetscope", "gonetscope binary")
 	server     = flag.String("server", "bin/benchserver", "benchmark server binary")
@@ -77,6 +77,7 @@ func main() {
 func run() error {
 	untraced := func(int) (int, func() error, error) { return 0, func() error { return nil }, nil }
 	quiet := []string{"--min-wait", "1h"} // no netpoll_wait or epoll_wait sent
+	everything := []string{"--waits", "all", "--min-wait", "0", "--events", "all", "--max-events-per-sec", "0"}
 	modes := []mode{
 		{"untraced", "both", untraced},
 		{"dispatch: netpoll programs attached, empty", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
@@ -87,8 +88,8 @@ func run() error {
 		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
 		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
 		{"gonetscope (defaults)", "both", gonetscopeMode(*gonetscope)},
-		{"gonetscope --min-wait 0, a wake-up per record (old ring buffer)", "cost", gonetscopeMode(*gonetscope, "--min-wait", "0", "--bench-wakeup-each")},
-		{"gonetscope --min-wait 0 (every wait sent)", "both", gonetscopeMode(*gonetscope, "--min-wait", "0")},
+		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
+		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 	}
 	if *before != "" {
 		modes = append(modes,
