@@ -20,6 +20,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -34,6 +35,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -58,11 +60,23 @@ type mode struct {
 	start func(pid int) (tracer int, stop func() error, err error)
 }
 
+// lineCounter counts the lines gonetscope writes.
+type lineCounter struct{ n atomic.Int64 }
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n.Add(int64(bytes.Count(p, []byte("\n"))))
+	return len(p), nil
+}
+
+// lines counts what the current mode's gonetscope writes; load reads it.
+var lines lineCounter
+
 type result struct {
 	rps, p50, p99, cpuPerReq float64 // req/s, ms, ms, µs
 	tracerCPU                float64 // ms of CPU per second of load
 	tracerCS                 float64 // context switches per second
 	getppid, readZero        float64 // ns per call in this untraced process
+	linesPerSec              float64 // lines gonetscope wrote per second of load
 	errors                   int
 }
 
@@ -252,7 +266,7 @@ func gonetscopeMode(bin string, flags ...string) func(int) (int, func() error, e
 		ready := filepath.Join(dir, "ready")
 		args := append([]string{"trace", "--pid", strconv.Itoa(pid), "--ready-file", ready}, flags...)
 		cmd := exec.Command(bin, args...)
-		cmd.Stdout = io.Discard
+		cmd.Stdout = &lines
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
 			return 0, nil, err
@@ -334,7 +348,7 @@ func load(url string, pid, tracer int) (result, error) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
-	cpu0, tcpu0, tcs0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer)
+	cpu0, tcpu0, tcs0, lines0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer), lines.n.Load()
 	start := time.Now()
 	const tick = time.Millisecond
 	sent := 0
@@ -374,6 +388,7 @@ loop:
 	elapsed := time.Since(start)
 	cpu := cpuNs(pid) - cpu0
 	tcpu, tcs := cpuNs(tracer)-tcpu0, ctxSwitches(tracer)-tcs0
+	nlines := lines.n.Load() - lines0
 	slices.Sort(latencies)
 	if len(latencies) == 0 {
 		return result{}, errors.New("no request succeeded")
@@ -382,13 +397,14 @@ loop:
 		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
 	}
 	return result{
-		rps:       float64(len(latencies)) / elapsed.Seconds(),
-		p50:       pct(0.50),
-		p99:       pct(0.99),
-		cpuPerReq: float64(cpu) / 1e3 / float64(len(latencies)),
-		tracerCPU: float64(tcpu) / 1e6 / elapsed.Seconds(),
-		tracerCS:  float64(tcs) / elapsed.Seconds(),
-		errors:    errs,
+		rps:         float64(len(latencies)) / elapsed.Seconds(),
+		p50:         pct(0.50),
+		p99:         pct(0.99),
+		cpuPerReq:   float64(cpu) / 1e3 / float64(len(latencies)),
+		tracerCPU:   float64(tcpu) / 1e6 / elapsed.Seconds(),
+		tracerCS:    float64(tcs) / elapsed.Seconds(),
+		linesPerSec: float64(nlines) / elapsed.Seconds(),
+		errors:      errs,
 	}, nil
 }
 
@@ -472,8 +488,8 @@ func report(modes []mode, results map[string][]result, attach attachResult, load
 		fmt.Fprintf(&b, " \"before\" is gonetscope built from %s, the code before the overhead work (issue 12), in the same run.", *beforeRev)
 	}
 	fmt.Fprintf(&b, "\n\n")
-	fmt.Fprintln(&b, "| mode | throughput | p50 | p99 | server CPU per request | gonetscope's own CPU | errors |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(&b, "| mode | throughput | p50 | p99 | server CPU per request | gonetscope's own CPU | lines/s | errors |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	base := results[modes[0].name]
 	med := func(rs []result, f func(result) float64) float64 { return median(rs, f) }
 	var (
@@ -495,13 +511,16 @@ func report(modes []mode, results map[string][]result, attach attachResult, load
 		for _, r := range rs {
 			errs += r.errors
 		}
-		own := ""
+		own, nl := "", ""
 		if m.name != modes[0].name {
 			own = fmt.Sprintf("%.1f ms/s", med(rs, tcpu))
+			if strings.Contains(m.name, "gonetscope") {
+				nl = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.linesPerSec }))
+			}
 		}
-		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %s | %d |\n",
+		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %s | %s | %d |\n",
 			m.name, med(rs, rps), 100*ratio(rs, base, rps), med(rs, p50), ratio(rs, base, p50), med(rs, p99), ratio(rs, base, p99),
-			med(rs, cpu), ratio(rs, base, cpu), own, errs)
+			med(rs, cpu), ratio(rs, base, cpu), own, nl, errs)
 	}
 
 	fmt.Fprintf(&b, "\n## Cost table\n\n%s\n\n", costMethod)
@@ -564,8 +583,9 @@ process on the host pays.`
 
 const method = `A Go net/http server (cmd/benchserver) on loopback under an open-loop,
 fixed-rate load of keep-alive requests from cmd/bench on the same machine.
-"Server CPU per request" is the server's utime+stime over the measurement
-divided by the requests served: it is what tracing adds to the traced
-process (probe handlers run in its context). Throughput at a fixed rate
+"Server CPU per request" is the on-CPU time of all the server's threads
+(/proc/PID/task/*/schedstat) over the measurement divided by the requests
+served: it is what tracing adds to the traced process (probe handlers run
+in its context). "lines/s" is what gonetscope wrote, summaries included. Throughput at a fixed rate
 shows whether the server kept up; latency percentiles include the load
 generator, which shares the machine's cores.`
