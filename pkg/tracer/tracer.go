@@ -456,6 +456,15 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 	defer tick.Stop()
 	overflowTick := time.NewTicker(t.opts.OverflowInterval)
 	defer overflowTick.Stop()
+	// Goroutine counts are due every GoroutineInterval per target (since
+	// its attach), which can be shorter than the poll's: check five times
+	// an interval.
+	var goroutineTick <-chan time.Time
+	if t.gr != nil {
+		gt := time.NewTicker(max(t.opts.GoroutineInterval/5, 10*time.Millisecond))
+		defer gt.Stop()
+		goroutineTick = gt.C
+	}
 	var summaryTick <-chan time.Time
 	if t.opts.SummaryInterval > 0 {
 		st := time.NewTicker(t.opts.SummaryInterval)
@@ -495,6 +504,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 			if err := t.reportLost(sink); err != nil {
 				return err
 			}
+		case <-goroutineTick:
 			if err := t.goroutineTick(sink); err != nil {
 				return err
 			}
