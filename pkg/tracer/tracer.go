@@ -83,6 +83,9 @@ type Options struct {
 	// netpoll.Options); zero values run everything, batching wake-ups.
 	CostStage  netpoll.CostStage
 	WakeupEach bool
+	// noExitWatch leaves exits to the poll (TestPIDReuse keeps a dead
+	// target attached to test the kernel's start-time check).
+	noExitWatch bool
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -346,7 +349,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		tg.exe = exe
 	}
 	t.attachGoroutines(tg)
-	tg.exit = watchExit(p, t.exited)
+	if !t.opts.noExitWatch {
+		tg.exit = watchExit(p, t.exited)
+	}
 	t.targets[pid] = tg
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", p),
