@@ -26,6 +26,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 var (
@@ -430,7 +432,17 @@ func TestEvents(t *testing.T) {
 	}
 }
 
+// featureLimits leaves out of an attached event's limits the note that
+// the netpoll hooks are costly syscall tracepoints (on every kernel, for
+// now): what is left are features switched off for the target.
+func featureLimits(limits []string) []string {
+	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool { return l == tracer.SyscallTracepointLimit })
+}
+
 func checkAttached(t *testing.T, r traceRun, hooks string) {
+	if a := r.of("attached"); len(a) == 1 && !slices.Contains(a[0].Limits, tracer.SyscallTracepointLimit) {
+		t.Errorf("attached limits %q do not say that the netpoll hooks are syscall tracepoints", a[0].Limits)
+	}
 	a := r.of("attached")
 	if len(a) != 1 {
 		t.Fatalf("want one attached event, got %d", len(a))

@@ -360,10 +360,27 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 		OffsetsFrom: bin.OffsetsFrom,
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
-		Limits:      bin.Limits,
+		Limits:      t.limits(bin.Limits),
 	}
 	t.queueControl(ev)
 	return ev, nil
+}
+
+// SyscallTracepointLimit is the attached event's limits entry while the
+// netpoll hooks are syscall tracepoints: the costly fallback, and today
+// the only netpoll path on every kernel.
+const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoints (nothing cheaper is built for this kernel yet): " +
+	"while anything is traced, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT), " +
+	"and every read, write, accept4, connect, close and epoll_pwait on the host pays a tracepoint dispatch and the PID filter"
+
+// limits is what the attached event lists as switched off or costly for
+// a target: the binary's limits, and the hook fallback's cost.
+func (t *Tracer) limits(bin []string) []string {
+	out := slices.Clone(bin)
+	if t.hooks["netpoll"] == "tracepoint" {
+		out = append(out, SyscallTracepointLimit)
+	}
+	return out
 }
 
 // Detach stops tracing pid now; its detached event follows the events the
