@@ -71,18 +71,25 @@ test-kernel-%: kernel-payload
 # run in `make test`.)
 
 # Overhead benchmarks (root), written to BENCHMARKS.md: a Go HTTP server under
-# fixed-rate load, untraced vs gonetscope vs bpftrace uprobes, plus the
-# pkg/tracer microbenchmarks (built with -c so the test binary keeps its
-# DWARF: they trace their own process).
+# fixed-rate load, untraced vs gonetscope vs bpftrace uprobes, the cost
+# table, plus the pkg/tracer microbenchmarks (built with -c so the test
+# binary keeps its DWARF: they trace their own process). BENCH_BEFORE is
+# the revision measured side by side as "before" (the code before the
+# overhead work, issue 12); empty skips it.
+BENCH_BEFORE ?= 3ec18f4
 bench: build tracefs
 	@command -v bpftrace >/dev/null || (apt-get update -qq && apt-get install -y -qq bpftrace)
 	$(GO) build -o $(BIN)/bench ./cmd/bench
+	rm -rf .cache/before
+	if [ -n "$(BENCH_BEFORE)" ]; then mkdir -p .cache/before && git archive $(BENCH_BEFORE) | tar -x -C .cache/before && \
+		cd .cache/before && $(GO) build -o ../../$(BIN)/gonetscope-before ./cmd/gonetscope; fi
 	$(GO) build -o $(BIN)/benchserver ./cmd/benchserver
 	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
-	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 1s -test.count 3 | tee ../../$(BIN)/microbench.txt
+	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 500ms -test.count 3 | tee ../../$(BIN)/microbench.txt
 	$(GO) test -c -o $(BIN)/gonetscope.test ./cmd/gonetscope
 	cd cmd/gonetscope && ../../$(BIN)/gonetscope.test -test.run '^$$' -test.bench GoroutineCreation -test.benchtime 3x | tee -a ../../$(BIN)/microbench.txt
-	$(BIN)/bench -gonetscope $(BIN)/gonetscope -server $(BIN)/benchserver -extra $(BIN)/microbench.txt -o BENCHMARKS.md
+	$(BIN)/bench -gonetscope $(BIN)/gonetscope -server $(BIN)/benchserver -extra $(BIN)/microbench.txt -o BENCHMARKS.md \
+		$(if $(BENCH_BEFORE),-before $(BIN)/gonetscope-before -before-rev $(BENCH_BEFORE))
 
 # Regenerate headers/vmlinux.h from the running kernel's BTF and the bpf2go
 # output (needs clang, llvm-strip, bpftool).

@@ -29,6 +29,134 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 /* Go's netpoll reads at most 128 events per epoll_pwait. */
 #define MAX_EPOLL_EVENTS 128
 
+/* The PID filter every program here runs first: one bit per PID, set by
+ * user space beside the `targets` entry (pkg/netpoll AddTarget). Words
+ * cover PID_MAX_LIMIT (4M on 64-bit). An array lookup is inlined by the
+ * verifier: no helper call and no hashing, and a process that is not
+ * traced pays it before any register or memory read. */
+#define PID_WORDS (4194304 / 64)
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} traced_pids SEC(".maps");
+
+static __always_inline bool traced(__u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *w = bpf_map_lookup_elem(&traced_pids, &word);
+	return w && (*w & (1ULL << (tgid & 63)));
+}
+
+/* make bench's cost table only (cmd/bench): how much of each program
+ * runs, so each part's cost can be measured alone. Set before load; the
+ * verifier drops the code a stage cuts off. COST_ALL in normal use. Each
+ * stage includes the ones before it. */
+enum cost_stage {
+	COST_ALL = 0,
+	COST_DISPATCH = 1, /* programs attached, return at once */
+	COST_FILTER = 2,   /* + the PID filter */
+	COST_GOID = 3,     /* + target lookup, goroutine read and validation at each park */
+	COST_RECORDS = 4,  /* + park/ready/resume records and histograms; no epoll events scan */
+};
+const volatile __u32 cost = COST_ALL;
+
+/* Whether a wait is worth a human's look. WAIT_IDLE: a server connection
+ * waiting for the client's next request (a read on an accepted connection
+ * that has received nothing yet, or whose last data went out after the
+ * last data came in), or an accept finding the queue empty.
+ * WAIT_IN_REQUEST: everything else (a partial request, a downstream call's
+ * response, a write, a connect). */
+enum wait_kind {
+	WAIT_IN_REQUEST = 0,
+	WAIT_IDLE = 1,
+};
+
+/* A park record's mode carries PARK_IDLE for an idle wait. struct park is
+ * shared with overflow.bpf.c, which compares mode with MODE_ACCEPT only;
+ * accept parks never carry the flag (their kind follows from the mode). */
+#define PARK_IDLE 0x80
+
+/* The target's accepted connections, by (pid, fd): their struct sock, or 0
+ * until the first park looks it up. Added at accept4 and, for connections
+ * accepted before attach, by user space (pkg/netpoll SeedAccepted);
+ * removed at close. */
+struct conn_key {
+	__u32 pid;
+	__s32 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u64);
+} accepted_fds SEC(".maps");
+
+/* A read about to park on fd: is it the idle wait of a server connection?
+ * Jiffies resolution: a partial request that arrives in the same jiffy
+ * as the previous response went out counts as idle. */
+static __always_inline bool idle_read(__u32 pid, __s32 fd)
+{
+	struct conn_key k = {.pid = pid, .fd = fd};
+	__u64 *skp = bpf_map_lookup_elem(&accepted_fds, &k);
+	if (!skp)
+		return false;
+	struct sock *sk = (struct sock *)*skp;
+	if (!sk) {
+		sk = tcp_sock_of(sock_from_fd(fd));
+		if (!sk || !is_tcp(sk))
+			return false;
+		*skp = (__u64)sk;
+	}
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	if (BPF_CORE_READ(tp, bytes_received) == 0)
+		return true; /* before the first request */
+	__u32 sent = BPF_CORE_READ(tp, lsndtime);
+	__u32 rcvd = BPF_CORE_READ(&tp->inet_conn, icsk_ack.lrcvtime);
+	return (__s32)(sent - rcvd) >= 0;
+}
+
+/* Which events are sent to user space: bit (1 << enum event_type). Set
+ * from --events before load; waits not sent still count in the
+ * histograms. */
+const volatile __u32 send_events = (1 << EVENT_NETPOLL_WAIT);
+/* 1: idle netpoll waits are sent too (--waits all). */
+const volatile __u32 send_idle = 0;
+
+/* Ring buffer notification. By default a submit wakes the reader only
+ * when it last did so wakeup_interval_ns ago or more, or when wakeup_bytes
+ * are waiting; other submits use BPF_RB_NO_WAKEUP. The reader (pkg/tracer)
+ * drains once more wakeup_interval_ns after it is woken, which collects
+ * every record submitted without a wake-up (each came less than an
+ * interval after the last wake-up), and blocks with no timer once a drain
+ * finds nothing. So a lone event is read at once, a stream costs at most
+ * one wake-up per interval, and an idle tracer none. wakeup_each = 1 is
+ * the kernel's default instead, a wake-up (irq_work) whenever the reader
+ * has caught up: nearly every record under a steady trickle (make bench's
+ * cost table). */
+const volatile __u32 wakeup_each = 0;
+const volatile __u64 wakeup_bytes = 256 << 10;
+const volatile __u64 wakeup_interval_ns = 50000000;
+__u64 last_wakeup_ns = 0;
+
+static __always_inline void submit(void *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (wakeup_each) {
+		flags = 0;
+	} else {
+		__u64 now = bpf_ktime_get_ns();
+		if (now - last_wakeup_ns >= wakeup_interval_ns ||
+		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
+			last_wakeup_ns = now;
+			flags = BPF_RB_FORCE_WAKEUP;
+		}
+	}
+	bpf_ringbuf_submit(e, flags);
+}
+
 struct netpoll_wait_event {
 	struct event_header hdr;
 	struct addrs addrs;
@@ -39,7 +167,8 @@ struct netpoll_wait_event {
 	__u32 park_tid;       /* the thread the goroutine parked on */
 	__u8 mode;            /* enum mode */
 	__u8 ready_seen;      /* the netpoller reported the fd; else woken otherwise (deadline) */
-	__u8 _pad[6];
+	__u8 kind;            /* enum wait_kind */
+	__u8 _pad[5];
 	struct user_stack stack; /* at the resume, with --stacks */
 };
 
@@ -69,16 +198,26 @@ struct {
 /* Step 1: a syscall on a socket said "would block"; the goroutine is about to park. */
 static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir dir, enum mode mode)
 {
-	long ret = ctx->ret;
-	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
+	if (cost == COST_DISPATCH)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	long ret = ctx->ret;
+	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
+		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
+		__u64 sk = 0;
+		bpf_map_update_elem(&accepted_fds, &k, &sk, BPF_ANY);
+		return 0;
+	}
+	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
+		return 0;
 	struct target *t = lookup_target(pid_tgid >> 32);
 	if (!t)
 		return 0;
 	struct event_header h = {};
 	read_goid(t, (__u32)pid_tgid, &h);
-	if (!h.goid_ok)
+	if (!h.goid_ok || cost == COST_GOID)
 		return 0; /* a park we cannot attribute is not worth a record */
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
@@ -91,6 +230,8 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 		.tid = (__u32)pid_tgid,
 		.mode = mode,
 	};
+	if (mode == MODE_READ && idle_read(key.pid, key.fd))
+		p.mode |= PARK_IDLE;
 	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
 	return 0;
 }
@@ -172,7 +313,11 @@ static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 
 /* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
 static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
 		.fd = (__s32)ctx->args[0],
@@ -192,6 +337,8 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
+	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
+	parked.mode &= ~PARK_IDLE;
 	__u64 wait = now - parked.t_park;
 	/* Metrics and profiles see every wait, before the --min-wait filter. */
 	__u64 io = wait, sched = 0;
@@ -203,7 +350,8 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
 	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
 	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
-	if (wait < t->min_wait_ns)
+	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
+	    (kind == WAIT_IDLE && !send_idle))
 		return 0;
 
 	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
@@ -216,6 +364,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	e->fd = key.fd;
 	e->park_tid = parked.tid;
 	e->mode = parked.mode;
+	e->kind = kind;
 	e->wait_ns = wait;
 	e->ready_seen = parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now;
 	e->io_wait_ns = io;
@@ -226,7 +375,7 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 		read_sk_addrs(sk, &e->addrs);
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	capture_stack(ctx, t, &e->hdr, &e->stack);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -273,22 +422,33 @@ RESUME_ON_ENTER(connect, DIR_WRITE)
 SEC("tracepoint/syscalls/sys_enter_close")
 int enter_close(struct trace_event_raw_sys_enter *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (!traced(pid) || cost == COST_FILTER)
+		return 0;
 	struct park_key key = {
-		.pid = bpf_get_current_pid_tgid() >> 32,
+		.pid = pid,
 		.fd = (__s32)ctx->args[0],
 		.dir = DIR_READ,
 	};
 	bpf_map_delete_elem(&parks, &key);
 	key.dir = DIR_WRITE;
 	bpf_map_delete_elem(&parks, &key);
+	struct conn_key ck = {.pid = pid, .fd = key.fd};
+	bpf_map_delete_elem(&accepted_fds, &ck);
 	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_epoll_pwait")
 int enter_epoll_pwait(struct trace_event_raw_sys_enter *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!lookup_target(pid_tgid >> 32))
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	if (!lookup_target(pid_tgid >> 32) || cost == COST_GOID)
 		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call c = {
@@ -357,7 +517,11 @@ static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 
 SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
 int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 {
+	if (cost == COST_DISPATCH)
+		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
 	if (!cp)
@@ -372,7 +536,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	long n = ctx->ret;
 	__u32 zero = 0;
 	struct epoll_events *buf = bpf_map_lookup_elem(&epoll_buf, &zero);
-	if (t->pd_fd && n > 0 && buf) {
+	if (t->pd_fd && n > 0 && buf && cost != COST_RECORDS) {
 		if (n > MAX_EPOLL_EVENTS)
 			n = MAX_EPOLL_EVENTS;
 		/* One copy of the whole array instead of one per event. */
@@ -391,7 +555,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 
 	__u64 block = now - c.t_enter;
 	hist_record(pid_tgid >> 32, HIST_EPOLL_BLOCK, 0, 0, 0, block);
-	if (block < t->min_wait_ns)
+	if (block < t->min_wait_ns || !(send_events & (1 << EVENT_EPOLL_WAIT)))
 		return 0;
 	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event, EVENT_EPOLL_WAIT);
 	if (!e)
@@ -403,7 +567,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	e->timeout_ms = c.timeout_ms;
 	e->epfd = c.epfd;
 	e->_pad = 0;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -411,5 +575,8 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused));
 const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
+const enum cost_stage *unused_cost_stage __attribute__((unused));
+const enum wait_kind *unused_wait_kind __attribute__((unused));
+const struct conn_key *unused_conn_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

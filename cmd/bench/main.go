@@ -1,19 +1,26 @@
 // Command bench is `make bench`: it measures what tracing costs a Go HTTP
-// server and writes BENCHMARKS.md.
+// server, and the rest of the host, and writes BENCHMARKS.md.
 //
 // Method: cmd/benchserver serves on loopback; an open-loop load generator
 // in this process sends a fixed rate of keep-alive requests (a fixed rate
-// is steadier than saturating a 2-core machine). Each mode — untraced,
-// gonetscope with its defaults, gonetscope with every event (--min-wait 0),
-// and the classic way (bpftrace with uprobes on the Go runtime's netpoll
-// functions) — runs once per round, the modes interleaved, and each round
-// starts a fresh server. Reported per mode: median over rounds of achieved
-// throughput, p50 and p99 latency, and the server's CPU time per request
-// (utime+stime from /proc/PID/stat), each also as a ratio to untraced.
+// is steadier than saturating a 2-core machine). Each mode runs once per
+// round, the modes interleaved, and each round starts a fresh server:
+// untraced; gonetscope with its defaults and with every wait sent
+// (--min-wait 0); the same two with the gonetscope built from -before (the
+// code before the overhead work), side by side; the classic way (bpftrace
+// with uprobes on the Go runtime's netpoll functions); and the cost table,
+// gonetscope with one more part of its hot path switched on per row
+// (--bench-cost-stage and friends). Reported per mode: median over rounds
+// of achieved throughput, p50 and p99 latency, the server's CPU time per
+// request (on-CPU time of all its threads from /proc/PID/task/*/schedstat),
+// the tracer's own CPU and context switches, and what a getppid and a
+// read of /dev/zero cost this untraced process meanwhile, each also as a
+// ratio to untraced.
 package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -28,26 +35,48 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 )
 
 var (
 	rate       = flag.Int("rate", 5000, "requests per second")
-	duration   = flag.Duration("duration", 5*time.Second, "load per measurement")
+	duration   = flag.Duration("duration", 4*time.Second, "load per measurement")
 	rounds     = flag.Int("rounds", 3, "rounds; modes are interleaved within each")
 	gonetscope = flag.String("gonetscope", "bin/gonetscope", "gonetscope binary")
 	server     = flag.String("server", "bin/benchserver", "benchmark server binary")
 	outFile    = flag.String("o", "BENCHMARKS.md", "write the report here")
 	extra      = flag.String("extra", "", "file whose contents (e.g. go test -bench output) are appended to the report")
+	before     = flag.String("before", "", "gonetscope binary built from before the overhead work, measured side by side (optional)")
+	beforeRev  = flag.String("before-rev", "", "the revision -before was built from, for the report")
 )
 
 type mode struct {
-	name  string
-	start func(pid int) (stop func() error, err error)
+	name string
+	// table: "overhead" (the headline table), "cost" (the cost table), or both.
+	table string
+	// start begins tracing pid and returns the tracer's PID (0: none).
+	start func(pid int) (tracer int, stop func() error, err error)
 }
+
+// lineCounter counts the lines gonetscope writes.
+type lineCounter struct{ n atomic.Int64 }
+
+func (c *lineCounter) Write(p []byte) (int, error) {
+	c.n.Add(int64(bytes.Count(p, []byte("\n"))))
+	return len(p), nil
+}
+
+// lines counts what the current mode's gonetscope writes; load reads it.
+var lines lineCounter
 
 type result struct {
 	rps, p50, p99, cpuPerReq float64 // req/s, ms, ms, µs
+	tracerCPU                float64 // ms of CPU per second of load
+	tracerCS                 float64 // context switches per second
+	getppid, readZero        float64 // ns per call in this untraced process
+	linesPerSec              float64 // lines gonetscope wrote per second of load
 	errors                   int
 }
 
@@ -60,12 +89,29 @@ func main() {
 }
 
 func run() error {
+	untraced := func(int) (int, func() error, error) { return 0, func() error { return nil }, nil }
+	quiet := []string{"--min-wait", "1h"} // no netpoll_wait or epoll_wait sent
+	everything := []string{"--waits", "all", "--min-wait", "0", "--events", "all", "--max-events-per-sec", "0"}
 	modes := []mode{
-		{"untraced", func(int) (func() error, error) { return func() error { return nil }, nil }},
-		{"gonetscope (defaults: --min-wait 1ms)", gonetscopeMode()},
-		{"gonetscope --min-wait 0 (every wait sent)", gonetscopeMode("--min-wait", "0")},
-		{"bpftrace, uprobes on runtime netpoll functions (classic)", bpftraceMode},
+		{"untraced", "both", untraced},
+		{"dispatch: netpoll programs attached, empty", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
+		{"+ PID filter", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "filter")...)},
+		{"+ goroutine read and validation (at parks)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "goid")...)},
+		{"+ park/ready/resume records, histograms", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "records")...)},
+		{"+ epoll events scan (everything, nothing sent)", "cost", gonetscopeMode(*gonetscope, quiet...)},
+		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
+		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
+		{"gonetscope (defaults)", "both", gonetscopeMode(*gonetscope)},
+		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
+		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 	}
+	if *before != "" {
+		modes = append(modes,
+			mode{"before: gonetscope (defaults: --min-wait 1ms)", "overhead", gonetscopeMode(*before)},
+			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")})
+	}
+	modes = append(modes, mode{"bpftrace, uprobes on runtime netpoll functions (classic)", "overhead", bpftraceMode})
+	load0 := loadavg()
 	attach, err := measureAttach()
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
@@ -77,12 +123,12 @@ func run() error {
 			if err != nil {
 				return fmt.Errorf("round %d, %s: %w", r, m.name, err)
 			}
-			fmt.Fprintf(os.Stderr, "round %d %-55s %8.0f req/s  p50 %.3fms  p99 %.3fms  cpu %.1fµs/req  errors %d\n",
-				r, m.name, res.rps, res.p50, res.p99, res.cpuPerReq, res.errors)
+			fmt.Fprintf(os.Stderr, "round %d %-66s %6.0f req/s  p50 %.3fms  p99 %.3fms  cpu %.1fµs/req  tracer %.1fms/s %.0fcs/s  getppid %.0fns read %.0fns  errors %d\n",
+				r, m.name, res.rps, res.p50, res.p99, res.cpuPerReq, res.tracerCPU, res.tracerCS, res.getppid, res.readZero, res.errors)
 			results[m.name] = append(results[m.name], res)
 		}
 	}
-	return report(modes, results, attach)
+	return report(modes, results, attach, load0, loadavg())
 }
 
 // attachResult is the daemon's attach time to a large Go binary and its RSS.
@@ -170,36 +216,66 @@ func measure(m mode) (result, error) {
 	if err != nil {
 		return result{}, fmt.Errorf("benchserver did not start: %w", err)
 	}
-	stop, err := m.start(srv.Process.Pid)
+	tracer, stop, err := m.start(srv.Process.Pid)
 	if err != nil {
 		return result{}, err
 	}
-	res, err := load("http://"+strings.TrimSpace(addr)+"/", srv.Process.Pid)
+	res, err := load("http://"+strings.TrimSpace(addr)+"/", srv.Process.Pid, tracer)
+	if err == nil {
+		res.getppid, res.readZero = syscallCosts()
+	}
 	if serr := stop(); err == nil {
 		err = serr
 	}
 	return res, err
 }
 
-func gonetscopeMode(flags ...string) func(int) (func() error, error) {
-	return func(pid int) (func() error, error) {
+// syscallCosts times getppid and a 1-byte read of /dev/zero in this
+// process, which is never traced: what the rest of the host pays while
+// the mode's tracer is loaded. Best of three batches, on one thread.
+func syscallCosts() (getppid, readZero float64) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	fd, err := syscall.Open("/dev/zero", syscall.O_RDONLY, 0)
+	if err != nil {
+		return 0, 0
+	}
+	defer syscall.Close(fd)
+	buf := make([]byte, 1)
+	const n = 100000
+	best := func(f func()) float64 {
+		b := time.Duration(1 << 62)
+		for range 3 {
+			t0 := time.Now()
+			for range n {
+				f()
+			}
+			b = min(b, time.Since(t0))
+		}
+		return float64(b.Nanoseconds()) / n
+	}
+	return best(func() { syscall.Getppid() }), best(func() { syscall.Read(fd, buf) })
+}
+
+func gonetscopeMode(bin string, flags ...string) func(int) (int, func() error, error) {
+	return func(pid int) (int, func() error, error) {
 		dir, err := os.MkdirTemp("", "bench")
 		if err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		ready := filepath.Join(dir, "ready")
 		args := append([]string{"trace", "--pid", strconv.Itoa(pid), "--ready-file", ready}, flags...)
-		cmd := exec.Command(*gonetscope, args...)
-		cmd.Stdout = io.Discard
+		cmd := exec.Command(bin, args...)
+		cmd.Stdout = &lines
 		cmd.Stderr = os.Stderr
 		if err := cmd.Start(); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		if err := waitFile(ready, 30*time.Second); err != nil {
 			cmd.Process.Kill()
-			return nil, err
+			return 0, nil, err
 		}
-		return func() error {
+		return cmd.Process.Pid, func() error {
 			defer os.RemoveAll(dir)
 			cmd.Process.Signal(os.Interrupt)
 			return cmd.Wait()
@@ -209,10 +285,10 @@ func gonetscopeMode(flags ...string) func(int) (func() error, error) {
 
 // bpftraceMode answers the same question the classic way: uprobes on the
 // runtime's netpoll wait path, counting and timing waits per thread.
-func bpftraceMode(pid int) (func() error, error) {
+func bpftraceMode(pid int) (int, func() error, error) {
 	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
 	script := fmt.Sprintf(`
 uprobe:%[1]s:"internal/poll.runtime_pollWait" /pid == %[2]d/ { @waits = count(); @start[tid] = nsecs; }
@@ -223,7 +299,7 @@ BEGIN { printf("ready\n"); }
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting bpftrace (apt-get install bpftrace): %w", err)
+		return 0, nil, fmt.Errorf("starting bpftrace (apt-get install bpftrace): %w", err)
 	}
 	lines := bufio.NewScanner(stdout)
 	for lines.Scan() && lines.Text() != "ready" { // after "Attaching 3 probes..."
@@ -231,10 +307,10 @@ BEGIN { printf("ready\n"); }
 	if lines.Err() != nil || lines.Text() != "ready" {
 		cmd.Process.Kill()
 		cmd.Wait()
-		return nil, fmt.Errorf("bpftrace did not attach: %v", lines.Err())
+		return 0, nil, fmt.Errorf("bpftrace did not attach: %v", lines.Err())
 	}
 	go io.Copy(io.Discard, stdout)
-	return func() error {
+	return cmd.Process.Pid, func() error {
 		cmd.Process.Signal(os.Interrupt)
 		cmd.Wait()
 		return nil
@@ -252,7 +328,7 @@ func waitFile(path string, limit time.Duration) error {
 
 // load sends *rate requests per second for *duration, open loop: a request
 // is sent on schedule whether or not earlier ones have returned.
-func load(url string, pid int) (result, error) {
+func load(url string, pid, tracer int) (result, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	defer tr.CloseIdleConnections()
@@ -272,7 +348,7 @@ func load(url string, pid int) (result, error) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
-	cpu0 := cpuTicks(pid)
+	cpu0, tcpu0, tcs0, lines0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer), lines.n.Load()
 	start := time.Now()
 	const tick = time.Millisecond
 	sent := 0
@@ -310,7 +386,9 @@ loop:
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
-	cpu := cpuTicks(pid) - cpu0
+	cpu := cpuNs(pid) - cpu0
+	tcpu, tcs := cpuNs(tracer)-tcpu0, ctxSwitches(tracer)-tcs0
+	nlines := lines.n.Load() - lines0
 	slices.Sort(latencies)
 	if len(latencies) == 0 {
 		return result{}, errors.New("no request succeeded")
@@ -318,26 +396,57 @@ loop:
 	pct := func(p float64) float64 {
 		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
 	}
-	ticks := float64(100) // USER_HZ
 	return result{
-		rps:       float64(len(latencies)) / elapsed.Seconds(),
-		p50:       pct(0.50),
-		p99:       pct(0.99),
-		cpuPerReq: float64(cpu) / ticks * 1e6 / float64(len(latencies)),
-		errors:    errs,
+		rps:         float64(len(latencies)) / elapsed.Seconds(),
+		p50:         pct(0.50),
+		p99:         pct(0.99),
+		cpuPerReq:   float64(cpu) / 1e3 / float64(len(latencies)),
+		tracerCPU:   float64(tcpu) / 1e6 / elapsed.Seconds(),
+		tracerCS:    float64(tcs) / elapsed.Seconds(),
+		linesPerSec: float64(nlines) / elapsed.Seconds(),
+		errors:      errs,
 	}, nil
 }
 
-// cpuTicks is utime+stime of pid in clock ticks.
-func cpuTicks(pid int) uint64 {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
+// cpuNs is the on-CPU time of all of pid's threads in ns
+// (/proc/PID/task/*/schedstat, first field): finer than the clock ticks of
+// /proc/PID/stat. Go servers and gonetscope keep their threads. 0 for pid 0.
+func cpuNs(pid int) uint64 {
+	var sum uint64
+	eachTask(pid, "schedstat", func(raw string) {
+		if f := strings.Fields(raw); len(f) > 0 {
+			n, _ := strconv.ParseUint(f[0], 10, 64)
+			sum += n
+		}
+	})
+	return sum
+}
+
+// ctxSwitches is the voluntary and involuntary context switches of all
+// of pid's threads: its wake-ups. 0 for pid 0.
+func ctxSwitches(pid int) uint64 {
+	var sum uint64
+	eachTask(pid, "status", func(raw string) {
+		for _, line := range strings.Split(raw, "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+				sum += n
+			}
+		}
+	})
+	return sum
+}
+
+func eachTask(pid int, file string, f func(string)) {
+	if pid == 0 {
+		return
 	}
-	f := strings.Fields(string(raw[strings.LastIndexByte(string(raw), ')')+1:]))
-	u, _ := strconv.ParseUint(f[11], 10, 64)
-	s, _ := strconv.ParseUint(f[12], 10, 64)
-	return u + s
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		if raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/%s", pid, t.Name(), file)); err == nil {
+			f(string(raw))
+		}
+	}
 }
 
 func median(rs []result, f func(result) float64) float64 {
@@ -349,30 +458,92 @@ func median(rs []result, f func(result) float64) float64 {
 	return v[len(v)/2]
 }
 
-func report(modes []mode, results map[string][]result, attach attachResult) error {
+// ratio is the median over rounds of mode's value divided by the same
+// round's untraced value: rounds run under different background load, so
+// each is compared with its own baseline.
+func ratio(rs, base []result, f func(result) float64) float64 {
+	v := make([]float64, 0, len(rs))
+	for i := range rs {
+		if i < len(base) && f(base[i]) > 0 {
+			v = append(v, f(rs[i])/f(base[i]))
+		}
+	}
+	if len(v) == 0 {
+		return 0
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
+func report(modes []mode, results map[string][]result, attach attachResult, load0, load1 string) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(&b, "# Benchmarks\n\nWritten by `make bench` on %s: %s, Linux %s, %d CPUs, %s.\n\n",
 		time.Now().UTC().Format("2006-01-02"), host, strings.TrimSpace(string(kernel)), runtime.NumCPU(), runtime.Version())
+	fmt.Fprintf(&b, "Load average (1, 5, 15 min) at the start: %s; at the end: %s. Above about 0.5, other jobs shared the machine's cores during the run: absolute times are then inflated and noisy, and only the ratios to the untraced baseline of the same round mean much.\n\n", load0, load1)
 	fmt.Fprintf(&b, "## Target overhead\n\n%s\n\n", method)
-	fmt.Fprintf(&b, "Load: %d req/s for %v per measurement, %d rounds, modes interleaved; medians over rounds.\n\n", *rate, *duration, *rounds)
-	fmt.Fprintln(&b, "| mode | throughput | p50 | p99 | server CPU per request | errors |")
-	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	fmt.Fprintf(&b, "Load: %d req/s for %v per measurement, %d rounds, all modes of both tables interleaved in each round; medians over rounds, ratios are medians of each round's ratio to that round's untraced run.", *rate, *duration, *rounds)
+	if *before != "" {
+		fmt.Fprintf(&b, " \"before\" is gonetscope built from %s, the code before the overhead work (issue 12), in the same run.", *beforeRev)
+	}
+	fmt.Fprintf(&b, "\n\n")
+	fmt.Fprintln(&b, "| mode | throughput | p50 | p99 | server CPU per request | gonetscope's own CPU | lines/s | errors |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	base := results[modes[0].name]
-	brps, bp50, bp99, bcpu := median(base, func(r result) float64 { return r.rps }), median(base, func(r result) float64 { return r.p50 }),
-		median(base, func(r result) float64 { return r.p99 }), median(base, func(r result) float64 { return r.cpuPerReq })
+	med := func(rs []result, f func(result) float64) float64 { return median(rs, f) }
+	var (
+		rps  = func(r result) float64 { return r.rps }
+		p50  = func(r result) float64 { return r.p50 }
+		p99  = func(r result) float64 { return r.p99 }
+		cpu  = func(r result) float64 { return r.cpuPerReq }
+		tcpu = func(r result) float64 { return r.tracerCPU }
+		tcs  = func(r result) float64 { return r.tracerCS }
+		gpp  = func(r result) float64 { return r.getppid }
+		rdz  = func(r result) float64 { return r.readZero }
+	)
 	for _, m := range modes {
+		if m.table == "cost" {
+			continue
+		}
 		rs := results[m.name]
-		rps, p50, p99, cpu := median(rs, func(r result) float64 { return r.rps }), median(rs, func(r result) float64 { return r.p50 }),
-			median(rs, func(r result) float64 { return r.p99 }), median(rs, func(r result) float64 { return r.cpuPerReq })
 		errs := 0
 		for _, r := range rs {
 			errs += r.errors
 		}
-		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %d |\n",
-			m.name, rps, 100*rps/brps, p50, p50/bp50, p99, p99/bp99, cpu, cpu/bcpu, errs)
+		own, nl := "", ""
+		if m.name != modes[0].name {
+			own = fmt.Sprintf("%.1f ms/s", med(rs, tcpu))
+			if strings.Contains(m.name, "gonetscope") {
+				nl = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.linesPerSec }))
+			}
+		}
+		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %s | %s | %d |\n",
+			m.name, med(rs, rps), 100*ratio(rs, base, rps), med(rs, p50), ratio(rs, base, p50), med(rs, p99), ratio(rs, base, p99),
+			med(rs, cpu), ratio(rs, base, cpu), own, nl, errs)
 	}
+
+	fmt.Fprintf(&b, "\n## Cost table\n\n%s\n\n", costMethod)
+	fmt.Fprintln(&b, "| mode | server CPU per request | added per request | p50 | gonetscope CPU | gonetscope context switches | untraced process: getppid | untraced process: read /dev/zero |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
+	bcpu := med(base, cpu)
+	for _, m := range modes {
+		if m.table == "overhead" {
+			continue
+		}
+		rs := results[m.name]
+		added := "—"
+		own, cs := "—", "—"
+		if m.name != modes[0].name {
+			added = fmt.Sprintf("%+.1f µs", (ratio(rs, base, cpu)-1)*bcpu)
+			own = fmt.Sprintf("%.1f ms/s", med(rs, tcpu))
+			cs = fmt.Sprintf("%.0f /s", med(rs, tcs))
+		}
+		fmt.Fprintf(&b, "| %s | %.1f µs (×%.2f) | %s | %.3f ms (×%.2f) | %s | %s | %.0f ns (×%.2f) | %.0f ns (×%.2f) |\n",
+			m.name, med(rs, cpu), ratio(rs, base, cpu), added, med(rs, p50), ratio(rs, base, p50), own, cs,
+			med(rs, gpp), ratio(rs, base, gpp), med(rs, rdz), ratio(rs, base, rdz))
+	}
+
 	slices.Sort(attach.attach)
 	fmt.Fprintf(&b, "\n## Attach\n\n`gonetscope attach` to a running %s (%.1f MB, stripped Go %s binary: offsets from the version table), through a running daemon, 5 times: median %v (min %v, max %v), including the CLI's own start. Daemon RSS while attached: %.1f MB.\n",
 		filepath.Base(attach.binary), float64(attach.size)/1e6, runtime.Version(), attach.attach[len(attach.attach)/2].Round(time.Millisecond),
@@ -387,10 +558,34 @@ func report(modes []mode, results map[string][]result, attach attachResult) erro
 	return os.WriteFile(*outFile, []byte(b.String()), 0o644)
 }
 
+func loadavg() string {
+	raw, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(raw))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], ", ")
+}
+
+const costMethod = `Where the cost goes: the same server and load, with gonetscope's hot
+path switched on one part at a time (trace --bench-cost-stage, which cuts
+each netpoll program short after that part; the verifier drops the rest).
+Each row adds one part to the row above, so the difference between two rows
+is that part's cost. The first rows send nothing (--min-wait 1h); the
+tcp programs (connects, accepts, state changes: rare on keep-alive
+connections) and the overflow sampler run in full throughout, except
+where a row says otherwise. "gonetscope CPU" and its context switches
+(all its threads, per second of load) are the daemon's own cost: the
+overflow sampler, the liveness poll and the ring-buffer readers.
+"Untraced process" is a getppid and a 1-byte read of /dev/zero timed in
+cmd/bench itself (never traced) while the mode runs: what every other
+process on the host pays.`
+
 const method = `A Go net/http server (cmd/benchserver) on loopback under an open-loop,
 fixed-rate load of keep-alive requests from cmd/bench on the same machine.
-"Server CPU per request" is the server's utime+stime over the measurement
-divided by the requests served: it is what tracing adds to the traced
-process (probe handlers run in its context). Throughput at a fixed rate
+"Server CPU per request" is the on-CPU time of all the server's threads
+(/proc/PID/task/*/schedstat) over the measurement divided by the requests
+served: it is what tracing adds to the traced process (probe handlers run
+in its context). "lines/s" is what gonetscope wrote, summaries included. Throughput at a fixed rate
 shows whether the server kept up; latency percentiles include the load
 generator, which shares the machine's cores.`

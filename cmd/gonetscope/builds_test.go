@@ -86,7 +86,7 @@ func TestTraceBuilds(t *testing.T) {
 			bin := buildNettarget(t, tc.toolchain, tc.flags...)
 			r := checkTrace(t, []string{bin}, "tracepoint", "tcp4")
 			a := r.of("attached")[0]
-			if a.OffsetsFrom != tc.offsetsFrom || len(a.Limits) != 0 {
+			if a.OffsetsFrom != tc.offsetsFrom || len(featureLimits(a.Limits)) != 0 {
 				t.Errorf("attached: offsets_from %q, limits %q; want %q and none", a.OffsetsFrom, a.Limits, tc.offsetsFrom)
 			}
 			if tc.goVersion != "" && a.GoVersion != tc.goVersion {
@@ -114,7 +114,7 @@ func TestTraceContainer(t *testing.T) {
 	// Stacks (symbols through /proc/PID/exe and /proc/PID/mem) and the
 	// goroutine uprobes (placed through /proc/PID/exe) work there too.
 	r = traceCommand(t, argv, []string{"-rounds", "1"}, []string{"--hooks", "tracepoint", "--stacks", "--goroutines"})
-	if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
+	if a := r.of("attached"); len(a) != 1 || len(featureLimits(a[0].Limits)) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
 		t.Fatalf("attached: %+v", a)
 	}
 	read := r.factsOf("read")[0]

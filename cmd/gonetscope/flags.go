@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/metrics"
@@ -14,10 +15,15 @@ import (
 // tracingFlags are the flags trace and daemon share: defined once, with
 // one help text each. Only the default of --metrics-addr differs.
 type tracingFlags struct {
-	output, hooks, metricsAddr           string
-	minWait, goroutineEvery, overflowEvy time.Duration
-	ringBufferBytes                      int
-	stacks, goroutines                   bool
+	output, hooks, metricsAddr, events, waits string
+	minWait, goroutineEvery, overflowEvy      time.Duration
+	summaryEvery, pollEvery                   time.Duration
+	ringBufferBytes, maxRate                  int
+	stacks, goroutines                        bool
+
+	// Parsed by check.
+	kinds     []string
+	idleWaits bool
 }
 
 // register defines the shared flags on fs; metricsAddr is the default of
@@ -32,6 +38,11 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.DurationVar(&f.goroutineEvery, "goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 	fs.DurationVar(&f.overflowEvy, "overflow-interval", 100*time.Millisecond, "how often listeners' accept queues are sampled (listen_overflow)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", metricsAddr, "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; e.g. 127.0.0.1:9464)")
+	fs.StringVar(&f.events, "events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
+	fs.StringVar(&f.waits, "waits", "in_request", "netpoll waits to write: in_request (waits in the middle of work) or all (idle ones too: a server connection waiting for the next request, an accept waiting for a client)")
+	fs.DurationVar(&f.summaryEvery, "summary-interval", 10*time.Second, "write a summary event per target this often (0: never)")
+	fs.IntVar(&f.maxRate, "max-events-per-sec", 100, "write at most this many events per second per target; the excess is counted in the summary (0: no limit)")
+	fs.DurationVar(&f.pollEvery, "poll-interval", time.Second, "how often lost counters are read (and target liveness checked where the kernel has no pidfd)")
 }
 
 // check refuses bad values, and a machine gonetscope cannot run on, before
@@ -43,6 +54,16 @@ func (f *tracingFlags) check() error {
 	if f.overflowEvy <= 0 {
 		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", f.overflowEvy)
 	}
+	if f.pollEvery <= 0 {
+		return fmt.Errorf("--poll-interval %v: give a positive duration such as 1s", f.pollEvery)
+	}
+	var err error
+	if f.kinds, err = tracer.ParseEvents(f.events); err != nil {
+		return err
+	}
+	if f.idleWaits, err = parseWaits(f.waits); err != nil {
+		return err
+	}
 	if f.metricsAddr != "" {
 		if err := metrics.CheckAddr(f.metricsAddr); err != nil {
 			return err
@@ -52,8 +73,9 @@ func (f *tracingFlags) check() error {
 }
 
 // open opens --output (stdout, or a file, returned to be reopened) and
-// loads the tracer; closeAll releases both.
-func (f *tracingFlags) open() (sink tracer.Sink, file *output.File, tr *tracer.Tracer, closeAll func(), err error) {
+// loads the tracer, with the options the flags give and then what tune
+// changes; closeAll releases both.
+func (f *tracingFlags) open(tune ...func(*tracer.Options)) (sink tracer.Sink, file *output.File, tr *tracer.Tracer, closeAll func(), err error) {
 	sink = output.NewJSON(os.Stdout)
 	if f.output != "-" {
 		if file, err = output.OpenFile(f.output); err != nil {
@@ -61,8 +83,14 @@ func (f *tracingFlags) open() (sink tracer.Sink, file *output.File, tr *tracer.T
 		}
 		sink = file
 	}
-	tr, err = tracer.New(tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes),
-		Stacks: f.stacks, Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy})
+	opts := tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes),
+		Stacks: f.stacks, Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy,
+		PollInterval: f.pollEvery, Events: f.kinds, IdleWaits: f.idleWaits,
+		SummaryInterval: summaryInterval(f.summaryEvery), MaxEventsPerSec: f.maxRate}
+	for _, t := range tune {
+		t(&opts)
+	}
+	tr, err = tracer.New(opts)
 	if err != nil {
 		if file != nil {
 			file.Close()

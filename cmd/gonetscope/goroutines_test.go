@@ -33,7 +33,7 @@ func TestGoroutineLeak(t *testing.T) {
 func checkGoroutineLeak(t *testing.T, iso isolation, bin string) {
 	r := traceRunOpts(t, []string{bin, "-leak", "20", "-churn", "500", "-tick", "100ms", "-duration", "2500ms"}, nil,
 		[]string{"--goroutines", "--goroutine-interval", "300ms"}, traceOpts{target: iso})
-	if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
+	if a := r.of("attached"); len(a) != 1 || len(featureLimits(a[0].Limits)) != 0 || a[0].Hooks["goroutines"] != "uprobe" {
 		t.Fatalf("attached: %+v", a)
 	}
 	sites := r.factsOf("sites")

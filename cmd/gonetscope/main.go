@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -80,13 +81,44 @@ func (p *pidList) Set(s string) error {
 	return nil
 }
 
+// summaryInterval maps --summary-interval to Options.SummaryInterval,
+// where 0 means the default.
+func summaryInterval(d time.Duration) time.Duration {
+	if d <= 0 {
+		return -1
+	}
+	return d
+}
+
+// parseWaits reads --waits: whether idle waits are written too.
+func parseWaits(s string) (bool, error) {
+	switch s {
+	case "in_request":
+		return false, nil
+	case "all":
+		return true, nil
+	}
+	return false, fmt.Errorf("--waits %q: use in_request or all", s)
+}
+
+// costStages are the values of --bench-cost-stage.
+var costStages = map[string]netpoll.CostStage{
+	"":         netpoll.CostAll,
+	"dispatch": netpoll.CostDispatch,
+	"filter":   netpoll.CostFilter,
+	"goid":     netpoll.CostGoid,
+	"records":  netpoll.CostRecords,
+}
+
 func trace(args []string) error {
 	fs := flag.NewFlagSet("trace", flag.ContinueOnError)
 	var (
-		pids     pidList
-		tf       tracingFlags
-		duration = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
-		ready    = fs.String("ready-file", "", "create this file once every target is attached")
+		pids       pidList
+		tf         tracingFlags
+		duration   = fs.Duration("duration", 0, "stop after this long (0: until Ctrl-C, SIGTERM or the last target exits)")
+		ready      = fs.String("ready-file", "", "create this file once every target is attached")
+		costStage  = fs.String("bench-cost-stage", "", "make bench only: run the netpoll programs only up to dispatch, filter, goid or records")
+		wakeupEach = fs.Bool("bench-wakeup-each", false, "make bench only: wake the reader on every ring buffer record (the kernel's default)")
 	)
 	tf.register(fs, "")
 	fs.Var(&pids, "pid", "PID of a Go program to trace (repeatable)")
@@ -108,7 +140,11 @@ func trace(args []string) error {
 			return err
 		}
 	}
-	sink, _, tr, closeAll, err := tf.open()
+	stage, ok := costStages[*costStage]
+	if !ok {
+		return fmt.Errorf("--bench-cost-stage %q: use dispatch, filter, goid or records", *costStage)
+	}
+	sink, _, tr, closeAll, err := tf.open(func(o *tracer.Options) { o.CostStage, o.WakeupEach = stage, *wakeupEach })
 	if err != nil {
 		return err
 	}

@@ -204,7 +204,7 @@ func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	tr := &tracerProc{done: make(chan error, 1)}
-	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms", "--stacks")
+	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms", "--stacks", "--max-events-per-sec", "0")
 	tr.cmd.Stdout, tr.cmd.Stderr = &tr.out, &tr.err
 	if err := tr.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -46,7 +46,7 @@ func TestStacks(t *testing.T) {
 				bin = buildNettarget(t, tc.toolchain, tc.flags...)
 			}
 			r := traceRunOpts(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks}, traceOpts{target: tc.iso})
-			if a := r.of("attached"); len(a) != 1 || len(a[0].Limits) != 0 {
+			if a := r.of("attached"); len(a) != 1 || len(featureLimits(a[0].Limits)) != 0 {
 				t.Fatalf("attached: %+v", a)
 			}
 			check := func(what string, e ev, fn, at string, inner string) {

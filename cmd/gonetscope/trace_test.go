@@ -26,6 +26,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 var (
@@ -100,46 +102,51 @@ type fact struct {
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
 type ev struct {
-	Event        string            `json:"event"`
-	Time         string            `json:"time"`
-	PID          uint32            `json:"pid"`
-	TID          uint32            `json:"tid"`
-	NsPID        *uint32           `json:"ns_pid"`
-	NsTID        *uint32           `json:"ns_tid"`
-	Namespaces   map[string]uint64 `json:"namespaces"`
-	ContainerID  string            `json:"container_id"`
-	Comm         string            `json:"comm"`
-	Goid         *uint64           `json:"goid"`
-	FD           int32             `json:"fd"`
-	ListenFD     int32             `json:"listen_fd"`
-	Mode         string            `json:"mode"`
-	LAddr        string            `json:"laddr"`
-	LPort        uint16            `json:"lport"`
-	RAddr        string            `json:"raddr"`
-	RPort        uint16            `json:"rport"`
-	HandshakeNs  uint64            `json:"handshake_ns"`
-	Result       string            `json:"result"`
-	QueueWaitNs  *uint64           `json:"queue_wait_ns"`
-	Backlog      *uint32           `json:"backlog"`
-	BacklogMax   uint32            `json:"backlog_max"`
-	WaitNs       uint64            `json:"wait_ns"`
-	IoWaitNs     uint64            `json:"io_wait_ns"`
-	SchedDelayNs uint64            `json:"sched_delay_ns"`
-	ReadySeen    bool              `json:"ready_seen"`
-	BlockNs      uint64            `json:"block_ns"`
-	Hooks        map[string]string `json:"hooks"`
-	GoVersion    string            `json:"go_version"`
-	Exe          string            `json:"exe"`
-	OffsetsFrom  string            `json:"offsets_from"`
-	Limits       []string          `json:"limits"`
-	Reason       string            `json:"reason"`
-	Count        uint64            `json:"count"`
-	Stream       string            `json:"stream"`
-	LostEvent    string            `json:"lost_event"`
-	Errno        string            `json:"errno"`
-	OpenFDs      int               `json:"open_fds"`
-	FDLimit      uint64            `json:"fd_limit"`
-	Stack        []frame           `json:"stack"`
+	Event    string  `json:"event"`
+	Time     string  `json:"time"`
+	PID      uint32  `json:"pid"`
+	TID      uint32  `json:"tid"`
+	NsPID    *uint32 `json:"ns_pid"`
+	NsTID    *uint32 `json:"ns_tid"`
+	Comm     string  `json:"comm"`
+	Goid     *uint64 `json:"goid"`
+	FD       int32   `json:"fd"`
+	ListenFD int32   `json:"listen_fd"`
+	Mode     string  `json:"mode"`
+	Kind     string  `json:"kind"`
+	// summary's
+	Waits        map[string]struct{ Count uint64 } `json:"waits"`
+	Written      map[string]uint64                 `json:"written"`
+	Suppressed   map[string]uint64                 `json:"suppressed"`
+	Namespaces   map[string]uint64                 `json:"namespaces"`
+	ContainerID  string                            `json:"container_id"`
+	LAddr        string                            `json:"laddr"`
+	LPort        uint16                            `json:"lport"`
+	RAddr        string                            `json:"raddr"`
+	RPort        uint16                            `json:"rport"`
+	HandshakeNs  uint64                            `json:"handshake_ns"`
+	Result       string                            `json:"result"`
+	QueueWaitNs  *uint64                           `json:"queue_wait_ns"`
+	Backlog      *uint32                           `json:"backlog"`
+	BacklogMax   uint32                            `json:"backlog_max"`
+	WaitNs       uint64                            `json:"wait_ns"`
+	IoWaitNs     uint64                            `json:"io_wait_ns"`
+	SchedDelayNs uint64                            `json:"sched_delay_ns"`
+	ReadySeen    bool                              `json:"ready_seen"`
+	BlockNs      uint64                            `json:"block_ns"`
+	Hooks        map[string]string                 `json:"hooks"`
+	GoVersion    string                            `json:"go_version"`
+	Exe          string                            `json:"exe"`
+	OffsetsFrom  string                            `json:"offsets_from"`
+	Limits       []string                          `json:"limits"`
+	Reason       string                            `json:"reason"`
+	Count        uint64                            `json:"count"`
+	Stream       string                            `json:"stream"`
+	LostEvent    string                            `json:"lost_event"`
+	Errno        string                            `json:"errno"`
+	OpenFDs      int                               `json:"open_fds"`
+	FDLimit      uint64                            `json:"fd_limit"`
+	Stack        []frame                           `json:"stack"`
 	// goroutines, goroutine_leak
 	Live        int64    `json:"live"`
 	Sites       []gsite  `json:"sites"`
@@ -409,6 +416,9 @@ func checkTraceOpts(t *testing.T, argv []string, hooks, network string, o traceO
 	if l := r.of("lost"); len(l) != 0 {
 		t.Errorf("lost events in a quiet trace: %+v", l)
 	}
+	if e := r.of("epoll_wait"); len(e) != 0 {
+		t.Errorf("%d epoll_wait events with the default --events, which leaves them out", len(e))
+	}
 	return r
 }
 
@@ -452,7 +462,81 @@ func TestAutoHooks(t *testing.T) {
 	checkAccepts(t, r, "tcp4")
 }
 
+// TestWaitKinds: on a keep-alive connection, the server's waits for the
+// next request are idle, its wait for the second half of a request and the
+// client's waits for responses are in_request; by default only the
+// in_request ones are written, with --waits all both.
+func TestWaitKinds(t *testing.T) {
+	const n = 3
+	delay := testDelay(t)
+	for _, waits := range []string{"in_request", "all"} {
+		t.Run(waits, func(t *testing.T) {
+			r := traceTarget(t, []string{"-rounds", "0", "-keepalive", fmt.Sprint(n), "-delay", delay.String()}, []string{"--waits", waits})
+			ka := r.factsOf("keepalive")
+			if len(ka) != 1 {
+				t.Fatalf("target's keepalive report: %+v", r.facts)
+			}
+			client, server := ka[0].FD, ka[0].ListenFD // ListenFD: the server's connection
+			count := map[string]int{}
+			for _, e := range r.of("netpoll_wait") {
+				if e.Mode != "read" {
+					continue
+				}
+				switch e.FD {
+				case client:
+					count["client "+e.Kind]++
+				case server:
+					count["server "+e.Kind]++
+				}
+			}
+			t.Logf("read waits by side and kind: %v", count)
+			if count["client in_request"] != n || count["client idle"] != 0 {
+				t.Errorf("client: want %d in_request read waits (responses) and no idle ones, got %v", n, count)
+			}
+			if count["server in_request"] != n {
+				t.Errorf("server: want %d in_request read waits (second halves), got %v", n, count)
+			}
+			idle := count["server idle"]
+			if waits == "in_request" && idle != 0 {
+				t.Errorf("--waits in_request wrote %d idle waits", idle)
+			}
+			// The first request may arrive before the server reads.
+			if waits == "all" && (idle < n-1 || idle > n) {
+				t.Errorf("--waits all: want %d or %d idle server waits (between requests), got %d", n-1, n, idle)
+			}
+		})
+	}
+}
+
+// TestEvents: --events chooses the kinds written; the kernel stops sending
+// the netpoll ones that are left out.
+func TestEvents(t *testing.T) {
+	delay := testDelay(t)
+	all := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "all"})
+	if len(all.of("epoll_wait")) == 0 || len(all.of("netpoll_wait")) == 0 {
+		t.Errorf("--events all: %d epoll_wait and %d netpoll_wait events, want some of each",
+			len(all.of("epoll_wait")), len(all.of("netpoll_wait")))
+	}
+	some := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "tcp_connect,tcp_accept"})
+	if n := len(some.of("epoll_wait")) + len(some.of("netpoll_wait")); n != 0 {
+		t.Errorf("--events tcp_connect,tcp_accept: %d epoll_wait or netpoll_wait events", n)
+	}
+	if len(some.of("tcp_connect")) == 0 || len(some.of("tcp_accept")) == 0 || len(some.of("attached")) != 1 {
+		t.Errorf("--events tcp_connect,tcp_accept: want tcp_connect, tcp_accept and attached events, got %+v", some.events)
+	}
+}
+
+// featureLimits leaves out of an attached event's limits the note that
+// the netpoll hooks are costly syscall tracepoints (on every kernel, for
+// now): what is left are features switched off for the target.
+func featureLimits(limits []string) []string {
+	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool { return l == tracer.SyscallTracepointLimit })
+}
+
 func checkAttached(t *testing.T, r traceRun, hooks string) {
+	if a := r.of("attached"); len(a) == 1 && !slices.Contains(a[0].Limits, tracer.SyscallTracepointLimit) {
+		t.Errorf("attached limits %q do not say that the netpoll hooks are syscall tracepoints", a[0].Limits)
+	}
 	a := r.of("attached")
 	if len(a) != 1 {
 		t.Fatalf("want one attached event, got %d", len(a))
@@ -722,7 +806,7 @@ func TestBadInput(t *testing.T) {
 func TestLostIsCounted(t *testing.T) {
 	const reads = 100000
 	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
-		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096"})
+		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096", "--max-events-per-sec", "0"})
 	flood := r.factsOf("flood")
 	if len(flood) != 1 || flood[0].Reads != reads {
 		t.Fatalf("target's flood report: %+v", flood)
@@ -746,6 +830,35 @@ func TestLostIsCounted(t *testing.T) {
 	}
 	if uint64(delivered)+lost != reads-1 {
 		t.Errorf("delivered %d + lost %d != %d waits", delivered, lost, reads-1)
+	}
+}
+
+// TestRateLimit: over --max-events-per-sec, events are not written but
+// counted in the summary, and the summary's wait counts (from the
+// histograms) include them: nothing goes missing silently.
+func TestRateLimit(t *testing.T) {
+	const reads = 2000
+	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
+		[]string{"--min-wait", "0", "--max-events-per-sec", "10", "--summary-interval", "1h"})
+	delivered := uint64(len(r.of("netpoll_wait")))
+	var suppressed, waits uint64
+	sums := r.of("summary")
+	for _, e := range sums {
+		suppressed += e.Suppressed["netpoll_wait"]
+		waits += e.Waits["read"].Count
+	}
+	t.Logf("%d flood reads: %d netpoll_wait written, %d suppressed, %d summaries", reads, delivered, suppressed, len(sums))
+	if len(sums) != 1 {
+		t.Fatalf("want one summary (at detach, with --summary-interval 1h), got %d", len(sums))
+	}
+	if suppressed == 0 || delivered > 30 {
+		t.Errorf("a limit of 10/s let %d events through and suppressed %d", delivered, suppressed)
+	}
+	if delivered+suppressed != reads-1 {
+		t.Errorf("written %d + suppressed %d != %d waits", delivered, suppressed, reads-1)
+	}
+	if waits != reads-1 {
+		t.Errorf("summary counts %d read waits, want %d", waits, reads-1)
 	}
 }
 

@@ -94,7 +94,7 @@ func TestStalledWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tracer, done := startTracer(t, target.Process.Pid, pw, "--min-wait", "0", "--ring-buffer-bytes", "65536")
+	tracer, done := startTracer(t, target.Process.Pid, pw, "--min-wait", "0", "--ring-buffer-bytes", "65536", "--max-events-per-sec", "0")
 	pw.Close()
 	io.WriteString(stdin, "go\n")
 	var flood fact
@@ -256,7 +256,7 @@ func burstRun(t *testing.T, d time.Duration, workers int) (traceRun, int64, time
 	t.Helper()
 	var dials atomic.Int64
 	var elapsed time.Duration
-	r := traceTargetWith(t, []string{"-rounds", "0", "-serve", (d + 2*time.Second).String()}, nil, func(f fact) {
+	r := traceTargetWith(t, []string{"-rounds", "0", "-serve", (d + 2*time.Second).String()}, []string{"--max-events-per-sec", "0"}, func(f fact) {
 		if f.Op != "serving" {
 			return
 		}

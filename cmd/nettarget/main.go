@@ -19,6 +19,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"runtime"
@@ -36,6 +37,7 @@ var (
 	flood     = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
 	emfile    = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
 	onStdin   = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
+	keepalive = flag.Int("keepalive", 0, "after the rounds, this many request/response exchanges on one connection, -delay apart: each request arrives in two halves -delay apart, each response -delay after the request")
 )
 
 var out = json.NewEncoder(os.Stdout)
@@ -109,6 +111,12 @@ func main() {
 	}
 	if *flood > 0 {
 		if err := floodReads(*flood); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	if *keepalive > 0 {
+		if err := keepaliveExchanges(host, *keepalive); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
 			os.Exit(1)
 		}
@@ -206,6 +214,67 @@ func floodReads(n int) error {
 	}
 	perRead := time.Since(start).Nanoseconds() / int64(n)
 	report("flood", "goid", goid(), "fd", fds[0], "reads", n, "ns_per_read", perRead)
+	return nil
+}
+
+// keepaliveExchanges runs n request/response exchanges on one connection,
+// like a keep-alive client and server: the server's read waits between
+// requests are idle, its wait for a request's second half, and the
+// client's waits for responses, are in the middle of work.
+func keepaliveExchanges(host string, n int) error {
+	ln, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	served := make(chan error, 1)
+	serverFD := make(chan int, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			served <- err
+			return
+		}
+		defer c.Close()
+		serverFD <- fdOf(c.(*net.TCPConn))
+		req := make([]byte, 10)
+		for i := 0; i < n; i++ {
+			if _, err := io.ReadFull(c, req); err != nil {
+				served <- err
+				return
+			}
+			time.Sleep(*delay)
+			if _, err := c.Write([]byte("resp!")); err != nil {
+				served <- err
+				return
+			}
+		}
+		served <- nil
+	}()
+	c, err := net.Dial(*network, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	sfd := <-serverFD
+	resp := make([]byte, 5)
+	for i := 0; i < n; i++ {
+		time.Sleep(*delay) // the server idles
+		if _, err := c.Write([]byte("part1")); err != nil {
+			return err
+		}
+		time.Sleep(*delay) // the server waits for the rest of the request
+		if _, err := c.Write([]byte("part2")); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, resp); err != nil { // the client waits for the response
+			return err
+		}
+	}
+	if err := <-served; err != nil {
+		return err
+	}
+	report("keepalive", "fd", fdOf(c.(*net.TCPConn)), "listen_fd", sfd, "ops", n)
 	return nil
 }
 

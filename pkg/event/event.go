@@ -249,8 +249,12 @@ func (a *TCPAccept) MarshalZerologObject(e *zerolog.Event) {
 // NetpollWait: a goroutine parked in the netpoller on a socket and ran again.
 type NetpollWait struct {
 	Header
-	FD    int32
-	Mode  string // read, write, accept, connect
+	FD   int32
+	Mode string // read, write, accept, connect
+	// Kind is "idle" (a server connection waiting for the client's next
+	// request, or an accept finding no connection) or "in_request"
+	// (waiting in the middle of work). Empty: not classified.
+	Kind  string
 	Addrs Addrs
 	// WaitNs = IoWaitNs + SchedDelayNs: parked -> the netpoller saw the fd
 	// ready (the peer) -> the goroutine ran (the Go scheduler).
@@ -264,6 +268,9 @@ type NetpollWait struct {
 func (w *NetpollWait) MarshalZerologObject(e *zerolog.Event) {
 	w.marshal(e)
 	e.Int32("fd", w.FD).Str("mode", w.Mode)
+	if w.Kind != "" {
+		e.Str("kind", w.Kind)
+	}
 	w.Addrs.marshal(e)
 	e.Uint64("wait_ns", w.WaitNs).
 		Uint64("io_wait_ns", w.IoWaitNs).

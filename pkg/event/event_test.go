@@ -158,10 +158,10 @@ func TestJSON(t *testing.T) {
 		},
 		{
 			"netpoll_wait",
-			&NetpollWait{Header: hdr(withGoid, "netpoll_wait"), FD: 9, Mode: "read", Addrs: addrs("10.1.1.1", 8080, "10.1.1.2", 60000),
+			&NetpollWait{Header: hdr(withGoid, "netpoll_wait"), FD: 9, Mode: "read", Kind: "in_request", Addrs: addrs("10.1.1.1", 8080, "10.1.1.2", 60000),
 				WaitNs: 3_000_123, IoWaitNs: 3_000_000, SchedDelayNs: 123, ReadySeen: true, ParkTID: 4245},
 			fields(withGoid, "netpoll_wait", map[string]any{
-				"fd": 9, "mode": "read", "laddr": "10.1.1.1", "lport": 8080, "raddr": "10.1.1.2", "rport": 60000,
+				"fd": 9, "mode": "read", "kind": "in_request", "laddr": "10.1.1.1", "lport": 8080, "raddr": "10.1.1.2", "rport": 60000,
 				"wait_ns": 3_000_123, "io_wait_ns": 3_000_000, "sched_delay_ns": 123, "ready_seen": true, "park_tid": 4245,
 			}),
 		},

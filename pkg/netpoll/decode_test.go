@@ -56,33 +56,34 @@ func TestDecodeNetpollWait(t *testing.T) {
 		saddr, daddr [16]uint8
 		goidOk       bool
 		readySeen    bool
+		idle         bool
 		want         event.NetpollWait
 	}{
 		{
 			mode: netpollModeMODE_READ, family: unix.AF_INET,
 			saddr: v4(127, 0, 0, 1), daddr: v4(10, 9, 8, 7), goidOk: true, readySeen: true,
-			want: event.NetpollWait{Mode: "read", Addrs: event.Addrs{
+			want: event.NetpollWait{Mode: "read", Kind: "in_request", Addrs: event.Addrs{
 				Local: netip.MustParseAddr("127.0.0.1"), Remote: netip.MustParseAddr("10.9.8.7"),
 			}, ReadySeen: true},
 		},
 		{
 			mode: netpollModeMODE_WRITE, family: unix.AF_INET6,
 			saddr: v6("2001:db8::5"), daddr: v6("2001:db8::6"),
-			want: event.NetpollWait{Mode: "write", Addrs: event.Addrs{
+			want: event.NetpollWait{Mode: "write", Kind: "in_request", Addrs: event.Addrs{
 				Local: netip.MustParseAddr("2001:db8::5"), Remote: netip.MustParseAddr("2001:db8::6"),
 			}},
 		},
 		{
 			mode: netpollModeMODE_ACCEPT, family: unix.AF_INET6,
-			saddr: v6("::ffff:192.0.2.1"), daddr: v6("::"), goidOk: true,
-			want: event.NetpollWait{Mode: "accept", Addrs: event.Addrs{
+			saddr: v6("::ffff:192.0.2.1"), daddr: v6("::"), goidOk: true, idle: true,
+			want: event.NetpollWait{Mode: "accept", Kind: "idle", Addrs: event.Addrs{
 				Local: netip.MustParseAddr("192.0.2.1"), Remote: netip.MustParseAddr("::"),
 			}},
 		},
 		{
 			mode: netpollModeMODE_CONNECT, family: unix.AF_INET6,
 			saddr: v6("::ffff:10.0.0.1"), daddr: v6("::ffff:10.0.0.2"), readySeen: true,
-			want: event.NetpollWait{Mode: "connect", Addrs: event.Addrs{
+			want: event.NetpollWait{Mode: "connect", Kind: "in_request", Addrs: event.Addrs{
 				Local: netip.MustParseAddr("10.0.0.1"), Remote: netip.MustParseAddr("10.0.0.2"),
 			}, ReadySeen: true},
 		},
@@ -102,6 +103,9 @@ func TestDecodeNetpollWait(t *testing.T) {
 			rec.Addrs.Sport, rec.Addrs.Dport = 8080, 61000
 			if tc.readySeen {
 				rec.ReadySeen = 1
+			}
+			if tc.idle {
+				rec.Kind = uint8(netpollWaitKindWAIT_IDLE)
 			}
 
 			want := tc.want

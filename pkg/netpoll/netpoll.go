@@ -5,7 +5,10 @@
 package netpoll
 
 import (
+	"errors"
 	"fmt"
+	"slices"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -38,7 +41,41 @@ type Options struct {
 	// StackTraces sizes the map of netpoll wait stacks (see EnableStacks).
 	// Zero keeps 1 entry: no room for stacks, no memory spent.
 	StackTraces uint32
+	// CostStage cuts every program short after one part of its work, for
+	// make bench's cost table only (see enum cost_stage in
+	// bpf/netpoll.bpf.c). Zero runs everything.
+	CostStage CostStage
+	// WakeupEach makes every submit wake the reader when it has caught up
+	// (the kernel's default; make bench's cost table only). Otherwise a
+	// submit wakes the reader only if the last wake-up was WakeupInterval
+	// ago or more (zero: 50ms) or WakeupBytes are waiting, and the reader
+	// must drain once more WakeupInterval after each wake-up (see submit
+	// in bpf/netpoll.bpf.c).
+	WakeupEach     bool
+	WakeupInterval time.Duration
+	// Events names the event types sent to user space ("netpoll_wait",
+	// "epoll_wait"); nil sends netpoll_wait only. The waits not sent
+	// still count in the histograms.
+	Events []string
+	// IdleWaits sends idle netpoll waits too (--waits all); otherwise
+	// only in_request ones are sent.
+	IdleWaits bool
+	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
+	// of the ring buffer.
+	WakeupBytes uint64
 }
+
+// CostStage is how much of each program runs (make bench's cost table).
+type CostStage = netpollCostStage
+
+// The cost stages, each including the ones before it.
+const (
+	CostAll      = netpollCostStageCOST_ALL
+	CostDispatch = netpollCostStageCOST_DISPATCH
+	CostFilter   = netpollCostStageCOST_FILTER
+	CostGoid     = netpollCostStageCOST_GOID
+	CostRecords  = netpollCostStageCOST_RECORDS
+)
 
 // Load loads the programs and maps into the kernel and attaches them.
 func Load(opts Options) (*Objects, error) {
@@ -51,6 +88,41 @@ func Load(opts Options) (*Objects, error) {
 	}
 	if opts.StackTraces != 0 {
 		spec.Maps[netpollMapNetpollStackTraces].MaxEntries = opts.StackTraces
+	}
+	if opts.WakeupBytes == 0 {
+		opts.WakeupBytes = uint64(spec.Maps[netpollMapEvents].MaxEntries / 4)
+	}
+	wakeupEach := uint32(0)
+	if opts.WakeupEach {
+		wakeupEach = 1
+	}
+	if opts.WakeupInterval == 0 {
+		opts.WakeupInterval = 50 * time.Millisecond
+	}
+	send := uint32(1 << netpollEventTypeEVENT_NETPOLL_WAIT)
+	if opts.Events != nil {
+		send = 0
+		for typ, name := range eventNames {
+			if slices.Contains(opts.Events, name) {
+				send |= 1 << typ
+			}
+		}
+	}
+	sendIdle := uint32(0)
+	if opts.IdleWaits {
+		sendIdle = 1
+	}
+	for name, v := range map[string]any{
+		netpollVarSendEvents:       send,
+		netpollVarSendIdle:         sendIdle,
+		netpollVarCost:             uint32(opts.CostStage),
+		netpollVarWakeupEach:       wakeupEach,
+		netpollVarWakeupBytes:      opts.WakeupBytes,
+		netpollVarWakeupIntervalNs: uint64(opts.WakeupInterval.Nanoseconds()),
+	} {
+		if err := spec.Variables[name].Set(v); err != nil {
+			return nil, fmt.Errorf("setting %s: %w", name, err)
+		}
 	}
 	coll, err := ebpf.NewCollection(spec)
 	if err != nil {
@@ -65,7 +137,69 @@ func Load(opts Options) (*Objects, error) {
 }
 
 // Targets is the map of traced processes, keyed by PID, value Target.
+// Add and remove targets with AddTarget and RemoveTarget, which keep the
+// PID filter in step.
 func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
+
+// AddTarget starts tracing pid: its Target entry first, then its bit in the
+// PID filter that netpoll's programs check before anything else.
+func (o *Objects) AddTarget(pid uint32, t *Target) error {
+	if err := o.Targets().Put(pid, t); err != nil {
+		return err
+	}
+	if err := o.setTraced(pid, true); err != nil {
+		o.Targets().Delete(pid)
+		return err
+	}
+	return nil
+}
+
+// SeedAccepted marks fds of pid as connections it accepted (before
+// attach: those accepted later are marked by the accept4 hook), so that
+// a read waiting on one for the client's next request is an idle wait.
+func (o *Objects) SeedAccepted(pid uint32, fds []int32) error {
+	m := o.coll.Maps[netpollMapAcceptedFds]
+	for _, fd := range fds {
+		if err := m.Put(netpollConnKey{Pid: pid, Fd: fd}, uint64(0)); err != nil {
+			return fmt.Errorf("marking accepted fd %d of PID %d: %w", fd, pid, err)
+		}
+	}
+	return nil
+}
+
+// RemoveTarget stops tracing pid. A pid that was not traced is no error.
+func (o *Objects) RemoveTarget(pid uint32) error {
+	if err := o.setTraced(pid, false); err != nil {
+		return err
+	}
+	if err := o.Targets().Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	return nil
+}
+
+// setTraced flips pid's bit in traced_pids. Callers serialize (the tracer
+// holds its lock); the BPF side only reads the words.
+func (o *Objects) setTraced(pid uint32, on bool) error {
+	m := o.coll.Maps[netpollMapTracedPids]
+	word := pid / 64
+	if word >= m.MaxEntries() {
+		return fmt.Errorf("PID %d above the PID filter's range", pid)
+	}
+	var w uint64
+	if err := m.Lookup(word, &w); err != nil {
+		return fmt.Errorf("reading the PID filter: %w", err)
+	}
+	if on {
+		w |= 1 << (pid % 64)
+	} else {
+		w &^= 1 << (pid % 64)
+	}
+	if err := m.Put(word, w); err != nil {
+		return fmt.Errorf("writing the PID filter: %w", err)
+	}
+	return nil
+}
 
 // Parks is the map of goroutines parked in the netpoller, keyed by (pid,
 // fd, direction); pkg/acceptq reads it to see whether an acceptor is parked.
@@ -98,6 +232,11 @@ var modes = map[netpollMode]string{
 	netpollModeMODE_CONNECT: "connect",
 }
 
+var kinds = map[netpollWaitKind]string{
+	netpollWaitKindWAIT_IN_REQUEST: "in_request",
+	netpollWaitKindWAIT_IDLE:       "idle",
+}
+
 // Decode turns one ring buffer record into an event.
 func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 	h, err := bpfobj.View[bpfobj.EventHeader](raw)
@@ -116,6 +255,7 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			Header:       hdr,
 			FD:           r.Fd,
 			Mode:         modes[netpollMode(r.Mode)],
+			Kind:         kinds[netpollWaitKind(r.Kind)],
 			Addrs:        bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 			WaitNs:       r.WaitNs,
 			IoWaitNs:     r.IoWaitNs,

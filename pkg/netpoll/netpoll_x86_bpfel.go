@@ -13,6 +13,22 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpollConnKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Fd  int32
+}
+
+type netpollCostStage uint32
+
+const (
+	netpollCostStageCOST_ALL      netpollCostStage = 0
+	netpollCostStageCOST_DISPATCH netpollCostStage = 1
+	netpollCostStageCOST_FILTER   netpollCostStage = 2
+	netpollCostStageCOST_GOID     netpollCostStage = 3
+	netpollCostStageCOST_RECORDS  netpollCostStage = 4
+)
+
 type netpollEpollCall struct {
 	_         structs.HostLayout
 	T_enter   uint64
@@ -136,7 +152,8 @@ type netpollNetpollWaitEvent struct {
 	ParkTid      uint32
 	Mode         uint8
 	ReadySeen    uint8
-	Pad          [6]uint8
+	Kind         uint8
+	Pad          [5]uint8
 	Stack        netpollUserStack
 }
 
@@ -180,10 +197,18 @@ type netpollUserStack struct {
 	Pad uint32
 }
 
+type netpollWaitKind uint32
+
+const (
+	netpollWaitKindWAIT_IN_REQUEST netpollWaitKind = 0
+	netpollWaitKindWAIT_IDLE       netpollWaitKind = 1
+)
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	netpollMapAcceptedFds             = "accepted_fds"
 	netpollMapEpollBuf                = "epoll_buf"
 	netpollMapEpollCalls              = "epoll_calls"
 	netpollMapEvents                  = "events"
@@ -195,6 +220,7 @@ const (
 	netpollMapParks                   = "parks"
 	netpollMapStackPids               = "stack_pids"
 	netpollMapTargets                 = "targets"
+	netpollMapTracedPids              = "traced_pids"
 	netpollProgEnterAccept4           = "enter_accept4"
 	netpollProgEnterClose             = "enter_close"
 	netpollProgEnterConnect           = "enter_connect"
@@ -219,6 +245,12 @@ const (
 	netpollProgExitSendto             = "exit_sendto"
 	netpollProgExitWrite              = "exit_write"
 	netpollProgExitWritev             = "exit_writev"
+	netpollVarCost                    = "cost"
+	netpollVarLastWakeupNs            = "last_wakeup_ns"
+	netpollVarSendEvents              = "send_events"
+	netpollVarSendIdle                = "send_idle"
+	netpollVarUnusedConnKey           = "unused_conn_key"
+	netpollVarUnusedCostStage         = "unused_cost_stage"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
 	netpollVarUnusedEventType         = "unused_event_type"
 	netpollVarUnusedHistMetric        = "unused_hist_metric"
@@ -226,6 +258,10 @@ const (
 	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
 	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
+	netpollVarUnusedWaitKind          = "unused_wait_kind"
+	netpollVarWakeupBytes             = "wakeup_bytes"
+	netpollVarWakeupEach              = "wakeup_each"
+	netpollVarWakeupIntervalNs        = "wakeup_interval_ns"
 )
 
 // loadNetpoll returns the embedded CollectionSpec for netpoll.
@@ -300,6 +336,7 @@ type netpollProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollMapSpecs struct {
+	AcceptedFds        *ebpf.MapSpec `ebpf:"accepted_fds"`
 	EpollBuf           *ebpf.MapSpec `ebpf:"epoll_buf"`
 	EpollCalls         *ebpf.MapSpec `ebpf:"epoll_calls"`
 	Events             *ebpf.MapSpec `ebpf:"events"`
@@ -311,12 +348,19 @@ type netpollMapSpecs struct {
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
 	Targets            *ebpf.MapSpec `ebpf:"targets"`
+	TracedPids         *ebpf.MapSpec `ebpf:"traced_pids"`
 }
 
 // netpollVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollVariableSpecs struct {
+	Cost                    *ebpf.VariableSpec `ebpf:"cost"`
+	LastWakeupNs            *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
+	SendEvents              *ebpf.VariableSpec `ebpf:"send_events"`
+	SendIdle                *ebpf.VariableSpec `ebpf:"send_idle"`
+	UnusedConnKey           *ebpf.VariableSpec `ebpf:"unused_conn_key"`
+	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
@@ -324,6 +368,10 @@ type netpollVariableSpecs struct {
 	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
+	UnusedWaitKind          *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
+	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
+	WakeupEach              *ebpf.VariableSpec `ebpf:"wakeup_each"`
+	WakeupIntervalNs        *ebpf.VariableSpec `ebpf:"wakeup_interval_ns"`
 }
 
 // netpollObjects contains all objects after they have been loaded into the kernel.
@@ -346,6 +394,7 @@ func (o *netpollObjects) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollMaps struct {
+	AcceptedFds        *ebpf.Map `ebpf:"accepted_fds"`
 	EpollBuf           *ebpf.Map `ebpf:"epoll_buf"`
 	EpollCalls         *ebpf.Map `ebpf:"epoll_calls"`
 	Events             *ebpf.Map `ebpf:"events"`
@@ -357,10 +406,12 @@ type netpollMaps struct {
 	Parks              *ebpf.Map `ebpf:"parks"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
 	Targets            *ebpf.Map `ebpf:"targets"`
+	TracedPids         *ebpf.Map `ebpf:"traced_pids"`
 }
 
 func (m *netpollMaps) Close() error {
 	return _NetpollClose(
+		m.AcceptedFds,
 		m.EpollBuf,
 		m.EpollCalls,
 		m.Events,
@@ -372,6 +423,7 @@ func (m *netpollMaps) Close() error {
 		m.Parks,
 		m.StackPids,
 		m.Targets,
+		m.TracedPids,
 	)
 }
 
@@ -379,6 +431,12 @@ func (m *netpollMaps) Close() error {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollVariables struct {
+	Cost                    *ebpf.Variable `ebpf:"cost"`
+	LastWakeupNs            *ebpf.Variable `ebpf:"last_wakeup_ns"`
+	SendEvents              *ebpf.Variable `ebpf:"send_events"`
+	SendIdle                *ebpf.Variable `ebpf:"send_idle"`
+	UnusedConnKey           *ebpf.Variable `ebpf:"unused_conn_key"`
+	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.Variable `ebpf:"unused_hist_metric"`
@@ -386,6 +444,10 @@ type netpollVariables struct {
 	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
+	UnusedWaitKind          *ebpf.Variable `ebpf:"unused_wait_kind"`
+	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
+	WakeupEach              *ebpf.Variable `ebpf:"wakeup_each"`
+	WakeupIntervalNs        *ebpf.Variable `ebpf:"wakeup_interval_ns"`
 }
 
 // netpollPrograms contains all programs after they have been loaded into the kernel.

@@ -84,7 +84,9 @@ func BenchmarkSyscall(b *testing.B) {
 // fraction lost (ring buffer full or queue full).
 func BenchmarkPipeline(b *testing.B) {
 	requireRoot(b)
-	tr, err := New(Options{MinWait: 0, RingBufferBytes: 8 << 20, QueueLen: 1 << 16})
+	// PollInterval 100ms: the drain below waits for the lost counts too,
+	// which are read every PollInterval (1s by default).
+	tr, err := New(Options{MinWait: 0, RingBufferBytes: 8 << 20, QueueLen: 1 << 16, PollInterval: 100 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}

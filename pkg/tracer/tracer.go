@@ -45,8 +45,10 @@ type Options struct {
 	// QueueLen bounds the queue between the ring buffer readers and the
 	// sink; events that find it full are dropped and counted. Zero: 8192.
 	QueueLen int
-	// PollInterval is how often target liveness, execs and lost counters are
-	// checked. Zero: 100ms.
+	// PollInterval is how often the lost counters are read and, where
+	// the kernel has no pidfd, target liveness is checked (otherwise an
+	// exit is seen at once, without polling). Zero: 1s. Execs are checked
+	// every OverflowInterval.
 	PollInterval time.Duration
 	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
 	// goroutine's symbolized user stack.
@@ -60,6 +62,32 @@ type Options struct {
 	// OverflowInterval is how often the traced listeners' drop counters
 	// are sampled for listen_overflow. Zero: 100ms.
 	OverflowInterval time.Duration
+	// DrainInterval bounds how long an event waits in the kernel: netpoll
+	// submits wake the reader at most once per interval (or when a
+	// quarter of the ring buffer is waiting), and the reader drains once
+	// more an interval after each wake-up. Zero: 50ms.
+	DrainInterval time.Duration
+	// Events are the event kinds written (see EventKinds); nil:
+	// DefaultEvents.
+	Events []string
+	// SummaryInterval is how often each target's summary event is
+	// written. Zero: 10s; negative: never.
+	SummaryInterval time.Duration
+	// MaxEventsPerSec limits the events written per target (a token
+	// bucket holding one second's worth); the excess is counted in the
+	// summary. Zero: no limit.
+	MaxEventsPerSec int
+	// IdleWaits sends idle netpoll waits too (--waits all): a server
+	// connection waiting for its client's next request, an accept finding
+	// no connection. They count in the histograms either way.
+	IdleWaits bool
+	// CostStage and WakeupEach are for make bench's cost table only (see
+	// netpoll.Options); zero values run everything, batching wake-ups.
+	CostStage  netpoll.CostStage
+	WakeupEach bool
+	// noExitWatch leaves exits to the poll (TestPIDReuse keeps a dead
+	// target attached to test the kernel's start-time check).
+	noExitWatch bool
 }
 
 // Sink receives the event stream. Run calls it from one goroutine.
@@ -84,6 +112,11 @@ type Tracer struct {
 	streams []stream
 
 	queue chan item
+	// send are the event kinds written (Options.Events).
+	send map[string]bool
+	// streamsByPID is each target's rate limit and summary counts; only
+	// Run's goroutine uses it.
+	streamsByPID map[uint32]*perTarget
 	// queueLost counts events dropped in user space, by event name.
 	queueLostMu sync.Mutex
 	queueLost   map[string]uint64
@@ -105,6 +138,8 @@ type Tracer struct {
 	// without t.mu. An entry outlives its target like syms does.
 	nsPIDs sync.Map
 	wake   chan struct{}
+	// exited receives the PIDs of targets whose exit a pidfd reported.
+	exited chan int
 }
 
 type target struct {
@@ -118,6 +153,8 @@ type target struct {
 	rt *goruntime.Process
 	// goroutines is its goroutine tracking; nil without --goroutines.
 	goroutines *goroutineState
+	// exit reports its exit; nil without pidfds.
+	exit *exitWatch
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -143,7 +180,7 @@ func New(opts Options) (*Tracer, error) {
 		opts.QueueLen = 8192
 	}
 	if opts.PollInterval == 0 {
-		opts.PollInterval = 100 * time.Millisecond
+		opts.PollInterval = time.Second
 	}
 	if opts.GoroutineInterval == 0 {
 		opts.GoroutineInterval = 10 * time.Second
@@ -154,7 +191,17 @@ func New(opts Options) (*Tracer, error) {
 	if opts.OverflowInterval == 0 {
 		opts.OverflowInterval = 100 * time.Millisecond
 	}
-	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes})
+	if opts.SummaryInterval == 0 {
+		opts.SummaryInterval = 10 * time.Second
+	}
+	if opts.DrainInterval == 0 {
+		opts.DrainInterval = 50 * time.Millisecond
+	}
+	if opts.Events == nil {
+		opts.Events = DefaultEvents
+	}
+	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
+		WakeupInterval: opts.DrainInterval})
 	if err != nil {
 		return nil, err
 	}
@@ -183,6 +230,12 @@ func New(opts Options) (*Tracer, error) {
 		syms:           map[int]*symtab.Table{},
 		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
+		exited:         make(chan int, 16),
+		send:           map[string]bool{},
+		streamsByPID:   map[uint32]*perTarget{},
+	}
+	for _, k := range opts.Events {
+		t.send[k] = true
 	}
 	if t.execs, err = execwatch.Load(np.Targets()); err != nil {
 		t.Close()
@@ -304,16 +357,21 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		}
 	}
 	t.execs.Reset(pid)
-	if err := t.netpoll.Targets().Put(uint32(pid), &v); err != nil {
+	// Connections accepted before attach, so their idle waits are known
+	// as idle; the accept4 hook marks the later ones.
+	if err := t.netpoll.SeedAccepted(uint32(pid), proc.AcceptedFDs(pid)); err != nil {
+		return nil, err
+	}
+	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
 	// The process may have exited, and its PID been reused, while we read it.
 	if !p.Alive() {
-		t.netpoll.Targets().Delete(uint32(pid))
+		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
 	if err := t.acceptq.Baseline(uint32(pid)); err != nil {
-		t.netpoll.Targets().Delete(uint32(pid))
+		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
 	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
@@ -327,6 +385,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		tg.exe = exe
 	}
 	t.attachGoroutines(tg)
+	if !t.opts.noExitWatch {
+		tg.exit = watchExit(p, t.exited)
+	}
 	t.targets[pid] = tg
 	ev := &event.Attached{
 		Header:      t.controlHeader("attached", tg),
@@ -337,7 +398,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		OffsetsFrom: bin.OffsetsFrom,
 		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
-		Limits:      bin.Limits,
+		Limits:      t.limits(bin.Limits),
 		Reason:      reason,
 	}
 	t.queueControl(ev)
@@ -375,6 +436,23 @@ func (t *Tracer) checkExecs() {
 	}
 }
 
+// SyscallTracepointLimit is the attached event's limits entry while the
+// netpoll hooks are syscall tracepoints: the costly fallback, and today
+// the only netpoll path on every kernel.
+const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoints (nothing cheaper is built for this kernel yet): " +
+	"while anything is traced, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT), " +
+	"and every read, write, accept4, connect, close and epoll_pwait on the host pays a tracepoint dispatch and the PID filter"
+
+// limits is what the attached event lists as switched off or costly for
+// a target: the binary's limits, and the hook fallback's cost.
+func (t *Tracer) limits(bin []string) []string {
+	out := slices.Clone(bin)
+	if t.hooks["netpoll"] == "tracepoint" {
+		out = append(out, SyscallTracepointLimit)
+	}
+	return out
+}
+
 // Detach stops tracing pid now; its detached event follows the events the
 // kernel had already produced for it.
 func (t *Tracer) Detach(pid int, reason string) error {
@@ -389,12 +467,13 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 		return fmt.Errorf("PID %d is not traced", pid)
 	}
 	delete(t.targets, pid)
+	tg.exit.Close()
 	if tg.goroutines != nil {
 		t.gr.Detach(pid)
 	}
 	t.acceptq.Forget(uint32(pid))
 	t.execs.Reset(pid)
-	if err := t.netpoll.Targets().Delete(uint32(pid)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := t.netpoll.RemoveTarget(uint32(pid)); err != nil {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
 	t.queueControl(&event.Detached{Header: t.controlHeader("detached", tg), Reason: reason})
@@ -469,6 +548,7 @@ type RunOptions struct {
 // the last target exits). On the way out it writes what the kernel had
 // already produced, then a detached event per remaining target.
 func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
+	sink = limitSink{Sink: sink, t: t}
 	readers, stopReaders := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for i := range t.streams {
@@ -489,6 +569,21 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 	defer tick.Stop()
 	overflowTick := time.NewTicker(t.opts.OverflowInterval)
 	defer overflowTick.Stop()
+	// Goroutine counts are due every GoroutineInterval per target (since
+	// its attach), which can be shorter than the poll's: check five times
+	// an interval.
+	var goroutineTick <-chan time.Time
+	if t.gr != nil {
+		gt := time.NewTicker(max(t.opts.GoroutineInterval/5, 10*time.Millisecond))
+		defer gt.Stop()
+		goroutineTick = gt.C
+	}
+	var summaryTick <-chan time.Time
+	if t.opts.SummaryInterval > 0 {
+		st := time.NewTicker(t.opts.SummaryInterval)
+		defer st.Stop()
+		summaryTick = st.C
+	}
 	var (
 		held      []event.Event // control events waiting for a flush
 		flushing  int           // readers yet to hand over their ring buffer
@@ -507,16 +602,25 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 				t.detachAll(ro.reason())
 			}
 		case <-t.wake:
+		case pid := <-t.exited:
+			t.reapExited(pid)
 		case <-overflowTick.C:
+			// Execs too: the kernel took an exec'd target out of the
+			// filter, and its new image goes untraced until this runs.
+			t.checkExecs()
 			if err := t.sampleOverflow(sink); err != nil {
 				return err
 			}
+		case <-summaryTick:
+			if err := t.writeSummaries(sink); err != nil {
+				return fmt.Errorf("writing event: %w", err)
+			}
 		case <-tick.C:
-			t.checkExecs()
 			t.reapExited()
 			if err := t.reportLost(sink); err != nil {
 				return err
 			}
+		case <-goroutineTick:
 			if err := t.goroutineTick(sink); err != nil {
 				return err
 			}
@@ -547,11 +651,17 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 			}
 			if flushing == 0 {
 				for _, ev := range held {
+					if d, ok := ev.(*event.Detached); ok && t.opts.SummaryInterval > 0 {
+						if err := t.writeLastSummary(sink, d); err != nil {
+							return fmt.Errorf("writing event: %w", err)
+						}
+					}
 					if err := sink.Write(ev); err != nil {
 						return fmt.Errorf("writing event: %w", err)
 					}
 					if d, ok := ev.(*event.Detached); ok {
 						t.forgetSymbols(int(d.PID))
+						delete(t.streamsByPID, d.PID)
 						for id := range t.acceptStacks {
 							if id.pid == d.PID {
 								delete(t.acceptStacks, id)
@@ -610,11 +720,28 @@ func (t *Tracer) flush() int {
 
 // read moves records from one ring buffer to the queue. A full queue drops
 // the event and counts it: the kernel side never waits for the sink.
+//
+// The BPF side wakes the reader at most once per DrainInterval and submits
+// the records in between without a wake-up. So after reading a record the
+// reader drains again one interval later, and again while drains find
+// records; once one finds none, every record submitted since the last
+// wake-up has been read, and it blocks until the next wake-up.
 func (t *Tracer) read(ctx context.Context, s *stream) {
 	var rec ringbuf.Record
+	armed, got := false, false
 	for ctx.Err() == nil {
 		err := s.reader.ReadInto(&rec)
 		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// Everything that was in the ring buffer has been read.
+			if got {
+				s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			} else {
+				s.reader.SetDeadline(time.Time{})
+				armed = false
+			}
+			got = false
+			continue
 		case errors.Is(err, ringbuf.ErrFlushed):
 			select {
 			case t.queue <- item{flushed: true}:
@@ -625,6 +752,11 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 			return
 		case err != nil:
 			continue
+		}
+		got = true
+		if !armed {
+			s.reader.SetDeadline(time.Now().Add(t.opts.DrainInterval))
+			armed = true
 		}
 		ev, err := s.decode(rec.RawSample, t.clock)
 		if err != nil {
@@ -644,11 +776,15 @@ func (t *Tracer) read(ctx context.Context, s *stream) {
 	}
 }
 
-// reapExited detaches targets that have exited.
-func (t *Tracer) reapExited() {
+// reapExited detaches the targets among pids (all when none are given)
+// that have exited.
+func (t *Tracer) reapExited(pids ...int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for pid, tg := range t.targets {
+		if len(pids) > 0 && !slices.Contains(pids, pid) {
+			continue
+		}
 		if !tg.proc.Alive() {
 			t.detachLocked(pid, event.ReasonTargetExited)
 		}
