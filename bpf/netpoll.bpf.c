@@ -461,15 +461,25 @@ int enter_epoll_pwait(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* epoll_event is packed on amd64: 4 bytes of events, 8 of data. */
-struct epoll_event_packed {
+/* struct epoll_event as the target's kernel ABI lays it out: packed on
+ * x86-64 (4 bytes of events, 8 of data: __EPOLL_PACKED), naturally aligned
+ * elsewhere (16 bytes on arm64). */
+#if defined(__TARGET_ARCH_x86)
+struct epoll_event_go {
 	__u32 events;
 	__u64 data;
 } __attribute__((packed));
+#else
+struct epoll_event_go {
+	__u32 events;
+	__u32 _pad;
+	__u64 data;
+};
+#endif
 
 /* The events epoll_pwait returned, copied from user memory in one read. */
 struct epoll_events {
-	struct epoll_event_packed ev[MAX_EPOLL_EVENTS];
+	struct epoll_event_go ev[MAX_EPOLL_EVENTS];
 };
 
 struct {
@@ -481,7 +491,7 @@ struct {
 
 /* Step 2: the netpoller got fds back from epoll_pwait; their goroutines become runnable now. */
 static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 now,
-				       struct epoll_event_packed *ev)
+				       struct epoll_event_go *ev)
 {
 	__u64 pd = ev->data;
 	if (t->pd_tag_shr) {
@@ -540,7 +550,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 		if (n > MAX_EPOLL_EVENTS)
 			n = MAX_EPOLL_EVENTS;
 		/* One copy of the whole array instead of one per event. */
-		__u32 size = (__u32)n * sizeof(struct epoll_event_packed);
+		__u32 size = (__u32)n * sizeof(struct epoll_event_go);
 		if (size > sizeof(*buf))
 			size = sizeof(*buf);
 		if (bpf_probe_read_user(buf, size, (void *)c.events) == 0) {

@@ -4,6 +4,7 @@ import (
 	"debug/elf"
 	"fmt"
 
+	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
@@ -15,7 +16,7 @@ type Probe struct {
 	Addr       uint64 // link-time address of the instruction
 	FileOffset uint64 // what the kernel's uprobe takes
 	Inst       string // the instruction, for the record
-	GReg       string // "bx" or "ax"
+	GReg       string // "bx" or "ax" (amd64); "r1" or "r0" (arm64): Go's second or first argument
 }
 
 // Probes finds the two places gonetscope hooks in the runtime of f. Both
@@ -29,12 +30,20 @@ type Probe struct {
 // and as a goroutine ends, in runtime.goexit0:
 //
 //	CALL runtime.gdestroy(gp in AX)
+//
+// On arm64 the same calls are BL instructions, which the arm64 kernel
+// simulates too (arch/arm64/kernel/probes/simulate-insn.c), with the
+// arguments in R0, R1, R2.
 func Probes(f *elf.File, tab *symtab.Table) (create, exit Probe, err error) {
-	create, err = callIn(f, tab, "runtime.newproc.func1", "runtime.runqput", "bx")
+	second, first := "bx", "ax"
+	if f.Machine == elf.EM_AARCH64 {
+		second, first = "r1", "r0"
+	}
+	create, err = callIn(f, tab, "runtime.newproc.func1", "runtime.runqput", second)
 	if err != nil {
 		return create, exit, err
 	}
-	exit, err = callIn(f, tab, "runtime.goexit0", "runtime.gdestroy", "ax")
+	exit, err = callIn(f, tab, "runtime.goexit0", "runtime.gdestroy", first)
 	return create, exit, err
 }
 
@@ -53,7 +62,19 @@ func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, 
 	}
 	prog := goruntime.ExecProg(f, start, end)
 	var found []Probe
-	for pc := start; pc < end; {
+	if f.Machine == elf.EM_AARCH64 {
+		// Fixed 4-byte instructions; BL's operand is relative to itself.
+		for pc := start; pc+4 <= end; pc += 4 {
+			inst, err := arm64asm.Decode(code[pc-start : pc-start+4])
+			if err != nil || inst.Op != arm64asm.BL {
+				continue
+			}
+			if rel, ok := inst.Args[0].(arm64asm.PCRel); ok && uint64(int64(pc)+int64(rel)) == target {
+				found = append(found, Probe{Addr: pc, FileOffset: pc - prog.Vaddr + prog.Off, Inst: inst.String(), GReg: reg})
+			}
+		}
+	}
+	for pc := start; pc < end && f.Machine == elf.EM_X86_64; {
 		inst, err := x86asm.Decode(code[pc-start:], 64)
 		if err != nil {
 			pc++ // padding: keep going
@@ -73,7 +94,7 @@ func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, 
 		pc = next
 	}
 	if len(found) != 1 {
-		return Probe{}, fmt.Errorf("%s: want one CALL %s, found %d: runtime layout not known", caller, callee, len(found))
+		return Probe{}, fmt.Errorf("%s: want one call of %s, found %d: runtime layout not known", caller, callee, len(found))
 	}
 	return found[0], nil
 }

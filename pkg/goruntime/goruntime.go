@@ -26,6 +26,7 @@ import (
 	"io"
 	"maps"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 )
@@ -92,6 +93,21 @@ func Inspect(path string) (*Binary, error) {
 // InspectReader is Inspect for an already open executable (such as
 // /proc/PID/exe opened once, so a swapped symlink cannot change what is read).
 func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
+	return inspectReader(path, r, runtime.GOARCH)
+}
+
+// InspectArch is Inspect of a program built for GOARCH arch, which need not
+// be this machine's (cmd/gen-offsets reads cross-built programs).
+func InspectArch(path, arch string) (*Binary, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return inspectReader(path, f, arch)
+}
+
+func inspectReader(path string, r io.ReaderAt, arch string) (*Binary, error) {
 	f, err := elf.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (not an ELF executable: %v)", path, ErrNotGo, err)
@@ -106,11 +122,17 @@ func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
 			b.Arch = s.Value
 		}
 	}
-	if b.Arch != "" && b.Arch != "amd64" {
-		return nil, fmt.Errorf("%s: GOARCH=%s is not supported yet: gonetscope reads goroutines on amd64 only", path, b.Arch)
+	if b.Arch == "" {
+		b.Arch = map[elf.Machine]string{elf.EM_X86_64: "amd64", elf.EM_AARCH64: "arm64"}[f.Machine]
+	}
+	if b.Arch != "amd64" && b.Arch != "arm64" {
+		return nil, fmt.Errorf("%s: GOARCH=%s is not supported: gonetscope reads goroutines of amd64 and arm64 programs", path, b.Arch)
+	}
+	if b.Arch != arch {
+		return nil, fmt.Errorf("%s: a GOARCH=%s program, and this gonetscope is built for %s: use gonetscope built for %s", path, b.Arch, arch, b.Arch)
 	}
 	if !version.IsValid(version.Lang(b.GoVersion)) || version.Compare(version.Lang(b.GoVersion), "go1.17") < 0 {
-		return nil, fmt.Errorf("%s: built with %s: gonetscope needs Go 1.17 or newer (register ABI, g in R14)", path, b.GoVersion)
+		return nil, fmt.Errorf("%s: built with %s: gonetscope needs Go 1.17 or newer (register ABI: g in R14 on amd64)", path, b.GoVersion)
 	}
 	d, err := f.DWARF()
 	if err != nil {
@@ -136,7 +158,7 @@ func (b *Binary) resolve(d *dwarf.Data) error {
 			return err
 		}
 		b.OffsetsFrom = "dwarf"
-	} else if o, ok := offsetsTable[version.Lang(b.GoVersion)]; ok {
+	} else if o, ok := offsetsTables[b.Arch][version.Lang(b.GoVersion)]; ok {
 		b.Offsets = o.Offsets
 		b.OffsetsFrom = "table"
 	} else {
@@ -159,6 +181,9 @@ func TableVersions() []string {
 	slices.SortFunc(vs, version.Compare)
 	return vs
 }
+
+// offsetsTable is the table of this machine's GOARCH.
+var offsetsTable = offsetsTables[runtime.GOARCH]
 
 // OffsetsFromDWARF reads the runtime struct offsets from the DWARF of the
 // executable at path (cmd/gen-offsets builds the table with it).
@@ -304,7 +329,7 @@ type tableEntry struct {
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the
 // table of its Go minor version; "" when unknown.
 func (b *Binary) WaitReason(r uint8) string {
-	if e, ok := offsetsTable[version.Lang(b.GoVersion)]; ok && int(r) < len(e.WaitReasons) {
+	if e, ok := offsetsTables[b.Arch][version.Lang(b.GoVersion)]; ok && int(r) < len(e.WaitReasons) {
 		return e.WaitReasons[r]
 	}
 	return ""

@@ -237,6 +237,9 @@ func allgsAddr(f *elf.File, tab *symtab.Table) (uint64, error) {
 }
 
 func allgsFromCode(f *elf.File, tab *symtab.Table) (uint64, error) {
+	if f.Machine != elf.EM_X86_64 {
+		return 0, errors.New("runtime.allgs of a stripped binary is found in amd64 code only: rebuild without -ldflags=-s for this architecture")
+	}
 	start, end, ok := tab.Func("runtime.forEachG")
 	if !ok {
 		return 0, errors.New("no runtime.forEachG: cannot find runtime.allgs")

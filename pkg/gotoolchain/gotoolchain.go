@@ -23,7 +23,7 @@ func GOROOT(version string) (string, error) {
 }
 
 // Build runs `go build flags... -o out .` in dir, a module of its own, with
-// toolchain version and CGO_ENABLED=0.
+// toolchain version and CGO_ENABLED=0, for this machine's architecture.
 //
 // The toolchain's own go command is run directly with its GOROOT and a
 // GOPATH of its own: releases before go1.21 predate toolchain modules, and
@@ -32,6 +32,11 @@ func GOROOT(version string) (string, error) {
 // GOFLAGS is replaced: a go env file may set flags older releases do not
 // know (-buildvcs, before go1.18).
 func Build(dir, version, out string, flags ...string) error {
+	return BuildFor("", dir, version, out, flags...)
+}
+
+// BuildFor is Build for GOARCH goarch ("": this machine's).
+func BuildFor(goarch, dir, version, out string, flags ...string) error {
 	root, err := GOROOT(version)
 	if err != nil {
 		return err
@@ -49,8 +54,11 @@ func Build(dir, version, out string, flags ...string) error {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "GOROOT="+root, "GOTOOLCHAIN=local", "GOPATH="+gopath,
 		"GOMODCACHE="+gopath+"/pkg/mod", "GOFLAGS=-mod=mod", "GOWORK=off", "CGO_ENABLED=0", "GOENV=off")
+	if goarch != "" {
+		cmd.Env = append(cmd.Env, "GOARCH="+goarch)
+	}
 	if o, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s with %s: %v\n%s", strings.Join(flags, " "), version, err, o)
+		return fmt.Errorf("go build %s with %s for %s: %v\n%s", strings.Join(flags, " "), version, goarch, err, o)
 	}
 	return nil
 }
