@@ -105,7 +105,7 @@ func TestDistroGoServer(t *testing.T) {
 			accept = &e
 		}
 	}
-	if attached == nil || attached.GoVersion != "go1.19.8" || attached.OffsetsFrom != "table" || len(attached.Limits) != 0 {
+	if attached == nil || attached.GoVersion != "go1.19.8" || attached.OffsetsFrom != "table" || len(featureLimits(attached.Limits)) != 0 {
 		t.Fatalf("attached: %+v; want go1.19.8, offsets from the table, no limits", attached)
 	}
 	if wait == nil {

@@ -158,7 +158,7 @@ func (b *Binary) resolve(d *dwarf.Data) error {
 			return err
 		}
 		b.OffsetsFrom = "dwarf"
-	} else if o, ok := offsetsTables[b.Arch][version.Lang(b.GoVersion)]; ok {
+	} else if o, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]; ok {
 		b.Offsets = o.Offsets
 		b.OffsetsFrom = "table"
 	} else {
@@ -180,6 +180,14 @@ func TableVersions() []string {
 	vs := slices.Collect(maps.Keys(offsetsTable))
 	slices.SortFunc(vs, version.Compare)
 	return vs
+}
+
+// arch is the binary's GOARCH; this machine's when unknown.
+func (b *Binary) arch() string {
+	if b.Arch == "" {
+		return runtime.GOARCH
+	}
+	return b.Arch
 }
 
 // offsetsTable is the table of this machine's GOARCH.
@@ -329,7 +337,7 @@ type tableEntry struct {
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the
 // table of its Go minor version; "" when unknown.
 func (b *Binary) WaitReason(r uint8) string {
-	if e, ok := offsetsTables[b.Arch][version.Lang(b.GoVersion)]; ok && int(r) < len(e.WaitReasons) {
+	if e, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]; ok && int(r) < len(e.WaitReasons) {
 		return e.WaitReasons[r]
 	}
 	return ""
