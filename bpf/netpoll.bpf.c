@@ -78,44 +78,66 @@ enum wait_kind {
  * accept parks never carry the flag (their kind follows from the mode). */
 #define PARK_IDLE 0x80
 
-/* The target's accepted connections, by (pid, fd): their struct sock, or 0
- * until the first park looks it up. Added at accept4 and, for connections
- * accepted before attach, by user space (pkg/netpoll SeedAccepted);
- * removed at close. */
+/* The target's accepted connections, by (pid, fd): their struct sock (0
+ * until the first park looks it up) and how many bytes the socket had
+ * received when the server last sent on it. Added at accept4 and, for
+ * connections accepted before attach, by user space (pkg/netpoll
+ * SeedAccepted); updated by every successful send; removed at close. */
 struct conn_key {
 	__u32 pid;
 	__s32 fd;
+};
+
+struct conn {
+	__u64 sk;
+	__u64 rcvd_at_send; /* tcp_sock.bytes_received at the last send */
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct conn_key);
-	__type(value, __u64);
+	__type(value, struct conn);
 } accepted_fds SEC(".maps");
 
-/* A read about to park on fd: is it the idle wait of a server connection?
- * Jiffies resolution: a partial request that arrives in the same jiffy
- * as the previous response went out counts as idle. */
+/* The TCP sock of an accepted connection, looked up once. */
+static __always_inline struct tcp_sock *conn_sock(struct conn *c, __s32 fd)
+{
+	if (!c->sk) {
+		struct sock *sk = tcp_sock_of(sock_from_fd(fd));
+		if (!sk || !is_tcp(sk))
+			return NULL;
+		c->sk = (__u64)sk;
+	}
+	return (struct tcp_sock *)c->sk;
+}
+
+/* A read about to park on fd: is it the idle wait of a server connection,
+ * waiting for the client's next request? Exactly when the socket has
+ * received no byte since the server last sent (or, before any send, no byte
+ * at all): a partial request, however fast it came, is in_request. */
 static __always_inline bool idle_read(__u32 pid, __s32 fd)
 {
 	struct conn_key k = {.pid = pid, .fd = fd};
-	__u64 *skp = bpf_map_lookup_elem(&accepted_fds, &k);
-	if (!skp)
+	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
+	if (!c)
 		return false;
-	struct sock *sk = (struct sock *)*skp;
-	if (!sk) {
-		sk = tcp_sock_of(sock_from_fd(fd));
-		if (!sk || !is_tcp(sk))
-			return false;
-		*skp = (__u64)sk;
-	}
-	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	if (BPF_CORE_READ(tp, bytes_received) == 0)
-		return true; /* before the first request */
-	__u32 sent = BPF_CORE_READ(tp, lsndtime);
-	__u32 rcvd = BPF_CORE_READ(&tp->inet_conn, icsk_ack.lrcvtime);
-	return (__s32)(sent - rcvd) >= 0;
+	struct tcp_sock *tp = conn_sock(c, fd);
+	if (!tp)
+		return false;
+	return BPF_CORE_READ(tp, bytes_received) == c->rcvd_at_send;
+}
+
+/* A send on fd went out: note how much the connection had received then. */
+static __always_inline void note_sent(__u32 pid, __s32 fd)
+{
+	struct conn_key k = {.pid = pid, .fd = fd};
+	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
+	if (!c)
+		return;
+	struct tcp_sock *tp = conn_sock(c, fd);
+	if (tp)
+		c->rcvd_at_send = BPF_CORE_READ(tp, bytes_received);
 }
 
 /* Which events are sent to user space: bit (1 << enum event_type). Set
@@ -206,8 +228,12 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 	long ret = ctx->ret;
 	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
 		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
-		__u64 sk = 0;
-		bpf_map_update_elem(&accepted_fds, &k, &sk, BPF_ANY);
+		struct conn c = {};
+		bpf_map_update_elem(&accepted_fds, &k, &c, BPF_ANY);
+		return 0;
+	}
+	if (dir == DIR_WRITE && mode == MODE_WRITE && ret > 0 && cost == COST_ALL) {
+		note_sent(pid_tgid >> 32, (__s32)REGS_ARG0(user_regs()));
 		return 0;
 	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))

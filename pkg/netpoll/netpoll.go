@@ -160,7 +160,7 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 func (o *Objects) SeedAccepted(pid uint32, fds []int32) error {
 	m := o.coll.Maps[netpollMapAcceptedFds]
 	for _, fd := range fds {
-		if err := m.Put(netpollConnKey{Pid: pid, Fd: fd}, uint64(0)); err != nil {
+		if err := m.Put(netpollConnKey{Pid: pid, Fd: fd}, netpollConn{}); err != nil {
 			return fmt.Errorf("marking accepted fd %d of PID %d: %w", fd, pid, err)
 		}
 	}

@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpollConn struct {
+	_          structs.HostLayout
+	Sk         uint64
+	RcvdAtSend uint64
+}
+
 type netpollConnKey struct {
 	_   structs.HostLayout
 	Pid uint32
