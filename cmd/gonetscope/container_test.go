@@ -18,7 +18,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -310,20 +309,7 @@ func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 		b.Fatal(err)
 	}
 	if traced {
-		readyFile := filepath.Join(b.TempDir(), "ready")
-		tr := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(target.Process.Pid), "--ready-file", readyFile, "--output", os.DevNull)
-		if err := tr.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }()
-		for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(readyFile); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("gonetscope not ready")
-			}
-		}
+		defer benchTracer(b, target.Process.Pid)()
 	}
 	io.WriteString(stdin, "go\n")
 	for dec.More() {

@@ -139,20 +139,7 @@ func benchGoroutines(b *testing.B, bin string, trace []string) int64 {
 		b.Fatal(err)
 	}
 	if trace != nil {
-		readyFile := filepath.Join(b.TempDir(), "ready")
-		tr := exec.Command(gonetscopeBin, append([]string{"trace", "--pid", fmt.Sprint(ready.PID), "--ready-file", readyFile, "--output", os.DevNull}, trace...)...)
-		if err := tr.Start(); err != nil {
-			b.Fatal(err)
-		}
-		defer func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if _, err := os.Stat(readyFile); err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				b.Fatal("gonetscope not ready")
-			}
-		}
+		defer benchTracer(b, ready.PID, trace...)()
 	}
 	io.WriteString(stdin, "go\n")
 	var res struct {
@@ -162,4 +149,24 @@ func benchGoroutines(b *testing.B, bin string, trace []string) int64 {
 		b.Fatal(err)
 	}
 	return res.NsPerGoroutine
+}
+
+// benchTracer starts `gonetscope trace` on pid with its events discarded,
+// for a benchmark, and returns what stops it.
+func benchTracer(b *testing.B, pid int, args ...string) (stop func()) {
+	readyFile := filepath.Join(b.TempDir(), "ready")
+	tr := exec.Command(gonetscopeBin, append([]string{"trace", "--pid", fmt.Sprint(pid), "--ready-file", readyFile, "--output", os.DevNull}, args...)...)
+	if err := tr.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stop = func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(readyFile); err == nil {
+			return stop
+		}
+		if time.Now().After(deadline) {
+			stop()
+			b.Fatal("gonetscope not ready after 60s")
+		}
+	}
 }
