@@ -41,7 +41,7 @@ func startTracer(t *testing.T, pid int, stdout io.Writer, args ...string) (*exec
 
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	target := exec.Command(nettargetBin, append([]string{"-rounds", "0", "-linger", "60s"}, args...)...)
+	target := exec.Command(nettargetBin, append([]string{"-rounds", "0", "-linger", "10m"}, args...)...) // killed at cleanup; under emulation two tracer starts take over a minute
 	target.Stdout = io.Discard
 	if err := target.Start(); err != nil {
 		t.Fatal(err)
