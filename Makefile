@@ -93,7 +93,7 @@ test-kernel-%: kernel-payload-$$(call arch_of,$$*)
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget \
 		GONETSCOPE_LISTENTARGET=/payload/listentarget GONETSCOPE_FASTHTTP=/payload/fhserver GONETSCOPE_TEST_NO_NETNS=1 \
 		GONETSCOPE_TEST_AUTO_HOOKS=$(AUTO_HOOKS_$*) GONETSCOPE_ACKOVERFLOW=/payload/ackoverflow \
-		GONETSCOPE_TEST_HOOKS=$(or $(HOOKS_$*),$(HOOKS_ALL)) GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal \
+		GONETSCOPE_TEST_HOOKS=$(or $(HOOKS_$*),$(HOOKS_ALL)) GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal GONETSCOPE_TEST_READY_TIMEOUT=240s \
 		./gonetscope.test -test.v -test.count=1 -test.skip '$(VM_SKIP)' $(call vm_run,$*)
 
 # Overhead benchmarks (root), written to BENCHMARKS.md: a Go HTTP server under
