@@ -14,13 +14,7 @@ func Path(pid int, name string) string {
 
 // NetNS identifies pid's network namespace by its inode.
 func NetNS(pid int) (uint64, error) {
-	link, err := os.Readlink(Path(pid, "ns/net"))
-	if err != nil {
-		return 0, err
-	}
-	// "net:[4026531840]"
-	s := strings.TrimSuffix(strings.TrimPrefix(link, "net:["), "]")
-	return strconv.ParseUint(s, 10, 64)
+	return nsInode(Path(pid, "ns/net"))
 }
 
 // TcpExt reads the TcpExt counters (ListenOverflows, ListenDrops, ...) of

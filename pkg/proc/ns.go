@@ -45,7 +45,7 @@ func (n Namespaces) NsPID() int {
 // ReadNamespaces reads pid's namespaces and container id.
 func ReadNamespaces(pid int) (Namespaces, error) {
 	var n Namespaces
-	status, err := os.ReadFile(fmt.Sprintf("%s/%d/status", Root, pid))
+	status, err := os.ReadFile(Path(pid, "status"))
 	if errors.Is(err, os.ErrNotExist) {
 		return n, fmt.Errorf("PID %d: %w", pid, ErrNoProcess)
 	}
@@ -59,9 +59,9 @@ func ReadNamespaces(pid int) (Namespaces, error) {
 		name string
 		ino  *uint64
 	}{{"pid", &n.PID}, {"mnt", &n.Mnt}, {"net", &n.Net}, {"cgroup", &n.Cgroup}} {
-		*ns.ino, _ = nsInode(fmt.Sprintf("%s/%d/ns/%s", Root, pid, ns.name))
+		*ns.ino, _ = nsInode(Path(pid, "ns/"+ns.name))
 	}
-	if cg, err := os.ReadFile(fmt.Sprintf("%s/%d/cgroup", Root, pid)); err == nil {
+	if cg, err := os.ReadFile(Path(pid, "cgroup")); err == nil {
 		n.ContainerID = ContainerID(string(cg))
 	}
 	return n, nil
@@ -143,7 +143,7 @@ func HostTID(pid int, ns Namespaces, nsTID int) (int, error) {
 	if !ns.InPIDNamespace() {
 		return nsTID, nil
 	}
-	dir := fmt.Sprintf("%s/%d/task", Root, pid)
+	dir := Path(pid, "task")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return 0, err

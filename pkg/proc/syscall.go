@@ -20,7 +20,7 @@ func Syscall(pid int, tid uint32) string {
 	if err != nil {
 		return ""
 	}
-	raw, err := os.ReadFile(fmt.Sprintf("%s/%d/task/%d/syscall", Root, pid, host))
+	raw, err := os.ReadFile(Path(pid, fmt.Sprintf("task/%d/syscall", host)))
 	if err != nil {
 		return ""
 	}
