@@ -246,9 +246,18 @@ func getIn(pid int, addr, path string) (string, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		// The thread enters the namespace and is never unlocked, so it
-		// ends with this goroutine instead of serving others.
+		// The thread enters the namespace and goes back to its own
+		// before it is unlocked. Were it left locked, Go would end it
+		// with this goroutine, unless it is the main thread, which
+		// stays: then /proc/self/net, and every child forked from it,
+		// would be in the daemon's namespace for the rest of the run.
 		runtime.LockOSThread()
+		home, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer unix.Close(home)
 		fd, err := unix.Open(fmt.Sprintf("/proc/%d/ns/net", pid), unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
 			done <- result{err: err}
@@ -259,6 +268,11 @@ func getIn(pid int, addr, path string) (string, error) {
 			done <- result{err: err}
 			return
 		}
+		defer func() {
+			if unix.Setns(home, unix.CLONE_NEWNET) == nil {
+				runtime.UnlockOSThread()
+			}
+		}()
 		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 		if err != nil {
 			done <- result{err: err}

@@ -350,14 +350,14 @@ func TestListenMetrics(t *testing.T) {
 	t.Cleanup(func() { tracer.Process.Kill() })
 	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
 
-	before := listenDrops(t)
+	before := listenDrops(t, pid)
 	io.WriteString(stdin, "go\n")
 	f := next()
 	if f["op"] != "overflow" {
 		t.Fatalf("proftarget said %v, want overflow", f)
 	}
 	body := scrape(t, "http://"+addr+"/metrics")
-	hostDrops := listenDrops(t) - before
+	hostDrops := listenDrops(t, pid) - before
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
 	if err != nil {
@@ -400,9 +400,11 @@ func TestListenMetrics(t *testing.T) {
 	io.WriteString(stdin, "done\n")
 }
 
-// listenDrops reads TcpExt ListenDrops of this network namespace.
-func listenDrops(t *testing.T) uint64 {
-	raw, err := os.ReadFile("/proc/net/netstat")
+// listenDrops reads TcpExt ListenDrops of pid's network namespace. Not
+// /proc/net: that is the namespace of this process's main thread, which a
+// test that enters a namespace on a locked thread can move.
+func listenDrops(t *testing.T, pid int) uint64 {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/netstat", pid))
 	if err != nil {
 		t.Fatal(err)
 	}
