@@ -12,6 +12,18 @@
  * park -> ready is I/O wait (the peer), ready -> resume is scheduling delay.
  * Keyed by (pid, fd, direction), never by thread: a goroutine often parks on
  * one thread and resumes on another.
+ *
+ * Two ways to see those marks, chosen per target by user space
+ * (pkg/netpoll AddTarget):
+ *  - the uprobe path: uprobes in the target's own runtime, where the three
+ *    marks are calls (pkg/goruntime FindNetpollSites). Nothing else on the
+ *    host runs any of it, and the syscalls keep their fast path. Needs the
+ *    kernel's sock:sock_send_length tracepoint (6.3+) to tell idle waits.
+ *  - the syscall path: tracepoints on the syscalls above (read, write,
+ *    accept4, connect, close, epoll_pwait). While one is attached, every
+ *    thread on the host takes the slow syscall entry
+ *    (TIF_SYSCALL_TRACEPOINT) and every such syscall runs the PID filter.
+ *    For targets or kernels the uprobe path cannot serve.
  */
 
 #include "gonetscope.h"
@@ -42,11 +54,26 @@ struct {
 	__type(value, __u64);
 } traced_pids SEC(".maps");
 
-static __always_inline bool traced(__u32 tgid)
+/* The same filter for the targets on the uprobe path (below), for the
+ * one host-wide program that path has: the send hook. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} probed_pids SEC(".maps");
+
+static __always_inline bool pid_in(void *bitmap, __u32 tgid)
 {
 	__u32 word = tgid / 64;
-	__u64 *w = bpf_map_lookup_elem(&traced_pids, &word);
+	__u64 *w = bpf_map_lookup_elem(bitmap, &word);
 	return w && (*w & (1ULL << (tgid & 63)));
+}
+
+/* Targets on the syscall tracepoint path. */
+static __always_inline bool traced(__u32 tgid)
+{
+	return pid_in(&traced_pids, tgid);
 }
 
 /* make bench's cost table only (cmd/bench): how much of each program
@@ -336,6 +363,56 @@ static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 
 	__sync_fetch_and_add(&v->sched_delay_ns, sched);
 }
 
+/* A wait ended: the parked goroutine runs again (both paths). Records it
+ * in the histograms and the netpoll profile, and sends a netpoll_wait
+ * event if it is worth a look: parked.goid runs again, on a thread whose
+ * id in the target's PID namespace is ns_tid. */
+static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pid_tgid,
+				     struct park_key key, struct park parked, __u32 ns_tid)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
+	parked.mode &= ~PARK_IDLE;
+	__u64 wait = now - parked.t_park;
+	/* Metrics and profiles see every wait, before the --min-wait filter. */
+	__u64 io = wait, sched = 0;
+	if (parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now) {
+		io = parked.t_ready - parked.t_park;
+		sched = now - parked.t_ready;
+	}
+	hist_record(key.pid, HIST_NETPOLL_WAIT, parked.mode, 0, 0, wait);
+	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
+	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
+	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
+	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
+	    (kind == WAIT_IDLE && !send_idle))
+		return 0;
+
+	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
+	e->hdr.goid = parked.goid;
+	e->hdr.goid_ok = 1;
+	e->hdr.ns_tid = ns_tid;
+	e->fd = key.fd;
+	e->park_tid = parked.tid;
+	e->mode = parked.mode;
+	e->kind = kind;
+	e->wait_ns = wait;
+	e->ready_seen = parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now;
+	e->io_wait_ns = io;
+	e->sched_delay_ns = sched;
+	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+	struct sock *sk = tcp_sock_of(sock_from_fd(key.fd));
+	if (sk)
+		read_sk_addrs(sk, &e->addrs);
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	capture_stack(ctx, t, &e->hdr, &e->stack);
+	submit(e);
+	return 0;
+}
+
 /* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
 static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
 {
@@ -359,50 +436,9 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 	read_goid(t, (__u32)pid_tgid, &h);
 	if (!h.goid_ok || h.goid != p->goid)
 		return 0; /* another goroutine uses the fd; the parked one has not run yet */
-
-	__u64 now = bpf_ktime_get_boot_ns();
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
-	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
-	parked.mode &= ~PARK_IDLE;
-	__u64 wait = now - parked.t_park;
-	/* Metrics and profiles see every wait, before the --min-wait filter. */
-	__u64 io = wait, sched = 0;
-	if (parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now) {
-		io = parked.t_ready - parked.t_park;
-		sched = now - parked.t_ready;
-	}
-	hist_record(key.pid, HIST_NETPOLL_WAIT, parked.mode, 0, 0, wait);
-	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
-	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
-	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
-	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
-	    (kind == WAIT_IDLE && !send_idle))
-		return 0;
-
-	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
-	if (!e)
-		return 0;
-	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
-	e->hdr.goid = h.goid;
-	e->hdr.goid_ok = 1;
-	e->hdr.ns_tid = h.ns_tid;
-	e->fd = key.fd;
-	e->park_tid = parked.tid;
-	e->mode = parked.mode;
-	e->kind = kind;
-	e->wait_ns = wait;
-	e->ready_seen = parked.t_ready && parked.t_ready >= parked.t_park && parked.t_ready <= now;
-	e->io_wait_ns = io;
-	e->sched_delay_ns = sched;
-	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
-	struct sock *sk = tcp_sock_of(sock_from_fd(key.fd));
-	if (sk)
-		read_sk_addrs(sk, &e->addrs);
-	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
-	capture_stack(ctx, t, &e->hdr, &e->stack);
-	submit(e);
-	return 0;
+	return wait_done(ctx, t, pid_tgid, key, parked, h.ns_tid);
 }
 
 #define PARK_ON_EXIT(sys, dir, mode)                                       \
@@ -607,6 +643,215 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
+/* ---- The uprobe path ----
+ * Each program is attached to one target's binary with that target's PID
+ * (the kernel filters), at an instruction the kernel emulates. In Go code
+ * the current g is in a register (R14 on amd64, R28 on arm64): the
+ * goroutine is read from there, with no thread-id check. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_G(r) ((r)->r14)
+#else
+#define GO_G(r) ((r)->regs[28])
+#endif
+
+/* Which park a goroutine is in: the resume site knows the goroutine, not
+ * the descriptor. */
+struct parked_g_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 goid;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct parked_g_key);
+	__type(value, struct park_key);
+} parked_gs SEC(".maps");
+
+/* Connections that were accepted (their handshake ended in
+ * SYN_RECV -> ESTABLISHED) and are not closed yet, by struct sock, and how
+ * many bytes each had received when a traced process last sent on it.
+ * Written in softirq context for every passive connection on the host
+ * (the owner is not known yet), hence an LRU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);   /* struct sock * (the TCP subflow of MPTCP) */
+	__type(value, __u64); /* tcp_sock.bytes_received at the last send; 0 before one */
+} passive_socks SEC(".maps");
+
+static __always_inline bool g_goid(const struct target *t, __u64 g, __u64 *goid)
+{
+	return g && t->g_goid && !bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + t->g_goid));
+}
+
+static __always_inline bool pd_fd(const struct target *t, __u64 pd, __s32 *fd)
+{
+	return pd && t->pd_fd && !bpf_probe_read_user(fd, sizeof(*fd), (void *)(pd + t->pd_fd));
+}
+
+/* The idle test of the uprobe path (see idle_read): an accepted
+ * connection that has received no byte since the target last sent on it.
+ * One accepted before attach is in accepted_fds (user space seeded it) and
+ * moves into passive_socks at its first park. */
+static __always_inline bool idle_sock(__u32 pid, __s32 fd, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	__u64 *rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
+	if (!rcvd_at_send) {
+		struct conn_key ck = {.pid = pid, .fd = fd};
+		struct conn *c = bpf_map_lookup_elem(&accepted_fds, &ck);
+		if (!c)
+			return false;
+		__u64 rcvd = c->rcvd_at_send;
+		bpf_map_delete_elem(&accepted_fds, &ck);
+		bpf_map_update_elem(&passive_socks, &key, &rcvd, BPF_ANY);
+		rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
+		if (!rcvd_at_send)
+			return false;
+	}
+	return BPF_CORE_READ((struct tcp_sock *)sk, bytes_received) == *rcvd_at_send;
+}
+
+/* Step 1, uprobe path: CALL runtime.netpollblock(pd, mode, waitio). */
+SEC("uprobe")
+int uprobe_park(struct pt_regs *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct target *t = lookup_target(pid_tgid >> 32);
+	if (!t || cost == COST_FILTER)
+		return 0;
+	__u64 goid;
+	__s32 fd;
+	if (!g_goid(t, GO_G(ctx), &goid) || !pd_fd(t, GO_REG_ARG(ctx, 0), &fd) || cost == COST_GOID)
+		return 0;
+	struct park_key key = {
+		.pid = pid_tgid >> 32,
+		.fd = fd,
+		.dir = (__u32)GO_REG_ARG(ctx, 1) == 'w' ? DIR_WRITE : DIR_READ,
+	};
+	struct park p = {
+		.goid = goid,
+		.t_park = bpf_ktime_get_boot_ns(),
+		.tid = (__u32)pid_tgid,
+		.mode = key.dir == DIR_WRITE ? MODE_WRITE : MODE_READ,
+	};
+	/* What the wait is for follows from the socket's state. */
+	struct sock *sk = tcp_sock_of(sock_from_fd(fd));
+	if (sk && is_tcp(sk)) {
+		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+		if (key.dir == DIR_READ && state == TCP_LISTEN)
+			p.mode = MODE_ACCEPT;
+		else if (key.dir == DIR_WRITE && state == TCP_SYN_SENT)
+			p.mode = MODE_CONNECT;
+		else if (key.dir == DIR_READ && idle_sock(key.pid, fd, sk))
+			p.mode |= PARK_IDLE;
+	}
+	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
+	struct parked_g_key gk = {.pid = key.pid, .goid = goid};
+	bpf_map_update_elem(&parked_gs, &gk, &key, BPF_ANY);
+	return 0;
+}
+
+/* Step 2, uprobe path: CALL runtime.netpollready(toRun, pd, mode) for
+ * each descriptor epoll reported. */
+SEC("uprobe")
+int uprobe_ready(struct pt_regs *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct target *t = lookup_target(pid_tgid >> 32);
+	if (!t || cost == COST_FILTER)
+		return 0;
+	__s32 fd;
+	if (!pd_fd(t, GO_REG_ARG(ctx, 1), &fd) || cost == COST_GOID)
+		return 0;
+	__u32 mode = (__u32)GO_REG_ARG(ctx, 2);
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct park_key key = {.pid = pid_tgid >> 32, .fd = fd};
+	struct park *p;
+	if (mode == 'r' || mode == 'r' + 'w') {
+		key.dir = DIR_READ;
+		p = bpf_map_lookup_elem(&parks, &key);
+		if (p && !p->t_ready)
+			p->t_ready = now;
+	}
+	if (mode == 'w' || mode == 'r' + 'w') {
+		key.dir = DIR_WRITE;
+		p = bpf_map_lookup_elem(&parks, &key);
+		if (p && !p->t_ready)
+			p->t_ready = now;
+	}
+	return 0;
+}
+
+/* Step 3, uprobe path: the branch right after netpollblock returned, on
+ * the goroutine that parked. */
+SEC("uprobe")
+int uprobe_resume(struct pt_regs *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct target *t = lookup_target(pid_tgid >> 32);
+	if (!t || cost == COST_FILTER)
+		return 0;
+	__u64 goid;
+	if (!g_goid(t, GO_G(ctx), &goid) || cost == COST_GOID)
+		return 0;
+	struct parked_g_key gk = {.pid = pid_tgid >> 32, .goid = goid};
+	struct park_key *kp = bpf_map_lookup_elem(&parked_gs, &gk);
+	if (!kp)
+		return 0;
+	struct park_key key = *kp;
+	bpf_map_delete_elem(&parked_gs, &gk);
+	struct park *p = bpf_map_lookup_elem(&parks, &key);
+	if (!p || p->goid != goid)
+		return 0;
+	struct park parked = *p;
+	bpf_map_delete_elem(&parks, &key);
+	return wait_done(ctx, t, pid_tgid, key, parked, ns_tid(t, (__u32)pid_tgid));
+}
+
+/* A traced process sent on an accepted connection: note how much it had
+ * received then (idle_sock). sock:sock_send_length (6.3+) fires in the
+ * sender's context for socket sends only, as tp_btf without the syscall
+ * slow path; the PID filter runs first. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sent, struct sock *sk, int ret, int flags)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	if (!pid_in(&probed_pids, bpf_get_current_pid_tgid() >> 32) || ret <= 0 || cost == COST_FILTER)
+		return 0;
+	struct sock *tsk = tcp_sock_of(sk);
+	__u64 key = (__u64)tsk;
+	__u64 *rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
+	if (rcvd_at_send)
+		*rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tsk, bytes_received);
+	return 0;
+}
+
+/* A passive connection finished its handshake, or a connection closed:
+ * its struct sock will be freed, and the address may come back as a
+ * client's socket, which must not look accepted. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(passive_established, struct sock *sk, int oldstate, int newstate)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 key = (__u64)sk, zero = 0;
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
+		bpf_map_update_elem(&passive_socks, &key, &zero, BPF_ANY);
+	else if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&passive_socks, &key);
+	return 0;
+}
+
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */
 const struct netpoll_wait_event *unused_netpoll_wait_event __attribute__((unused));
 const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
@@ -614,5 +859,6 @@ const enum mode *unused_mode __attribute__((unused));
 const enum cost_stage *unused_cost_stage __attribute__((unused));
 const enum wait_kind *unused_wait_kind __attribute__((unused));
 const struct conn_key *unused_conn_key __attribute__((unused));
+const struct parked_g_key *unused_parked_g_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -142,7 +142,7 @@ wait:
 // startNetpoll loads the netpoll object for p alone, sending no events,
 // and records the stack of every netpoll wait where it resumes.
 func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
-	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize())})
+	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize()), Events: []string{}})
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +152,7 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*gorun
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", p.PID, err)
 	}
 	v := tracer.KernelTarget(p, ns, bin, -1)
-	if err := np.AddTarget(uint32(p.PID), &v); err != nil {
+	if _, _, err := np.AddTarget(uint32(p.PID), &v, netpoll.ProbesOf(p.PID, bin, nil)); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)
 	}

@@ -25,8 +25,10 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -534,20 +536,43 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-// featureLimits leaves out of an attached event's limits the note that
-// the netpoll hooks are costly syscall tracepoints (on every kernel, for
-// now): what is left are features switched off for the target.
+// featureLimits leaves out of an attached event's limits the notes that
+// the netpoll hooks are costly syscall tracepoints, and why: what is left
+// are features switched off for the target.
 func featureLimits(limits []string) []string {
-	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool { return l == tracer.SyscallTracepointLimit })
+	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool {
+		return l == tracer.SyscallTracepointLimit || strings.HasPrefix(l, tracer.NetpollUprobesWhyNot)
+	})
+}
+
+// netpollUprobes says whether this kernel offers the netpoll uprobe path
+// (it needs the sock:sock_send_length tracepoint, 6.3+), from the kernel's
+// own BTF.
+func netpollUprobes(t *testing.T) bool {
+	k, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = k.AnyTypeByName("btf_trace_sock_send_length")
+	return err == nil
 }
 
 func checkAttached(t *testing.T, r traceRun, hooks string) {
-	if a := r.of("attached"); len(a) == 1 && !slices.Contains(a[0].Limits, tracer.SyscallTracepointLimit) {
-		t.Errorf("attached limits %q do not say that the netpoll hooks are syscall tracepoints", a[0].Limits)
-	}
 	a := r.of("attached")
 	if len(a) != 1 {
 		t.Fatalf("want one attached event, got %d", len(a))
+	}
+	// A local build of the target, so the netpoll uprobes must go in
+	// wherever the kernel allows, except when tracepoints are forced.
+	np := netpoll.Tracepoint
+	if hooks != "tracepoint" && netpollUprobes(t) {
+		np = netpoll.Uprobe
+	}
+	if a[0].Hooks["netpoll"] != np {
+		t.Errorf("--hooks %s: netpoll hooks %q, want %q (limits %q)", hooks, a[0].Hooks["netpoll"], np, a[0].Limits)
+	}
+	if tp := slices.Contains(a[0].Limits, tracer.SyscallTracepointLimit); tp != (np == netpoll.Tracepoint) {
+		t.Errorf("netpoll hooks %q, but the limits say syscall tracepoints %v: %q", np, tp, a[0].Limits)
 	}
 	if a[0].GoVersion == "" || a[0].Hooks["tcp_connect"] == "" || a[0].Hooks["inet_csk_accept"] == "" {
 		t.Errorf("attached event lacks go_version or hooks: %+v", a[0])

@@ -2,10 +2,6 @@ package goroutines
 
 import (
 	"debug/elf"
-	"fmt"
-
-	"golang.org/x/arch/arm64/arm64asm"
-	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
@@ -48,53 +44,9 @@ func Probes(f *elf.File, tab *symtab.Table) (create, exit Probe, err error) {
 }
 
 func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, error) {
-	start, end, ok := tab.Func(caller)
-	if !ok {
-		return Probe{}, fmt.Errorf("no function %s", caller)
-	}
-	target, _, ok := tab.Func(callee)
-	if !ok {
-		return Probe{}, fmt.Errorf("no function %s", callee)
-	}
-	code, err := goruntime.Code(f, start, end)
+	s, err := goruntime.CallSite(f, tab.Func, caller, callee)
 	if err != nil {
 		return Probe{}, err
 	}
-	prog := goruntime.ExecProg(f, start, end)
-	var found []Probe
-	if f.Machine == elf.EM_AARCH64 {
-		// Fixed 4-byte instructions; BL's operand is relative to itself.
-		for pc := start; pc+4 <= end; pc += 4 {
-			inst, err := arm64asm.Decode(code[pc-start : pc-start+4])
-			if err != nil || inst.Op != arm64asm.BL {
-				continue
-			}
-			if rel, ok := inst.Args[0].(arm64asm.PCRel); ok && uint64(int64(pc)+int64(rel)) == target {
-				found = append(found, Probe{Addr: pc, FileOffset: pc - prog.Vaddr + prog.Off, Inst: inst.String(), GReg: reg})
-			}
-		}
-	}
-	for pc := start; pc < end && f.Machine == elf.EM_X86_64; {
-		inst, err := x86asm.Decode(code[pc-start:], 64)
-		if err != nil {
-			pc++ // padding: keep going
-			continue
-		}
-		next := pc + uint64(inst.Len)
-		if inst.Op == x86asm.CALL {
-			if rel, ok := inst.Args[0].(x86asm.Rel); ok && uint64(int64(next)+int64(rel)) == target {
-				found = append(found, Probe{
-					Addr:       pc,
-					FileOffset: pc - prog.Vaddr + prog.Off,
-					Inst:       x86asm.GoSyntax(inst, pc, nil),
-					GReg:       reg,
-				})
-			}
-		}
-		pc = next
-	}
-	if len(found) != 1 {
-		return Probe{}, fmt.Errorf("%s: want one call of %s, found %d: runtime layout not known", caller, callee, len(found))
-	}
-	return found[0], nil
+	return Probe{Addr: s.Addr, FileOffset: s.FileOffset, Inst: s.Inst, GReg: reg}, nil
 }

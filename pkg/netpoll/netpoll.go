@@ -1,36 +1,56 @@
 // Package netpoll loads bpf/netpoll.bpf.c: per-goroutine waits in Go's
 // netpoller (netpoll_wait) and the netpoller's own epoll_pwait blocks
-// (epoll_wait), from syscall tracepoints. It also owns the `targets` map
-// that every BPF object filters on.
+// (epoll_wait). Each target's waits come from uprobes in its own runtime
+// where it can (the uprobe path), else from syscall tracepoints (the
+// syscall path); AddTarget chooses and says which. It also owns the
+// `targets` map that every BPF object filters on.
 package netpoll
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Target is one traced process as the BPF programs see it (struct target).
 type Target netpollTarget
 
-// Hooks names this object's hook points and the mechanism each uses: the
-// syscall tracepoints, on every kernel.
-var Hooks = map[string]string{
-	"netpoll":     "tracepoint",
-	"epoll_pwait": "tracepoint",
-}
+// The mechanisms of the netpoll hooks, as the attached event names them.
+const (
+	Uprobe     = "uprobe"     // uprobes in the target's runtime
+	Tracepoint = "tracepoint" // syscall tracepoints
+	Off        = "off"
+)
 
-// Objects are the loaded and attached programs and maps.
+// Objects are the loaded programs and maps, and what is attached.
 type Objects struct {
-	coll  *ebpf.Collection
-	links []link.Link
+	coll *ebpf.Collection
+	spec *ebpf.CollectionSpec
+	opts Options
+
+	mu sync.Mutex
+	// uprobeWhyNot says why the uprobe path is not available on this
+	// kernel or with these options; nil when it is.
+	uprobeWhyNot error
+	// The syscall tracepoints, attached while a target is on the syscall
+	// path, and the uprobe path's two host-wide tp_btf programs, attached
+	// while a target is on it.
+	syscallLinks, sendLinks []link.Link
+	// Each target's path, and its uprobes.
+	paths   map[uint32]string
+	uprobes map[uint32][]link.Link
 }
 
 // Options change the object before it is loaded.
@@ -63,6 +83,9 @@ type Options struct {
 	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
 	// of the ring buffer.
 	WakeupBytes uint64
+	// SyscallsOnly puts every target on the syscall path (--hooks
+	// tracepoint).
+	SyscallsOnly bool
 }
 
 // CostStage is how much of each program runs (make bench's cost table).
@@ -124,33 +147,199 @@ func Load(opts Options) (*Objects, error) {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
+	o := &Objects{spec: spec, opts: opts, paths: map[uint32]string{}, uprobes: map[uint32][]link.Link{}}
+	o.uprobeWhyNot = uprobePathWhyNot(opts)
+	if o.uprobeWhyNot != nil {
+		// The kernel may not know the tp_btf targets: leave them out.
+		delete(spec.Programs, netpollProgSent)
+		delete(spec.Programs, netpollProgPassiveEstablished)
+	}
+	if o.coll, err = ebpf.NewCollection(spec); err != nil {
 		return nil, bpfobj.LoadError("netpoll BPF object", err)
 	}
-	links, err := bpfobj.AttachTracepoints(spec, coll.Programs)
-	if err != nil {
-		coll.Close()
-		return nil, err
-	}
-	return &Objects{coll: coll, links: links}, nil
+	return o, nil
 }
+
+// uprobePathWhyNot says why no target can take the uprobe path, or nil.
+func uprobePathWhyNot(opts Options) error {
+	if opts.SyscallsOnly {
+		return errors.New("--hooks tracepoint asks for syscall tracepoints")
+	}
+	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
+		return errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
+	}
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return fmt.Errorf("reading the kernel's BTF: %w", err)
+	}
+	if _, err := kernel.AnyTypeByName("btf_trace_sock_send_length"); err != nil {
+		return errors.New("the kernel has no sock:sock_send_length tracepoint (Linux 6.3+) to tell idle waits")
+	}
+	return nil
+}
+
+// Mechanism is the netpoll hooks' mechanism a target gets when its
+// runtime allows: Uprobe, or Tracepoint when the kernel or the options
+// rule the uprobe path out (UprobeWhyNot says why).
+func (o *Objects) Mechanism() string {
+	if o.uprobeWhyNot != nil {
+		return Tracepoint
+	}
+	return Uprobe
+}
+
+// UprobeWhyNot says why no target takes the uprobe path; nil if they can.
+func (o *Objects) UprobeWhyNot() error { return o.uprobeWhyNot }
 
 // Targets is the map of traced processes, keyed by PID, value Target.
 // Add and remove targets with AddTarget and RemoveTarget, which keep the
 // PID filter in step.
 func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
 
-// AddTarget starts tracing pid: its Target entry first, then its bit in the
-// PID filter that netpoll's programs check before anything else.
-func (o *Objects) AddTarget(pid uint32, t *Target) error {
+// Probes is where a target's netpoll uprobes go: its executable (by a
+// path the kernel can open, /proc/PID/exe) and the sites in it, or why
+// there are none.
+type Probes struct {
+	Exe   string
+	Sites goruntime.NetpollSites
+	Err   error
+}
+
+// FindProbes finds the netpoll probe sites of bin, the executable of
+// process pid at exe. funcs looks up its functions (ELF symbols, or the
+// pclntab of a stripped binary); nil when neither could be read.
+func FindProbes(exe string, bin *goruntime.Binary, funcs goruntime.FuncLookup) Probes {
+	p := Probes{Exe: exe}
+	switch {
+	case bin.Offsets.GGoid == 0 || bin.Offsets.PdFd == 0:
+		p.Err = errors.New("runtime.g.goid or pollDesc.fd offsets unknown")
+	case !bin.RegisterArgs():
+		p.Err = fmt.Errorf("%s on %s passes arguments on the stack", bin.GoVersion, bin.Arch)
+	case funcs == nil:
+		p.Err = errors.New("no symbol table read")
+	}
+	if p.Err != nil {
+		return p
+	}
+	f, err := elf.Open(exe)
+	if err != nil {
+		p.Err = err
+		return p
+	}
+	defer f.Close()
+	p.Sites, p.Err = goruntime.FindNetpollSites(f, funcs)
+	return p
+}
+
+// ProbesOf finds where pid's netpoll uprobes go: in its executable
+// through /proc/PID/exe (a container's binary needs no path), with the ELF
+// symbols or, for a stripped binary, the pclntab (rt's, or read now).
+func ProbesOf(pid int, bin *goruntime.Binary, rt *goruntime.Process) Probes {
+	exe := proc.Path(pid, "exe")
+	var funcs goruntime.FuncLookup
+	if f, err := elf.Open(exe); err == nil {
+		funcs = goruntime.ELFFuncs(f)
+		f.Close()
+	}
+	if funcs == nil && rt == nil {
+		var err error
+		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
+			return Probes{Exe: exe, Err: fmt.Errorf("stripped, and its pclntab: %w", err)}
+		}
+	}
+	if funcs == nil {
+		funcs = rt.Syms.Func
+	}
+	return FindProbes(exe, bin, funcs)
+}
+
+// AddTarget starts tracing pid: its Target entry first, then its netpoll
+// hooks: the uprobes of probes if the uprobe path is available and the
+// probes were found, else the syscall tracepoints with pid's bit in their
+// PID filter. It returns the mechanism and, for the syscall path, why the
+// uprobe path was not taken.
+func (o *Objects) AddTarget(pid uint32, t *Target, probes Probes) (mechanism string, whyNot error, err error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.removeLocked(pid) // a target that exec'd comes back with a new image
 	if err := o.Targets().Put(pid, t); err != nil {
-		return err
+		return "", nil, err
 	}
-	if err := o.setTraced(pid, true); err != nil {
+	whyNot = o.uprobeWhyNot
+	if whyNot == nil {
+		whyNot = probes.Err
+	}
+	if whyNot == nil {
+		if whyNot = o.attachUprobes(pid, probes); whyNot == nil {
+			o.paths[pid] = Uprobe
+			return Uprobe, nil, nil
+		}
+	}
+	if err := o.attachSyscalls(); err != nil {
 		o.Targets().Delete(pid)
+		return "", nil, err
+	}
+	if err := o.setBit(netpollMapTracedPids, pid, true); err != nil {
+		o.Targets().Delete(pid)
+		return "", nil, err
+	}
+	o.paths[pid] = Tracepoint
+	return Tracepoint, whyNot, nil
+}
+
+// attachUprobes puts the three uprobes into pid's executable, and the
+// send hooks and pid's bit in their filter.
+func (o *Objects) attachUprobes(pid uint32, p Probes) error {
+	ex, err := link.OpenExecutable(p.Exe)
+	if err != nil {
 		return err
 	}
+	var links []link.Link
+	for _, u := range []struct {
+		prog string
+		site goruntime.Site
+	}{
+		{netpollProgUprobePark, p.Sites.Park},
+		{netpollProgUprobeReady, p.Sites.Ready},
+		{netpollProgUprobeResume, p.Sites.Resume},
+	} {
+		l, err := ex.Uprobe("", o.coll.Programs[u.prog], &link.UprobeOptions{Address: u.site.FileOffset, PID: int(pid)})
+		if err != nil {
+			bpfobj.CloseAll(links)
+			return fmt.Errorf("attaching a uprobe at %#x (%s): %w", u.site.Addr, u.site.Inst, err)
+		}
+		links = append(links, l)
+	}
+	if o.sendLinks == nil {
+		for _, prog := range []string{netpollProgSent, netpollProgPassiveEstablished} {
+			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
+			if err != nil {
+				bpfobj.CloseAll(links)
+				bpfobj.CloseAll(o.sendLinks)
+				o.sendLinks = nil
+				return fmt.Errorf("attaching %s: %w", prog, err)
+			}
+			o.sendLinks = append(o.sendLinks, l)
+		}
+	}
+	if err := o.setBit(netpollMapProbedPids, pid, true); err != nil {
+		bpfobj.CloseAll(links)
+		return err
+	}
+	o.uprobes[pid] = links
+	return nil
+}
+
+// attachSyscalls attaches the syscall tracepoints if they are not yet.
+func (o *Objects) attachSyscalls() error {
+	if o.syscallLinks != nil {
+		return nil
+	}
+	links, err := bpfobj.AttachTracepoints(o.spec, o.coll.Programs)
+	if err != nil {
+		return err
+	}
+	o.syscallLinks = links
 	return nil
 }
 
@@ -168,20 +357,46 @@ func (o *Objects) SeedAccepted(pid uint32, fds []int32) error {
 }
 
 // RemoveTarget stops tracing pid. A pid that was not traced is no error.
+// The hooks no target needs any more are detached: a tracer with no
+// target on the syscall path costs the host's syscalls nothing.
 func (o *Objects) RemoveTarget(pid uint32) error {
-	if err := o.setTraced(pid, false); err != nil {
-		return err
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.removeLocked(pid)
+}
+
+func (o *Objects) removeLocked(pid uint32) error {
+	bpfobj.CloseAll(o.uprobes[pid])
+	delete(o.uprobes, pid)
+	delete(o.paths, pid)
+	for _, m := range []string{netpollMapTracedPids, netpollMapProbedPids} {
+		if err := o.setBit(m, pid, false); err != nil {
+			return err
+		}
 	}
 	if err := o.Targets().Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
 	}
+	var syscalls, uprobes bool
+	for _, path := range o.paths {
+		syscalls = syscalls || path == Tracepoint
+		uprobes = uprobes || path == Uprobe
+	}
+	if !syscalls {
+		bpfobj.CloseAll(o.syscallLinks)
+		o.syscallLinks = nil
+	}
+	if !uprobes {
+		bpfobj.CloseAll(o.sendLinks)
+		o.sendLinks = nil
+	}
 	return nil
 }
 
-// setTraced flips pid's bit in traced_pids. Callers serialize (the tracer
-// holds its lock); the BPF side only reads the words.
-func (o *Objects) setTraced(pid uint32, on bool) error {
-	m := o.coll.Maps[netpollMapTracedPids]
+// setBit flips pid's bit in a PID filter (traced_pids or probed_pids).
+// Callers hold o.mu; the BPF side only reads the words.
+func (o *Objects) setBit(bitmap string, pid uint32, on bool) error {
+	m := o.coll.Maps[bitmap]
 	word := pid / 64
 	if word >= m.MaxEntries() {
 		return fmt.Errorf("PID %d above the PID filter's range", pid)
@@ -220,7 +435,13 @@ var eventNames = map[netpollEventType]string{
 
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {
-	bpfobj.CloseAll(o.links)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, links := range o.uprobes {
+		bpfobj.CloseAll(links)
+	}
+	bpfobj.CloseAll(o.syscallLinks)
+	bpfobj.CloseAll(o.sendLinks)
 	o.coll.Close()
 	return nil
 }

@@ -155,6 +155,10 @@ type target struct {
 	goroutines *goroutineState
 	// exit reports its exit; nil without pidfds.
 	exit *exitWatch
+	// netpoll is the mechanism of its netpoll hooks (netpoll.Uprobe or
+	// netpoll.Tracepoint), and why not the uprobes if not.
+	netpoll       string
+	netpollWhyNot error
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -201,7 +205,7 @@ func New(opts Options) (*Tracer, error) {
 		opts.Events = DefaultEvents
 	}
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
-		WakeupInterval: opts.DrainInterval})
+		WakeupInterval: opts.DrainInterval, SyscallsOnly: opts.Hooks == tcp.HooksTracepoint})
 	if err != nil {
 		return nil, err
 	}
@@ -248,7 +252,11 @@ func New(opts Options) (*Tracer, error) {
 		}
 		t.hooks["goroutines"] = "uprobe"
 	}
-	maps.Copy(t.hooks, netpoll.Hooks)
+	t.hooks["netpoll"] = np.Mechanism()
+	t.hooks["epoll_pwait"] = netpoll.Off
+	if np.Mechanism() == netpoll.Tracepoint {
+		t.hooks["epoll_pwait"] = netpoll.Tracepoint
+	}
 	maps.Copy(t.hooks, tc.Hooks())
 	t.hooks["listen_overflow"] = ov.Mechanism()
 	for _, s := range []struct {
@@ -362,7 +370,8 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	if err := t.netpoll.SeedAccepted(uint32(pid), proc.AcceptedFDs(pid)); err != nil {
 		return nil, err
 	}
-	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
+	mech, whyNot, err := t.netpoll.AddTarget(uint32(pid), &v, netpoll.ProbesOf(pid, bin, rt))
+	if err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
 	// The process may have exited, and its PID been reused, while we read it.
@@ -374,7 +383,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
-	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
+	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt, netpoll: mech, netpollWhyNot: whyNot}
 	if ns.InPIDNamespace() {
 		t.nsPIDs.Store(uint32(pid), uint32(ns.NsPID()))
 	}
@@ -396,9 +405,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		Exe:         tg.exe,
 		GoVersion:   bin.GoVersion,
 		OffsetsFrom: bin.OffsetsFrom,
-		Hooks:       t.Hooks(),
+		Hooks:       t.targetHooks(tg),
 		MinWaitNs:   v.MinWaitNs,
-		Limits:      t.limits(bin.Limits),
+		Limits:      t.limits(tg),
 		Reason:      reason,
 	}
 	t.queueControl(ev)
@@ -436,19 +445,40 @@ func (t *Tracer) checkExecs() {
 	}
 }
 
-// SyscallTracepointLimit is the attached event's limits entry while the
-// netpoll hooks are syscall tracepoints: the costly fallback, and today
-// the only netpoll path on every kernel.
-const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoints (nothing cheaper is built for this kernel yet): " +
-	"while anything is traced, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT), " +
+// SyscallTracepointLimit is the attached event's limits entry for a
+// target whose netpoll waits come from syscall tracepoints (the fallback:
+// the kernel lacks what the uprobe path needs, or the runtime's call sites
+// were not found, or --hooks tracepoint or --events epoll_wait asked for
+// them). A second entry, NetpollUprobesWhyNot..., says why.
+const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoints: " +
+	"while anything is traced so, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT), " +
 	"and every read, write, accept4, connect, close and epoll_pwait on the host pays a tracepoint dispatch and the PID filter"
+
+// NetpollUprobesWhyNot starts the limits entry that says why a target's
+// netpoll waits do not come from uprobes in its runtime.
+const NetpollUprobesWhyNot = "no netpoll uprobes: "
+
+// targetHooks is the hooks map of tg's attached event: the tracer's, with
+// tg's own netpoll mechanism.
+func (t *Tracer) targetHooks(tg *target) map[string]string {
+	h := t.Hooks()
+	h["netpoll"] = tg.netpoll
+	h["epoll_pwait"] = netpoll.Off
+	if tg.netpoll == netpoll.Tracepoint {
+		h["epoll_pwait"] = netpoll.Tracepoint
+	}
+	return h
+}
 
 // limits is what the attached event lists as switched off or costly for
 // a target: the binary's limits, and the hook fallback's cost.
-func (t *Tracer) limits(bin []string) []string {
-	out := slices.Clone(bin)
-	if t.hooks["netpoll"] == "tracepoint" {
+func (t *Tracer) limits(tg *target) []string {
+	out := slices.Clone(tg.bin.Limits)
+	if tg.netpoll == netpoll.Tracepoint {
 		out = append(out, SyscallTracepointLimit)
+		if tg.netpollWhyNot != nil {
+			out = append(out, NetpollUprobesWhyNot+tg.netpollWhyNot.Error())
+		}
 	}
 	return out
 }
