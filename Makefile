@@ -11,8 +11,6 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
-	$(GO) build -o $(BIN)/nettarget ./cmd/nettarget
-	$(GO) build -o $(BIN)/proftarget ./cmd/proftarget
 	$(GO) build -o $(BIN)/demo ./cmd/demo
 	$(GO) build -o $(BIN)/demoserver ./cmd/demoserver
 
@@ -76,9 +74,9 @@ kernel-payload-%:
 	rm -rf .cache/kernels/payload-$* && mkdir -p .cache/kernels/payload-$*
 	export CGO_ENABLED=0 GOARCH=$* && \
 	$(GO) build -o .cache/kernels/payload-$*/gonetscope ./cmd/gonetscope && \
-	$(GO) build -o .cache/kernels/payload-$*/nettarget ./cmd/nettarget && \
+	$(GO) build -o .cache/kernels/payload-$*/nettarget ./cmd/gonetscope/internal/targets/nettarget && \
 	$(GO) test -c -o .cache/kernels/payload-$*/gonetscope.test ./cmd/gonetscope && \
-	$(GO) build -o .cache/kernels/payload-$*/listentarget ./cmd/listentarget && \
+	$(GO) build -o .cache/kernels/payload-$*/listentarget ./cmd/gonetscope/internal/targets/listentarget && \
 	$(GO) build -o .cache/kernels/payload-$*/ackoverflow ./cmd/gonetscope/testdata/ackoverflow
 	rm -rf .cache/kernels/fhserver-$* && cp -r cmd/gonetscope/testdata/fhserver .cache/kernels/fhserver-$*
 	cd .cache/kernels/fhserver-$* && $(GO) get github.com/valyala/fasthttp@v1.78.0 && \

@@ -22,7 +22,7 @@ import (
 // binaries are.
 func TestGoroutineLeak(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "./internal/targets/leaktarget").CombinedOutput(); err != nil {
 		t.Fatalf("building leaktarget: %v\n%s", err, out)
 	}
 	for _, iso := range isolations {
@@ -80,7 +80,7 @@ func checkGoroutineLeak(t *testing.T, iso isolation, bin string) {
 // no goroutine_leak event, and the churn is counted exactly.
 func TestGoroutinesSteady(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/targets/leaktarget").CombinedOutput(); err != nil {
 		t.Fatalf("building leaktarget: %v\n%s", err, out)
 	}
 	r := traceCommand(t, []string{bin, "-churn", "200", "-life", "300ms", "-tick", "20ms", "-duration", "2500ms"}, nil,
@@ -103,7 +103,7 @@ func TestGoroutinesSteady(t *testing.T) {
 //	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench GoroutineCreation -test.benchtime 3x
 func BenchmarkGoroutineCreation(b *testing.B) {
 	bin := filepath.Join(b.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "./internal/targets/leaktarget").CombinedOutput(); err != nil {
 		b.Fatalf("building leaktarget: %v\n%s", err, out)
 	}
 	modes := []struct {

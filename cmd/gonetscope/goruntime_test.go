@@ -12,7 +12,7 @@ import (
 // The stalled acceptor sleeps: "waiting: sleep".
 func TestAcceptorStatusStripped(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "listentarget")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "github.com/gonetscope/gonetscope/cmd/listentarget")
+	build := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/listentarget")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("building listentarget: %v\n%s", err, out)
 	}

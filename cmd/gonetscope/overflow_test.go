@@ -190,7 +190,7 @@ func listentargetBinary(t *testing.T) string {
 	if p := os.Getenv("GONETSCOPE_LISTENTARGET"); p != "" {
 		return p
 	}
-	return buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/listentarget")
+	return buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/listentarget")
 }
 
 // tracerProc is a running gonetscope.

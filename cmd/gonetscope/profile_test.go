@@ -1,6 +1,6 @@
 package main
 
-// `gonetscope profile` against cmd/proftarget, whose time goes to known
+// `gonetscope profile` against internal/targets/proftarget, whose time goes to known
 // functions: the profile, read back by `go tool pprof` and by the profile
 // package, must put them on top.
 
@@ -22,14 +22,14 @@ import (
 	"github.com/google/pprof/profile"
 )
 
-// buildProftarget builds cmd/proftarget with extra go build flags.
+// buildProftarget builds internal/targets/proftarget with extra go build flags.
 func buildProftarget(t *testing.T, flags ...string) string {
 	t.Helper()
 	if p := os.Getenv("GONETSCOPE_PROFTARGET"); p != "" && len(flags) == 0 {
 		return p
 	}
 	out := filepath.Join(t.TempDir(), "proftarget")
-	args := append(append([]string{"build", "-o", out}, flags...), "github.com/gonetscope/gonetscope/cmd/proftarget")
+	args := append(append([]string{"build", "-o", out}, flags...), "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/proftarget")
 	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
 		t.Fatalf("building proftarget: %v\n%s", err, b)
 	}

@@ -1,7 +1,7 @@
 package main
 
 // Integration tests: the real gonetscope binary traces a real Go target
-// (cmd/nettarget) on this kernel, and every assertion compares the tracer's
+// (internal/targets/nettarget) on this kernel, and every assertion compares the tracer's
 // events with what the target printed about itself.
 //
 // They need root. GONETSCOPE_BIN and GONETSCOPE_NETTARGET name prebuilt
@@ -51,7 +51,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	gonetscopeBin = binary(dir, "GONETSCOPE_BIN", "github.com/gonetscope/gonetscope/cmd/gonetscope")
-	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", "github.com/gonetscope/gonetscope/cmd/nettarget")
+	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/nettarget")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -91,7 +91,7 @@ type fact struct {
 	FDLimit    uint64 `json:"fd_limit"`
 	At         string `json:"at"` // file:line of the call
 	TIDs       []int  `json:"tids"`
-	// cmd/leaktarget's
+	// internal/targets/leaktarget's
 	LeakSite  string `json:"leak_site"`
 	LeakAt    string `json:"leak_at"`
 	ChurnSite string `json:"churn_site"`
