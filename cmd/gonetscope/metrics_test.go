@@ -245,9 +245,9 @@ func scrape(t *testing.T, url string) []byte {
 // say exactly that many. Also for a stripped PIE target, whose runtime
 // offsets come from the version table.
 func TestGoroutineGauge(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { checkGoroutineGauge(t, buildProftarget(t)) })
+	t.Run("plain", func(t *testing.T) { checkGoroutineGauge(t, buildTarget(t, "proftarget")) })
 	t.Run("stripped-pie", func(t *testing.T) {
-		checkGoroutineGauge(t, buildProftarget(t, "-ldflags=-s -w", "-buildmode=pie"))
+		checkGoroutineGauge(t, buildTarget(t, "proftarget", "-ldflags=-s -w", "-buildmode=pie"))
 	})
 }
 
@@ -316,7 +316,7 @@ func checkGoroutineGauge(t *testing.T, bin string) {
 // counter cover every failed dial without exceeding the host's ListenDrops.
 func TestListenMetrics(t *testing.T) {
 	const dials = 8
-	target := exec.Command(buildProftarget(t), "-overflow", fmt.Sprint(dials))
+	target := exec.Command(buildTarget(t, "proftarget"), "-overflow", fmt.Sprint(dials))
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	target.Stderr = os.Stderr

@@ -151,7 +151,6 @@ func tcpExt(t *testing.T, pid int) map[string]uint64 {
 	return nil
 }
 
-// buildGo builds pkg into dir; workdir is the module to build in ("": this one).
 // settledTcpExt waits until pid's namespace's listen drop counters have not
 // moved for two seconds (retransmitted handshakes have stopped), then
 // returns them.
@@ -170,27 +169,6 @@ func settledTcpExt(t *testing.T, pid int) map[string]uint64 {
 		}
 	}
 	return last
-}
-
-func buildGo(t *testing.T, dir, workdir, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if pkg == "." {
-		out = filepath.Join(dir, filepath.Base(workdir))
-	}
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = workdir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
-func listentargetBinary(t *testing.T) string {
-	if p := os.Getenv("GONETSCOPE_LISTENTARGET"); p != "" {
-		return p
-	}
-	return buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/listentarget")
 }
 
 // tracerProc is a running gonetscope.
@@ -417,7 +395,7 @@ func checkSum(t *testing.T, field string, sum, settled, final uint64) {
 
 func TestListenOverflow(t *testing.T) {
 	const somaxconn = 2
-	bin := listentargetBinary(t)
+	bin := buildTarget(t, "listentarget")
 	for _, c := range []struct {
 		network string
 		iso     isolation
@@ -606,7 +584,7 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	if server == "" {
 		server = buildFasthttp(t)
 	}
-	loadgen := listentargetBinary(t)
+	loadgen := buildTarget(t, "listentarget")
 	// Few handshake retransmits, so the drops stop within seconds of the
 	// load and the count can be compared when it has settled.
 	prefix := netns(t, 1, "net.ipv4.tcp_synack_retries=1", "net.ipv4.tcp_syn_retries=1", "net.ipv4.tcp_orphan_retries=1")

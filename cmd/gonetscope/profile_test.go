@@ -22,20 +22,6 @@ import (
 	"github.com/google/pprof/profile"
 )
 
-// buildProftarget builds internal/targets/proftarget with extra go build flags.
-func buildProftarget(t *testing.T, flags ...string) string {
-	t.Helper()
-	if p := os.Getenv("GONETSCOPE_PROFTARGET"); p != "" && len(flags) == 0 {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "proftarget")
-	args := append(append([]string{"build", "-o", out}, flags...), "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/proftarget")
-	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("building proftarget: %v\n%s", err, b)
-	}
-	return out
-}
-
 // profileTarget starts bin with args, profiles it with kind until it exits,
 // and returns the profile file and what the target printed.
 func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []map[string]any) {
@@ -153,7 +139,7 @@ func hasFunc(s *profile.Sample, name string) bool {
 // burns CPU in main.burnCPU; the CPU profile has it on top, and its
 // mapping names the executable and its build id.
 func TestProfileCPU(t *testing.T) {
-	bin := buildProftarget(t, "-buildmode=pie", "-ldflags=-s -w")
+	bin := buildTarget(t, "proftarget", "-buildmode=pie", "-ldflags=-s -w")
 	file, _ := profileTarget(t, bin, "cpu", "-burn", "1500ms")
 	if top := pprofTop(t, file); top[0] != "main.burnCPU" {
 		t.Errorf("go tool pprof -top: first is %q, want main.burnCPU (all: %v)", top[0], top)
@@ -222,7 +208,7 @@ func gnuBuildID(t *testing.T, path string) string {
 // main.waitForPeer, one per request; the netpoll profile ranks it first
 // and counts exactly one wait per request there.
 func TestProfileNetpoll(t *testing.T) {
-	bin := buildProftarget(t)
+	bin := buildTarget(t, "proftarget")
 	for _, iso := range isolations {
 		t.Run(iso.String(), func(t *testing.T) { checkProfileNetpoll(t, iso, bin) })
 	}
@@ -315,7 +301,7 @@ func TestProfileBadInput(t *testing.T) {
 // long, and no more than the profile lasted.
 func TestProfileOffCPU(t *testing.T) {
 	const sleep = 400 * time.Millisecond
-	file, _ := profileTarget(t, buildProftarget(t), "offcpu", "-sleep", sleep.String())
+	file, _ := profileTarget(t, buildTarget(t, "proftarget"), "offcpu", "-sleep", sleep.String())
 	p := readProfile(t, file)
 	var off int64
 	for _, s := range p.Sample {

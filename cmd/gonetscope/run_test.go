@@ -9,8 +9,49 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
+
+// targetsPkg is where the Go programs the tests trace live.
+const targetsPkg = "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/"
+
+// buildTarget builds internal/targets/name with the go build flags given
+// and returns the binary. Without flags, GONETSCOPE_<NAME> (such as
+// GONETSCOPE_LISTENTARGET) names a prebuilt one instead: make test-kernels
+// passes them, as the VM has no Go toolchain.
+func buildTarget(t testing.TB, name string, flags ...string) string {
+	t.Helper()
+	if p := os.Getenv("GONETSCOPE_" + strings.ToUpper(name)); p != "" && len(flags) == 0 {
+		return p
+	}
+	return buildGo(t, t.TempDir(), "", targetsPkg+name, flags...)
+}
+
+// buildGo builds pkg with the go build flags given into dir and returns
+// the binary; workdir is the module to build in ("": this one, where pkg
+// is an import path; else pkg is ".").
+func buildGo(t testing.TB, dir, workdir, pkg string, flags ...string) string {
+	t.Helper()
+	out, err := goBuild(dir, workdir, pkg, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func goBuild(dir, workdir, pkg string, flags ...string) (string, error) {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if pkg == "." {
+		out = filepath.Join(dir, filepath.Base(workdir))
+	}
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), pkg)...)
+	cmd.Dir = workdir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
+}
 
 // startTarget starts cmd, a target that prints one JSON object per line
 // with an "op", and returns its stdin and a reader of its next line, which
