@@ -6,7 +6,6 @@ package main
 // ground truth.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -173,23 +172,16 @@ func settledTcpExt(t *testing.T, pid int) map[string]uint64 {
 
 // tracerProc is a running gonetscope.
 type tracerProc struct {
-	cmd      *exec.Cmd
-	out, err bytes.Buffer
-	done     chan error
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	err  *bytes.Buffer
+	done chan error
 }
 
 func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 	t.Helper()
-	ready := filepath.Join(t.TempDir(), "ready")
-	tr := &tracerProc{done: make(chan error, 1)}
-	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms", "--stacks", "--max-events-per-sec", "0")
-	tr.cmd.Stdout, tr.cmd.Stderr = &tr.out, &tr.err
-	if err := tr.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { tr.done <- tr.cmd.Wait() }()
-	t.Cleanup(func() { tr.cmd.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, tr.done, &tr.err)
+	tr := &tracerProc{}
+	tr.cmd, tr.done, tr.err = startGonetscopeTo(t, &tr.out, pid, "trace", "--overflow-interval", "100ms", "--stacks", "--max-events-per-sec", "0")
 	return tr
 }
 
@@ -282,24 +274,11 @@ func runListentargetIn(t *testing.T, iso isolation, bin string, somaxconn int, e
 		target.Env = os.Environ()
 	}
 	target.Env = append(target.Env, env...)
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
+	stdin, nextFact := startTargetOf[ltFact](t, target)
 	var r overflowRun
 	next := func() ltFact {
 		t.Helper()
-		if !lines.Scan() {
-			t.Fatalf("target ended early: %+v", r.facts)
-		}
-		var f ltFact
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("target line %q: %v", lines.Text(), err)
-		}
+		f := nextFact()
 		if f.Op == "error" {
 			t.Fatalf("target: %s", f.Error)
 		}

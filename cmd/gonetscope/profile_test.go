@@ -5,11 +5,9 @@ package main
 // package, must put them on top.
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -33,23 +31,10 @@ func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []ma
 func profileTargetIn(t *testing.T, iso isolation, bin, kind string, args ...string) (string, []map[string]any) {
 	t.Helper()
 	target := isolated(iso, "", nil, append([]string{bin}, args...)...)
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
+	stdin, nextFact := startTarget(t, target)
 	var facts []map[string]any
 	next := func() map[string]any {
-		if !lines.Scan() {
-			t.Fatal("proftarget ended early")
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
-		}
+		f := nextFact("")
 		facts = append(facts, f)
 		return f
 	}
@@ -61,19 +46,8 @@ func profileTargetIn(t *testing.T, iso isolation, bin, kind string, args ...stri
 		pid = target.Process.Pid
 	}
 
-	dir := t.TempDir()
-	out, readyFile := filepath.Join(dir, kind+".pb.gz"), filepath.Join(dir, "ready")
-	prof := exec.Command(gonetscopeBin, "profile", "--pid", fmt.Sprint(pid), "--kind", kind,
-		"--duration", "60s", "-o", out, "--ready-file", readyFile)
-	var errOut bytes.Buffer
-	prof.Stderr = &errOut
-	if err := prof.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- prof.Wait() }()
-	t.Cleanup(func() { prof.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	out := filepath.Join(t.TempDir(), kind+".pb.gz")
+	done, errOut := startGonetscope(t, pid, "profile", "--kind", kind, "--duration", "60s", "-o", out)
 	io.WriteString(stdin, "go\n")
 	for next()["op"] != "done" {
 	}

@@ -58,6 +58,22 @@ func goBuild(dir, workdir, pkg string, flags ...string) (string, error) {
 // must have the op given ("" takes any).
 func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) map[string]any) {
 	t.Helper()
+	stdin, next := startTargetOf[map[string]any](t, cmd)
+	return stdin, func(op string) map[string]any {
+		t.Helper()
+		f := next()
+		if op != "" && f["op"] != op {
+			t.Fatalf("%s said %v, want op %q", filepath.Base(cmd.Path), f, op)
+		}
+		return f
+	}
+}
+
+// startTargetOf starts cmd, a target that prints one JSON object per line,
+// kills it when the test ends, and returns its stdin and a reader that
+// decodes its next line into a T. The test fails if the target ends first.
+func startTargetOf[T any](t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func() T) {
+	t.Helper()
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -66,14 +82,16 @@ func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) m
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	lines := bufio.NewScanner(stdout)
-	return stdin, func(op string) map[string]any {
+	var said []string
+	return stdin, func() T {
 		t.Helper()
 		if !lines.Scan() {
-			t.Fatalf("%s ended early, waiting for %q", filepath.Base(cmd.Path), op)
+			t.Fatalf("%s ended early; it had said:\n%s", filepath.Base(cmd.Path), strings.Join(said, "\n"))
 		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil || (op != "" && f["op"] != op) {
-			t.Fatalf("%s said %q, want op %q", filepath.Base(cmd.Path), lines.Text(), op)
+		said = append(said, lines.Text())
+		var f T
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("%s line %q: %v", filepath.Base(cmd.Path), lines.Text(), err)
 		}
 		return f
 	}
@@ -83,10 +101,18 @@ func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) m
 // and returns once it is ready: its exit status and its stderr.
 func startGonetscope(t *testing.T, pid int, args ...string) (chan error, *bytes.Buffer) {
 	t.Helper()
+	_, done, errOut := startGonetscopeTo(t, nil, pid, args...)
+	return done, errOut
+}
+
+// startGonetscopeTo is startGonetscope writing its stdout to stdout (nil:
+// discarded); it returns the command too, to signal or kill it.
+func startGonetscopeTo(t *testing.T, stdout io.Writer, pid int, args ...string) (*exec.Cmd, chan error, *bytes.Buffer) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(gonetscopeBin, append(args, "--pid", fmt.Sprint(pid), "--ready-file", ready)...)
 	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
+	cmd.Stdout, cmd.Stderr = stdout, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -94,5 +120,5 @@ func startGonetscope(t *testing.T, pid int, args ...string) (chan error, *bytes.
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, done, &errOut)
-	return done, &errOut
+	return cmd, done, &errOut
 }
