@@ -9,12 +9,9 @@ BPFTOOL ?= bpftool
 
 all: build
 
+# The product only; the demo and the benchmarks build their own programs.
 build:
 	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
-	$(GO) build -o $(BIN)/nettarget ./cmd/nettarget
-	$(GO) build -o $(BIN)/proftarget ./cmd/proftarget
-	$(GO) build -o $(BIN)/demo ./cmd/demo
-	$(GO) build -o $(BIN)/demoserver ./cmd/demoserver
 
 # The syscall tracepoints are found through tracefs; mount it where a minimal
 # host or CI machine has not.
@@ -22,6 +19,8 @@ tracefs:
 	@mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing
 
 demo: build tracefs
+	$(GO) build -o $(BIN)/demo ./cmd/demo
+	$(GO) build -o $(BIN)/demoserver ./cmd/demo/demoserver
 	$(BIN)/demo --gonetscope $(BIN)/gonetscope --server $(BIN)/demoserver
 
 # -p 1: the test binaries share host-wide state (the host namespace's TCP
@@ -76,9 +75,9 @@ kernel-payload-%:
 	rm -rf .cache/kernels/payload-$* && mkdir -p .cache/kernels/payload-$*
 	export CGO_ENABLED=0 GOARCH=$* && \
 	$(GO) build -o .cache/kernels/payload-$*/gonetscope ./cmd/gonetscope && \
-	$(GO) build -o .cache/kernels/payload-$*/nettarget ./cmd/nettarget && \
+	$(GO) build -o .cache/kernels/payload-$*/nettarget ./cmd/gonetscope/internal/targets/nettarget && \
 	$(GO) test -c -o .cache/kernels/payload-$*/gonetscope.test ./cmd/gonetscope && \
-	$(GO) build -o .cache/kernels/payload-$*/listentarget ./cmd/listentarget && \
+	$(GO) build -o .cache/kernels/payload-$*/listentarget ./cmd/gonetscope/internal/targets/listentarget && \
 	$(GO) build -o .cache/kernels/payload-$*/ackoverflow ./cmd/gonetscope/testdata/ackoverflow
 	rm -rf .cache/kernels/fhserver-$* && cp -r cmd/gonetscope/testdata/fhserver .cache/kernels/fhserver-$*
 	cd .cache/kernels/fhserver-$* && $(GO) get github.com/valyala/fasthttp@v1.78.0 && \
@@ -109,7 +108,7 @@ bench: build tracefs
 	rm -rf .cache/before
 	if [ -n "$(BENCH_BEFORE)" ]; then mkdir -p .cache/before && git archive $(BENCH_BEFORE) | tar -x -C .cache/before && \
 		cd .cache/before && $(GO) build -o ../../$(BIN)/gonetscope-before ./cmd/gonetscope; fi
-	$(GO) build -o $(BIN)/benchserver ./cmd/benchserver
+	$(GO) build -o $(BIN)/benchserver ./cmd/bench/benchserver
 	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
 	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 500ms -test.count 3 | tee ../../$(BIN)/microbench.txt
 	$(GO) test -c -o $(BIN)/gonetscope.test ./cmd/gonetscope

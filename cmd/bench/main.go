@@ -1,7 +1,7 @@
 // Command bench is `make bench`: it measures what tracing costs a Go HTTP
 // server, and the rest of the host, and writes BENCHMARKS.md.
 //
-// Method: cmd/benchserver serves on loopback; an open-loop load generator
+// Method: cmd/bench/benchserver serves on loopback; an open-loop load generator
 // in this process sends a fixed rate of keep-alive requests (a fixed rate
 // is steadier than saturating a 2-core machine). Each mode runs once per
 // round, the modes interleaved, and each round starts a fresh server:
@@ -581,7 +581,7 @@ overflow sampler, the liveness poll and the ring-buffer readers.
 cmd/bench itself (never traced) while the mode runs: what every other
 process on the host pays.`
 
-const method = `A Go net/http server (cmd/benchserver) on loopback under an open-loop,
+const method = `A Go net/http server (cmd/bench/benchserver) on loopback under an open-loop,
 fixed-rate load of keep-alive requests from cmd/bench on the same machine.
 "Server CPU per request" is the on-CPU time of all the server's threads
 (/proc/PID/task/*/schedstat) over the measurement divided by the requests

@@ -18,8 +18,8 @@ func TestDemo(t *testing.T) {
 		t.Fatal("the demo loads BPF programs: run the tests as root")
 	}
 	dir := t.TempDir()
-	for _, pkg := range []string{"gonetscope", "demoserver", "demo"} {
-		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, pkg), "github.com/gonetscope/gonetscope/cmd/"+pkg).CombinedOutput()
+	for _, pkg := range []string{"gonetscope", "demo/demoserver", "demo"} {
+		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, filepath.Base(pkg)), "github.com/gonetscope/gonetscope/cmd/"+pkg).CombinedOutput()
 		if err != nil {
 			t.Fatalf("building %s: %v\n%s", pkg, err, out)
 		}

@@ -1,5 +1,5 @@
 // Command demo is `make demo`: it starts the bundled demo service
-// (cmd/demoserver, which has four problems on purpose), traces it with
+// (cmd/demo/demoserver, which has four problems on purpose), traces it with
 // gonetscope, prints the JSON event stream as it comes, and ends with a short
 // summary that names each problem the way the events do. It ends by itself.
 package main

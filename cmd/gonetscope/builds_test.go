@@ -19,13 +19,13 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 )
 
-// buildNettarget builds cmd/nettarget with the toolchain and flags given,
+// buildNettarget builds internal/targets/nettarget with the toolchain and flags given,
 // in a module of its own (its go line is old enough for every toolchain
 // gonetscope supports, back to go1.17), and returns the binary.
 func buildNettarget(t *testing.T, toolchain string, flags ...string) string {
 	t.Helper()
 	files := map[string][]byte{"go.mod": []byte("module nettarget\n\ngo 1.17\n")}
-	srcs, _ := filepath.Glob("../nettarget/*.go")
+	srcs, _ := filepath.Glob("internal/targets/nettarget/*.go")
 	for _, f := range srcs {
 		if strings.HasSuffix(f, "_test.go") {
 			continue

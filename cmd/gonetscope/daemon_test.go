@@ -24,21 +24,15 @@ import (
 type daemonTarget struct {
 	cmd   *exec.Cmd
 	stdin io.Writer
-	facts *bufio.Scanner
+	next  func() fact
 }
 
 func startDaemonTarget(t *testing.T, iso isolation) *daemonTarget {
 	t.Helper()
 	cmd := isolated(iso, "", nil, nettargetBin, "-rounds", "0", "-stdin-rounds")
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	d := &daemonTarget{cmd: cmd, stdin: stdin, facts: bufio.NewScanner(stdout)}
-	d.facts.Scan() // ready
+	stdin, next := startTargetOf[fact](t, cmd)
+	d := &daemonTarget{cmd: cmd, stdin: stdin, next: next}
+	d.next() // ready
 	return d
 }
 
@@ -47,9 +41,8 @@ func (d *daemonTarget) round(t *testing.T) uint16 {
 	t.Helper()
 	io.WriteString(d.stdin, "\n")
 	var lport uint16
-	for d.facts.Scan() {
-		var f fact
-		json.Unmarshal(d.facts.Bytes(), &f)
+	for {
+		f := d.next()
 		if f.Op == "dial" {
 			lport = f.LPort
 		}
@@ -57,8 +50,6 @@ func (d *daemonTarget) round(t *testing.T) uint16 {
 			return lport
 		}
 	}
-	t.Fatal("target ended before its round was done")
-	return 0
 }
 
 func gonetscopeCLI(t *testing.T, args ...string) (string, error) {

@@ -61,7 +61,7 @@ func TestDistroGoServer(t *testing.T) {
 	}
 
 	var out bytes.Buffer
-	tracer, done := startTracer(t, server.Process.Pid, &out, "--min-wait", "100ms")
+	tracer, done, _ := startGonetscopeTo(t, &out, server.Process.Pid, "trace", "--min-wait", "100ms")
 
 	// Half a request, a pause, the rest; the connection stays open after the
 	// response, so its goroutine parks again, idle, in IO wait.

@@ -21,10 +21,7 @@ import (
 // The target is built stripped and position-independent, as production
 // binaries are.
 func TestGoroutineLeak(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
-		t.Fatalf("building leaktarget: %v\n%s", err, out)
-	}
+	bin := buildTarget(t, "leaktarget", "-ldflags=-s -w", "-buildmode=pie")
 	for _, iso := range isolations {
 		t.Run(iso.String(), func(t *testing.T) { checkGoroutineLeak(t, iso, bin) })
 	}
@@ -79,10 +76,7 @@ func checkGoroutineLeak(t *testing.T, iso isolation, bin string) {
 // thousands alive at a time, their number going up and down) and no leak:
 // no goroutine_leak event, and the churn is counted exactly.
 func TestGoroutinesSteady(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
-		t.Fatalf("building leaktarget: %v\n%s", err, out)
-	}
+	bin := buildTarget(t, "leaktarget")
 	r := traceCommand(t, []string{bin, "-churn", "200", "-life", "300ms", "-tick", "20ms", "-duration", "2500ms"}, nil,
 		[]string{"--goroutines", "--goroutine-interval", "250ms"})
 	if l := r.of("goroutine_leak"); len(l) != 0 {
@@ -102,10 +96,7 @@ func TestGoroutinesSteady(t *testing.T) {
 //
 //	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench GoroutineCreation -test.benchtime 3x
 func BenchmarkGoroutineCreation(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "leaktarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "../leaktarget").CombinedOutput(); err != nil {
-		b.Fatalf("building leaktarget: %v\n%s", err, out)
-	}
+	bin := buildTarget(b, "leaktarget")
 	modes := []struct {
 		name  string
 		trace []string // nil: untraced

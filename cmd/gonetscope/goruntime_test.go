@@ -1,21 +1,13 @@
 package main
 
-import (
-	"os/exec"
-	"path/filepath"
-	"testing"
-)
+import "testing"
 
 // TestAcceptorStatusStripped: the acceptor's go_status in listen_overflow
 // is read from the target's goroutine table; for a stripped PIE target the
 // offsets come from the version table and runtime.allgs from the code.
 // The stalled acceptor sleeps: "waiting: sleep".
 func TestAcceptorStatusStripped(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "listentarget")
-	build := exec.Command("go", "build", "-ldflags=-s -w", "-buildmode=pie", "-o", bin, "github.com/gonetscope/gonetscope/cmd/listentarget")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building listentarget: %v\n%s", err, out)
-	}
+	bin := buildTarget(t, "listentarget", "-ldflags=-s -w", "-buildmode=pie")
 	r := runListentarget(t, bin, 2, "-mode", "stall", "-net", "tcp4")
 	start, end := r.fact(t, "stall_start"), r.fact(t, "stall_end")
 	seen := 0

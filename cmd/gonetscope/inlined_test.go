@@ -20,7 +20,7 @@ import (
 // (the wait path of net.Conn.Read has syscall.Read and
 // internal/poll.ignoringEINTRIO inlined).
 func TestProfileAndStacksAgree(t *testing.T) {
-	target := exec.Command(buildProftarget(t, "-ldflags=-s -w", "-buildmode=pie"), "-waits", "5", "-delay", "10ms")
+	target := exec.Command(buildTarget(t, "proftarget", "-ldflags=-s -w", "-buildmode=pie"), "-waits", "5", "-delay", "10ms")
 	stdin, next := startTarget(t, target)
 	pid := int(next("")["pid"].(float64))
 

@@ -5,16 +5,13 @@ package main
 // target printed about itself.
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -55,41 +52,17 @@ func TestMetrics(t *testing.T) {
 	const rounds, flood = 2, 300
 	target := exec.Command(nettargetBin, "-wait-stdin", "-rounds", fmt.Sprint(rounds),
 		"-flood", fmt.Sprint(flood), "-delay", "20ms", "-linger", "20s")
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
+	stdin, nextFact := startTargetOf[fact](t, target)
 	var facts []fact
 	next := func() fact {
-		if !lines.Scan() {
-			t.Fatal("target ended early")
-		}
-		var f fact
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("target line %q: %v", lines.Text(), err)
-		}
+		f := nextFact()
 		facts = append(facts, f)
 		return f
 	}
 	pid := next().PID
 
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	readyFile := filepath.Join(t.TempDir(), "ready")
-	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--min-wait", "1h",
-		"--metrics-addr", addr, "--ready-file", readyFile, "--output", os.DevNull)
-	var errOut bytes.Buffer
-	tracer.Stderr = &errOut
-	if err := tracer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tracer.Wait() }()
-	t.Cleanup(func() { tracer.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	done, _ := startGonetscope(t, pid, "trace", "--min-wait", "1h", "--metrics-addr", addr, "--output", os.DevNull)
 
 	io.WriteString(stdin, "go\n")
 	for next().Op != "done" {
@@ -245,53 +218,23 @@ func scrape(t *testing.T, url string) []byte {
 // say exactly that many. Also for a stripped PIE target, whose runtime
 // offsets come from the version table.
 func TestGoroutineGauge(t *testing.T) {
-	t.Run("plain", func(t *testing.T) { checkGoroutineGauge(t, buildProftarget(t)) })
+	t.Run("plain", func(t *testing.T) { checkGoroutineGauge(t, buildTarget(t, "proftarget")) })
 	t.Run("stripped-pie", func(t *testing.T) {
-		checkGoroutineGauge(t, buildProftarget(t, "-ldflags=-s -w", "-buildmode=pie"))
+		checkGoroutineGauge(t, buildTarget(t, "proftarget", "-ldflags=-s -w", "-buildmode=pie"))
 	})
 }
 
 func checkGoroutineGauge(t *testing.T, bin string) {
 	const n = 37
 	target := exec.Command(bin, "-goroutines", fmt.Sprint(n))
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
-	next := func() map[string]any {
-		if !lines.Scan() {
-			t.Fatal("proftarget ended early")
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
-		}
-		return f
-	}
-	pid := int(next()["pid"].(float64))
+	stdin, next := startTarget(t, target)
+	pid := int(next("")["pid"].(float64))
 
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	readyFile := filepath.Join(t.TempDir(), "ready")
-	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
-		"--ready-file", readyFile, "--output", os.DevNull)
-	var errOut bytes.Buffer
-	tracer.Stderr = &errOut
-	if err := tracer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tracer.Wait() }()
-	t.Cleanup(func() { tracer.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	startGonetscope(t, pid, "trace", "--metrics-addr", addr, "--output", os.DevNull)
 
 	io.WriteString(stdin, "go\n")
-	if f := next(); f["op"] != "spawned" {
-		t.Fatalf("proftarget said %v, want spawned", f)
-	}
+	next("spawned")
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
 	if err != nil {
@@ -316,46 +259,15 @@ func checkGoroutineGauge(t *testing.T, bin string) {
 // counter cover every failed dial without exceeding the host's ListenDrops.
 func TestListenMetrics(t *testing.T) {
 	const dials = 8
-	target := exec.Command(buildProftarget(t), "-overflow", fmt.Sprint(dials))
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
-	next := func() map[string]any {
-		if !lines.Scan() {
-			t.Fatal("proftarget ended early")
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
-		}
-		return f
-	}
-	pid := int(next()["pid"].(float64))
+	target := exec.Command(buildTarget(t, "proftarget"), "-overflow", fmt.Sprint(dials))
+	stdin, next := startTarget(t, target)
+	pid := int(next("")["pid"].(float64))
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	readyFile := filepath.Join(t.TempDir(), "ready")
-	tracer := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(pid), "--metrics-addr", addr,
-		"--ready-file", readyFile, "--output", os.DevNull)
-	var errOut bytes.Buffer
-	tracer.Stderr = &errOut
-	if err := tracer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- tracer.Wait() }()
-	t.Cleanup(func() { tracer.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	startGonetscope(t, pid, "trace", "--metrics-addr", addr, "--output", os.DevNull)
 
 	before := listenDrops(t, pid)
 	io.WriteString(stdin, "go\n")
-	f := next()
-	if f["op"] != "overflow" {
-		t.Fatalf("proftarget said %v, want overflow", f)
-	}
+	f := next("overflow")
 	body := scrape(t, "http://"+addr+"/metrics")
 	hostDrops := listenDrops(t, pid) - before
 	p := expfmt.NewTextParser(model.UTF8Validation)

@@ -6,7 +6,6 @@ package main
 // ground truth.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -151,7 +150,6 @@ func tcpExt(t *testing.T, pid int) map[string]uint64 {
 	return nil
 }
 
-// buildGo builds pkg into dir; workdir is the module to build in ("": this one).
 // settledTcpExt waits until pid's namespace's listen drop counters have not
 // moved for two seconds (retransmitted handshakes have stopped), then
 // returns them.
@@ -172,46 +170,18 @@ func settledTcpExt(t *testing.T, pid int) map[string]uint64 {
 	return last
 }
 
-func buildGo(t *testing.T, dir, workdir, pkg string) string {
-	t.Helper()
-	out := filepath.Join(dir, filepath.Base(pkg))
-	if pkg == "." {
-		out = filepath.Join(dir, filepath.Base(workdir))
-	}
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Dir = workdir
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("building %s: %v\n%s", pkg, err, b)
-	}
-	return out
-}
-
-func listentargetBinary(t *testing.T) string {
-	if p := os.Getenv("GONETSCOPE_LISTENTARGET"); p != "" {
-		return p
-	}
-	return buildGo(t, t.TempDir(), "", "github.com/gonetscope/gonetscope/cmd/listentarget")
-}
-
 // tracerProc is a running gonetscope.
 type tracerProc struct {
-	cmd      *exec.Cmd
-	out, err bytes.Buffer
-	done     chan error
+	cmd  *exec.Cmd
+	out  bytes.Buffer
+	err  *bytes.Buffer
+	done chan error
 }
 
 func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 	t.Helper()
-	ready := filepath.Join(t.TempDir(), "ready")
-	tr := &tracerProc{done: make(chan error, 1)}
-	tr.cmd = exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(pid), "--ready-file", ready, "--overflow-interval", "100ms", "--stacks", "--max-events-per-sec", "0")
-	tr.cmd.Stdout, tr.cmd.Stderr = &tr.out, &tr.err
-	if err := tr.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { tr.done <- tr.cmd.Wait() }()
-	t.Cleanup(func() { tr.cmd.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, tr.done, &tr.err)
+	tr := &tracerProc{}
+	tr.cmd, tr.done, tr.err = startGonetscopeTo(t, &tr.out, pid, "trace", "--overflow-interval", "100ms", "--stacks", "--max-events-per-sec", "0")
 	return tr
 }
 
@@ -304,24 +274,11 @@ func runListentargetIn(t *testing.T, iso isolation, bin string, somaxconn int, e
 		target.Env = os.Environ()
 	}
 	target.Env = append(target.Env, env...)
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
+	stdin, nextFact := startTargetOf[ltFact](t, target)
 	var r overflowRun
 	next := func() ltFact {
 		t.Helper()
-		if !lines.Scan() {
-			t.Fatalf("target ended early: %+v", r.facts)
-		}
-		var f ltFact
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("target line %q: %v", lines.Text(), err)
-		}
+		f := nextFact()
 		if f.Op == "error" {
 			t.Fatalf("target: %s", f.Error)
 		}
@@ -417,7 +374,7 @@ func checkSum(t *testing.T, field string, sum, settled, final uint64) {
 
 func TestListenOverflow(t *testing.T) {
 	const somaxconn = 2
-	bin := listentargetBinary(t)
+	bin := buildTarget(t, "listentarget")
 	for _, c := range []struct {
 		network string
 		iso     isolation
@@ -606,7 +563,7 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	if server == "" {
 		server = buildFasthttp(t)
 	}
-	loadgen := listentargetBinary(t)
+	loadgen := buildTarget(t, "listentarget")
 	// Few handshake retransmits, so the drops stop within seconds of the
 	// load and the count can be compared when it has settled.
 	prefix := netns(t, 1, "net.ipv4.tcp_synack_retries=1", "net.ipv4.tcp_syn_retries=1", "net.ipv4.tcp_orphan_retries=1")

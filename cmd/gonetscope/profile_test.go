@@ -1,15 +1,13 @@
 package main
 
-// `gonetscope profile` against cmd/proftarget, whose time goes to known
+// `gonetscope profile` against internal/targets/proftarget, whose time goes to known
 // functions: the profile, read back by `go tool pprof` and by the profile
 // package, must put them on top.
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -22,20 +20,6 @@ import (
 	"github.com/google/pprof/profile"
 )
 
-// buildProftarget builds cmd/proftarget with extra go build flags.
-func buildProftarget(t *testing.T, flags ...string) string {
-	t.Helper()
-	if p := os.Getenv("GONETSCOPE_PROFTARGET"); p != "" && len(flags) == 0 {
-		return p
-	}
-	out := filepath.Join(t.TempDir(), "proftarget")
-	args := append(append([]string{"build", "-o", out}, flags...), "github.com/gonetscope/gonetscope/cmd/proftarget")
-	if b, err := exec.Command("go", args...).CombinedOutput(); err != nil {
-		t.Fatalf("building proftarget: %v\n%s", err, b)
-	}
-	return out
-}
-
 // profileTarget starts bin with args, profiles it with kind until it exits,
 // and returns the profile file and what the target printed.
 func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []map[string]any) {
@@ -47,23 +31,10 @@ func profileTarget(t *testing.T, bin, kind string, args ...string) (string, []ma
 func profileTargetIn(t *testing.T, iso isolation, bin, kind string, args ...string) (string, []map[string]any) {
 	t.Helper()
 	target := isolated(iso, "", nil, append([]string{bin}, args...)...)
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	target.Stderr = os.Stderr
-	if err := target.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { target.Process.Kill(); target.Wait() })
-	lines := bufio.NewScanner(stdout)
+	stdin, nextFact := startTarget(t, target)
 	var facts []map[string]any
 	next := func() map[string]any {
-		if !lines.Scan() {
-			t.Fatal("proftarget ended early")
-		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
-			t.Fatalf("proftarget line %q: %v", lines.Text(), err)
-		}
+		f := nextFact("")
 		facts = append(facts, f)
 		return f
 	}
@@ -75,19 +46,8 @@ func profileTargetIn(t *testing.T, iso isolation, bin, kind string, args ...stri
 		pid = target.Process.Pid
 	}
 
-	dir := t.TempDir()
-	out, readyFile := filepath.Join(dir, kind+".pb.gz"), filepath.Join(dir, "ready")
-	prof := exec.Command(gonetscopeBin, "profile", "--pid", fmt.Sprint(pid), "--kind", kind,
-		"--duration", "60s", "-o", out, "--ready-file", readyFile)
-	var errOut bytes.Buffer
-	prof.Stderr = &errOut
-	if err := prof.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- prof.Wait() }()
-	t.Cleanup(func() { prof.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &errOut)
+	out := filepath.Join(t.TempDir(), kind+".pb.gz")
+	done, errOut := startGonetscope(t, pid, "profile", "--kind", kind, "--duration", "60s", "-o", out)
 	io.WriteString(stdin, "go\n")
 	for next()["op"] != "done" {
 	}
@@ -153,7 +113,7 @@ func hasFunc(s *profile.Sample, name string) bool {
 // burns CPU in main.burnCPU; the CPU profile has it on top, and its
 // mapping names the executable and its build id.
 func TestProfileCPU(t *testing.T) {
-	bin := buildProftarget(t, "-buildmode=pie", "-ldflags=-s -w")
+	bin := buildTarget(t, "proftarget", "-buildmode=pie", "-ldflags=-s -w")
 	file, _ := profileTarget(t, bin, "cpu", "-burn", "1500ms")
 	if top := pprofTop(t, file); top[0] != "main.burnCPU" {
 		t.Errorf("go tool pprof -top: first is %q, want main.burnCPU (all: %v)", top[0], top)
@@ -222,7 +182,7 @@ func gnuBuildID(t *testing.T, path string) string {
 // main.waitForPeer, one per request; the netpoll profile ranks it first
 // and counts exactly one wait per request there.
 func TestProfileNetpoll(t *testing.T) {
-	bin := buildProftarget(t)
+	bin := buildTarget(t, "proftarget")
 	for _, iso := range isolations {
 		t.Run(iso.String(), func(t *testing.T) { checkProfileNetpoll(t, iso, bin) })
 	}
@@ -315,7 +275,7 @@ func TestProfileBadInput(t *testing.T) {
 // long, and no more than the profile lasted.
 func TestProfileOffCPU(t *testing.T) {
 	const sleep = 400 * time.Millisecond
-	file, _ := profileTarget(t, buildProftarget(t), "offcpu", "-sleep", sleep.String())
+	file, _ := profileTarget(t, buildTarget(t, "proftarget"), "offcpu", "-sleep", sleep.String())
 	p := readProfile(t, file)
 	var off int64
 	for _, s := range p.Sample {

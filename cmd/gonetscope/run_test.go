@@ -9,13 +9,70 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
+
+// targetsPkg is where the Go programs the tests trace live.
+const targetsPkg = "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/"
+
+// buildTarget builds internal/targets/name with the go build flags given
+// and returns the binary. Without flags, GONETSCOPE_<NAME> (such as
+// GONETSCOPE_LISTENTARGET) names a prebuilt one instead: make test-kernels
+// passes them, as the VM has no Go toolchain.
+func buildTarget(t testing.TB, name string, flags ...string) string {
+	t.Helper()
+	if p := os.Getenv("GONETSCOPE_" + strings.ToUpper(name)); p != "" && len(flags) == 0 {
+		return p
+	}
+	return buildGo(t, t.TempDir(), "", targetsPkg+name, flags...)
+}
+
+// buildGo builds pkg with the go build flags given into dir and returns
+// the binary; workdir is the module to build in ("": this one, where pkg
+// is an import path; else pkg is ".").
+func buildGo(t testing.TB, dir, workdir, pkg string, flags ...string) string {
+	t.Helper()
+	out, err := goBuild(dir, workdir, pkg, flags...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func goBuild(dir, workdir, pkg string, flags ...string) (string, error) {
+	out := filepath.Join(dir, filepath.Base(pkg))
+	if pkg == "." {
+		out = filepath.Join(dir, filepath.Base(workdir))
+	}
+	cmd := exec.Command("go", append(append([]string{"build", "-o", out}, flags...), pkg)...)
+	cmd.Dir = workdir
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
+}
 
 // startTarget starts cmd, a target that prints one JSON object per line
 // with an "op", and returns its stdin and a reader of its next line, which
 // must have the op given ("" takes any).
 func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) map[string]any) {
+	t.Helper()
+	stdin, next := startTargetOf[map[string]any](t, cmd)
+	return stdin, func(op string) map[string]any {
+		t.Helper()
+		f := next()
+		if op != "" && f["op"] != op {
+			t.Fatalf("%s said %v, want op %q", filepath.Base(cmd.Path), f, op)
+		}
+		return f
+	}
+}
+
+// startTargetOf starts cmd, a target that prints one JSON object per line,
+// kills it when the test ends, and returns its stdin and a reader that
+// decodes its next line into a T. The test fails if the target ends first.
+func startTargetOf[T any](t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func() T) {
 	t.Helper()
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
@@ -25,14 +82,16 @@ func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) m
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	lines := bufio.NewScanner(stdout)
-	return stdin, func(op string) map[string]any {
+	var said []string
+	return stdin, func() T {
 		t.Helper()
 		if !lines.Scan() {
-			t.Fatalf("%s ended early, waiting for %q", filepath.Base(cmd.Path), op)
+			t.Fatalf("%s ended early; it had said:\n%s", filepath.Base(cmd.Path), strings.Join(said, "\n"))
 		}
-		var f map[string]any
-		if err := json.Unmarshal(lines.Bytes(), &f); err != nil || (op != "" && f["op"] != op) {
-			t.Fatalf("%s said %q, want op %q", filepath.Base(cmd.Path), lines.Text(), op)
+		said = append(said, lines.Text())
+		var f T
+		if err := json.Unmarshal(lines.Bytes(), &f); err != nil {
+			t.Fatalf("%s line %q: %v", filepath.Base(cmd.Path), lines.Text(), err)
 		}
 		return f
 	}
@@ -42,10 +101,18 @@ func startTarget(t *testing.T, cmd *exec.Cmd) (io.WriteCloser, func(op string) m
 // and returns once it is ready: its exit status and its stderr.
 func startGonetscope(t *testing.T, pid int, args ...string) (chan error, *bytes.Buffer) {
 	t.Helper()
+	_, done, errOut := startGonetscopeTo(t, nil, pid, args...)
+	return done, errOut
+}
+
+// startGonetscopeTo is startGonetscope writing its stdout to stdout (nil:
+// discarded); it returns the command too, to signal or kill it.
+func startGonetscopeTo(t *testing.T, stdout io.Writer, pid int, args ...string) (*exec.Cmd, chan error, *bytes.Buffer) {
+	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
 	cmd := exec.Command(gonetscopeBin, append(args, "--pid", fmt.Sprint(pid), "--ready-file", ready)...)
 	var errOut bytes.Buffer
-	cmd.Stderr = &errOut
+	cmd.Stdout, cmd.Stderr = stdout, &errOut
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,5 +120,5 @@ func startGonetscope(t *testing.T, pid int, args ...string) (chan error, *bytes.
 	go func() { done <- cmd.Wait() }()
 	t.Cleanup(func() { cmd.Process.Kill() })
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, done, &errOut)
-	return done, &errOut
+	return cmd, done, &errOut
 }

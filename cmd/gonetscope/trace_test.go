@@ -1,8 +1,8 @@
 package main
 
 // Integration tests: the real gonetscope binary traces a real Go target
-// (cmd/nettarget) on this kernel, and every assertion compares the tracer's
-// events with what the target printed about itself.
+// (internal/targets/nettarget) on this kernel, and every assertion compares
+// the tracer's events with what the target printed about itself.
 //
 // They need root. GONETSCOPE_BIN and GONETSCOPE_NETTARGET name prebuilt
 // binaries (inside the test VM of `make test-kernels`, which has no Go
@@ -53,21 +53,21 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	gonetscopeBin = binary(dir, "GONETSCOPE_BIN", "github.com/gonetscope/gonetscope/cmd/gonetscope")
-	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", "github.com/gonetscope/gonetscope/cmd/nettarget")
+	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", targetsPkg+"nettarget")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
+// binary is buildGo for TestMain, which has no testing.T: the binary env
+// names, else pkg built into dir.
 func binary(dir, env, pkg string) string {
 	if p := os.Getenv(env); p != "" {
 		return p
 	}
-	out := filepath.Join(dir, filepath.Base(pkg))
-	cmd := exec.Command("go", "build", "-o", out, pkg)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
-		fmt.Fprintf(os.Stderr, "building %s: %v\n", pkg, err)
+	out, err := goBuild(dir, "", pkg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	return out
@@ -93,7 +93,7 @@ type fact struct {
 	FDLimit    uint64 `json:"fd_limit"`
 	At         string `json:"at"` // file:line of the call
 	TIDs       []int  `json:"tids"`
-	// cmd/leaktarget's
+	// internal/targets/leaktarget's
 	LeakSite  string `json:"leak_site"`
 	LeakAt    string `json:"leak_at"`
 	ChurnSite string `json:"churn_site"`

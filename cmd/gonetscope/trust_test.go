@@ -22,23 +22,6 @@ import (
 	"time"
 )
 
-// startTracer starts `gonetscope trace` on pid and waits until it is attached.
-func startTracer(t *testing.T, pid int, stdout io.Writer, args ...string) (*exec.Cmd, chan error) {
-	t.Helper()
-	readyFile := filepath.Join(t.TempDir(), "ready")
-	cmd := exec.Command(gonetscopeBin, append([]string{"trace", "--pid", strconv.Itoa(pid), "--ready-file", readyFile}, args...)...)
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = stdout, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(readyFile); return err == nil }, done, &stderr)
-	return cmd, done
-}
-
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	target := exec.Command(nettargetBin, append([]string{"-rounds", "0", "-linger", "10m"}, args...)...) // killed at cleanup; under emulation two tracer starts take over a minute
@@ -54,7 +37,7 @@ func startLingering(t *testing.T, args ...string) *exec.Cmd {
 // or uprobe entry, or pinned object, and a new one starts cleanly.
 func TestSIGKILL(t *testing.T) {
 	target := startLingering(t)
-	tracer, done := startTracer(t, target.Process.Pid, io.Discard)
+	tracer, done, _ := startGonetscopeTo(t, io.Discard, target.Process.Pid, "trace")
 	progs, links := heldBPFObjects(t, tracer.Process.Pid)
 	tracer.Process.Kill()
 	<-done
@@ -68,7 +51,7 @@ func TestSIGKILL(t *testing.T) {
 	if pins, _ := filepath.Glob("/sys/fs/bpf/*gonetscope*"); len(pins) > 0 {
 		t.Errorf("pinned objects left: %v", pins)
 	}
-	_, done = startTracer(t, target.Process.Pid, io.Discard, "--duration", "200ms")
+	_, done, _ = startGonetscopeTo(t, io.Discard, target.Process.Pid, "trace", "--duration", "200ms")
 	if err := <-done; err != nil {
 		t.Errorf("restart after SIGKILL: %v", err)
 	}
@@ -94,7 +77,7 @@ func TestStalledWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tracer, done := startTracer(t, target.Process.Pid, pw, "--min-wait", "0", "--ring-buffer-bytes", "65536", "--max-events-per-sec", "0")
+	tracer, done, _ := startGonetscopeTo(t, pw, target.Process.Pid, "trace", "--min-wait", "0", "--ring-buffer-bytes", "65536", "--max-events-per-sec", "0")
 	pw.Close()
 	io.WriteString(stdin, "go\n")
 	var flood fact

@@ -22,7 +22,7 @@ func TestPIDReuse(t *testing.T) {
 		t.Fatal("this test loads BPF programs: run it as root")
 	}
 	bin := filepath.Join(t.TempDir(), "nettarget")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/gonetscope/gonetscope/cmd/nettarget").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/gonetscope/gonetscope/cmd/gonetscope/internal/targets/nettarget").CombinedOutput(); err != nil {
 		t.Fatalf("building nettarget: %v\n%s", err, out)
 	}
 	// The dead first process stays attached (no poll, no pidfd): only the

@@ -1,8 +1,7 @@
 // Command nettarget is a small Go network program that does known things and
 // says what it did: it prints, as JSON lines, its own goroutine ids, fds and
 // ports for each dial, accept and delayed read. gonetscope's integration
-// tests and `make demo` trace it and compare the tracer's events with what
-// it printed.
+// tests trace it and compare the tracer's events with what it printed.
 //
 // It builds with every Go toolchain gonetscope supports, back to go1.17
 // (TestTraceBuilds): no any, no atomic types, no range over ints.
