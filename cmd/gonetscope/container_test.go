@@ -267,10 +267,11 @@ func TestTraceFromContainer(t *testing.T) {
 }
 
 // BenchmarkParkResumeContainer measures what the namespace-level thread id
-// costs: a raw EAGAIN read loop on one socket (each read after the first is
-// a park and a resume, each with a goroutine read and its validation),
-// untraced, traced on the host and traced in a container, interleaved in
-// one run. Reported as ns/read per mode, from the target's own clock.
+// costs on the syscall path (floodHooks): a raw EAGAIN read loop on one
+// socket (each read after the first is a park and a resume, each with a
+// goroutine read and its validation), untraced, traced on the host and
+// traced in a container, interleaved in one run. Reported as ns/read per
+// mode, from the target's own clock.
 //
 //	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench ParkResumeContainer -test.benchtime 3x
 func BenchmarkParkResumeContainer(b *testing.B) {
@@ -309,7 +310,7 @@ func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 		b.Fatal(err)
 	}
 	if traced {
-		defer benchTracer(b, target.Process.Pid)()
+		defer benchTracer(b, target.Process.Pid, floodHooks...)()
 	}
 	io.WriteString(stdin, "go\n")
 	for dec.More() {
@@ -325,5 +326,66 @@ func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 		}
 	}
 	b.Fatal("the target reported no flood")
+	return 0
+}
+
+// BenchmarkNetpollPingPong measures what a real netpoll wait costs the
+// target on each netpoll path: two goroutines exchange one byte each way
+// over a loopback connection (two parks, two readies and two resumes per
+// exchange), untraced, with the uprobes in the runtime and with the
+// syscall tracepoints, interleaved in one run. Reported as ns/exchange
+// per mode, from the target's own clock.
+//
+//	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench NetpollPingPong -test.benchtime 3x
+func BenchmarkNetpollPingPong(b *testing.B) {
+	modes := []struct {
+		name  string
+		hooks []string // nil: untraced
+	}{
+		{"untraced", nil},
+		{"uprobe", []string{"--hooks", "auto"}},
+		{"tracepoint", floodHooks},
+	}
+	sums := make([]float64, len(modes))
+	for i := 0; i < b.N; i++ {
+		for m, mode := range modes {
+			sums[m] += float64(benchPingPong(b, mode.hooks))
+		}
+	}
+	for m, mode := range modes {
+		b.ReportMetric(sums[m]/float64(b.N), "ns/exchange-"+mode.name)
+	}
+}
+
+func benchPingPong(b *testing.B, hooks []string) int64 {
+	target := exec.Command(nettargetBin, "-wait-stdin", "-rounds", "0", "-pingpong", "100000")
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	if err := target.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer target.Wait()
+	dec := json.NewDecoder(stdout)
+	var f fact
+	if err := dec.Decode(&f); err != nil {
+		b.Fatal(err)
+	}
+	if hooks != nil {
+		defer benchTracer(b, target.Process.Pid, hooks...)()
+	}
+	io.WriteString(stdin, "go\n")
+	for dec.More() {
+		var f struct {
+			Op            string `json:"op"`
+			NsPerExchange int64  `json:"ns_per_exchange"`
+		}
+		if err := dec.Decode(&f); err != nil {
+			b.Fatal(err)
+		}
+		if f.Op == "pingpong" {
+			return f.NsPerExchange
+		}
+	}
+	b.Fatal("the target reported no pingpong")
 	return 0
 }

@@ -6,12 +6,14 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,6 +22,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 )
 
 // promtool finds promtool (Debian package prometheus): GONETSCOPE_PROMTOOL,
@@ -47,8 +51,17 @@ func freePort(t *testing.T) int {
 // TestMetrics traces a target that dials, accepts, reads after a delay,
 // is refused, and makes `flood` raw EAGAIN reads, with a --min-wait so
 // long that no netpoll event is sent: the histograms must still count
-// every wait, exactly.
+// every wait, exactly. On each netpoll path: to the syscall tracepoints
+// every raw EAGAIN read and its retry is a wait; the uprobes in the
+// runtime see only goroutines parked in the netpoller, which raw reads
+// never are.
 func TestMetrics(t *testing.T) {
+	for _, hooks := range []string{"auto", "tracepoint"} {
+		t.Run(hooks, func(t *testing.T) { checkMetrics(t, hooks) })
+	}
+}
+
+func checkMetrics(t *testing.T, hooks string) {
 	const rounds, flood = 2, 300
 	target := exec.Command(nettargetBin, "-wait-stdin", "-rounds", fmt.Sprint(rounds),
 		"-flood", fmt.Sprint(flood), "-delay", "20ms", "-linger", "20s")
@@ -62,7 +75,8 @@ func TestMetrics(t *testing.T) {
 	pid := next().PID
 
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	done, _ := startGonetscope(t, pid, "trace", "--min-wait", "1h", "--metrics-addr", addr, "--output", os.DevNull)
+	out := filepath.Join(t.TempDir(), "trace.jsonl")
+	done, _ := startGonetscope(t, pid, "trace", "--min-wait", "1h", "--metrics-addr", addr, "--output", out, "--hooks", hooks)
 
 	io.WriteString(stdin, "go\n")
 	for next().Op != "done" {
@@ -132,13 +146,20 @@ func TestMetrics(t *testing.T) {
 			ports[f.LPort]++
 		}
 	}
-	// Each delayed read is one wait; the flood's n reads are n-1 waits.
-	if got, want := count("gonetscope_netpoll_wait_seconds", sel("mode", "read")), uint64(reads+floodReads-1); got != want {
-		t.Errorf("netpoll_wait count for mode read: got %d, want %d (%d delayed reads, %d flood reads)", got, want, reads, floodReads)
+	// Each delayed read is one wait; to the syscall path, the flood's n
+	// reads are n-1 more.
+	waits := uint64(reads)
+	if mech := attachedHooks(t, out)["netpoll"]; mech == netpoll.Tracepoint {
+		waits += uint64(floodReads - 1)
+	} else if mech != netpoll.Uprobe {
+		t.Fatalf("--hooks %s: netpoll hooks %q", hooks, mech)
+	}
+	if got := count("gonetscope_netpoll_wait_seconds", sel("mode", "read")); got != waits {
+		t.Errorf("netpoll_wait count for mode read: got %d, want %d (%d delayed reads, %d flood reads)", got, waits, reads, floodReads)
 	}
 	for _, part := range []string{"gonetscope_netpoll_io_wait_seconds", "gonetscope_netpoll_sched_delay_seconds"} {
-		if got, want := count(part, sel("mode", "read")), uint64(reads+floodReads-1); got != want {
-			t.Errorf("%s count for mode read: got %d, want %d", part, got, want)
+		if got := count(part, sel("mode", "read")); got != waits {
+			t.Errorf("%s count for mode read: got %d, want %d", part, got, waits)
 		}
 	}
 	if got := count("gonetscope_connects_total", sel("result", "ok")); got != uint64(dials) {
@@ -335,4 +356,25 @@ func listenDrops(t *testing.T, pid int) uint64 {
 	}
 	t.Fatal("no TcpExt ListenDrops in /proc/net/netstat")
 	return 0
+}
+
+// attachedHooks reads the hooks of the attached event in a trace's output
+// file (written at attach, before the ready file).
+func attachedHooks(t *testing.T, file string) map[string]string {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		var e struct {
+			Event string            `json:"event"`
+			Hooks map[string]string `json:"hooks"`
+		}
+		if json.Unmarshal(line, &e) == nil && e.Event == "attached" {
+			return e.Hooks
+		}
+	}
+	t.Fatalf("no attached event in %s", file)
+	return nil
 }

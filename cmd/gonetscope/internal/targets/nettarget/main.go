@@ -36,6 +36,7 @@ var (
 	flood     = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
 	emfile    = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
 	onStdin   = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
+	pingpong  = flag.Int("pingpong", 0, "after the rounds, this many 1-byte request/response exchanges between two goroutines over one loopback connection: each side parks in the netpoller for each message; report the time per exchange")
 	keepalive = flag.Int("keepalive", 0, "after the rounds, this many request/response exchanges on one connection, -delay apart: each request arrives in two halves -delay apart, each response -delay after the request")
 )
 
@@ -110,6 +111,12 @@ func main() {
 	}
 	if *flood > 0 {
 		if err := floodReads(*flood); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	if *pingpong > 0 {
+		if err := pingPong(host, *pingpong); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
 			os.Exit(1)
 		}
@@ -213,6 +220,50 @@ func floodReads(n int) error {
 	}
 	perRead := time.Since(start).Nanoseconds() / int64(n)
 	report("flood", "goid", goid(), "fd", fds[0], "reads", n, "ns_per_read", perRead)
+	return nil
+}
+
+// pingPong makes n exchanges of one byte each way between a client and a
+// server goroutine on one connection, the smallest real netpoll traffic:
+// each message wakes a parked goroutine. It reports the time per exchange.
+func pingPong(host string, n int) error {
+	ln, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	c, err := net.Dial(*network, ln.Addr().String())
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	buf := make([]byte, 1)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return err
+		}
+	}
+	report("pingpong", "exchanges", n, "ns_per_exchange", time.Since(start).Nanoseconds()/int64(n))
 	return nil
 }
 
