@@ -15,10 +15,12 @@
  *
  * Two ways to see those marks, chosen per target by user space
  * (pkg/netpoll AddTarget):
- *  - the uprobe path: uprobes in the target's own runtime, where the three
- *    marks are calls (pkg/goruntime FindNetpollSites). Nothing else on the
- *    host runs any of it, and the syscalls keep their fast path. Needs the
- *    kernel's sock:sock_send_length tracepoint (6.3+) to tell idle waits.
+ *  - the uprobe path: park and resume from two uprobes in the target's own
+ *    runtime (pkg/goruntime FindNetpollSites), ready from the kernel's
+ *    socket tracepoints (sk_data_ready, inet_sock_set_state) as tp_btf.
+ *    Nothing else on the host runs the uprobes, and the syscalls keep
+ *    their fast path. Needs the sock tracepoints of Linux 6.3+
+ *    (sk_data_ready, and sock_send_length to tell idle waits).
  *  - the syscall path: tracepoints on the syscalls above (read, write,
  *    accept4, connect, close, epoll_pwait). While one is attached, every
  *    thread on the host takes the slow syscall entry
@@ -662,12 +664,47 @@ struct parked_g_key {
 	__u64 goid;
 };
 
+struct parked_g {
+	struct park_key key;
+	__u32 _pad;
+	__u64 sk; /* the socket's struct sock (see parked_socks), or 0 */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, struct parked_g_key);
-	__type(value, struct park_key);
+	__type(value, struct parked_g);
 } parked_gs SEC(".maps");
+
+/* Which park waits on a socket, by the socket's struct sock and direction:
+ * the kernel's readiness tracepoints know the socket, not the process. */
+struct parked_sock_key {
+	__u64 sk;
+	__u32 dir; /* enum dir */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct parked_sock_key);
+	__type(value, struct park_key);
+} parked_socks SEC(".maps");
+
+/* The socket of a park became ready: the kernel has data, a connection
+ * or a completed handshake for it. The goroutine is runnable once the
+ * netpoller sees it; what comes after this is the Go scheduler's. */
+static __always_inline void sock_ready(const void *sk, __u32 dir)
+{
+	struct parked_sock_key k = {.sk = (__u64)sk, .dir = dir};
+	struct park_key *pk = bpf_map_lookup_elem(&parked_socks, &k);
+	if (!pk)
+		return;
+	struct park *p = bpf_map_lookup_elem(&parks, pk);
+	if (p && !p->t_ready)
+		p->t_ready = bpf_ktime_get_boot_ns();
+}
 
 /* Connections that were accepted (their handshake ended in
  * SYN_RECV -> ESTABLISHED) and are not closed yet, by struct sock, and how
@@ -740,7 +777,8 @@ int uprobe_park(struct pt_regs *ctx)
 		.mode = key.dir == DIR_WRITE ? MODE_WRITE : MODE_READ,
 	};
 	/* What the wait is for follows from the socket's state. */
-	struct sock *sk = tcp_sock_of(sock_from_fd(fd));
+	struct sock *file_sk = sock_from_fd(fd);
+	struct sock *sk = tcp_sock_of(file_sk);
 	if (sk && is_tcp(sk)) {
 		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 		if (key.dir == DIR_READ && state == TCP_LISTEN)
@@ -752,40 +790,28 @@ int uprobe_park(struct pt_regs *ctx)
 	}
 	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
 	struct parked_g_key gk = {.pid = key.pid, .goid = goid};
-	bpf_map_update_elem(&parked_gs, &gk, &key, BPF_ANY);
+	struct parked_g pg = {.key = key};
+	/* Readiness comes for the socket of the file (an MPTCP socket's data
+	 * too); a connect's, for its TCP subflow. */
+	struct sock *ready_sk = p.mode == MODE_CONNECT ? sk : file_sk;
+	if (ready_sk) {
+		pg.sk = (__u64)ready_sk;
+		struct parked_sock_key sk_key = {.sk = pg.sk, .dir = key.dir};
+		bpf_map_update_elem(&parked_socks, &sk_key, &key, BPF_ANY);
+	}
+	bpf_map_update_elem(&parked_gs, &gk, &pg, BPF_ANY);
 	return 0;
 }
 
-/* Step 2, uprobe path: CALL runtime.netpollready(toRun, pd, mode) for
- * each descriptor epoll reported. */
-SEC("uprobe")
-int uprobe_ready(struct pt_regs *ctx)
+/* Step 2, uprobe path: the socket's data (or connection) arrived. In the
+ * context of whatever delivered it (softirq, or the sender on loopback):
+ * only the sockets with a parked goroutine are looked at. */
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(data_ready, const struct sock *sk)
 {
-	if (cost == COST_DISPATCH)
+	if (cost == COST_DISPATCH || cost == COST_FILTER || cost == COST_GOID)
 		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct target *t = lookup_target(pid_tgid >> 32);
-	if (!t || cost == COST_FILTER)
-		return 0;
-	__s32 fd;
-	if (!pd_fd(t, GO_REG_ARG(ctx, 1), &fd) || cost == COST_GOID)
-		return 0;
-	__u32 mode = (__u32)GO_REG_ARG(ctx, 2);
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct park_key key = {.pid = pid_tgid >> 32, .fd = fd};
-	struct park *p;
-	if (mode == 'r' || mode == 'r' + 'w') {
-		key.dir = DIR_READ;
-		p = bpf_map_lookup_elem(&parks, &key);
-		if (p && !p->t_ready)
-			p->t_ready = now;
-	}
-	if (mode == 'w' || mode == 'r' + 'w') {
-		key.dir = DIR_WRITE;
-		p = bpf_map_lookup_elem(&parks, &key);
-		if (p && !p->t_ready)
-			p->t_ready = now;
-	}
+	sock_ready(sk, DIR_READ);
 	return 0;
 }
 
@@ -804,11 +830,14 @@ int uprobe_resume(struct pt_regs *ctx)
 	if (!g_goid(t, GO_G(ctx), &goid) || cost == COST_GOID)
 		return 0;
 	struct parked_g_key gk = {.pid = pid_tgid >> 32, .goid = goid};
-	struct park_key *kp = bpf_map_lookup_elem(&parked_gs, &gk);
-	if (!kp)
+	struct parked_g *pg = bpf_map_lookup_elem(&parked_gs, &gk);
+	if (!pg)
 		return 0;
-	struct park_key key = *kp;
+	struct park_key key = pg->key;
+	struct parked_sock_key sk_key = {.sk = pg->sk, .dir = key.dir};
 	bpf_map_delete_elem(&parked_gs, &gk);
+	if (sk_key.sk)
+		bpf_map_delete_elem(&parked_socks, &sk_key);
 	struct park *p = bpf_map_lookup_elem(&parks, &key);
 	if (!p || p->goid != goid)
 		return 0;
@@ -836,18 +865,22 @@ int BPF_PROG(sent, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-/* A passive connection finished its handshake, or a connection closed:
- * its struct sock will be freed, and the address may come back as a
- * client's socket, which must not look accepted. */
+/* A TCP socket changed state: a passive connection finished its
+ * handshake; a connect's handshake ended (its park is ready: Go's wait
+ * for writability ends); a connection closed, and its struct sock will be
+ * freed, whose address may come back as a client's socket, which must
+ * not look accepted. */
 SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(passive_established, struct sock *sk, int oldstate, int newstate)
+int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 {
 	if (cost == COST_DISPATCH)
 		return 0;
 	__u64 key = (__u64)sk, zero = 0;
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
 		bpf_map_update_elem(&passive_socks, &key, &zero, BPF_ANY);
-	else if (newstate == TCP_CLOSE)
+	if (oldstate == TCP_SYN_SENT && cost != COST_FILTER && cost != COST_GOID)
+		sock_ready(sk, DIR_WRITE);
+	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&passive_socks, &key);
 	return 0;
 }
@@ -860,5 +893,7 @@ const enum cost_stage *unused_cost_stage __attribute__((unused));
 const enum wait_kind *unused_wait_kind __attribute__((unused));
 const struct conn_key *unused_conn_key __attribute__((unused));
 const struct parked_g_key *unused_parked_g_key __attribute__((unused));
+const struct parked_g *unused_parked_g __attribute__((unused));
+const struct parked_sock_key *unused_parked_sock_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -102,6 +102,7 @@ func run() error {
 		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
 		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
 		{"gonetscope (defaults)", "both", gonetscopeMode(*gonetscope)},
+		{"gonetscope, syscall tracepoint path: --hooks tracepoint", "both", gonetscopeMode(*gonetscope, "--hooks", "tracepoint")},
 		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
 		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 	}

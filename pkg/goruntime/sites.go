@@ -204,8 +204,8 @@ func callSites(f *elf.File, funcs FuncLookup, caller, callee string, within int)
 	return found, nil
 }
 
-// NetpollSites are where the netpoll uprobes go in a Go binary: the three
-// moments of a goroutine's wait in the netpoller, all in the runtime.
+// NetpollSites are where the netpoll uprobes go in a Go binary: where a
+// goroutine parks in the netpoller, and where it runs again.
 type NetpollSites struct {
 	// Park: CALL runtime.netpollblock(pd, mode, waitio) in
 	// poll_runtime_pollWait, after a read, write, accept or connect said
@@ -214,10 +214,6 @@ type NetpollSites struct {
 	// Resume: the conditional branch right after netpollblock returns,
 	// on the goroutine that parked, running again.
 	Resume Site
-	// Ready: CALL runtime.netpollready(toRun, pd, mode) in runtime.netpoll,
-	// for each descriptor epoll reported; pd and mode ('r', 'w' or
-	// 'r'+'w') are the second and third arguments.
-	Ready Site
 }
 
 // FindNetpollSites finds the netpoll probe sites of f. The runtime has
@@ -232,10 +228,6 @@ func FindNetpollSites(f *elf.File, funcs FuncLookup) (NetpollSites, error) {
 			break
 		}
 	}
-	if err != nil {
-		return s, err
-	}
-	s.Ready, err = CallSite(f, funcs, "runtime.netpoll", "runtime.netpollready")
 	return s, err
 }
 

@@ -45,8 +45,8 @@ type Objects struct {
 	// kernel or with these options; nil when it is.
 	uprobeWhyNot error
 	// The syscall tracepoints, attached while a target is on the syscall
-	// path, and the uprobe path's two host-wide tp_btf programs, attached
-	// while a target is on it.
+	// path, and the uprobe path's host-wide tp_btf programs
+	// (hostPrograms), attached while a target is on it.
 	syscallLinks, sendLinks []link.Link
 	// Each target's path, and its uprobes.
 	paths   map[uint32]string
@@ -151,8 +151,9 @@ func Load(opts Options) (*Objects, error) {
 	o.uprobeWhyNot = uprobePathWhyNot(opts)
 	if o.uprobeWhyNot != nil {
 		// The kernel may not know the tp_btf targets: leave them out.
-		delete(spec.Programs, netpollProgSent)
-		delete(spec.Programs, netpollProgPassiveEstablished)
+		for _, prog := range hostPrograms {
+			delete(spec.Programs, prog)
+		}
 	}
 	if o.coll, err = ebpf.NewCollection(spec); err != nil {
 		return nil, bpfobj.LoadError("netpoll BPF object", err)
@@ -172,11 +173,18 @@ func uprobePathWhyNot(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("reading the kernel's BTF: %w", err)
 	}
-	if _, err := kernel.AnyTypeByName("btf_trace_sock_send_length"); err != nil {
-		return errors.New("the kernel has no sock:sock_send_length tracepoint (Linux 6.3+) to tell idle waits")
+	for _, tp := range []string{"sock_send_length", "sk_data_ready"} {
+		if _, err := kernel.AnyTypeByName("btf_trace_" + tp); err != nil {
+			return fmt.Errorf("the kernel has no sock:%s tracepoint (Linux 6.3+)", tp)
+		}
 	}
 	return nil
 }
+
+// hostPrograms are the uprobe path's tp_btf programs: they run for every
+// process on the host (the PID filter or a map lookup first), attached
+// while a target is on that path.
+var hostPrograms = []string{netpollProgSent, netpollProgSockState, netpollProgDataReady}
 
 // Mechanism is the netpoll hooks' mechanism a target gets when its
 // runtime allows: Uprobe, or Tracepoint when the kernel or the options
@@ -287,8 +295,8 @@ func (o *Objects) AddTarget(pid uint32, t *Target, probes Probes) (mechanism str
 	return Tracepoint, whyNot, nil
 }
 
-// attachUprobes puts the three uprobes into pid's executable, and the
-// send hooks and pid's bit in their filter.
+// attachUprobes puts the two uprobes into pid's executable, and attaches
+// the host programs and sets pid's bit in their filter.
 func (o *Objects) attachUprobes(pid uint32, p Probes) error {
 	ex, err := link.OpenExecutable(p.Exe)
 	if err != nil {
@@ -300,7 +308,6 @@ func (o *Objects) attachUprobes(pid uint32, p Probes) error {
 		site goruntime.Site
 	}{
 		{netpollProgUprobePark, p.Sites.Park},
-		{netpollProgUprobeReady, p.Sites.Ready},
 		{netpollProgUprobeResume, p.Sites.Resume},
 	} {
 		l, err := ex.Uprobe("", o.coll.Programs[u.prog], &link.UprobeOptions{Address: u.site.FileOffset, PID: int(pid)})
@@ -311,7 +318,7 @@ func (o *Objects) attachUprobes(pid uint32, p Probes) error {
 		links = append(links, l)
 	}
 	if o.sendLinks == nil {
-		for _, prog := range []string{netpollProgSent, netpollProgPassiveEstablished} {
+		for _, prog := range hostPrograms {
 			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 			if err != nil {
 				bpfobj.CloseAll(links)

@@ -180,11 +180,25 @@ type netpollParkKey struct {
 	Dir uint32
 }
 
+type netpollParkedG struct {
+	_   structs.HostLayout
+	Key netpollParkKey
+	Pad uint32
+	Sk  uint64
+}
+
 type netpollParkedG_key struct {
 	_    structs.HostLayout
 	Pid  uint32
 	Pad  uint32
 	Goid uint64
+}
+
+type netpollParkedSockKey struct {
+	_   structs.HostLayout
+	Sk  uint64
+	Dir uint32
+	Pad uint32
 }
 
 type netpollTarget struct {
@@ -231,12 +245,14 @@ const (
 	netpollMapNetpollStacks           = "netpoll_stacks"
 	netpollMapNetpollStacksLost       = "netpoll_stacks_lost"
 	netpollMapParkedGs                = "parked_gs"
+	netpollMapParkedSocks             = "parked_socks"
 	netpollMapParks                   = "parks"
 	netpollMapPassiveSocks            = "passive_socks"
 	netpollMapProbedPids              = "probed_pids"
 	netpollMapStackPids               = "stack_pids"
 	netpollMapTargets                 = "targets"
 	netpollMapTracedPids              = "traced_pids"
+	netpollProgDataReady              = "data_ready"
 	netpollProgEnterAccept4           = "enter_accept4"
 	netpollProgEnterClose             = "enter_close"
 	netpollProgEnterConnect           = "enter_connect"
@@ -261,10 +277,9 @@ const (
 	netpollProgExitSendto             = "exit_sendto"
 	netpollProgExitWrite              = "exit_write"
 	netpollProgExitWritev             = "exit_writev"
-	netpollProgPassiveEstablished     = "passive_established"
 	netpollProgSent                   = "sent"
+	netpollProgSockState              = "sock_state"
 	netpollProgUprobePark             = "uprobe_park"
-	netpollProgUprobeReady            = "uprobe_ready"
 	netpollProgUprobeResume           = "uprobe_resume"
 	netpollVarCost                    = "cost"
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
@@ -279,7 +294,9 @@ const (
 	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
 	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
+	netpollVarUnusedParkedG           = "unused_parked_g"
 	netpollVarUnusedParkedG_key       = "unused_parked_g_key"
+	netpollVarUnusedParkedSockKey     = "unused_parked_sock_key"
 	netpollVarUnusedWaitKind          = "unused_wait_kind"
 	netpollVarWakeupBytes             = "wakeup_bytes"
 	netpollVarWakeupEach              = "wakeup_each"
@@ -328,35 +345,35 @@ type netpollSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollProgramSpecs struct {
-	EnterAccept4       *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect       *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterEpollPwait    *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt    *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
-	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom      *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg       *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto        *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept4        *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect        *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitEpollPwait     *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
-	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom       *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmsg        *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto         *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	PassiveEstablished *ebpf.ProgramSpec `ebpf:"passive_established"`
-	Sent               *ebpf.ProgramSpec `ebpf:"sent"`
-	UprobePark         *ebpf.ProgramSpec `ebpf:"uprobe_park"`
-	UprobeReady        *ebpf.ProgramSpec `ebpf:"uprobe_ready"`
-	UprobeResume       *ebpf.ProgramSpec `ebpf:"uprobe_resume"`
+	DataReady       *ebpf.ProgramSpec `ebpf:"data_ready"`
+	EnterAccept4    *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose      *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect    *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterEpollPwait *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
+	EnterRead       *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv      *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom   *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg    *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmsg    *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto     *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite      *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev     *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept4     *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect     *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitEpollPwait  *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
+	ExitRead        *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv       *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom    *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg     *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmsg     *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto      *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite       *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev      *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	Sent            *ebpf.ProgramSpec `ebpf:"sent"`
+	SockState       *ebpf.ProgramSpec `ebpf:"sock_state"`
+	UprobePark      *ebpf.ProgramSpec `ebpf:"uprobe_park"`
+	UprobeResume    *ebpf.ProgramSpec `ebpf:"uprobe_resume"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -373,6 +390,7 @@ type netpollMapSpecs struct {
 	NetpollStacks      *ebpf.MapSpec `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.MapSpec `ebpf:"netpoll_stacks_lost"`
 	ParkedGs           *ebpf.MapSpec `ebpf:"parked_gs"`
+	ParkedSocks        *ebpf.MapSpec `ebpf:"parked_socks"`
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
 	PassiveSocks       *ebpf.MapSpec `ebpf:"passive_socks"`
 	ProbedPids         *ebpf.MapSpec `ebpf:"probed_pids"`
@@ -398,7 +416,9 @@ type netpollVariableSpecs struct {
 	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
+	UnusedParkedG           *ebpf.VariableSpec `ebpf:"unused_parked_g"`
 	UnusedParkedG_key       *ebpf.VariableSpec `ebpf:"unused_parked_g_key"`
+	UnusedParkedSockKey     *ebpf.VariableSpec `ebpf:"unused_parked_sock_key"`
 	UnusedWaitKind          *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.VariableSpec `ebpf:"wakeup_each"`
@@ -435,6 +455,7 @@ type netpollMaps struct {
 	NetpollStacks      *ebpf.Map `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.Map `ebpf:"netpoll_stacks_lost"`
 	ParkedGs           *ebpf.Map `ebpf:"parked_gs"`
+	ParkedSocks        *ebpf.Map `ebpf:"parked_socks"`
 	Parks              *ebpf.Map `ebpf:"parks"`
 	PassiveSocks       *ebpf.Map `ebpf:"passive_socks"`
 	ProbedPids         *ebpf.Map `ebpf:"probed_pids"`
@@ -455,6 +476,7 @@ func (m *netpollMaps) Close() error {
 		m.NetpollStacks,
 		m.NetpollStacksLost,
 		m.ParkedGs,
+		m.ParkedSocks,
 		m.Parks,
 		m.PassiveSocks,
 		m.ProbedPids,
@@ -481,7 +503,9 @@ type netpollVariables struct {
 	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
+	UnusedParkedG           *ebpf.Variable `ebpf:"unused_parked_g"`
 	UnusedParkedG_key       *ebpf.Variable `ebpf:"unused_parked_g_key"`
+	UnusedParkedSockKey     *ebpf.Variable `ebpf:"unused_parked_sock_key"`
 	UnusedWaitKind          *ebpf.Variable `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
 	WakeupEach              *ebpf.Variable `ebpf:"wakeup_each"`
@@ -492,39 +516,40 @@ type netpollVariables struct {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollPrograms struct {
-	EnterAccept4       *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose         *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect       *ebpf.Program `ebpf:"enter_connect"`
-	EnterEpollPwait    *ebpf.Program `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt    *ebpf.Program `ebpf:"enter_getsockopt"`
-	EnterRead          *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom      *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg       *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg       *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto        *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept4        *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect        *ebpf.Program `ebpf:"exit_connect"`
-	ExitEpollPwait     *ebpf.Program `ebpf:"exit_epoll_pwait"`
-	ExitRead           *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom       *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmsg        *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendmsg        *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto         *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
-	PassiveEstablished *ebpf.Program `ebpf:"passive_established"`
-	Sent               *ebpf.Program `ebpf:"sent"`
-	UprobePark         *ebpf.Program `ebpf:"uprobe_park"`
-	UprobeReady        *ebpf.Program `ebpf:"uprobe_ready"`
-	UprobeResume       *ebpf.Program `ebpf:"uprobe_resume"`
+	DataReady       *ebpf.Program `ebpf:"data_ready"`
+	EnterAccept4    *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose      *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect    *ebpf.Program `ebpf:"enter_connect"`
+	EnterEpollPwait *ebpf.Program `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt *ebpf.Program `ebpf:"enter_getsockopt"`
+	EnterRead       *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv      *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom   *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg    *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmsg    *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto     *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite      *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev     *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept4     *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect     *ebpf.Program `ebpf:"exit_connect"`
+	ExitEpollPwait  *ebpf.Program `ebpf:"exit_epoll_pwait"`
+	ExitRead        *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv       *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom    *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg     *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmsg     *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto      *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite       *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev      *ebpf.Program `ebpf:"exit_writev"`
+	Sent            *ebpf.Program `ebpf:"sent"`
+	SockState       *ebpf.Program `ebpf:"sock_state"`
+	UprobePark      *ebpf.Program `ebpf:"uprobe_park"`
+	UprobeResume    *ebpf.Program `ebpf:"uprobe_resume"`
 }
 
 func (p *netpollPrograms) Close() error {
 	return _NetpollClose(
+		p.DataReady,
 		p.EnterAccept4,
 		p.EnterClose,
 		p.EnterConnect,
@@ -549,10 +574,9 @@ func (p *netpollPrograms) Close() error {
 		p.ExitSendto,
 		p.ExitWrite,
 		p.ExitWritev,
-		p.PassiveEstablished,
 		p.Sent,
+		p.SockState,
 		p.UprobePark,
-		p.UprobeReady,
 		p.UprobeResume,
 	)
 }
