@@ -13,19 +13,18 @@
  * Keyed by (pid, fd, direction), never by thread: a goroutine often parks on
  * one thread and resumes on another.
  *
- * Two ways to see those marks, chosen per target by user space
- * (pkg/netpoll AddTarget):
- *  - the uprobe path: park and resume from two uprobes in the target's own
- *    runtime (pkg/goruntime FindNetpollSites), ready from the kernel's
- *    socket tracepoints (sk_data_ready, inet_sock_set_state) as tp_btf.
- *    Nothing else on the host runs the uprobes, and the syscalls keep
- *    their fast path. Needs the sock tracepoints of Linux 6.3+
- *    (sk_data_ready, and sock_send_length to tell idle waits).
- *  - the syscall path: tracepoints on the syscalls above (read, write,
- *    accept4, connect, close, epoll_pwait). While one is attached, every
- *    thread on the host takes the slow syscall entry
- *    (TIF_SYSCALL_TRACEPOINT) and every such syscall runs the PID filter.
- *    For targets or kernels the uprobe path cannot serve.
+ * Two ways to see them, chosen at start-up (pkg/netpoll):
+ *  - the sock path (Linux 6.3+): the socket tracepoints sock_recv_length
+ *    and sock_send_length, as tp_btf, fire in the reading or writing
+ *    goroutine's syscall for socket I/O only, EAGAIN included: park and
+ *    resume. The kernel's own readiness of the socket, sk_data_ready (and
+ *    a connect's end of handshake, inet_sock_set_state), is the ready.
+ *    Accept4, connect and getsockopt, which no socket tracepoint sees,
+ *    keep their syscall tracepoints; they are rare calls.
+ *  - the syscall path: tracepoints on the syscalls above and epoll_pwait.
+ *    Every read and write on the host runs the PID filter.
+ * While any syscall tracepoint is attached, every thread on the host takes
+ * the slow syscall entry (TIF_SYSCALL_TRACEPOINT).
  */
 
 #include "gonetscope.h"
@@ -56,14 +55,13 @@ struct {
 	__type(value, __u64);
 } traced_pids SEC(".maps");
 
-/* The same filter for the targets on the uprobe path (below), for the
- * one host-wide program that path has: the send hook. */
+/* The same filter for the targets on the sock path (below). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PID_WORDS);
 	__type(key, __u32);
 	__type(value, __u64);
-} probed_pids SEC(".maps");
+} sock_pids SEC(".maps");
 
 static __always_inline bool pid_in(void *bitmap, __u32 tgid)
 {
@@ -76,6 +74,20 @@ static __always_inline bool pid_in(void *bitmap, __u32 tgid)
 static __always_inline bool traced(__u32 tgid)
 {
 	return pid_in(&traced_pids, tgid);
+}
+
+/* Targets on the sock path. */
+static __always_inline bool sock_path(__u32 tgid)
+{
+	return pid_in(&sock_pids, tgid);
+}
+
+/* The programs that only the syscall path needs (read, write, close,
+ * epoll_pwait) serve its targets; accept4, connect and getsockopt serve
+ * every target. */
+static __always_inline bool serves(__u32 tgid, bool both_paths)
+{
+	return traced(tgid) || (both_paths && sock_path(tgid));
 }
 
 /* make bench's cost table only (cmd/bench): how much of each program
@@ -246,15 +258,29 @@ struct {
 	__type(value, struct epoll_call);
 } epoll_calls SEC(".maps");
 
-/* Step 1: a syscall on a socket said "would block"; the goroutine is about to park. */
-static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir dir, enum mode mode)
+/* Which park waits on a socket, by the socket's struct sock and direction:
+ * the kernel's readiness tracepoints (sock path) know the socket, not the
+ * process. */
+struct parked_sock_key {
+	__u64 sk;
+	__u32 dir; /* enum dir */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct parked_sock_key);
+	__type(value, struct park_key);
+} parked_socks SEC(".maps");
+
+/* Step 1: an I/O call on fd said "would block" (ret); the goroutine is
+ * about to park. sk is the socket when the caller knows it (the sock
+ * path's read and write), else NULL. Also keeps the accepted connections
+ * (accept4's result) and their last send (a write's) for idle_read. */
+static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, enum dir dir,
+				enum mode mode, struct sock *sk)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
-		return 0;
-	long ret = ctx->ret;
 	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
 		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
 		struct conn c = {};
@@ -262,7 +288,7 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 		return 0;
 	}
 	if (dir == DIR_WRITE && mode == MODE_WRITE && ret > 0 && cost == COST_ALL) {
-		note_sent(pid_tgid >> 32, (__s32)REGS_ARG0(user_regs()));
+		note_sent(pid_tgid >> 32, fd);
 		return 0;
 	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
@@ -276,7 +302,7 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 		return 0; /* a park we cannot attribute is not worth a record */
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
-		.fd = (__s32)REGS_ARG0(user_regs()),
+		.fd = fd,
 		.dir = dir,
 	};
 	struct park p = {
@@ -287,8 +313,33 @@ static __always_inline int park(struct trace_event_raw_sys_exit *ctx, enum dir d
 	};
 	if (mode == MODE_READ && idle_read(key.pid, key.fd))
 		p.mode |= PARK_IDLE;
+	/* On the sock path, readiness comes from the kernel's socket
+	 * tracepoints: for the socket of the file (an MPTCP socket's data
+	 * too), or, for a connect, its TCP subflow's end of handshake. */
+	if (!sk && (mode == MODE_ACCEPT || mode == MODE_CONNECT) && sock_path(key.pid)) {
+		sk = sock_from_fd(fd);
+		if (mode == MODE_CONNECT)
+			sk = tcp_sock_of(sk);
+	}
+	if (sk) {
+		p.sk = (__u64)sk;
+		struct parked_sock_key sk_key = {.sk = p.sk, .dir = dir};
+		bpf_map_update_elem(&parked_socks, &sk_key, &key, BPF_ANY);
+	}
 	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
 	return 0;
+}
+
+/* park for a syscall exit tracepoint, where fd is the first argument. */
+static __always_inline int park_at_exit(struct trace_event_raw_sys_exit *ctx, enum dir dir,
+					enum mode mode, bool both_paths)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
+		return 0;
+	return park(ctx, pid_tgid, (__s32)REGS_ARG0(user_regs()), ctx->ret, dir, mode, NULL);
 }
 
 /* Netpoll profile (gonetscope profile --kind netpoll): the user stack of
@@ -415,17 +466,12 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	return 0;
 }
 
-/* Step 3: a syscall on the fd starts; if it is the parked goroutine, it ran again. */
-static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum dir dir)
+/* Step 3: an I/O call on fd by the parked goroutine: it ran again. */
+static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
-		return 0;
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
-		.fd = (__s32)ctx->args[0],
+		.fd = fd,
 		.dir = dir,
 	};
 	struct park *p = bpf_map_lookup_elem(&parks, &key);
@@ -440,47 +486,64 @@ static __always_inline int resume(struct trace_event_raw_sys_enter *ctx, enum di
 		return 0; /* another goroutine uses the fd; the parked one has not run yet */
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
+	if (parked.sk) {
+		struct parked_sock_key sk_key = {.sk = parked.sk, .dir = dir};
+		bpf_map_delete_elem(&parked_socks, &sk_key);
+	}
 	return wait_done(ctx, t, pid_tgid, key, parked, h.ns_tid);
 }
 
-#define PARK_ON_EXIT(sys, dir, mode)                                       \
+/* resume for a syscall entry tracepoint, where fd is the first argument. */
+static __always_inline int resume_at_enter(struct trace_event_raw_sys_enter *ctx, enum dir dir,
+					   bool both_paths)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
+		return 0;
+	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir);
+}
+
+/* both: the program serves the sock path's targets too (see serves). */
+#define PARK_ON_EXIT(sys, dir, mode, both)                                 \
 	SEC("tracepoint/syscalls/sys_exit_" #sys)                          \
 	int exit_##sys(struct trace_event_raw_sys_exit *ctx)               \
 	{                                                                  \
-		return park(ctx, dir, mode);                               \
+		return park_at_exit(ctx, dir, mode, both);                 \
 	}
 
-#define RESUME_ON_ENTER(sys, dir)                                          \
+#define RESUME_ON_ENTER(sys, dir, both)                                    \
 	SEC("tracepoint/syscalls/sys_enter_" #sys)                         \
 	int enter_##sys(struct trace_event_raw_sys_enter *ctx)             \
 	{                                                                  \
-		return resume(ctx, dir);                                   \
+		return resume_at_enter(ctx, dir, both);                    \
 	}
 
-PARK_ON_EXIT(read, DIR_READ, MODE_READ)
-PARK_ON_EXIT(readv, DIR_READ, MODE_READ)
-PARK_ON_EXIT(recvfrom, DIR_READ, MODE_READ)
-PARK_ON_EXIT(recvmsg, DIR_READ, MODE_READ)
-PARK_ON_EXIT(accept4, DIR_READ, MODE_ACCEPT)
-PARK_ON_EXIT(write, DIR_WRITE, MODE_WRITE)
-PARK_ON_EXIT(writev, DIR_WRITE, MODE_WRITE)
-PARK_ON_EXIT(sendto, DIR_WRITE, MODE_WRITE)
-PARK_ON_EXIT(sendmsg, DIR_WRITE, MODE_WRITE)
-PARK_ON_EXIT(connect, DIR_WRITE, MODE_CONNECT)
+PARK_ON_EXIT(read, DIR_READ, MODE_READ, false)
+PARK_ON_EXIT(readv, DIR_READ, MODE_READ, false)
+PARK_ON_EXIT(recvfrom, DIR_READ, MODE_READ, false)
+PARK_ON_EXIT(recvmsg, DIR_READ, MODE_READ, false)
+PARK_ON_EXIT(accept4, DIR_READ, MODE_ACCEPT, true)
+PARK_ON_EXIT(write, DIR_WRITE, MODE_WRITE, false)
+PARK_ON_EXIT(writev, DIR_WRITE, MODE_WRITE, false)
+PARK_ON_EXIT(sendto, DIR_WRITE, MODE_WRITE, false)
+PARK_ON_EXIT(sendmsg, DIR_WRITE, MODE_WRITE, false)
+PARK_ON_EXIT(connect, DIR_WRITE, MODE_CONNECT, true)
 
-RESUME_ON_ENTER(read, DIR_READ)
-RESUME_ON_ENTER(readv, DIR_READ)
-RESUME_ON_ENTER(recvfrom, DIR_READ)
-RESUME_ON_ENTER(recvmsg, DIR_READ)
-RESUME_ON_ENTER(accept4, DIR_READ)
-RESUME_ON_ENTER(write, DIR_WRITE)
-RESUME_ON_ENTER(writev, DIR_WRITE)
-RESUME_ON_ENTER(sendto, DIR_WRITE)
-RESUME_ON_ENTER(sendmsg, DIR_WRITE)
+RESUME_ON_ENTER(read, DIR_READ, false)
+RESUME_ON_ENTER(readv, DIR_READ, false)
+RESUME_ON_ENTER(recvfrom, DIR_READ, false)
+RESUME_ON_ENTER(recvmsg, DIR_READ, false)
+RESUME_ON_ENTER(accept4, DIR_READ, true)
+RESUME_ON_ENTER(write, DIR_WRITE, false)
+RESUME_ON_ENTER(writev, DIR_WRITE, false)
+RESUME_ON_ENTER(sendto, DIR_WRITE, false)
+RESUME_ON_ENTER(sendmsg, DIR_WRITE, false)
 /* After connect's EINPROGRESS, Go waits for writability and then asks for the
  * result with getsockopt(SO_ERROR): that call is the resume. */
-RESUME_ON_ENTER(getsockopt, DIR_WRITE)
-RESUME_ON_ENTER(connect, DIR_WRITE)
+RESUME_ON_ENTER(getsockopt, DIR_WRITE, true)
+RESUME_ON_ENTER(connect, DIR_WRITE, true)
 
 /* A closed fd's number is reused: forget what was parked on it. */
 SEC("tracepoint/syscalls/sys_enter_close")
@@ -645,56 +708,38 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* ---- The uprobe path ----
- * Each program is attached to one target's binary with that target's PID
- * (the kernel filters), at an instruction the kernel emulates. In Go code
- * the current g is in a register (R14 on amd64, R28 on arm64): the
- * goroutine is read from there, with no thread-id check. */
-#if defined(__TARGET_ARCH_x86)
-#define GO_G(r) ((r)->r14)
-#else
-#define GO_G(r) ((r)->regs[28])
-#endif
+/* ---- The sock path ---- */
 
-/* Which park a goroutine is in: the resume site knows the goroutine, not
- * the descriptor. */
-struct parked_g_key {
-	__u32 pid;
-	__u32 _pad;
-	__u64 goid;
-};
+/* Steps 1 and 3 on the sock path: a read or write on a socket by a
+ * traced process, in its syscall: the fd is the syscall's first argument
+ * (read, readv, recvfrom, recvmsg and their writing twins). Resume first:
+ * a wait that ends in another EAGAIN (woken by a deadline, or spuriously)
+ * ends and the next begins. */
+static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir dir)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	__s32 fd = (__s32)REGS_ARG0(user_regs());
+	resume(ctx, pid_tgid, fd, dir);
+	return park(ctx, pid_tgid, fd, ret, dir, dir == DIR_READ ? MODE_READ : MODE_WRITE, sk);
+}
 
-struct parked_g {
-	struct park_key key;
-	__u32 _pad;
-	__u64 sk; /* the socket's struct sock (see parked_socks), or 0 */
-};
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv, struct sock *sk, int ret, int flags)
+{
+	return sock_io(ctx, sk, ret, DIR_READ);
+}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct parked_g_key);
-	__type(value, struct parked_g);
-} parked_gs SEC(".maps");
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send, struct sock *sk, int ret, int flags)
+{
+	return sock_io(ctx, sk, ret, DIR_WRITE);
+}
 
-/* Which park waits on a socket, by the socket's struct sock and direction:
- * the kernel's readiness tracepoints know the socket, not the process. */
-struct parked_sock_key {
-	__u64 sk;
-	__u32 dir; /* enum dir */
-	__u32 _pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct parked_sock_key);
-	__type(value, struct park_key);
-} parked_socks SEC(".maps");
-
-/* The socket of a park became ready: the kernel has data, a connection
- * or a completed handshake for it. The goroutine is runnable once the
- * netpoller sees it; what comes after this is the Go scheduler's. */
+/* Step 2 on the sock path: the socket of a park became ready. */
 static __always_inline void sock_ready(const void *sk, __u32 dir)
 {
 	struct parked_sock_key k = {.sk = (__u64)sk, .dir = dir};
@@ -702,110 +747,15 @@ static __always_inline void sock_ready(const void *sk, __u32 dir)
 	if (!pk)
 		return;
 	struct park *p = bpf_map_lookup_elem(&parks, pk);
-	if (p && !p->t_ready)
+	if (p && p->sk == k.sk && !p->t_ready)
 		p->t_ready = bpf_ktime_get_boot_ns();
 }
 
-/* Connections that were accepted (their handshake ended in
- * SYN_RECV -> ESTABLISHED) and are not closed yet, by struct sock, and how
- * many bytes each had received when a traced process last sent on it.
- * Written in softirq context for every passive connection on the host
- * (the owner is not known yet), hence an LRU. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64);   /* struct sock * (the TCP subflow of MPTCP) */
-	__type(value, __u64); /* tcp_sock.bytes_received at the last send; 0 before one */
-} passive_socks SEC(".maps");
-
-static __always_inline bool g_goid(const struct target *t, __u64 g, __u64 *goid)
-{
-	return g && t->g_goid && !bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + t->g_goid));
-}
-
-static __always_inline bool pd_fd(const struct target *t, __u64 pd, __s32 *fd)
-{
-	return pd && t->pd_fd && !bpf_probe_read_user(fd, sizeof(*fd), (void *)(pd + t->pd_fd));
-}
-
-/* The idle test of the uprobe path (see idle_read): an accepted
- * connection that has received no byte since the target last sent on it.
- * One accepted before attach is in accepted_fds (user space seeded it) and
- * moves into passive_socks at its first park. */
-static __always_inline bool idle_sock(__u32 pid, __s32 fd, struct sock *sk)
-{
-	__u64 key = (__u64)sk;
-	__u64 *rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
-	if (!rcvd_at_send) {
-		struct conn_key ck = {.pid = pid, .fd = fd};
-		struct conn *c = bpf_map_lookup_elem(&accepted_fds, &ck);
-		if (!c)
-			return false;
-		__u64 rcvd = c->rcvd_at_send;
-		bpf_map_delete_elem(&accepted_fds, &ck);
-		bpf_map_update_elem(&passive_socks, &key, &rcvd, BPF_ANY);
-		rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
-		if (!rcvd_at_send)
-			return false;
-	}
-	return BPF_CORE_READ((struct tcp_sock *)sk, bytes_received) == *rcvd_at_send;
-}
-
-/* Step 1, uprobe path: CALL runtime.netpollblock(pd, mode, waitio). */
-SEC("uprobe")
-int uprobe_park(struct pt_regs *ctx)
-{
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct target *t = lookup_target(pid_tgid >> 32);
-	if (!t || cost == COST_FILTER)
-		return 0;
-	__u64 goid;
-	__s32 fd;
-	if (!g_goid(t, GO_G(ctx), &goid) || !pd_fd(t, GO_REG_ARG(ctx, 0), &fd) || cost == COST_GOID)
-		return 0;
-	struct park_key key = {
-		.pid = pid_tgid >> 32,
-		.fd = fd,
-		.dir = (__u32)GO_REG_ARG(ctx, 1) == 'w' ? DIR_WRITE : DIR_READ,
-	};
-	struct park p = {
-		.goid = goid,
-		.t_park = bpf_ktime_get_boot_ns(),
-		.tid = (__u32)pid_tgid,
-		.mode = key.dir == DIR_WRITE ? MODE_WRITE : MODE_READ,
-	};
-	/* What the wait is for follows from the socket's state. */
-	struct sock *file_sk = sock_from_fd(fd);
-	struct sock *sk = tcp_sock_of(file_sk);
-	if (sk && is_tcp(sk)) {
-		__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
-		if (key.dir == DIR_READ && state == TCP_LISTEN)
-			p.mode = MODE_ACCEPT;
-		else if (key.dir == DIR_WRITE && state == TCP_SYN_SENT)
-			p.mode = MODE_CONNECT;
-		else if (key.dir == DIR_READ && idle_sock(key.pid, fd, sk))
-			p.mode |= PARK_IDLE;
-	}
-	bpf_map_update_elem(&parks, &key, &p, BPF_ANY);
-	struct parked_g_key gk = {.pid = key.pid, .goid = goid};
-	struct parked_g pg = {.key = key};
-	/* Readiness comes for the socket of the file (an MPTCP socket's data
-	 * too); a connect's, for its TCP subflow. */
-	struct sock *ready_sk = p.mode == MODE_CONNECT ? sk : file_sk;
-	if (ready_sk) {
-		pg.sk = (__u64)ready_sk;
-		struct parked_sock_key sk_key = {.sk = pg.sk, .dir = key.dir};
-		bpf_map_update_elem(&parked_socks, &sk_key, &key, BPF_ANY);
-	}
-	bpf_map_update_elem(&parked_gs, &gk, &pg, BPF_ANY);
-	return 0;
-}
-
-/* Step 2, uprobe path: the socket's data (or connection) arrived. In the
+/* Data (or, on a listener, a connection) arrived for a socket. In the
  * context of whatever delivered it (softirq, or the sender on loopback):
- * only the sockets with a parked goroutine are looked at. */
+ * only sockets with a parked goroutine are looked at. The goroutine is
+ * runnable once the netpoller sees it: what comes after this is the Go
+ * scheduler's. */
 SEC("tp_btf/sk_data_ready")
 int BPF_PROG(data_ready, const struct sock *sk)
 {
@@ -815,73 +765,14 @@ int BPF_PROG(data_ready, const struct sock *sk)
 	return 0;
 }
 
-/* Step 3, uprobe path: the branch right after netpollblock returned, on
- * the goroutine that parked. */
-SEC("uprobe")
-int uprobe_resume(struct pt_regs *ctx)
-{
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct target *t = lookup_target(pid_tgid >> 32);
-	if (!t || cost == COST_FILTER)
-		return 0;
-	__u64 goid;
-	if (!g_goid(t, GO_G(ctx), &goid) || cost == COST_GOID)
-		return 0;
-	struct parked_g_key gk = {.pid = pid_tgid >> 32, .goid = goid};
-	struct parked_g *pg = bpf_map_lookup_elem(&parked_gs, &gk);
-	if (!pg)
-		return 0;
-	struct park_key key = pg->key;
-	struct parked_sock_key sk_key = {.sk = pg->sk, .dir = key.dir};
-	bpf_map_delete_elem(&parked_gs, &gk);
-	if (sk_key.sk)
-		bpf_map_delete_elem(&parked_socks, &sk_key);
-	struct park *p = bpf_map_lookup_elem(&parks, &key);
-	if (!p || p->goid != goid)
-		return 0;
-	struct park parked = *p;
-	bpf_map_delete_elem(&parks, &key);
-	return wait_done(ctx, t, pid_tgid, key, parked, ns_tid(t, (__u32)pid_tgid));
-}
-
-/* A traced process sent on an accepted connection: note how much it had
- * received then (idle_sock). sock:sock_send_length (6.3+) fires in the
- * sender's context for socket sends only, as tp_btf without the syscall
- * slow path; the PID filter runs first. */
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(sent, struct sock *sk, int ret, int flags)
-{
-	if (cost == COST_DISPATCH)
-		return 0;
-	if (!pid_in(&probed_pids, bpf_get_current_pid_tgid() >> 32) || ret <= 0 || cost == COST_FILTER)
-		return 0;
-	struct sock *tsk = tcp_sock_of(sk);
-	__u64 key = (__u64)tsk;
-	__u64 *rcvd_at_send = bpf_map_lookup_elem(&passive_socks, &key);
-	if (rcvd_at_send)
-		*rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tsk, bytes_received);
-	return 0;
-}
-
-/* A TCP socket changed state: a passive connection finished its
- * handshake; a connect's handshake ended (its park is ready: Go's wait
- * for writability ends); a connection closed, and its struct sock will be
- * freed, whose address may come back as a client's socket, which must
- * not look accepted. */
+/* A connect's handshake ended (established or failed): Go's wait for
+ * writability ends. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 {
-	if (cost == COST_DISPATCH)
+	if (cost == COST_DISPATCH || cost == COST_FILTER || cost == COST_GOID || oldstate != TCP_SYN_SENT)
 		return 0;
-	__u64 key = (__u64)sk, zero = 0;
-	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED)
-		bpf_map_update_elem(&passive_socks, &key, &zero, BPF_ANY);
-	if (oldstate == TCP_SYN_SENT && cost != COST_FILTER && cost != COST_GOID)
-		sock_ready(sk, DIR_WRITE);
-	if (newstate == TCP_CLOSE)
-		bpf_map_delete_elem(&passive_socks, &key);
+	sock_ready(sk, DIR_WRITE);
 	return 0;
 }
 
@@ -892,8 +783,6 @@ const enum mode *unused_mode __attribute__((unused));
 const enum cost_stage *unused_cost_stage __attribute__((unused));
 const enum wait_kind *unused_wait_kind __attribute__((unused));
 const struct conn_key *unused_conn_key __attribute__((unused));
-const struct parked_g_key *unused_parked_g_key __attribute__((unused));
-const struct parked_g *unused_parked_g __attribute__((unused));
 const struct parked_sock_key *unused_parked_sock_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));
 const struct netpoll_stack_value *unused_netpoll_stack_value __attribute__((unused));

@@ -267,7 +267,7 @@ func TestTraceFromContainer(t *testing.T) {
 }
 
 // BenchmarkParkResumeContainer measures what the namespace-level thread id
-// costs on the syscall path (floodHooks): a raw EAGAIN read loop on one
+// costs: a raw EAGAIN read loop on one
 // socket (each read after the first is a park and a resume, each with a
 // goroutine read and its validation), untraced, traced on the host and
 // traced in a container, interleaved in one run. Reported as ns/read per
@@ -332,9 +332,9 @@ func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 // BenchmarkNetpollPingPong measures what a real netpoll wait costs the
 // target on each netpoll path: two goroutines exchange one byte each way
 // over a loopback connection (two parks, two readies and two resumes per
-// exchange), untraced, with the uprobes in the runtime and with the
-// syscall tracepoints, interleaved in one run. Reported as ns/exchange
-// per mode, from the target's own clock.
+// exchange), untraced, on the sock path (socket tracepoints, where the
+// kernel has them) and on the syscall path, interleaved in one run.
+// Reported as ns/exchange per mode, from the target's own clock.
 //
 //	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench NetpollPingPong -test.benchtime 3x
 func BenchmarkNetpollPingPong(b *testing.B) {
@@ -343,7 +343,7 @@ func BenchmarkNetpollPingPong(b *testing.B) {
 		hooks []string // nil: untraced
 	}{
 		{"untraced", nil},
-		{"uprobe", []string{"--hooks", "auto"}},
+		{"sock", []string{"--hooks", "auto"}},
 		{"tracepoint", floodHooks},
 	}
 	sums := make([]float64, len(modes))

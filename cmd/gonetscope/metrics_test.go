@@ -51,10 +51,7 @@ func freePort(t *testing.T) int {
 // TestMetrics traces a target that dials, accepts, reads after a delay,
 // is refused, and makes `flood` raw EAGAIN reads, with a --min-wait so
 // long that no netpoll event is sent: the histograms must still count
-// every wait, exactly. On each netpoll path: to the syscall tracepoints
-// every raw EAGAIN read and its retry is a wait; the uprobes in the
-// runtime see only goroutines parked in the netpoller, which raw reads
-// never are.
+// every wait, exactly, on each netpoll path.
 func TestMetrics(t *testing.T) {
 	for _, hooks := range []string{"auto", "tracepoint"} {
 		t.Run(hooks, func(t *testing.T) { checkMetrics(t, hooks) })
@@ -146,13 +143,14 @@ func checkMetrics(t *testing.T, hooks string) {
 			ports[f.LPort]++
 		}
 	}
-	// Each delayed read is one wait; to the syscall path, the flood's n
-	// reads are n-1 more.
-	waits := uint64(reads)
-	if mech := attachedHooks(t, out)["netpoll"]; mech == netpoll.Tracepoint {
-		waits += uint64(floodReads - 1)
-	} else if mech != netpoll.Uprobe {
-		t.Fatalf("--hooks %s: netpoll hooks %q", hooks, mech)
+	// Each delayed read is one wait; the flood's n reads are n-1 more.
+	waits := uint64(reads + floodReads - 1)
+	want := netpoll.Tracepoint
+	if hooks == "auto" && sockTracepoints(t) {
+		want = netpoll.Sock
+	}
+	if mech := attachedHooks(t, out)["netpoll"]; mech != want {
+		t.Errorf("--hooks %s: netpoll hooks %q, want %q", hooks, mech, want)
 	}
 	if got := count("gonetscope_netpoll_wait_seconds", sel("mode", "read")); got != waits {
 		t.Errorf("netpoll_wait count for mode read: got %d, want %d (%d delayed reads, %d flood reads)", got, waits, reads, floodReads)

@@ -152,7 +152,7 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*gorun
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", p.PID, err)
 	}
 	v := tracer.KernelTarget(p, ns, bin, -1)
-	if _, _, err := np.AddTarget(uint32(p.PID), &v, netpoll.ProbesOf(p.PID, bin, nil)); err != nil {
+	if err := np.AddTarget(uint32(p.PID), &v); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)
 	}

@@ -536,25 +536,28 @@ func TestEvents(t *testing.T) {
 	}
 }
 
-// featureLimits leaves out of an attached event's limits the notes that
-// the netpoll hooks are costly syscall tracepoints, and why: what is left
-// are features switched off for the target.
+// featureLimits leaves out of an attached event's limits the notes on
+// what the hooks cost the host, and why: what is left are features
+// switched off for the target.
 func featureLimits(limits []string) []string {
 	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool {
-		return l == tracer.SyscallTracepointLimit || strings.HasPrefix(l, tracer.NetpollUprobesWhyNot)
+		return l == tracer.SyscallTracepointLimit || l == tracer.SyscallEntryLimit || strings.HasPrefix(l, tracer.NetpollSockWhyNot)
 	})
 }
 
-// netpollUprobes says whether this kernel offers the netpoll uprobe path
-// (it needs the sock:sock_send_length tracepoint, 6.3+), from the kernel's
-// own BTF.
-func netpollUprobes(t *testing.T) bool {
+// sockTracepoints says whether this kernel has the socket tracepoints the
+// netpoll sock path needs (6.3+), from the kernel's own BTF.
+func sockTracepoints(t *testing.T) bool {
 	k, err := btf.LoadKernelSpec()
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = k.AnyTypeByName("btf_trace_sock_send_length")
-	return err == nil
+	for _, tp := range []string{"sock_recv_length", "sock_send_length", "sk_data_ready"} {
+		if _, err := k.AnyTypeByName("btf_trace_" + tp); err != nil {
+			return false
+		}
+	}
+	return true
 }
 
 func checkAttached(t *testing.T, r traceRun, hooks string) {
@@ -562,17 +565,14 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 	if len(a) != 1 {
 		t.Fatalf("want one attached event, got %d", len(a))
 	}
-	// A local build of the target, so the netpoll uprobes must go in
-	// wherever the kernel allows, except when tracepoints are forced.
-	np := netpoll.Tracepoint
-	if hooks != "tracepoint" && netpollUprobes(t) {
-		np = netpoll.Uprobe
+	// The netpoll waits come from the socket tracepoints wherever the
+	// kernel has them, unless syscall tracepoints are forced.
+	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
+	if hooks != "tracepoint" && sockTracepoints(t) {
+		np, limit = netpoll.Sock, tracer.SyscallEntryLimit
 	}
-	if a[0].Hooks["netpoll"] != np {
-		t.Errorf("--hooks %s: netpoll hooks %q, want %q (limits %q)", hooks, a[0].Hooks["netpoll"], np, a[0].Limits)
-	}
-	if tp := slices.Contains(a[0].Limits, tracer.SyscallTracepointLimit); tp != (np == netpoll.Tracepoint) {
-		t.Errorf("netpoll hooks %q, but the limits say syscall tracepoints %v: %q", np, tp, a[0].Limits)
+	if a[0].Hooks["netpoll"] != np || !slices.Contains(a[0].Limits, limit) {
+		t.Errorf("--hooks %s: netpoll hooks %q, want %q, and limits %q, want %q among them", hooks, a[0].Hooks["netpoll"], np, a[0].Limits, limit)
 	}
 	if a[0].GoVersion == "" || a[0].Hooks["tcp_connect"] == "" || a[0].Hooks["inet_csk_accept"] == "" {
 		t.Errorf("attached event lacks go_version or hooks: %+v", a[0])
@@ -834,12 +834,11 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// floodHooks makes the syscall tracepoints the netpoll hooks, for the
-// tests whose target floods with raw EAGAIN reads: to the syscall path
-// each is a park and its retry a resume, an exact number of waits at a
-// rate no real server reaches. The uprobe path sees only the goroutines
-// that park in the netpoller, which raw reads never do (TestMetrics).
-var floodHooks = []string{"--hooks", "tracepoint"}
+// floodHooks is what the tests whose target floods with raw EAGAIN reads
+// trace with: every netpoll path counts each read after the first as a
+// park and a resume, an exact number of waits at a rate no real server
+// reaches. (All of them: the tests are of the event pipeline.)
+var floodHooks = []string{"--hooks", "auto"}
 
 // TestLostIsCounted floods a tiny ring buffer: every netpoll_wait the target
 // caused is either delivered or counted in a lost event, exactly.

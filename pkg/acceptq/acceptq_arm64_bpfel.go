@@ -86,6 +86,7 @@ type acceptqPark struct {
 	Goid    uint64
 	T_park  uint64
 	T_ready uint64
+	Sk      uint64
 	Tid     uint32
 	Mode    uint8
 	Pad     [3]uint8

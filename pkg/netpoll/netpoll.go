@@ -1,13 +1,12 @@
 // Package netpoll loads bpf/netpoll.bpf.c: per-goroutine waits in Go's
 // netpoller (netpoll_wait) and the netpoller's own epoll_pwait blocks
-// (epoll_wait). Each target's waits come from uprobes in its own runtime
-// where it can (the uprobe path), else from syscall tracepoints (the
-// syscall path); AddTarget chooses and says which. It also owns the
-// `targets` map that every BPF object filters on.
+// (epoll_wait). The waits come from the kernel's socket tracepoints where
+// it has them (the sock path, Linux 6.3+), else from syscall tracepoints
+// (the syscall path); Load chooses and Mechanism says which. It also owns
+// the `targets` map that every BPF object filters on.
 package netpoll
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
 	"slices"
@@ -20,8 +19,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Target is one traced process as the BPF programs see it (struct target).
@@ -29,7 +26,7 @@ type Target netpollTarget
 
 // The mechanisms of the netpoll hooks, as the attached event names them.
 const (
-	Uprobe     = "uprobe"     // uprobes in the target's runtime
+	Sock       = "tp_btf"     // the sock path: socket tracepoints, as tp_btf
 	Tracepoint = "tracepoint" // syscall tracepoints
 	Off        = "off"
 )
@@ -41,16 +38,15 @@ type Objects struct {
 	opts Options
 
 	mu sync.Mutex
-	// uprobeWhyNot says why the uprobe path is not available on this
-	// kernel or with these options; nil when it is.
-	uprobeWhyNot error
-	// The syscall tracepoints, attached while a target is on the syscall
-	// path, and the uprobe path's host-wide tp_btf programs
-	// (hostPrograms), attached while a target is on it.
-	syscallLinks, sendLinks []link.Link
-	// Each target's path, and its uprobes.
-	paths   map[uint32]string
-	uprobes map[uint32][]link.Link
+	// sockWhyNot says why the sock path is not available on this kernel
+	// or with these options; nil when it is.
+	sockWhyNot error
+	// The syscall tracepoints that only the syscall path needs, those
+	// both paths need (accept4, connect, getsockopt), and the sock path's
+	// tp_btf programs: each attached while a target needs them.
+	syscallLinks, sharedLinks, sockLinks []link.Link
+	// Each traced PID's path.
+	paths map[uint32]string
 }
 
 // Options change the object before it is loaded.
@@ -147,11 +143,11 @@ func Load(opts Options) (*Objects, error) {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	o := &Objects{spec: spec, opts: opts, paths: map[uint32]string{}, uprobes: map[uint32][]link.Link{}}
-	o.uprobeWhyNot = uprobePathWhyNot(opts)
-	if o.uprobeWhyNot != nil {
+	o := &Objects{spec: spec, opts: opts, paths: map[uint32]string{}}
+	o.sockWhyNot = sockPathWhyNot(opts)
+	if o.sockWhyNot != nil {
 		// The kernel may not know the tp_btf targets: leave them out.
-		for _, prog := range hostPrograms {
+		for _, prog := range sockPrograms {
 			delete(spec.Programs, prog)
 		}
 	}
@@ -161,8 +157,8 @@ func Load(opts Options) (*Objects, error) {
 	return o, nil
 }
 
-// uprobePathWhyNot says why no target can take the uprobe path, or nil.
-func uprobePathWhyNot(opts Options) error {
+// sockPathWhyNot says why the sock path cannot serve, or nil.
+func sockPathWhyNot(opts Options) error {
 	if opts.SyscallsOnly {
 		return errors.New("--hooks tracepoint asks for syscall tracepoints")
 	}
@@ -173,181 +169,117 @@ func uprobePathWhyNot(opts Options) error {
 	if err != nil {
 		return fmt.Errorf("reading the kernel's BTF: %w", err)
 	}
-	for _, tp := range []string{"sock_send_length", "sk_data_ready"} {
+	for _, tp := range []string{"sock_recv_length", "sock_send_length", "sk_data_ready", "inet_sock_set_state"} {
 		if _, err := kernel.AnyTypeByName("btf_trace_" + tp); err != nil {
-			return fmt.Errorf("the kernel has no sock:%s tracepoint (Linux 6.3+)", tp)
+			return fmt.Errorf("the kernel has no %s tracepoint (Linux 6.3+)", tp)
 		}
 	}
 	return nil
 }
 
-// hostPrograms are the uprobe path's tp_btf programs: they run for every
-// process on the host (the PID filter or a map lookup first), attached
-// while a target is on that path.
-var hostPrograms = []string{netpollProgSent, netpollProgSockState, netpollProgDataReady}
+// sockPrograms are the sock path's tp_btf programs. They run for every
+// socket read, write and wake-up on the host, the PID filter (or, for a
+// wake-up, one map lookup) first.
+var sockPrograms = []string{netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState}
 
-// Mechanism is the netpoll hooks' mechanism a target gets when its
-// runtime allows: Uprobe, or Tracepoint when the kernel or the options
-// rule the uprobe path out (UprobeWhyNot says why).
-func (o *Objects) Mechanism() string {
-	if o.uprobeWhyNot != nil {
-		return Tracepoint
-	}
-	return Uprobe
+// sharedPrograms are the syscall tracepoints both paths need: no socket
+// tracepoint sees an accept4, a connect or its getsockopt(SO_ERROR).
+var sharedPrograms = map[string]bool{
+	netpollProgExitAccept4: true, netpollProgEnterAccept4: true,
+	netpollProgExitConnect: true, netpollProgEnterConnect: true, netpollProgEnterGetsockopt: true,
 }
 
-// UprobeWhyNot says why no target takes the uprobe path; nil if they can.
-func (o *Objects) UprobeWhyNot() error { return o.uprobeWhyNot }
+// Mechanism is the netpoll hooks' mechanism: Sock, or Tracepoint when the
+// kernel or the options rule the sock path out (SockWhyNot says why).
+func (o *Objects) Mechanism() string {
+	if o.sockWhyNot != nil {
+		return Tracepoint
+	}
+	return Sock
+}
+
+// SockWhyNot says why the sock path is not used; nil when it is.
+func (o *Objects) SockWhyNot() error { return o.sockWhyNot }
 
 // Targets is the map of traced processes, keyed by PID, value Target.
 // Add and remove targets with AddTarget and RemoveTarget, which keep the
 // PID filter in step.
 func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
 
-// Probes is where a target's netpoll uprobes go: its executable (by a
-// path the kernel can open, /proc/PID/exe) and the sites in it, or why
-// there are none.
-type Probes struct {
-	Exe   string
-	Sites goruntime.NetpollSites
-	Err   error
-}
-
-// FindProbes finds the netpoll probe sites of bin, the executable of
-// process pid at exe. funcs looks up its functions (ELF symbols, or the
-// pclntab of a stripped binary); nil when neither could be read.
-func FindProbes(exe string, bin *goruntime.Binary, funcs goruntime.FuncLookup) Probes {
-	p := Probes{Exe: exe}
-	switch {
-	case bin.Offsets.GGoid == 0 || bin.Offsets.PdFd == 0:
-		p.Err = errors.New("runtime.g.goid or pollDesc.fd offsets unknown")
-	case !bin.RegisterArgs():
-		p.Err = fmt.Errorf("%s on %s passes arguments on the stack", bin.GoVersion, bin.Arch)
-	case funcs == nil:
-		p.Err = errors.New("no symbol table read")
-	}
-	if p.Err != nil {
-		return p
-	}
-	f, err := elf.Open(exe)
-	if err != nil {
-		p.Err = err
-		return p
-	}
-	defer f.Close()
-	p.Sites, p.Err = goruntime.FindNetpollSites(f, funcs)
-	return p
-}
-
-// ProbesOf finds where pid's netpoll uprobes go: in its executable
-// through /proc/PID/exe (a container's binary needs no path), with the ELF
-// symbols or, for a stripped binary, the pclntab (rt's, or read now).
-func ProbesOf(pid int, bin *goruntime.Binary, rt *goruntime.Process) Probes {
-	exe := proc.Path(pid, "exe")
-	var funcs goruntime.FuncLookup
-	if f, err := elf.Open(exe); err == nil {
-		funcs = goruntime.ELFFuncs(f)
-		f.Close()
-	}
-	if funcs == nil && rt == nil {
-		var err error
-		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
-			return Probes{Exe: exe, Err: fmt.Errorf("stripped, and its pclntab: %w", err)}
-		}
-	}
-	if funcs == nil {
-		funcs = rt.Syms.Func
-	}
-	return FindProbes(exe, bin, funcs)
-}
-
-// AddTarget starts tracing pid: its Target entry first, then its netpoll
-// hooks: the uprobes of probes if the uprobe path is available and the
-// probes were found, else the syscall tracepoints with pid's bit in their
-// PID filter. It returns the mechanism and, for the syscall path, why the
-// uprobe path was not taken.
-func (o *Objects) AddTarget(pid uint32, t *Target, probes Probes) (mechanism string, whyNot error, err error) {
+// AddTarget starts tracing pid: its Target entry first, then the hooks
+// its path needs, then its bit in that path's PID filter, which the
+// programs check before anything else.
+func (o *Objects) AddTarget(pid uint32, t *Target) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.removeLocked(pid) // a target that exec'd comes back with a new image
 	if err := o.Targets().Put(pid, t); err != nil {
-		return "", nil, err
-	}
-	whyNot = o.uprobeWhyNot
-	if whyNot == nil {
-		whyNot = probes.Err
-	}
-	if whyNot == nil {
-		if whyNot = o.attachUprobes(pid, probes); whyNot == nil {
-			o.paths[pid] = Uprobe
-			return Uprobe, nil, nil
-		}
-	}
-	if err := o.attachSyscalls(); err != nil {
-		o.Targets().Delete(pid)
-		return "", nil, err
-	}
-	if err := o.setBit(netpollMapTracedPids, pid, true); err != nil {
-		o.Targets().Delete(pid)
-		return "", nil, err
-	}
-	o.paths[pid] = Tracepoint
-	return Tracepoint, whyNot, nil
-}
-
-// attachUprobes puts the two uprobes into pid's executable, and attaches
-// the host programs and sets pid's bit in their filter.
-func (o *Objects) attachUprobes(pid uint32, p Probes) error {
-	ex, err := link.OpenExecutable(p.Exe)
-	if err != nil {
 		return err
 	}
-	var links []link.Link
-	for _, u := range []struct {
-		prog string
-		site goruntime.Site
-	}{
-		{netpollProgUprobePark, p.Sites.Park},
-		{netpollProgUprobeResume, p.Sites.Resume},
-	} {
-		l, err := ex.Uprobe("", o.coll.Programs[u.prog], &link.UprobeOptions{Address: u.site.FileOffset, PID: int(pid)})
-		if err != nil {
-			bpfobj.CloseAll(links)
-			return fmt.Errorf("attaching a uprobe at %#x (%s): %w", u.site.Addr, u.site.Inst, err)
-		}
-		links = append(links, l)
+	path, bitmap := Sock, netpollMapSockPids
+	if o.sockWhyNot != nil {
+		path, bitmap = Tracepoint, netpollMapTracedPids
 	}
-	if o.sendLinks == nil {
-		for _, prog := range hostPrograms {
+	o.paths[pid] = path
+	err := o.attachFor()
+	if err == nil {
+		err = o.setBit(bitmap, pid, true)
+	}
+	if err != nil {
+		o.removeLocked(pid)
+		return err
+	}
+	return nil
+}
+
+// attachFor attaches what the traced PIDs' paths need and is not
+// attached yet, and detaches what none needs any more: a tracer with no
+// target on the syscall path leaves the host's reads and writes alone.
+func (o *Objects) attachFor() error {
+	var syscalls, socks bool
+	for _, path := range o.paths {
+		syscalls = syscalls || path == Tracepoint
+		socks = socks || path == Sock
+	}
+	var err error
+	update := func(links *[]link.Link, want bool, attach func() ([]link.Link, error)) {
+		switch {
+		case want && *links == nil && err == nil:
+			*links, err = attach()
+		case !want:
+			bpfobj.CloseAll(*links)
+			*links = nil
+		}
+	}
+	update(&o.sharedLinks, syscalls || socks, func() ([]link.Link, error) {
+		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return sharedPrograms[name] }))
+	})
+	update(&o.syscallLinks, syscalls, func() ([]link.Link, error) {
+		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return !sharedPrograms[name] }))
+	})
+	update(&o.sockLinks, socks, func() ([]link.Link, error) {
+		var links []link.Link
+		for _, prog := range sockPrograms {
 			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 			if err != nil {
 				bpfobj.CloseAll(links)
-				bpfobj.CloseAll(o.sendLinks)
-				o.sendLinks = nil
-				return fmt.Errorf("attaching %s: %w", prog, err)
+				return nil, fmt.Errorf("attaching %s: %w", prog, err)
 			}
-			o.sendLinks = append(o.sendLinks, l)
+			links = append(links, l)
 		}
-	}
-	if err := o.setBit(netpollMapProbedPids, pid, true); err != nil {
-		bpfobj.CloseAll(links)
-		return err
-	}
-	o.uprobes[pid] = links
-	return nil
+		return links, nil
+	})
+	return err
 }
 
-// attachSyscalls attaches the syscall tracepoints if they are not yet.
-func (o *Objects) attachSyscalls() error {
-	if o.syscallLinks != nil {
-		return nil
+// programs are the loaded programs whose names keep says.
+func (o *Objects) programs(keep func(string) bool) map[string]*ebpf.Program {
+	out := map[string]*ebpf.Program{}
+	for name, p := range o.coll.Programs {
+		if keep(name) {
+			out[name] = p
+		}
 	}
-	links, err := bpfobj.AttachTracepoints(o.spec, o.coll.Programs)
-	if err != nil {
-		return err
-	}
-	o.syscallLinks = links
-	return nil
+	return out
 }
 
 // SeedAccepted marks fds of pid as connections it accepted (before
@@ -373,10 +305,8 @@ func (o *Objects) RemoveTarget(pid uint32) error {
 }
 
 func (o *Objects) removeLocked(pid uint32) error {
-	bpfobj.CloseAll(o.uprobes[pid])
-	delete(o.uprobes, pid)
 	delete(o.paths, pid)
-	for _, m := range []string{netpollMapTracedPids, netpollMapProbedPids} {
+	for _, m := range []string{netpollMapTracedPids, netpollMapSockPids} {
 		if err := o.setBit(m, pid, false); err != nil {
 			return err
 		}
@@ -384,23 +314,11 @@ func (o *Objects) removeLocked(pid uint32) error {
 	if err := o.Targets().Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
 	}
-	var syscalls, uprobes bool
-	for _, path := range o.paths {
-		syscalls = syscalls || path == Tracepoint
-		uprobes = uprobes || path == Uprobe
-	}
-	if !syscalls {
-		bpfobj.CloseAll(o.syscallLinks)
-		o.syscallLinks = nil
-	}
-	if !uprobes {
-		bpfobj.CloseAll(o.sendLinks)
-		o.sendLinks = nil
-	}
-	return nil
+	return o.attachFor()
 }
 
-// setBit flips pid's bit in a PID filter (traced_pids or probed_pids).
+// setBit flips pid's bit in a PID filter (traced_pids: the syscall path's
+// targets; probed_pids: the sock path's).
 // Callers hold o.mu; the BPF side only reads the words.
 func (o *Objects) setBit(bitmap string, pid uint32, on bool) error {
 	m := o.coll.Maps[bitmap]
@@ -444,11 +362,9 @@ var eventNames = map[netpollEventType]string{
 func (o *Objects) Close() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	for _, links := range o.uprobes {
-		bpfobj.CloseAll(links)
-	}
+	bpfobj.CloseAll(o.sockLinks)
 	bpfobj.CloseAll(o.syscallLinks)
-	bpfobj.CloseAll(o.sendLinks)
+	bpfobj.CloseAll(o.sharedLinks)
 	o.coll.Close()
 	return nil
 }

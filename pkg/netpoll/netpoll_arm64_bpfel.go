@@ -169,6 +169,7 @@ type netpollPark struct {
 	Goid    uint64
 	T_park  uint64
 	T_ready uint64
+	Sk      uint64
 	Tid     uint32
 	Mode    uint8
 	Pad     [3]uint8
@@ -179,20 +180,6 @@ type netpollParkKey struct {
 	Pid uint32
 	Fd  int32
 	Dir uint32
-}
-
-type netpollParkedG struct {
-	_   structs.HostLayout
-	Key netpollParkKey
-	Pad uint32
-	Sk  uint64
-}
-
-type netpollParkedG_key struct {
-	_    structs.HostLayout
-	Pid  uint32
-	Pad  uint32
-	Goid uint64
 }
 
 type netpollParkedSockKey struct {
@@ -245,11 +232,9 @@ const (
 	netpollMapNetpollStackTraces      = "netpoll_stack_traces"
 	netpollMapNetpollStacks           = "netpoll_stacks"
 	netpollMapNetpollStacksLost       = "netpoll_stacks_lost"
-	netpollMapParkedGs                = "parked_gs"
 	netpollMapParkedSocks             = "parked_socks"
 	netpollMapParks                   = "parks"
-	netpollMapPassiveSocks            = "passive_socks"
-	netpollMapProbedPids              = "probed_pids"
+	netpollMapSockPids                = "sock_pids"
 	netpollMapStackPids               = "stack_pids"
 	netpollMapTargets                 = "targets"
 	netpollMapTracedPids              = "traced_pids"
@@ -278,10 +263,9 @@ const (
 	netpollProgExitSendto             = "exit_sendto"
 	netpollProgExitWrite              = "exit_write"
 	netpollProgExitWritev             = "exit_writev"
-	netpollProgSent                   = "sent"
+	netpollProgSockRecv               = "sock_recv"
+	netpollProgSockSend               = "sock_send"
 	netpollProgSockState              = "sock_state"
-	netpollProgUprobePark             = "uprobe_park"
-	netpollProgUprobeResume           = "uprobe_resume"
 	netpollVarCost                    = "cost"
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
 	netpollVarSendEvents              = "send_events"
@@ -295,8 +279,6 @@ const (
 	netpollVarUnusedNetpollStackKey   = "unused_netpoll_stack_key"
 	netpollVarUnusedNetpollStackValue = "unused_netpoll_stack_value"
 	netpollVarUnusedNetpollWaitEvent  = "unused_netpoll_wait_event"
-	netpollVarUnusedParkedG           = "unused_parked_g"
-	netpollVarUnusedParkedG_key       = "unused_parked_g_key"
 	netpollVarUnusedParkedSockKey     = "unused_parked_sock_key"
 	netpollVarUnusedWaitKind          = "unused_wait_kind"
 	netpollVarWakeupBytes             = "wakeup_bytes"
@@ -371,10 +353,9 @@ type netpollProgramSpecs struct {
 	ExitSendto      *ebpf.ProgramSpec `ebpf:"exit_sendto"`
 	ExitWrite       *ebpf.ProgramSpec `ebpf:"exit_write"`
 	ExitWritev      *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	Sent            *ebpf.ProgramSpec `ebpf:"sent"`
+	SockRecv        *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend        *ebpf.ProgramSpec `ebpf:"sock_send"`
 	SockState       *ebpf.ProgramSpec `ebpf:"sock_state"`
-	UprobePark      *ebpf.ProgramSpec `ebpf:"uprobe_park"`
-	UprobeResume    *ebpf.ProgramSpec `ebpf:"uprobe_resume"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -390,11 +371,9 @@ type netpollMapSpecs struct {
 	NetpollStackTraces *ebpf.MapSpec `ebpf:"netpoll_stack_traces"`
 	NetpollStacks      *ebpf.MapSpec `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.MapSpec `ebpf:"netpoll_stacks_lost"`
-	ParkedGs           *ebpf.MapSpec `ebpf:"parked_gs"`
 	ParkedSocks        *ebpf.MapSpec `ebpf:"parked_socks"`
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
-	PassiveSocks       *ebpf.MapSpec `ebpf:"passive_socks"`
-	ProbedPids         *ebpf.MapSpec `ebpf:"probed_pids"`
+	SockPids           *ebpf.MapSpec `ebpf:"sock_pids"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
 	Targets            *ebpf.MapSpec `ebpf:"targets"`
 	TracedPids         *ebpf.MapSpec `ebpf:"traced_pids"`
@@ -417,8 +396,6 @@ type netpollVariableSpecs struct {
 	UnusedNetpollStackKey   *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.VariableSpec `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.VariableSpec `ebpf:"unused_netpoll_wait_event"`
-	UnusedParkedG           *ebpf.VariableSpec `ebpf:"unused_parked_g"`
-	UnusedParkedG_key       *ebpf.VariableSpec `ebpf:"unused_parked_g_key"`
 	UnusedParkedSockKey     *ebpf.VariableSpec `ebpf:"unused_parked_sock_key"`
 	UnusedWaitKind          *ebpf.VariableSpec `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
@@ -455,11 +432,9 @@ type netpollMaps struct {
 	NetpollStackTraces *ebpf.Map `ebpf:"netpoll_stack_traces"`
 	NetpollStacks      *ebpf.Map `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.Map `ebpf:"netpoll_stacks_lost"`
-	ParkedGs           *ebpf.Map `ebpf:"parked_gs"`
 	ParkedSocks        *ebpf.Map `ebpf:"parked_socks"`
 	Parks              *ebpf.Map `ebpf:"parks"`
-	PassiveSocks       *ebpf.Map `ebpf:"passive_socks"`
-	ProbedPids         *ebpf.Map `ebpf:"probed_pids"`
+	SockPids           *ebpf.Map `ebpf:"sock_pids"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
 	Targets            *ebpf.Map `ebpf:"targets"`
 	TracedPids         *ebpf.Map `ebpf:"traced_pids"`
@@ -476,11 +451,9 @@ func (m *netpollMaps) Close() error {
 		m.NetpollStackTraces,
 		m.NetpollStacks,
 		m.NetpollStacksLost,
-		m.ParkedGs,
 		m.ParkedSocks,
 		m.Parks,
-		m.PassiveSocks,
-		m.ProbedPids,
+		m.SockPids,
 		m.StackPids,
 		m.Targets,
 		m.TracedPids,
@@ -504,8 +477,6 @@ type netpollVariables struct {
 	UnusedNetpollStackKey   *ebpf.Variable `ebpf:"unused_netpoll_stack_key"`
 	UnusedNetpollStackValue *ebpf.Variable `ebpf:"unused_netpoll_stack_value"`
 	UnusedNetpollWaitEvent  *ebpf.Variable `ebpf:"unused_netpoll_wait_event"`
-	UnusedParkedG           *ebpf.Variable `ebpf:"unused_parked_g"`
-	UnusedParkedG_key       *ebpf.Variable `ebpf:"unused_parked_g_key"`
 	UnusedParkedSockKey     *ebpf.Variable `ebpf:"unused_parked_sock_key"`
 	UnusedWaitKind          *ebpf.Variable `ebpf:"unused_wait_kind"`
 	WakeupBytes             *ebpf.Variable `ebpf:"wakeup_bytes"`
@@ -542,10 +513,9 @@ type netpollPrograms struct {
 	ExitSendto      *ebpf.Program `ebpf:"exit_sendto"`
 	ExitWrite       *ebpf.Program `ebpf:"exit_write"`
 	ExitWritev      *ebpf.Program `ebpf:"exit_writev"`
-	Sent            *ebpf.Program `ebpf:"sent"`
+	SockRecv        *ebpf.Program `ebpf:"sock_recv"`
+	SockSend        *ebpf.Program `ebpf:"sock_send"`
 	SockState       *ebpf.Program `ebpf:"sock_state"`
-	UprobePark      *ebpf.Program `ebpf:"uprobe_park"`
-	UprobeResume    *ebpf.Program `ebpf:"uprobe_resume"`
 }
 
 func (p *netpollPrograms) Close() error {
@@ -575,10 +545,9 @@ func (p *netpollPrograms) Close() error {
 		p.ExitSendto,
 		p.ExitWrite,
 		p.ExitWritev,
-		p.Sent,
+		p.SockRecv,
+		p.SockSend,
 		p.SockState,
-		p.UprobePark,
-		p.UprobeResume,
 	)
 }
 

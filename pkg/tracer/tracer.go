@@ -155,10 +155,6 @@ type target struct {
 	goroutines *goroutineState
 	// exit reports its exit; nil without pidfds.
 	exit *exitWatch
-	// netpoll is the mechanism of its netpoll hooks (netpoll.Uprobe or
-	// netpoll.Tracepoint), and why not the uprobes if not.
-	netpoll       string
-	netpollWhyNot error
 }
 
 // stream is one BPF object's ring buffer and how to decode it.
@@ -370,8 +366,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	if err := t.netpoll.SeedAccepted(uint32(pid), proc.AcceptedFDs(pid)); err != nil {
 		return nil, err
 	}
-	mech, whyNot, err := t.netpoll.AddTarget(uint32(pid), &v, netpoll.ProbesOf(pid, bin, rt))
-	if err != nil {
+	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
 	// The process may have exited, and its PID been reused, while we read it.
@@ -383,7 +378,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("reading the listeners of PID %d: %w", pid, err)
 	}
-	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt, netpoll: mech, netpollWhyNot: whyNot}
+	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
 	if ns.InPIDNamespace() {
 		t.nsPIDs.Store(uint32(pid), uint32(ns.NsPID()))
 	}
@@ -405,9 +400,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		Exe:         tg.exe,
 		GoVersion:   bin.GoVersion,
 		OffsetsFrom: bin.OffsetsFrom,
-		Hooks:       t.targetHooks(tg),
+		Hooks:       t.Hooks(),
 		MinWaitNs:   v.MinWaitNs,
-		Limits:      t.limits(tg),
+		Limits:      t.limits(bin.Limits),
 		Reason:      reason,
 	}
 	t.queueControl(ev)
@@ -445,40 +440,36 @@ func (t *Tracer) checkExecs() {
 	}
 }
 
-// SyscallTracepointLimit is the attached event's limits entry for a
-// target whose netpoll waits come from syscall tracepoints (the fallback:
-// the kernel lacks what the uprobe path needs, or the runtime's call sites
-// were not found, or --hooks tracepoint or --events epoll_wait asked for
-// them). A second entry, NetpollUprobesWhyNot..., says why.
+// SyscallTracepointLimit is the attached event's limits entry when the
+// netpoll waits come from syscall tracepoints (the syscall path: the
+// kernel lacks the socket tracepoints of 6.3, or --hooks tracepoint or
+// --events epoll_wait asked for it). A second entry, starting with
+// NetpollSockWhyNot, says why.
 const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoints: " +
 	"while anything is traced so, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT), " +
 	"and every read, write, accept4, connect, close and epoll_pwait on the host pays a tracepoint dispatch and the PID filter"
 
-// NetpollUprobesWhyNot starts the limits entry that says why a target's
-// netpoll waits do not come from uprobes in its runtime.
-const NetpollUprobesWhyNot = "no netpoll uprobes: "
+// NetpollSockWhyNot starts the limits entry that says why the netpoll
+// waits do not come from the socket tracepoints.
+const NetpollSockWhyNot = "netpoll waits not from socket tracepoints: "
 
-// targetHooks is the hooks map of tg's attached event: the tracer's, with
-// tg's own netpoll mechanism.
-func (t *Tracer) targetHooks(tg *target) map[string]string {
-	h := t.Hooks()
-	h["netpoll"] = tg.netpoll
-	h["epoll_pwait"] = netpoll.Off
-	if tg.netpoll == netpoll.Tracepoint {
-		h["epoll_pwait"] = netpoll.Tracepoint
-	}
-	return h
-}
+// SyscallEntryLimit is the limits entry on the sock path: accept4,
+// connect and getsockopt still have syscall tracepoints.
+const SyscallEntryLimit = "accept4, connect and getsockopt are hooked with syscall tracepoints: " +
+	"while anything is traced, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT); " +
+	"reads and writes pay only the socket tracepoints' PID filter"
 
 // limits is what the attached event lists as switched off or costly for
-// a target: the binary's limits, and the hook fallback's cost.
-func (t *Tracer) limits(tg *target) []string {
-	out := slices.Clone(tg.bin.Limits)
-	if tg.netpoll == netpoll.Tracepoint {
+// a target: the binary's limits, and what the hooks cost the host.
+func (t *Tracer) limits(bin []string) []string {
+	out := slices.Clone(bin)
+	if t.hooks["netpoll"] == netpoll.Tracepoint {
 		out = append(out, SyscallTracepointLimit)
-		if tg.netpollWhyNot != nil {
-			out = append(out, NetpollUprobesWhyNot+tg.netpollWhyNot.Error())
+		if why := t.netpoll.SockWhyNot(); why != nil {
+			out = append(out, NetpollSockWhyNot+why.Error())
 		}
+	} else {
+		out = append(out, SyscallEntryLimit)
 	}
 	return out
 }
