@@ -42,11 +42,13 @@ KERNEL_ARGS ?=
 # What `--hooks auto` must choose on each kernel (the tests check it):
 # fexit on inet_csk_accept needs bpf_get_func_ret (5.17); 6.1 refuses
 # fentry on tcp_v4_syn_recv_sock, so the overflow hook takes kprobes there;
-# Debian's arm64 6.1 loads no fentry program at all.
-AUTO_HOOKS_debian-5.10 := tcp_connect=fentry,inet_csk_accept=kretprobe,listen_overflow=fentry
-AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=kprobe
-AUTO_HOOKS_debian-6.12 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry
-AUTO_HOOKS_debian-6.1-arm64 := tcp_connect=kprobe,inet_csk_accept=kretprobe,listen_overflow=kprobe
+# Debian's arm64 6.1 loads no fentry program at all. The netpoll waits
+# come from the socket tracepoints (tp_btf) from 6.3 on, from syscall
+# tracepoints before.
+AUTO_HOOKS_debian-5.10 := tcp_connect=fentry,inet_csk_accept=kretprobe,listen_overflow=fentry,netpoll=tracepoint
+AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=kprobe,netpoll=tracepoint
+AUTO_HOOKS_debian-6.12 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry,netpoll=tp_btf
+AUTO_HOOKS_debian-6.1-arm64 := tcp_connect=kprobe,inet_csk_accept=kretprobe,listen_overflow=kprobe,netpoll=tracepoint
 # The mechanisms each kernel offers, every one run through the tests.
 HOOKS_ALL := fentry,kprobe,tracepoint
 HOOKS_debian-6.1-arm64 := kprobe,tracepoint

@@ -282,9 +282,11 @@ func TestListenMetrics(t *testing.T) {
 	stdin, next := startTarget(t, target)
 	pid := int(next("")["pid"].(float64))
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	// The host's count starts before gonetscope's: any drop gonetscope
+	// may count (its namespace's, from attach on) is in the host's window.
+	before := listenDrops(t, pid)
 	startGonetscope(t, pid, "trace", "--metrics-addr", addr, "--output", os.DevNull)
 
-	before := listenDrops(t, pid)
 	io.WriteString(stdin, "go\n")
 	f := next("overflow")
 	body := scrape(t, "http://"+addr+"/metrics")
@@ -311,8 +313,11 @@ func TestListenMetrics(t *testing.T) {
 	if failed == 0 {
 		t.Fatalf("no dial failed: the accept queue did not overflow (%v)", f)
 	}
-	if got := value("gonetscope_listen_backlog", port); got != ok {
-		t.Errorf("listen_backlog %v, want %v (the dials that connected and were never accepted)", got, ok)
+	// A client is connected once it has the SYN-ACK; a queue of 1 holds
+	// two, and a third client's final ACK is dropped (overflow) until the
+	// queue has room: those connected but are not queued.
+	if got, want := value("gonetscope_listen_backlog", port), min(ok, 2); got != want {
+		t.Errorf("listen_backlog %v, want %v (the dials that connected and were never accepted, at most 2)", got, want)
 	}
 	if got := value("gonetscope_listen_backlog_max", port); got != 1 {
 		t.Errorf("listen_backlog_max %v, want 1", got)
