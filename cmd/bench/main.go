@@ -94,11 +94,11 @@ func run() error {
 	everything := []string{"--waits", "all", "--min-wait", "0", "--events", "all", "--max-events-per-sec", "0"}
 	modes := []mode{
 		{"untraced", "both", untraced},
-		{"dispatch: netpoll programs attached, empty", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
+		{"dispatch: netpoll programs attached, empty (sock path: and the syscall tracepoints of accept4, connect, getsockopt)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
 		{"+ PID filter", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "filter")...)},
 		{"+ goroutine read and validation (at parks)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "goid")...)},
 		{"+ park/ready/resume records, histograms", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "records")...)},
-		{"+ epoll events scan (everything, nothing sent)", "cost", gonetscopeMode(*gonetscope, quiet...)},
+		{"+ the epoll events scan of the syscall path (everything, nothing sent)", "cost", gonetscopeMode(*gonetscope, quiet...)},
 		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
 		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
 		{"gonetscope (defaults)", "both", gonetscopeMode(*gonetscope)},
@@ -570,7 +570,10 @@ func loadavg() string {
 
 const costMethod = `Where the cost goes: the same server and load, with gonetscope's hot
 path switched on one part at a time (trace --bench-cost-stage, which cuts
-each netpoll program short after that part; the verifier drops the rest).
+each netpoll program short after that part; the verifier drops the rest),
+on the kernel's default netpoll path (the sock path where the kernel has
+the socket tracepoints of 6.3: it has no epoll scan, so its last two
+stages are the same code).
 Each row adds one part to the row above, so the difference between two rows
 is that part's cost. The first rows send nothing (--min-wait 1h); the
 tcp programs (connects, accepts, state changes: rare on keep-alive
