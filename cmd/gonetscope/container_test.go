@@ -297,7 +297,18 @@ func BenchmarkParkResumeContainer(b *testing.B) {
 }
 
 func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
-	target := isolated(iso, "", nil, nettargetBin, "-wait-stdin", "-rounds", "0", "-flood", "300000")
+	var hooks []string
+	if traced {
+		hooks = floodHooks
+	}
+	return benchNettarget(b, iso, hooks, "flood", "ns_per_read", "-flood", "300000")
+}
+
+// benchNettarget runs nettarget (after -wait-stdin -rounds 0, then args)
+// in iso, traced with hooks unless they are nil, and returns the number
+// field of the line it reports for op.
+func benchNettarget(b *testing.B, iso isolation, hooks []string, op, field string, args ...string) int64 {
+	target := isolated(iso, "", nil, append([]string{nettargetBin, "-wait-stdin", "-rounds", "0"}, args...)...)
 	stdin, _ := target.StdinPipe()
 	stdout, _ := target.StdoutPipe()
 	if err := target.Start(); err != nil {
@@ -309,23 +320,21 @@ func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 	if err := dec.Decode(&f); err != nil {
 		b.Fatal(err)
 	}
-	if traced {
-		defer benchTracer(b, target.Process.Pid, floodHooks...)()
+	if hooks != nil {
+		defer benchTracer(b, target.Process.Pid, hooks...)()
 	}
 	io.WriteString(stdin, "go\n")
 	for dec.More() {
-		var f struct {
-			Op        string `json:"op"`
-			NsPerRead int64  `json:"ns_per_read"`
-		}
-		if err := dec.Decode(&f); err != nil {
+		var line map[string]any
+		if err := dec.Decode(&line); err != nil {
 			b.Fatal(err)
 		}
-		if f.Op == "flood" {
-			return f.NsPerRead
+		if line["op"] == op {
+			v, _ := line[field].(float64)
+			return int64(v)
 		}
 	}
-	b.Fatal("the target reported no flood")
+	b.Fatalf("the target reported no %s", op)
 	return 0
 }
 
@@ -344,7 +353,7 @@ func BenchmarkNetpollPingPong(b *testing.B) {
 	}{
 		{"untraced", nil},
 		{"sock", []string{"--hooks", "auto"}},
-		{"tracepoint", floodHooks},
+		{"tracepoint", []string{"--hooks", "tracepoint"}},
 	}
 	sums := make([]float64, len(modes))
 	for i := 0; i < b.N; i++ {
@@ -358,34 +367,5 @@ func BenchmarkNetpollPingPong(b *testing.B) {
 }
 
 func benchPingPong(b *testing.B, hooks []string) int64 {
-	target := exec.Command(nettargetBin, "-wait-stdin", "-rounds", "0", "-pingpong", "100000")
-	stdin, _ := target.StdinPipe()
-	stdout, _ := target.StdoutPipe()
-	if err := target.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer target.Wait()
-	dec := json.NewDecoder(stdout)
-	var f fact
-	if err := dec.Decode(&f); err != nil {
-		b.Fatal(err)
-	}
-	if hooks != nil {
-		defer benchTracer(b, target.Process.Pid, hooks...)()
-	}
-	io.WriteString(stdin, "go\n")
-	for dec.More() {
-		var f struct {
-			Op            string `json:"op"`
-			NsPerExchange int64  `json:"ns_per_exchange"`
-		}
-		if err := dec.Decode(&f); err != nil {
-			b.Fatal(err)
-		}
-		if f.Op == "pingpong" {
-			return f.NsPerExchange
-		}
-	}
-	b.Fatal("the target reported no pingpong")
-	return 0
+	return benchNettarget(b, onHost, hooks, "pingpong", "ns_per_exchange", "-pingpong", "100000")
 }
