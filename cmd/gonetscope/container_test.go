@@ -299,7 +299,7 @@ func BenchmarkParkResumeContainer(b *testing.B) {
 func benchFlood(b *testing.B, iso isolation, traced bool) int64 {
 	var hooks []string
 	if traced {
-		hooks = floodHooks
+		hooks = []string{"--hooks", "auto"}
 	}
 	return benchNettarget(b, iso, hooks, "flood", "ns_per_read", "-flood", "300000")
 }

@@ -834,18 +834,12 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
-// floodHooks is what the tests whose target floods with raw EAGAIN reads
-// trace with: every netpoll path counts each read after the first as a
-// park and a resume, an exact number of waits at a rate no real server
-// reaches. (All of them: the tests are of the event pipeline.)
-var floodHooks = []string{"--hooks", "auto"}
-
 // TestLostIsCounted floods a tiny ring buffer: every netpoll_wait the target
 // caused is either delivered or counted in a lost event, exactly.
 func TestLostIsCounted(t *testing.T) {
 	const reads = 100000
 	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
-		append([]string{"--min-wait", "0", "--ring-buffer-bytes", "4096", "--max-events-per-sec", "0"}, floodHooks...))
+		[]string{"--min-wait", "0", "--ring-buffer-bytes", "4096", "--max-events-per-sec", "0"})
 	flood := r.factsOf("flood")
 	if len(flood) != 1 || flood[0].Reads != reads {
 		t.Fatalf("target's flood report: %+v", flood)
@@ -878,7 +872,7 @@ func TestLostIsCounted(t *testing.T) {
 func TestRateLimit(t *testing.T) {
 	const reads = 2000
 	r := traceTarget(t, []string{"-rounds", "0", "-flood", fmt.Sprint(reads)},
-		append([]string{"--min-wait", "0", "--max-events-per-sec", "10", "--summary-interval", "1h"}, floodHooks...))
+		[]string{"--min-wait", "0", "--max-events-per-sec", "10", "--summary-interval", "1h"})
 	delivered := uint64(len(r.of("netpoll_wait")))
 	var suppressed, waits uint64
 	sums := r.of("summary")

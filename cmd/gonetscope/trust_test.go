@@ -77,7 +77,7 @@ func TestStalledWriter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tracer, done, _ := startGonetscopeTo(t, pw, target.Process.Pid, "trace", "--min-wait", "0", "--ring-buffer-bytes", "65536", "--max-events-per-sec", "0", floodHooks[0], floodHooks[1])
+	tracer, done, _ := startGonetscopeTo(t, pw, target.Process.Pid, "trace", "--min-wait", "0", "--ring-buffer-bytes", "65536", "--max-events-per-sec", "0")
 	pw.Close()
 	io.WriteString(stdin, "go\n")
 	var flood fact
