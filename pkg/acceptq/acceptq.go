@@ -13,6 +13,7 @@
 package acceptq
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -111,8 +112,8 @@ const settleSamples = 3
 
 // Load loads the programs and maps into the kernel and attaches them.
 func Load(opts Options) (*Objects, error) {
-	family, err := bpfobj.CheckHooks(opts.Hooks)
-	if err != nil {
+	family := cmp.Or(opts.Hooks, bpfobj.HooksAuto)
+	if err := bpfobj.CheckHooks(family); err != nil {
 		return nil, err
 	}
 	spec, err := loadAcceptq()

@@ -17,16 +17,13 @@ const (
 	HooksTracepoint = "tracepoint" // no kernel-function hook: tracepoints only
 )
 
-// CheckHooks returns family, HooksAuto for "", or an error for a name that
-// is no family.
-func CheckHooks(family string) (string, error) {
+// CheckHooks refuses a name that is no family.
+func CheckHooks(family string) error {
 	switch family {
-	case "":
-		return HooksAuto, nil
 	case HooksAuto, HooksFentry, HooksKprobe, HooksTracepoint:
-		return family, nil
+		return nil
 	}
-	return "", fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", family)
+	return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", family)
 }
 
 // Probe is one program of a candidate and how it attaches.

@@ -14,6 +14,7 @@
 package tcp
 
 import (
+	"cmp"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -76,8 +77,8 @@ var hookPoints = []struct {
 // Load loads the programs and maps into the kernel and attaches them,
 // choosing a mechanism per hook point.
 func Load(opts Options) (*Objects, error) {
-	family, err := bpfobj.CheckHooks(opts.Hooks)
-	if err != nil {
+	family := cmp.Or(opts.Hooks, bpfobj.HooksAuto)
+	if err := bpfobj.CheckHooks(family); err != nil {
 		return nil, err
 	}
 	spec, err := loadTcp()
