@@ -120,9 +120,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The shared header declares a ring buffer; this object sends nothing
-	// through it.
-	spec.Maps[acceptqMapEvents].MaxEntries = 4096
+	bpfobj.NoEvents(spec)
 	base := bpfobj.Without(spec, bpfobj.CandidateProgs(dropHooks)...)
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
