@@ -144,11 +144,3 @@ func parseFlags(fs *flag.FlagSet, args []string, usage string) error {
 
 // errHelp ends a command that printed its help: exit status 0.
 var errHelp = errors.New("help")
-
-func checkHooks(h string) error {
-	switch h {
-	case "auto", "fentry", "kprobe", "tracepoint":
-		return nil
-	}
-	return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", h)
-}

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
@@ -48,7 +49,7 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 // check refuses bad values, and a machine gonetscope cannot run on, before
 // anything is loaded.
 func (f *tracingFlags) check() error {
-	if err := checkHooks(f.hooks); err != nil {
+	if err := bpfobj.CheckHooks(f.hooks); err != nil {
 		return err
 	}
 	if f.overflowEvy <= 0 {

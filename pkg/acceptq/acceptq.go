@@ -13,6 +13,7 @@
 package acceptq
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"maps"
@@ -33,30 +34,20 @@ import (
 // counters are sampled by the iterator.
 const Sampled = "iter/task_file"
 
-// Hook mechanism families that Options.Hooks can force (as in pkg/tcp).
-const (
-	HooksAuto       = "auto"
-	HooksFentry     = "fentry"
-	HooksKprobe     = "kprobe"
-	HooksTracepoint = "tracepoint" // no drop hook: sampled counters only
-)
-
-var dropHooks = []struct {
-	family string
-	progs  []string
-	attach func(fn string, p *ebpf.Program) (link.Link, error)
-}{
-	{HooksFentry, []string{acceptqProgFentryTcpConnRequest, acceptqProgFentryTcpV4SynRecvSock, acceptqProgFentryTcpV6SynRecvSock},
-		func(_ string, p *ebpf.Program) (link.Link, error) {
-			return link.AttachTracing(link.TracingOptions{Program: p})
-		}},
-	{HooksKprobe, []string{acceptqProgKprobeTcpConnRequest, acceptqProgKprobeTcpV4SynRecvSock, acceptqProgKprobeTcpV6SynRecvSock},
-		func(fn string, p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }},
+// dropHooks count each listener's overflows where the kernel allows a hook
+// on the drop: all three functions in one family, or none.
+var dropHooks = []bpfobj.Candidate{
+	{Family: bpfobj.HooksFentry, Mechanism: bpfobj.HooksFentry, Probes: []bpfobj.Probe{
+		{Prog: acceptqProgFentryTcpConnRequest, Attach: bpfobj.Tracing},
+		{Prog: acceptqProgFentryTcpV4SynRecvSock, Attach: bpfobj.Tracing},
+		{Prog: acceptqProgFentryTcpV6SynRecvSock, Attach: bpfobj.Tracing},
+	}},
+	{Family: bpfobj.HooksKprobe, Mechanism: bpfobj.HooksKprobe, Probes: []bpfobj.Probe{
+		{Prog: acceptqProgKprobeTcpConnRequest, Attach: bpfobj.Kprobe("tcp_conn_request")},
+		{Prog: acceptqProgKprobeTcpV4SynRecvSock, Attach: bpfobj.Kprobe("tcp_v4_syn_recv_sock")},
+		{Prog: acceptqProgKprobeTcpV6SynRecvSock, Attach: bpfobj.Kprobe("tcp_v6_syn_recv_sock")},
+	}},
 }
-
-// hookedFuncs are the kernel functions the drop hook programs attach to, in
-// the order of dropHooks' progs.
-var hookedFuncs = []string{"tcp_conn_request", "tcp_v4_syn_recv_sock", "tcp_v6_syn_recv_sock"}
 
 // Options change the object before it is loaded.
 type Options struct {
@@ -64,7 +55,7 @@ type Options struct {
 	Targets *ebpf.Map
 	// Parks is netpoll's map of parked goroutines (netpoll.Objects.Parks).
 	Parks *ebpf.Map
-	// Hooks is HooksAuto (a drop hook if the kernel allows one), or a
+	// Hooks is bpfobj.HooksAuto (a drop hook if the kernel allows one), or a
 	// family to use for the drop hook. A family the kernel refuses leaves
 	// the drops sampled, and Mechanism says so: unlike the tcp hooks, the
 	// drops are counted either way.
@@ -76,7 +67,7 @@ type Options struct {
 // different goroutines.
 type Objects struct {
 	coll     *ebpf.Collection
-	hookColl *ebpf.Collection
+	dropHook *bpfobj.Attached // nil: the drops are sampled
 	links    []link.Link
 	iter     *link.Iter
 	// mechanism counts the drops: "fentry" or "kprobe" (the drop hook), or
@@ -121,19 +112,16 @@ const settleSamples = 3
 
 // Load loads the programs and maps into the kernel and attaches them.
 func Load(opts Options) (*Objects, error) {
+	family := cmp.Or(opts.Hooks, bpfobj.HooksAuto)
+	if err := bpfobj.CheckHooks(family); err != nil {
+		return nil, err
+	}
 	spec, err := loadAcceptq()
 	if err != nil {
 		return nil, err
 	}
-	// The shared header declares a ring buffer; this object sends nothing
-	// through it.
-	spec.Maps[acceptqMapEvents].MaxEntries = 4096
-	base := spec.Copy()
-	for _, h := range dropHooks {
-		for _, p := range h.progs {
-			delete(base.Programs, p)
-		}
-	}
+	bpfobj.NoEvents(spec)
+	base := bpfobj.Without(spec, bpfobj.CandidateProgs(dropHooks)...)
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
@@ -150,9 +138,7 @@ func Load(opts Options) (*Objects, error) {
 		noRuntime: map[uint32]error{},
 		mechanism: Sampled,
 	}
-	tps := base.Copy()
-	delete(tps.Programs, acceptqProgAcceptqListeners)
-	if o.links, err = bpfobj.AttachTracepoints(tps, coll.Programs); err != nil {
+	if o.links, err = bpfobj.AttachTracepoints(base, coll.Programs); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -160,60 +146,20 @@ func Load(opts Options) (*Objects, error) {
 		o.Close()
 		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
 	}
-	if err := o.attachDropHook(spec, opts.Hooks); err != nil {
-		o.Close()
-		return nil, err
-	}
+	o.attachDropHook(spec, family)
 	return o, nil
 }
 
 // attachDropHook attaches the first drop hook family the kernel accepts
 // for all three functions (Debian's 6.1 refuses fentry on
 // tcp_v4_syn_recv_sock and takes kprobes), or none: then the drop counters
-// are sampled.
-func (o *Objects) attachDropHook(spec *ebpf.CollectionSpec, family string) error {
-	if family == "" {
-		family = HooksAuto
+// are sampled. A forced family the kernel refuses is no error here, since
+// the drops are counted either way.
+func (o *Objects) attachDropHook(spec *ebpf.CollectionSpec, family string) {
+	if a, _ := bpfobj.AttachFirst(spec, o.coll.Maps, dropHooks, family); a != nil {
+		o.dropHook = a
+		o.mechanism = a.Mechanism
 	}
-	if family == HooksTracepoint {
-		return nil
-	}
-	for _, h := range dropHooks {
-		if family != HooksAuto && family != h.family {
-			continue
-		}
-		if err := o.attachHookFamily(spec, h.progs, h.attach); err == nil {
-			o.mechanism = h.family
-			return nil
-		}
-	}
-	return nil
-}
-
-func (o *Objects) attachHookFamily(spec *ebpf.CollectionSpec, progs []string, attach func(string, *ebpf.Program) (link.Link, error)) error {
-	one := spec.Copy()
-	for name := range one.Programs {
-		if !slices.Contains(progs, name) {
-			delete(one.Programs, name)
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
-	if err != nil {
-		return bpfobj.LoadError("overflow drop hook", err)
-	}
-	var links []link.Link
-	for i, p := range progs {
-		l, err := attach(hookedFuncs[i], coll.Programs[p])
-		if err != nil {
-			bpfobj.CloseAll(links)
-			coll.Close()
-			return fmt.Errorf("attaching %s: %w", p, err)
-		}
-		links = append(links, l)
-	}
-	o.hookColl = coll
-	o.links = append(o.links, links...)
-	return nil
 }
 
 // Mechanism says how drops are counted: "fentry" or "kprobe" (a hook on
@@ -225,10 +171,10 @@ func (o *Objects) Close() error {
 	if o.iter != nil {
 		o.iter.Close()
 	}
-	bpfobj.CloseAll(o.links)
-	if o.hookColl != nil {
-		o.hookColl.Close()
+	if o.dropHook != nil {
+		o.dropHook.Close()
 	}
+	bpfobj.CloseAll(o.links)
 	o.coll.Close()
 	return nil
 }

@@ -1,7 +1,8 @@
 // Package bpfobj holds what every gonetscope BPF object shares on the Go side:
-// attaching its tracepoint programs, reading its lost-event counters,
-// viewing ring buffer records as the bpf2go-generated structs, and turning
-// BPF timestamps into wall-clock time.
+// attaching its tracepoint programs, the one fentry → kprobe → tracepoint
+// fallback for kernel-function hooks (hooks.go), reading its lost-event
+// counters, viewing ring buffer records as the bpf2go-generated structs,
+// and turning BPF timestamps into wall-clock time.
 package bpfobj
 
 import (

@@ -32,9 +32,7 @@ func Load(targets *ebpf.Map) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The shared header's ring buffer and lost counters are not used here.
-	delete(spec.Maps, goroutinesMapEvents)
-	delete(spec.Maps, goroutinesMapLost)
+	bpfobj.NoEvents(spec)
 	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{goroutinesMapTargets: targets},
 	})

@@ -59,8 +59,7 @@ func Load(opts Options) (*Sampler, error) {
 	if err := spec.Variables["target_tgid"].Set(uint32(opts.PID)); err != nil {
 		return nil, fmt.Errorf("setting the target PID: %w", err)
 	}
-	// The shared ring buffer of gonetscope.h is unused here.
-	spec.Maps[samplerMapEvents].MaxEntries = uint32(os.Getpagesize())
+	bpfobj.NoEvents(spec)
 	keep := "cpu_sample"
 	if opts.Kind == OffCPU {
 		keep = "offcpu_switch"

@@ -14,7 +14,7 @@
 package tcp
 
 import (
-	"errors"
+	"cmp"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -25,13 +25,9 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
-// Mechanism families that Options.Hooks can force.
-const (
-	HooksAuto       = "auto"
-	HooksFentry     = "fentry"     // fentry and fexit
-	HooksKprobe     = "kprobe"     // kprobe and kretprobe
-	HooksTracepoint = "tracepoint" // tracepoints only
-)
+// HooksTracepoint is bpfobj.HooksTracepoint, the family pkg/tracer asks
+// for by this name.
+const HooksTracepoint = bpfobj.HooksTracepoint
 
 // Options change the object before it is loaded.
 type Options struct {
@@ -39,41 +35,30 @@ type Options struct {
 	Targets *ebpf.Map
 	// RingBufferBytes sizes the event ring buffer; zero keeps 1 MiB.
 	RingBufferBytes uint32
-	// Hooks is HooksAuto (the best mechanism the kernel allows) or forces
-	// a family; a forced family the kernel refuses is an error.
+	// Hooks is bpfobj.HooksAuto (the best mechanism the kernel allows) or
+	// forces a family; a forced family the kernel refuses is an error.
 	Hooks string
 }
 
 // Objects are the loaded and attached programs and maps.
 type Objects struct {
 	coll     *ebpf.Collection
-	optional []*ebpf.Collection
 	links    []link.Link
+	attached []*bpfobj.Attached
 	hooks    map[string]string
-}
-
-type candidate struct {
-	family, mechanism, prog string
-	attach                  func(*ebpf.Program) (link.Link, error)
-}
-
-func tracing(p *ebpf.Program) (link.Link, error) {
-	return link.AttachTracing(link.TracingOptions{Program: p})
 }
 
 var hookPoints = []struct {
 	name       string
-	candidates []candidate
+	candidates []bpfobj.Candidate
 	// chosen runs once a kernel-function mechanism was attached.
 	chosen func(o *Objects) error
 }{
 	{
 		name: "tcp_connect",
-		candidates: []candidate{
-			{HooksFentry, "fentry", tcpProgFentryTcpConnect, tracing},
-			{HooksKprobe, "kprobe", tcpProgKprobeTcpConnect, func(p *ebpf.Program) (link.Link, error) {
-				return link.Kprobe("tcp_connect", p, nil)
-			}},
+		candidates: []bpfobj.Candidate{
+			{Family: bpfobj.HooksFentry, Mechanism: "fentry", Probes: []bpfobj.Probe{{Prog: tcpProgFentryTcpConnect, Attach: bpfobj.Tracing}}},
+			{Family: bpfobj.HooksKprobe, Mechanism: "kprobe", Probes: []bpfobj.Probe{{Prog: tcpProgKprobeTcpConnect, Attach: bpfobj.Kprobe("tcp_connect")}}},
 		},
 		chosen: func(o *Objects) error {
 			// The tracepoint's SYN_SENT branch stops recording starts.
@@ -82,11 +67,9 @@ var hookPoints = []struct {
 	},
 	{
 		name: "inet_csk_accept",
-		candidates: []candidate{
-			{HooksFentry, "fexit", tcpProgFexitInetCskAccept, tracing},
-			{HooksKprobe, "kretprobe", tcpProgKretprobeInetCskAccept, func(p *ebpf.Program) (link.Link, error) {
-				return link.Kretprobe("inet_csk_accept", p, nil)
-			}},
+		candidates: []bpfobj.Candidate{
+			{Family: bpfobj.HooksFentry, Mechanism: "fexit", Probes: []bpfobj.Probe{{Prog: tcpProgFexitInetCskAccept, Attach: bpfobj.Tracing}}},
+			{Family: bpfobj.HooksKprobe, Mechanism: "kretprobe", Probes: []bpfobj.Probe{{Prog: tcpProgKretprobeInetCskAccept, Attach: bpfobj.Kretprobe("inet_csk_accept")}}},
 		},
 	},
 }
@@ -94,12 +77,9 @@ var hookPoints = []struct {
 // Load loads the programs and maps into the kernel and attaches them,
 // choosing a mechanism per hook point.
 func Load(opts Options) (*Objects, error) {
-	switch opts.Hooks {
-	case "":
-		opts.Hooks = HooksAuto
-	case HooksAuto, HooksFentry, HooksKprobe, HooksTracepoint:
-	default:
-		return nil, fmt.Errorf("unknown hook mechanism %q: use auto, fentry, kprobe or tracepoint", opts.Hooks)
+	family := cmp.Or(opts.Hooks, bpfobj.HooksAuto)
+	if err := bpfobj.CheckHooks(family); err != nil {
+		return nil, err
 	}
 	spec, err := loadTcp()
 	if err != nil {
@@ -109,13 +89,12 @@ func Load(opts Options) (*Objects, error) {
 		spec.Maps[tcpMapEvents].MaxEntries = opts.RingBufferBytes
 	}
 	// The tracepoint programs always load; the kernel-function ones are
-	// loaded one at a time below, since a kernel may refuse any of them.
-	base := spec.Copy()
+	// loaded one candidate at a time below, since a kernel may refuse any.
+	var optional []string
 	for _, hp := range hookPoints {
-		for _, c := range hp.candidates {
-			delete(base.Programs, c.prog)
-		}
+		optional = append(optional, bpfobj.CandidateProgs(hp.candidates)...)
 	}
+	base := bpfobj.Without(spec, optional...)
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets},
 	})
@@ -128,58 +107,25 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	for _, hp := range hookPoints {
-		if err := o.attachBest(spec, hp.name, hp.candidates, hp.chosen, opts.Hooks); err != nil {
+		a, err := bpfobj.AttachFirst(spec, coll.Maps, hp.candidates, family)
+		if err != nil {
 			o.Close()
-			return nil, err
+			return nil, fmt.Errorf("hook %s: %w", hp.name, err)
+		}
+		if a == nil {
+			o.hooks[hp.name] = "tracepoint"
+			continue
+		}
+		o.attached = append(o.attached, a)
+		o.hooks[hp.name] = a.Mechanism
+		if hp.chosen != nil {
+			if err := hp.chosen(o); err != nil {
+				o.Close()
+				return nil, err
+			}
 		}
 	}
 	return o, nil
-}
-
-// attachBest attaches the first candidate that the kernel accepts, or
-// leaves the hook point on its tracepoint.
-func (o *Objects) attachBest(spec *ebpf.CollectionSpec, name string, cands []candidate, chosen func(*Objects) error, family string) error {
-	var errs []error
-	for _, c := range cands {
-		if family != HooksAuto && family != c.family {
-			continue
-		}
-		err := o.attachOne(spec, c)
-		if err == nil {
-			o.hooks[name] = c.mechanism
-			if chosen != nil {
-				return chosen(o)
-			}
-			return nil
-		}
-		errs = append(errs, fmt.Errorf("%s: %w", c.mechanism, err))
-	}
-	if family != HooksAuto && family != HooksTracepoint {
-		return fmt.Errorf("hook %s: the kernel refused --hooks=%s (%w); try --hooks=auto", name, family, errors.Join(errs...))
-	}
-	o.hooks[name] = "tracepoint"
-	return nil
-}
-
-func (o *Objects) attachOne(spec *ebpf.CollectionSpec, c candidate) error {
-	one := spec.Copy()
-	for name := range one.Programs {
-		if name != c.prog {
-			delete(one.Programs, name)
-		}
-	}
-	coll, err := ebpf.NewCollectionWithOptions(one, ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
-	if err != nil {
-		return bpfobj.LoadError(c.prog, err)
-	}
-	l, err := c.attach(coll.Programs[c.prog])
-	if err != nil {
-		coll.Close()
-		return fmt.Errorf("attaching %s: %w", c.prog, err)
-	}
-	o.optional = append(o.optional, coll)
-	o.links = append(o.links, l)
-	return nil
 }
 
 // Hooks maps each hook point to the mechanism in use.
@@ -201,10 +147,10 @@ var eventNames = map[tcpEventType]string{
 
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {
-	bpfobj.CloseAll(o.links)
-	for _, c := range o.optional {
-		c.Close()
+	for _, a := range o.attached {
+		a.Close()
 	}
+	bpfobj.CloseAll(o.links)
 	o.coll.Close()
 	return nil
 }

@@ -1,0 +1,159 @@
+package bpfobj
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// Mechanism families for the kernel-function hooks, best first; --hooks
+// forces one.
+const (
+	HooksAuto       = "auto"       // the best family the kernel allows, per hook
+	HooksFentry     = "fentry"     // fentry and fexit
+	HooksKprobe     = "kprobe"     // kprobe and kretprobe
+	HooksTracepoint = "tracepoint" // no kernel-function hook: tracepoints only
+)
+
+// CheckHooks refuses a name that is no family.
+func CheckHooks(family string) error {
+	switch family {
+	case HooksAuto, HooksFentry, HooksKprobe, HooksTracepoint:
+		return nil
+	}
+	return fmt.Errorf("unknown hook mechanism %q: use --hooks auto, fentry, kprobe or tracepoint", family)
+}
+
+// Probe is one program of a candidate and how it attaches.
+type Probe struct {
+	Prog   string
+	Attach func(*ebpf.Program) (link.Link, error)
+}
+
+// Candidate is one way to hook a point: a mechanism of a family, and the
+// probes that must all load and attach for it to be used.
+type Candidate struct {
+	Family    string // HooksFentry or HooksKprobe
+	Mechanism string // what the attached event names: "fentry", "fexit", "kretprobe"...
+	Probes    []Probe
+}
+
+// Tracing attaches an fentry or fexit program.
+func Tracing(p *ebpf.Program) (link.Link, error) {
+	return link.AttachTracing(link.TracingOptions{Program: p})
+}
+
+// Kprobe attaches a kprobe program to fn.
+func Kprobe(fn string) func(*ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kprobe(fn, p, nil) }
+}
+
+// Kretprobe attaches a kretprobe program to fn.
+func Kretprobe(fn string) func(*ebpf.Program) (link.Link, error) {
+	return func(p *ebpf.Program) (link.Link, error) { return link.Kretprobe(fn, p, nil) }
+}
+
+// Attached is the candidate in use: its programs, loaded on their own
+// beside the object's, and their links.
+type Attached struct {
+	Mechanism string
+	coll      *ebpf.Collection
+	links     []link.Link
+}
+
+// Close detaches and unloads the candidate.
+func (a *Attached) Close() {
+	CloseAll(a.links)
+	a.coll.Close()
+}
+
+// CandidateProgs lists the programs of all candidates, to leave out of the
+// object's main load.
+func CandidateProgs(cands []Candidate) []string {
+	var progs []string
+	for _, c := range cands {
+		for _, p := range c.Probes {
+			progs = append(progs, p.Prog)
+		}
+	}
+	return progs
+}
+
+// AttachFirst tries the candidates of family (all of them for HooksAuto),
+// in order, and returns the first whose programs the kernel loads and
+// attaches. Each is loaded from spec on its own, with the object's maps,
+// since a kernel may refuse any of them. It returns nil, nil when none is
+// in use and none was required: family is HooksAuto or HooksTracepoint.
+// A forced family the kernel refuses is an error, which names each refusal.
+func AttachFirst(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, cands []Candidate, family string) (*Attached, error) {
+	var errs []error
+	for _, c := range cands {
+		if family != HooksAuto && family != c.Family {
+			continue
+		}
+		a, err := attach(spec, maps, c)
+		if err == nil {
+			return a, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", c.Mechanism, err))
+	}
+	if family != HooksAuto && family != HooksTracepoint {
+		return nil, fmt.Errorf("the kernel refused --hooks=%s (%w); try --hooks=auto", family, errors.Join(errs...))
+	}
+	return nil, nil
+}
+
+func attach(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, c Candidate) (*Attached, error) {
+	var progs []string
+	for _, p := range c.Probes {
+		progs = append(progs, p.Prog)
+	}
+	coll, err := ebpf.NewCollectionWithOptions(Only(spec, progs...), ebpf.CollectionOptions{MapReplacements: maps})
+	if err != nil {
+		return nil, LoadError(progs[0], err)
+	}
+	a := &Attached{Mechanism: c.Mechanism, coll: coll}
+	for _, p := range c.Probes {
+		l, err := p.Attach(coll.Programs[p.Prog])
+		if err != nil {
+			a.Close()
+			return nil, fmt.Errorf("attaching %s: %w", p.Prog, err)
+		}
+		a.links = append(a.links, l)
+	}
+	return a, nil
+}
+
+// Only returns a copy of spec with just the programs progs.
+func Only(spec *ebpf.CollectionSpec, progs ...string) *ebpf.CollectionSpec {
+	keep := make(map[string]bool, len(progs))
+	for _, p := range progs {
+		keep[p] = true
+	}
+	out := spec.Copy()
+	for name := range out.Programs {
+		if !keep[name] {
+			delete(out.Programs, name)
+		}
+	}
+	return out
+}
+
+// Without returns a copy of spec without the programs progs.
+func Without(spec *ebpf.CollectionSpec, progs ...string) *ebpf.CollectionSpec {
+	out := spec.Copy()
+	for _, p := range progs {
+		delete(out.Programs, p)
+	}
+	return out
+}
+
+// NoEvents removes the ring buffer `events` and the counters `lost` that
+// bpf/gonetscope.h declares in every object, from spec of an object whose
+// programs send no events.
+func NoEvents(spec *ebpf.CollectionSpec) {
+	delete(spec.Maps, "events")
+	delete(spec.Maps, "lost")
+}
