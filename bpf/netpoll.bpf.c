@@ -119,11 +119,13 @@ enum wait_kind {
  * accept parks never carry the flag (their kind follows from the mode). */
 #define PARK_IDLE 0x80
 
-/* The target's accepted connections, by (pid, fd): their struct sock (0
- * until the first park looks it up) and how many bytes the socket had
- * received when the server last sent on it. Added at accept4 and, for
- * connections accepted before attach, by user space (pkg/netpoll
- * SeedAccepted); updated by every successful send; removed at close. */
+/* The target's accepted connections, by (pid, fd): their TCP struct sock
+ * (0 until it is looked up) and how many bytes the socket had received
+ * when the server last sent on it. Added at accept4 and, for connections
+ * accepted before attach, by user space (pkg/netpoll SeedAccepted);
+ * updated by every successful send. The syscall path removes an entry at
+ * close; the sock path, which does not hook close, finds a reused fd by
+ * its other struct sock. */
 struct conn_key {
 	__u32 pid;
 	__s32 fd;
@@ -141,15 +143,29 @@ struct {
 	__type(value, struct conn);
 } accepted_fds SEC(".maps");
 
-/* The TCP sock of an accepted connection, looked up once. */
-static __always_inline struct tcp_sock *conn_sock(struct conn *c, __s32 fd)
+/* The accepted connection on fd, with its TCP sock, or NULL. sk is the
+ * fd's socket when the caller knows it (the sock path), else NULL: then
+ * the sock is looked up once through the fd table. */
+static __always_inline struct tcp_sock *accepted_conn(__u32 pid, __s32 fd, struct sock *sk,
+						      struct conn **cp)
 {
-	if (!c->sk) {
-		struct sock *sk = tcp_sock_of(sock_from_fd(fd));
-		if (!sk || !is_tcp(sk))
+	struct conn_key k = {.pid = pid, .fd = fd};
+	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
+	if (!c)
+		return NULL;
+	if (!sk)
+		sk = c->sk ? NULL : sock_from_fd(fd);
+	if (sk) {
+		struct sock *tsk = tcp_sock_of(sk);
+		if (!is_tcp(tsk) || (c->sk && c->sk != (__u64)tsk)) {
+			/* Not TCP, or the accepted socket was closed and its
+			 * fd number reused. */
+			bpf_map_delete_elem(&accepted_fds, &k);
 			return NULL;
-		c->sk = (__u64)sk;
+		}
+		c->sk = (__u64)tsk;
 	}
+	*cp = c;
 	return (struct tcp_sock *)c->sk;
 }
 
@@ -157,27 +173,19 @@ static __always_inline struct tcp_sock *conn_sock(struct conn *c, __s32 fd)
  * waiting for the client's next request? Exactly when the socket has
  * received no byte since the server last sent (or, before any send, no byte
  * at all): a partial request, however fast it came, is in_request. */
-static __always_inline bool idle_read(__u32 pid, __s32 fd)
+static __always_inline bool idle_read(__u32 pid, __s32 fd, struct sock *sk)
 {
-	struct conn_key k = {.pid = pid, .fd = fd};
-	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
-	if (!c)
-		return false;
-	struct tcp_sock *tp = conn_sock(c, fd);
-	if (!tp)
-		return false;
-	return BPF_CORE_READ(tp, bytes_received) == c->rcvd_at_send;
+	struct conn *c = NULL;
+	struct tcp_sock *tp = accepted_conn(pid, fd, sk, &c);
+	return tp && c && BPF_CORE_READ(tp, bytes_received) == c->rcvd_at_send;
 }
 
 /* A send on fd went out: note how much the connection had received then. */
-static __always_inline void note_sent(__u32 pid, __s32 fd)
+static __always_inline void note_sent(__u32 pid, __s32 fd, struct sock *sk)
 {
-	struct conn_key k = {.pid = pid, .fd = fd};
-	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
-	if (!c)
-		return;
-	struct tcp_sock *tp = conn_sock(c, fd);
-	if (tp)
+	struct conn *c = NULL;
+	struct tcp_sock *tp = accepted_conn(pid, fd, sk, &c);
+	if (tp && c)
 		c->rcvd_at_send = BPF_CORE_READ(tp, bytes_received);
 }
 
@@ -282,13 +290,16 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 				enum mode mode, struct sock *sk)
 {
 	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
+		struct sock *nsk = tcp_sock_of(sock_from_fd((__s32)ret));
+		if (nsk && !is_tcp(nsk))
+			return 0;
 		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
-		struct conn c = {};
+		struct conn c = {.sk = (__u64)nsk};
 		bpf_map_update_elem(&accepted_fds, &k, &c, BPF_ANY);
 		return 0;
 	}
 	if (dir == DIR_WRITE && mode == MODE_WRITE && ret > 0 && cost == COST_ALL) {
-		note_sent(pid_tgid >> 32, fd);
+		note_sent(pid_tgid >> 32, fd, sk);
 		return 0;
 	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
@@ -311,7 +322,7 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		.tid = (__u32)pid_tgid,
 		.mode = mode,
 	};
-	if (mode == MODE_READ && idle_read(key.pid, key.fd))
+	if (mode == MODE_READ && idle_read(key.pid, key.fd, sk))
 		p.mode |= PARK_IDLE;
 	/* On the sock path, readiness comes from the kernel's socket
 	 * tracepoints: for the socket of the file (an MPTCP socket's data
