@@ -142,7 +142,7 @@ wait:
 // startNetpoll loads the netpoll object for p alone, sending no events,
 // and records the stack of every netpoll wait where it resumes.
 func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
-	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize()), Events: []string{}})
+	np, err := netpoll.Load(netpoll.Options{StackTraces: 16384, RingBufferBytes: uint32(os.Getpagesize())})
 	if err != nil {
 		return nil, err
 	}

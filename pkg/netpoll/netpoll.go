@@ -35,18 +35,18 @@ const (
 type Objects struct {
 	coll *ebpf.Collection
 	spec *ebpf.CollectionSpec
-	opts Options
 
 	mu sync.Mutex
 	// sockWhyNot says why the sock path is not available on this kernel
-	// or with these options; nil when it is.
+	// or with these options; nil when it is. Every target takes the same
+	// path.
 	sockWhyNot error
 	// The syscall tracepoints that only the syscall path needs, those
 	// both paths need (accept4, connect, getsockopt), and the sock path's
 	// tp_btf programs: each attached while a target needs them.
 	syscallLinks, sharedLinks, sockLinks []link.Link
-	// Each traced PID's path.
-	paths map[uint32]string
+	// The traced PIDs.
+	pids map[uint32]bool
 }
 
 // Options change the object before it is loaded.
@@ -143,7 +143,7 @@ func Load(opts Options) (*Objects, error) {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	o := &Objects{spec: spec, opts: opts, paths: map[uint32]string{}}
+	o := &Objects{spec: spec, pids: map[uint32]bool{}}
 	o.sockWhyNot = sockPathWhyNot(opts)
 	if o.sockWhyNot != nil {
 		// The kernel may not know the tp_btf targets: leave them out.
@@ -198,6 +198,25 @@ func (o *Objects) Mechanism() string {
 	return Sock
 }
 
+// Hooks maps this object's hook points to their mechanism: the netpoll
+// waits', and the netpoller's epoll_pwait, which only the syscall path
+// hooks.
+func (o *Objects) Hooks() map[string]string {
+	epoll := Off
+	if o.Mechanism() == Tracepoint {
+		epoll = Tracepoint
+	}
+	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll}
+}
+
+// pidFilter is the PID bitmap of this object's path.
+func (o *Objects) pidFilter() string {
+	if o.sockWhyNot != nil {
+		return netpollMapTracedPids
+	}
+	return netpollMapSockPids
+}
+
 // SockWhyNot says why the sock path is not used; nil when it is.
 func (o *Objects) SockWhyNot() error { return o.sockWhyNot }
 
@@ -215,14 +234,10 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 	if err := o.Targets().Put(pid, t); err != nil {
 		return err
 	}
-	path, bitmap := Sock, netpollMapSockPids
-	if o.sockWhyNot != nil {
-		path, bitmap = Tracepoint, netpollMapTracedPids
-	}
-	o.paths[pid] = path
+	o.pids[pid] = true
 	err := o.attachFor()
 	if err == nil {
-		err = o.setBit(bitmap, pid, true)
+		err = o.setBit(o.pidFilter(), pid, true)
 	}
 	if err != nil {
 		o.removeLocked(pid)
@@ -231,15 +246,13 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 	return nil
 }
 
-// attachFor attaches what the traced PIDs' paths need and is not
-// attached yet, and detaches what none needs any more: a tracer with no
-// target on the syscall path leaves the host's reads and writes alone.
+// attachFor attaches what the path needs while a PID is traced, and
+// detaches it when none is: a tracer with no target costs the host
+// nothing.
 func (o *Objects) attachFor() error {
-	var syscalls, socks bool
-	for _, path := range o.paths {
-		syscalls = syscalls || path == Tracepoint
-		socks = socks || path == Sock
-	}
+	traced := len(o.pids) > 0
+	syscalls := traced && o.Mechanism() == Tracepoint
+	socks := traced && o.Mechanism() == Sock
 	var err error
 	update := func(links *[]link.Link, want bool, attach func() ([]link.Link, error)) {
 		switch {
@@ -296,8 +309,7 @@ func (o *Objects) SeedAccepted(pid uint32, fds []int32) error {
 }
 
 // RemoveTarget stops tracing pid. A pid that was not traced is no error.
-// The hooks no target needs any more are detached: a tracer with no
-// target on the syscall path costs the host's syscalls nothing.
+// With the last target, the hooks are detached.
 func (o *Objects) RemoveTarget(pid uint32) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -305,11 +317,9 @@ func (o *Objects) RemoveTarget(pid uint32) error {
 }
 
 func (o *Objects) removeLocked(pid uint32) error {
-	delete(o.paths, pid)
-	for _, m := range []string{netpollMapTracedPids, netpollMapSockPids} {
-		if err := o.setBit(m, pid, false); err != nil {
-			return err
-		}
+	delete(o.pids, pid)
+	if err := o.setBit(o.pidFilter(), pid, false); err != nil {
+		return err
 	}
 	if err := o.Targets().Delete(pid); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return err
@@ -318,7 +328,7 @@ func (o *Objects) removeLocked(pid uint32) error {
 }
 
 // setBit flips pid's bit in a PID filter (traced_pids: the syscall path's
-// targets; probed_pids: the sock path's).
+// targets; sock_pids: the sock path's).
 // Callers hold o.mu; the BPF side only reads the words.
 func (o *Objects) setBit(bitmap string, pid uint32, on bool) error {
 	m := o.coll.Maps[bitmap]

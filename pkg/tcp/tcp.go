@@ -25,10 +25,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
-// HooksTracepoint is bpfobj.HooksTracepoint, the family pkg/tracer asks
-// for by this name.
-const HooksTracepoint = bpfobj.HooksTracepoint
-
 // Options change the object before it is loaded.
 type Options struct {
 	// Targets is the shared map of traced processes (netpoll.Objects.Targets).

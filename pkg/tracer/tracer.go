@@ -201,7 +201,7 @@ func New(opts Options) (*Tracer, error) {
 		opts.Events = DefaultEvents
 	}
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
-		WakeupInterval: opts.DrainInterval, SyscallsOnly: opts.Hooks == tcp.HooksTracepoint})
+		WakeupInterval: opts.DrainInterval, SyscallsOnly: opts.Hooks == bpfobj.HooksTracepoint})
 	if err != nil {
 		return nil, err
 	}
@@ -248,11 +248,7 @@ func New(opts Options) (*Tracer, error) {
 		}
 		t.hooks["goroutines"] = "uprobe"
 	}
-	t.hooks["netpoll"] = np.Mechanism()
-	t.hooks["epoll_pwait"] = netpoll.Off
-	if np.Mechanism() == netpoll.Tracepoint {
-		t.hooks["epoll_pwait"] = netpoll.Tracepoint
-	}
+	maps.Copy(t.hooks, np.Hooks())
 	maps.Copy(t.hooks, tc.Hooks())
 	t.hooks["listen_overflow"] = ov.Mechanism()
 	for _, s := range []struct {
