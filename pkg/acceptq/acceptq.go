@@ -531,7 +531,12 @@ type Listener struct {
 	// Sk identifies the socket: a listener held by two fds is one.
 	Sk                  uint64
 	Port                uint16
-	Drops               uint64 // sk_drops
+	// Drops since gonetscope first saw the listener: its share of its
+	// namespace's TcpExtListenDrops, split as Sample splits them (not
+	// sk_drops, which counts an overflowed final ACK twice); sk_drops
+	// since then, an upper bound, when the namespace's counters cannot be
+	// read.
+	Drops               uint64
 	Backlog, BacklogMax uint32
 }
 
@@ -542,9 +547,59 @@ func (o *Objects) Listeners() ([]Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
 	out := make([]Listener, 0, len(recs))
-	for _, r := range recs {
-		out = append(out, Listener{PID: r.Pid, Sk: r.Sk, Port: r.Addrs.Sport, Drops: r.Drops, Backlog: r.Backlog, BacklogMax: r.BacklogMax})
+	// Each socket once per namespace (a listener held by two fds is one),
+	// with its sk_drops since the baseline.
+	type sock struct {
+		ns, sk uint64
+		pid    uint32
+	}
+	since := map[sock]uint64{}
+	var socks []sock
+	keys := make([]sock, len(recs))
+	for i, r := range recs {
+		ns, base := o.netns[r.Pid], uint64(0)
+		if st, ok := o.listeners[listenerID{r.Pid, r.Fd, r.Sk}]; ok {
+			ns, base = st.netns, st.baseDrops
+		}
+		k := sock{ns, r.Sk, r.Pid}
+		keys[i] = k
+		if _, ok := since[k]; !ok {
+			socks = append(socks, k)
+		}
+		since[k] = sub(r.Drops, base)
+		out = append(out, Listener{PID: r.Pid, Sk: r.Sk, Port: r.Addrs.Sport, Drops: since[k], Backlog: r.Backlog, BacklogMax: r.BacklogMax})
+	}
+	shares := map[sock]uint64{}
+	for nsID := range o.spaces {
+		var in []sock
+		for _, k := range socks {
+			if k.ns == nsID {
+				in = append(in, k)
+			}
+		}
+		if len(in) == 0 {
+			continue
+		}
+		c, err := readCounts(in[0].pid)
+		if err != nil {
+			continue // sk_drops since the baseline stands
+		}
+		sp := o.spaces[nsID]
+		s := make([]uint64, len(in))
+		for i, k := range in {
+			s[i] = since[k]
+		}
+		for i, d := range allocate(sub(sub(c.drops, sp.base.drops), sp.reported.drops), s, make([]uint64, len(in))) {
+			shares[in[i]] = d
+		}
+	}
+	for i, k := range keys {
+		if d, ok := shares[k]; ok {
+			out[i].Drops = d
+		}
 	}
 	return out, nil
 }

@@ -94,7 +94,7 @@ var (
 	openFDsDesc     = prometheus.NewDesc("gonetscope_open_fds", "Open file descriptors of the target.", base, nil)
 	fdLimitDesc     = prometheus.NewDesc("gonetscope_fd_limit", "Soft RLIMIT_NOFILE of the target.", base, nil)
 	listenDropsDesc = prometheus.NewDesc("gonetscope_listen_drops_total",
-		"SYNs and handshakes the target's listener dropped (its sk_drops): mostly a full accept queue.",
+		"SYNs and handshakes the target's listener dropped since gonetscope attached (its share of TcpExtListenDrops): mostly a full accept queue.",
 		append(append([]string{}, base...), "port"), nil)
 	listenBacklogDesc = prometheus.NewDesc("gonetscope_listen_backlog",
 		"Connections waiting in the target's listener's accept queue.",
