@@ -58,8 +58,8 @@ func TestSIGKILL(t *testing.T) {
 }
 
 // TestStalledWriter: the output stops being read while the target floods.
-// The kernel side never waits for it: events are dropped and counted, at
-// the BPF ring buffer and at the user-space queue, memory stays bounded,
+// The kernel side never waits for it: events are dropped and counted (at
+// the user-space queue, and at the ring buffer if it fills), memory stays bounded,
 // and once the reader is back, delivered + lost adds up exactly.
 func TestStalledWriter(t *testing.T) {
 	const reads = 200000
@@ -113,8 +113,11 @@ func TestStalledWriter(t *testing.T) {
 		}
 	}
 	t.Logf("%d waits: %d delivered, %d lost %v", reads-1, delivered, lost, byStream)
-	if byStream["queue"] == 0 || byStream["netpoll"] == 0 {
-		t.Errorf("want loss counted at both layers, got %v", byStream)
+	// The stalled writer must show up as loss at the user-space queue. Loss
+	// at the ring buffer as well depends on whether the kernel side outran
+	// the reader, which is timing (TestLostIsCounted forces it).
+	if byStream["queue"] == 0 {
+		t.Errorf("want the stalled writer's loss counted at the queue, got %v", byStream)
 	}
 	if uint64(delivered)+lost != reads-1 {
 		t.Errorf("delivered %d + lost %d != %d", delivered, lost, reads-1)
