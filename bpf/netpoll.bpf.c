@@ -20,7 +20,9 @@
  *    resume. The kernel's own readiness of the socket, sk_data_ready (and
  *    a connect's end of handshake, inet_sock_set_state), is the ready.
  *    Accept4, connect and getsockopt, which no socket tracepoint sees,
- *    keep their syscall tracepoints; they are rare calls.
+ *    are hooked with fentry/fexit on the kernel functions they call, or
+ *    where the kernel has no fentry, with their syscall tracepoints (they
+ *    are rare calls, but then every thread on the host pays, below).
  *  - the syscall path: tracepoints on the syscalls above and epoll_pwait.
  *    Every read and write on the host runs the PID filter.
  * While any syscall tracepoint is attached, every thread on the host takes
@@ -785,6 +787,63 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	sock_ready(sk, DIR_WRITE);
 	return 0;
+}
+
+/* accept4, connect and getsockopt on the sock path where the kernel has
+ * fentry (pkg/netpoll Load): the same park and resume as their syscall
+ * tracepoints, on the kernel functions those syscalls call, so that no
+ * thread on the host takes the slow syscall entry. Not with kprobes: a
+ * kretprobe has no arguments, and every kernel with the sock path's
+ * tracepoints (6.3+) has fentry where BPF trampolines are built in. */
+static __always_inline int call_park(void *ctx, __s32 fd, long ret, enum dir dir, enum mode mode)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	return park(ctx, pid_tgid, fd, ret, dir, mode, NULL);
+}
+
+static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	return resume(ctx, pid_tgid, fd, dir);
+}
+
+SEC("fentry/__sys_accept4")
+int BPF_PROG(fentry_accept4, int fd)
+{
+	return call_resume(ctx, fd, DIR_READ);
+}
+
+SEC("fexit/__sys_accept4")
+int BPF_PROG(fexit_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
+{
+	return call_park(ctx, fd, ret, DIR_READ, MODE_ACCEPT);
+}
+
+SEC("fentry/__sys_connect")
+int BPF_PROG(fentry_connect, int fd)
+{
+	return call_resume(ctx, fd, DIR_WRITE);
+}
+
+SEC("fexit/__sys_connect")
+int BPF_PROG(fexit_connect, int fd, void *addr, int addrlen, int ret)
+{
+	return call_park(ctx, fd, ret, DIR_WRITE, MODE_CONNECT);
+}
+
+/* After connect's EINPROGRESS, Go's getsockopt(SO_ERROR) is the resume. */
+SEC("fentry/__sys_getsockopt")
+int BPF_PROG(fentry_getsockopt, int fd)
+{
+	return call_resume(ctx, fd, DIR_WRITE);
 }
 
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */

@@ -567,12 +567,25 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 	}
 	// The netpoll waits come from the socket tracepoints wherever the
 	// kernel has them, unless syscall tracepoints are forced.
-	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
+	// On the sock path, accept4, connect and getsockopt are hooked with
+	// fentry where the kernel allows it (forced by --hooks fentry, ruled
+	// out by --hooks kprobe), else with their syscall tracepoints, and
+	// then the limits say what the host pays.
+	np, calls, limit := netpoll.Tracepoint, netpoll.Tracepoint, tracer.SyscallTracepointLimit
 	if hooks != "tracepoint" && sockTracepoints(t) {
-		np, limit = netpoll.Sock, tracer.SyscallEntryLimit
+		np, calls, limit = netpoll.Sock, a[0].Hooks["netpoll_calls"], tracer.SyscallEntryLimit
+		switch hooks {
+		case "kprobe":
+			calls = netpoll.Tracepoint
+		case "fentry":
+			calls = "fentry"
+		}
 	}
-	if a[0].Hooks["netpoll"] != np || !slices.Contains(a[0].Limits, limit) {
-		t.Errorf("--hooks %s: netpoll hooks %q, want %q, and limits %q, want %q among them", hooks, a[0].Hooks["netpoll"], np, a[0].Limits, limit)
+	if a[0].Hooks["netpoll"] != np || a[0].Hooks["netpoll_calls"] != calls {
+		t.Errorf("--hooks %s: netpoll hooks %q, calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks["netpoll_calls"], np, calls)
+	}
+	if want := calls == netpoll.Tracepoint; slices.Contains(a[0].Limits, limit) != want {
+		t.Errorf("--hooks %s, netpoll calls hooked with %s: limits %q, want %q among them: %v", hooks, calls, a[0].Limits, limit, want)
 	}
 	if a[0].GoVersion == "" || a[0].Hooks["tcp_connect"] == "" || a[0].Hooks["inet_csk_accept"] == "" {
 		t.Errorf("attached event lacks go_version or hooks: %+v", a[0])

@@ -45,6 +45,10 @@ type Objects struct {
 	// both paths need (accept4, connect, getsockopt), and the sock path's
 	// tp_btf programs: each attached while a target needs them.
 	syscallLinks, sharedLinks, sockLinks []link.Link
+	// calls hooks accept4, connect and getsockopt on the sock path
+	// instead of their syscall tracepoints (fentry, attached at Load;
+	// nil where the kernel or --hooks rules it out).
+	calls *bpfobj.Attached
 	// The traced PIDs.
 	pids map[uint32]bool
 }
@@ -79,9 +83,11 @@ type Options struct {
 	// WakeupBytes is the backlog that wakes the reader; zero: a quarter
 	// of the ring buffer.
 	WakeupBytes uint64
-	// SyscallsOnly puts every target on the syscall path (--hooks
-	// tracepoint).
-	SyscallsOnly bool
+	// Hooks is the --hooks family. "tracepoint" puts every target on the
+	// syscall path; "kprobe" keeps the syscall tracepoints for accept4,
+	// connect and getsockopt on the sock path; "auto" and "fentry" hook
+	// them with fentry there ("fentry" fails where the kernel cannot).
+	Hooks string
 }
 
 // CostStage is how much of each program runs (make bench's cost table).
@@ -151,15 +157,39 @@ func Load(opts Options) (*Objects, error) {
 			delete(spec.Programs, prog)
 		}
 	}
-	if o.coll, err = ebpf.NewCollection(spec); err != nil {
+	if o.coll, err = ebpf.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(callHooks)...)); err != nil {
 		return nil, bpfobj.LoadError("netpoll BPF object", err)
+	}
+	if o.sockWhyNot == nil && opts.Hooks != bpfobj.HooksKprobe {
+		family := opts.Hooks
+		if family == "" {
+			family = bpfobj.HooksAuto
+		}
+		// Attached now: fentry costs nothing until the calls it hooks.
+		if o.calls, err = bpfobj.AttachFirst(spec, o.coll.Maps, callHooks, family); err != nil {
+			o.coll.Close()
+			return nil, err
+		}
 	}
 	return o, nil
 }
 
+// callHooks are the ways to hook accept4, connect and getsockopt on the
+// sock path other than their syscall tracepoints.
+var callHooks = []bpfobj.Candidate{{
+	Family: bpfobj.HooksFentry, Mechanism: "fentry",
+	Probes: []bpfobj.Probe{
+		{Prog: netpollProgFentryAccept4, Attach: bpfobj.Tracing},
+		{Prog: netpollProgFexitAccept4, Attach: bpfobj.Tracing},
+		{Prog: netpollProgFentryConnect, Attach: bpfobj.Tracing},
+		{Prog: netpollProgFexitConnect, Attach: bpfobj.Tracing},
+		{Prog: netpollProgFentryGetsockopt, Attach: bpfobj.Tracing},
+	},
+}}
+
 // sockPathWhyNot says why the sock path cannot serve, or nil.
 func sockPathWhyNot(opts Options) error {
-	if opts.SyscallsOnly {
+	if opts.Hooks == bpfobj.HooksTracepoint {
 		return errors.New("--hooks tracepoint asks for syscall tracepoints")
 	}
 	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
@@ -199,14 +229,23 @@ func (o *Objects) Mechanism() string {
 }
 
 // Hooks maps this object's hook points to their mechanism: the netpoll
-// waits', and the netpoller's epoll_pwait, which only the syscall path
-// hooks.
+// waits', the netpoller's epoll_pwait, which only the syscall path hooks,
+// and the calls no socket tracepoint sees (accept4, connect, getsockopt).
 func (o *Objects) Hooks() map[string]string {
 	epoll := Off
 	if o.Mechanism() == Tracepoint {
 		epoll = Tracepoint
 	}
-	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll}
+	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll, "netpoll_calls": o.CallsMechanism()}
+}
+
+// CallsMechanism is how accept4, connect and getsockopt are hooked:
+// "fentry", or "tracepoint" (their syscall tracepoints).
+func (o *Objects) CallsMechanism() string {
+	if o.calls != nil {
+		return o.calls.Mechanism
+	}
+	return Tracepoint
 }
 
 // pidFilter is the PID bitmap of this object's path.
@@ -263,7 +302,7 @@ func (o *Objects) attachFor() error {
 			*links = nil
 		}
 	}
-	update(&o.sharedLinks, syscalls || socks, func() ([]link.Link, error) {
+	update(&o.sharedLinks, syscalls || (socks && o.calls == nil), func() ([]link.Link, error) {
 		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return sharedPrograms[name] }))
 	})
 	update(&o.syscallLinks, syscalls, func() ([]link.Link, error) {
@@ -375,6 +414,9 @@ func (o *Objects) Close() error {
 	bpfobj.CloseAll(o.sockLinks)
 	bpfobj.CloseAll(o.syscallLinks)
 	bpfobj.CloseAll(o.sharedLinks)
+	if o.calls != nil {
+		o.calls.Close()
+	}
 	o.coll.Close()
 	return nil
 }

@@ -201,7 +201,7 @@ func New(opts Options) (*Tracer, error) {
 		opts.Events = DefaultEvents
 	}
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
-		WakeupInterval: opts.DrainInterval, SyscallsOnly: opts.Hooks == bpfobj.HooksTracepoint})
+		WakeupInterval: opts.DrainInterval, Hooks: opts.Hooks})
 	if err != nil {
 		return nil, err
 	}
@@ -464,7 +464,7 @@ func (t *Tracer) limits(bin []string) []string {
 		if why := t.netpoll.SockWhyNot(); why != nil {
 			out = append(out, NetpollSockWhyNot+why.Error())
 		}
-	} else {
+	} else if t.hooks["netpoll_calls"] == netpoll.Tracepoint {
 		out = append(out, SyscallEntryLimit)
 	}
 	return out
