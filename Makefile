@@ -45,10 +45,10 @@ KERNEL_ARGS ?=
 # Debian's arm64 6.1 loads no fentry program at all. The netpoll waits
 # come from the socket tracepoints (tp_btf) from 6.3 on, from syscall
 # tracepoints before.
-AUTO_HOOKS_debian-5.10 := tcp_connect=fentry,inet_csk_accept=kretprobe,listen_overflow=fentry,netpoll=tracepoint,netpoll_calls=tracepoint
-AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=kprobe,netpoll=tracepoint,netpoll_calls=tracepoint
-AUTO_HOOKS_debian-6.12 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry,netpoll=tp_btf,netpoll_calls=fentry
-AUTO_HOOKS_debian-6.1-arm64 := tcp_connect=kprobe,inet_csk_accept=kretprobe,listen_overflow=kprobe,netpoll=tracepoint,netpoll_calls=tracepoint
+AUTO_HOOKS_debian-5.10 := tcp_connect=fentry,inet_csk_accept=kretprobe,listen_overflow=fentry,netpoll=tracepoint,socket_calls=fentry
+AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=kprobe,netpoll=tracepoint,socket_calls=fentry
+AUTO_HOOKS_debian-6.12 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry,netpoll=tp_btf,socket_calls=fentry
+AUTO_HOOKS_debian-6.1-arm64 := tcp_connect=kprobe,inet_csk_accept=kretprobe,listen_overflow=kprobe,netpoll=tracepoint,socket_calls=tracepoint
 # The mechanisms each kernel offers, every one run through the tests.
 HOOKS_ALL := fentry,kprobe,tracepoint
 HOOKS_debian-6.1-arm64 := kprobe,tracepoint

@@ -199,10 +199,10 @@ int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb
 }
 
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+/* accept4(2) on a listener returned ret: the listener's and the
+ * acceptor goroutine's accept record. */
+static __always_inline int accept4_returned(long ret)
 {
-	long ret = ctx->ret;
 	if (ret < 0 && ret != -EAGAIN && ret != -EMFILE && ret != -ENFILE)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -252,6 +252,21 @@ int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 		a->t_last_eagain = now;
 	}
 	return 0;
+}
+
+/* fexit where the kernel has fentry (pkg/acceptq chooses), else the
+ * syscall tracepoint, which puts every thread on the host on the slow
+ * syscall entry while attached. */
+SEC("fexit/__sys_accept4")
+int BPF_PROG(acceptq_fexit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
+{
+	return accept4_returned(ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept4_returned(ctx->ret);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

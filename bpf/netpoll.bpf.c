@@ -19,12 +19,12 @@
  *    goroutine's syscall for socket I/O only, EAGAIN included: park and
  *    resume. The kernel's own readiness of the socket, sk_data_ready (and
  *    a connect's end of handshake, inet_sock_set_state), is the ready.
- *    Accept4, connect and getsockopt, which no socket tracepoint sees,
- *    are hooked with fentry/fexit on the kernel functions they call, or
- *    where the kernel has no fentry, with their syscall tracepoints (they
- *    are rare calls, but then every thread on the host pays, below).
  *  - the syscall path: tracepoints on the syscalls above and epoll_pwait.
  *    Every read and write on the host runs the PID filter.
+ * Accept4, connect and getsockopt, which no socket tracepoint sees, are
+ * hooked on either path with fentry/fexit on the kernel functions they
+ * call, or, where the kernel has no fentry, with their syscall tracepoints
+ * (rare calls, but then every thread on the host pays, below).
  * While any syscall tracepoint is attached, every thread on the host takes
  * the slow syscall entry (TIF_SYSCALL_TRACEPOINT).
  */
@@ -789,18 +789,16 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-/* accept4, connect and getsockopt on the sock path where the kernel has
- * fentry (pkg/netpoll Load): the same park and resume as their syscall
- * tracepoints, on the kernel functions those syscalls call, so that no
- * thread on the host takes the slow syscall entry. Not with kprobes: a
- * kretprobe has no arguments, and every kernel with the sock path's
- * tracepoints (6.3+) has fentry where BPF trampolines are built in. */
+/* accept4, connect and getsockopt where the kernel has fentry (pkg/netpoll
+ * Load), on both paths: the same park and resume as their syscall
+ * tracepoints, on the kernel functions those syscalls call. On the sock
+ * path, no thread on the host then takes the slow syscall entry. */
 static __always_inline int call_park(void *ctx, __s32 fd, long ret, enum dir dir, enum mode mode)
 {
 	if (cost == COST_DISPATCH)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
 		return 0;
 	return park(ctx, pid_tgid, fd, ret, dir, mode, NULL);
 }
@@ -810,7 +808,7 @@ static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
 	if (cost == COST_DISPATCH)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
 		return 0;
 	return resume(ctx, pid_tgid, fd, dir);
 }

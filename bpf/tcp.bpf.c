@@ -9,6 +9,8 @@
  *                  inet_sock_set_state tracepoint's move to SYN_SENT;
  *   accept:        fexit/inet_csk_accept, kretprobe/inet_csk_accept, or the
  *                  socket behind the fd that accept4 returned.
+ * The ends of connect(2) and accept4(2) are fexit programs where the kernel
+ * has fentry, else syscall tracepoints (see the end of this file).
  * Handshake completion always comes from sock:inet_sock_set_state, and the
  * events are sent from the same places on every path, so they are the same.
  */
@@ -239,8 +241,9 @@ static __always_inline void read_user_sockaddr(__u64 uaddr, struct addrs *a)
 		__builtin_memcpy(a->daddr, &sa.flowinfo_or_v4, 4);
 }
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int exit_connect(struct trace_event_raw_sys_exit *ctx)
+/* connect(2) returned ret: sends the connect's event if its handshake
+ * ended inside the call, or a failure before any SYN went out. */
+static __always_inline int connect_returned(void *ctx, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!lookup_target(pid_tgid >> 32))
@@ -262,7 +265,6 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 		}
 		return 0;
 	}
-	long ret = ctx->ret;
 	if (ret == 0 || ret == -EINPROGRESS || ret == -EALREADY || ret == -EISCONN ||
 	    ret == -EINTR || ret == -EAGAIN)
 		return 0;
@@ -317,8 +319,8 @@ int BPF_KRETPROBE(kretprobe_inet_csk_accept, struct sock *ret)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_exit_accept4")
-int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+/* accept4(2) returned ret: the tcp_accept event, or accept_error. */
+static __always_inline int accept4_returned(void *ctx, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct target *t = lookup_target(pid_tgid >> 32);
@@ -331,7 +333,6 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 		a = *ap;
 		bpf_map_delete_elem(&accepted_socks, &tid);
 	}
-	long ret = ctx->ret;
 	int listen_fd = (int)REGS_ARG0(user_regs());
 	struct sock *listener = sock_from_fd(listen_fd);
 	if (!listener || !is_tcp(listener))
@@ -393,6 +394,35 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 	capture_stack(ctx, t, &e->hdr, &e->stack);
 	bpf_ringbuf_submit(e, 0);
 	return 0;
+}
+
+/* The ends of connect(2) and accept4(2): fexit on the kernel functions the
+ * syscalls call where the kernel has fentry (pkg/tcp chooses), else their
+ * syscall tracepoints, which put every thread on the host on the slow
+ * syscall entry while attached. The fd is the syscall's first argument
+ * either way (user_regs). */
+SEC("fexit/__sys_connect")
+int BPF_PROG(fexit_sys_connect, int fd, void *addr, int addrlen, int ret)
+{
+	return connect_returned(ctx, ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int exit_connect(struct trace_event_raw_sys_exit *ctx)
+{
+	return connect_returned(ctx, ctx->ret);
+}
+
+SEC("fexit/__sys_accept4")
+int BPF_PROG(fexit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
+{
+	return accept4_returned(ctx, ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int exit_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return accept4_returned(ctx, ctx->ret);
 }
 
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */

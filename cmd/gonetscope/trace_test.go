@@ -28,6 +28,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
@@ -567,25 +568,27 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 	}
 	// The netpoll waits come from the socket tracepoints wherever the
 	// kernel has them, unless syscall tracepoints are forced.
-	// On the sock path, accept4, connect and getsockopt are hooked with
-	// fentry where the kernel allows it (forced by --hooks fentry, ruled
-	// out by --hooks kprobe), else with their syscall tracepoints, and
-	// then the limits say what the host pays.
-	np, calls, limit := netpoll.Tracepoint, netpoll.Tracepoint, tracer.SyscallTracepointLimit
+	// accept4, connect and getsockopt are hooked with fentry where the
+	// kernel allows it (forced by --hooks fentry; --hooks kprobe and
+	// tracepoint rule it out), else with their syscall tracepoints. On the
+	// sock path the limits then say what the host pays; the syscall path
+	// always has syscall tracepoints.
+	calls := a[0].Hooks[bpfobj.SocketCalls]
+	switch hooks {
+	case "kprobe", "tracepoint":
+		calls = bpfobj.HooksTracepoint
+	case "fentry":
+		calls = bpfobj.HooksFentry
+	}
+	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
 	if hooks != "tracepoint" && sockTracepoints(t) {
-		np, calls, limit = netpoll.Sock, a[0].Hooks["netpoll_calls"], tracer.SyscallEntryLimit
-		switch hooks {
-		case "kprobe":
-			calls = netpoll.Tracepoint
-		case "fentry":
-			calls = "fentry"
-		}
+		np, limit = netpoll.Sock, tracer.SyscallEntryLimit
 	}
-	if a[0].Hooks["netpoll"] != np || a[0].Hooks["netpoll_calls"] != calls {
-		t.Errorf("--hooks %s: netpoll hooks %q, calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks["netpoll_calls"], np, calls)
+	if a[0].Hooks["netpoll"] != np || a[0].Hooks[bpfobj.SocketCalls] != calls {
+		t.Errorf("--hooks %s: netpoll hooks %q, socket calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks[bpfobj.SocketCalls], np, calls)
 	}
-	if want := calls == netpoll.Tracepoint; slices.Contains(a[0].Limits, limit) != want {
-		t.Errorf("--hooks %s, netpoll calls hooked with %s: limits %q, want %q among them: %v", hooks, calls, a[0].Limits, limit, want)
+	if want := np == netpoll.Tracepoint || calls == bpfobj.HooksTracepoint; slices.Contains(a[0].Limits, limit) != want {
+		t.Errorf("--hooks %s, netpoll %s, socket calls %s: limits %q, want %q among them: %v", hooks, np, calls, a[0].Limits, limit, want)
 	}
 	if a[0].GoVersion == "" || a[0].Hooks["tcp_connect"] == "" || a[0].Hooks["inet_csk_accept"] == "" {
 		t.Errorf("attached event lacks go_version or hooks: %+v", a[0])

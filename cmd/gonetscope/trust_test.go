@@ -8,18 +8,23 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"golang.org/x/sys/unix"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 )
 
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
@@ -292,5 +297,61 @@ func TestStress(t *testing.T) {
 	t.Logf("%v under tracing: %d checked round trips, %d goroutines, %d events", d, st[0].Ops, st[0].Goroutines, len(r.events))
 	if len(r.of("goroutines")) == 0 || len(r.of("netpoll_wait")) == 0 {
 		t.Error("the tracer reported no goroutines or netpoll_wait events: it did not watch the stress")
+	}
+}
+
+// TestSyscallTracepoints: while one syscall tracepoint is attached, every
+// thread on the host takes the slow syscall entry. So gonetscope holds
+// one only where the attached event says so: none at all on the sock path
+// with socket_calls fentry; on the fallback, exactly the tracepoints of
+// accept4, connect and getsockopt that the objects hook (and the limits
+// say what the host pays, which checkAttached checks).
+func TestSyscallTracepoints(t *testing.T) {
+	if !sockTracepoints(t) {
+		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
+	}
+	target := startLingering(t)
+	out, err := os.Create(filepath.Join(t.TempDir(), "events"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer, done, errOut := startGonetscopeTo(t, out, target.Process.Pid, "trace")
+	var attached ev
+	waitFor(t, func() bool {
+		raw, _ := os.ReadFile(out.Name())
+		for _, line := range bytes.Split(raw, []byte("\n")) {
+			if json.Unmarshal(line, &attached) == nil && attached.Event == "attached" {
+				return true
+			}
+		}
+		return false
+	}, done, errOut)
+	_, links := heldBPFObjects(t, tracer.Process.Pid)
+	var held []string
+	for _, id := range links {
+		l, err := link.NewFromID(link.ID(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			t.Fatalf("link %d: %v", id, err)
+		}
+		if pe := info.PerfEvent(); pe != nil && pe.Tracepoint() != nil && strings.HasPrefix(pe.Tracepoint().Tracepoint, "sys_") {
+			held = append(held, pe.Tracepoint().Tracepoint)
+		}
+	}
+	slices.Sort(held)
+	var want []string // socket_calls fentry: none
+	if calls := attached.Hooks[bpfobj.SocketCalls]; calls != bpfobj.HooksFentry {
+		// netpoll: accept4, connect and getsockopt; tcp: the ends of
+		// connect and accept4; acceptq: the end of accept4.
+		want = []string{"sys_enter_accept4", "sys_enter_connect", "sys_enter_getsockopt",
+			"sys_exit_accept4", "sys_exit_accept4", "sys_exit_accept4", "sys_exit_connect", "sys_exit_connect"}
+	}
+	t.Logf("socket_calls %s: syscall tracepoints held %v", attached.Hooks[bpfobj.SocketCalls], held)
+	if !slices.Equal(held, want) {
+		t.Errorf("socket_calls %s: gonetscope holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
 	}
 }

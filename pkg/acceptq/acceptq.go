@@ -68,6 +68,7 @@ type Options struct {
 type Objects struct {
 	coll     *ebpf.Collection
 	dropHook *bpfobj.Attached // nil: the drops are sampled
+	calls    *bpfobj.Attached // accept4's end with fexit; nil: its tracepoint
 	links    []link.Link
 	iter     *link.Iter
 	// mechanism counts the drops: "fentry" or "kprobe" (the drop hook), or
@@ -121,7 +122,7 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	bpfobj.NoEvents(spec)
-	base := bpfobj.Without(spec, bpfobj.CandidateProgs(dropHooks)...)
+	base := bpfobj.Without(spec, append(bpfobj.CandidateProgs(dropHooks), bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)...)
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
@@ -138,7 +139,7 @@ func Load(opts Options) (*Objects, error) {
 		noRuntime: map[uint32]error{},
 		mechanism: Sampled,
 	}
-	if o.links, err = bpfobj.AttachTracepoints(base, coll.Programs); err != nil {
+	if o.calls, o.links, err = bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -149,6 +150,12 @@ func Load(opts Options) (*Objects, error) {
 	o.attachDropHook(spec, family)
 	return o, nil
 }
+
+// syscallHooks are the ends of accept4 (the acceptors' records).
+var syscallHooks = []bpfobj.SyscallHook{{Tracing: acceptqProgAcceptqFexitSysAccept4, Tracepoint: acceptqProgAcceptqExitAccept4}}
+
+// CallsMechanism says how accept4 is hooked (bpfobj.SocketCalls).
+func (o *Objects) CallsMechanism() string { return bpfobj.CallsMechanism(o.calls) }
 
 // attachDropHook attaches the first drop hook family the kernel accepts
 // for all three functions (Debian's 6.1 refuses fentry on
@@ -173,6 +180,9 @@ func (o *Objects) Close() error {
 	}
 	if o.dropHook != nil {
 		o.dropHook.Close()
+	}
+	if o.calls != nil {
+		o.calls.Close()
 	}
 	bpfobj.CloseAll(o.links)
 	o.coll.Close()
@@ -529,8 +539,8 @@ func sub(a, b uint64) uint64 {
 type Listener struct {
 	PID uint32
 	// Sk identifies the socket: a listener held by two fds is one.
-	Sk                  uint64
-	Port                uint16
+	Sk   uint64
+	Port uint16
 	// Drops since gonetscope first saw the listener: its share of its
 	// namespace's TcpExtListenDrops, split as Sample splits them (not
 	// sk_drops, which counts an overflowed final ACK twice); sk_drops

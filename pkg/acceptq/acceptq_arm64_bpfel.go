@@ -135,6 +135,7 @@ const (
 	acceptqMapParks                   = "parks"
 	acceptqMapTargets                 = "targets"
 	acceptqProgAcceptqExitAccept4     = "acceptq_exit_accept4"
+	acceptqProgAcceptqFexitSysAccept4 = "acceptq_fexit_sys_accept4"
 	acceptqProgAcceptqListeners       = "acceptq_listeners"
 	acceptqProgAcceptqSockSetState    = "acceptq_sock_set_state"
 	acceptqProgFentryTcpConnRequest   = "fentry_tcp_conn_request"
@@ -190,6 +191,7 @@ type acceptqSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type acceptqProgramSpecs struct {
 	AcceptqExitAccept4     *ebpf.ProgramSpec `ebpf:"acceptq_exit_accept4"`
+	AcceptqFexitSysAccept4 *ebpf.ProgramSpec `ebpf:"acceptq_fexit_sys_accept4"`
 	AcceptqListeners       *ebpf.ProgramSpec `ebpf:"acceptq_listeners"`
 	AcceptqSockSetState    *ebpf.ProgramSpec `ebpf:"acceptq_sock_set_state"`
 	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
@@ -278,6 +280,7 @@ type acceptqVariables struct {
 // It can be passed to loadAcceptqObjects or ebpf.CollectionSpec.LoadAndAssign.
 type acceptqPrograms struct {
 	AcceptqExitAccept4     *ebpf.Program `ebpf:"acceptq_exit_accept4"`
+	AcceptqFexitSysAccept4 *ebpf.Program `ebpf:"acceptq_fexit_sys_accept4"`
 	AcceptqListeners       *ebpf.Program `ebpf:"acceptq_listeners"`
 	AcceptqSockSetState    *ebpf.Program `ebpf:"acceptq_sock_set_state"`
 	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
@@ -291,6 +294,7 @@ type acceptqPrograms struct {
 func (p *acceptqPrograms) Close() error {
 	return _AcceptqClose(
 		p.AcceptqExitAccept4,
+		p.AcceptqFexitSysAccept4,
 		p.AcceptqListeners,
 		p.AcceptqSockSetState,
 		p.FentryTcpConnRequest,

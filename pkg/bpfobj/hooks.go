@@ -3,6 +3,7 @@ package bpfobj
 import (
 	"errors"
 	"fmt"
+	"maps"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -86,7 +87,8 @@ func CandidateProgs(cands []Candidate) []string {
 // attaches. Each is loaded from spec on its own, with the object's maps,
 // since a kernel may refuse any of them. It returns nil, nil when none is
 // in use and none was required: family is HooksAuto or HooksTracepoint.
-// A forced family the kernel refuses is an error, which names each refusal.
+// A forced family the kernel refuses is an error, which names each refusal;
+// a forced family with no candidate here means the tracepoint fallback.
 func AttachFirst(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, cands []Candidate, family string) (*Attached, error) {
 	var errs []error
 	for _, c := range cands {
@@ -99,7 +101,7 @@ func AttachFirst(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, cands []C
 		}
 		errs = append(errs, fmt.Errorf("%s: %w", c.Mechanism, err))
 	}
-	if family != HooksAuto && family != HooksTracepoint {
+	if len(errs) > 0 && family != HooksAuto && family != HooksTracepoint {
 		return nil, fmt.Errorf("the kernel refused --hooks=%s (%w); try --hooks=auto", family, errors.Join(errs...))
 	}
 	return nil, nil
@@ -156,4 +158,71 @@ func Without(spec *ebpf.CollectionSpec, progs ...string) *ebpf.CollectionSpec {
 func NoEvents(spec *ebpf.CollectionSpec) {
 	delete(spec.Maps, "events")
 	delete(spec.Maps, "lost")
+}
+
+// SocketCalls is the attached event's hook point for the syscalls the
+// objects hook beside kernel functions and socket tracepoints: accept4,
+// connect and getsockopt. Its mechanism is HooksFentry, or
+// HooksTracepoint where their syscall tracepoints are used.
+const SocketCalls = "socket_calls"
+
+// SyscallHook is the entry or exit of a syscall, hooked with fentry or
+// fexit on the kernel function the syscall calls where the kernel allows
+// it, else with the syscall's tracepoint. A syscall tracepoint puts every
+// thread on the host on the slow syscall entry (TIF_SYSCALL_TRACEPOINT)
+// while it is attached; fentry costs only the hooked calls.
+type SyscallHook struct {
+	Tracing    string // the fentry or fexit program
+	Tracepoint string // the tracepoint program, its fallback
+}
+
+// SyscallsFentry is the one candidate for a set of syscall hooks: their
+// fentry and fexit programs, all or none.
+func SyscallsFentry(hooks []SyscallHook) []Candidate {
+	c := Candidate{Family: HooksFentry, Mechanism: HooksFentry}
+	for _, h := range hooks {
+		c.Probes = append(c.Probes, Probe{Prog: h.Tracing, Attach: Tracing})
+	}
+	return []Candidate{c}
+}
+
+// SyscallTracepoints are the fallback programs of hooks.
+func SyscallTracepoints(hooks []SyscallHook) map[string]bool {
+	out := map[string]bool{}
+	for _, h := range hooks {
+		out[h.Tracepoint] = true
+	}
+	return out
+}
+
+// AttachTracepointsAndSyscalls attaches the tracepoint programs of coll
+// (loaded from base, which lacks the fentry programs of hooks) and hooks:
+// with fentry, loaded from spec, where family allows it and the kernel
+// takes them all, else with their tracepoints. calls owns the fentry
+// programs, nil where the tracepoints serve.
+func AttachTracepointsAndSyscalls(spec, base *ebpf.CollectionSpec, coll *ebpf.Collection, hooks []SyscallHook, family string) (calls *Attached, links []link.Link, err error) {
+	if calls, err = AttachFirst(spec, coll.Maps, SyscallsFentry(hooks), family); err != nil {
+		return nil, nil, fmt.Errorf("hook %s: %w", SocketCalls, err)
+	}
+	progs := coll.Programs
+	if calls != nil {
+		fallback := SyscallTracepoints(hooks)
+		progs = maps.Clone(progs)
+		maps.DeleteFunc(progs, func(name string, _ *ebpf.Program) bool { return fallback[name] })
+	}
+	if links, err = AttachTracepoints(base, progs); err != nil {
+		if calls != nil {
+			calls.Close()
+		}
+		return nil, nil, err
+	}
+	return calls, links, nil
+}
+
+// CallsMechanism names how calls hooks the syscalls (AttachTracepointsAndSyscalls).
+func CallsMechanism(calls *Attached) string {
+	if calls == nil {
+		return HooksTracepoint
+	}
+	return calls.Mechanism
 }

@@ -7,6 +7,7 @@
 package netpoll
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,9 +46,9 @@ type Objects struct {
 	// both paths need (accept4, connect, getsockopt), and the sock path's
 	// tp_btf programs: each attached while a target needs them.
 	syscallLinks, sharedLinks, sockLinks []link.Link
-	// calls hooks accept4, connect and getsockopt on the sock path
-	// instead of their syscall tracepoints (fentry, attached at Load;
-	// nil where the kernel or --hooks rules it out).
+	// calls hooks accept4, connect and getsockopt instead of their
+	// syscall tracepoints (fentry, attached at Load; nil where the kernel
+	// or --hooks rules it out).
 	calls *bpfobj.Attached
 	// The traced PIDs.
 	pids map[uint32]bool
@@ -84,9 +85,9 @@ type Options struct {
 	// of the ring buffer.
 	WakeupBytes uint64
 	// Hooks is the --hooks family. "tracepoint" puts every target on the
-	// syscall path; "kprobe" keeps the syscall tracepoints for accept4,
-	// connect and getsockopt on the sock path; "auto" and "fentry" hook
-	// them with fentry there ("fentry" fails where the kernel cannot).
+	// syscall path and hooks accept4, connect and getsockopt with their
+	// syscall tracepoints, as "kprobe" does; "auto" and "fentry" hook
+	// them with fentry ("fentry" fails where the kernel cannot).
 	Hooks string
 }
 
@@ -157,35 +158,28 @@ func Load(opts Options) (*Objects, error) {
 			delete(spec.Programs, prog)
 		}
 	}
-	if o.coll, err = ebpf.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(callHooks)...)); err != nil {
+	calls := bpfobj.SyscallsFentry(callHooks)
+	if o.coll, err = ebpf.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(calls)...)); err != nil {
 		return nil, bpfobj.LoadError("netpoll BPF object", err)
 	}
-	if o.sockWhyNot == nil && opts.Hooks != bpfobj.HooksKprobe {
-		family := opts.Hooks
-		if family == "" {
-			family = bpfobj.HooksAuto
-		}
-		// Attached now: fentry costs nothing until the calls it hooks.
-		if o.calls, err = bpfobj.AttachFirst(spec, o.coll.Maps, callHooks, family); err != nil {
-			o.coll.Close()
-			return nil, err
-		}
+	// Attached now: fentry costs nothing until the calls it hooks, and
+	// the programs filter on both paths' PIDs.
+	if o.calls, err = bpfobj.AttachFirst(spec, o.coll.Maps, calls, cmp.Or(opts.Hooks, bpfobj.HooksAuto)); err != nil {
+		o.coll.Close()
+		return nil, fmt.Errorf("hook %s: %w", bpfobj.SocketCalls, err)
 	}
 	return o, nil
 }
 
-// callHooks are the ways to hook accept4, connect and getsockopt on the
-// sock path other than their syscall tracepoints.
-var callHooks = []bpfobj.Candidate{{
-	Family: bpfobj.HooksFentry, Mechanism: "fentry",
-	Probes: []bpfobj.Probe{
-		{Prog: netpollProgFentryAccept4, Attach: bpfobj.Tracing},
-		{Prog: netpollProgFexitAccept4, Attach: bpfobj.Tracing},
-		{Prog: netpollProgFentryConnect, Attach: bpfobj.Tracing},
-		{Prog: netpollProgFexitConnect, Attach: bpfobj.Tracing},
-		{Prog: netpollProgFentryGetsockopt, Attach: bpfobj.Tracing},
-	},
-}}
+// callHooks are accept4, connect and getsockopt, which no socket
+// tracepoint sees: both paths need them.
+var callHooks = []bpfobj.SyscallHook{
+	{Tracing: netpollProgFentryAccept4, Tracepoint: netpollProgEnterAccept4},
+	{Tracing: netpollProgFexitAccept4, Tracepoint: netpollProgExitAccept4},
+	{Tracing: netpollProgFentryConnect, Tracepoint: netpollProgEnterConnect},
+	{Tracing: netpollProgFexitConnect, Tracepoint: netpollProgExitConnect},
+	{Tracing: netpollProgFentryGetsockopt, Tracepoint: netpollProgEnterGetsockopt},
+}
 
 // sockPathWhyNot says why the sock path cannot serve, or nil.
 func sockPathWhyNot(opts Options) error {
@@ -212,12 +206,10 @@ func sockPathWhyNot(opts Options) error {
 // wake-up, one map lookup) first.
 var sockPrograms = []string{netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState}
 
-// sharedPrograms are the syscall tracepoints both paths need: no socket
-// tracepoint sees an accept4, a connect or its getsockopt(SO_ERROR).
-var sharedPrograms = map[string]bool{
-	netpollProgExitAccept4: true, netpollProgEnterAccept4: true,
-	netpollProgExitConnect: true, netpollProgEnterConnect: true, netpollProgEnterGetsockopt: true,
-}
+// sharedPrograms are the syscall tracepoints both paths need where the
+// kernel has no fentry: no socket tracepoint sees an accept4, a connect or
+// its getsockopt(SO_ERROR).
+var sharedPrograms = bpfobj.SyscallTracepoints(callHooks)
 
 // Mechanism is the netpoll hooks' mechanism: Sock, or Tracepoint when the
 // kernel or the options rule the sock path out (SockWhyNot says why).
@@ -236,16 +228,7 @@ func (o *Objects) Hooks() map[string]string {
 	if o.Mechanism() == Tracepoint {
 		epoll = Tracepoint
 	}
-	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll, "netpoll_calls": o.CallsMechanism()}
-}
-
-// CallsMechanism is how accept4, connect and getsockopt are hooked:
-// "fentry", or "tracepoint" (their syscall tracepoints).
-func (o *Objects) CallsMechanism() string {
-	if o.calls != nil {
-		return o.calls.Mechanism
-	}
-	return Tracepoint
+	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll, bpfobj.SocketCalls: bpfobj.CallsMechanism(o.calls)}
 }
 
 // pidFilter is the PID bitmap of this object's path.
@@ -302,7 +285,7 @@ func (o *Objects) attachFor() error {
 			*links = nil
 		}
 	}
-	update(&o.sharedLinks, syscalls || (socks && o.calls == nil), func() ([]link.Link, error) {
+	update(&o.sharedLinks, (syscalls || socks) && o.calls == nil, func() ([]link.Link, error) {
 		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return sharedPrograms[name] }))
 	})
 	update(&o.syscallLinks, syscalls, func() ([]link.Link, error) {

@@ -70,6 +70,12 @@ var hookPoints = []struct {
 	},
 }
 
+// syscallHooks are the ends of connect and accept4.
+var syscallHooks = []bpfobj.SyscallHook{
+	{Tracing: tcpProgFexitSysConnect, Tracepoint: tcpProgExitConnect},
+	{Tracing: tcpProgFexitSysAccept4, Tracepoint: tcpProgExitAccept4},
+}
+
 // Load loads the programs and maps into the kernel and attaches them,
 // choosing a mechanism per hook point.
 func Load(opts Options) (*Objects, error) {
@@ -90,6 +96,7 @@ func Load(opts Options) (*Objects, error) {
 	for _, hp := range hookPoints {
 		optional = append(optional, bpfobj.CandidateProgs(hp.candidates)...)
 	}
+	optional = append(optional, bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)
 	base := bpfobj.Without(spec, optional...)
 	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets},
@@ -98,9 +105,14 @@ func Load(opts Options) (*Objects, error) {
 		return nil, bpfobj.LoadError("tcp BPF object", err)
 	}
 	o := &Objects{coll: coll, hooks: map[string]string{}}
-	if o.links, err = bpfobj.AttachTracepoints(base, coll.Programs); err != nil {
+	calls, links, err := bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family)
+	if err != nil {
 		o.Close()
 		return nil, err
+	}
+	o.links, o.hooks[bpfobj.SocketCalls] = links, bpfobj.CallsMechanism(calls)
+	if calls != nil {
+		o.attached = append(o.attached, calls)
 	}
 	for _, hp := range hookPoints {
 		a, err := bpfobj.AttachFirst(spec, coll.Maps, hp.candidates, family)

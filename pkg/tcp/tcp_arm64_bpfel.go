@@ -183,6 +183,8 @@ const (
 	tcpProgExitConnect            = "exit_connect"
 	tcpProgFentryTcpConnect       = "fentry_tcp_connect"
 	tcpProgFexitInetCskAccept     = "fexit_inet_csk_accept"
+	tcpProgFexitSysAccept4        = "fexit_sys_accept4"
+	tcpProgFexitSysConnect        = "fexit_sys_connect"
 	tcpProgKprobeTcpConnect       = "kprobe_tcp_connect"
 	tcpProgKretprobeInetCskAccept = "kretprobe_inet_csk_accept"
 	tcpProgSockSetState           = "sock_set_state"
@@ -241,6 +243,8 @@ type tcpProgramSpecs struct {
 	ExitConnect            *ebpf.ProgramSpec `ebpf:"exit_connect"`
 	FentryTcpConnect       *ebpf.ProgramSpec `ebpf:"fentry_tcp_connect"`
 	FexitInetCskAccept     *ebpf.ProgramSpec `ebpf:"fexit_inet_csk_accept"`
+	FexitSysAccept4        *ebpf.ProgramSpec `ebpf:"fexit_sys_accept4"`
+	FexitSysConnect        *ebpf.ProgramSpec `ebpf:"fexit_sys_connect"`
 	KprobeTcpConnect       *ebpf.ProgramSpec `ebpf:"kprobe_tcp_connect"`
 	KretprobeInetCskAccept *ebpf.ProgramSpec `ebpf:"kretprobe_inet_csk_accept"`
 	SockSetState           *ebpf.ProgramSpec `ebpf:"sock_set_state"`
@@ -337,6 +341,8 @@ type tcpPrograms struct {
 	ExitConnect            *ebpf.Program `ebpf:"exit_connect"`
 	FentryTcpConnect       *ebpf.Program `ebpf:"fentry_tcp_connect"`
 	FexitInetCskAccept     *ebpf.Program `ebpf:"fexit_inet_csk_accept"`
+	FexitSysAccept4        *ebpf.Program `ebpf:"fexit_sys_accept4"`
+	FexitSysConnect        *ebpf.Program `ebpf:"fexit_sys_connect"`
 	KprobeTcpConnect       *ebpf.Program `ebpf:"kprobe_tcp_connect"`
 	KretprobeInetCskAccept *ebpf.Program `ebpf:"kretprobe_inet_csk_accept"`
 	SockSetState           *ebpf.Program `ebpf:"sock_set_state"`
@@ -348,6 +354,8 @@ func (p *tcpPrograms) Close() error {
 		p.ExitConnect,
 		p.FentryTcpConnect,
 		p.FexitInetCskAccept,
+		p.FexitSysAccept4,
+		p.FexitSysConnect,
 		p.KprobeTcpConnect,
 		p.KretprobeInetCskAccept,
 		p.SockSetState,

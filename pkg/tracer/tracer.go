@@ -251,6 +251,13 @@ func New(opts Options) (*Tracer, error) {
 	maps.Copy(t.hooks, np.Hooks())
 	maps.Copy(t.hooks, tc.Hooks())
 	t.hooks["listen_overflow"] = ov.Mechanism()
+	// Each object hooks accept4 and connect itself, the same way on one
+	// kernel; if any fell back to the syscall tracepoints, the host pays.
+	for _, m := range []string{tc.Hooks()[bpfobj.SocketCalls], ov.CallsMechanism()} {
+		if m == bpfobj.HooksTracepoint {
+			t.hooks[bpfobj.SocketCalls] = m
+		}
+	}
 	for _, s := range []struct {
 		name   string
 		m      *ebpf.Map
@@ -464,7 +471,7 @@ func (t *Tracer) limits(bin []string) []string {
 		if why := t.netpoll.SockWhyNot(); why != nil {
 			out = append(out, NetpollSockWhyNot+why.Error())
 		}
-	} else if t.hooks["netpoll_calls"] == netpoll.Tracepoint {
+	} else if t.hooks[bpfobj.SocketCalls] == bpfobj.HooksTracepoint {
 		out = append(out, SyscallEntryLimit)
 	}
 	return out
