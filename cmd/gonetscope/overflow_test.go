@@ -20,6 +20,11 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 )
 
 // ovEvent is a listen_overflow line (and, for cross-checks, tcp_accept).
@@ -640,4 +645,70 @@ func TestListenOverflowFasthttp(t *testing.T) {
 	t.Logf("%d listen_overflow events, verdicts %v, %d tcp_accept; overflows add up to %d, the listener's sk_drops rose by %d",
 		len(overflowsOf(evs)), verdicts, len(tcpAccepts), sum, skSum)
 	checkSum(t, "overflows", sum, overflows, final)
+}
+
+// TestListenerScanVisitsTargetsOnly: the accept-queue sampler's listener
+// scan runs every 100 ms. Where the kernel's task iterators take a process
+// (6.1+), it visits the targets' files only, not every file on the host:
+// the iterator program's own run count (BPF stats) over a second stays
+// near the target's fd count per scan while this test holds thousands of
+// extra fds.
+func TestListenerScanVisitsTargetsOnly(t *testing.T) {
+	if !bpfobj.TaskItersByProcess() {
+		t.Skip("task iterators take no process before Linux 6.1: the scan visits every file on the host")
+	}
+	const extra = 4000
+	for range extra {
+		fd, err := unix.FcntlInt(0, unix.F_DUPFD_CLOEXEC, 0) // not inherited by the target
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { syscall.Close(fd) })
+	}
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stats.Close()
+	target := startLingering(t)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", target.Process.Pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer, _, _ := startGonetscopeTo(t, io.Discard, target.Process.Pid, "trace")
+	progs, _ := heldBPFObjects(t, tracer.Process.Pid)
+	var scan *ebpf.Program
+	for _, id := range progs {
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "acceptq_listen") {
+			scan = p
+			defer p.Close()
+			break
+		}
+		p.Close()
+	}
+	if scan == nil {
+		t.Fatal("gonetscope holds no listener iterator program")
+	}
+	runs := func() uint64 {
+		s, err := scan.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.RunCount
+	}
+	before, start := runs(), time.Now()
+	time.Sleep(time.Second)
+	n, scans := runs()-before, time.Since(start)/(100*time.Millisecond)+1
+	perScan := n / uint64(scans)
+	t.Logf("%d iterator runs in about %d scans: %d per scan; the target has %d fds, this test %d extra", n, scans, perScan, len(fds), extra)
+	if n == 0 {
+		t.Fatal("the listener iterator did not run")
+	}
+	if perScan > uint64(4*len(fds)+16) {
+		t.Errorf("the listener scan visits %d files per scan: more than the target's %d fds", perScan, len(fds))
+	}
 }

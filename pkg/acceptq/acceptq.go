@@ -70,7 +70,12 @@ type Objects struct {
 	dropHook *bpfobj.Attached // nil: the drops are sampled
 	calls    *bpfobj.Attached // accept4's end with fexit; nil: its tracepoint
 	links    []link.Link
-	iter     *link.Iter
+	// The listener iterator: one per target where the kernel's task
+	// iterators take a process (6.1+), so that a scan visits the
+	// targets' files only; else one over every file on the host.
+	iterMu sync.Mutex
+	iter   *link.Iter
+	iters  map[uint32]*link.Iter
 	// mechanism counts the drops: "fentry" or "kprobe" (the drop hook), or
 	// Sampled.
 	mechanism string
@@ -143,7 +148,9 @@ func Load(opts Options) (*Objects, error) {
 		o.Close()
 		return nil, err
 	}
-	if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[acceptqProgAcceptqListeners]}); err != nil {
+	if bpfobj.TaskItersByProcess() {
+		o.iters = map[uint32]*link.Iter{}
+	} else if o.iter, err = link.AttachIter(link.IterOptions{Program: coll.Programs[acceptqProgAcceptqListeners]}); err != nil {
 		o.Close()
 		return nil, fmt.Errorf("attaching the task_file iterator: %w", err)
 	}
@@ -178,6 +185,9 @@ func (o *Objects) Close() error {
 	if o.iter != nil {
 		o.iter.Close()
 	}
+	for _, it := range o.iters {
+		it.Close()
+	}
 	if o.dropHook != nil {
 		o.dropHook.Close()
 	}
@@ -189,9 +199,50 @@ func (o *Objects) Close() error {
 	return nil
 }
 
-// scan runs the iterator once: every TCP listener of every traced process.
+// scan runs the iterators once: every TCP listener of every traced process.
 func (o *Objects) scan() ([]acceptqListenerRec, error) {
-	rd, err := o.iter.Open()
+	o.iterMu.Lock()
+	defer o.iterMu.Unlock()
+	if o.iters == nil {
+		return readListeners(o.iter)
+	}
+	var recs []acceptqListenerRec
+	for _, pid := range slices.Sorted(maps.Keys(o.iters)) {
+		r, err := readListeners(o.iters[pid])
+		if err != nil {
+			return nil, err
+		}
+		recs = append(recs, r...)
+	}
+	return recs, nil
+}
+
+// iterate starts (on) or stops the listener iterator of pid, where there
+// is one per process.
+func (o *Objects) iterate(pid uint32, on bool) error {
+	o.iterMu.Lock()
+	defer o.iterMu.Unlock()
+	if o.iters == nil {
+		return nil
+	}
+	if it := o.iters[pid]; it != nil && !on {
+		it.Close()
+		delete(o.iters, pid)
+	}
+	if o.iters[pid] != nil || !on {
+		return nil
+	}
+	it, err := bpfobj.AttachProcessIter(o.coll.Programs[acceptqProgAcceptqListeners], pid)
+	if err != nil {
+		return fmt.Errorf("attaching the task_file iterator: %w", err)
+	}
+	o.iters[pid] = it
+	return nil
+}
+
+// readListeners runs it once.
+func readListeners(it *link.Iter) ([]acceptqListenerRec, error) {
+	rd, err := it.Open()
 	if err != nil {
 		return nil, fmt.Errorf("running the listener iterator: %w", err)
 	}
@@ -214,7 +265,15 @@ func (o *Objects) scan() ([]acceptqListenerRec, error) {
 
 // Baseline records the listeners pid has now, so that only drops from now
 // on are reported. Call it right after pid is added to the targets map.
-func (o *Objects) Baseline(pid uint32) error {
+func (o *Objects) Baseline(pid uint32) (err error) {
+	if err := o.iterate(pid, true); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			o.iterate(pid, false)
+		}
+	}()
 	recs, err := o.scan()
 	if err != nil {
 		return err
@@ -248,6 +307,7 @@ func (o *Objects) Baseline(pid uint32) error {
 
 // Forget drops the state of pid's listeners (pid was detached).
 func (o *Objects) Forget(pid uint32) {
+	o.iterate(pid, false)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	delete(o.baselined, pid)
