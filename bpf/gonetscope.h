@@ -213,6 +213,18 @@ static __always_inline void read_goid(const struct target *t, __u32 tid, struct 
 	h->goid_ok = 1;
 }
 
+/* The calling goroutine's id, unchecked: one user read where read_goid
+ * makes three. Enough to tell whether a goroutine whose id read_goid
+ * validated runs again: a thread without a goroutine in R14 matches a
+ * 64-bit goroutine id only by accident. */
+static __always_inline bool peek_goid(const struct target *t, __u64 *goid)
+{
+	if (!t->g_goid)
+		return false;
+	__u64 g = REGS_GO_G(user_regs());
+	return g && !bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + t->g_goid));
+}
+
 /* Captures the calling goroutine's user stack into s when the target asked
  * for stacks and h says the thread is on a goroutine; else s->len = 0. */
 static __always_inline void capture_stack(void *ctx, const struct target *t,

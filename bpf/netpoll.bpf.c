@@ -431,10 +431,9 @@ static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 
 
 /* A wait ended: the parked goroutine runs again (both paths). Records it
  * in the histograms and the netpoll profile, and sends a netpoll_wait
- * event if it is worth a look: parked.goid runs again, on a thread whose
- * id in the target's PID namespace is ns_tid. */
+ * event if it is worth a look. */
 static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pid_tgid,
-				     struct park_key key, struct park parked, __u32 ns_tid)
+				     struct park_key key, struct park parked)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
@@ -460,7 +459,7 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
 	e->hdr.goid = parked.goid;
 	e->hdr.goid_ok = 1;
-	e->hdr.ns_tid = ns_tid;
+	e->hdr.ns_tid = ns_tid(t, (__u32)pid_tgid);
 	e->fd = key.fd;
 	e->park_tid = parked.tid;
 	e->mode = parked.mode;
@@ -493,9 +492,8 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 	struct target *t = lookup_target(key.pid);
 	if (!t)
 		return 0;
-	struct event_header h = {};
-	read_goid(t, (__u32)pid_tgid, &h);
-	if (!h.goid_ok || h.goid != p->goid)
+	__u64 goid;
+	if (!peek_goid(t, &goid) || goid != p->goid)
 		return 0; /* another goroutine uses the fd; the parked one has not run yet */
 	struct park parked = *p;
 	bpf_map_delete_elem(&parks, &key);
@@ -503,7 +501,7 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 		struct parked_sock_key sk_key = {.sk = parked.sk, .dir = dir};
 		bpf_map_delete_elem(&parked_socks, &sk_key);
 	}
-	return wait_done(ctx, t, pid_tgid, key, parked, h.ns_tid);
+	return wait_done(ctx, t, pid_tgid, key, parked);
 }
 
 /* resume for a syscall entry tracepoint, where fd is the first argument. */
