@@ -1,0 +1,167 @@
+// Command goroutinetarget is a test target for the goroutine dump: it
+// starts 1,000 goroutines that park in known ways at known go statements
+// (chan receive, select, sync.Mutex, time.Sleep, a socket read,
+// sync.WaitGroup), runs two GCs so that the runtime records since when they
+// wait, and prints, as JSON lines, its PID and the file:line of each go
+// statement. Each line "dump FILE" on stdin writes its own
+// runtime.Stack(all) to FILE and prints the goroutine count by wait
+// reason, which is what gonetscope's dump is checked against.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+)
+
+var out = json.NewEncoder(os.Stdout)
+
+// goLine is "file:line" of the go statement two lines below its call,
+// in the loop that follows it.
+func goLine() string {
+	_, file, line, _ := runtime.Caller(1)
+	return fmt.Sprintf("%s:%d", file, line+2)
+}
+
+//go:noinline
+func chanRecv(ch chan int) { <-ch }
+
+// waitEither is inlined into selectWait: its frame is an inlined one.
+func waitEither(a, b chan int) int {
+	select {
+	case v := <-a:
+		return v
+	case v := <-b:
+		return v
+	}
+}
+
+//go:noinline
+func selectWait(a, b chan int) { waitEither(a, b) }
+
+//go:noinline
+func mutexWait(mu *sync.Mutex) { mu.Lock() }
+
+//go:noinline
+func sleeper() { time.Sleep(time.Hour) }
+
+//go:noinline
+func netRead(c net.Conn) {
+	var b [1]byte
+	c.Read(b[:])
+}
+
+var (
+	ch, a, b = make(chan int), make(chan int), make(chan int)
+	mu       sync.Mutex
+	wg       sync.WaitGroup
+	conns    []net.Conn
+)
+
+// start runs the goroutines and returns the file:line of each go statement,
+// by the function the goroutine runs.
+func start() (map[string]string, error) {
+	sites := map[string]string{}
+	mu.Lock()
+	wg.Add(1)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	for range 100 {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			return nil, err
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, c, s)
+	}
+	sites["main.chanRecv"] = goLine()
+	for range 300 {
+		go chanRecv(ch)
+	}
+	sites["main.selectWait"] = goLine()
+	for range 200 {
+		go selectWait(a, b)
+	}
+	sites["main.mutexWait"] = goLine()
+	for range 150 {
+		go mutexWait(&mu)
+	}
+	sites["main.sleeper"] = goLine()
+	for range 150 {
+		go sleeper()
+	}
+	sites["main.netRead"] = goLine()
+	for i := range 100 {
+		go netRead(conns[2*i])
+	}
+	sites["main.start.func1"] = goLine()
+	for range 100 {
+		go func() { wg.Wait() }()
+	}
+	return sites, nil
+}
+
+// stateOf is the state in a runtime.Stack header: "chan receive" of
+// "goroutine 7 [chan receive, 2 minutes]:".
+func stateOf(header string) string {
+	_, s, _ := strings.Cut(header, "[")
+	s, _, _ = strings.Cut(s, "]")
+	s, _, _ = strings.Cut(s, ",")
+	return s
+}
+
+func dump(path string) {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	if err := os.WriteFile(path, buf, 0o644); err != nil {
+		out.Encode(map[string]any{"op": "error", "error": err.Error()})
+		return
+	}
+	states := map[string]int{}
+	n := 0
+	for _, block := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(block, "\n")
+		states[stateOf(header)]++
+		n++
+	}
+	out.Encode(map[string]any{"op": "dumped", "path": path, "goroutines": n, "states": states, "num_goroutine": runtime.NumGoroutine()})
+}
+
+func main() {
+	sites, err := start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "goroutinetarget:", err)
+		os.Exit(1)
+	}
+	time.Sleep(200 * time.Millisecond) // let them park
+	// A GC records when it first saw a goroutine blocked (g.waitsince),
+	// as the end of the previous cycle's marking: the second GC records it.
+	runtime.GC()
+	runtime.GC()
+	out.Encode(map[string]any{"op": "ready", "pid": os.Getpid(), "sites": sites, "started": time.Now().UnixNano()})
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		if path, ok := strings.CutPrefix(in.Text(), "dump "); ok {
+			dump(path)
+		}
+	}
+}
