@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -28,7 +29,10 @@ import (
 // goroutine was started with (not the go statement's wrapper), the go
 // statement the target reported, and how long it has waited. Counts by
 // state and by creation site match, but for the goroutines that changed
-// in between. The pprof output counts every goroutine once.
+// in between. Four more goroutines run and sleep in turns: each has the
+// stack it had throughout gonetscope's read, or none and the reason
+// (running, changed while read). The pprof output counts every goroutine
+// once.
 // Built plain, stripped and position-independent, and with Go 1.22.
 func TestGoroutineDump(t *testing.T) {
 	for _, tc := range []struct {
@@ -156,7 +160,8 @@ func gonetscopeGoroutines(t *testing.T, args ...string) []byte {
 
 func checkGoroutineDump(t *testing.T, bin string) {
 	launched := time.Now()
-	stdin, next := startTarget(t, exec.Command(bin))
+	const spinners = 4
+	stdin, next := startTarget(t, exec.Command(bin, "-spin", fmt.Sprint(spinners)))
 	ready := next("ready")
 	pid := fmt.Sprint(int(ready["pid"].(float64)))
 	sites := map[string]string{} // file:line -> the function started there
@@ -183,10 +188,11 @@ func checkGoroutineDump(t *testing.T, bin string) {
 
 	// Unchanged: the same in the target's dumps before and after ours.
 	// Goroutine 1 writes those dumps: running in them, reading its stdin
-	// when gonetscope looks.
+	// when gonetscope looks. The spinners change all the time, even when
+	// both dumps catch them asleep at the same line.
 	var stable, changed []uint64
 	for id, b := range before {
-		if a, ok := after[id]; ok && a == b && id != 1 {
+		if a, ok := after[id]; ok && a == b && id != 1 && !strings.Contains(b.text, "\nmain.spin(") {
 			stable = append(stable, id)
 		} else {
 			changed = append(changed, id)
@@ -197,7 +203,7 @@ func checkGoroutineDump(t *testing.T, bin string) {
 			changed = append(changed, id)
 		}
 	}
-	if len(stable) < 1000 {
+	if len(stable) != 1000 {
 		t.Errorf("only %d of the target's goroutines unchanged across its two dumps", len(stable))
 	}
 
@@ -258,10 +264,22 @@ func checkGoroutineDump(t *testing.T, bin string) {
 	if diff > 2*len(changed) {
 		t.Errorf("counts by state: gonetscope %v, the target %v: %d apart, more than %d changed goroutines explain", ours, theirs, diff, len(changed))
 	}
-	want := map[string]int{"main.chanRecv": 300, "main.selectWait": 200, "main.mutexWait": 150, "main.sleeper": 150, "main.netRead": 100, "main.start.func1": 100}
+	want := map[string]int{"main.chanRecv": 300, "main.selectWait": 200, "main.mutexWait": 150, "main.sleeper": 150, "main.netRead": 100, "main.start.func1": 100, "main.spin": spinners}
 	for at, fn := range sites {
 		if oursAt[at] != want[fn] {
 			t.Errorf("%d goroutines created at %s (%s), the target started %d", oursAt[at], at, fn, want[fn])
+		}
+	}
+	// The spinners run and sleep in turns: each has the stack it had
+	// throughout the read, or none and the reason.
+	spins := map[string]int{}
+	for _, g := range gs {
+		if g.Func != "main.spin" {
+			continue
+		}
+		spins[cmp.Or(g.Incomplete, "complete")]++
+		if g.Incomplete == "" && (!slices.ContainsFunc(g.Stack, func(f readFrame) bool { return f.Func == "main.spin" }) || g.Stack[len(g.Stack)-1].Func != "runtime.goexit") {
+			t.Errorf("spinning goroutine %d: %s with stack %+v", g.Goid, g.state(), g.Stack)
 		}
 	}
 	if g := byID[1]; g.Incomplete == "" && !slices.ContainsFunc(g.Stack, func(f readFrame) bool { return f.Func == "main.main" }) {
@@ -299,12 +317,12 @@ func checkGoroutineDump(t *testing.T, bin string) {
 		t.Errorf("profile of %s counts %d goroutines, the JSON of the same read %d", p.SampleType[0].Type, total, len(gs))
 	}
 	for fn, n := range want {
-		if top[fn] != int64(n) {
+		if top[fn] != int64(n) && fn != "main.spin" {
 			t.Errorf("profile: %d goroutines with %s on their stack, want %d", top[fn], fn, n)
 		}
 	}
-	t.Logf("%d goroutines unchanged across the target's dumps, %d matched gonetscope's text line for line; %d changed in between (goroutine 1 writes the dumps); gonetscope read %d, the profile counts %d",
-		len(stable), len(stable)-mismatched, len(changed), len(gs), total)
+	t.Logf("%d goroutines unchanged across the target's dumps, %d matched gonetscope's text line for line; %d changed in between (goroutine 1 writes the dumps; %d spin); gonetscope read %d, the profile counts %d; the spinners' stacks: %v",
+		len(stable), len(stable)-mismatched, len(changed), spinners, len(gs), total, spins)
 }
 
 // checkDumpedGoroutine checks one goroutine of --json against the same

@@ -105,7 +105,7 @@ func (p *Process) Dump() ([]Goroutine, error) {
 		// it did not run meanwhile.
 		if _, err := mem.ReadAt(buf, int64(g.Addr)); err != nil {
 			d.Phys, d.Incomplete = nil, IncompleteChanged
-		} else if again := p.decodeG(g.Addr, buf); again != g {
+		} else if again := p.decodeG(g.Addr, buf); !sameStack(g, again) {
 			d.Phys, d.Incomplete = nil, IncompleteChanged
 		}
 		for _, f := range d.Phys {
@@ -117,6 +117,13 @@ func (p *Process) Dump() ([]Goroutine, error) {
 		out = append(out, d)
 	}
 	return out, nil
+}
+
+// sameStack reports whether two reads of a g show it stopped at the same
+// place: the same goroutine, status and saved registers, on the same
+// stack. (A GC may set waitsince in between: that is no change.)
+func sameStack(a, b G) bool {
+	return a.Goid == b.Goid && a.Status == b.Status && a.Sched == b.Sched && a.Syscall == b.Syscall && a.StackHi == b.StackHi
 }
 
 // startRegs are the registers g's stack is unwound from: those saved on

@@ -3,7 +3,7 @@
 // (chan receive, select, sync.Mutex, time.Sleep, a socket read,
 // sync.WaitGroup), runs two GCs so that the runtime records since when they
 // wait, and prints, as JSON lines, its PID and the file:line of each go
-// statement. Each line "dump FILE" on stdin writes its own
+// statement. With -spin N, N more run and sleep in turns. Each line "dump FILE" on stdin writes its own
 // runtime.Stack(all) to FILE and prints the goroutine count by wait
 // reason, which is what gonetscope's dump is checked against.
 package main
@@ -11,6 +11,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"net"
 	"os"
@@ -56,6 +57,21 @@ func netRead(c net.Conn) {
 	var b [1]byte
 	c.Read(b[:])
 }
+
+// spin runs, and sleeps, in turns: a goroutine whose state and stack
+// change all the time, which a dump from outside must not show with a
+// wrong stack.
+//
+//go:noinline
+func spin() {
+	for {
+		for deadline := time.Now().Add(50 * time.Microsecond); time.Now().Before(deadline); {
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+var spinners = flag.Int("spin", 0, "goroutines that run and sleep in turns")
 
 var (
 	ch, a, b = make(chan int), make(chan int), make(chan int)
@@ -110,6 +126,10 @@ func start() (map[string]string, error) {
 	for range 100 {
 		go func() { wg.Wait() }()
 	}
+	sites["main.spin"] = goLine()
+	for range *spinners {
+		go spin()
+	}
 	return sites, nil
 }
 
@@ -147,6 +167,7 @@ func dump(path string) {
 }
 
 func main() {
+	flag.Parse()
 	sites, err := start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "goroutinetarget:", err)
