@@ -92,16 +92,21 @@ func writeGoroutine(w io.Writer, p *goruntime.Process, g goroutine, all bool) {
 	if g.Incomplete != "" {
 		fmt.Fprintf(w, "\t(stack incomplete: %s)\n", g.Incomplete)
 	}
+	show := make([]bool, len(g.Stack))
 	shown := 0
-	for _, f := range g.Stack {
-		if all || goruntime.ShownByRuntime(f.Func, f.File) {
+	for i, f := range g.Stack {
+		callee := ""
+		if i > 0 {
+			callee = g.Stack[i-1].Func
+		}
+		if show[i] = p.ShownByRuntime(f, callee); show[i] {
 			shown++
 		}
 	}
 	// As the runtime: if no frame would be shown, show them all.
 	all = all || shown == 0
-	for _, f := range g.Stack {
-		if !all && !goruntime.ShownByRuntime(f.Func, f.File) {
+	for i, f := range g.Stack {
+		if !all && !show[i] {
 			continue
 		}
 		fmt.Fprintf(w, "%s(...)\n\t%s:%d", f.Func, f.File, f.Line)
@@ -112,7 +117,7 @@ func writeGoroutine(w io.Writer, p *goruntime.Process, g goroutine, all bool) {
 		}
 		fmt.Fprintln(w)
 	}
-	if c := g.CreatedBy; c.Func != "" && (all || goruntime.ShownByRuntime(c.Func, c.File)) {
+	if c := g.CreatedBy; c.Func != "" && (all || p.ShownByRuntime(c, "")) {
 		fmt.Fprintf(w, "created by %s", c.Func)
 		if g.ParentGoid != 0 {
 			fmt.Fprintf(w, " in goroutine %d", g.ParentGoid)

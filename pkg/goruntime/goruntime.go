@@ -378,6 +378,9 @@ type tableEntry struct {
 	Offsets Offsets
 	// WaitReasons are runtime.waitReasonStrings, indexed by g.waitreason.
 	WaitReasons []string
+	// FuncIDWrapper is abi.FuncIDWrapper: the funcID of the
+	// compiler-generated wrappers that tracebacks leave out.
+	FuncIDWrapper uint8
 }
 
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the
@@ -387,4 +390,12 @@ func (b *Binary) WaitReason(r uint8) string {
 		return e.WaitReasons[r]
 	}
 	return ""
+}
+
+// FuncIDWrapper is the funcID the binary's Go version gives
+// compiler-generated wrappers (abi.FuncIDWrapper), from the table; ok is
+// false when the version is not in it.
+func (b *Binary) FuncIDWrapper() (id uint8, ok bool) {
+	e, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]
+	return e.FuncIDWrapper, ok && e.FuncIDWrapper != 0
 }
