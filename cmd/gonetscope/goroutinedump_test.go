@@ -33,7 +33,8 @@ import (
 // stack it had throughout gonetscope's read, or none and the reason
 // (running, changed while read). The pprof output counts every goroutine
 // once.
-// Built plain, stripped and position-independent, and with Go 1.22.
+// Built plain, stripped and position-independent, with Go 1.22 (stripped
+// PIE) and Go 1.21.
 func TestGoroutineDump(t *testing.T) {
 	for _, tc := range []struct {
 		name  string
@@ -46,6 +47,9 @@ func TestGoroutineDump(t *testing.T) {
 		{"go1.22-stripped-pie", func(t *testing.T) string {
 			return buildGoroutinetarget(t, "go1.22.12", "-ldflags=-s -w", "-buildmode=pie")
 		}},
+		// Before 1.22 the closure of `go f(x)` is main.start.funcN, a
+		// wrapper only by its funcID.
+		{"go1.21", func(t *testing.T) string { return buildGoroutinetarget(t, "go1.21.13") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) { checkGoroutineDump(t, tc.build(t)) })
 	}
@@ -61,7 +65,7 @@ func buildGoroutinetarget(t *testing.T, toolchain string, flags ...string) strin
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "main.go"), src, 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module goroutinetarget\n\ngo 1.22\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module goroutinetarget\n\ngo 1.20\n"), 0o644)
 	bin := filepath.Join(dir, "goroutinetarget")
 	if err := gotoolchain.Build(dir, toolchain, bin, flags...); err != nil {
 		t.Fatal(err)

@@ -91,7 +91,7 @@ func start() (map[string]string, error) {
 		return nil, err
 	}
 	defer ln.Close()
-	for range 100 {
+	for i := 0; i < 100; i++ {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			return nil, err
@@ -103,31 +103,31 @@ func start() (map[string]string, error) {
 		conns = append(conns, c, s)
 	}
 	sites["main.chanRecv"] = goLine()
-	for range 300 {
+	for i := 0; i < 300; i++ {
 		go chanRecv(ch)
 	}
 	sites["main.selectWait"] = goLine()
-	for range 200 {
+	for i := 0; i < 200; i++ {
 		go selectWait(a, b)
 	}
 	sites["main.mutexWait"] = goLine()
-	for range 150 {
+	for i := 0; i < 150; i++ {
 		go mutexWait(&mu)
 	}
 	sites["main.sleeper"] = goLine()
-	for range 150 {
+	for i := 0; i < 150; i++ {
 		go sleeper()
 	}
 	sites["main.netRead"] = goLine()
-	for i := range 100 {
+	for i := 0; i < 100; i++ {
 		go netRead(conns[2*i])
 	}
 	sites["main.start.func1"] = goLine()
-	for range 100 {
+	for i := 0; i < 100; i++ {
 		go func() { wg.Wait() }()
 	}
 	sites["main.spin"] = goLine()
-	for range *spinners {
+	for i := 0; i < *spinners; i++ {
 		go spin()
 	}
 	return sites, nil
