@@ -87,3 +87,56 @@ func TestShownByRuntime(t *testing.T) {
 		}
 	}
 }
+
+// TestDumpPreempted: a goroutine stopped by asynchronous preemption is
+// unwound through the runtime's faked call: runtime.asyncPreempt, then
+// main.tight at the instruction it was interrupted at, down to
+// runtime.goexit. Those that run while read have no stack.
+func TestDumpPreempted(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("reading another process's memory needs root")
+	}
+	bin := filepath.Join(t.TempDir(), "tight")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/tight").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	t.Setenv("GOMAXPROCS", "2")
+	p := openParked(t, bin)
+	preempted, incomplete := 0, map[string]int{}
+	for try := 0; try < 50 && preempted == 0; try++ {
+		gs, err := p.Dump()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, g := range gs {
+			if g.Func != "main.tight" {
+				continue
+			}
+			if g.Incomplete != "" {
+				incomplete[g.Incomplete]++
+				continue
+			}
+			var fns []string
+			for _, f := range g.Stack {
+				fns = append(fns, f.Func)
+			}
+			i := slices.Index(fns, "runtime.asyncPreempt")
+			if i < 0 || i+1 >= len(fns) || fns[i+1] != "main.tight" || fns[len(fns)-1] != "runtime.goexit" {
+				t.Errorf("goroutine %d, %s: stack %q", g.Goid, g.Describe(), fns)
+				continue
+			}
+			// The interrupted frame's pc is where it stopped, not a return address.
+			if ph := g.Phys[slices.IndexFunc(g.Phys, func(f PhysFrame) bool {
+				fi, _ := p.Syms.FuncAt(f.PC)
+				return fi.Name == "main.tight"
+			})]; !ph.Exact {
+				t.Errorf("goroutine %d: main.tight's frame %+v is not exact", g.Goid, ph)
+			}
+			preempted++
+		}
+	}
+	if preempted == 0 {
+		t.Errorf("no preempted goroutine read in 50 dumps; without a stack: %v", incomplete)
+	}
+	t.Logf("%d preempted goroutines unwound; without a stack: %v", preempted, incomplete)
+}
