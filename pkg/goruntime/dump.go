@@ -205,6 +205,9 @@ func (p *Process) ShownByRuntime(f symtab.Frame, callee string) bool {
 func (d Goroutine) Header() string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "goroutine %d [%s", d.Goid, d.State())
+	if d.Status == StatusLeaked {
+		b.WriteString(" (leaked)")
+	}
 	if m := d.Waiting / 60e9; m >= 1 {
 		fmt.Fprintf(&b, ", %d minutes", m)
 	}
