@@ -66,9 +66,50 @@ func main() {
 }
 
 type entry struct {
-	offsets     goruntime.Offsets
-	waitReasons []string
-	from        []string // the toolchains that agree on it
+	offsets       goruntime.Offsets
+	waitReasons   []string
+	funcIDWrapper uint8
+	from          []string // the toolchains that agree on it
+}
+
+// funcIDWrapper reads the value of abi.FuncIDWrapper (runtime.funcID_wrapper
+// before go1.21) of a toolchain: the funcID of compiler-generated wrappers,
+// which the runtime's tracebacks leave out. Its position in the constant
+// block, counted from FuncIDNormal = iota.
+func funcIDWrapper(v string) (uint8, error) {
+	root, err := gotoolchain.GOROOT(v)
+	if err != nil {
+		return 0, err
+	}
+	for _, c := range []struct{ file, first, wrapper string }{
+		{"src/internal/abi/symtab.go", "FuncIDNormal FuncID = iota", "FuncIDWrapper"},
+		{"src/runtime/symtab.go", "funcID_normal funcID = iota", "funcID_wrapper"},
+	} {
+		src, err := os.ReadFile(filepath.Join(root, c.file))
+		if err != nil {
+			continue
+		}
+		text := string(src)
+		start := strings.Index(text, c.first)
+		if start < 0 {
+			continue
+		}
+		n := 0
+		for _, line := range strings.Split(text[start:], "\n") {
+			line = strings.TrimSpace(line)
+			if line == ")" {
+				break
+			}
+			if line == "" || strings.HasPrefix(line, "//") {
+				continue
+			}
+			if strings.Fields(line)[0] == c.wrapper {
+				return uint8(n), nil
+			}
+			n++
+		}
+	}
+	return 0, errors.New("no FuncIDWrapper constant")
 }
 
 // waitReasons reads runtime.waitReasonStrings of a toolchain, indexed by
@@ -161,7 +202,7 @@ func run(versions []string, out string) error {
 		slices.SortFunc(langs, version.Compare)
 		for _, l := range langs {
 			e := table[l]
-			fmt.Fprintf(&buf, "\t\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v},\n", l, e.from, e.offsets, e.waitReasons)
+			fmt.Fprintf(&buf, "\t\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v, FuncIDWrapper: %d},\n", l, e.from, e.offsets, e.waitReasons, e.funcIDWrapper)
 		}
 		buf.WriteString("\t},\n")
 	}
@@ -200,13 +241,17 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v, err)
 		}
+		fw, err := funcIDWrapper(v)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", v, err)
+		}
 		lang := version.Lang(v)
 		e, ok := table[lang]
 		if !ok {
-			table[lang] = &entry{offsets: o, waitReasons: wr, from: []string{v}}
+			table[lang] = &entry{offsets: o, waitReasons: wr, funcIDWrapper: fw, from: []string{v}}
 			continue
 		}
-		if e.offsets != o || !slices.Equal(e.waitReasons, wr) {
+		if e.offsets != o || !slices.Equal(e.waitReasons, wr) || e.funcIDWrapper != fw {
 			return nil, fmt.Errorf("%s and %s (%s) disagree: %+v vs %+v; the table cannot be keyed by minor version", e.from[0], v, arch, e.offsets, o)
 		}
 		e.from = append(e.from, v)

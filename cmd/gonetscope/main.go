@@ -31,6 +31,7 @@ Usage:
   gonetscope attach|detach [--socket PATH] PID          tell the daemon
   gonetscope list [--socket PATH]                       what the daemon traces
   gonetscope profile --pid PID --kind netpoll|cpu|offcpu -o out.pb.gz   write a pprof profile
+  gonetscope goroutines --pid PID [--json] [-o goroutine.pb.gz]    every goroutine and its stack, read from memory
   gonetscope version
 
 Run 'gonetscope COMMAND -h' for a command's flags.
@@ -57,6 +58,8 @@ func run(args []string) error {
 		return client(args[0], args[1:])
 	case "profile":
 		return profileCmd(args[1:])
+	case "goroutines":
+		return goroutinesCmd(args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil

@@ -53,6 +53,13 @@ type Offsets struct {
 	// runtime.g.waitsince (when it parked) and .parentGoid (who created it).
 	GWaitsince  uint16
 	GParentGoid uint16
+	// runtime.g.sched.sp, .pc and .lr (the gobuf a parked goroutine's
+	// registers are saved in; lr on link-register machines only),
+	// g.syscallsp and .syscallpc (saved on entering a system call) and
+	// g.stack.hi (the top of its stack): where a stack is unwound from.
+	GSchedSP, GSchedPC, GSchedLR uint16
+	GSyscallSP, GSyscallPC       uint16
+	GStackHi                     uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -267,6 +274,13 @@ var want = []struct {
 	{"runtime.g", "waitreason", func(o *Offsets) *uint16 { return &o.GWaitreason }, true},
 	{"runtime.g", "waitsince", func(o *Offsets) *uint16 { return &o.GWaitsince }, true},
 	{"runtime.g", "parentGoid", func(o *Offsets) *uint16 { return &o.GParentGoid }, true},
+	// A dotted field is one inside a struct field: its offset in the outer struct.
+	{"runtime.g", "sched.sp", func(o *Offsets) *uint16 { return &o.GSchedSP }, true},
+	{"runtime.g", "sched.pc", func(o *Offsets) *uint16 { return &o.GSchedPC }, true},
+	{"runtime.g", "sched.lr", func(o *Offsets) *uint16 { return &o.GSchedLR }, true},
+	{"runtime.g", "syscallsp", func(o *Offsets) *uint16 { return &o.GSyscallSP }, true},
+	{"runtime.g", "syscallpc", func(o *Offsets) *uint16 { return &o.GSyscallPC }, true},
+	{"runtime.g", "stack.hi", func(o *Offsets) *uint16 { return &o.GStackHi }, true},
 }
 
 func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
@@ -304,16 +318,19 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 		if !ok {
 			continue
 		}
-		for _, f := range st.Field {
-			for _, w := range want {
-				if w.strct == name && w.field == f.Name {
-					if f.ByteOffset < 0 || f.ByteOffset > 0xffff {
-						return o, fmt.Errorf("DWARF: %s.%s at offset %d", name, f.Name, f.ByteOffset)
-					}
-					*w.dst(&o) = uint16(f.ByteOffset)
-					found[name+"."+f.Name] = true
-				}
+		for _, w := range want {
+			if w.strct != name {
+				continue
 			}
+			off, ok := fieldOffset(st, w.field)
+			if !ok {
+				continue
+			}
+			if off < 0 || off > 0xffff {
+				return o, fmt.Errorf("DWARF: %s.%s at offset %d", name, w.field, off)
+			}
+			*w.dst(&o) = uint16(off)
+			found[name+"."+w.field] = true
 		}
 		r.SkipChildren()
 	}
@@ -325,6 +342,35 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 	return o, nil
 }
 
+// fieldOffset is the offset of field path ("sched.pc": field pc of the
+// struct field sched) in st.
+func fieldOffset(st *dwarf.StructType, path string) (int64, bool) {
+	name, rest, nested := strings.Cut(path, ".")
+	for _, f := range st.Field {
+		if f.Name != name {
+			continue
+		}
+		if !nested {
+			return f.ByteOffset, true
+		}
+		t := f.Type
+		for {
+			td, ok := t.(*dwarf.TypedefType)
+			if !ok {
+				break
+			}
+			t = td.Type
+		}
+		inner, ok := t.(*dwarf.StructType)
+		if !ok {
+			return 0, false
+		}
+		off, ok := fieldOffset(inner, rest)
+		return f.ByteOffset + off, ok
+	}
+	return 0, false
+}
+
 // tableEntry is one Go minor version in offsetsTable.
 type tableEntry struct {
 	// From lists the toolchains the offsets were read from; they agree.
@@ -332,6 +378,9 @@ type tableEntry struct {
 	Offsets Offsets
 	// WaitReasons are runtime.waitReasonStrings, indexed by g.waitreason.
 	WaitReasons []string
+	// FuncIDWrapper is abi.FuncIDWrapper: the funcID of the
+	// compiler-generated wrappers that tracebacks leave out.
+	FuncIDWrapper uint8
 }
 
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the
@@ -341,4 +390,12 @@ func (b *Binary) WaitReason(r uint8) string {
 		return e.WaitReasons[r]
 	}
 	return ""
+}
+
+// FuncIDWrapper is the funcID the binary's Go version gives
+// compiler-generated wrappers (abi.FuncIDWrapper), from the table; ok is
+// false when the version is not in it.
+func (b *Binary) FuncIDWrapper() (id uint8, ok bool) {
+	e, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]
+	return e.FuncIDWrapper, ok && e.FuncIDWrapper != 0
 }

@@ -353,7 +353,17 @@ type G struct {
 	ParentGoid uint64
 	// M is the runtime.m it runs on, 0 when none.
 	M uint64
+	// Sched holds the registers saved when it last stopped running (pc,
+	// sp; lr on link-register machines); Syscall the pc and sp saved on
+	// entering a system call (zero when not in one). StackHi is the top
+	// of its stack. Zero when their offsets are not known.
+	Sched   Regs
+	Syscall Regs
+	StackHi uint64
 }
+
+// Regs are the registers a stack is unwound from.
+type Regs struct{ PC, SP, LR uint64 }
 
 // maxGoroutines bounds a read, against a garbage allgs length.
 const maxGoroutines = 1 << 24
@@ -429,7 +439,8 @@ func (p *Process) gSpan() int {
 	o := p.Bin.Offsets
 	n := uint16(0)
 	for _, end := range []uint16{o.GGoid + 8, o.GAtomicstatus + 4, o.GWaitreason + 1, o.GWaitsince + 8,
-		o.GGopc + 8, o.GStartpc + 8, o.GParentGoid + 8, o.GM + 8} {
+		o.GGopc + 8, o.GStartpc + 8, o.GParentGoid + 8, o.GM + 8,
+		o.GSchedSP + 8, o.GSchedPC + 8, o.GSchedLR + 8, o.GSyscallSP + 8, o.GSyscallPC + 8, o.GStackHi + 8} {
 		n = max(n, end)
 	}
 	return int(n)
@@ -454,6 +465,9 @@ func (p *Process) decodeG(addr uint64, b []byte) G {
 		StartPC:    u64(o.GStartpc),
 		ParentGoid: u64(o.GParentGoid),
 		M:          u64(o.GM),
+		Sched:      Regs{PC: u64(o.GSchedPC), SP: u64(o.GSchedSP), LR: u64(o.GSchedLR)},
+		Syscall:    Regs{PC: u64(o.GSyscallPC), SP: u64(o.GSyscallSP)},
+		StackHi:    u64(o.GStackHi),
 	}
 	if g.Status == StatusWaiting && o.GWaitreason != 0 {
 		g.WaitReason = p.Bin.WaitReason(b[o.GWaitreason])

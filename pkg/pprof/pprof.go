@@ -26,6 +26,11 @@ type Builder struct {
 	// it returns true for, up to the first location it keeps (see
 	// SyscallPlumbing).
 	Fold func(fn string) bool
+	// CallerPCs says the leaf pc of a stack is a return address too (or
+	// one past the instruction, as the runtime's own profiles record
+	// pcs): a goroutine's saved stack rather than a thread interrupted
+	// by a sample.
+	CallerPCs bool
 
 	proc  *goruntime.Process
 	p     *profile.Profile
@@ -80,7 +85,7 @@ func (b *Builder) Add(stack []uint64, values []int64, labels map[string][]string
 		if pc == 0 {
 			break
 		}
-		l := b.location(pc, i == 0)
+		l := b.location(pc, i == 0 && !b.CallerPCs)
 		if folding && len(l.Line) > 0 && b.Fold(l.Line[len(l.Line)-1].Function.Name) && i < len(stack)-1 {
 			continue
 		}

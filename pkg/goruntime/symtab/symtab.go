@@ -33,6 +33,9 @@ type Frame struct {
 	Inlined bool
 	// PC is the run-time pc the frame was symbolized from.
 	PC uint64
+	// FuncID is the runtime's abi.FuncID of the function (0: an ordinary
+	// one); what other values mean depends on the Go version.
+	FuncID uint8
 }
 
 // Layout are the offsets of moduledata fields Open needs (from DWARF or the
@@ -314,15 +317,15 @@ func (t *Table) frames(pc uint64) []Frame {
 			ix = t.pcvalue(f, inlIndex, pc)
 		}
 		if ix < 0 {
-			return append(out, Frame{Func: name, File: file, Line: line})
+			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw[40]})
 		}
 		// inlinedCall: funcID u8, pad [3], nameOff i32, parentPc i32, startLine i32.
 		at := uint64(inlTree) + 16*uint64(ix)
 		if at+16 > uint64(len(t.funcdata)) {
-			return append(out, Frame{Func: name, File: file, Line: line})
+			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw[40]})
 		}
 		call := t.funcdata[at:]
-		out = append(out, Frame{Func: cstring(t.funcnames, binary.LittleEndian.Uint32(call[4:])), File: file, Line: line, Inlined: true})
+		out = append(out, Frame{Func: cstring(t.funcnames, binary.LittleEndian.Uint32(call[4:])), File: file, Line: line, Inlined: true, FuncID: call[0]})
 		pc = f.entry + uint64(int64(int32(binary.LittleEndian.Uint32(call[8:]))))
 	}
 	return out
