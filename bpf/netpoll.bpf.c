@@ -478,8 +478,23 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	return 0;
 }
 
-/* Step 3: an I/O call on fd by the parked goroutine: it ran again. */
-static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir)
+/* Forgets a park and its socket's entry. */
+static __always_inline void unpark(struct park_key *key, __u64 sk, enum dir dir)
+{
+	bpf_map_delete_elem(&parks, key);
+	if (sk) {
+		struct parked_sock_key sk_key = {.sk = sk, .dir = dir};
+		bpf_map_delete_elem(&parked_socks, &sk_key);
+	}
+}
+
+/* Step 3: an I/O call on fd by the parked goroutine: it ran again. sk is
+ * the fd's socket where the caller knows it (the sock path's read and
+ * write): a read or write park on another socket was left by a socket
+ * closed with no syscall of its parked goroutine (another goroutine closed
+ * it), and the fd number was reused. The syscall path forgets such parks
+ * at close. */
+static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir, struct sock *sk)
 {
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
@@ -489,6 +504,11 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 	struct park *p = bpf_map_lookup_elem(&parks, &key);
 	if (!p)
 		return 0;
+	__u8 mode = p->mode & ~PARK_IDLE;
+	if (sk && p->sk && p->sk != (__u64)sk && (mode == MODE_READ || mode == MODE_WRITE)) {
+		unpark(&key, p->sk, dir);
+		return 0;
+	}
 	struct target *t = lookup_target(key.pid);
 	if (!t)
 		return 0;
@@ -496,11 +516,7 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 	if (!peek_goid(t, &goid) || goid != p->goid)
 		return 0; /* another goroutine uses the fd; the parked one has not run yet */
 	struct park parked = *p;
-	bpf_map_delete_elem(&parks, &key);
-	if (parked.sk) {
-		struct parked_sock_key sk_key = {.sk = parked.sk, .dir = dir};
-		bpf_map_delete_elem(&parked_socks, &sk_key);
-	}
+	unpark(&key, parked.sk, dir);
 	return wait_done(ctx, t, pid_tgid, key, parked);
 }
 
@@ -513,7 +529,7 @@ static __always_inline int resume_at_enter(struct trace_event_raw_sys_enter *ctx
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
 		return 0;
-	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir);
+	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir, NULL);
 }
 
 /* both: the program serves the sock path's targets too (see serves). */
@@ -734,7 +750,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir
 	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
 		return 0;
 	__s32 fd = (__s32)REGS_ARG0(user_regs());
-	resume(ctx, pid_tgid, fd, dir);
+	resume(ctx, pid_tgid, fd, dir, sk);
 	return park(ctx, pid_tgid, fd, ret, dir, dir == DIR_READ ? MODE_READ : MODE_WRITE, sk);
 }
 
@@ -808,7 +824,7 @@ static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
 		return 0;
-	return resume(ctx, pid_tgid, fd, dir);
+	return resume(ctx, pid_tgid, fd, dir, NULL);
 }
 
 SEC("fentry/__sys_accept4")

@@ -21,11 +21,13 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
@@ -38,6 +40,9 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 var (
@@ -78,6 +83,10 @@ type result struct {
 	getppid, readZero        float64 // ns per call in this untraced process
 	linesPerSec              float64 // lines gonetscope wrote per second of load
 	errors                   int
+	requests                 int
+	// progs: the tracer's BPF programs' runs and run time over the
+	// measurement, by program name; only with -bpf-stats.
+	progs map[string]progStat
 }
 
 func main() {
@@ -101,8 +110,8 @@ func run() error {
 		{"+ the epoll events scan of the syscall path (everything, nothing sent)", "cost", gonetscopeMode(*gonetscope, quiet...)},
 		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
 		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
-		{"gonetscope (defaults)", "both", gonetscopeMode(*gonetscope)},
-		{"gonetscope, syscall tracepoint path: --hooks tracepoint", "both", gonetscopeMode(*gonetscope, "--hooks", "tracepoint")},
+		{defaultsMode, "both", gonetscopeMode(*gonetscope)},
+		{syscallMode, "both", gonetscopeMode(*gonetscope, "--hooks", "tracepoint")},
 		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
 		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 	}
@@ -116,6 +125,19 @@ func run() error {
 	attach, err := measureAttach()
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
+	}
+	// The programs' own time, from the kernel's BPF stats: measured apart,
+	// since the stats add two clock reads to every program run.
+	stats := map[string]result{}
+	for _, m := range modes {
+		if m.name != defaultsMode && m.name != syscallMode {
+			continue
+		}
+		res, err := measureStats(m)
+		if err != nil {
+			return fmt.Errorf("BPF stats, %s: %w", m.name, err)
+		}
+		stats[m.name] = res
 	}
 	results := map[string][]result{}
 	for r := 1; r <= *rounds; r++ {
@@ -135,7 +157,60 @@ func run() error {
 			results[m.name] = append(results[m.name], res)
 		}
 	}
-	return report(modes, results, attach, load0, loadavg())
+	return report(modes, results, stats, attach, load0, loadavg())
+}
+
+const (
+	defaultsMode = "gonetscope (defaults)"
+	syscallMode  = "gonetscope, syscall tracepoint path: --hooks tracepoint"
+)
+
+// progStat is one BPF program's runs and run time (kernel BPF stats).
+type progStat struct{ runs, ns, misses uint64 }
+
+// measureStats measures m once with the kernel's BPF stats on.
+func measureStats(m mode) (result, error) {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		return result{}, err
+	}
+	defer stats.Close()
+	return measure(m)
+}
+
+// progStats reads the stats of the BPF programs pid holds, summed by
+// program name. Zero counts where the stats are off.
+func progStats(pid int) map[string]progStat {
+	out := map[string]progStat{}
+	dir := fmt.Sprintf("/proc/%d/fdinfo", pid)
+	ents, _ := os.ReadDir(dir)
+	seen := map[uint32]bool{}
+	for _, e := range ents {
+		raw, _ := os.ReadFile(filepath.Join(dir, e.Name()))
+		for _, line := range strings.Split(string(raw), "\n") {
+			var id uint32
+			if _, err := fmt.Sscanf(line, "prog_id:\t%d", &id); err != nil || seen[id] {
+				continue
+			}
+			seen[id] = true
+			p, err := ebpf.NewProgramFromID(ebpf.ProgramID(id))
+			if err != nil {
+				continue
+			}
+			info, ierr := p.Info()
+			st, serr := p.Stats()
+			p.Close()
+			if ierr != nil || serr != nil {
+				continue
+			}
+			s := out[info.Name]
+			s.runs += st.RunCount
+			s.ns += uint64(st.Runtime)
+			s.misses += st.RecursionMisses
+			out[info.Name] = s
+		}
+	}
+	return out
 }
 
 // attachResult is the daemon's attach time to a large Go binary and its RSS.
@@ -356,6 +431,7 @@ func load(url string, pid, tracer int) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
 	cpu0, tcpu0, tcs0, lines0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer), lines.n.Load()
+	progs0 := progStats(tracer)
 	start := time.Now()
 	const tick = time.Millisecond
 	sent := 0
@@ -396,6 +472,11 @@ loop:
 	cpu := cpuNs(pid) - cpu0
 	tcpu, tcs := cpuNs(tracer)-tcpu0, ctxSwitches(tracer)-tcs0
 	nlines := lines.n.Load() - lines0
+	progs := progStats(tracer)
+	for name, s := range progs {
+		s0 := progs0[name]
+		progs[name] = progStat{s.runs - s0.runs, s.ns - s0.ns, s.misses - s0.misses}
+	}
 	slices.Sort(latencies)
 	if len(latencies) == 0 {
 		return result{}, errors.New("no request succeeded")
@@ -412,6 +493,8 @@ loop:
 		tracerCS:    float64(tcs) / elapsed.Seconds(),
 		linesPerSec: float64(nlines) / elapsed.Seconds(),
 		errors:      errs,
+		requests:    len(latencies),
+		progs:       progs,
 	}, nil
 }
 
@@ -482,7 +565,7 @@ func ratio(rs, base []result, f func(result) float64) float64 {
 	return v[len(v)/2]
 }
 
-func report(modes []mode, results map[string][]result, attach attachResult, load0, load1 string) error {
+func report(modes []mode, results map[string][]result, stats map[string]result, attach attachResult, load0, load1 string) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -551,6 +634,29 @@ func report(modes []mode, results map[string][]result, attach attachResult, load
 			med(rs, gpp), ratio(rs, base, gpp), med(rs, rdz), ratio(rs, base, rdz))
 	}
 
+	fmt.Fprintf(&b, "\n## BPF programs' own time\n\n%s\n\n", statsMethod)
+	fmt.Fprintln(&b, "| program | path | runs per request | ns per run | ns per request | recursion misses |")
+	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
+	for _, name := range []string{defaultsMode, syscallMode} {
+		res := stats[name]
+		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint"}[name]
+		var total uint64
+		progs := slices.Collect(maps.Keys(res.progs))
+		slices.SortFunc(progs, func(a, b string) int { return cmp.Compare(res.progs[b].ns, res.progs[a].ns) })
+		for _, p := range progs {
+			s := res.progs[p]
+			if s.runs == 0 || res.requests == 0 {
+				continue
+			}
+			total += s.ns
+			fmt.Fprintf(&b, "| %s | %s | %.2f | %.0f | %.0f | %d |\n", p, path, float64(s.runs)/float64(res.requests),
+				float64(s.ns)/float64(s.runs), float64(s.ns)/float64(res.requests), s.misses)
+		}
+		if res.requests > 0 {
+			fmt.Fprintf(&b, "| **all** | %s | | | **%.0f** (server CPU %.1f µs per request in this run) | |\n", path, float64(total)/float64(res.requests), res.cpuPerReq)
+		}
+	}
+
 	slices.Sort(attach.attach)
 	fmt.Fprintf(&b, "\n## Attach\n\n`gonetscope attach` to a running %s (%.1f MB, stripped Go %s binary: offsets from the version table), through a running daemon, 5 times: median %v (min %v, max %v), including the CLI's own start. Daemon RSS while attached: %.1f MB.\n",
 		filepath.Base(attach.binary), float64(attach.size)/1e6, runtime.Version(), attach.attach[len(attach.attach)/2].Round(time.Millisecond),
@@ -573,6 +679,15 @@ func loadavg() string {
 	}
 	return strings.Join(f[:3], ", ")
 }
+
+const statsMethod = `Each program's runs and run time from the kernel's BPF stats
+(kernel.bpf_stats_enabled), over one measurement of the same server and
+load per path, made apart from the rounds above because the stats add two
+clock reads to every program run (they are included here). Runs count every
+process on the host: the socket tracepoints fire for the load generator's
+sockets too, which leave at the PID filter. Programs that run in softirq
+or in gonetscope itself (the listener iterator) are in the table, and
+their time is not all the server's.`
 
 const costMethod = `Where the cost goes: the same server and load, with gonetscope's hot
 path switched on one part at a time (trace --bench-cost-stage, which cuts

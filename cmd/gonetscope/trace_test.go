@@ -80,6 +80,8 @@ type fact struct {
 	PID        int    `json:"pid"`
 	Goid       uint64 `json:"goid"`
 	FD         int32  `json:"fd"`
+	FD2        int32  `json:"fd2"`
+	WaitedNs   int64  `json:"waited_ns"`
 	ListenFD   int32  `json:"listen_fd"`
 	Port       uint16 `json:"port"`
 	LPort      uint16 `json:"lport"`
@@ -844,6 +846,33 @@ func TestBadInput(t *testing.T) {
 			for id := range gonetscopePrograms() {
 				if !before[id] {
 					t.Errorf("BPF program %d appeared during a refused run", id)
+				}
+			}
+		})
+	}
+}
+
+// TestReusedFD: a goroutine parked on a read is woken by another closing
+// its connection, with no syscall on the fd; then it dials again, gets the
+// same fd number, and reads data that is already there, without waiting.
+// The park left behind belongs to the closed socket: no netpoll_wait may
+// run from it to that read, on either path (the sock path has no close
+// hook and must tell the sockets apart).
+func TestReusedFD(t *testing.T) {
+	const parked = 400 * time.Millisecond
+	for _, hooks := range []string{"auto", "tracepoint"} {
+		t.Run(hooks, func(t *testing.T) {
+			r := traceTarget(t, []string{"-rounds", "0", "-reuse", parked.String()}, []string{"--min-wait", "0", "--hooks", hooks})
+			f := r.factsOf("reuse")
+			if len(f) != 1 {
+				t.Fatalf("target's reuse report: %+v", r.facts)
+			}
+			if f[0].FD2 != f[0].FD {
+				t.Fatalf("the second connection got fd %d, not the first's %d: the test needs the number reused", f[0].FD2, f[0].FD)
+			}
+			for _, e := range r.of("netpoll_wait") {
+				if goidOf(t, e) == f[0].Goid && e.FD == f[0].FD && e.Mode == "read" && e.WaitNs >= uint64(parked/2) {
+					t.Errorf("netpoll_wait of %v on fd %d: the closed socket's park (%v) was taken for the new socket's read", time.Duration(e.WaitNs), e.FD, time.Duration(f[0].WaitedNs))
 				}
 			}
 		})

@@ -127,6 +127,12 @@ func main() {
 			os.Exit(1)
 		}
 	}
+	if *reuse > 0 {
+		if err := reuseFD(host, *reuse); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget: reuse:", err)
+			os.Exit(1)
+		}
+	}
 	if *emfile {
 		if err := acceptEMFILE(); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
