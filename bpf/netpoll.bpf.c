@@ -19,6 +19,8 @@
  *    goroutine's syscall for socket I/O only, EAGAIN included: park and
  *    resume. The kernel's own readiness of the socket, sk_data_ready (and
  *    a connect's end of handshake, inet_sock_set_state), is the ready.
+ *    A read's or write's park lives in the socket's own storage
+ *    (sock_waits), not in a map keyed by fd.
  *  - the syscall path: tracepoints on the syscalls above and epoll_pwait.
  *    Every read and write on the host runs the PID filter.
  * Accept4, connect and getsockopt, which no socket tracepoint sees, are
@@ -285,12 +287,14 @@ struct {
 } parked_socks SEC(".maps");
 
 /* Step 1: an I/O call on fd said "would block" (ret); the goroutine is
- * about to park. sk is the socket when the caller knows it (the sock
- * path's read and write), else NULL. Also keeps the accepted connections
- * (accept4's result) and their last send (a write's) for idle_read. */
+ * about to park. Also keeps the accepted connections (accept4's result)
+ * and their last send (a write's) for idle_read. For the syscall path,
+ * and for accept4 and connect on both (the sock path's reads and writes
+ * park in sock_io). */
 static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, enum dir dir,
-				enum mode mode, struct sock *sk)
+				enum mode mode)
 {
+	struct sock *sk = NULL;
 	if (mode == MODE_ACCEPT && ret >= 0 && cost == COST_ALL) {
 		struct sock *nsk = tcp_sock_of(sock_from_fd((__s32)ret));
 		if (nsk && !is_tcp(nsk))
@@ -301,7 +305,7 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		return 0;
 	}
 	if (dir == DIR_WRITE && mode == MODE_WRITE && ret > 0 && cost == COST_ALL) {
-		note_sent(pid_tgid >> 32, fd, sk);
+		note_sent(pid_tgid >> 32, fd, NULL);
 		return 0;
 	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
@@ -324,12 +328,12 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		.tid = (__u32)pid_tgid,
 		.mode = mode,
 	};
-	if (mode == MODE_READ && idle_read(key.pid, key.fd, sk))
+	if (mode == MODE_READ && idle_read(key.pid, key.fd, NULL))
 		p.mode |= PARK_IDLE;
 	/* On the sock path, readiness comes from the kernel's socket
-	 * tracepoints: for the socket of the file (an MPTCP socket's data
-	 * too), or, for a connect, its TCP subflow's end of handshake. */
-	if (!sk && (mode == MODE_ACCEPT || mode == MODE_CONNECT) && sock_path(key.pid)) {
+	 * tracepoints: for the listener's socket, or, for a connect, its TCP
+	 * subflow's end of handshake. */
+	if ((mode == MODE_ACCEPT || mode == MODE_CONNECT) && sock_path(key.pid)) {
 		sk = sock_from_fd(fd);
 		if (mode == MODE_CONNECT)
 			sk = tcp_sock_of(sk);
@@ -352,7 +356,7 @@ static __always_inline int park_at_exit(struct trace_event_raw_sys_exit *ctx, en
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
 		return 0;
-	return park(ctx, pid_tgid, (__s32)REGS_ARG0(user_regs()), ctx->ret, dir, mode, NULL);
+	return park(ctx, pid_tgid, (__s32)REGS_ARG0(user_regs()), ctx->ret, dir, mode);
 }
 
 /* Netpoll profile (gonetscope profile --kind netpoll): the user stack of
@@ -488,13 +492,9 @@ static __always_inline void unpark(struct park_key *key, __u64 sk, enum dir dir)
 	}
 }
 
-/* Step 3: an I/O call on fd by the parked goroutine: it ran again. sk is
- * the fd's socket where the caller knows it (the sock path's read and
- * write): a read or write park on another socket was left by a socket
- * closed with no syscall of its parked goroutine (another goroutine closed
- * it), and the fd number was reused. The syscall path forgets such parks
- * at close. */
-static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir, struct sock *sk)
+/* Step 3: an I/O call on fd by the parked goroutine: it ran again. For
+ * the syscall path, and accept4 and connect on both. */
+static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir)
 {
 	struct park_key key = {
 		.pid = pid_tgid >> 32,
@@ -504,11 +504,6 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 	struct park *p = bpf_map_lookup_elem(&parks, &key);
 	if (!p)
 		return 0;
-	__u8 mode = p->mode & ~PARK_IDLE;
-	if (sk && p->sk && p->sk != (__u64)sk && (mode == MODE_READ || mode == MODE_WRITE)) {
-		unpark(&key, p->sk, dir);
-		return 0;
-	}
 	struct target *t = lookup_target(key.pid);
 	if (!t)
 		return 0;
@@ -529,7 +524,7 @@ static __always_inline int resume_at_enter(struct trace_event_raw_sys_enter *ctx
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
 		return 0;
-	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir, NULL);
+	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir);
 }
 
 /* both: the program serves the sock path's targets too (see serves). */
@@ -737,6 +732,44 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 
 /* ---- The sock path ---- */
 
+/* A socket's waits on the sock path, in the socket's own storage: found
+ * without hashing, and freed with the socket, so a socket closed under
+ * its parked goroutine (by another goroutine, with no syscall of the
+ * parked one) leaves nothing that a new socket under the same fd number
+ * could be taken for. Only the traced processes' sockets get one. */
+struct sock_waits {
+	struct park park[2]; /* by enum dir; t_park == 0: no goroutine parked */
+	__u64 rcvd_at_send;  /* tcp_sock.bytes_received at the last send */
+	__u32 pid;           /* the process the socket's fds are in */
+	__s32 fd[2];         /* the fd of each direction's park */
+	__u8 accepted;       /* enum accepted */
+	__u8 _pad[3];
+};
+
+enum accepted {
+	ACCEPTED_UNKNOWN = 0,
+	ACCEPTED_YES = 1,
+	ACCEPTED_NO = 2,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_waits);
+} sock_waits SEC(".maps");
+
+/* Whether the socket is a connection the process accepted: looked up in
+ * accepted_fds once per socket, then kept. */
+static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32 fd, struct sock *sk)
+{
+	if (w->accepted == ACCEPTED_UNKNOWN) {
+		struct conn *c = NULL;
+		w->accepted = accepted_conn(pid, fd, sk, &c) ? ACCEPTED_YES : ACCEPTED_NO;
+	}
+	return w->accepted == ACCEPTED_YES;
+}
+
 /* Steps 1 and 3 on the sock path: a read or write on a socket by a
  * traced process, in its syscall: the fd is the syscall's first argument
  * (read, readv, recvfrom, recvmsg and their writing twins). Resume first:
@@ -747,11 +780,53 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir
 	if (cost == COST_DISPATCH)
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!sock_path(pid_tgid >> 32) || cost == COST_FILTER)
+	__u32 pid = pid_tgid >> 32;
+	if (!sock_path(pid) || cost == COST_FILTER)
 		return 0;
+	/* Storage is made at a park, and at a send (an accepted
+	 * connection's last send tells its idle reads). */
+	bool keep = ret == -EAGAIN || (dir == DIR_WRITE && ret > 0);
+	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, sk, 0, keep ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	if (!w)
+		return 0;
+	__u32 d = dir == DIR_READ ? DIR_READ : DIR_WRITE;
 	__s32 fd = (__s32)REGS_ARG0(user_regs());
-	resume(ctx, pid_tgid, fd, dir, sk);
-	return park(ctx, pid_tgid, fd, ret, dir, dir == DIR_READ ? MODE_READ : MODE_WRITE, sk);
+	struct target *t = NULL;
+	struct park *p = &w->park[d];
+	if (p->t_park && w->pid == pid && (t = lookup_target(pid))) {
+		__u64 goid;
+		if (peek_goid(t, &goid) && goid == p->goid) {
+			struct park parked = *p;
+			p->t_park = 0;
+			struct park_key key = {.pid = pid, .fd = w->fd[d], .dir = d};
+			wait_done(ctx, t, pid_tgid, key, parked);
+		}
+	}
+	w->pid = pid;
+	if (d == DIR_WRITE && ret > 0) {
+		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk))
+			w->rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received);
+		return 0;
+	}
+	if (ret != -EAGAIN || (!t && !(t = lookup_target(pid))))
+		return 0;
+	struct event_header h = {};
+	read_goid(t, (__u32)pid_tgid, &h);
+	if (!h.goid_ok || cost == COST_GOID)
+		return 0;
+	struct park np = {
+		.goid = h.goid,
+		.t_park = bpf_ktime_get_boot_ns(),
+		.tid = (__u32)pid_tgid,
+		.mode = d == DIR_READ ? MODE_READ : MODE_WRITE,
+		.sk = (__u64)sk,
+	};
+	if (d == DIR_READ && sock_accepted(w, pid, fd, sk) &&
+	    BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received) == w->rcvd_at_send)
+		np.mode |= PARK_IDLE;
+	w->fd[d] = fd;
+	*p = np;
+	return 0;
 }
 
 SEC("tp_btf/sock_recv_length")
@@ -766,7 +841,8 @@ int BPF_PROG(sock_send, struct sock *sk, int ret, int flags)
 	return sock_io(ctx, sk, ret, DIR_WRITE);
 }
 
-/* Step 2 on the sock path: the socket of a park became ready. */
+/* Step 2 for accept4 and connect on the sock path: the socket of a park
+ * (by pid, fd) became ready. */
 static __always_inline void sock_ready(const void *sk, __u32 dir)
 {
 	struct parked_sock_key k = {.sk = (__u64)sk, .dir = dir};
@@ -778,17 +854,24 @@ static __always_inline void sock_ready(const void *sk, __u32 dir)
 		p->t_ready = bpf_ktime_get_boot_ns();
 }
 
-/* Data (or, on a listener, a connection) arrived for a socket. In the
- * context of whatever delivered it (softirq, or the sender on loopback):
- * only sockets with a parked goroutine are looked at. The goroutine is
- * runnable once the netpoller sees it: what comes after this is the Go
+/* Step 2 on the sock path: data (or, on a listener, a connection)
+ * arrived for a socket. In the context of whatever delivered it (softirq,
+ * or the sender on loopback): only sockets with storage (a traced
+ * process's) or a parked accept are looked at. The goroutine is runnable
+ * once the netpoller sees it: what comes after this is the Go
  * scheduler's. */
 SEC("tp_btf/sk_data_ready")
 int BPF_PROG(data_ready, const struct sock *sk)
 {
 	if (cost == COST_DISPATCH || cost == COST_FILTER || cost == COST_GOID)
 		return 0;
-	sock_ready(sk, DIR_READ);
+	if (sk->__sk_common.skc_state == TCP_LISTEN) {
+		sock_ready(sk, DIR_READ);
+		return 0;
+	}
+	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, (struct sock *)sk, 0, 0);
+	if (w && w->park[DIR_READ].t_park && !w->park[DIR_READ].t_ready)
+		w->park[DIR_READ].t_ready = bpf_ktime_get_boot_ns();
 	return 0;
 }
 
@@ -814,7 +897,7 @@ static __always_inline int call_park(void *ctx, __s32 fd, long ret, enum dir dir
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
 		return 0;
-	return park(ctx, pid_tgid, fd, ret, dir, mode, NULL);
+	return park(ctx, pid_tgid, fd, ret, dir, mode);
 }
 
 static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
@@ -824,7 +907,7 @@ static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
 		return 0;
-	return resume(ctx, pid_tgid, fd, dir, NULL);
+	return resume(ctx, pid_tgid, fd, dir);
 }
 
 SEC("fentry/__sys_accept4")

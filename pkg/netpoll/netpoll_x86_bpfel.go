@@ -188,6 +188,16 @@ type netpollParkedSockKey struct {
 	Pad uint32
 }
 
+type netpollSockWaits struct {
+	_          structs.HostLayout
+	Park       [2]netpollPark
+	RcvdAtSend uint64
+	Pid        uint32
+	Fd         [2]int32
+	Accepted   uint8
+	Pad        [3]uint8
+}
+
 type netpollTarget struct {
 	_          structs.HostLayout
 	StartTicks uint64
@@ -234,6 +244,7 @@ const (
 	netpollMapParkedSocks             = "parked_socks"
 	netpollMapParks                   = "parks"
 	netpollMapSockPids                = "sock_pids"
+	netpollMapSockWaits               = "sock_waits"
 	netpollMapStackPids               = "stack_pids"
 	netpollMapTargets                 = "targets"
 	netpollMapTracedPids              = "traced_pids"
@@ -383,6 +394,7 @@ type netpollMapSpecs struct {
 	ParkedSocks        *ebpf.MapSpec `ebpf:"parked_socks"`
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
 	SockPids           *ebpf.MapSpec `ebpf:"sock_pids"`
+	SockWaits          *ebpf.MapSpec `ebpf:"sock_waits"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
 	Targets            *ebpf.MapSpec `ebpf:"targets"`
 	TracedPids         *ebpf.MapSpec `ebpf:"traced_pids"`
@@ -444,6 +456,7 @@ type netpollMaps struct {
 	ParkedSocks        *ebpf.Map `ebpf:"parked_socks"`
 	Parks              *ebpf.Map `ebpf:"parks"`
 	SockPids           *ebpf.Map `ebpf:"sock_pids"`
+	SockWaits          *ebpf.Map `ebpf:"sock_waits"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
 	Targets            *ebpf.Map `ebpf:"targets"`
 	TracedPids         *ebpf.Map `ebpf:"traced_pids"`
@@ -463,6 +476,7 @@ func (m *netpollMaps) Close() error {
 		m.ParkedSocks,
 		m.Parks,
 		m.SockPids,
+		m.SockWaits,
 		m.StackPids,
 		m.Targets,
 		m.TracedPids,
