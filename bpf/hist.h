@@ -60,6 +60,26 @@ static __always_inline __u32 log2_u64(__u64 v)
  * where its 336 bytes would leave the programs little of their 512. */
 static const struct hist hist_zero;
 
+/* Adds value ns to histogram h. */
+static __always_inline void hist_bump(struct hist *h, __u64 ns)
+{
+	/* Opaque to clang: an atomic add of what it knows to be 0 becomes an
+	 * atomic OR, which kernels before 5.12 refuse ("BPF_STX uses reserved
+	 * fields"). */
+	asm volatile("" : "+r"(ns));
+	__u64 b = log2_u64(ns);
+	/* Clamp in the register used as the index, so that older verifiers
+	 * (6.1) see the bound: a plain if/else let clang compare a copy and
+	 * the load was refused as unbounded. */
+	asm volatile("if %0 <= %[max] goto +1\n\t"
+		     "%0 = %[max]"
+		     : "+r"(b)
+		     : [max] "i"(HIST_BUCKETS - 1));
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	__sync_fetch_and_add(&h->buckets[b], 1);
+}
+
 /* Adds one value to the histogram (or counter) of key. */
 static __always_inline void hist_add(struct hist_key *key, __u64 ns)
 {
@@ -70,21 +90,7 @@ static __always_inline void hist_add(struct hist_key *key, __u64 ns)
 		if (!h)
 			return;
 	}
-	__u64 b = log2_u64(ns);
-	/* Clamp in the register used as the index, so that older verifiers
-	 * (6.1) see the bound: a plain if/else let clang compare a copy and
-	 * the load was refused as unbounded. */
-	asm volatile("if %0 <= %[max] goto +1\n\t"
-		     "%0 = %[max]"
-		     : "+r"(b)
-		     : [max] "i"(HIST_BUCKETS - 1));
-	__sync_fetch_and_add(&h->count, 1);
-	/* Counters record 0: clang turns an atomic add of a constant 0 into an
-	 * atomic OR, which kernels before 5.12 refuse ("BPF_STX uses reserved
-	 * fields"). Adding nothing is nothing. */
-	if (ns)
-		__sync_fetch_and_add(&h->sum_ns, ns);
-	__sync_fetch_and_add(&h->buckets[b], 1);
+	hist_bump(h, ns);
 }
 
 static __always_inline void hist_record(__u32 pid, enum hist_metric metric, __u8 mode,

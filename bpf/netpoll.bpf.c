@@ -433,6 +433,45 @@ static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 
 	__sync_fetch_and_add(&v->sched_delay_ns, sched);
 }
 
+/* The three histograms of a netpoll wait (parked -> running, parked ->
+ * ready, ready -> running) of one process and mode, updated together: one
+ * lookup per wait where hist_record makes three. User space reads each
+ * entry as the three metrics HIST_NETPOLL_WAIT, _IO_WAIT and
+ * _SCHED_DELAY (pkg/netpoll Hists). */
+struct wait_hists_key {
+	__u32 pid;
+	__u8 mode; /* enum mode */
+	__u8 _pad[3];
+};
+
+struct wait_hists {
+	struct hist wait, io_wait, sched_delay;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct wait_hists_key);
+	__type(value, struct wait_hists);
+} netpoll_hists SEC(".maps");
+
+static const struct wait_hists wait_hists_zero;
+
+static __always_inline void wait_record(__u32 pid, __u8 mode, __u64 wait, __u64 io, __u64 sched)
+{
+	struct wait_hists_key k = {.pid = pid, .mode = mode};
+	struct wait_hists *h = bpf_map_lookup_elem(&netpoll_hists, &k);
+	if (!h) {
+		bpf_map_update_elem(&netpoll_hists, &k, &wait_hists_zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&netpoll_hists, &k);
+		if (!h)
+			return;
+	}
+	hist_bump(&h->wait, wait);
+	hist_bump(&h->io_wait, io);
+	hist_bump(&h->sched_delay, sched);
+}
+
 /* A wait ended: the parked goroutine runs again (both paths). Records it
  * in the histograms and the netpoll profile, and sends a netpoll_wait
  * event if it is worth a look. */
@@ -449,9 +488,7 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 		io = parked.t_ready - parked.t_park;
 		sched = now - parked.t_ready;
 	}
-	hist_record(key.pid, HIST_NETPOLL_WAIT, parked.mode, 0, 0, wait);
-	hist_record(key.pid, HIST_NETPOLL_IO_WAIT, parked.mode, 0, 0, io);
-	hist_record(key.pid, HIST_NETPOLL_SCHED_DELAY, parked.mode, 0, 0, sched);
+	wait_record(key.pid, parked.mode, wait, io, sched);
 	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
 	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
 	    (kind == WAIT_IDLE && !send_idle))

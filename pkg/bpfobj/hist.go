@@ -22,13 +22,14 @@ type Hist struct {
 }
 
 // ReadHists reads every entry of a `hists` map with its bpf2go-generated
-// key and value types K and V. Entries whose PID keep rejects are deleted
-// instead: their process is no longer traced.
-func ReadHists[K, V any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) bool, conv func(*K, *V) Hist) ([]Hist, error) {
+// key and value types K and V, converted by conv (to a Hist, or to more
+// than one where an entry holds several). Entries whose PID keep rejects
+// are deleted instead: their process is no longer traced.
+func ReadHists[K, V, H any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) bool, conv func(*K, *V) H) ([]H, error) {
 	var (
 		k     K
 		v     V
-		out   []Hist
+		out   []H
 		stale []K
 	)
 	it := m.Iterate()

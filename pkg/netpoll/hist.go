@@ -23,15 +23,38 @@ var HistMetrics = map[uint8]string{
 func ModeName(m uint8) string { return modes[netpollMode(m)] }
 
 // Hists reads this object's histograms (netpoll waits and epoll_pwait
-// blocks), dropping those of PIDs keep rejects.
+// blocks), dropping those of PIDs keep rejects. A netpoll wait's three
+// histograms are one map entry (netpoll_hists), read as three.
 func (o *Objects) Hists(keep func(pid uint32) bool) ([]bpfobj.Hist, error) {
-	return bpfobj.ReadHists(o.coll.Maps[netpollMapHists],
+	conv := func(pid uint32, metric uint8, mode uint8, port uint16, result int32, v *netpollHist) bpfobj.Hist {
+		return bpfobj.Hist{
+			PID: pid, Metric: HistMetrics[metric], Mode: ModeName(mode),
+			Port: port, Result: result, Count: v.Count, SumNs: v.SumNs,
+			Buckets: slices.Clone(v.Buckets[:]),
+		}
+	}
+	out, err := bpfobj.ReadHists(o.coll.Maps[netpollMapHists],
 		func(k *netpollHistKey) uint32 { return k.Pid }, keep,
 		func(k *netpollHistKey, v *netpollHist) bpfobj.Hist {
-			return bpfobj.Hist{
-				PID: k.Pid, Metric: HistMetrics[k.Metric], Mode: ModeName(k.Mode),
-				Port: k.Port, Result: k.Result, Count: v.Count, SumNs: v.SumNs,
-				Buckets: slices.Clone(v.Buckets[:]),
+			return conv(k.Pid, k.Metric, k.Mode, k.Port, k.Result, v)
+		})
+	if err != nil {
+		return nil, err
+	}
+	waits, err := bpfobj.ReadHists(o.coll.Maps[netpollMapNetpollHists],
+		func(k *netpollWaitHistsKey) uint32 { return k.Pid }, keep,
+		func(k *netpollWaitHistsKey, v *netpollWaitHists) [3]bpfobj.Hist {
+			return [3]bpfobj.Hist{
+				conv(k.Pid, uint8(netpollHistMetricHIST_NETPOLL_WAIT), k.Mode, 0, 0, &v.Wait),
+				conv(k.Pid, uint8(netpollHistMetricHIST_NETPOLL_IO_WAIT), k.Mode, 0, 0, &v.IoWait),
+				conv(k.Pid, uint8(netpollHistMetricHIST_NETPOLL_SCHED_DELAY), k.Mode, 0, 0, &v.SchedDelay),
 			}
 		})
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range waits {
+		out = append(out, w[:]...)
+	}
+	return out, nil
 }

@@ -221,6 +221,20 @@ type netpollUserStack struct {
 	Pad uint32
 }
 
+type netpollWaitHists struct {
+	_          structs.HostLayout
+	Wait       netpollHist
+	IoWait     netpollHist
+	SchedDelay netpollHist
+}
+
+type netpollWaitHistsKey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Mode uint8
+	Pad  [3]uint8
+}
+
 type netpollWaitKind uint32
 
 const (
@@ -238,6 +252,7 @@ const (
 	netpollMapEvents                  = "events"
 	netpollMapHists                   = "hists"
 	netpollMapLost                    = "lost"
+	netpollMapNetpollHists            = "netpoll_hists"
 	netpollMapNetpollStackTraces      = "netpoll_stack_traces"
 	netpollMapNetpollStacks           = "netpoll_stacks"
 	netpollMapNetpollStacksLost       = "netpoll_stacks_lost"
@@ -388,6 +403,7 @@ type netpollMapSpecs struct {
 	Events             *ebpf.MapSpec `ebpf:"events"`
 	Hists              *ebpf.MapSpec `ebpf:"hists"`
 	Lost               *ebpf.MapSpec `ebpf:"lost"`
+	NetpollHists       *ebpf.MapSpec `ebpf:"netpoll_hists"`
 	NetpollStackTraces *ebpf.MapSpec `ebpf:"netpoll_stack_traces"`
 	NetpollStacks      *ebpf.MapSpec `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.MapSpec `ebpf:"netpoll_stacks_lost"`
@@ -450,6 +466,7 @@ type netpollMaps struct {
 	Events             *ebpf.Map `ebpf:"events"`
 	Hists              *ebpf.Map `ebpf:"hists"`
 	Lost               *ebpf.Map `ebpf:"lost"`
+	NetpollHists       *ebpf.Map `ebpf:"netpoll_hists"`
 	NetpollStackTraces *ebpf.Map `ebpf:"netpoll_stack_traces"`
 	NetpollStacks      *ebpf.Map `ebpf:"netpoll_stacks"`
 	NetpollStacksLost  *ebpf.Map `ebpf:"netpoll_stacks_lost"`
@@ -470,6 +487,7 @@ func (m *netpollMaps) Close() error {
 		m.Events,
 		m.Hists,
 		m.Lost,
+		m.NetpollHists,
 		m.NetpollStackTraces,
 		m.NetpollStacks,
 		m.NetpollStacksLost,
