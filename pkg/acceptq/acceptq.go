@@ -128,7 +128,7 @@ func Load(opts Options) (*Objects, error) {
 	}
 	bpfobj.NoEvents(spec)
 	base := bpfobj.Without(spec, append(bpfobj.CandidateProgs(dropHooks), bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)...)
-	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
+	coll, err := bpfobj.NewCollection(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
 	if err != nil {

@@ -112,7 +112,7 @@ func attach(spec *ebpf.CollectionSpec, maps map[string]*ebpf.Map, c Candidate) (
 	for _, p := range c.Probes {
 		progs = append(progs, p.Prog)
 	}
-	coll, err := ebpf.NewCollectionWithOptions(Only(spec, progs...), ebpf.CollectionOptions{MapReplacements: maps})
+	coll, err := NewCollection(Only(spec, progs...), ebpf.CollectionOptions{MapReplacements: maps})
 	if err != nil {
 		return nil, LoadError(progs[0], err)
 	}

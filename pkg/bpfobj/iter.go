@@ -64,7 +64,7 @@ func AttachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 // process (union bpf_iter_link_info has its task member, Linux 6.1+).
 // Older kernels ignore the member and visit every task.
 var TaskItersByProcess = sync.OnceValue(func() bool {
-	spec, err := btf.LoadKernelSpec()
+	spec, err := KernelSpec()
 	if err != nil {
 		return false
 	}

@@ -33,7 +33,7 @@ func Load(targets *ebpf.Map) (*Objects, error) {
 		return nil, err
 	}
 	bpfobj.NoEvents(spec)
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{
+	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{goroutinesMapTargets: targets},
 	})
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
@@ -159,7 +158,7 @@ func Load(opts Options) (*Objects, error) {
 		}
 	}
 	calls := bpfobj.SyscallsFentry(callHooks)
-	if o.coll, err = ebpf.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(calls)...)); err != nil {
+	if o.coll, err = bpfobj.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{}); err != nil {
 		return nil, bpfobj.LoadError("netpoll BPF object", err)
 	}
 	// Attached now: fentry costs nothing until the calls it hooks, and
@@ -189,7 +188,7 @@ func sockPathWhyNot(opts Options) error {
 	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
 		return errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
 	}
-	kernel, err := btf.LoadKernelSpec()
+	kernel, err := bpfobj.KernelSpec()
 	if err != nil {
 		return fmt.Errorf("reading the kernel's BTF: %w", err)
 	}

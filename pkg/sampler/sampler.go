@@ -69,7 +69,7 @@ func Load(opts Options) (*Sampler, error) {
 			delete(spec.Programs, name)
 		}
 	}
-	coll, err := ebpf.NewCollection(spec)
+	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{})
 	if err != nil {
 		return nil, bpfobj.LoadError("sampler BPF object", err)
 	}

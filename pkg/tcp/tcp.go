@@ -98,7 +98,7 @@ func Load(opts Options) (*Objects, error) {
 	}
 	optional = append(optional, bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)
 	base := bpfobj.Without(spec, optional...)
-	coll, err := ebpf.NewCollectionWithOptions(base, ebpf.CollectionOptions{
+	coll, err := bpfobj.NewCollection(base, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets},
 	})
 	if err != nil {

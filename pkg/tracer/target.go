@@ -7,6 +7,7 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
@@ -46,7 +47,7 @@ func KernelTarget(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, min
 // (task_struct.thread_pid, pid.level and pid.numbers): without them, a
 // target in a PID namespace of its own gets no goroutine ids.
 func nsThreadIDsReadable() bool {
-	spec, err := btf.LoadKernelSpec()
+	spec, err := bpfobj.KernelSpec()
 	if err != nil {
 		return false
 	}

@@ -176,6 +176,7 @@ type item struct {
 
 // New loads and attaches the BPF programs. Nothing is traced until Attach.
 func New(opts Options) (*Tracer, error) {
+	defer bpfobj.ReleaseKernelTypes() // every object is loaded on return
 	if opts.QueueLen == 0 {
 		opts.QueueLen = 8192
 	}
