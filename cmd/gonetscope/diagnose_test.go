@@ -178,7 +178,7 @@ func diagCmd(t *testing.T, args ...string) *exec.Cmd {
 // TestDiagnoseHealthy: a healthy target has every item ok or n/a, and
 // diagnose exits 0.
 func TestDiagnoseHealthy(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-run", "2500ms"), "done", nil, "--duration", "3s", "--goroutines")
+	r := diagnoseRun(t, diagCmd(t, "-run", "1500ms"), "done", nil, "--duration", "2s", "--goroutines")
 	for _, it := range r.report.Items {
 		if it.Status != diagnose.OK && it.Status != diagnose.NA {
 			t.Errorf("%s is %s on a healthy target: %s %+v", it.ID, it.Status, it.Value, it.Evidence)
@@ -206,7 +206,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 // TestDiagnoseSlowPeer: a downstream that takes 150ms per answer is named
 // by its port, with the goroutine and fd that waited for it.
 func TestDiagnoseSlowPeer(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "slowpeer", "-run", "2s"), "done", nil, "--duration", "2500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "slowpeer", "-run", "1200ms"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "slow_peer")
 	f := r.facts["slowpeer"]
 	e := it.Evidence[0]
@@ -225,7 +225,7 @@ func TestDiagnoseSlowPeer(t *testing.T) {
 // TestDiagnoseAcceptQueue: a listener nobody accepts on overflows under
 // an untraced client's burst; the item names its port and fd.
 func TestDiagnoseAcceptQueue(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "overflow", "-run", "2s"), "done", nil, "--duration", "2500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "overflow", "-run", "1200ms"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "accept_queue")
 	f := r.facts["overflow"]
 	e := it.Evidence[0]
@@ -240,7 +240,7 @@ func TestDiagnoseAcceptQueue(t *testing.T) {
 // TestDiagnoseSchedDelay: with GOMAXPROCS 1 and three CPU-bound
 // goroutines, the goroutine reading a heartbeat waits for the scheduler.
 func TestDiagnoseSchedDelay(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "starve", "-run", "2s"), "done", nil, "--duration", "2500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "starve", "-run", "1200ms"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "sched_delay")
 	f := r.facts["starve"]
 	for _, e := range it.Evidence {
@@ -256,7 +256,7 @@ func TestDiagnoseSchedDelay(t *testing.T) {
 
 // TestDiagnoseConnectFailures: ten dials to a closed port.
 func TestDiagnoseConnectFailures(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "refused", "-run", "2s"), "done", nil, "--duration", "2500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "refused", "-run", "1s"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "connect_failures")
 	f := r.facts["refused"]
 	e := it.Evidence[0]
@@ -272,7 +272,7 @@ func TestDiagnoseConnectFailures(t *testing.T) {
 // TestDiagnoseHandshake: a dial whose SYN a full accept queue dropped
 // completes at its retransmission, a second later.
 func TestDiagnoseHandshake(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "slowconnect", "-run", "2500ms"), "done", nil, "--duration", "3s")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "slowconnect", "-run", "1500ms"), "done", nil, "--duration", "2s")
 	it := r.problemOnly(t, "handshake")
 	f := r.facts["slowconnect"]
 	e := it.Evidence[0]
@@ -287,8 +287,8 @@ func TestDiagnoseHandshake(t *testing.T) {
 // TestDiagnoseGoroutineLeak: leaktarget leaks 5 goroutines per tick at
 // one go statement, beside a churning site that does not leak.
 func TestDiagnoseGoroutineLeak(t *testing.T) {
-	r := diagnoseRun(t, exec.Command(buildTarget(t, "leaktarget"), "-leak", "5", "-churn", "50", "-duration", "3s"),
-		"sites", nil, "--duration", "3500ms", "--goroutines")
+	r := diagnoseRun(t, exec.Command(buildTarget(t, "leaktarget"), "-leak", "5", "-churn", "50", "-duration", "2200ms"),
+		"sites", nil, "--duration", "2400ms", "--goroutines")
 	it := r.problemOnly(t, "goroutine_leak")
 	f := r.facts["sites"]
 	if len(it.Evidence) != 1 || it.Evidence[0].Site != f["leak_site"] || it.Evidence[0].CreatedAt != f["leak_at"] ||
@@ -299,7 +299,7 @@ func TestDiagnoseGoroutineLeak(t *testing.T) {
 
 // TestDiagnoseFDs: 60 fds open of a soft limit of 64.
 func TestDiagnoseFDs(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "fds", "-run", "2500ms"), "done", nil, "--duration", "3s")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "fds", "-run", "1s"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "fd_usage")
 	f := r.facts["fds"]
 	if e := it.Evidence[0]; e.Count != num(f, "open") || !strings.Contains(e.Text, fmt.Sprintf("of a soft limit of %d", num(f, "limit"))) {
@@ -310,7 +310,7 @@ func TestDiagnoseFDs(t *testing.T) {
 // TestDiagnoseCloseWait: 12 connections the peer closed and the target
 // never did.
 func TestDiagnoseCloseWait(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "closewait", "-run", "2500ms"), "done", nil, "--duration", "3s")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "closewait", "-run", "1s"), "done", nil, "--duration", "1500ms")
 	it := r.problemOnly(t, "tcp_states")
 	f := r.facts["closewait"]
 	var want []int32
@@ -326,8 +326,8 @@ func TestDiagnoseCloseWait(t *testing.T) {
 // TestDiagnoseGOMAXPROCS: GOMAXPROCS 2 in a cgroup allowed half a CPU.
 func TestDiagnoseGOMAXPROCS(t *testing.T) {
 	var cleanup func()
-	r := diagnoseRun(t, diagCmd(t, "-problem", "gomaxprocs", "-procs", "2", "-run", "2s"), "done",
-		func(pid int) { cleanup = cpuQuota(t, pid, 50000, 100000) }, "--duration", "2500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "gomaxprocs", "-procs", "2", "-run", "1s"), "done",
+		func(pid int) { cleanup = cpuQuota(t, pid, 50000, 100000) }, "--duration", "1500ms")
 	cleanup()
 	// Half a CPU slows everything in the target: its waits for the
 	// scheduler may be a problem too.
@@ -383,7 +383,7 @@ func cpuQuota(t *testing.T, pid, quota, period int) func() {
 // loses events; the report says so, with the counts of the lost events.
 func TestDiagnoseLost(t *testing.T) {
 	r := diagnoseRun(t, exec.Command(nettargetBin, "-wait-stdin", "-rounds", "0", "-flood", "100000", "-linger", "5s"), "done", nil,
-		"--duration", "2500ms", "--min-wait", "0", "--ring-buffer-bytes", "4096")
+		"--duration", "1500ms", "--min-wait", "0", "--ring-buffer-bytes", "4096")
 	it := r.item(t, "lost")
 	raw, err := os.ReadFile(filepath.Join(r.out, "events.jsonl"))
 	if err != nil {
@@ -415,10 +415,10 @@ func TestDiagnoseLost(t *testing.T) {
 func TestReport(t *testing.T) {
 	dir := t.TempDir()
 	stream := filepath.Join(dir, "trace.jsonl")
-	cmd := exec.Command(nettargetBin, "-wait-stdin", "-rounds", "3", "-delay", "150ms", "-linger", "3s")
+	cmd := exec.Command(nettargetBin, "-wait-stdin", "-rounds", "3", "-delay", "150ms", "-linger", "2s")
 	stdin, next := startTarget(t, cmd)
 	pid := int(next("ready")["pid"].(float64))
-	_, done, errOut := startGonetscopeTo(t, nil, pid, "trace", "--output", stream, "--duration", "2s")
+	_, done, errOut := startGonetscopeTo(t, nil, pid, "trace", "--output", stream, "--duration", "1500ms")
 	io.WriteString(stdin, "go\n")
 	if err := <-done; err != nil {
 		t.Fatalf("trace: %v\n%s", err, errOut)
@@ -438,9 +438,14 @@ func TestReport(t *testing.T) {
 			if it.Status != diagnose.NA || !strings.Contains(it.Why, "no process snapshot") {
 				t.Errorf("%s over a trace stream: %s %q", it.ID, it.Status, it.Why)
 			}
-		case "connect_failures", "slow_peer":
-			if it.Status != diagnose.Problem {
-				t.Errorf("%s over nettarget's 3 rounds: %s %q", it.ID, it.Status, it.Value)
+		case "connect_failures":
+			if it.Status != diagnose.Problem || it.Value != "3 of 6 failed" {
+				t.Errorf("%s over nettarget's 3 rounds: %s %q, want a problem, 3 of 6 failed", it.ID, it.Status, it.Value)
+			}
+		case "slow_peer":
+			// Each round's server has a port of its own: one wait per peer.
+			if it.Status != diagnose.Warn {
+				t.Errorf("%s over nettarget's 3 rounds: %s %q, want warn (1 wait per peer)", it.ID, it.Status, it.Value)
 			}
 		}
 	}

@@ -431,8 +431,7 @@ func runChild(mode string, args []string) {
 			go func() {
 				defer wg.Done()
 				if c, err := net.DialTimeout("tcp4", args[0], time.Second); err == nil {
-					defer c.Close()
-					time.Sleep(time.Second)
+					c.Close()
 				}
 			}()
 		}
