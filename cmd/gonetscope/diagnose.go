@@ -58,6 +58,7 @@ func diagnoseCmd(args []string) error {
 		quiet      = fs.Bool("quiet", false, "no progress on stderr")
 		config     = fs.String("config", "", "thresholds file, YAML or JSON (docs/diagnose.md)")
 		goroutines = fs.Bool("goroutines", false, "track goroutine creation for the leak item (two uprobes: about 2 µs per goroutine created)")
+		grEvery    = fs.Duration("goroutine-interval", 0, "with --goroutines: how often to count goroutines by site (0: a sixth of --duration); a leak shows over 4 intervals")
 		minWait    = fs.Duration("min-wait", time.Millisecond, "record netpoll waits at least this long")
 		hooks      = fs.String("hooks", "auto", "kernel hook mechanism: auto, fentry, kprobe or tracepoint")
 		ringBytes  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (0: 1 MiB)")
@@ -73,6 +74,9 @@ func diagnoseCmd(args []string) error {
 		return cannot(errors.New("no target: give the PID of a Go program with --pid"))
 	case *duration <= 0:
 		return cannot(fmt.Errorf("--duration %s: give a positive duration such as 30s", *duration))
+	}
+	if *grEvery <= 0 {
+		*grEvery = max(*duration/6, 100*time.Millisecond)
 	}
 	th, err := thresholds(*config)
 	if err != nil {
@@ -113,7 +117,7 @@ func diagnoseCmd(args []string) error {
 	// when asked for.
 	tr, err := tracer.New(tracer.Options{
 		MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBytes), Stacks: true,
-		Goroutines: *goroutines, GoroutineInterval: max(*duration/6, 100*time.Millisecond),
+		Goroutines: *goroutines, GoroutineInterval: *grEvery,
 		SummaryInterval: *duration + time.Hour, MaxEventsPerSec: 1000,
 	})
 	if err != nil {

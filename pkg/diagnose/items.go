@@ -48,7 +48,7 @@ func acceptQueue(s *stream) Item {
 		total += e.Overflows
 	}
 	it.Measured = f64(float64(total))
-	it.Value = fmt.Sprintf("%d overflows", total)
+	it.Value = plural(total, "overflow")
 	if total <= s.th.AcceptOverflows {
 		it.Status = OK
 		return it
@@ -148,7 +148,7 @@ func slowPeer(s *stream) Item {
 	slices.SortFunc(ps, func(a, b *peer) int { return cmp.Compare(p99(b.waits), p99(a.waits)) })
 	w := ps[0]
 	it.Measured = f64(float64(p99(w.waits)))
-	it.Value = fmt.Sprintf("p99 %s on %s (%d waits%s)", dur(p99(w.waits)), w.name, len(w.waits), minWaitNote(s))
+	it.Value = fmt.Sprintf("p99 %s on %s (%s%s)", dur(p99(w.waits)), w.name, plural(len(w.waits), "wait"), minWaitNote(s))
 	if p99(w.waits) <= th {
 		it.Status = OK
 		return it
@@ -166,8 +166,8 @@ func slowPeer(s *stream) Item {
 		fds := slices.Sorted(maps.Keys(p.fds))
 		it.Evidence = append(it.Evidence, Evidence{Raddr: p.raddr, Rport: p.rport, Goids: goids, FDs: fds,
 			Count: uint64(len(p.waits)), ValueNs: p99(p.waits), Stack: telling(p.stack, 3),
-			Text: fmt.Sprintf("%s: %d waits, io_wait p99 %s, max %s; %s; %s",
-				p.name, len(p.waits), dur(p99(p.waits)), dur(p.worst), goroutines(goids), fdList(fds))})
+			Text: fmt.Sprintf("%s: %s, io_wait p99 %s, max %s; %s; %s",
+				p.name, plural(len(p.waits), "wait"), dur(p99(p.waits)), dur(p.worst), goroutines(goids), fdList(fds))})
 	}
 	where := ""
 	if fr := telling(w.stack, 1); len(fr) > 0 {
@@ -177,8 +177,8 @@ func slowPeer(s *stream) Item {
 	if n := len(w.goids) - 1; n > 0 {
 		others = fmt.Sprintf(" and %d others", n)
 	}
-	it.Finding = fmt.Sprintf("Goroutine %d%s%s waited on %s for %s p99 over %d waits: the peer is slow, not this service.",
-		w.worstG, others, where, w.name, dur(p99(w.waits)), len(w.waits))
+	it.Finding = fmt.Sprintf("Goroutine %d%s%s waited on %s for %s p99 over %s: the peer is slow, not this service.",
+		w.worstG, others, where, w.name, dur(p99(w.waits)), plural(len(w.waits), "wait"))
 	return it
 }
 
@@ -235,7 +235,7 @@ func schedDelay(s *stream) Item {
 	var parts []string
 	for _, n := range names {
 		m := modes[n]
-		parts = append(parts, fmt.Sprintf("%s p99 %s–%s (%d waits)", n, dur(m.lo), dur(m.hi), m.count))
+		parts = append(parts, fmt.Sprintf("%s p99 %s–%s (%s)", n, dur(m.lo), dur(m.hi), plural(m.count, "wait")))
 	}
 	it.Value = strings.Join(parts[:min(2, len(parts))], ", ")
 	switch {
@@ -248,20 +248,45 @@ func schedDelay(s *stream) Item {
 		return it
 	}
 	it.score = float64(w.lo) / float64(max(th, 1))
-	// The waits that were that late, from the netpoll_wait events.
-	slow := slices.DeleteFunc(s.of("netpoll_wait"), func(e Event) bool { return e.SchedDelayNs < th })
-	slices.SortFunc(slow, func(a, b Event) int { return cmp.Compare(b.SchedDelayNs, a.SchedDelayNs) })
-	for _, e := range slow[:min(3, len(slow))] {
-		ev := Evidence{FDs: []int32{e.FD}, ValueNs: e.SchedDelayNs, Raddr: e.Raddr, Rport: e.Rport, Stack: telling(e.Stack, 3),
-			Text: fmt.Sprintf("%s waited %s for the scheduler after fd %d (%s) was ready", goroutineOf(e), dur(e.SchedDelayNs), e.FD, e.Mode)}
-		if e.Goid != nil {
-			ev.Goids = []uint64{*e.Goid}
+	// The waits that were that late, from the netpoll_wait events, by
+	// goroutine.
+	type late struct {
+		goid  *uint64
+		n     int
+		worst Event
+		fds   map[int32]bool
+	}
+	byG := map[string]*late{}
+	for _, e := range s.of("netpoll_wait") {
+		if e.SchedDelayNs < th {
+			continue
+		}
+		k := goroutineOf(e)
+		l := byG[k]
+		if l == nil {
+			l = &late{goid: e.Goid, fds: map[int32]bool{}}
+			byG[k] = l
+		}
+		l.n++
+		l.fds[e.FD] = true
+		if e.SchedDelayNs > l.worst.SchedDelayNs {
+			l.worst = e
+		}
+	}
+	ls := slices.Collect(maps.Values(byG))
+	slices.SortFunc(ls, func(a, b *late) int { return cmp.Compare(b.worst.SchedDelayNs, a.worst.SchedDelayNs) })
+	for _, l := range ls[:min(3, len(ls))] {
+		fds := slices.Sorted(maps.Keys(l.fds))
+		ev := Evidence{FDs: fds, Count: uint64(l.n), ValueNs: l.worst.SchedDelayNs, Stack: telling(l.worst.Stack, 3),
+			Text: fmt.Sprintf("%s: %s of %s or more for the scheduler after its %s was ready, the longest %s",
+				goroutineOf(l.worst), plural(l.n, "wait"), dur(th), fdList(fds), dur(l.worst.SchedDelayNs))}
+		if l.goid != nil {
+			ev.Goids = []uint64{*l.goid}
 		}
 		it.Evidence = append(it.Evidence, ev)
 	}
-	if len(slow) > 3 {
-		it.Evidence = append(it.Evidence, Evidence{Count: uint64(len(slow)),
-			Text: fmt.Sprintf("%d written netpoll_wait events had a scheduler delay of %s or more", len(slow), dur(th))})
+	if len(ls) > 3 {
+		it.Evidence = append(it.Evidence, Evidence{Text: fmt.Sprintf("and %d more goroutines", len(ls)-3)})
 	}
 	sure := "at least " + dur(w.lo)
 	if it.Status == Warn {
@@ -311,7 +336,7 @@ func handshake(s *stream) Item {
 	}
 	slices.Sort(all)
 	it.Measured = f64(float64(p99(all)))
-	it.Value = fmt.Sprintf("p99 %s over %d connects", dur(p99(all)), len(all))
+	it.Value = fmt.Sprintf("p99 %s over %s", dur(p99(all)), plural(len(all), "connect"))
 	if p99(all) <= th {
 		it.Status = OK
 		return it
@@ -331,7 +356,7 @@ func handshake(s *stream) Item {
 		goids := slices.Sorted(maps.Keys(p.goids))
 		it.Evidence = append(it.Evidence, Evidence{Raddr: p.raddr, Rport: p.rport, Goids: goids, Count: uint64(len(p.times)),
 			ValueNs: p99(p.times), Stack: telling(p.stack, 3),
-			Text: fmt.Sprintf("%s: %d connects, handshake p99 %s, max %s; %s", n, len(p.times), dur(p99(p.times)), dur(p.times[len(p.times)-1]), goroutines(goids))})
+			Text: fmt.Sprintf("%s: %s, handshake p99 %s, max %s; %s", n, plural(len(p.times), "connect"), dur(p99(p.times)), dur(p.times[len(p.times)-1]), goroutines(goids))})
 	}
 	it.Finding = fmt.Sprintf("TCP handshakes took %s p99 (to %s): the network or the peer's accept queue is slow; a handshake over 1s is a retransmitted SYN.",
 		dur(p99(all)), names[0])
@@ -438,7 +463,7 @@ func goroutineLeak(s *stream) Item {
 	slices.SortFunc(ls, func(a, b Event) int { return cmp.Compare(b.Live, a.Live) })
 	it.Status = Problem
 	it.Measured = f64(float64(len(ls)))
-	it.Value = fmt.Sprintf("%d sites growing; %d live at %s", len(ls), ls[0].Live, ls[0].Site)
+	it.Value = fmt.Sprintf("%s growing; %d live at %s", plural(len(ls), "site"), ls[0].Live, ls[0].Site)
 	it.score = float64(ls[0].Live) / 10
 	for _, l := range ls[:min(5, len(ls))] {
 		parked := ""
@@ -796,8 +821,8 @@ func telling(stack []Frame, n int) []string {
 		}
 	}
 	var out []string
-	for _, f := range stack[start:] {
-		if len(out) == n {
+	for i, f := range stack[start:] {
+		if len(out) == n || (i > 0 && strings.HasPrefix(f.Func, "runtime.")) {
 			break
 		}
 		if f.Func == "" {
@@ -807,4 +832,12 @@ func telling(stack []Frame, n int) []string {
 		out = append(out, fmt.Sprintf("%s %s:%d", f.Func, short(f.File), f.Line))
 	}
 	return out
+}
+
+// plural is "1 wait", "3 waits".
+func plural[N int | uint64 | int64](n N, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
 }
