@@ -128,7 +128,7 @@ func diagnoseCmd(args []string) error {
 	stopProgress := func() {}
 	err = runFor(tr, []int{*pid}, sink, *duration, func() error {
 		sink.snapshot()
-		go sink.every(min(5*time.Second, max(*duration/3, time.Second)))
+		sink.every(min(5*time.Second, max(*duration/3, time.Second)))
 		if !*quiet && isTerminal(os.Stderr) {
 			stopProgress = progress(os.Stderr, *pid, *duration, &sink.n)
 		}
@@ -139,7 +139,7 @@ func diagnoseCmd(args []string) error {
 	if err != nil {
 		return cannot(err)
 	}
-	if err := sink.json.Flush(); err != nil {
+	if err := sink.Flush(); err != nil {
 		return cannot(fmt.Errorf("writing events: %w", err))
 	}
 	evs, err := diagnose.ReadEvents(&recorded)
@@ -250,7 +250,7 @@ type snapshotSink struct {
 	nsPID int
 	n     atomic.Int64
 	done  chan struct{}
-	once  sync.Once
+	wg    sync.WaitGroup
 }
 
 func (s *snapshotSink) Write(ev event.Event) error {
@@ -283,27 +283,30 @@ func (s *snapshotSink) snapshotLocked() {
 	s.json.Write(diagnose.Snapshot(s.p, s.nsPID))
 }
 
-// every takes a snapshot each interval until stop.
+// every takes a snapshot each interval, from a goroutine, until stop.
 func (s *snapshotSink) every(d time.Duration) {
-	s.once.Do(func() { s.done = make(chan struct{}) })
-	t := time.NewTicker(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-s.done:
-			return
-		case <-t.C:
-			s.snapshot()
+	s.done = make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		t := time.NewTicker(d)
+		defer t.Stop()
+		for {
+			select {
+			case <-s.done:
+				return
+			case <-t.C:
+				s.snapshot()
+			}
 		}
-	}
+	}()
 }
 
+// stop ends every and waits for it.
 func (s *snapshotSink) stop() {
-	s.once.Do(func() { s.done = make(chan struct{}) })
-	select {
-	case <-s.done:
-	default:
+	if s.done != nil {
 		close(s.done)
+		s.wg.Wait()
 	}
 }
 
