@@ -5,8 +5,8 @@
 // evidence against them.
 //
 // After a ready line it waits for a line on stdin, then runs a healthy
-// keep-alive request/response loop for -run, with the problem on top,
-// prints done, and stays alive until stdin closes.
+// keep-alive request/response loop with the problem on top, prints done
+// after -run, and goes on until stdin closes.
 //
 // Problems:
 //
@@ -125,10 +125,10 @@ func main() {
 	end := time.Now().Add(*run)
 	f()
 	time.Sleep(time.Until(end))
+	report("done")
+	io.Copy(io.Discard, stdin) // until stdin closes, the healthy loop on
 	close(stop)
 	wg.Wait()
-	report("done")
-	io.Copy(io.Discard, stdin) // until stdin closes
 }
 
 // healthy is a keep-alive request/response loop on loopback: short
