@@ -445,6 +445,23 @@ func TestReport(t *testing.T) {
 			}
 		}
 	}
+	// A config file moves a threshold: half the connects failing is only
+	// a warning under a limit of 90%, and nothing else is a problem.
+	config := filepath.Join(dir, "t.yaml")
+	os.WriteFile(config, []byte("connect_failure_ratio: 0.9\n"), 0o644)
+	out, err = exec.Command(gonetscopeBin, "report", "--json", "--config", config, stream).Output()
+	if err != nil {
+		t.Fatalf("report --config: %v, want exit status 0", err)
+	}
+	var rc diagnose.Report
+	if err := json.Unmarshal(out, &rc); err != nil {
+		t.Fatal(err)
+	}
+	if it := rc.Items[slices.IndexFunc(rc.Items, func(it diagnose.Item) bool { return it.ID == "connect_failures" })]; it.Status != diagnose.Warn ||
+		it.Threshold != "≤ 90% of connects" || rc.Thresholds.ConnectFailureRatio != 0.9 {
+		t.Errorf("connect_failures with connect_failure_ratio 0.9: %s, threshold %q", it.Status, it.Threshold)
+	}
+
 	// Two processes in one stream: report must be told which.
 	two := filepath.Join(dir, "two.jsonl")
 	b, _ := os.ReadFile(stream)

@@ -24,7 +24,7 @@ func (r *Report) JSON(w io.Writer) error {
 func (r *Report) Text(w io.Writer) error {
 	var b strings.Builder
 	t := r.Target
-	fmt.Fprintf(&b, "gonetscope diagnose: PID %d (%s, %s), %s from %s\n", t.PID, t.Comm, t.GoVersion,
+	fmt.Fprintf(&b, "Go network checklist: PID %d (%s, %s), %s from %s\n", t.PID, t.Comm, t.GoVersion,
 		time.Duration(r.Window.DurationNs).Round(100*time.Millisecond), r.Window.Start.UTC().Format("2006-01-02 15:04:05 UTC"))
 	if t.Detached != "" && t.Detached != "duration" && t.Detached != "signal" {
 		fmt.Fprintf(&b, "  the trace ended early: %s\n", t.Detached)
