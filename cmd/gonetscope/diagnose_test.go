@@ -304,9 +304,14 @@ func TestDiagnoseFDs(t *testing.T) {
 }
 
 // TestDiagnoseCloseWait: 12 connections the peer closed and the target
-// never did.
+// never did. The target is stripped: GOMAXPROCS, which needs the symbol
+// table, is n/a and says why.
 func TestDiagnoseCloseWait(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "closewait", "-run", "1s"), "done", nil, "--duration", "1500ms")
+	stripped := buildTarget(t, "diagtarget", "-ldflags=-s -w")
+	r := diagnoseRun(t, exec.Command(stripped, "-problem", "closewait", "-run", "1s"), "done", nil, "--duration", "1500ms")
+	if it := r.item(t, "gomaxprocs"); it.Status != diagnose.NA || !strings.Contains(it.Why, "stripped") {
+		t.Errorf("gomaxprocs of a stripped target: %s %q, want n/a because it is stripped", it.Status, it.Why)
+	}
 	it := r.problemOnly(t, "tcp_states")
 	f := r.facts["closewait"]
 	var want []int32
