@@ -26,24 +26,15 @@ import (
 
 var diagtargetBin string
 
+// diagtarget is internal/targets/diagtarget, built once per run (or
+// GONETSCOPE_DIAGTARGET).
 func diagtarget(t *testing.T) string {
 	t.Helper()
 	if diagtargetBin == "" {
-		diagtargetBin = buildTarget(t, "diagtarget")
-		// buildTarget builds into the test's TempDir, gone after it: keep
-		// one for the whole run.
-		dir, err := os.MkdirTemp("", "diagtarget")
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, err := os.ReadFile(diagtargetBin)
-		if err != nil {
-			t.Fatal(err)
-		}
-		diagtargetBin = filepath.Join(dir, "diagtarget")
-		if err := os.WriteFile(diagtargetBin, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		diagtargetBin = os.Getenv("GONETSCOPE_DIAGTARGET")
+	}
+	if diagtargetBin == "" {
+		diagtargetBin = buildGo(t, binDir, "", targetsPkg+"diagtarget")
 	}
 	return diagtargetBin
 }
