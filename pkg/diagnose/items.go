@@ -445,9 +445,15 @@ func goroutineLeak(s *stream) Item {
 		}
 	}
 	counts := s.of("goroutines")
+	// Per site its latest event that says what the oldest goroutines are
+	// parked on (one written as the process exits may not), else its latest.
 	leaks := map[string]Event{}
 	for _, e := range s.of("goroutine_leak") {
-		leaks[e.Site+" "+e.CreatedAt] = e
+		k := e.Site + " " + e.CreatedAt
+		if prev, ok := leaks[k]; ok && parkedKnown(prev) && !parkedKnown(e) {
+			continue
+		}
+		leaks[k] = e
 	}
 	if len(leaks) == 0 {
 		if len(counts) < 4 {
@@ -841,3 +847,5 @@ func plural[N int | uint64 | int64](n N, word string) string {
 	}
 	return fmt.Sprintf("%d %ss", n, word)
 }
+
+func parkedKnown(e Event) bool { return len(e.ParkedOn) > 0 && e.ParkedOn[0] != "" }
