@@ -231,10 +231,11 @@ func TestDiagnoseAcceptQueue(t *testing.T) {
 // TestDiagnoseSchedDelay: with GOMAXPROCS 1 and three CPU-bound
 // goroutines, the goroutine reading a heartbeat waits for the scheduler.
 func TestDiagnoseSchedDelay(t *testing.T) {
-	r := diagnoseRun(t, diagCmd(t, "-problem", "starve", "-run", "1200ms"), "done", nil, "--duration", "1500ms")
+	r := diagnoseRun(t, diagCmd(t, "-problem", "starve", "-run", "1700ms"), "done", nil, "--duration", "2s")
 	// The heartbeat comes from another process, which a loaded machine
 	// may delay too: the reader's waits for it may be slow.
 	it := r.problemOnly(t, "sched_delay", "slow_peer")
+	t.Logf("sched_delay: %s", it.Value)
 	f := r.facts["starve"]
 	// The starved reader is the only goroutine that waits on the network.
 	if e := it.Evidence[0]; len(it.Evidence) != 1 || !slices.Equal(e.Goids, []uint64{num(f, "goid")}) ||

@@ -26,6 +26,9 @@ type Thresholds struct {
 	// SchedDelayP99: the scheduler delay p99 of netpoll waits (of one
 	// mode) over this is a problem; warn when the histogram cannot tell.
 	SchedDelayP99 Duration `json:"sched_delay_p99"`
+	// SchedDelayMinWaits: a mode with fewer waits in the window is not
+	// judged (the p99 of so few is their maximum).
+	SchedDelayMinWaits uint64 `json:"sched_delay_min_waits"`
 	// HandshakeP99: a TCP handshake p99 over this is a problem.
 	HandshakeP99 Duration `json:"handshake_p99"`
 	// ConnectFailureRatio: failed connects over this share of all
@@ -44,6 +47,7 @@ func Defaults() Thresholds {
 		SlowPeerP99:         Duration(100 * time.Millisecond),
 		SlowPeerMinWaits:    3,
 		SchedDelayP99:       Duration(10 * time.Millisecond),
+		SchedDelayMinWaits:  10,
 		HandshakeP99:        Duration(200 * time.Millisecond),
 		ConnectFailureRatio: 0.01,
 		FDUsage:             0.85,

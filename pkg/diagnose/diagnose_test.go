@@ -49,8 +49,14 @@ func TestSchedDelayBounds(t *testing.T) {
 			t.Errorf("bound %v: %s %q, want %s", time.Duration(c.bound), it.Status, it.Value, c.want)
 		}
 	}
+	// One slow wait of a mode is no p99: not judged.
+	r, _ := Analyze([]Event{attached(7), {Event: "summary", PID: 7, Waits: map[string]WaitStats{
+		"read": {Count: 500, SchedDelayP99Ns: u64(1 << 17)}, "accept": {Count: 1, SchedDelayP99Ns: u64(1 << 26)}}}}, 7, Defaults())
+	if it := itemOf(t, r, "sched_delay"); it.Status != OK || strings.Contains(it.Value, "accept") {
+		t.Errorf("one slow accept among 500 fast reads: %s %q, want ok on the reads", it.Status, it.Value)
+	}
 	// A stream from before sched_delay_p99_ns: n/a, not a guess.
-	r, _ := Analyze([]Event{attached(7), {Event: "summary", PID: 7, Waits: map[string]WaitStats{"read": {Count: 5}}}}, 7, Defaults())
+	r, _ = Analyze([]Event{attached(7), {Event: "summary", PID: 7, Waits: map[string]WaitStats{"read": {Count: 50}}}}, 7, Defaults())
 	if it := itemOf(t, r, "sched_delay"); it.Status != NA || !strings.Contains(it.Why, "older gonetscope") {
 		t.Errorf("old summary: %s %q", it.Status, it.Why)
 	}

@@ -228,7 +228,17 @@ func schedDelay(s *stream) Item {
 		}
 		return it
 	}
-	names := slices.Sorted(maps.Keys(modes))
+	// Only the modes with enough waits for a p99 are judged.
+	names := slices.DeleteFunc(slices.Sorted(maps.Keys(modes)), func(n string) bool { return modes[n].count < s.th.SchedDelayMinWaits })
+	if len(names) == 0 {
+		var most uint64
+		for _, m := range modes {
+			most = max(most, m.count)
+		}
+		it.Status = NA
+		it.Why = fmt.Sprintf("too few netpoll waits for a p99: at most %d of one mode, under %d", most, s.th.SchedDelayMinWaits)
+		return it
+	}
 	slices.SortStableFunc(names, func(a, b string) int { return cmp.Compare(modes[b].hi, modes[a].hi) })
 	w := modes[names[0]]
 	it.Measured = f64(float64(w.hi))

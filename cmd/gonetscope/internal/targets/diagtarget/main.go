@@ -14,7 +14,7 @@
 //	overflow     a listener with backlog 1 that never accepts; an untraced
 //	             child process dials it 20 times at once
 //	starve       GOMAXPROCS 1 and three CPU-bound goroutines; a child process
-//	             sends a heartbeat byte every 20ms to a reader goroutine
+//	             sends a heartbeat byte every 15ms to a reader goroutine
 //	refused      dials a closed port every 50ms
 //	slowconnect  dials a child process whose full accept queue drops the SYN,
 //	             so the handshake completes at the SYN's retransmission (~1s)
@@ -297,7 +297,7 @@ func starve() {
 	}
 	report("starve", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)))
 	r := bufio.NewReader(c)
-	for range 50 {
+	for range 100 {
 		if _, err := r.ReadByte(); err != nil {
 			break
 		}
@@ -419,7 +419,7 @@ func gomaxprocs() {
 }
 
 // runChild is the helper process: "dial ADDR" (20 dials at once, 1s
-// timeout), "heartbeat ADDR" (a byte every 20ms, 50 times), "listen" (a
+// timeout), "heartbeat ADDR" (a byte every 15ms, 100 times), "listen" (a
 // backlog-1 listener filled by two dials of its own; it prints its
 // address, and accepts everything once told "accept" on stdin).
 func runChild(mode string, args []string) {
@@ -441,8 +441,8 @@ func runChild(mode string, args []string) {
 		if err != nil {
 			os.Exit(1)
 		}
-		for range 50 {
-			time.Sleep(20 * time.Millisecond)
+		for range 100 {
+			time.Sleep(15 * time.Millisecond)
 			if _, err := c.Write([]byte{'.'}); err != nil {
 				return
 			}
