@@ -12,7 +12,8 @@ import (
 
 // TestDemo runs `make demo`'s program end to end (as root, like make demo)
 // and checks that the summary names each problem of the demo service from
-// its events, within the two minutes the demo promises.
+// its events, and that the diagnose checklist after it has each as a
+// problem, within the two minutes the demo promises.
 func TestDemo(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("the demo loads BPF programs: run the tests as root")
@@ -43,5 +44,28 @@ func TestDemo(t *testing.T) {
 	}
 	if strings.Contains(string(out), "LOST") {
 		t.Errorf("the demo lost events")
+	}
+	// Then the checklist of gonetscope diagnose, 100 columns wide, with
+	// each of the four problems on its own item.
+	i := strings.Index(string(out), "# The same service, diagnosed")
+	if i < 0 {
+		t.Fatalf("the demo printed no diagnose checklist:\n%s", out)
+	}
+	checklist := string(out[i:])
+	for _, want := range []string{
+		"problem  Netpoll blocking on a slow peer",
+		"problem  Scheduler latency",
+		"problem  Accept-queue overflows",
+		"problem  Goroutine leaks",
+		"Top findings:",
+	} {
+		if !strings.Contains(checklist, want) {
+			t.Errorf("the checklist has no %q:\n%s", want, checklist)
+		}
+	}
+	for _, line := range strings.Split(checklist, "\n") {
+		if n := len([]rune(line)); n > 100 && !strings.HasPrefix(line, "# $") {
+			t.Errorf("a checklist line of %d columns: %q", n, line)
+		}
 	}
 }

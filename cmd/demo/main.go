@@ -1,7 +1,9 @@
 // Command demo is `make demo`: it starts the bundled demo service
 // (cmd/demo/demoserver, which has four problems on purpose), traces it with
 // gonetscope, prints the JSON event stream as it comes, and ends with a short
-// summary that names each problem the way the events do. It ends by itself.
+// summary that names each problem the way the events do; then it runs the
+// service again under `gonetscope diagnose` and prints the checklist. It
+// ends by itself.
 package main
 
 import (
@@ -93,7 +95,60 @@ func run() error {
 	}
 	target.Wait()
 	s.print(os.Stdout)
-	return nil
+	return diagnose(*gonetscope, *server)
+}
+
+// diagnose runs the demo service again under `gonetscope diagnose` and
+// prints its checklist. diagnose exits 1 when it finds problems, as it
+// does here.
+func diagnose(gonetscope, server string) error {
+	target := exec.Command(server, "-wait-stdin")
+	stdin, _ := target.StdinPipe()
+	stdout, _ := target.StdoutPipe()
+	target.Stderr = os.Stderr
+	if err := target.Start(); err != nil {
+		return fmt.Errorf("starting the demo service: %w", err)
+	}
+	defer target.Process.Kill()
+	phases := bufio.NewScanner(stdout)
+	if !phases.Scan() {
+		return errors.New("the demo service did not start")
+	}
+	go io.Copy(io.Discard, stdout)
+	dir, err := os.MkdirTemp("", "gonetscope-demo")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ready := filepath.Join(dir, "ready")
+	// It ends when the service does, after its four phases.
+	args := []string{"diagnose", "--pid", strconv.Itoa(target.Process.Pid), "--duration", "30s", "--quiet",
+		"--goroutines", "--goroutine-interval", "250ms"}
+	fmt.Printf("\n# The same service, diagnosed: the checklist\n# $ %s %s\n", gonetscope, strings.Join(args, " "))
+	diag := exec.Command(gonetscope, append(args, "--ready-file", ready)...)
+	diag.Stdout, diag.Stderr = os.Stdout, os.Stderr
+	if err := diag.Start(); err != nil {
+		return fmt.Errorf("starting gonetscope diagnose: %w", err)
+	}
+	defer diag.Process.Kill()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			return errors.New("gonetscope diagnose did not attach within 30s")
+		}
+	}
+	io.WriteString(stdin, "go\n")
+	err = diag.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) && exit.ExitCode() == 1 {
+		return nil // problems found: the demo's point
+	}
+	if err != nil {
+		return fmt.Errorf("gonetscope diagnose: %w", err)
+	}
+	return errors.New("gonetscope diagnose found no problem in the demo service")
 }
 
 // summary keeps, per problem, the events that show it.

@@ -32,13 +32,24 @@ Usage:
   gonetscope list [--socket PATH]                       what the daemon traces
   gonetscope profile --pid PID --kind netpoll|cpu|offcpu -o out.pb.gz   write a pprof profile
   gonetscope goroutines --pid PID [--json] [-o goroutine.pb.gz]    every goroutine and its stack, read from memory
+  gonetscope diagnose --pid PID [--duration 30s] [--out DIR] [--json]  the checklist, from a live run
+  gonetscope report events.jsonl                        the same checklist over a recorded stream
   gonetscope version
 
 Run 'gonetscope COMMAND -h' for a command's flags.
 `
 
 func main() {
-	if err := run(os.Args[1:]); err != nil && err != errHelp {
+	err := run(os.Args[1:])
+	var exit exitError
+	switch {
+	case err == nil, err == errHelp:
+	case errors.As(err, &exit):
+		if exit.err != nil {
+			fmt.Fprintln(os.Stderr, "gonetscope:", exit.err)
+		}
+		os.Exit(exit.code)
+	default:
 		fmt.Fprintln(os.Stderr, "gonetscope:", err)
 		os.Exit(1)
 	}
@@ -60,6 +71,10 @@ func run(args []string) error {
 		return profileCmd(args[1:])
 	case "goroutines":
 		return goroutinesCmd(args[1:])
+	case "diagnose":
+		return diagnoseCmd(args[1:])
+	case "report":
+		return reportCmd(args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil
@@ -137,11 +152,8 @@ func trace(args []string) error {
 	if err := tf.check(); err != nil {
 		return err
 	}
-	// Refuse bad targets before anything is loaded into the kernel.
-	for _, pid := range pids {
-		if _, _, err := tracer.Inspect(pid); err != nil {
-			return err
-		}
+	if err := inspectAll(pids); err != nil {
+		return err
 	}
 	stage, ok := costStages[*costStage]
 	if !ok {
@@ -152,33 +164,64 @@ func trace(args []string) error {
 		return err
 	}
 	defer closeAll()
+	stopMetrics := func() {}
+	defer func() { stopMetrics() }()
+	return runFor(tr, pids, sink, *duration, func() error {
+		var err error
+		if stopMetrics, err = tf.serveMetrics(tr); err != nil {
+			stopMetrics = func() {}
+			return err
+		}
+		return writeReady(*ready)
+	})
+}
+
+// inspectAll refuses bad targets before anything is loaded into the kernel.
+func inspectAll(pids []int) error {
+	for _, pid := range pids {
+		if _, _, err := tracer.Inspect(pid); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// writeReady creates the --ready-file, if one was given.
+func writeReady(path string) error {
+	if path == "" {
+		return nil
+	}
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+		return fmt.Errorf("writing --ready-file: %w", err)
+	}
+	return nil
+}
+
+// runFor attaches pids to tr, calls attached, and streams tr's events to
+// sink until duration ends (0: no end), SIGINT or SIGTERM, or the last
+// target exits; each target's detached event names which.
+func runFor(tr *tracer.Tracer, pids []int, sink tracer.Sink, duration time.Duration, attached func() error) error {
 	for _, pid := range pids {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
 		}
 	}
-	stopMetrics, err := tf.serveMetrics(tr)
-	if err != nil {
-		return err
-	}
-	defer stopMetrics()
-	if *ready != "" {
-		if err := os.WriteFile(*ready, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			return fmt.Errorf("writing --ready-file: %w", err)
+	if attached != nil {
+		if err := attached(); err != nil {
+			return err
 		}
 	}
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	reason := event.ReasonSignal
-	if *duration > 0 {
+	if duration > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		timer := time.AfterFunc(*duration, func() { reason = event.ReasonDuration; cancel() })
+		timer := time.AfterFunc(duration, func() { reason = event.ReasonDuration; cancel() })
 		defer timer.Stop()
 	}
-	err = tr.Run(ctx, sink, tracer.RunOptions{
+	err := tr.Run(ctx, sink, tracer.RunOptions{
 		ExitWhenNoTargets: true,
 		Reason:            func() string { return reason },
 	})

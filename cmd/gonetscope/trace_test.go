@@ -36,6 +36,8 @@ import (
 var (
 	gonetscopeBin string
 	nettargetBin  string
+	// binDir holds the binaries built for the whole run; removed at its end.
+	binDir string
 )
 
 func TestMain(m *testing.M) {
@@ -53,6 +55,7 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	binDir = dir
 	gonetscopeBin = binary(dir, "GONETSCOPE_BIN", "github.com/gonetscope/gonetscope/cmd/gonetscope")
 	nettargetBin = binary(dir, "GONETSCOPE_NETTARGET", targetsPkg+"nettarget")
 	code := m.Run()

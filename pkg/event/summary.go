@@ -21,12 +21,15 @@ type Summary struct {
 	Written, Suppressed map[string]uint64
 }
 
-// WaitStats aggregates netpoll waits. P50Ns and P99Ns are upper bounds,
-// within a factor of two: the histograms have log2 buckets.
+// WaitStats aggregates netpoll waits. P50Ns and P99Ns (of the waits) and
+// SchedDelayP99Ns (of their sched_delay part) are upper bounds, within a
+// factor of two: the histograms have log2 buckets, and the value lies in
+// [bound/2, bound).
 type WaitStats struct {
 	Count                           uint64
 	TotalNs, IoWaitNs, SchedDelayNs uint64
 	P50Ns, P99Ns                    uint64
+	SchedDelayP99Ns                 uint64
 }
 
 func (s *Summary) MarshalZerologObject(e *zerolog.Event) {
@@ -41,7 +44,8 @@ func (s *Summary) MarshalZerologObject(e *zerolog.Event) {
 			Uint64("io_wait_ns", w.IoWaitNs).
 			Uint64("sched_delay_ns", w.SchedDelayNs).
 			Uint64("p50_ns", w.P50Ns).
-			Uint64("p99_ns", w.P99Ns))
+			Uint64("p99_ns", w.P99Ns).
+			Uint64("sched_delay_p99_ns", w.SchedDelayP99Ns))
 	}
 	e.Dict("waits", waits)
 	e.Dict("written", countsOf(s.Written))

@@ -133,13 +133,15 @@ func (t *Tracer) summarize(sink Sink, procs map[uint32]event.Header) error {
 			if d.Count == 0 {
 				continue
 			}
+			sched := delta(cur[pid][histID{"netpoll_sched_delay", id.mode}], pt.hists[histID{"netpoll_sched_delay", id.mode}])
 			s.Waits[id.mode] = event.WaitStats{
-				Count:        d.Count,
-				TotalNs:      d.SumNs,
-				IoWaitNs:     delta(cur[pid][histID{"netpoll_io_wait", id.mode}], pt.hists[histID{"netpoll_io_wait", id.mode}]).SumNs,
-				SchedDelayNs: delta(cur[pid][histID{"netpoll_sched_delay", id.mode}], pt.hists[histID{"netpoll_sched_delay", id.mode}]).SumNs,
-				P50Ns:        quantile(d, 0.50),
-				P99Ns:        quantile(d, 0.99),
+				Count:           d.Count,
+				TotalNs:         d.SumNs,
+				IoWaitNs:        delta(cur[pid][histID{"netpoll_io_wait", id.mode}], pt.hists[histID{"netpoll_io_wait", id.mode}]).SumNs,
+				SchedDelayNs:    sched.SumNs,
+				P50Ns:           quantile(d, 0.50),
+				P99Ns:           quantile(d, 0.99),
+				SchedDelayP99Ns: quantile(sched, 0.99),
 			}
 		}
 		if err := sink.Write(s); err != nil {

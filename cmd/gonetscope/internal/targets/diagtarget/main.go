@@ -1,0 +1,474 @@
+// Command diagtarget is the test target of `gonetscope diagnose`: a small
+// Go network service that is healthy, or has exactly one problem of the
+// checklist (-problem), and says what it did as JSON lines: its own
+// goroutine ids, fds and ports, so the tests can hold the report's
+// evidence against them.
+//
+// After a ready line it waits for a line on stdin, then runs a healthy
+// keep-alive request/response loop with the problem on top, prints done
+// after -run, and goes on until stdin closes.
+//
+// Problems:
+//
+//	slowpeer     a downstream (in this process) answers each request after -delay
+//	overflow     a listener with backlog 1 that never accepts; an untraced
+//	             child process dials it 20 times at once
+//	starve       GOMAXPROCS 1 and three CPU-bound goroutines; a child process
+//	             sends a heartbeat byte every 15ms to a reader goroutine
+//	refused      dials a closed port every 50ms
+//	slowconnect  dials a child process whose full accept queue drops the SYN,
+//	             so the handshake completes at the SYN's retransmission (~1s)
+//	fds          lowers its soft RLIMIT_NOFILE to 64 and opens fds up to 60
+//	closewait    accepts 12 connections whose client (this process) closes
+//	             them, and never closes its side
+//	gomaxprocs   sets GOMAXPROCS to -procs (the test gives it a CPU quota)
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+)
+
+var (
+	problem = flag.String("problem", "", "the one problem to have (empty: healthy)")
+	run     = flag.Duration("run", 2*time.Second, "how long to run the healthy loop (and the problem) after the start line")
+	delay   = flag.Duration("delay", 150*time.Millisecond, "slowpeer: how long the downstream takes")
+	procs   = flag.Int("procs", 2, "gomaxprocs: the GOMAXPROCS to set")
+	child   = flag.String("child", "", "internal: run as the helper process: dial ADDR, heartbeat ADDR, or listen")
+)
+
+var (
+	outMu sync.Mutex
+	out   = json.NewEncoder(os.Stdout)
+)
+
+// report prints one fact as a JSON line.
+func report(op string, kv ...any) {
+	m := map[string]any{"op": op}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1]
+	}
+	outMu.Lock()
+	defer outMu.Unlock()
+	if err := out.Encode(m); err != nil {
+		panic(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "diagtarget:", err)
+	os.Exit(1)
+}
+
+// goid is the calling goroutine's id, from its stack header.
+func goid() uint64 {
+	var buf [64]byte
+	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
+	id, err := strconv.ParseUint(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return id
+}
+
+func fdOf(c syscall.Conn) int {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		panic(err)
+	}
+	var fd int
+	rc.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+func port(a net.Addr) int { return a.(*net.TCPAddr).Port }
+
+func main() {
+	flag.Parse()
+	if *child != "" {
+		runChild(*child, flag.Args())
+		return
+	}
+	report("ready", "pid", os.Getpid())
+	stdin := bufio.NewReader(os.Stdin)
+	if _, err := stdin.ReadString('\n'); err != nil {
+		return
+	}
+	stop, up := make(chan struct{}), make(chan struct{})
+	var wg sync.WaitGroup
+	if *problem != "starve" { // starve's own waits are the whole signal
+		wg.Add(1)
+		go func() { defer wg.Done(); healthy(stop, up) }()
+		<-up // its fds are open before the problem's are counted
+	}
+	problems := map[string]func(){
+		"": func() {}, "slowpeer": slowPeer, "overflow": overflow, "starve": starve, "refused": refused,
+		"slowconnect": slowConnect, "fds": fds, "closewait": closeWait, "gomaxprocs": gomaxprocs,
+	}
+	f, ok := problems[*problem]
+	if !ok {
+		fail(fmt.Errorf("unknown -problem %q", *problem))
+	}
+	end := time.Now().Add(*run)
+	f()
+	time.Sleep(time.Until(end))
+	report("done")
+	io.Copy(io.Discard, stdin) // until stdin closes, the healthy loop on
+	close(stop)
+	wg.Wait()
+}
+
+// healthy is a keep-alive request/response loop on loopback: short
+// requests answered at once, 200 a second.
+func healthy(stop, up chan struct{}) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4)
+				for {
+					if _, err := io.ReadFull(c, buf); err != nil {
+						return
+					}
+					if _, err := c.Write(buf); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		fail(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 4)
+	for first := true; ; first = false {
+		if !first {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		if _, err := c.Write([]byte("ping")); err != nil {
+			fail(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			fail(err)
+		}
+		if first {
+			close(up)
+		}
+	}
+}
+
+// slowPeer: five requests on one connection to a downstream that takes
+// -delay to answer each.
+func slowPeer() {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 1)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				return
+			}
+			time.Sleep(*delay)
+			c.Write(buf)
+		}
+	}()
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		fail(err)
+	}
+	report("slowpeer", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)), "rport", port(ln.Addr()))
+	buf := make([]byte, 1)
+	for range 5 {
+		c.Write([]byte{'?'})
+		if _, err := c.Read(buf); err != nil {
+			fail(err)
+		}
+	}
+}
+
+// listenBacklog listens on loopback with an explicit backlog.
+func listenBacklog(backlog int) (net.Listener, int) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		fail(err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		fail(err)
+	}
+	if err := syscall.Listen(fd, backlog); err != nil {
+		fail(err)
+	}
+	f := os.NewFile(uintptr(fd), "listener")
+	defer f.Close()
+	ln, err := net.FileListener(f)
+	if err != nil {
+		fail(err)
+	}
+	return ln, fdOf(ln.(*net.TCPListener))
+}
+
+// helper starts this program as the helper process.
+func helper(args ...string) *exec.Cmd {
+	self, _ := os.Executable()
+	cmd := exec.Command(self, args...)
+	cmd.Stderr = os.Stderr
+	return cmd
+}
+
+// overflow: nobody accepts on a backlog-1 listener that an untraced
+// process dials 20 times at once.
+func overflow() {
+	ln, fd := listenBacklog(1)
+	report("overflow", "lport", port(ln.Addr()), "listen_fd", fd)
+	if err := helper("-child", "dial", ln.Addr().String()).Run(); err != nil {
+		fail(err)
+	}
+	runtime.KeepAlive(ln)
+}
+
+// starve: a heartbeat every 20ms from another process, read by one
+// goroutine while three CPU-bound ones hold the only P.
+func starve() {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	p := helper("-child", "heartbeat", ln.Addr().String())
+	if err := p.Start(); err != nil {
+		fail(err)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		fail(err)
+	}
+	runtime.GOMAXPROCS(1)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := 1.0
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				for i := range 1_000_000 {
+					x = math.Sqrt(x + float64(i))
+				}
+			}
+		}()
+	}
+	report("starve", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)))
+	r := bufio.NewReader(c)
+	for range 100 {
+		if _, err := r.ReadByte(); err != nil {
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	runtime.GOMAXPROCS(2)
+	c.Close()
+	p.Wait()
+}
+
+// refused: dials to a port nobody listens on.
+func refused() {
+	tmp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	addr := tmp.Addr().String()
+	tmp.Close()
+	report("refused", "goid", goid(), "rport", port(tmp.Addr()))
+	for range 10 {
+		if _, err := net.Dial("tcp4", addr); err == nil {
+			fail(fmt.Errorf("dial %s succeeded", addr))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// slowConnect: the helper's listener has a full accept queue; it starts
+// accepting half a second after this dial, which completes when the SYN
+// is retransmitted.
+func slowConnect() {
+	p := helper("-child", "listen")
+	stdout, _ := p.StdoutPipe()
+	stdin, _ := p.StdinPipe()
+	if err := p.Start(); err != nil {
+		fail(err)
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		fail(err)
+	}
+	addr := string(bytes.TrimSpace([]byte(line)))
+	go func() {
+		time.Sleep(500 * time.Millisecond)
+		io.WriteString(stdin, "accept\n")
+	}()
+	start := time.Now()
+	c, err := net.DialTimeout("tcp4", addr, 5*time.Second)
+	if err != nil {
+		fail(err)
+	}
+	report("slowconnect", "goid", goid(), "fd", fdOf(c.(*net.TCPConn)), "rport", port(c.RemoteAddr()),
+		"dial_ns", time.Since(start).Nanoseconds())
+	c.Close()
+	stdin.Close()
+	p.Wait()
+}
+
+// fds: a soft limit of 64 fds, 60 of them open.
+func fds() {
+	lim := syscall.Rlimit{Cur: 64, Max: 64}
+	var cur syscall.Rlimit
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &cur)
+	lim.Max = cur.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fail(err)
+	}
+	var files []*os.File
+	for open := countFDs(); open < 60; open++ {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			fail(err)
+		}
+		files = append(files, f)
+	}
+	report("fds", "open", countFDs(), "limit", lim.Cur)
+	runtime.KeepAlive(files)
+	go func() { time.Sleep(time.Hour); runtime.KeepAlive(files) }()
+}
+
+func countFDs() int {
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		fail(err)
+	}
+	return len(ents) - 1 // the directory's own fd
+}
+
+var kept []net.Conn
+
+// closeWait: 12 accepted connections that the client closed and this
+// side never does.
+func closeWait() {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	var fdList []int
+	for range 12 {
+		c, err := net.Dial("tcp4", ln.Addr().String())
+		if err != nil {
+			fail(err)
+		}
+		s, err := ln.Accept()
+		if err != nil {
+			fail(err)
+		}
+		c.Close()
+		kept = append(kept, s)
+		fdList = append(fdList, fdOf(s.(*net.TCPConn)))
+	}
+	report("closewait", "fds", fdList, "lport", port(ln.Addr()))
+}
+
+func gomaxprocs() {
+	runtime.GOMAXPROCS(*procs)
+	report("gomaxprocs", "gomaxprocs", runtime.GOMAXPROCS(0))
+}
+
+// runChild is the helper process: "dial ADDR" (20 dials at once, 1s
+// timeout), "heartbeat ADDR" (a byte every 15ms, 100 times), "listen" (a
+// backlog-1 listener filled by two dials of its own; it prints its
+// address, and accepts everything once told "accept" on stdin).
+func runChild(mode string, args []string) {
+	switch mode {
+	case "dial":
+		var wg sync.WaitGroup
+		for range 20 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if c, err := net.DialTimeout("tcp4", args[0], time.Second); err == nil {
+					c.Close()
+				}
+			}()
+		}
+		wg.Wait()
+	case "heartbeat":
+		c, err := net.Dial("tcp4", args[0])
+		if err != nil {
+			os.Exit(1)
+		}
+		for range 100 {
+			time.Sleep(15 * time.Millisecond)
+			if _, err := c.Write([]byte{'.'}); err != nil {
+				return
+			}
+		}
+	case "listen":
+		ln, _ := listenBacklog(1)
+		conns := make(chan net.Conn, 100)
+		for range 3 { // two fill the queue (backlog+1), the third waits on its SYN
+			go func() {
+				if c, err := net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second); err == nil {
+					conns <- c
+				}
+			}()
+		}
+		time.Sleep(200 * time.Millisecond)
+		fmt.Println(ln.Addr())
+		bufio.NewReader(os.Stdin).ReadString('\n')
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conns <- c
+			}
+		}()
+		io.Copy(io.Discard, os.Stdin)
+	}
+}
