@@ -22,8 +22,6 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-
-	"github.com/gonetscope/gonetscope/pkg/netpoll"
 )
 
 // promtool finds promtool (Debian package prometheus): GONETSCOPE_PROMTOOL,
@@ -145,10 +143,7 @@ func checkMetrics(t *testing.T, hooks string) {
 	}
 	// Each delayed read is one wait; the flood's n reads are n-1 more.
 	waits := uint64(reads + floodReads - 1)
-	want := netpoll.Tracepoint
-	if hooks == "auto" && sockTracepoints(t) {
-		want = netpoll.Sock
-	}
+	want := netpollPath(t, hooks)
 	if mech := attachedHooks(t, out)["netpoll"]; mech != want {
 		t.Errorf("--hooks %s: netpoll hooks %q, want %q", hooks, mech, want)
 	}
