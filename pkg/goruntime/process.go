@@ -39,6 +39,10 @@ type Process struct {
 	// it could not be found.
 	allgs    uint64
 	allgsErr error
+	// globals are the run-time addresses of the runtime variables found
+	// (RuntimeGlobals); globalErrs say why the others were not.
+	globals    map[string]uint64
+	globalErrs map[string]error
 	// exeIno and exeStart identify the image: the executable's inode and
 	// where its first executable mapping starts (see Replaced).
 	exeIno, exeStart uint64
@@ -108,6 +112,10 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 		p.allgsErr = err
 	} else {
 		p.allgs = addr + p.Bias
+	}
+	p.globals, p.globalErrs = globalAddrs(f, p.Syms, bin)
+	for name, a := range p.globals {
+		p.globals[name] = a + p.Bias
 	}
 	return p, nil
 }
@@ -500,4 +508,16 @@ func (g G) Describe() string {
 		return g.Status.String() + ": " + g.WaitReason
 	}
 	return g.Status.String()
+}
+
+// global returns the run-time address of the runtime variable name (one
+// of RuntimeGlobals), or why it is not known.
+func (p *Process) global(name string) (uint64, error) {
+	if a, ok := p.globals[name]; ok {
+		return a, nil
+	}
+	if err := p.globalErrs[name]; err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: not looked for", name)
 }
