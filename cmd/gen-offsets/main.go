@@ -72,7 +72,7 @@ type entry struct {
 	offsets       goruntime.Offsets
 	waitReasons   []string
 	funcIDWrapper uint8
-	globals       map[string]goruntime.GlobalRule
+	globals       map[string][]goruntime.GlobalRule
 	from          []string // the toolchains that agree on it
 }
 
@@ -253,7 +253,7 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v, err)
 		}
-		var gl map[string]goruntime.GlobalRule
+		var gl map[string][]goruntime.GlobalRule
 		// Only amd64 code is read, and only where the pclntab is read
 		// (Go 1.20+): what reads these variables needs both.
 		if arch == "amd64" && version.Compare(version.Lang(v), "go1.20") >= 0 {
@@ -267,7 +267,7 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 			table[lang] = &entry{offsets: o, waitReasons: wr, funcIDWrapper: fw, globals: gl, from: []string{v}}
 			continue
 		}
-		if e.offsets != o || !slices.Equal(e.waitReasons, wr) || e.funcIDWrapper != fw || !maps.Equal(e.globals, gl) {
+		if e.offsets != o || !slices.Equal(e.waitReasons, wr) || e.funcIDWrapper != fw || !maps.EqualFunc(e.globals, gl, slices.Equal) {
 			return nil, fmt.Errorf("%s and %s (%s) disagree: %+v vs %+v; the table cannot be keyed by minor version", e.from[0], v, arch, e.offsets, o)
 		}
 		e.from = append(e.from, v)
@@ -279,8 +279,8 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 // toolchain v, with a symbol table) refers to each of the runtime
 // variables gonetscope reads (goruntime.RuntimeGlobals), and checks that
 // the rules find the same variables in a PIE build of the same program.
-func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string]goruntime.GlobalRule, error) {
-	rules := map[string]goruntime.GlobalRule{}
+func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string][]goruntime.GlobalRule, error) {
+	rules := map[string][]goruntime.GlobalRule{}
 	if err := withSymbols(bin, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
 		tab, err := goruntime.OpenTable(f, b)
 		if err != nil {
@@ -291,7 +291,7 @@ func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string]goruntime.
 			if !ok {
 				continue // not in this version
 			}
-			r, err := goruntime.FindGlobalRule(f, tab, s.Value, s.Size, g.Funcs)
+			r, err := goruntime.FindGlobalRules(f, tab, s.Value, s.Size, g.Funcs)
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.Name, err)
 			}
@@ -306,13 +306,15 @@ func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string]goruntime.
 		return nil, err
 	}
 	err := withSymbols(pie, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
-		for name, r := range rules {
-			a, err := read(r)
-			if err != nil {
-				return fmt.Errorf("PIE build: %s: %w", name, err)
-			}
-			if a != syms[name].Value {
-				return fmt.Errorf("PIE build: the rule %+v finds %s at %#x, its symbol is at %#x", r, name, a, syms[name].Value)
+		for name, rs := range rules {
+			for _, r := range rs {
+				a, err := read(r)
+				if err != nil {
+					return fmt.Errorf("PIE build: %s: %w", name, err)
+				}
+				if a != syms[name].Value {
+					return fmt.Errorf("PIE build: the rule %+v finds %s at %#x, its symbol is at %#x", r, name, a, syms[name].Value)
+				}
 			}
 		}
 		return nil

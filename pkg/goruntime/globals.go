@@ -15,9 +15,12 @@ import (
 // (built with -ldflags=-s): it is the Index-th distinct RIP-relative
 // address that the code of function Func refers to, minus Addend (when
 // the code refers to a field of the variable). cmd/gen-offsets finds the
-// rule of each Go version in a program that has a symbol table, checks
-// that a PIE build agrees, and writes it to the table: nothing is guessed
-// at run time. amd64 only.
+// rules of each Go version in a program that has a symbol table, one per
+// function that refers to the variable (up to two), checks that a PIE
+// build agrees, and writes them to the table. At run time every rule of a
+// variable must find the same address, so code compiled otherwise (other
+// flags, another toolchain's runtime) is refused rather than read at the
+// wrong place. amd64 only.
 type GlobalRule struct {
 	Func   string
 	Index  uint8
@@ -95,17 +98,26 @@ func globalAddrs(f *elf.File, tab *symtab.Table, b *Binary) (map[string]uint64, 
 		if _, ok := addrs[g.Name]; ok {
 			continue
 		}
-		rule, ok := e.Globals[g.Name]
-		if !inTable || !ok {
+		rules := e.Globals[g.Name]
+		if !inTable || len(rules) == 0 {
 			errs[g.Name] = fmt.Errorf("%s has no symbol table and gonetscope's table has no way to find %s in %s code: rebuild without -ldflags=-s", b.Path, g.Name, b.GoVersion)
 			continue
 		}
-		a, err := ApplyGlobalRule(f, tab, rule)
-		if err != nil {
-			errs[g.Name] = fmt.Errorf("finding %s: %w: the code is not the one of %s's runtime", g.Name, err, b.GoVersion)
-			continue
+		var found uint64
+		for _, rule := range rules {
+			a, err := ApplyGlobalRule(f, tab, rule)
+			if err == nil && found != 0 && a != found {
+				err = fmt.Errorf("%s finds %#x, %s %#x", rules[0].Func, found, rule.Func, a)
+			}
+			if err != nil {
+				errs[g.Name] = fmt.Errorf("finding %s without a symbol table: %w: the code is not the one of %s's runtime as gonetscope knows it (other compiler flags?): rebuild without -ldflags=-s", g.Name, err, b.GoVersion)
+				break
+			}
+			found = a
 		}
-		addrs[g.Name] = a
+		if errs[g.Name] == nil {
+			addrs[g.Name] = found
+		}
 	}
 	return addrs, errs
 }
@@ -122,22 +134,30 @@ func inDataSection(f *elf.File, a uint64) bool {
 	return false
 }
 
-// FindGlobalRule returns the rule that finds the variable at link-time
-// address sym (of size bytes) through the code of the first of funcs that
-// refers to it (cmd/gen-offsets).
-func FindGlobalRule(f *elf.File, tab *symtab.Table, sym, size uint64, funcs []string) (GlobalRule, error) {
+// FindGlobalRules returns the rules that find the variable at link-time
+// address sym (of size bytes) through the code of the first two of funcs
+// that refer to it (cmd/gen-offsets).
+func FindGlobalRules(f *elf.File, tab *symtab.Table, sym, size uint64, funcs []string) ([]GlobalRule, error) {
+	var rules []GlobalRule
 	for _, fn := range funcs {
 		ts, err := RIPTargets(f, tab, fn)
 		if err != nil {
 			continue
 		}
 		for i, t := range ts {
-			if t >= sym && t < sym+max(size, 1) && i < 256 {
-				return GlobalRule{Func: fn, Index: uint8(i), Addend: uint16(t - sym)}, nil
+			if t >= sym && t < sym+max(size, 1) && t-sym < 1<<16 && i < 256 {
+				rules = append(rules, GlobalRule{Func: fn, Index: uint8(i), Addend: uint16(t - sym)})
+				break
 			}
 		}
+		if len(rules) == 2 {
+			break
+		}
 	}
-	return GlobalRule{}, fmt.Errorf("none of %v refers to the variable at %#x", funcs, sym)
+	if len(rules) == 0 {
+		return nil, fmt.Errorf("none of %v refers to the variable at %#x", funcs, sym)
+	}
+	return rules, nil
 }
 
 // OpenTable reads the symbol table (pclntab) of the executable f from the

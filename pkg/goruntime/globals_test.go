@@ -37,27 +37,28 @@ func TestGlobalRules(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, g := range RuntimeGlobals {
-		rule, ok := e.Globals[g.Name]
-		if !ok {
+		rules := e.Globals[g.Name]
+		if len(rules) == 0 {
 			t.Errorf("%s: no rule in the table", g.Name)
-			continue
 		}
-		got, err := ApplyGlobalRule(f, tab, rule)
-		if err != nil {
-			t.Errorf("%s: %v", g.Name, err)
-			continue
-		}
-		found := false
-		for _, s := range syms {
-			if s.Name == g.Name {
-				found = true
-				if s.Value != got {
-					t.Errorf("%s: the rule %+v finds %#x, the symbol is at %#x", g.Name, rule, got, s.Value)
+		for _, rule := range rules {
+			got, err := ApplyGlobalRule(f, tab, rule)
+			if err != nil {
+				t.Errorf("%s: %v", g.Name, err)
+				continue
+			}
+			found := false
+			for _, s := range syms {
+				if s.Name == g.Name {
+					found = true
+					if s.Value != got {
+						t.Errorf("%s: the rule %+v finds %#x, the symbol is at %#x", g.Name, rule, got, s.Value)
+					}
 				}
 			}
-		}
-		if !found {
-			t.Errorf("%s: no symbol", g.Name)
+			if !found {
+				t.Errorf("%s: no symbol", g.Name)
+			}
 		}
 	}
 }

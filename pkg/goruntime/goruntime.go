@@ -465,8 +465,8 @@ type tableEntry struct {
 	// compiler-generated wrappers that tracebacks leave out.
 	FuncIDWrapper uint8
 	// Globals find the runtime's variables in a binary without a symbol
-	// table (amd64), by name.
-	Globals map[string]GlobalRule
+	// table (amd64), by name; the rules of one variable must agree.
+	Globals map[string][]GlobalRule
 }
 
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the

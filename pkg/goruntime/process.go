@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -40,9 +42,11 @@ type Process struct {
 	allgs    uint64
 	allgsErr error
 	// globals are the run-time addresses of the runtime variables found
-	// (RuntimeGlobals); globalErrs say why the others were not.
-	globals    map[string]uint64
-	globalErrs map[string]error
+	// (RuntimeGlobals); globalErrs say why the others were not. Looked
+	// for on first use: the trace path never needs them.
+	globalsOnce sync.Once
+	globals     map[string]uint64
+	globalErrs  map[string]error
 	// exeIno and exeStart identify the image: the executable's inode and
 	// where its first executable mapping starts (see Replaced).
 	exeIno, exeStart uint64
@@ -112,10 +116,6 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 		p.allgsErr = err
 	} else {
 		p.allgs = addr + p.Bias
-	}
-	p.globals, p.globalErrs = globalAddrs(f, p.Syms, bin)
-	for name, a := range p.globals {
-		p.globals[name] = a + p.Bias
 	}
 	return p, nil
 }
@@ -513,6 +513,7 @@ func (g G) Describe() string {
 // global returns the run-time address of the runtime variable name (one
 // of RuntimeGlobals), or why it is not known.
 func (p *Process) global(name string) (uint64, error) {
+	p.globalsOnce.Do(p.findGlobals)
 	if a, ok := p.globals[name]; ok {
 		return a, nil
 	}
@@ -520,4 +521,35 @@ func (p *Process) global(name string) (uint64, error) {
 		return 0, err
 	}
 	return 0, fmt.Errorf("%s: not looked for", name)
+}
+
+// findGlobals looks for RuntimeGlobals in the executable, opened again
+// through /proc/PID/exe: it must be the image p was opened on.
+func (p *Process) findGlobals() {
+	p.globals, p.globalErrs = map[string]uint64{}, map[string]error{}
+	fail := func(err error) {
+		for _, g := range RuntimeGlobals {
+			p.globalErrs[g.Name] = err
+		}
+	}
+	exe, err := os.Open(proc.Path(p.PID, "exe"))
+	if err != nil {
+		fail(fmt.Errorf("opening the executable of PID %d: %w", p.PID, err))
+		return
+	}
+	defer exe.Close()
+	if st, err := exe.Stat(); err != nil || st.Sys().(*syscall.Stat_t).Ino != p.exeIno {
+		fail(fmt.Errorf("PID %d runs another executable than when it was opened", p.PID))
+		return
+	}
+	f, err := elf.NewFile(exe)
+	if err != nil {
+		fail(err)
+		return
+	}
+	addrs, errs := globalAddrs(f, p.Syms, p.Bin)
+	for name, a := range addrs {
+		p.globals[name] = a + p.Bias
+	}
+	maps.Copy(p.globalErrs, errs)
 }
