@@ -18,12 +18,10 @@ import (
 // the memory limit must be equal, exactly; the heap goal must be the
 // target's NextGC (no memory limit binds, no runway applies after a
 // forced GC). Twice: after 3 and after 5 more cycles. Built plain,
-// stripped PIE, with Go 1.27 and Go 1.22 stripped PIE and with Go 1.21.
+// stripped PIE, with Go 1.27 and Go 1.22 stripped PIE and with Go 1.21;
+// and stripped PIE with each of GONETSCOPE_TEST_TOOLCHAINS.
 func TestGCStats(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		build func(t *testing.T) string
-	}{
+	cases := []heapCase{
 		{"plain", func(t *testing.T) string { return buildTarget(t, "heaptarget") }},
 		{"stripped-pie", func(t *testing.T) string {
 			return buildTarget(t, "heaptarget", "-ldflags=-s -w", "-buildmode=pie")
@@ -35,7 +33,13 @@ func TestGCStats(t *testing.T) {
 			return buildTargetWith(t, "heaptarget", "go1.22.12", "-ldflags=-s -w", "-buildmode=pie")
 		}},
 		{"go1.21", func(t *testing.T) string { return buildTargetWith(t, "heaptarget", "go1.21.13") }},
-	} {
+	}
+	for _, v := range extraToolchains() {
+		cases = append(cases, heapCase{v + "-stripped-pie", func(t *testing.T) string {
+			return buildTargetWith(t, "heaptarget", v, "-ldflags=-s -w", "-buildmode=pie")
+		}})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) { checkGCStats(t, tc.build(t)) })
 	}
 }
