@@ -38,7 +38,7 @@ var RuntimeGlobals = []struct {
 	{"runtime.mbuckets", []string{"runtime.stkbucket", "runtime.mProf_Flush", "runtime.mProf_FlushLocked"}},
 	{"runtime.MemProfileRate", []string{"runtime.nextSample", "runtime.profilealloc", "runtime.schedinit"}},
 	{"runtime.mProfCycle", []string{"runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.mProf_NextCycle", "runtime.mProf_Flush"}},
-	{"runtime.memstats", []string{"runtime.gcMarkTermination", "runtime.gcStart", "runtime.gcinit"}},
+	{"runtime.memstats", []string{"runtime.gcMarkTermination", "runtime.gcStart", "runtime.gcTrigger.test", "runtime.(*mheap).init"}},
 	{"runtime.gcController", []string{"runtime.gcStart", "runtime.gcinit", "runtime.gcMarkTermination"}},
 }
 
