@@ -66,13 +66,9 @@ func profileCmd(args []string) error {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
-	p, err := proc.Open(*pid)
-	if err != nil {
-		return fmt.Errorf("no process with PID %d: check the PID (pgrep NAME)", *pid)
-	}
 	// The binary and its symbol tables first: a target we cannot
 	// symbolize is refused before anything is loaded into the kernel.
-	_, bin, err := tracer.Inspect(*pid)
+	p, bin, err := goruntime.InspectPID(*pid)
 	if err != nil {
 		return err
 	}

@@ -304,34 +304,9 @@ func (t *Tracer) Close() error {
 	return nil
 }
 
-// Inspect checks that pid can be traced, without attaching: it exists and
-// is a Go program gonetscope understands.
-func Inspect(pid int) (proc.Process, *goruntime.Binary, error) {
-	p, err := proc.Open(pid)
-	if errors.Is(err, proc.ErrNoProcess) {
-		return p, nil, fmt.Errorf("no process with PID %d: check the PID (pgrep NAME)", pid)
-	}
-	if err != nil {
-		return p, nil, fmt.Errorf("reading process %d: %w", pid, err)
-	}
-	f, err := os.Open(p.ExePath())
-	if err != nil {
-		return p, nil, fmt.Errorf("opening the executable of PID %d: %w", pid, err)
-	}
-	defer f.Close()
-	bin, err := goruntime.InspectReader(p.ExePath(), f)
-	if errors.Is(err, goruntime.ErrNotGo) {
-		return p, nil, fmt.Errorf("PID %d (%s) is not a Go program: gonetscope traces Go programs only", pid, p.Comm)
-	}
-	if err != nil {
-		return p, nil, fmt.Errorf("PID %d (%s): %w", pid, p.Comm, err)
-	}
-	return p, bin, nil
-}
-
 // Attach starts tracing pid and queues its attached event.
 func (t *Tracer) Attach(pid int) (*event.Attached, error) {
-	p, bin, err := Inspect(pid)
+	p, bin, err := goruntime.InspectPID(pid)
 	if err != nil {
 		return nil, err
 	}
@@ -433,7 +408,7 @@ func (t *Tracer) checkExecs() {
 		t.acceptq.Forget(uint32(pid))
 		delete(t.targets, pid)
 		delete(t.syms, pid)
-		p, bin, err := Inspect(pid)
+		p, bin, err := goruntime.InspectPID(pid)
 		if err == nil {
 			_, err = t.install(p, bin, event.ReasonExec)
 		}
