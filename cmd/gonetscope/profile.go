@@ -22,7 +22,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/pprof"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/sampler"
-	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu [--duration 30s] -o out.pb.gz"
@@ -147,7 +146,7 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*gorun
 		np.Close()
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", p.PID, err)
 	}
-	v := tracer.KernelTarget(p, ns, bin, -1)
+	v := netpoll.TargetOf(p, ns, bin, -1)
 	if err := np.AddTarget(uint32(p.PID), &v); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)

@@ -327,7 +327,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	if err != nil {
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", pid, err)
 	}
-	v := KernelTarget(p, ns, bin, t.opts.MinWait)
+	v := netpoll.TargetOf(p, ns, bin, t.opts.MinWait)
 	if ns.InPIDNamespace() && v.G_goid != 0 && !nsThreadIDsReadable() {
 		bin.Limits = append(bin.Limits, "no goroutine ids and no netpoll_wait: the target is in a PID namespace of its own, and this kernel's BTF lacks task_struct.thread_pid or pid.numbers to find its threads' ids there")
 	}
