@@ -125,9 +125,6 @@ type Tracer struct {
 
 	mu      sync.Mutex
 	targets map[int]*target
-	// acceptStacks is each goroutine's stack at its latest accept, for the
-	// acceptors of listen_overflow. Only Run's goroutine uses it.
-	acceptStacks map[acceptorID][]event.Frame
 	// syms symbolizes stacks by PID. An entry outlives its target until
 	// the target's detached event is written: events still in the ring
 	// buffers when it exited keep their stacks.
@@ -229,7 +226,6 @@ func New(opts Options) (*Tracer, error) {
 		queueLostTotal: map[string]uint64{},
 		targets:        map[int]*target{},
 		syms:           map[int]*symtab.Table{},
-		acceptStacks:   map[acceptorID][]event.Frame{},
 		wake:           make(chan struct{}, 1),
 		exited:         make(chan int, 16),
 		send:           map[string]bool{},
@@ -628,7 +624,7 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 			if it.flushed {
 				flushing--
 			} else {
-				t.noteAcceptStack(it.ev)
+				t.acceptq.NoteAccept(it.ev)
 				if err := sink.Write(it.ev); err != nil {
 					return fmt.Errorf("writing event: %w", err)
 				}
@@ -662,11 +658,6 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 					if d, ok := ev.(*event.Detached); ok {
 						t.forgetSymbols(int(d.PID))
 						delete(t.streamsByPID, d.PID)
-						for id := range t.acceptStacks {
-							if id.pid == d.PID {
-								delete(t.acceptStacks, id)
-							}
-						}
 					}
 				}
 				held, flushed = held[:0], false
@@ -831,30 +822,6 @@ func (t *Tracer) lostEvent(stream, lostEvent string, n uint64) *event.Lost {
 	return &event.Lost{Header: event.Header{Time: time.Now(), Event: "lost"}, Count: n, Stream: stream, LostEvent: lostEvent}
 }
 
-type acceptorID struct {
-	pid  uint32
-	goid uint64
-}
-
-// noteAcceptStack remembers the stack of a goroutine's latest accept.
-func (t *Tracer) noteAcceptStack(ev event.Event) {
-	var h *event.Header
-	switch e := ev.(type) {
-	case *event.TCPAccept:
-		h = &e.Header
-	case *event.NetpollWait:
-		if e.Mode != "accept" {
-			return
-		}
-		h = &e.Header
-	default:
-		return
-	}
-	if h.HasGoid && h.Stack != nil && len(h.Stack.Frames) > 0 {
-		t.acceptStacks[acceptorID{h.PID, h.Goid}] = h.Stack.Frames
-	}
-}
-
 // sampleOverflow writes a listen_overflow event for every traced listener
 // whose drop counter rose since the previous sample.
 func (t *Tracer) sampleOverflow(sink Sink) error {
@@ -875,12 +842,6 @@ func (t *Tracer) sampleOverflow(sink Sink) error {
 	}
 	for _, ev := range evs {
 		t.setNsPID(ev.Head())
-		if o, ok := ev.(*event.ListenOverflow); ok {
-			for i := range o.Acceptors {
-				a := &o.Acceptors[i]
-				a.Stack = t.acceptStacks[acceptorID{o.PID, a.Goid}]
-			}
-		}
 		if err := sink.Write(ev); err != nil {
 			return fmt.Errorf("writing event: %w", err)
 		}
