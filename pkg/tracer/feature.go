@@ -7,8 +7,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
-	"github.com/gonetscope/gonetscope/pkg/netpoll"
-	"github.com/gonetscope/gonetscope/pkg/tcp"
 )
 
 // A feature is one kind of thing gonetscope reports (netpoll waits, TCP
@@ -59,25 +57,25 @@ type sampler struct {
 	run   func(Sink) error
 }
 
-// netpollWaits is the netpoll object as a feature: its events and
-// histograms. Its targets map is the kernel filter, which the Tracer
-// itself fills (Attach, Detach).
-func netpollWaits(np *netpoll.Objects) feature {
-	return feature{
-		hooks:   np.Hooks(),
-		streams: []source{{"netpoll", np.Events(), netpoll.Decode, np.Lost}},
-		hists:   np.Hists,
-		close:   np.Close,
-	}
+// eventObject is a BPF object that hooks every target alike, with nothing
+// to do per target: one ring buffer of events, and histograms. netpoll
+// (whose targets map is the kernel filter the Tracer itself fills) and
+// tcp are.
+type eventObject interface {
+	Hooks() map[string]string
+	Events() *ebpf.Map
+	Lost() (map[string]uint64, error)
+	Hists(keep func(pid uint32) bool) ([]bpfobj.Hist, error)
+	Close() error
 }
 
-// tcpEvents is the tcp object as a feature: connects, accepts and accept
-// errors of every target, from hooks that need nothing per target.
-func tcpEvents(tc *tcp.Objects) feature {
+// eventStream is o as a feature whose stream name is name, decoded by
+// decode.
+func eventStream(name string, o eventObject, decode func([]byte, bpfobj.Clock) (event.Event, error)) feature {
 	return feature{
-		hooks:   tc.Hooks(),
-		streams: []source{{"tcp", tc.Events(), tcp.Decode, tc.Lost}},
-		hists:   tc.Hists,
-		close:   tc.Close,
+		hooks:   o.Hooks(),
+		streams: []source{{name, o.Events(), decode, o.Lost}},
+		hists:   o.Hists,
+		close:   o.Close,
 	}
 }

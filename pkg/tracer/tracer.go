@@ -139,12 +139,12 @@ func (t *Tracer) load() error {
 		return err
 	}
 	t.netpoll = np
-	t.plug(netpollWaits(np))
+	t.plug(eventStream("netpoll", np, netpoll.Decode))
 	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), RingBufferBytes: opts.RingBufferBytes, Hooks: opts.Hooks})
 	if err != nil {
 		return err
 	}
-	t.plug(tcpEvents(tc))
+	t.plug(eventStream("tcp", tc, tcp.Decode))
 	if t.acceptq, err = acceptq.Load(acceptq.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks}); err != nil {
 		return err
 	}
