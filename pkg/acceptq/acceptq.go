@@ -141,7 +141,7 @@ func Load(opts Options) (*Objects, error) {
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
 	if err != nil {
-		return nil, bpfobj.LoadError("overflow BPF object", err)
+		return nil, bpfobj.LoadError("acceptq BPF object", err)
 	}
 	o := &Objects{
 		coll:      coll,

@@ -33,8 +33,8 @@ type Options struct {
 	Goroutines        bool
 	GoroutineInterval time.Duration
 	GoroutineTop      int
-	// OverflowInterval is how often the traced listeners' drop counters
-	// are sampled for listen_overflow. Zero: 100ms.
+	// OverflowInterval is how often the traced listeners' accept queues
+	// are sampled for listen_overflow, and execs checked. Zero: 100ms.
 	OverflowInterval time.Duration
 	// DrainInterval bounds how long an event waits in the kernel: netpoll
 	// submits wake the reader at most once per interval (or when a
