@@ -24,11 +24,14 @@ import (
 	"fmt"
 	"go/format"
 	"go/version"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+
+	"debug/elf"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
@@ -69,6 +72,7 @@ type entry struct {
 	offsets       goruntime.Offsets
 	waitReasons   []string
 	funcIDWrapper uint8
+	globals       map[string][]goruntime.GlobalRule
 	from          []string // the toolchains that agree on it
 }
 
@@ -202,12 +206,16 @@ func run(versions []string, out string) error {
 		slices.SortFunc(langs, version.Compare)
 		for _, l := range langs {
 			e := table[l]
-			fmt.Fprintf(&buf, "\t\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v, FuncIDWrapper: %d},\n", l, e.from, e.offsets, e.waitReasons, e.funcIDWrapper)
+			fmt.Fprintf(&buf, "\t\t%q: {From: %#v, Offsets: %#v, WaitReasons: %#v, FuncIDWrapper: %d", l, e.from, e.offsets, e.waitReasons, e.funcIDWrapper)
+			if len(e.globals) > 0 {
+				fmt.Fprintf(&buf, ", Globals: %#v", e.globals)
+			}
+			buf.WriteString("},\n")
 		}
 		buf.WriteString("\t},\n")
 	}
 	buf.WriteString("}\n")
-	src, err := format.Source(bytes.ReplaceAll(buf.Bytes(), []byte("goruntime.Offsets"), []byte("Offsets")))
+	src, err := format.Source(bytes.ReplaceAll(buf.Bytes(), []byte("goruntime."), nil))
 	if err != nil {
 		return fmt.Errorf("formatting: %w\n%s", err, buf.Bytes())
 	}
@@ -245,16 +253,94 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", v, err)
 		}
+		var gl map[string][]goruntime.GlobalRule
+		// Only amd64 code is read, and only where the pclntab is read
+		// (Go 1.20+): what reads these variables needs both.
+		if arch == "amd64" && version.Compare(version.Lang(v), "go1.20") >= 0 {
+			if gl, err = globalRules(dir, bin, v, b); err != nil {
+				return nil, fmt.Errorf("%s: %w", v, err)
+			}
+		}
 		lang := version.Lang(v)
 		e, ok := table[lang]
 		if !ok {
-			table[lang] = &entry{offsets: o, waitReasons: wr, funcIDWrapper: fw, from: []string{v}}
+			table[lang] = &entry{offsets: o, waitReasons: wr, funcIDWrapper: fw, globals: gl, from: []string{v}}
 			continue
 		}
-		if e.offsets != o || !slices.Equal(e.waitReasons, wr) || e.funcIDWrapper != fw {
+		if e.offsets != o || !slices.Equal(e.waitReasons, wr) || e.funcIDWrapper != fw || !maps.EqualFunc(e.globals, gl, slices.Equal) {
 			return nil, fmt.Errorf("%s and %s (%s) disagree: %+v vs %+v; the table cannot be keyed by minor version", e.from[0], v, arch, e.offsets, o)
 		}
 		e.from = append(e.from, v)
 	}
 	return table, nil
+}
+
+// globalRules finds how the code of the amd64 program bin (built by
+// toolchain v, with a symbol table) refers to each of the runtime
+// variables gonetscope reads (goruntime.RuntimeGlobals), and checks that
+// the rules find the same variables in a PIE build of the same program.
+func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string][]goruntime.GlobalRule, error) {
+	rules := map[string][]goruntime.GlobalRule{}
+	if err := withSymbols(bin, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
+		tab, err := goruntime.OpenTable(f, b)
+		if err != nil {
+			return err
+		}
+		for _, g := range goruntime.RuntimeGlobals {
+			s, ok := syms[g.Name]
+			if !ok {
+				continue // not in this version
+			}
+			r, err := goruntime.FindGlobalRules(f, tab, s.Value, s.Size, g.Funcs)
+			if err != nil {
+				return fmt.Errorf("%s: %w", g.Name, err)
+			}
+			rules[g.Name] = r
+		}
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	pie := bin + "-pie"
+	if err := gotoolchain.BuildFor("amd64", dir, v, pie, "-buildmode=pie"); err != nil {
+		return nil, err
+	}
+	err := withSymbols(pie, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
+		for name, rs := range rules {
+			for _, r := range rs {
+				a, err := read(r)
+				if err != nil {
+					return fmt.Errorf("PIE build: %s: %w", name, err)
+				}
+				if a != syms[name].Value {
+					return fmt.Errorf("PIE build: the rule %+v finds %s at %#x, its symbol is at %#x", r, name, a, syms[name].Value)
+				}
+			}
+		}
+		return nil
+	})
+	return rules, err
+}
+
+// withSymbols opens the executable at path and calls fn with its symbols
+// by name and a reader of rules.
+func withSymbols(path string, b *goruntime.Binary, fn func(*elf.File, map[string]elf.Symbol, func(goruntime.GlobalRule) (uint64, error)) error) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	list, err := f.Symbols()
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	syms := map[string]elf.Symbol{}
+	for _, s := range list {
+		syms[s.Name] = s
+	}
+	tab, err := goruntime.OpenTable(f, b)
+	if err != nil {
+		return err
+	}
+	return fn(f, syms, func(r goruntime.GlobalRule) (uint64, error) { return goruntime.ApplyGlobalRule(f, tab, r) })
 }

@@ -31,8 +31,9 @@ Usage:
   gonetscope daemon [--socket PATH] [--output FILE]     run until SIGTERM; attach on request
   gonetscope attach|detach [--socket PATH] PID          tell the daemon
   gonetscope list [--socket PATH]                       what the daemon traces
-  gonetscope profile --pid PID --kind netpoll|cpu|offcpu -o out.pb.gz   write a pprof profile
+  gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap -o out.pb.gz   write a pprof profile
   gonetscope goroutines --pid PID [--json] [-o goroutine.pb.gz]    every goroutine and its stack, read from memory
+  gonetscope gc --pid PID [--json]                      the GC's own records (cycles, pauses, GOGC), read from memory
   gonetscope diagnose --pid PID [--duration 30s] [--out DIR] [--json]  the checklist, from a live run
   gonetscope report events.jsonl                        the same checklist over a recorded stream
   gonetscope version
@@ -76,6 +77,8 @@ func run(args []string) error {
 		return diagnoseCmd(args[1:])
 	case "report":
 		return reportCmd(args[1:])
+	case "gc":
+		return gcCmd(args[1:])
 	case "version":
 		fmt.Println("gonetscope", version)
 		return nil

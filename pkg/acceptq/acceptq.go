@@ -224,7 +224,14 @@ func (o *Objects) scan() ([]acceptqListenerRec, error) {
 		}
 		recs = append(recs, r...)
 	}
-	return recs, nil
+	// A kernel that visits the shared files once per thread repeats them.
+	seen := map[listenerID]bool{}
+	return slices.DeleteFunc(recs, func(r acceptqListenerRec) bool {
+		id := listenerID{r.Pid, r.Fd, r.Sk}
+		dup := seen[id]
+		seen[id] = true
+		return dup
+	}), nil
 }
 
 // iterate starts (on) or stops the listener iterator of pid, where there

@@ -14,9 +14,11 @@ import (
 )
 
 // AttachProcessIter attaches a task or task_file iterator program that
-// visits the tasks (or the files) of process pid only, where the kernel
-// takes a process for its task iterators (Linux 6.1+; TaskItersByProcess
-// says). An unparametrized iterator visits every task on the host.
+// visits the main thread of process pid only (its files are the
+// process's), where the kernel takes a task for its task iterators (Linux
+// 6.1+; TaskItersByProcess says). An unparametrized iterator visits every
+// task on the host. (By process, 6.1 visits every thread and, unlike
+// later kernels, their shared files once per thread.)
 // cilium/ebpf does not pass the iterator's link info, so this makes the
 // link itself (BPF_LINK_CREATE) and lets the library wrap it.
 func AttachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
@@ -28,7 +30,7 @@ func AttachProcessIter(prog *ebpf.Program, pid uint32) (*link.Iter, error) {
 	info := struct {
 		tid, pid, pidFD uint32
 		_               uint32
-	}{pid: pid}
+	}{tid: pid}
 	// The leading fields of union bpf_attr for BPF_LINK_CREATE of an iterator.
 	attr := struct {
 		progFD, targetFD, attachType, flags uint32

@@ -60,6 +60,29 @@ type Offsets struct {
 	GSchedSP, GSchedPC, GSchedLR uint16
 	GSyscallSP, GSyscallPC       uint16
 	GStackHi                     uint16
+
+	// The heap profile's buckets (runtime/mprof.go): the size of the
+	// runtime.bucket header (its stack's pcs follow it, then the
+	// memRecord), its allnext, size (of the objects) and nstk fields;
+	// memRecord.future (active is at 0, checked); the size of a
+	// memRecordCycle and its frees, alloc_bytes and free_bytes (allocs
+	// is at 0, checked; the byte counts are gone in Go 1.27, where bytes
+	// are objects times bucket.size).
+	BucketHdr, BucketAllnext, BucketObjSize, BucketNstk uint16
+	MemRecFuture                                        uint16
+	MemCycleSize, MemCycleFrees                         uint16
+	MemCycleAllocBytes, MemCycleFreeBytes               uint16
+
+	// runtime.mstats (the variable runtime.memstats): the GC's own
+	// records. pause_ns and pause_end are rings of MsPauseLen entries
+	// indexed by numgc.
+	MsLastGCUnix, MsPauseTotalNs, MsPauseNs, MsPauseEnd uint16
+	MsPauseLen, MsNumgc, MsNumforcedgc                  uint16
+	// runtime.gcControllerState (runtime.gcController): gcPercent is
+	// at 0 (checked); memoryLimit (Go 1.19+), heapMinimum, heapLive,
+	// heapMarked, gcPercentHeapGoal and lastHeapGoal (Go 1.20+).
+	GcMemoryLimit, GcHeapMinimum, GcHeapLive, GcHeapMarked uint16
+	GcPercentHeapGoal, GcLastHeapGoal                      uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -281,17 +304,58 @@ var want = []struct {
 	{"runtime.g", "syscallsp", func(o *Offsets) *uint16 { return &o.GSyscallSP }, true},
 	{"runtime.g", "syscallpc", func(o *Offsets) *uint16 { return &o.GSyscallPC }, true},
 	{"runtime.g", "stack.hi", func(o *Offsets) *uint16 { return &o.GStackHi }, true},
+	// "#size" is the struct's size, "x#len" the length of array x.
+	{"runtime.bucket", "#size", func(o *Offsets) *uint16 { return &o.BucketHdr }, true},
+	{"runtime.bucket", "allnext", func(o *Offsets) *uint16 { return &o.BucketAllnext }, true},
+	{"runtime.bucket", "size", func(o *Offsets) *uint16 { return &o.BucketObjSize }, true},
+	{"runtime.bucket", "nstk", func(o *Offsets) *uint16 { return &o.BucketNstk }, true},
+	{"runtime.memRecord", "future", func(o *Offsets) *uint16 { return &o.MemRecFuture }, true},
+	{"runtime.memRecordCycle", "#size", func(o *Offsets) *uint16 { return &o.MemCycleSize }, true},
+	{"runtime.memRecordCycle", "frees", func(o *Offsets) *uint16 { return &o.MemCycleFrees }, true},
+	{"runtime.memRecordCycle", "alloc_bytes", func(o *Offsets) *uint16 { return &o.MemCycleAllocBytes }, true},
+	{"runtime.memRecordCycle", "free_bytes", func(o *Offsets) *uint16 { return &o.MemCycleFreeBytes }, true},
+	{"runtime.mstats", "last_gc_unix", func(o *Offsets) *uint16 { return &o.MsLastGCUnix }, true},
+	{"runtime.mstats", "pause_total_ns", func(o *Offsets) *uint16 { return &o.MsPauseTotalNs }, true},
+	{"runtime.mstats", "pause_ns", func(o *Offsets) *uint16 { return &o.MsPauseNs }, true},
+	{"runtime.mstats", "pause_end", func(o *Offsets) *uint16 { return &o.MsPauseEnd }, true},
+	{"runtime.mstats", "pause_ns#len", func(o *Offsets) *uint16 { return &o.MsPauseLen }, true},
+	{"runtime.mstats", "numgc", func(o *Offsets) *uint16 { return &o.MsNumgc }, true},
+	{"runtime.mstats", "numforcedgc", func(o *Offsets) *uint16 { return &o.MsNumforcedgc }, true},
+	{"runtime.gcControllerState", "memoryLimit", func(o *Offsets) *uint16 { return &o.GcMemoryLimit }, true},
+	{"runtime.gcControllerState", "heapMinimum", func(o *Offsets) *uint16 { return &o.GcHeapMinimum }, true},
+	{"runtime.gcControllerState", "heapLive", func(o *Offsets) *uint16 { return &o.GcHeapLive }, true},
+	{"runtime.gcControllerState", "heapMarked", func(o *Offsets) *uint16 { return &o.GcHeapMarked }, true},
+	{"runtime.gcControllerState", "gcPercentHeapGoal", func(o *Offsets) *uint16 { return &o.GcPercentHeapGoal }, true},
+	{"runtime.gcControllerState", "lastHeapGoal", func(o *Offsets) *uint16 { return &o.GcLastHeapGoal }, true},
+}
+
+// atZero lists fields read at offset 0 of their struct (where the zero
+// Offsets could not tell "at 0" from "unknown"): a DWARF that puts one
+// elsewhere is a layout gonetscope does not know, and the feature that
+// reads it is switched off by zeroing off, an offset it needs.
+var atZero = []struct {
+	strct, field string
+	off          func(*Offsets) *uint16
+}{
+	{"runtime.memRecord", "active", func(o *Offsets) *uint16 { return &o.BucketHdr }},
+	{"runtime.memRecordCycle", "allocs", func(o *Offsets) *uint16 { return &o.BucketHdr }},
+	{"runtime.mProfCycleHolder", "value", func(o *Offsets) *uint16 { return &o.BucketHdr }},
+	{"runtime.gcControllerState", "gcPercent", func(o *Offsets) *uint16 { return &o.GcHeapLive }},
 }
 
 func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 	var o Offsets
+	var notAtZero []func(*Offsets) *uint16
 	found := map[string]bool{}
 	structs := map[string]bool{}
 	for _, w := range want {
 		structs[w.strct] = true
 	}
+	for _, z := range atZero {
+		structs[z.strct] = true
+	}
 	r := d.Reader()
-	for len(found) < len(want) {
+	for {
 		e, err := r.Next()
 		if err != nil {
 			return o, fmt.Errorf("reading DWARF: %w", err)
@@ -332,6 +396,11 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 			*w.dst(&o) = uint16(off)
 			found[name+"."+w.field] = true
 		}
+		for _, z := range atZero {
+			if off, ok := fieldOffset(st, z.field); z.strct == name && (!ok || off != 0) {
+				notAtZero = append(notAtZero, z.off)
+			}
+		}
 		r.SkipChildren()
 	}
 	for _, w := range want {
@@ -339,12 +408,26 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 			return o, fmt.Errorf("DWARF has no %s.%s: unsupported Go runtime layout", w.strct, w.field)
 		}
 	}
+	for _, off := range notAtZero {
+		*off(&o) = 0
+	}
 	return o, nil
 }
 
 // fieldOffset is the offset of field path ("sched.pc": field pc of the
 // struct field sched) in st.
 func fieldOffset(st *dwarf.StructType, path string) (int64, bool) {
+	if path == "#size" {
+		return st.ByteSize, st.ByteSize > 0
+	}
+	if arr, ok := strings.CutSuffix(path, "#len"); ok {
+		for _, f := range st.Field {
+			if at, ok := f.Type.(*dwarf.ArrayType); ok && f.Name == arr {
+				return at.Count, at.Count > 0
+			}
+		}
+		return 0, false
+	}
 	name, rest, nested := strings.Cut(path, ".")
 	for _, f := range st.Field {
 		if f.Name != name {
@@ -381,6 +464,9 @@ type tableEntry struct {
 	// FuncIDWrapper is abi.FuncIDWrapper: the funcID of the
 	// compiler-generated wrappers that tracebacks leave out.
 	FuncIDWrapper uint8
+	// Globals find the runtime's variables in a binary without a symbol
+	// table (amd64), by name; the rules of one variable must agree.
+	Globals map[string][]GlobalRule
 }
 
 // WaitReason names a goroutine's g.waitreason ("chan receive"), from the

@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"golang.org/x/arch/x86/x86asm"
@@ -39,6 +41,12 @@ type Process struct {
 	// it could not be found.
 	allgs    uint64
 	allgsErr error
+	// globals are the run-time addresses of the runtime variables found
+	// (RuntimeGlobals); globalErrs say why the others were not. Looked
+	// for on first use: the trace path never needs them.
+	globalsOnce sync.Once
+	globals     map[string]uint64
+	globalErrs  map[string]error
 	// exeIno and exeStart identify the image: the executable's inode and
 	// where its first executable mapping starts (see Replaced).
 	exeIno, exeStart uint64
@@ -500,4 +508,48 @@ func (g G) Describe() string {
 		return g.Status.String() + ": " + g.WaitReason
 	}
 	return g.Status.String()
+}
+
+// global returns the run-time address of the runtime variable name (one
+// of RuntimeGlobals), or why it is not known.
+func (p *Process) global(name string) (uint64, error) {
+	p.globalsOnce.Do(p.findGlobals)
+	if a, ok := p.globals[name]; ok {
+		return a, nil
+	}
+	if err := p.globalErrs[name]; err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("%s: not looked for", name)
+}
+
+// findGlobals looks for RuntimeGlobals in the executable, opened again
+// through /proc/PID/exe: it must be the image p was opened on.
+func (p *Process) findGlobals() {
+	p.globals, p.globalErrs = map[string]uint64{}, map[string]error{}
+	fail := func(err error) {
+		for _, g := range RuntimeGlobals {
+			p.globalErrs[g.Name] = err
+		}
+	}
+	exe, err := os.Open(proc.Path(p.PID, "exe"))
+	if err != nil {
+		fail(fmt.Errorf("opening the executable of PID %d: %w", p.PID, err))
+		return
+	}
+	defer exe.Close()
+	if st, err := exe.Stat(); err != nil || st.Sys().(*syscall.Stat_t).Ino != p.exeIno {
+		fail(fmt.Errorf("PID %d runs another executable than when it was opened", p.PID))
+		return
+	}
+	f, err := elf.NewFile(exe)
+	if err != nil {
+		fail(err)
+		return
+	}
+	addrs, errs := globalAddrs(f, p.Syms, p.Bin)
+	for name, a := range addrs {
+		p.globals[name] = a + p.Bias
+	}
+	maps.Copy(p.globalErrs, errs)
 }
