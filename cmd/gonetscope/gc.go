@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 const gcUsage = "gonetscope gc --pid PID [--json] [--pauses N]"
@@ -57,7 +56,7 @@ func gcCmd(args []string) error {
 	case *pauses < 0:
 		return fmt.Errorf("--pauses %d: give 0 to 256", *pauses)
 	}
-	pr, bin, err := tracer.Inspect(*pid)
+	pr, bin, err := goruntime.InspectPID(*pid)
 	if err != nil {
 		return err
 	}

@@ -19,7 +19,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/pprof"
-	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 const goroutinesUsage = "gonetscope goroutines --pid PID [--json] [--system] [--runtime-frames] [-o goroutine.pb.gz]"
@@ -44,7 +43,7 @@ func goroutinesCmd(args []string) error {
 		return errors.New("no target: give the PID of a Go program with --pid")
 	}
 	// The same refusals as trace: no such process, not a Go program.
-	pr, bin, err := tracer.Inspect(*pid)
+	pr, bin, err := goruntime.InspectPID(*pid)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
@@ -182,7 +183,7 @@ func trace(args []string) error {
 // inspectAll refuses bad targets before anything is loaded into the kernel.
 func inspectAll(pids []int) error {
 	for _, pid := range pids {
-		if _, _, err := tracer.Inspect(pid); err != nil {
+		if _, _, err := goruntime.InspectPID(pid); err != nil {
 			return err
 		}
 	}

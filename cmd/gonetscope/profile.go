@@ -22,7 +22,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/pprof"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/sampler"
-	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap [--duration 30s] -o out.pb.gz"
@@ -67,13 +66,9 @@ func profileCmd(args []string) error {
 	if err := checkPrivileges(); err != nil && *kind != "heap" {
 		return err
 	}
-	p, err := proc.Open(*pid)
-	if err != nil {
-		return fmt.Errorf("no process with PID %d: check the PID (pgrep NAME)", *pid)
-	}
 	// The binary and its symbol tables first: a target we cannot
 	// symbolize is refused before anything is loaded into the kernel.
-	_, bin, err := tracer.Inspect(*pid)
+	p, bin, err := goruntime.InspectPID(*pid)
 	if err != nil {
 		return err
 	}
@@ -155,7 +150,7 @@ func startNetpoll(p proc.Process, bin *goruntime.Binary, fold bool) (func(*gorun
 		np.Close()
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", p.PID, err)
 	}
-	v := tracer.KernelTarget(p, ns, bin, -1)
+	v := netpoll.TargetOf(p, ns, bin, -1)
 	if err := np.AddTarget(uint32(p.PID), &v); err != nil {
 		np.Close()
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", p.PID, err)

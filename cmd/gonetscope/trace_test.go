@@ -634,7 +634,9 @@ func checkConnects(t *testing.T, r traceRun, network string) {
 		t.Fatal("target reported no dials")
 	}
 	for _, d := range dials {
-		i := slices.IndexFunc(connects, func(e ev) bool { return e.Result == "ok" && e.LPort == d.LPort })
+		// By both ports: the kernel may give one ephemeral port to two
+		// connects to different listeners.
+		i := slices.IndexFunc(connects, func(e ev) bool { return e.Result == "ok" && e.LPort == d.LPort && e.RPort == d.RPort })
 		if i < 0 {
 			t.Errorf("no tcp_connect for the dial from port %d: %+v", d.LPort, connects)
 			continue
@@ -670,7 +672,7 @@ func checkAccepts(t *testing.T, r traceRun, network string) {
 		t.Errorf("%d tcp_accept events, the target accepted %d connections", len(accepts), len(facts))
 	}
 	for _, f := range facts {
-		i := slices.IndexFunc(accepts, func(e ev) bool { return e.RPort == f.RPort })
+		i := slices.IndexFunc(accepts, func(e ev) bool { return e.RPort == f.RPort && e.LPort == f.LPort })
 		if i < 0 {
 			t.Errorf("no tcp_accept for the connection from port %d", f.RPort)
 			continue

@@ -87,6 +87,15 @@ type Objects struct {
 	spaces    map[uint64]*nsState
 	runtimes  map[uint32]*goruntime.Process
 	noRuntime map[uint32]error
+	// stacks is each goroutine's stack at its latest accept (NoteAccept),
+	// for the acceptors in listen_overflow.
+	stacks map[acceptorID][]event.Frame
+}
+
+// acceptorID is a goroutine of a traced process.
+type acceptorID struct {
+	pid  uint32
+	goid uint64
 }
 
 // listenerID is one listener: the fd in a process and the socket behind it
@@ -132,7 +141,7 @@ func Load(opts Options) (*Objects, error) {
 		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
 	})
 	if err != nil {
-		return nil, bpfobj.LoadError("overflow BPF object", err)
+		return nil, bpfobj.LoadError("acceptq BPF object", err)
 	}
 	o := &Objects{
 		coll:      coll,
@@ -142,6 +151,7 @@ func Load(opts Options) (*Objects, error) {
 		spaces:    map[uint64]*nsState{},
 		runtimes:  map[uint32]*goruntime.Process{},
 		noRuntime: map[uint32]error{},
+		stacks:    map[acceptorID][]event.Frame{},
 		mechanism: Sampled,
 	}
 	if o.calls, o.links, err = bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family); err != nil {
@@ -312,7 +322,8 @@ func (o *Objects) Baseline(pid uint32) (err error) {
 	return nil
 }
 
-// Forget drops the state of pid's listeners (pid was detached).
+// Forget drops the state of pid's listeners and the stacks of its
+// acceptors (pid was detached, or replaced its image by exec).
 func (o *Objects) Forget(pid uint32) {
 	o.iterate(pid, false)
 	o.mu.Lock()
@@ -321,6 +332,11 @@ func (o *Objects) Forget(pid uint32) {
 	delete(o.netns, pid)
 	delete(o.runtimes, pid)
 	delete(o.noRuntime, pid)
+	for id := range o.stacks {
+		if id.pid == pid {
+			delete(o.stacks, id)
+		}
+	}
 	for id, st := range o.listeners {
 		if id.pid == pid {
 			o.gone(id, st)
@@ -454,6 +470,35 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 	return evs, nil
 }
 
+// NoteAccept remembers the stack of a goroutine's latest accept
+// (tcp_accept, or a netpoll_wait in mode accept), for the acceptors of the
+// listen_overflow events Sample builds. Call it with every event, in the
+// order they are written; it ignores all but accepts with a stack. The
+// accepts of a PID not baselined (not yet attached, or forgotten while its
+// last events were on their way) are not kept.
+func (o *Objects) NoteAccept(ev event.Event) {
+	var h *event.Header
+	switch e := ev.(type) {
+	case *event.TCPAccept:
+		h = &e.Header
+	case *event.NetpollWait:
+		if e.Mode != "accept" {
+			return
+		}
+		h = &e.Header
+	default:
+		return
+	}
+	if !h.HasGoid || h.Stack == nil || len(h.Stack.Frames) == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.baselined[h.PID] {
+		o.stacks[acceptorID{h.PID, h.Goid}] = h.Stack.Frames
+	}
+}
+
 // acceptorsOf lists the goroutines that called accept4 on (pid, fd).
 func (o *Objects) acceptorsOf(pid uint32, fd int32) map[uint64]acceptqAcceptor {
 	out := map[uint64]acceptqAcceptor{}
@@ -535,7 +580,7 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *acceptqLis
 		if live != nil && !alive {
 			continue // exited
 		}
-		acc := event.Acceptor{Goid: id, Accepts: a.Accepts}
+		acc := event.Acceptor{Goid: id, Accepts: a.Accepts, Stack: o.stacks[acceptorID{cur.Pid, id}]}
 		if alive {
 			acc.GoStatus = info.Describe()
 		}

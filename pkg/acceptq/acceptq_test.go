@@ -88,3 +88,33 @@ func TestAllocate(t *testing.T) {
 		}
 	}
 }
+
+// NoteAccept keeps the latest accept stack of each goroutine of a
+// baselined PID, from tcp_accept and accept-mode netpoll waits only, and
+// Forget drops them with the PID.
+func TestNoteAccept(t *testing.T) {
+	o := &Objects{baselined: map[uint32]bool{1: true}, stacks: map[acceptorID][]event.Frame{}}
+	header := func(pid uint32, goid uint64, fn string) event.Header {
+		return event.Header{PID: pid, Goid: goid, HasGoid: true, Stack: &event.Stack{Frames: []event.Frame{{Func: fn}}}}
+	}
+	o.NoteAccept(&event.TCPAccept{Header: header(1, 7, "first")})
+	o.NoteAccept(&event.NetpollWait{Header: header(1, 7, "latest"), Mode: "accept"})
+	o.NoteAccept(&event.NetpollWait{Header: header(1, 7, "a read"), Mode: "read"})
+	o.NoteAccept(&event.TCPAccept{Header: header(2, 7, "not baselined")})
+	noGoid := header(1, 8, "no goid")
+	noGoid.HasGoid = false
+	o.NoteAccept(&event.TCPAccept{Header: noGoid})
+	want := map[acceptorID]string{{1, 7}: "latest"}
+	if len(o.stacks) != len(want) {
+		t.Fatalf("stacks %v, want %v", o.stacks, want)
+	}
+	for id, fn := range want {
+		if fs := o.stacks[id]; len(fs) != 1 || fs[0].Func != fn {
+			t.Errorf("stack of %v = %v, want %s", id, fs, fn)
+		}
+	}
+	o.Forget(1)
+	if len(o.stacks) != 0 {
+		t.Errorf("after Forget: stacks %v, want none", o.stacks)
+	}
+}

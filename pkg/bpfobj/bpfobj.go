@@ -6,19 +6,19 @@
 package bpfobj
 
 import (
-	"net/netip"
-	"structs"
-
 	"errors"
 	"fmt"
-	"github.com/gonetscope/gonetscope/pkg/event"
+	"net/netip"
 	"strings"
+	"structs"
 	"time"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/gonetscope/gonetscope/pkg/event"
 )
 
 // AttachTracepoints attaches every program of spec whose section is

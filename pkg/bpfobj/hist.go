@@ -43,12 +43,39 @@ func ReadHists[K, V, H any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) 
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("reading histograms: %w", err)
 	}
-	for i := range stale {
-		if err := m.Delete(&stale[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil, fmt.Errorf("deleting histograms of an untraced process: %w", err)
-		}
+	if err := deleteKeys(m, stale); err != nil {
+		return nil, fmt.Errorf("deleting histograms of an untraced process: %w", err)
 	}
 	return out, nil
+}
+
+// DeleteWhere deletes the entries of m, with its bpf2go-generated key and
+// value types K and V, whose key drop matches (the entries of a process no
+// longer traced, say).
+func DeleteWhere[K, V any](m *ebpf.Map, drop func(*K) bool) error {
+	var (
+		k    K
+		v    V
+		dead []K
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if drop(&k) {
+			dead = append(dead, k)
+		}
+	}
+	// What was found goes even if the iteration broke off.
+	return errors.Join(it.Err(), deleteKeys(m, dead))
+}
+
+// deleteKeys deletes keys from m; one already gone is no error.
+func deleteKeys[K any](m *ebpf.Map, keys []K) error {
+	for i := range keys {
+		if err := m.Delete(&keys[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
 }
 
 // ReadStack reads one stack of a BPF_MAP_TYPE_STACK_TRACE map, leaf first,

@@ -98,28 +98,10 @@ func (o *Objects) Detach(pid int) {
 	bpfobj.CloseAll(o.links[pid])
 	delete(o.links, pid)
 	o.coll.Maps[goroutinesMapG_layouts].Delete(uint32(pid))
-	var gk goroutinesGoroutineKey
-	var g goroutinesGoroutine
-	var dead []goroutinesGoroutineKey
-	for it := o.coll.Maps[goroutinesMapLive].Iterate(); it.Next(&gk, &g); {
-		if gk.Pid == uint32(pid) {
-			dead = append(dead, gk)
-		}
-	}
-	for _, k := range dead {
-		o.coll.Maps[goroutinesMapLive].Delete(&k)
-	}
-	var sk goroutinesSiteKey
-	var c goroutinesSiteCount
-	var deadSites []goroutinesSiteKey
-	for it := o.coll.Maps[goroutinesMapSites].Iterate(); it.Next(&sk, &c); {
-		if sk.Pid == uint32(pid) {
-			deadSites = append(deadSites, sk)
-		}
-	}
-	for _, k := range deadSites {
-		o.coll.Maps[goroutinesMapSites].Delete(&k)
-	}
+	bpfobj.DeleteWhere[goroutinesGoroutineKey, goroutinesGoroutine](o.coll.Maps[goroutinesMapLive],
+		func(k *goroutinesGoroutineKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[goroutinesSiteKey, goroutinesSiteCount](o.coll.Maps[goroutinesMapSites],
+		func(k *goroutinesSiteKey) bool { return k.Pid == uint32(pid) })
 }
 
 // Site is where goroutines come from: the function they run (startpc) and

@@ -9,10 +9,8 @@ import (
 
 // Probe is where a uprobe goes and which register holds the *g there.
 type Probe struct {
-	Addr       uint64 // link-time address of the instruction
-	FileOffset uint64 // what the kernel's uprobe takes
-	Inst       string // the instruction, for the record
-	GReg       string // "bx" or "ax" (amd64); "r1" or "r0" (arm64): Go's second or first argument
+	goruntime.Site
+	GReg string // "bx" or "ax" (amd64); "r1" or "r0" (arm64): Go's second or first argument
 }
 
 // Probes finds the two places gonetscope hooks in the runtime of f. Both
@@ -48,5 +46,5 @@ func callIn(f *elf.File, tab *symtab.Table, caller, callee, reg string) (Probe, 
 	if err != nil {
 		return Probe{}, err
 	}
-	return Probe{Addr: s.Addr, FileOffset: s.FileOffset, Inst: s.Inst, GReg: reg}, nil
+	return Probe{Site: s, GReg: reg}, nil
 }

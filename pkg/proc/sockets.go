@@ -7,27 +7,6 @@ import (
 	"strings"
 )
 
-// SocketInodes lists the inodes of the sockets pid holds open
-// (/proc/PID/fd/N -> "socket:[INODE]"). A process that is gone has none.
-func SocketInodes(pid int) []uint64 {
-	dir := fmt.Sprintf("%s/%d/fd", Root, pid)
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return nil
-	}
-	var out []uint64
-	for _, e := range ents {
-		link, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil || !strings.HasPrefix(link, "socket:[") {
-			continue
-		}
-		if ino, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64); err == nil {
-			out = append(out, ino)
-		}
-	}
-	return out
-}
-
 // AcceptedFDs lists the fds of pid that are TCP connections it accepted:
 // established sockets whose local port is a port some socket of its
 // network namespace listens on (/proc/PID/net/tcp and tcp6). An accepted

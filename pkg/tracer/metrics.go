@@ -31,15 +31,18 @@ func (t *Tracer) Hists() ([]bpfobj.Hist, error) {
 	}
 	t.mu.Unlock()
 	keep := func(pid uint32) bool { return traced[pid] }
-	np, err := t.netpoll.Hists(keep)
-	if err != nil {
-		return nil, err
+	var hs []bpfobj.Hist
+	for _, f := range t.features {
+		if f.hists == nil {
+			continue
+		}
+		h, err := f.hists(keep)
+		if err != nil {
+			return nil, err
+		}
+		hs = append(hs, h...)
 	}
-	tc, err := t.tcp.Hists(keep)
-	if err != nil {
-		return nil, err
-	}
-	return append(np, tc...), nil
+	return hs, nil
 }
 
 // LostTotals counts the events lost since New, by stream ("netpoll",
@@ -47,8 +50,7 @@ func (t *Tracer) Hists() ([]bpfobj.Hist, error) {
 // full) and event name.
 func (t *Tracer) LostTotals() map[string]map[string]uint64 {
 	out := map[string]map[string]uint64{}
-	for i := range t.streams {
-		s := &t.streams[i]
+	for _, s := range t.streams {
 		if counts, err := s.lost(); err == nil {
 			out[s.name] = counts
 		}

@@ -22,12 +22,12 @@ type perTarget struct {
 type histID struct{ metric, mode string }
 
 func (t *Tracer) perTarget(pid uint32) *perTarget {
-	pt := t.streamsByPID[pid]
+	pt := t.perPID[pid]
 	if pt == nil {
 		now := time.Now()
 		pt = &perTarget{tokens: float64(t.opts.MaxEventsPerSec), refilled: now, since: now,
 			written: map[string]uint64{}, suppressed: map[string]uint64{}}
-		t.streamsByPID[pid] = pt
+		t.perPID[pid] = pt
 	}
 	return pt
 }
@@ -82,7 +82,7 @@ func (t *Tracer) writeSummaries(sink Sink) error {
 	t.mu.Lock()
 	procs := make(map[uint32]event.Header, len(t.targets))
 	for pid, tg := range t.targets {
-		procs[uint32(pid)] = t.controlHeader("summary", tg)
+		procs[uint32(pid)] = controlHeader("summary", tg)
 	}
 	t.mu.Unlock()
 	return t.summarize(sink, procs)

@@ -155,88 +155,68 @@ func dialLoopback(n int) error {
 	return nil
 }
 
-func fentryTCPConnect() error { return tracingTCPConnect(ebpf.AttachTraceFEntry) }
-
-// tracingTCPConnect attaches an fentry or fexit program to tcp_connect.
-func tracingTCPConnect(at ebpf.AttachType) error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: at, AttachTo: "tcp_connect"})
+// fires loads a counter program from spec, attaches it with attach, runs
+// trigger, and checks that the program ran at least n times.
+func fires(spec ebpf.ProgramSpec, attach func(*ebpf.Program) (link.Link, error), trigger func() error, n uint64) error {
+	c, err := newCounter(spec)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	l, err := link.AttachTracing(link.TracingOptions{Program: c.p, AttachType: at})
+	l, err := attach(c.p)
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
 	}
 	defer l.Close()
-	if err := dialLoopback(3); err != nil {
+	if err := trigger(); err != nil {
 		return err
 	}
-	return c.expect(3)
+	return c.expect(n)
+}
+
+func dial3() error { return dialLoopback(3) }
+
+func fentryTCPConnect() error { return tracingTCPConnect(ebpf.AttachTraceFEntry) }
+
+// tracingTCPConnect attaches an fentry or fexit program to tcp_connect.
+func tracingTCPConnect(at ebpf.AttachType) error {
+	return fires(ebpf.ProgramSpec{Type: ebpf.Tracing, AttachType: at, AttachTo: "tcp_connect"},
+		func(p *ebpf.Program) (link.Link, error) {
+			return link.AttachTracing(link.TracingOptions{Program: p, AttachType: at})
+		}, dial3, 3)
 }
 
 // lsmSocketConnect attaches a BPF LSM program (it returns 0: allow) to the
 // socket_connect hook.
 func lsmSocketConnect() error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "socket_connect"})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	l, err := link.AttachLSM(link.LSMOptions{Program: c.p})
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer l.Close()
-	if err := dialLoopback(3); err != nil {
-		return err
-	}
-	return c.expect(3)
+	return fires(ebpf.ProgramSpec{Type: ebpf.LSM, AttachType: ebpf.AttachLSMMac, AttachTo: "socket_connect"},
+		func(p *ebpf.Program) (link.Link, error) { return link.AttachLSM(link.LSMOptions{Program: p}) },
+		dial3, 3)
 }
 
 func kprobeTCPConnect() error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.Kprobe})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	l, err := link.Kprobe("tcp_connect", c.p, nil)
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer l.Close()
-	if err := dialLoopback(3); err != nil {
-		return err
-	}
-	return c.expect(3)
+	return fires(ebpf.ProgramSpec{Type: ebpf.Kprobe},
+		func(p *ebpf.Program) (link.Link, error) { return link.Kprobe("tcp_connect", p, nil) },
+		dial3, 3)
 }
 
 func tracepointGetppid() error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.TracePoint})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	l, err := link.Tracepoint("syscalls", "sys_enter_getppid", c.p, nil)
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer l.Close()
-	for i := 0; i < 5; i++ {
-		syscall.Getppid()
-	}
-	return c.expect(5)
+	return fires(ebpf.ProgramSpec{Type: ebpf.TracePoint},
+		func(p *ebpf.Program) (link.Link, error) {
+			return link.Tracepoint("syscalls", "sys_enter_getppid", p, nil)
+		},
+		func() error {
+			for i := 0; i < 5; i++ {
+				syscall.Getppid()
+			}
+			return nil
+		}, 5)
 }
 
 //go:noinline
 func uprobeTarget(i int) int { return i * 2 }
 
 func uprobeSelf() error {
-	c, err := newCounter(ebpf.ProgramSpec{Type: ebpf.Kprobe})
-	if err != nil {
-		return err
-	}
-	defer c.Close()
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -245,15 +225,12 @@ func uprobeSelf() error {
 	if err != nil {
 		return err
 	}
-	l, err := ex.Uprobe("main.uprobeTarget", c.p, nil)
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
-	}
-	defer l.Close()
-	sum := 0
-	for i := 0; i < 5; i++ {
-		sum += uprobeTarget(i)
-	}
-	_ = sum
-	return c.expect(5)
+	return fires(ebpf.ProgramSpec{Type: ebpf.Kprobe},
+		func(p *ebpf.Program) (link.Link, error) { return ex.Uprobe("main.uprobeTarget", p, nil) },
+		func() error {
+			for i := 0; i < 5; i++ {
+				uprobeTarget(i)
+			}
+			return nil
+		}, 5)
 }

@@ -1,0 +1,94 @@
+package tracer
+
+import (
+	"time"
+
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
+)
+
+// Options configure a Tracer.
+type Options struct {
+	// MinWait is the shortest netpoll_wait / epoll_wait sent to user space;
+	// shorter ones are dropped in the kernel. Zero sends all.
+	MinWait time.Duration
+	// Hooks forces a mechanism family for the kernel-function hooks:
+	// "auto" (default), "fentry", "kprobe" or "tracepoint".
+	Hooks string
+	// RingBufferBytes sizes each BPF ring buffer; zero means 1 MiB.
+	RingBufferBytes uint32
+	// QueueLen bounds the queue between the ring buffer readers and the
+	// sink; events that find it full are dropped and counted. Zero: 8192.
+	QueueLen int
+	// PollInterval is how often the lost counters are read and, where
+	// the kernel has no pidfd, target liveness is checked (otherwise an
+	// exit is seen at once, without polling). Zero: 1s. Execs are checked
+	// every OverflowInterval.
+	PollInterval time.Duration
+	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
+	// goroutine's symbolized user stack.
+	Stacks bool
+	// Goroutines tracks goroutine creation and exit (uprobes) for the
+	// goroutines and goroutine_leak events, every GoroutineInterval
+	// (zero: 10s), with the GoroutineTop sites (zero: 10).
+	Goroutines        bool
+	GoroutineInterval time.Duration
+	GoroutineTop      int
+	// OverflowInterval is how often the traced listeners' accept queues
+	// are sampled for listen_overflow, and execs checked. Zero: 100ms.
+	OverflowInterval time.Duration
+	// DrainInterval bounds how long an event waits in the kernel: netpoll
+	// submits wake the reader at most once per interval (or when a
+	// quarter of the ring buffer is waiting), and the reader drains once
+	// more an interval after each wake-up. Zero: 50ms.
+	DrainInterval time.Duration
+	// Events are the event kinds written (see EventKinds); nil:
+	// DefaultEvents.
+	Events []string
+	// SummaryInterval is how often each target's summary event is
+	// written. Zero: 10s; negative: never.
+	SummaryInterval time.Duration
+	// MaxEventsPerSec limits the events written per target (a token
+	// bucket holding one second's worth); the excess is counted in the
+	// summary. Zero: no limit.
+	MaxEventsPerSec int
+	// IdleWaits sends idle netpoll waits too (--waits all): a server
+	// connection waiting for its client's next request, an accept finding
+	// no connection. They count in the histograms either way.
+	IdleWaits bool
+	// CostStage and WakeupEach are for make bench's cost table only (see
+	// netpoll.Options); zero values run everything, batching wake-ups.
+	CostStage  netpoll.CostStage
+	WakeupEach bool
+	// noExitWatch leaves exits to the poll (TestPIDReuse keeps a dead
+	// target attached to test the kernel's start-time check).
+	noExitWatch bool
+}
+
+// withDefaults fills in the zero values that mean a default.
+func (opts Options) withDefaults() Options {
+	if opts.QueueLen == 0 {
+		opts.QueueLen = 8192
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = time.Second
+	}
+	if opts.GoroutineInterval == 0 {
+		opts.GoroutineInterval = 10 * time.Second
+	}
+	if opts.GoroutineTop == 0 {
+		opts.GoroutineTop = 10
+	}
+	if opts.OverflowInterval == 0 {
+		opts.OverflowInterval = 100 * time.Millisecond
+	}
+	if opts.SummaryInterval == 0 {
+		opts.SummaryInterval = 10 * time.Second
+	}
+	if opts.DrainInterval == 0 {
+		opts.DrainInterval = 50 * time.Millisecond
+	}
+	if opts.Events == nil {
+		opts.Events = DefaultEvents
+	}
+	return opts
+}
