@@ -110,18 +110,19 @@ type fact struct {
 
 // ev is a JSON line gonetscope wrote; every field any event may carry.
 type ev struct {
-	Event    string  `json:"event"`
-	Time     string  `json:"time"`
-	PID      uint32  `json:"pid"`
-	TID      uint32  `json:"tid"`
-	NsPID    *uint32 `json:"ns_pid"`
-	NsTID    *uint32 `json:"ns_tid"`
-	Comm     string  `json:"comm"`
-	Goid     *uint64 `json:"goid"`
-	FD       int32   `json:"fd"`
-	ListenFD int32   `json:"listen_fd"`
-	Mode     string  `json:"mode"`
-	Kind     string  `json:"kind"`
+	Event      string  `json:"event"`
+	Time       string  `json:"time"`
+	IntervalNs uint64  `json:"interval_ns"`
+	PID        uint32  `json:"pid"`
+	TID        uint32  `json:"tid"`
+	NsPID      *uint32 `json:"ns_pid"`
+	NsTID      *uint32 `json:"ns_tid"`
+	Comm       string  `json:"comm"`
+	Goid       *uint64 `json:"goid"`
+	FD         int32   `json:"fd"`
+	ListenFD   int32   `json:"listen_fd"`
+	Mode       string  `json:"mode"`
+	Kind       string  `json:"kind"`
 	// summary's
 	Waits        map[string]struct{ Count uint64 } `json:"waits"`
 	Written      map[string]uint64                 `json:"written"`
@@ -898,6 +899,34 @@ func TestReusedFD(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSummaryInterval: a target that sends no event still gets a summary
+// at detach, and its interval runs from the attached event: about the
+// --duration, not the moment the summary state was first needed.
+func TestSummaryInterval(t *testing.T) {
+	target := startLingering(t)
+	const d = time.Second
+	out, err := exec.Command(gonetscopeBin, "trace", "--pid", fmt.Sprint(target.Process.Pid), "--duration", d.String()).Output()
+	if err != nil {
+		t.Fatalf("gonetscope: %v", err)
+	}
+	var sums []ev
+	for _, line := range bytes.Split(bytes.TrimSpace(out), []byte("\n")) {
+		var e ev
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if e.Event == "summary" {
+			sums = append(sums, e)
+		}
+	}
+	if len(sums) != 1 {
+		t.Fatalf("want one summary at detach, got %d in %s", len(sums), out)
+	}
+	if got := time.Duration(sums[0].IntervalNs); got < d/2 || got > 10*d {
+		t.Errorf("summary interval %v for a %v trace", got, d)
 	}
 }
 

@@ -173,6 +173,10 @@ func (t *Tracer) writeControlEvent(sink Sink, ev event.Event) error {
 	if detached {
 		t.forgetSymbols(int(d.PID))
 		delete(t.perPID, d.PID)
+	} else if h := ev.Head(); h.Event == "attached" && t.perPID[h.PID] == nil {
+		// The first summary's interval starts here, whether or not an
+		// event of the target comes before it.
+		t.perTarget(h.PID).since = h.Time
 	}
 	return nil
 }
