@@ -68,13 +68,8 @@ func run() error {
 		return fmt.Errorf("starting gonetscope: %w", err)
 	}
 	defer tracer.Process.Kill()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("gonetscope did not attach within 30s")
-		}
+	if err := waitReady(ready, "gonetscope"); err != nil {
+		return err
 	}
 	io.WriteString(stdin, "go\n")
 	go func() { // the service's own account of its phases, to stderr
@@ -131,13 +126,8 @@ func diagnose(gonetscope, server string) error {
 		return fmt.Errorf("starting gonetscope diagnose: %w", err)
 	}
 	defer diag.Process.Kill()
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("gonetscope diagnose did not attach within 30s")
-		}
+	if err := waitReady(ready, "gonetscope diagnose"); err != nil {
+		return err
 	}
 	io.WriteString(stdin, "go\n")
 	err = diag.Wait()
@@ -236,4 +226,17 @@ func first(v any) any {
 		return l[0]
 	}
 	return "?"
+}
+
+// waitReady waits up to 30 s for what started with --ready-file ready to
+// have attached.
+func waitReady(ready, what string) error {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s did not attach within 30s", what)
+		}
+	}
 }

@@ -11,8 +11,6 @@ import (
 	"math"
 	"os"
 	"time"
-
-	"github.com/gonetscope/gonetscope/pkg/goruntime"
 )
 
 const gcUsage = "gonetscope gc --pid PID [--json] [--pauses N]"
@@ -56,13 +54,9 @@ func gcCmd(args []string) error {
 	case *pauses < 0:
 		return fmt.Errorf("--pauses %d: give 0 to 256", *pauses)
 	}
-	pr, bin, err := goruntime.InspectPID(*pid)
+	pr, p, err := openTarget(*pid)
 	if err != nil {
 		return err
-	}
-	p, err := goruntime.OpenProcess(*pid, bin)
-	if err != nil {
-		return fmt.Errorf("PID %d (%s): %w", *pid, pr.Comm, err)
 	}
 	s, err := p.GCStats()
 	if err != nil {
@@ -77,7 +71,7 @@ func gcCmd(args []string) error {
 	if *asJSON {
 		return json.NewEncoder(os.Stdout).Encode(j)
 	}
-	fmt.Printf("PID %d (%s), %s\n", *pid, pr.Comm, bin.GoVersion)
+	fmt.Printf("PID %d (%s), %s\n", *pid, pr.Comm, p.Bin.GoVersion)
 	fmt.Printf("GC cycles      %d (%d forced)\n", s.NumGC, s.NumForcedGC)
 	fmt.Printf("pause total    %s\n", time.Duration(s.PauseTotalNs))
 	if s.LastGCUnixNs != 0 {

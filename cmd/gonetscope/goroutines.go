@@ -43,13 +43,9 @@ func goroutinesCmd(args []string) error {
 		return errors.New("no target: give the PID of a Go program with --pid")
 	}
 	// The same refusals as trace: no such process, not a Go program.
-	pr, bin, err := goruntime.InspectPID(*pid)
+	pr, p, err := openTarget(*pid)
 	if err != nil {
 		return err
-	}
-	p, err := goruntime.OpenProcess(*pid, bin)
-	if err != nil {
-		return fmt.Errorf("PID %d (%s): %w", *pid, pr.Comm, err)
 	}
 	gs, err := p.Dump()
 	if err != nil {

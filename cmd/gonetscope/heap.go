@@ -4,14 +4,11 @@ package main
 // the target's memory (goruntime.Process.HeapProfile), no probe.
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
@@ -41,22 +38,8 @@ func heapProfile(p proc.Process, sym *goruntime.Process, delta bool, d time.Dura
 	}
 	defaultType := ""
 	if delta {
-		ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-		defer stop()
-		ctx, cancel := context.WithTimeout(ctx, d)
-		defer cancel()
-		tick := time.NewTicker(100 * time.Millisecond)
-		defer tick.Stop()
-	wait:
-		for {
-			select {
-			case <-ctx.Done():
-				break wait
-			case <-tick.C:
-				if !p.Alive() {
-					return fmt.Errorf("PID %d (%s) exited during --duration: no heap profile", p.PID, p.Comm)
-				}
-			}
+		if !watchFor(d, p) {
+			return fmt.Errorf("PID %d (%s) exited during --duration: no heap profile", p.PID, p.Comm)
 		}
 		end, err := sym.HeapProfile()
 		if err != nil {

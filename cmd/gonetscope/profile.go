@@ -4,15 +4,12 @@ package main
 // kernel captures (see pkg/sampler, pkg/netpoll, pkg/pprof).
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strconv"
-	"syscall"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -68,13 +65,9 @@ func profileCmd(args []string) error {
 	}
 	// The binary and its symbol tables first: a target we cannot
 	// symbolize is refused before anything is loaded into the kernel.
-	p, bin, err := goruntime.InspectPID(*pid)
+	p, sym, err := openTarget(*pid)
 	if err != nil {
 		return err
-	}
-	sym, err := goruntime.OpenProcess(*pid, bin)
-	if err != nil {
-		return fmt.Errorf("PID %d (%s): %w", *pid, p.Comm, err)
 	}
 	f, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
@@ -88,7 +81,7 @@ func profileCmd(args []string) error {
 	var collect func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error)
 	switch *kind {
 	case "netpoll":
-		collect, err = startNetpoll(p, bin, !*full)
+		collect, err = startNetpoll(p, sym.Bin, !*full)
 	default:
 		collect, err = startSampler(p, sampler.Kind(*kind), *freq)
 	}
@@ -102,23 +95,7 @@ func profileCmd(args []string) error {
 	}
 
 	start := time.Now()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *duration)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-wait:
-	for {
-		select {
-		case <-ctx.Done():
-			break wait
-		case <-tick.C:
-			if !p.Alive() {
-				break wait
-			}
-		}
-	}
+	watchFor(*duration, p) // a target that exits ends the profile early
 	prof, lost, err := collect(sym, time.Since(start))
 	if err != nil {
 		return err

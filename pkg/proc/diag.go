@@ -34,6 +34,24 @@ var tcpStates = map[uint64]string{
 // endpoints: its socket fds matched by inode against /proc/PID/net/tcp
 // and tcp6 (its network namespace's sockets). Sorted by fd.
 func TCPSockets(pid int) ([]TCPSocket, error) {
+	byInode, err := tcpTable(pid)
+	if err != nil {
+		return nil, err
+	}
+	var out []TCPSocket
+	for ino, fd := range socketFDs(pid) {
+		if s, ok := byInode[ino]; ok {
+			s.FD = fd
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b TCPSocket) int { return int(a.FD - b.FD) })
+	return out, nil
+}
+
+// tcpTable reads the TCP sockets of pid's network namespace
+// (/proc/PID/net/tcp and tcp6), by inode; FD is left 0.
+func tcpTable(pid int) (map[uint64]TCPSocket, error) {
 	byInode := map[uint64]TCPSocket{}
 	read := 0
 	for _, file := range []string{"tcp", "tcp6"} {
@@ -74,12 +92,17 @@ func TCPSockets(pid int) ([]TCPSocket, error) {
 	if read == 0 {
 		return nil, fmt.Errorf("PID %d: cannot read %s", pid, Path(pid, "net/tcp"))
 	}
+	return byInode, nil
+}
+
+// socketFDs maps the inode of each socket pid holds open to its fd.
+func socketFDs(pid int) map[uint64]int32 {
 	dir := Path(pid, "fd")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil
 	}
-	var out []TCPSocket
+	out := map[uint64]int32{}
 	for _, e := range ents {
 		link, err := os.Readlink(dir + "/" + e.Name())
 		if err != nil || !strings.HasPrefix(link, "socket:[") {
@@ -89,19 +112,11 @@ func TCPSockets(pid int) ([]TCPSocket, error) {
 		if err != nil {
 			continue
 		}
-		s, ok := byInode[ino]
-		if !ok {
-			continue
+		if fd, err := strconv.Atoi(e.Name()); err == nil {
+			out[ino] = int32(fd)
 		}
-		fd, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		s.FD = int32(fd)
-		out = append(out, s)
 	}
-	slices.SortFunc(out, func(a, b TCPSocket) int { return int(a.FD - b.FD) })
-	return out, nil
+	return out
 }
 
 // parseProcAddr parses "0100007F:1F90": the address as the kernel's
