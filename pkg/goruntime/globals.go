@@ -45,19 +45,32 @@ var RuntimeGlobals = []struct {
 // RIPTargets lists the distinct link-time addresses that the amd64 code of
 // function fn refers to RIP-relative, in the order of the code.
 func RIPTargets(f *elf.File, tab *symtab.Table, fn string) ([]uint64, error) {
+	seen := map[uint64]bool{}
+	var out []uint64
+	err := eachRIPRef(f, tab, fn, func(_ x86asm.Inst, _ int, t uint64) {
+		if !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	})
+	return out, err
+}
+
+// eachRIPRef decodes the amd64 code of function fn and calls ref for each
+// RIP-relative memory operand: its instruction, its argument index and the
+// link-time address it refers to.
+func eachRIPRef(f *elf.File, tab *symtab.Table, fn string, ref func(inst x86asm.Inst, arg int, addr uint64)) error {
 	if f.Machine != elf.EM_X86_64 {
-		return nil, errors.New("amd64 code only")
+		return errors.New("amd64 code only")
 	}
 	start, end, ok := tab.Func(fn)
 	if !ok {
-		return nil, fmt.Errorf("no function %s", fn)
+		return fmt.Errorf("no function %s", fn)
 	}
 	code, err := Code(f, start, end)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	seen := map[uint64]bool{}
-	var out []uint64
 	for pc := start; pc < end; {
 		inst, err := x86asm.Decode(code[pc-start:], 64)
 		if err != nil {
@@ -65,18 +78,14 @@ func RIPTargets(f *elf.File, tab *symtab.Table, fn string) ([]uint64, error) {
 			continue
 		}
 		next := pc + uint64(inst.Len)
-		for _, a := range inst.Args {
+		for i, a := range inst.Args {
 			if m, ok := a.(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
-				t := uint64(int64(next) + m.Disp)
-				if !seen[t] {
-					seen[t] = true
-					out = append(out, t)
-				}
+				ref(inst, i, uint64(int64(next)+m.Disp))
 			}
 		}
 		pc = next
 	}
-	return out, nil
+	return nil
 }
 
 // globalAddrs finds the link-time address of each of RuntimeGlobals in f:

@@ -248,28 +248,14 @@ func allgsFromCode(f *elf.File, tab *symtab.Table) (uint64, error) {
 	if f.Machine != elf.EM_X86_64 {
 		return 0, errors.New("runtime.allgs of a stripped binary is found in amd64 code only: rebuild without -ldflags=-s for this architecture")
 	}
-	start, end, ok := tab.Func("runtime.forEachG")
-	if !ok {
-		return 0, errors.New("no runtime.forEachG: cannot find runtime.allgs")
-	}
-	code, err := Code(f, start, end)
-	if err != nil {
-		return 0, err
-	}
 	var loads []uint64
-	for pc := start; pc < end; {
-		inst, err := x86asm.Decode(code[pc-start:], 64)
-		if err != nil {
-			pc++
-			continue
+	err := eachRIPRef(f, tab, "runtime.forEachG", func(inst x86asm.Inst, arg int, addr uint64) {
+		if inst.Op == x86asm.MOV && arg == 1 {
+			loads = append(loads, addr)
 		}
-		next := pc + uint64(inst.Len)
-		if inst.Op == x86asm.MOV {
-			if m, ok := inst.Args[1].(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
-				loads = append(loads, uint64(int64(next)+m.Disp))
-			}
-		}
-		pc = next
+	})
+	if err != nil {
+		return 0, fmt.Errorf("cannot find runtime.allgs: %w", err)
 	}
 	for i := 0; i+1 < len(loads); i++ {
 		if loads[i+1] == loads[i]+8 {
