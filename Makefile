@@ -60,8 +60,10 @@ HOOKS_debian-5.10 := auto,kprobe,tracepoint
 # The tests that need a Go toolchain or promtool, or load the machine for a
 # minute (TestStress, TestConnectionBurst), which the VM cannot afford
 # under emulation; they use no hook that differs between kernels and run
-# in `make test`.
-VM_SKIP := ^(TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer)
+# in `make test`. The goroutine dump, heap, GC and diagnose tests build
+# their targets, some with other Go toolchains; the first three read
+# memory only, and diagnose runs the same tracer the VM tests.
+VM_SKIP := ^(TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport)
 # Each gonetscope start takes 15-30 s under emulation, so to keep CI within
 # its time, 6.1 (amd64) runs the whole suite and the other kernels a named
 # subset: the exact attribution of connects, accepts and netpoll waits on
