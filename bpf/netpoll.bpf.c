@@ -897,7 +897,8 @@ static __always_inline void sock_ready(const void *sk, __u32 dir)
  * process's) or a parked accept are looked at. The goroutine is runnable
  * once the netpoller sees it: what comes after this is the Go
  * scheduler's. */
-static __always_inline int data_arrived(struct sock *sk)
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(data_ready, const struct sock *sk)
 {
 	if (cost == COST_DISPATCH || cost == COST_FILTER || cost == COST_GOID)
 		return 0;
@@ -905,41 +906,10 @@ static __always_inline int data_arrived(struct sock *sk)
 		sock_ready(sk, DIR_READ);
 		return 0;
 	}
-	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, sk, 0, 0);
+	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, (struct sock *)sk, 0, 0);
 	if (w && w->park[DIR_READ].t_park && !w->park[DIR_READ].t_ready)
 		w->park[DIR_READ].t_ready = bpf_ktime_get_boot_ns();
 	return 0;
-}
-
-SEC("tp_btf/sk_data_ready")
-int BPF_PROG(data_ready, const struct sock *sk)
-{
-	return data_arrived((struct sock *)sk);
-}
-
-/* The sock path where the kernel has fentry but not the socket
- * tracepoints of 6.3 (5.17+, for bpf_get_func_ret): the same bodies on the
- * TCP functions those tracepoints sit above, and the default readiness
- * callback that TCP calls where 6.3 has sk_data_ready. TCP sockets only.
- * pkg/netpoll loads these or the tp_btf ones. */
-SEC("fexit/tcp_recvmsg")
-int BPF_PROG(fexit_tcp_recvmsg, struct sock *sk)
-{
-	__u64 ret = 0;
-	bpf_get_func_ret(ctx, &ret);
-	return sock_io(ctx, sk, (int)ret, DIR_READ);
-}
-
-SEC("fexit/tcp_sendmsg")
-int BPF_PROG(fexit_tcp_sendmsg, struct sock *sk, void *msg, size_t size, int ret)
-{
-	return sock_io(ctx, sk, ret, DIR_WRITE);
-}
-
-SEC("fentry/sock_def_readable")
-int BPF_PROG(fentry_sock_def_readable, struct sock *sk)
-{
-	return data_arrived(sk);
 }
 
 /* A connect's handshake ended (established or failed): Go's wait for

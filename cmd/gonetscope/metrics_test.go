@@ -22,6 +22,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 )
 
 // promtool finds promtool (Debian package prometheus): GONETSCOPE_PROMTOOL,
@@ -143,7 +145,10 @@ func checkMetrics(t *testing.T, hooks string) {
 	}
 	// Each delayed read is one wait; the flood's n reads are n-1 more.
 	waits := uint64(reads + floodReads - 1)
-	want := netpollPath(t, hooks)
+	want := netpoll.Tracepoint
+	if hooks == "auto" && sockTracepoints(t) {
+		want = netpoll.Sock
+	}
 	if mech := attachedHooks(t, out)["netpoll"]; mech != want {
 		t.Errorf("--hooks %s: netpoll hooks %q, want %q", hooks, mech, want)
 	}

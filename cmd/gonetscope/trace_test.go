@@ -567,23 +567,6 @@ func sockTracepoints(t *testing.T) bool {
 	return true
 }
 
-// netpollPath is the netpoll mechanism --hooks gives on this kernel: the
-// socket tracepoints where it has them (6.3+), else fentry on TCP's
-// functions where make test-kernels says this kernel allows it
-// (GONETSCOPE_TEST_AUTO_HOOKS) and --hooks does not rule fentry out, else
-// syscall tracepoints.
-func netpollPath(t *testing.T, hooks string) string {
-	switch {
-	case hooks == "tracepoint":
-		return netpoll.Tracepoint
-	case sockTracepoints(t):
-		return netpoll.Sock
-	case hooks != "kprobe" && autoHooks(t)["netpoll"] == netpoll.SockFentry:
-		return netpoll.SockFentry
-	}
-	return netpoll.Tracepoint
-}
-
 func checkAttached(t *testing.T, r traceRun, hooks string) {
 	a := r.of("attached")
 	if len(a) != 1 {
@@ -603,9 +586,9 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 	case "fentry":
 		calls = bpfobj.HooksFentry
 	}
-	np, limit := netpollPath(t, hooks), tracer.SyscallTracepointLimit
-	if np != netpoll.Tracepoint {
-		limit = tracer.SyscallEntryLimit
+	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
+	if hooks != "tracepoint" && sockTracepoints(t) {
+		np, limit = netpoll.Sock, tracer.SyscallEntryLimit
 	}
 	if a[0].Hooks["netpoll"] != np || a[0].Hooks[bpfobj.SocketCalls] != calls {
 		t.Errorf("--hooks %s: netpoll hooks %q, socket calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks[bpfobj.SocketCalls], np, calls)

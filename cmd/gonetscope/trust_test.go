@@ -21,12 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
-	"github.com/gonetscope/gonetscope/pkg/netpoll"
 )
 
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
@@ -309,6 +307,9 @@ func TestStress(t *testing.T) {
 // accept4, connect and getsockopt that the objects hook (and the limits
 // say what the host pays, which checkAttached checks).
 func TestSyscallTracepoints(t *testing.T) {
+	if !sockTracepoints(t) {
+		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
+	}
 	target := startLingering(t)
 	out, err := os.Create(filepath.Join(t.TempDir(), "events"))
 	if err != nil {
@@ -325,9 +326,6 @@ func TestSyscallTracepoints(t *testing.T) {
 		}
 		return false
 	}, done, errOut)
-	if attached.Hooks["netpoll"] == netpoll.Tracepoint {
-		t.Skip("on the syscall path the netpoll waits themselves come from syscall tracepoints")
-	}
 	_, links := heldBPFObjects(t, tracer.Process.Pid)
 	var held []string
 	for _, id := range links {
@@ -340,29 +338,8 @@ func TestSyscallTracepoints(t *testing.T) {
 		if err != nil {
 			t.Fatalf("link %d: %v", id, err)
 		}
-		pe := info.PerfEvent()
-		if pe == nil || info.Type != link.PerfEventType {
-			continue
-		}
-		if tp := pe.Tracepoint(); tp != nil {
-			if strings.HasPrefix(tp.Tracepoint, "sys_") {
-				held = append(held, tp.Tracepoint)
-			}
-			continue
-		}
-		// Before 6.6 a perf link says nothing of its tracepoint: the
-		// program's name says which syscall it hooks.
-		p, err := ebpf.NewProgramFromID(info.Program)
-		if err != nil {
-			t.Fatal(err)
-		}
-		pinfo, err := p.Info()
-		p.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if name := strings.TrimPrefix(pinfo.Name, "acceptq_"); strings.HasPrefix(name, "enter_") || strings.HasPrefix(name, "exit_") {
-			held = append(held, "sys_"+name)
+		if pe := info.PerfEvent(); pe != nil && pe.Tracepoint() != nil && strings.HasPrefix(pe.Tracepoint().Tracepoint, "sys_") {
+			held = append(held, pe.Tracepoint().Tracepoint)
 		}
 	}
 	slices.Sort(held)

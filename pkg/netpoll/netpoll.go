@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
@@ -28,7 +27,6 @@ type Target netpollTarget
 // The mechanisms of the netpoll hooks, as the attached event names them.
 const (
 	Sock       = "tp_btf"     // the sock path: socket tracepoints, as tp_btf
-	SockFentry = "fentry"     // the sock path before 6.3: fentry on TCP's functions
 	Tracepoint = "tracepoint" // syscall tracepoints
 	Off        = "off"
 )
@@ -41,11 +39,8 @@ type Objects struct {
 	mu sync.Mutex
 	// sockWhyNot says why the sock path is not available on this kernel
 	// or with these options; nil when it is. Every target takes the same
-	// path. On it, sockMech is how (Sock or SockFentry), and sockColl
-	// holds its programs, loaded apart since a kernel may refuse them.
+	// path.
 	sockWhyNot error
-	sockMech   string
-	sockColl   *ebpf.Collection
 	// The syscall tracepoints that only the syscall path needs, those
 	// both paths need (accept4, connect, getsockopt), and the sock path's
 	// tp_btf programs: each attached while a target needs them.
@@ -155,20 +150,16 @@ func Load(opts Options) (*Objects, error) {
 		}
 	}
 	o := &Objects{spec: spec, pids: map[uint32]bool{}}
-	o.sockMech, o.sockWhyNot = sockPathWhyNot(opts)
-	calls := bpfobj.SyscallsFentry(callHooks)
-	optional := bpfobj.CandidateProgs(calls)
-	for _, progs := range sockPrograms {
-		optional = append(optional, progs...)
-	}
-	if o.coll, err = bpfobj.NewCollection(bpfobj.Without(spec, optional...), ebpf.CollectionOptions{}); err != nil {
-		return nil, bpfobj.LoadError("netpoll BPF object", err)
-	}
-	if o.sockWhyNot == nil {
-		o.sockColl, err = bpfobj.NewCollection(bpfobj.Only(spec, sockPrograms[o.sockMech]...), ebpf.CollectionOptions{MapReplacements: o.coll.Maps})
-		if err != nil {
-			o.sockWhyNot = fmt.Errorf("the kernel refused the %s programs: %w", o.sockMech, err)
+	o.sockWhyNot = sockPathWhyNot(opts)
+	if o.sockWhyNot != nil {
+		// The kernel may not know the tp_btf targets: leave them out.
+		for _, prog := range sockPrograms {
+			delete(spec.Programs, prog)
 		}
+	}
+	calls := bpfobj.SyscallsFentry(callHooks)
+	if o.coll, err = bpfobj.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{}); err != nil {
+		return nil, bpfobj.LoadError("netpoll BPF object", err)
 	}
 	// Attached now: fentry costs nothing until the calls it hooks, and
 	// the programs filter on both paths' PIDs.
@@ -189,51 +180,30 @@ var callHooks = []bpfobj.SyscallHook{
 	{Tracing: netpollProgFentryGetsockopt, Tracepoint: netpollProgEnterGetsockopt},
 }
 
-// sockPathWhyNot says how the sock path can serve (Sock or SockFentry), or
-// why it cannot.
-func sockPathWhyNot(opts Options) (string, error) {
+// sockPathWhyNot says why the sock path cannot serve, or nil.
+func sockPathWhyNot(opts Options) error {
 	if opts.Hooks == bpfobj.HooksTracepoint {
-		return "", errors.New("--hooks tracepoint asks for syscall tracepoints")
+		return errors.New("--hooks tracepoint asks for syscall tracepoints")
 	}
 	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
-		return "", errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
+		return errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
 	}
 	kernel, err := bpfobj.KernelSpec()
 	if err != nil {
-		return "", fmt.Errorf("reading the kernel's BTF: %w", err)
+		return fmt.Errorf("reading the kernel's BTF: %w", err)
 	}
-	has := func(names ...string) error {
-		for _, n := range names {
-			if _, err := kernel.AnyTypeByName(n); err != nil {
-				return err
-			}
+	for _, tp := range []string{"sock_recv_length", "sock_send_length", "sk_data_ready", "inet_sock_set_state"} {
+		if _, err := kernel.AnyTypeByName("btf_trace_" + tp); err != nil {
+			return fmt.Errorf("the kernel has no %s tracepoint (Linux 6.3+)", tp)
 		}
-		return nil
 	}
-	tpErr := has("btf_trace_sock_recv_length", "btf_trace_sock_send_length", "btf_trace_sk_data_ready", "btf_trace_inet_sock_set_state")
-	if tpErr == nil {
-		return Sock, nil
-	}
-	if opts.Hooks == bpfobj.HooksKprobe {
-		return "", errors.New("the kernel has no socket tracepoints (Linux 6.3+), and --hooks kprobe rules out fentry")
-	}
-	var helpers *btf.Enum
-	if err := kernel.TypeByName("bpf_func_id", &helpers); err != nil || !slices.ContainsFunc(helpers.Values, func(v btf.EnumValue) bool { return v.Name == "BPF_FUNC_get_func_ret" }) {
-		return "", errors.New("the kernel has neither the socket tracepoints of 6.3 nor bpf_get_func_ret (5.17+) for fentry")
-	}
-	if err := has("tcp_recvmsg", "tcp_sendmsg", "sock_def_readable", "btf_trace_inet_sock_set_state"); err != nil {
-		return "", fmt.Errorf("the kernel has neither the socket tracepoints of 6.3 nor the functions to hook instead: %w", err)
-	}
-	return SockFentry, nil
+	return nil
 }
 
-// sockPrograms are the sock path's programs, by mechanism. They run for
-// every socket read, write and wake-up on the host (SockFentry: TCP's),
-// the PID filter (or, for a wake-up, the socket's storage) first.
-var sockPrograms = map[string][]string{
-	Sock:       {netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState},
-	SockFentry: {netpollProgFexitTcpRecvmsg, netpollProgFexitTcpSendmsg, netpollProgFentrySockDefReadable, netpollProgSockState},
-}
+// sockPrograms are the sock path's tp_btf programs. They run for every
+// socket read, write and wake-up on the host, the PID filter (or, for a
+// wake-up, one map lookup) first.
+var sockPrograms = []string{netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState}
 
 // sharedPrograms are the syscall tracepoints both paths need where the
 // kernel has no fentry: no socket tracepoint sees an accept4, a connect or
@@ -246,7 +216,7 @@ func (o *Objects) Mechanism() string {
 	if o.sockWhyNot != nil {
 		return Tracepoint
 	}
-	return o.sockMech
+	return Sock
 }
 
 // Hooks maps this object's hook points to their mechanism: the netpoll
@@ -303,7 +273,7 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 func (o *Objects) attachFor() error {
 	traced := len(o.pids) > 0
 	syscalls := traced && o.Mechanism() == Tracepoint
-	socks := traced && o.Mechanism() != Tracepoint
+	socks := traced && o.Mechanism() == Sock
 	var err error
 	update := func(links *[]link.Link, want bool, attach func() ([]link.Link, error)) {
 		switch {
@@ -322,8 +292,8 @@ func (o *Objects) attachFor() error {
 	})
 	update(&o.sockLinks, socks, func() ([]link.Link, error) {
 		var links []link.Link
-		for _, prog := range sockPrograms[o.sockMech] {
-			l, err := link.AttachTracing(link.TracingOptions{Program: o.sockColl.Programs[prog]})
+		for _, prog := range sockPrograms {
+			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 			if err != nil {
 				bpfobj.CloseAll(links)
 				return nil, fmt.Errorf("attaching %s: %w", prog, err)
@@ -428,9 +398,6 @@ func (o *Objects) Close() error {
 	bpfobj.CloseAll(o.sharedLinks)
 	if o.calls != nil {
 		o.calls.Close()
-	}
-	if o.sockColl != nil {
-		o.sockColl.Close()
 	}
 	o.coll.Close()
 	return nil

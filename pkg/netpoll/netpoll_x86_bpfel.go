@@ -291,11 +291,8 @@ const (
 	netpollProgFentryAccept4          = "fentry_accept4"
 	netpollProgFentryConnect          = "fentry_connect"
 	netpollProgFentryGetsockopt       = "fentry_getsockopt"
-	netpollProgFentrySockDefReadable  = "fentry_sock_def_readable"
 	netpollProgFexitAccept4           = "fexit_accept4"
 	netpollProgFexitConnect           = "fexit_connect"
-	netpollProgFexitTcpRecvmsg        = "fexit_tcp_recvmsg"
-	netpollProgFexitTcpSendmsg        = "fexit_tcp_sendmsg"
 	netpollProgSockRecv               = "sock_recv"
 	netpollProgSockSend               = "sock_send"
 	netpollProgSockState              = "sock_state"
@@ -361,42 +358,39 @@ type netpollSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollProgramSpecs struct {
-	DataReady             *ebpf.ProgramSpec `ebpf:"data_ready"`
-	EnterAccept4          *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose            *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect          *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterEpollPwait       *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt       *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
-	EnterRead             *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv            *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom         *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg          *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg          *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto           *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite            *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev           *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept4           *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect           *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitEpollPwait        *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
-	ExitRead              *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv             *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom          *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmsg           *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendmsg           *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto            *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite             *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev            *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	FentryAccept4         *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
-	FentryConnect         *ebpf.ProgramSpec `ebpf:"fentry_connect"`
-	FentryGetsockopt      *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
-	FentrySockDefReadable *ebpf.ProgramSpec `ebpf:"fentry_sock_def_readable"`
-	FexitAccept4          *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
-	FexitConnect          *ebpf.ProgramSpec `ebpf:"fexit_connect"`
-	FexitTcpRecvmsg       *ebpf.ProgramSpec `ebpf:"fexit_tcp_recvmsg"`
-	FexitTcpSendmsg       *ebpf.ProgramSpec `ebpf:"fexit_tcp_sendmsg"`
-	SockRecv              *ebpf.ProgramSpec `ebpf:"sock_recv"`
-	SockSend              *ebpf.ProgramSpec `ebpf:"sock_send"`
-	SockState             *ebpf.ProgramSpec `ebpf:"sock_state"`
+	DataReady        *ebpf.ProgramSpec `ebpf:"data_ready"`
+	EnterAccept4     *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose       *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect     *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterEpollPwait  *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt  *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
+	EnterRead        *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv       *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom    *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg     *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmsg     *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto      *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite       *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev      *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept4      *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect      *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitEpollPwait   *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
+	ExitRead         *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv        *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom     *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg      *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmsg      *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto       *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite        *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev       *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FentryAccept4    *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
+	FentryConnect    *ebpf.ProgramSpec `ebpf:"fentry_connect"`
+	FentryGetsockopt *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
+	FexitAccept4     *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
+	FexitConnect     *ebpf.ProgramSpec `ebpf:"fexit_connect"`
+	SockRecv         *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend         *ebpf.ProgramSpec `ebpf:"sock_send"`
+	SockState        *ebpf.ProgramSpec `ebpf:"sock_state"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -535,42 +529,39 @@ type netpollVariables struct {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollPrograms struct {
-	DataReady             *ebpf.Program `ebpf:"data_ready"`
-	EnterAccept4          *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose            *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect          *ebpf.Program `ebpf:"enter_connect"`
-	EnterEpollPwait       *ebpf.Program `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt       *ebpf.Program `ebpf:"enter_getsockopt"`
-	EnterRead             *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv            *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom         *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg          *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg          *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto           *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite            *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev           *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept4           *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect           *ebpf.Program `ebpf:"exit_connect"`
-	ExitEpollPwait        *ebpf.Program `ebpf:"exit_epoll_pwait"`
-	ExitRead              *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv             *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom          *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmsg           *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendmsg           *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto            *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite             *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev            *ebpf.Program `ebpf:"exit_writev"`
-	FentryAccept4         *ebpf.Program `ebpf:"fentry_accept4"`
-	FentryConnect         *ebpf.Program `ebpf:"fentry_connect"`
-	FentryGetsockopt      *ebpf.Program `ebpf:"fentry_getsockopt"`
-	FentrySockDefReadable *ebpf.Program `ebpf:"fentry_sock_def_readable"`
-	FexitAccept4          *ebpf.Program `ebpf:"fexit_accept4"`
-	FexitConnect          *ebpf.Program `ebpf:"fexit_connect"`
-	FexitTcpRecvmsg       *ebpf.Program `ebpf:"fexit_tcp_recvmsg"`
-	FexitTcpSendmsg       *ebpf.Program `ebpf:"fexit_tcp_sendmsg"`
-	SockRecv              *ebpf.Program `ebpf:"sock_recv"`
-	SockSend              *ebpf.Program `ebpf:"sock_send"`
-	SockState             *ebpf.Program `ebpf:"sock_state"`
+	DataReady        *ebpf.Program `ebpf:"data_ready"`
+	EnterAccept4     *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose       *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect     *ebpf.Program `ebpf:"enter_connect"`
+	EnterEpollPwait  *ebpf.Program `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt  *ebpf.Program `ebpf:"enter_getsockopt"`
+	EnterRead        *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv       *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom    *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg     *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmsg     *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto      *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite       *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev      *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept4      *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect      *ebpf.Program `ebpf:"exit_connect"`
+	ExitEpollPwait   *ebpf.Program `ebpf:"exit_epoll_pwait"`
+	ExitRead         *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv        *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom     *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg      *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmsg      *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto       *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite        *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev       *ebpf.Program `ebpf:"exit_writev"`
+	FentryAccept4    *ebpf.Program `ebpf:"fentry_accept4"`
+	FentryConnect    *ebpf.Program `ebpf:"fentry_connect"`
+	FentryGetsockopt *ebpf.Program `ebpf:"fentry_getsockopt"`
+	FexitAccept4     *ebpf.Program `ebpf:"fexit_accept4"`
+	FexitConnect     *ebpf.Program `ebpf:"fexit_connect"`
+	SockRecv         *ebpf.Program `ebpf:"sock_recv"`
+	SockSend         *ebpf.Program `ebpf:"sock_send"`
+	SockState        *ebpf.Program `ebpf:"sock_state"`
 }
 
 func (p *netpollPrograms) Close() error {
@@ -603,11 +594,8 @@ func (p *netpollPrograms) Close() error {
 		p.FentryAccept4,
 		p.FentryConnect,
 		p.FentryGetsockopt,
-		p.FentrySockDefReadable,
 		p.FexitAccept4,
 		p.FexitConnect,
-		p.FexitTcpRecvmsg,
-		p.FexitTcpSendmsg,
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
