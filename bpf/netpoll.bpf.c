@@ -138,7 +138,22 @@ struct conn_key {
 struct conn {
 	__u64 sk;
 	__u64 rcvd_at_send; /* tcp_sock.bytes_received at the last send */
+	__u64 ino;          /* the socket's inode number: a freed sock's address is reused, its inode number is not */
 };
+
+/* The inode number of the file behind fd in the current process, or 0. */
+static __always_inline __u64 fd_ino(int fd)
+{
+	struct task_struct *task = current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return 0;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return 0;
+	return BPF_CORE_READ(f, f_inode, i_ino);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -157,6 +172,14 @@ static __always_inline struct tcp_sock *accepted_conn(__u32 pid, __s32 fd, struc
 	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
 	if (!c)
 		return NULL;
+	/* The fd's socket now, by inode: after a close the fd number and the
+	 * sock's address can both come back for another socket. */
+	__u64 ino = fd_ino(fd);
+	if (c->ino && c->ino != ino) {
+		bpf_map_delete_elem(&accepted_fds, &k);
+		return NULL;
+	}
+	c->ino = ino;
 	if (!sk)
 		sk = c->sk ? NULL : sock_from_fd(fd);
 	if (sk) {
@@ -300,7 +323,7 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		if (nsk && !is_tcp(nsk))
 			return 0;
 		struct conn_key k = {.pid = pid_tgid >> 32, .fd = (__s32)ret};
-		struct conn c = {.sk = (__u64)nsk};
+		struct conn c = {.sk = (__u64)nsk, .ino = fd_ino((__s32)ret)};
 		bpf_map_update_elem(&accepted_fds, &k, &c, BPF_ANY);
 		return 0;
 	}

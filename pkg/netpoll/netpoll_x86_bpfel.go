@@ -17,6 +17,7 @@ type netpollConn struct {
 	_          structs.HostLayout
 	Sk         uint64
 	RcvdAtSend uint64
+	Ino        uint64
 }
 
 type netpollConnKey struct {
