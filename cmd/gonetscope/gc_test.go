@@ -21,25 +21,7 @@ import (
 // stripped PIE, with Go 1.27 and Go 1.22 stripped PIE and with Go 1.21;
 // and stripped PIE with each of GONETSCOPE_TEST_TOOLCHAINS.
 func TestGCStats(t *testing.T) {
-	cases := []heapCase{
-		{"plain", func(t *testing.T) string { return buildTarget(t, "heaptarget") }},
-		{"stripped-pie", func(t *testing.T) string {
-			return buildTarget(t, "heaptarget", "-ldflags=-s -w", "-buildmode=pie")
-		}},
-		{"go1.27-stripped-pie", func(t *testing.T) string {
-			return buildTargetWith(t, "heaptarget", "go1.27.3", "-ldflags=-s -w", "-buildmode=pie")
-		}},
-		{"go1.22-stripped-pie", func(t *testing.T) string {
-			return buildTargetWith(t, "heaptarget", "go1.22.12", "-ldflags=-s -w", "-buildmode=pie")
-		}},
-		{"go1.21", func(t *testing.T) string { return buildTargetWith(t, "heaptarget", "go1.21.13") }},
-	}
-	for _, v := range extraToolchains() {
-		cases = append(cases, heapCase{v + "-stripped-pie", func(t *testing.T) string {
-			return buildTargetWith(t, "heaptarget", v, "-ldflags=-s -w", "-buildmode=pie")
-		}})
-	}
-	for _, tc := range cases {
+	for _, tc := range heaptargetBuilds() {
 		t.Run(tc.name, func(t *testing.T) { checkGCStats(t, tc.build(t)) })
 	}
 }

@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
-
-	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 )
 
 // TestGoroutineDump: goroutinetarget parks 1,000 goroutines in six known
@@ -59,18 +57,7 @@ func TestGoroutineDump(t *testing.T) {
 // module of its own.
 func buildGoroutinetarget(t *testing.T, toolchain string, flags ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	src, err := os.ReadFile("internal/targets/goroutinetarget/main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "main.go"), src, 0o644)
-	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module goroutinetarget\n\ngo 1.20\n"), 0o644)
-	bin := filepath.Join(dir, "goroutinetarget")
-	if err := gotoolchain.Build(dir, toolchain, bin, flags...); err != nil {
-		t.Fatal(err)
-	}
-	return bin
+	return buildTargetWith(t, "goroutinetarget", toolchain, flags...)
 }
 
 // stackBlock is one goroutine of a runtime.Stack text.

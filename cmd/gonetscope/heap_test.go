@@ -30,6 +30,22 @@ import (
 // only) stripped PIE, with Go 1.22 stripped PIE and with Go 1.21; and
 // stripped PIE with each of GONETSCOPE_TEST_TOOLCHAINS.
 func TestHeapProfile(t *testing.T) {
+	for _, tc := range heaptargetBuilds() {
+		t.Run(tc.name, func(t *testing.T) { checkHeapProfile(t, tc.build(t)) })
+	}
+}
+
+// heapCase is a build of heaptarget.
+type heapCase struct {
+	name  string
+	build func(t *testing.T) string
+}
+
+// heaptargetBuilds are the builds of heaptarget the heap and GC tests
+// run against: plain, stripped PIE, Go 1.27 (whose records count objects
+// only) and Go 1.22 stripped PIE, Go 1.21; and stripped PIE with each of
+// GONETSCOPE_TEST_TOOLCHAINS.
+func heaptargetBuilds() []heapCase {
 	cases := []heapCase{
 		{"plain", func(t *testing.T) string { return buildTarget(t, "heaptarget") }},
 		{"stripped-pie", func(t *testing.T) string {
@@ -48,15 +64,7 @@ func TestHeapProfile(t *testing.T) {
 			return buildTargetWith(t, "heaptarget", v, "-ldflags=-s -w", "-buildmode=pie")
 		}})
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) { checkHeapProfile(t, tc.build(t)) })
-	}
-}
-
-// heapCase is a build of heaptarget.
-type heapCase struct {
-	name  string
-	build func(t *testing.T) string
+	return cases
 }
 
 // extraToolchains are those GONETSCOPE_TEST_TOOLCHAINS lists (such as
