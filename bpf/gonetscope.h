@@ -251,8 +251,8 @@ static __always_inline void fill_header(struct event_header *h, enum event_type 
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
 }
 
-/* The struct sock behind fd in the current process, or NULL when fd is not a socket. */
-static __always_inline struct sock *sock_from_fd(int fd)
+/* The struct file behind fd in the current process, or NULL. */
+static __always_inline struct file *file_of_fd(int fd)
 {
 	struct task_struct *task = current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
@@ -260,7 +260,16 @@ static __always_inline struct sock *sock_from_fd(int fd)
 		return NULL;
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
+		return NULL;
+	return f;
+}
+
+/* The struct sock behind fd in the current process, or NULL when fd is not a socket. */
+static __always_inline struct sock *sock_from_fd(int fd)
+{
+	struct file *f = file_of_fd(fd);
+	if (!f)
 		return NULL;
 	if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;

@@ -119,7 +119,7 @@ enum wait_kind {
 };
 
 /* A park record's mode carries PARK_IDLE for an idle wait. struct park is
- * shared with overflow.bpf.c, which compares mode with MODE_ACCEPT only;
+ * shared with acceptq.bpf.c, which compares mode with MODE_ACCEPT only;
  * accept parks never carry the flag (their kind follows from the mode). */
 #define PARK_IDLE 0x80
 
@@ -129,7 +129,7 @@ enum wait_kind {
  * accepted before attach, by user space (pkg/netpoll SeedAccepted);
  * updated by every successful send. The syscall path removes an entry at
  * close; the sock path, which does not hook close, finds a reused fd by
- * its other struct sock. */
+ * its socket's other inode. */
 struct conn_key {
 	__u32 pid;
 	__s32 fd;
@@ -144,15 +144,8 @@ struct conn {
 /* The inode number of the file behind fd in the current process, or 0. */
 static __always_inline __u64 fd_ino(int fd)
 {
-	struct task_struct *task = current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt || fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
-		return 0;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
-	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
-		return 0;
-	return BPF_CORE_READ(f, f_inode, i_ino);
+	struct file *f = file_of_fd(fd);
+	return f ? BPF_CORE_READ(f, f_inode, i_ino) : 0;
 }
 
 struct {
@@ -172,14 +165,18 @@ static __always_inline struct tcp_sock *accepted_conn(__u32 pid, __s32 fd, struc
 	struct conn *c = bpf_map_lookup_elem(&accepted_fds, &k);
 	if (!c)
 		return NULL;
-	/* The fd's socket now, by inode: after a close the fd number and the
-	 * sock's address can both come back for another socket. */
-	__u64 ino = fd_ino(fd);
-	if (c->ino && c->ino != ino) {
-		bpf_map_delete_elem(&accepted_fds, &k);
-		return NULL;
+	/* The sock path (sk given) has no close hook: the fd's socket now,
+	 * by inode, since after a close the fd number and the sock's address
+	 * can both come back for another socket. The syscall path forgets the
+	 * entry at close. */
+	if (sk) {
+		__u64 ino = fd_ino(fd);
+		if (c->ino && c->ino != ino) {
+			bpf_map_delete_elem(&accepted_fds, &k);
+			return NULL;
+		}
+		c->ino = ino;
 	}
-	c->ino = ino;
 	if (!sk)
 		sk = c->sk ? NULL : sock_from_fd(fd);
 	if (sk) {
@@ -200,18 +197,18 @@ static __always_inline struct tcp_sock *accepted_conn(__u32 pid, __s32 fd, struc
  * waiting for the client's next request? Exactly when the socket has
  * received no byte since the server last sent (or, before any send, no byte
  * at all): a partial request, however fast it came, is in_request. */
-static __always_inline bool idle_read(__u32 pid, __s32 fd, struct sock *sk)
+static __always_inline bool idle_read(__u32 pid, __s32 fd)
 {
 	struct conn *c = NULL;
-	struct tcp_sock *tp = accepted_conn(pid, fd, sk, &c);
+	struct tcp_sock *tp = accepted_conn(pid, fd, NULL, &c);
 	return tp && c && BPF_CORE_READ(tp, bytes_received) == c->rcvd_at_send;
 }
 
 /* A send on fd went out: note how much the connection had received then. */
-static __always_inline void note_sent(__u32 pid, __s32 fd, struct sock *sk)
+static __always_inline void note_sent(__u32 pid, __s32 fd)
 {
 	struct conn *c = NULL;
-	struct tcp_sock *tp = accepted_conn(pid, fd, sk, &c);
+	struct tcp_sock *tp = accepted_conn(pid, fd, NULL, &c);
 	if (tp && c)
 		c->rcvd_at_send = BPF_CORE_READ(tp, bytes_received);
 }
@@ -328,7 +325,7 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		return 0;
 	}
 	if (dir == DIR_WRITE && mode == MODE_WRITE && ret > 0 && cost == COST_ALL) {
-		note_sent(pid_tgid >> 32, fd, NULL);
+		note_sent(pid_tgid >> 32, fd);
 		return 0;
 	}
 	if (ret != -EAGAIN && !(mode == MODE_CONNECT && ret == -EINPROGRESS))
@@ -351,7 +348,7 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 		.tid = (__u32)pid_tgid,
 		.mode = mode,
 	};
-	if (mode == MODE_READ && idle_read(key.pid, key.fd, NULL))
+	if (mode == MODE_READ && idle_read(key.pid, key.fd))
 		p.mode |= PARK_IDLE;
 	/* On the sock path, readiness comes from the kernel's socket
 	 * tracepoints: for the listener's socket, or, for a connect, its TCP
@@ -542,16 +539,6 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	return 0;
 }
 
-/* Forgets a park and its socket's entry. */
-static __always_inline void unpark(struct park_key *key, __u64 sk, enum dir dir)
-{
-	bpf_map_delete_elem(&parks, key);
-	if (sk) {
-		struct parked_sock_key sk_key = {.sk = sk, .dir = dir};
-		bpf_map_delete_elem(&parked_socks, &sk_key);
-	}
-}
-
 /* Step 3: an I/O call on fd by the parked goroutine: it ran again. For
  * the syscall path, and accept4 and connect on both. */
 static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir dir)
@@ -571,7 +558,11 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 	if (!peek_goid(t, &goid) || goid != p->goid)
 		return 0; /* another goroutine uses the fd; the parked one has not run yet */
 	struct park parked = *p;
-	unpark(&key, parked.sk, dir);
+	bpf_map_delete_elem(&parks, &key);
+	if (parked.sk) {
+		struct parked_sock_key sk_key = {.sk = parked.sk, .dir = dir};
+		bpf_map_delete_elem(&parked_socks, &sk_key);
+	}
 	return wait_done(ctx, t, pid_tgid, key, parked);
 }
 
@@ -879,7 +870,6 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir
 		.t_park = bpf_ktime_get_boot_ns(),
 		.tid = (__u32)pid_tgid,
 		.mode = d == DIR_READ ? MODE_READ : MODE_WRITE,
-		.sk = (__u64)sk,
 	};
 	if (d == DIR_READ && sock_accepted(w, pid, fd, sk) &&
 	    BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received) == w->rcvd_at_send)

@@ -26,7 +26,7 @@ struct park {
 	__u64 goid;
 	__u64 t_park;
 	__u64 t_ready;
-	__u64 sk; /* the socket whose readiness ends the wait (sock path), or 0 */
+	__u64 sk; /* the socket whose readiness ends an accept's or connect's wait (sock path), or 0 */
 	__u32 tid;
 	__u8 mode;
 	__u8 _pad[3];
