@@ -42,22 +42,6 @@ import (
 // go1.21 there are no toolchain modules for go1.16 and older anyway.
 const defaultVersions = "go1.17.13,go1.18.10,go1.19.8,go1.19.13,go1.20.14,go1.21.13,go1.22.12,go1.23.12,go1.24.11,go1.25.5,go1.26.7,go1.26.8,go1.27.3"
 
-const program = `package main
-
-import (
-	"fmt"
-	"net"
-)
-
-func main() {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err == nil {
-		ln.Close()
-	}
-	fmt.Println(err)
-}
-`
-
 func main() {
 	versions := flag.String("versions", defaultVersions, "comma-separated Go toolchains to read")
 	out := flag.String("o", "pkg/goruntime/offsets_table.go", "file to write")
@@ -187,7 +171,7 @@ func run(versions []string, out string) error {
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.17\n"), 0o644); err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(program), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(goruntime.OffsetsProgram), 0o644); err != nil {
 		return err
 	}
 	var buf bytes.Buffer
@@ -292,6 +276,10 @@ func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string][]goruntim
 				continue // not in this version
 			}
 			r, err := goruntime.FindGlobalRules(f, tab, s.Value, s.Size, g.Funcs)
+			if err != nil && goruntime.OptionalGlobals[g.Name] {
+				fmt.Fprintf(os.Stderr, "gen-offsets: %s: no rule for %s (optional): %v\n", v, g.Name, err)
+				continue
+			}
 			if err != nil {
 				return fmt.Errorf("%s: %w", g.Name, err)
 			}

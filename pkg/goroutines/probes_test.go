@@ -31,7 +31,7 @@ func TestProbesPerArch(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		tab, err := symtab.Open(f, symtab.FileMemory(f), 0, symtab.Layout{MdText: b.Offsets.MdText, MdGofunc: b.Offsets.MdGofunc})
+		tab, err := symtab.Open(f, nil, symtab.FileMemory(f), 0, symtab.Layout{MdText: b.Offsets.MdText, MdGofunc: b.Offsets.MdGofunc})
 		if err != nil {
 			t.Fatal(err)
 		}

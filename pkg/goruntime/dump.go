@@ -78,47 +78,94 @@ func (p *Process) Dump() ([]Goroutine, error) {
 	buf := make([]byte, p.gSpan())
 	out := make([]Goroutine, 0, len(gs))
 	for _, g := range gs {
-		d := Goroutine{G: g}
-		if g.WaitSince != 0 && (g.Status == StatusWaiting || g.Status == StatusSyscall) && now > g.WaitSince {
-			d.Waiting = now - g.WaitSince
-		}
-		if g.GoPC != 0 && g.Goid != 1 {
-			if fr := p.Syms.Frames(g.GoPC, false); len(fr) > 0 {
-				// The go statement: its innermost inlined call, named by
-				// the outermost function, as the runtime prints it.
-				d.CreatedBy = fr[0]
-				d.CreatedBy.Func, d.CreatedBy.FuncID = fr[len(fr)-1].Func, fr[len(fr)-1].FuncID
-			}
-		}
-		var start symtab.Frame
-		if fr := p.Syms.Frames(g.StartPC, true); len(fr) > 0 {
-			start = fr[len(fr)-1]
-			d.Func = start.Func
-			d.System = isSystem(d.Func)
-		}
-		regs, why := startRegs(g)
-		if why != "" {
-			d.Incomplete = why
-			out = append(out, d)
-			continue
-		}
-		d.Phys, d.Incomplete = unwind(p.Syms, mem, p.Bin.arch(), regs, g.StackHi)
-		// Read it again: the stack is the one of the registers only if
-		// it did not run meanwhile.
-		if _, err := mem.ReadAt(buf, int64(g.Addr)); err != nil {
-			d.Phys, d.Incomplete = nil, IncompleteChanged
-		} else if again := p.decodeG(g.Addr, buf); !sameStack(g, again) {
-			d.Phys, d.Incomplete = nil, IncompleteChanged
-		}
-		for _, f := range d.Phys {
-			d.Stack = append(d.Stack, p.Syms.Frames(f.PC, f.Exact)...)
-		}
-		if p.wrapper(start) {
-			d.Func = calledBy(d.Stack, d.Func)
-		}
-		out = append(out, d)
+		out = append(out, p.dumpOne(mem, now, g, buf))
 	}
 	return out, nil
+}
+
+// Dumped reads the stack of one goroutine g (as Goroutines or Goroutine
+// returned it), as Dump does for each.
+func (p *Process) Dumped(g G) (Goroutine, error) {
+	o := p.Bin.Offsets
+	if o.GSchedPC == 0 || o.GSchedSP == 0 || o.GStackHi == 0 {
+		return Goroutine{}, fmt.Errorf("the offsets of runtime.g.sched of %s are not known: no stacks", p.Bin.GoVersion)
+	}
+	mem, err := os.Open(proc.Path(p.PID, "mem"))
+	if err != nil {
+		return Goroutine{}, err
+	}
+	defer mem.Close()
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return Goroutine{}, err
+	}
+	return p.dumpOne(mem, ts.Nano(), g, make([]byte, p.gSpan())), nil
+}
+
+// dumpOne reads g's stack; buf is scratch of p.gSpan() bytes.
+func (p *Process) dumpOne(mem *os.File, now int64, g G, buf []byte) Goroutine {
+	d := Goroutine{G: g}
+	if g.WaitSince != 0 && (g.Status == StatusWaiting || g.Status == StatusSyscall) && now > g.WaitSince {
+		d.Waiting = now - g.WaitSince
+	}
+	if g.GoPC != 0 && g.Goid != 1 {
+		if fr := p.Syms.Frames(g.GoPC, false); len(fr) > 0 {
+			// The go statement: its innermost inlined call, named by
+			// the outermost function, as the runtime prints it.
+			d.CreatedBy = fr[0]
+			d.CreatedBy.Func, d.CreatedBy.FuncID = fr[len(fr)-1].Func, fr[len(fr)-1].FuncID
+		}
+	}
+	var start symtab.Frame
+	if fr := p.Syms.Frames(g.StartPC, true); len(fr) > 0 {
+		start = fr[len(fr)-1]
+		d.Func = start.Func
+		d.System = isSystem(d.Func)
+	}
+	regs, why := startRegs(g)
+	if why != "" {
+		d.Incomplete = why
+		return d
+	}
+	d.Phys, d.Incomplete = unwind(p.Syms, mem, p.Bin.arch(), regs, g.StackHi)
+	// Read it again: the stack is the one of the registers only if
+	// it did not run meanwhile.
+	if _, err := mem.ReadAt(buf, int64(g.Addr)); err != nil {
+		d.Phys, d.Incomplete = nil, IncompleteChanged
+	} else if again := p.decodeG(g.Addr, buf); !sameStack(g, again) {
+		d.Phys, d.Incomplete = nil, IncompleteChanged
+	}
+	for _, f := range d.Phys {
+		d.Stack = append(d.Stack, p.Syms.Frames(f.PC, f.Exact)...)
+	}
+	if p.wrapper(start) {
+		d.Func = calledBy(d.Stack, d.Func)
+	}
+	return d
+}
+
+// IsSystem reports whether fn, the function a goroutine was started at,
+// makes it one of the runtime's own goroutines, which
+// runtime.NumGoroutine and the goroutine profile leave out.
+func IsSystem(fn string) bool { return isSystem(fn) }
+
+// CanReadGoroutines says why Goroutines cannot work for p, or nil.
+func (p *Process) CanReadGoroutines() error {
+	if p.allgs == 0 {
+		return fmt.Errorf("%w: %v", ErrNoGoroutineTable, p.allgsErr)
+	}
+	if o := p.Bin.Offsets; o.GGoid == 0 || o.GAtomicstatus == 0 || o.GStartpc == 0 || o.GGopc == 0 {
+		return fmt.Errorf("%w: the offsets of runtime.g of %s are not known", ErrNoGoroutineTable, p.Bin.GoVersion)
+	}
+	return nil
+}
+
+// IsWrapper reports whether the function at run-time address pc is a
+// compiler-generated wrapper (the closure of `go f(x)`), whose goroutines
+// are named by what it calls.
+func (p *Process) IsWrapper(pc uint64) bool {
+	fr := p.Syms.Frames(pc, true)
+	return len(fr) > 0 && p.wrapper(fr[len(fr)-1])
 }
 
 // sameStack reports whether two reads of a g show it stopped at the same

@@ -42,6 +42,18 @@ type GCStats struct {
 	// the last cycle; HeapMinimum gcController.heapMinimum (4 MiB at
 	// GOGC=100).
 	HeapGoal, LastHeapGoal, HeapMinimum uint64
+	// TotalAlloc is gcController.totalAlloc: bytes allocated since the
+	// program started, counted when a span is handed out (so it runs
+	// ahead of MemStats.TotalAlloc by what sits unused in the per-P
+	// caches); 0 when its offset is not known.
+	TotalAlloc uint64
+	// Heap0, Heap1 and Heap2 are the last completed cycle's heap at its
+	// start, at its mark termination and marked live (runtime.work,
+	// what GODEBUG=gctrace=1 prints as "heap0->heap1->heap2 MB"). Valid
+	// only when HasCycleHeap: runtime.work is known and no cycle had
+	// started since (a started cycle overwrites heap0).
+	Heap0, Heap1, Heap2 uint64
+	HasCycleHeap        bool
 }
 
 // GCPause is one GC cycle's stop-the-world pause.
@@ -80,7 +92,7 @@ func (p *Process) GCStats() (*GCStats, error) {
 	lo := min(o.MsLastGCUnix, o.MsPauseTotalNs, o.MsPauseNs, o.MsPauseEnd, o.MsNumgc, o.MsNumforcedgc)
 	hi := max(o.MsLastGCUnix+8, o.MsPauseTotalNs+8, o.MsPauseNs+8*o.MsPauseLen, o.MsPauseEnd+8*o.MsPauseLen, o.MsNumgc+4, o.MsNumforcedgc+4)
 	msb := make([]byte, hi-lo)
-	gcHi := max(o.GcMemoryLimit, o.GcHeapMinimum, o.GcHeapLive, o.GcHeapMarked, o.GcPercentHeapGoal, o.GcLastHeapGoal) + 8
+	gcHi := max(o.GcMemoryLimit, o.GcHeapMinimum, o.GcHeapLive, o.GcHeapMarked, o.GcPercentHeapGoal, o.GcLastHeapGoal, o.GcTotalAlloc) + 8
 	gcb := make([]byte, gcHi)
 	u64 := func(b []byte, off uint16) uint64 { return binary.LittleEndian.Uint64(b[off:]) }
 	for try := 0; ; try++ {
@@ -110,6 +122,10 @@ func (p *Process) GCStats() (*GCStats, error) {
 			LastHeapGoal: u64(gcb, o.GcLastHeapGoal),
 			HeapMinimum:  u64(gcb, o.GcHeapMinimum),
 		}
+		if o.GcTotalAlloc != 0 {
+			s.TotalAlloc = u64(gcb, o.GcTotalAlloc)
+		}
+		p.cycleHeap(m, s)
 		// The runtime writes cycle n's pause at pause_ns[n%len] and then
 		// counts it: the newest is at numgc-1.
 		n := uint32(o.MsPauseLen)
@@ -119,4 +135,33 @@ func (p *Process) GCStats() (*GCStats, error) {
 		}
 		return s, nil
 	}
+}
+
+// cycleHeap fills s's Heap0, Heap1 and Heap2 from runtime.work when its
+// layout and address are known and it holds the cycle s.NumGC ended:
+// work.cycles (cycles started) equal to numgc, read before and after.
+func (p *Process) cycleHeap(m memReader, s *GCStats) {
+	o := p.Bin.Offsets
+	if o.WorkCycles == 0 || o.WorkHeap0 == 0 || o.WorkHeap1 == 0 || o.WorkHeap2 == 0 {
+		return
+	}
+	w, err := p.global("runtime.work")
+	if err != nil {
+		return
+	}
+	before, err := m.u32(w + uint64(o.WorkCycles))
+	if err != nil || before != s.NumGC {
+		return
+	}
+	var b [24]byte
+	for i, off := range []uint16{o.WorkHeap0, o.WorkHeap1, o.WorkHeap2} {
+		if err := m.read(b[8*i:8*i+8], w+uint64(off)); err != nil {
+			return
+		}
+	}
+	if after, err := m.u32(w + uint64(o.WorkCycles)); err != nil || after != before {
+		return
+	}
+	s.Heap0, s.Heap1, s.Heap2 = binary.LittleEndian.Uint64(b[:]), binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:])
+	s.HasCycleHeap = true
 }

@@ -40,6 +40,21 @@ var RuntimeGlobals = []struct {
 	{"runtime.mProfCycle", []string{"runtime.mProf_Malloc", "runtime.mProf_Free", "runtime.mProf_NextCycle", "runtime.mProf_Flush"}},
 	{"runtime.memstats", []string{"runtime.gcMarkTermination", "runtime.gcStart", "runtime.gcTrigger.test", "runtime.(*mheap).init"}},
 	{"runtime.gcController", []string{"runtime.gcStart", "runtime.gcinit", "runtime.gcMarkTermination"}},
+	{"runtime.work", []string{"runtime.gcStart", "runtime.gcMarkTermination", "runtime.gcMarkDone"}},
+	{"runtime.bbuckets", []string{"runtime.stkbucket", "runtime.blockProfileInternal"}},
+	{"runtime.xbuckets", []string{"runtime.stkbucket", "runtime.mutexProfileInternal"}},
+	{"runtime.blockprofilerate", []string{"runtime.blockevent", "runtime.blocksampled", "runtime.SetBlockProfileRate"}},
+	{"runtime.mutexprofilerate", []string{"runtime.semacquire1", "runtime.unlock2", "runtime.mutexevent"}},
+	{"runtime.ticks", []string{"runtime.ticksPerSecond", "runtime.tickspersecond", "runtime.(*ticksType).init", "runtime.schedinit"}},
+}
+
+// OptionalGlobals are RuntimeGlobals that cmd/gen-offsets may find no
+// rule for in some Go version (no function every program links refers to
+// them there): a stripped binary of that version goes without what reads
+// them, and says so.
+var OptionalGlobals = map[string]bool{
+	"runtime.bbuckets": true, "runtime.xbuckets": true, "runtime.blockprofilerate": true,
+	"runtime.mutexprofilerate": true, "runtime.ticks": true,
 }
 
 // RIPTargets lists the distinct link-time addresses that the amd64 code of
@@ -93,13 +108,13 @@ func eachRIPRef(f *elf.File, tab *symtab.Table, fn string, ref func(inst x86asm.
 // A variable not found has an error instead, which says why.
 func globalAddrs(f *elf.File, tab *symtab.Table, b *Binary) (map[string]uint64, map[string]error) {
 	addrs, errs := map[string]uint64{}, map[string]error{}
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			for _, g := range RuntimeGlobals {
-				if s.Name == g.Name {
-					addrs[g.Name] = s.Value
-				}
-			}
+	var names []string
+	for _, g := range RuntimeGlobals {
+		names = append(names, g.Name)
+	}
+	if syms, err := symbolValues(f, names...); err == nil {
+		for name, s := range syms {
+			addrs[name] = s.Value
 		}
 	}
 	e, inTable := offsetsTables[b.arch()][version.Lang(b.GoVersion)]
@@ -172,7 +187,7 @@ func FindGlobalRules(f *elf.File, tab *symtab.Table, sym, size uint64, funcs []s
 // OpenTable reads the symbol table (pclntab) of the executable f from the
 // file alone, as linked (cmd/gen-offsets).
 func OpenTable(f *elf.File, b *Binary) (*symtab.Table, error) {
-	return symtab.Open(f, symtab.FileMemory(f), 0, symtab.Layout{MdText: b.Offsets.MdText, MdGofunc: b.Offsets.MdGofunc})
+	return symtab.Open(f, nil, symtab.FileMemory(f), 0, symtab.Layout{MdText: b.Offsets.MdText, MdGofunc: b.Offsets.MdGofunc})
 }
 
 // ApplyGlobalRule returns the link-time address rule finds in f.

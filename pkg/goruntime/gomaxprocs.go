@@ -28,16 +28,13 @@ func GOMAXPROCS(pid int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	syms, err := f.Symbols()
+	syms, err := symbolValues(f, "runtime.gomaxprocs")
 	if err != nil {
 		return 0, ErrNoSymbols
 	}
 	var addr uint64
-	for _, s := range syms {
-		if s.Name == "runtime.gomaxprocs" && s.Size == 4 {
-			addr = s.Value
-			break
-		}
+	if s, ok := syms["runtime.gomaxprocs"]; ok && s.Size == 4 {
+		addr = s.Value
 	}
 	if addr == 0 {
 		return 0, errors.New("runtime.gomaxprocs is not in the symbol table")

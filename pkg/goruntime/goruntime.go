@@ -27,8 +27,11 @@ import (
 	"maps"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
+	"syscall"
 )
 
 // Offsets are byte offsets into the target's runtime structs.
@@ -83,6 +86,54 @@ type Offsets struct {
 	// heapMarked, gcPercentHeapGoal and lastHeapGoal (Go 1.20+).
 	GcMemoryLimit, GcHeapMinimum, GcHeapLive, GcHeapMarked uint16
 	GcPercentHeapGoal, GcLastHeapGoal                      uint16
+	// gcControllerState.totalAlloc: bytes allocated since the program
+	// started, counted as spans are handed out (Go 1.20+).
+	GcTotalAlloc uint16
+	// runtime.workType (the variable runtime.work): cycles (GC cycles
+	// started) and heap0, heap1, heap2, the heap at the start of the
+	// last cycle, at its mark termination, and marked live (gctrace's
+	// "heap0->heap1->heap2 MB").
+	WorkCycles, WorkHeap0, WorkHeap1, WorkHeap2 uint16
+
+	// runtime.pollDesc.rg and .wg (pdReady, pdWait, or the g parked
+	// reading or writing) and .rd and .wd (the read and write deadlines,
+	// a nanotime; 0: none, -1: expired).
+	PdRg, PdWg, PdRd, PdWd uint16
+	// runtime.g.trackingSeq: a uint8 the runtime adds 1 to each time
+	// the goroutine stops running (parks, blocks): two reads that see
+	// it parked with the same value saw one park (short of 256 in
+	// between).
+	GTrackingSeq uint16
+
+	// The block and mutex profiles' buckets (runtime.bbuckets,
+	// xbuckets: runtime.bucket like the heap profile's, their
+	// blockRecord after the stack): blockRecord.cycles (count, a
+	// float64, is at 0, checked). runtime.ticksType (the variable
+	// runtime.ticks): val (CPU ticks per second, 0 until the runtime
+	// first needs it), startTicks and startTime (Go 1.22+).
+	BlockRecCycles                            uint16
+	TicksVal, TicksStartTicks, TicksStartTime uint16
+
+	// net/http's server and client, for request tracing (pkg/requests):
+	// Request.URL and .Pattern (Go 1.23+; Method is at 0, checked),
+	// url.URL.Path and .Host; response.req, .status and .written (conn
+	// is at 0, checked); conn.rwc (a net.Conn) and .remoteAddr;
+	// persistConn.conn, Response.StatusCode (transportRequest's *Request
+	// is at 0, checked); and the way from a *net.TCPConn to its fd:
+	// poll.FD.Sysfd (net.conn.fd and netFD.pfd are at 0, checked).
+	HttpReqURL, HttpReqPattern, URLPath                     uint16
+	HttpRespReq, HttpRespStatus, HttpRespWritten            uint16
+	HttpConnRwc, HttpConnRemoteAddr, HttpPconnConn, FDSysfd uint16
+	URLHost, HttpRespStatusCode                             uint16
+	// The HTTP/2 server bundled in net/http: http2responseWriterState's
+	// req, status, wroteBytes and conn (http2responseWriter.rws is at 0,
+	// checked), http2serverConn's conn and remoteAddrStr.
+	H2RwsReq, H2RwsStatus, H2RwsWrote, H2RwsConn uint16
+	H2ScConn, H2ScRaddr                          uint16
+	// Request.ContentLength: the request body's declared size.
+	HttpReqContentLength uint16
+	// http2ClientConn.tconn: the HTTP/2 client's connection.
+	H2CcTconn uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -122,9 +173,75 @@ func Inspect(path string) (*Binary, error) {
 
 // InspectReader is Inspect for an already open executable (such as
 // /proc/PID/exe opened once, so a swapped symlink cannot change what is read).
+// An open file's result is remembered by its identity (device, inode,
+// size, mtime): the CLI's check of its targets, the attach, the metrics'
+// and the overflow explainer's readers of the same executable inspect it
+// once.
 func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
-	return inspectReader(path, r, runtime.GOARCH)
+	f, ok := r.(*os.File)
+	if !ok {
+		return inspectReader(path, r, runtime.GOARCH)
+	}
+	st, err := f.Stat()
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if err != nil || !ok {
+		return inspectReader(path, r, runtime.GOARCH)
+	}
+	k := inspectKey{sys.Dev, sys.Ino, st.Size(), st.ModTime().UnixNano()}
+	inspectedMu.Lock()
+	b, ok := inspected[k]
+	inspectedMu.Unlock()
+	if !ok {
+		restore := tightGC()
+		b, err = inspectReader(path, r, runtime.GOARCH)
+		restore()
+		if err != nil {
+			return nil, err
+		}
+		inspectedMu.Lock()
+		inspected[k] = b
+		inspectedMu.Unlock()
+	}
+	c := *b // callers add limits of their own
+	c.Path, c.Limits = path, slices.Clone(b.Limits)
+	return &c, nil
 }
+
+// tightGC makes the collector run at 20% heap growth instead of 100%
+// until restore is called (by every caller that asked): reading DWARF
+// allocates tens of MB of short-lived entries, and collecting them
+// sooner keeps them from raising the peak RSS of the daemon, which is
+// itself a guest on the host it diagnoses. Costs a few ms per inspect.
+func tightGC() (restore func()) {
+	gcTight.Lock()
+	defer gcTight.Unlock()
+	if gcTight.n == 0 {
+		gcTight.prev = debug.SetGCPercent(20)
+	}
+	gcTight.n++
+	return func() {
+		gcTight.Lock()
+		defer gcTight.Unlock()
+		if gcTight.n--; gcTight.n == 0 {
+			debug.SetGCPercent(gcTight.prev)
+		}
+	}
+}
+
+var gcTight struct {
+	sync.Mutex
+	n, prev int
+}
+
+type inspectKey struct {
+	dev, ino    uint64
+	size, mtime int64
+}
+
+var (
+	inspectedMu sync.Mutex
+	inspected   = map[inspectKey]*Binary{}
+)
 
 // InspectArch is Inspect of a program built for GOARCH arch, which need not
 // be this machine's (cmd/gen-offsets reads cross-built programs).
@@ -142,6 +259,19 @@ func inspectReader(path string, r io.ReaderAt, arch string) (*Binary, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (not an ELF executable: %v)", path, ErrNotGo, err)
 	}
+	b, err := identify(path, r, f, arch)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.resolve(dwarfOffsets(f)); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return b, nil
+}
+
+// identify reads the Go version and GOARCH of the executable f (read
+// through r) and refuses those gonetscope cannot trace.
+func identify(path string, r io.ReaderAt, f *elf.File, arch string) (*Binary, error) {
 	bi, err := buildinfo.Read(r)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w (no Go build info: %v)", path, ErrNotGo, err)
@@ -164,30 +294,31 @@ func inspectReader(path string, r io.ReaderAt, arch string) (*Binary, error) {
 	if !version.IsValid(version.Lang(b.GoVersion)) || version.Compare(version.Lang(b.GoVersion), "go1.17") < 0 {
 		return nil, fmt.Errorf("%s: built with %s: gonetscope needs Go 1.17 or newer (register ABI: g in R14 on amd64)", path, b.GoVersion)
 	}
-	d, err := f.DWARF()
-	if err != nil {
-		d = nil // stripped: the table
-	}
-	if err := b.resolve(d); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
 	return b, nil
 }
 
-// resolve fills the offsets and the epoll tag layout of b.GoVersion from d
-// (nil: no DWARF), and notes in b.Limits what is switched off.
-func (b *Binary) resolve(d *dwarf.Data) error {
+// resolve fills the offsets and the epoll tag layout of b.GoVersion, the
+// offsets from the DWARF that fromDWARF reads (nil: there is none), and
+// notes in b.Limits what is switched off.
+func (b *Binary) resolve(fromDWARF func() (Offsets, error)) error {
 	var err error
 	b.PollTag, err = pollTagFor(b.GoVersion)
 	tagKnown := err == nil
 	if !tagKnown {
 		b.Limits = append(b.Limits, err.Error()+": netpoll_wait cannot tell I/O wait from scheduling delay (ready_seen is always false)")
 	}
-	if d != nil {
-		if b.Offsets, err = offsetsFromDWARF(d); err != nil {
+	if fromDWARF != nil {
+		if b.Offsets, err = fromDWARF(); err != nil {
 			return err
 		}
 		b.OffsetsFrom = "dwarf"
+		// The read of the runtime's units ends before net/http's (a
+		// large binary's DWARF is mostly other packages): its structs
+		// are the standard library's, fixed per Go minor version, so
+		// they come from the table, which is keyed by it.
+		if o, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]; ok && b.Offsets.HttpReqURL == 0 {
+			copyHTTPOffsets(&b.Offsets, o.Offsets)
+		}
 	} else if o, ok := offsetsTables[b.arch()][version.Lang(b.GoVersion)]; ok {
 		b.Offsets = o.Offsets
 		b.OffsetsFrom = "table"
@@ -203,6 +334,16 @@ func (b *Binary) resolve(d *dwarf.Data) error {
 		b.Offsets.PdFd, b.Offsets.PdFdseq = 0, 0
 	}
 	return nil
+}
+
+// copyHTTPOffsets copies net/http's offsets (request tracing) from src.
+func copyHTTPOffsets(dst *Offsets, src Offsets) {
+	dst.HttpReqURL, dst.HttpReqPattern, dst.URLPath, dst.URLHost = src.HttpReqURL, src.HttpReqPattern, src.URLPath, src.URLHost
+	dst.HttpReqContentLength, dst.HttpRespStatusCode = src.HttpReqContentLength, src.HttpRespStatusCode
+	dst.HttpRespReq, dst.HttpRespStatus, dst.HttpRespWritten = src.HttpRespReq, src.HttpRespStatus, src.HttpRespWritten
+	dst.HttpConnRwc, dst.HttpConnRemoteAddr, dst.HttpPconnConn, dst.FDSysfd = src.HttpConnRwc, src.HttpConnRemoteAddr, src.HttpPconnConn, src.FDSysfd
+	dst.H2RwsReq, dst.H2RwsStatus, dst.H2RwsWrote, dst.H2RwsConn = src.H2RwsReq, src.H2RwsStatus, src.H2RwsWrote, src.H2RwsConn
+	dst.H2ScConn, dst.H2ScRaddr, dst.H2CcTconn = src.H2ScConn, src.H2ScRaddr, src.H2CcTconn
 }
 
 // TableVersions lists the Go minor versions in the offsets table, oldest first.
@@ -327,6 +468,40 @@ var want = []struct {
 	{"runtime.gcControllerState", "heapMarked", func(o *Offsets) *uint16 { return &o.GcHeapMarked }, true},
 	{"runtime.gcControllerState", "gcPercentHeapGoal", func(o *Offsets) *uint16 { return &o.GcPercentHeapGoal }, true},
 	{"runtime.gcControllerState", "lastHeapGoal", func(o *Offsets) *uint16 { return &o.GcLastHeapGoal }, true},
+	{"runtime.gcControllerState", "totalAlloc", func(o *Offsets) *uint16 { return &o.GcTotalAlloc }, true},
+	{"runtime.workType", "cycles", func(o *Offsets) *uint16 { return &o.WorkCycles }, true},
+	{"runtime.workType", "heap0", func(o *Offsets) *uint16 { return &o.WorkHeap0 }, true},
+	{"runtime.workType", "heap1", func(o *Offsets) *uint16 { return &o.WorkHeap1 }, true},
+	{"runtime.workType", "heap2", func(o *Offsets) *uint16 { return &o.WorkHeap2 }, true},
+	{"runtime.pollDesc", "rg", func(o *Offsets) *uint16 { return &o.PdRg }, true},
+	{"runtime.pollDesc", "wg", func(o *Offsets) *uint16 { return &o.PdWg }, true},
+	{"runtime.pollDesc", "rd", func(o *Offsets) *uint16 { return &o.PdRd }, true},
+	{"runtime.pollDesc", "wd", func(o *Offsets) *uint16 { return &o.PdWd }, true},
+	{"runtime.g", "trackingSeq", func(o *Offsets) *uint16 { return &o.GTrackingSeq }, true},
+	{"runtime.blockRecord", "cycles", func(o *Offsets) *uint16 { return &o.BlockRecCycles }, true},
+	{"runtime.ticksType", "val", func(o *Offsets) *uint16 { return &o.TicksVal }, true},
+	{"runtime.ticksType", "startTicks", func(o *Offsets) *uint16 { return &o.TicksStartTicks }, true},
+	{"runtime.ticksType", "startTime", func(o *Offsets) *uint16 { return &o.TicksStartTime }, true},
+	{"net/http.Request", "URL", func(o *Offsets) *uint16 { return &o.HttpReqURL }, true},
+	{"net/http.Request", "Pattern", func(o *Offsets) *uint16 { return &o.HttpReqPattern }, true},
+	{"net/url.URL", "Path", func(o *Offsets) *uint16 { return &o.URLPath }, true},
+	{"net/url.URL", "Host", func(o *Offsets) *uint16 { return &o.URLHost }, true},
+	{"net/http.Request", "ContentLength", func(o *Offsets) *uint16 { return &o.HttpReqContentLength }, true},
+	{"net/http.Response", "StatusCode", func(o *Offsets) *uint16 { return &o.HttpRespStatusCode }, true},
+	{"net/http.response", "req", func(o *Offsets) *uint16 { return &o.HttpRespReq }, true},
+	{"net/http.response", "status", func(o *Offsets) *uint16 { return &o.HttpRespStatus }, true},
+	{"net/http.response", "written", func(o *Offsets) *uint16 { return &o.HttpRespWritten }, true},
+	{"net/http.conn", "rwc", func(o *Offsets) *uint16 { return &o.HttpConnRwc }, true},
+	{"net/http.conn", "remoteAddr", func(o *Offsets) *uint16 { return &o.HttpConnRemoteAddr }, true},
+	{"net/http.persistConn", "conn", func(o *Offsets) *uint16 { return &o.HttpPconnConn }, true},
+	{"internal/poll.FD", "Sysfd", func(o *Offsets) *uint16 { return &o.FDSysfd }, true},
+	{"net/http.http2responseWriterState", "req", func(o *Offsets) *uint16 { return &o.H2RwsReq }, true},
+	{"net/http.http2responseWriterState", "status", func(o *Offsets) *uint16 { return &o.H2RwsStatus }, true},
+	{"net/http.http2responseWriterState", "wroteBytes", func(o *Offsets) *uint16 { return &o.H2RwsWrote }, true},
+	{"net/http.http2responseWriterState", "conn", func(o *Offsets) *uint16 { return &o.H2RwsConn }, true},
+	{"net/http.http2serverConn", "conn", func(o *Offsets) *uint16 { return &o.H2ScConn }, true},
+	{"net/http.http2serverConn", "remoteAddrStr", func(o *Offsets) *uint16 { return &o.H2ScRaddr }, true},
+	{"net/http.http2ClientConn", "tconn", func(o *Offsets) *uint16 { return &o.H2CcTconn }, true},
 }
 
 // atZero lists fields read at offset 0 of their struct (where the zero
@@ -341,27 +516,70 @@ var atZero = []struct {
 	{"runtime.memRecordCycle", "allocs", func(o *Offsets) *uint16 { return &o.BucketHdr }},
 	{"runtime.mProfCycleHolder", "value", func(o *Offsets) *uint16 { return &o.BucketHdr }},
 	{"runtime.gcControllerState", "gcPercent", func(o *Offsets) *uint16 { return &o.GcHeapLive }},
+	{"runtime.blockRecord", "count", func(o *Offsets) *uint16 { return &o.BlockRecCycles }},
+	{"net/http.Request", "Method", func(o *Offsets) *uint16 { return &o.HttpReqURL }},
+	{"net/http.response", "conn", func(o *Offsets) *uint16 { return &o.HttpRespReq }},
+	{"net.conn", "fd", func(o *Offsets) *uint16 { return &o.FDSysfd }},
+	{"net.netFD", "pfd", func(o *Offsets) *uint16 { return &o.FDSysfd }},
+	{"net/http.transportRequest", "Request", func(o *Offsets) *uint16 { return &o.HttpPconnConn }},
+	{"net/http.http2responseWriter", "rws", func(o *Offsets) *uint16 { return &o.H2RwsReq }},
 }
 
 func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
-	var o Offsets
-	var notAtZero []func(*Offsets) *uint16
-	found := map[string]bool{}
-	structs := map[string]bool{}
+	var l layouts
+	if err := l.read(d, nil); err != nil {
+		return Offsets{}, err
+	}
+	return l.offsets()
+}
+
+// layouts collects the offsets from one or more reads of DWARF.
+type layouts struct {
+	o         Offsets
+	found     map[string]bool // "struct.field"
+	seen      map[string]bool // structs
+	notAtZero []func(*Offsets) *uint16
+}
+
+// wantedStructs are the structs of want and atZero.
+var wantedStructs = func() map[string]bool {
+	m := map[string]bool{}
 	for _, w := range want {
-		structs[w.strct] = true
+		m[w.strct] = true
 	}
 	for _, z := range atZero {
-		structs[z.strct] = true
+		m[z.strct] = true
+	}
+	return m
+}()
+
+// read reads the offsets from the compile units of d whose entries are at
+// units (nil: all of them), and stops once it has seen every struct it
+// looks for.
+func (l *layouts) read(d *dwarf.Data, units []dwarf.Offset) error {
+	if l.found == nil {
+		l.found, l.seen = map[string]bool{}, map[string]bool{}
 	}
 	r := d.Reader()
-	for {
+	if units != nil {
+		r.Seek(units[0])
+	}
+	for len(l.seen) < len(wantedStructs) {
 		e, err := r.Next()
 		if err != nil {
-			return o, fmt.Errorf("reading DWARF: %w", err)
+			return fmt.Errorf("reading DWARF: %w", err)
 		}
 		if e == nil {
 			break
+		}
+		if e.Tag == dwarf.TagCompileUnit && units != nil && !slices.Contains(units, e.Offset) {
+			// On to the next of units, or done.
+			next := slices.IndexFunc(units, func(u dwarf.Offset) bool { return u > e.Offset })
+			if next < 0 {
+				break
+			}
+			r.Seek(units[next])
+			continue
 		}
 		if e.Tag != dwarf.TagStructType {
 			if e.Tag != dwarf.TagCompileUnit {
@@ -370,13 +588,14 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 			continue
 		}
 		name, _ := e.Val(dwarf.AttrName).(string)
-		if !structs[name] {
+		if !wantedStructs[name] || l.seen[name] {
 			r.SkipChildren()
 			continue
 		}
+		l.seen[name] = true
 		t, err := d.Type(e.Offset)
 		if err != nil {
-			return o, fmt.Errorf("reading DWARF type %s: %w", name, err)
+			return fmt.Errorf("reading DWARF type %s: %w", name, err)
 		}
 		st, ok := t.(*dwarf.StructType)
 		if !ok {
@@ -391,24 +610,31 @@ func offsetsFromDWARF(d *dwarf.Data) (Offsets, error) {
 				continue
 			}
 			if off < 0 || off > 0xffff {
-				return o, fmt.Errorf("DWARF: %s.%s at offset %d", name, w.field, off)
+				return fmt.Errorf("DWARF: %s.%s at offset %d", name, w.field, off)
 			}
-			*w.dst(&o) = uint16(off)
-			found[name+"."+w.field] = true
+			*w.dst(&l.o) = uint16(off)
+			l.found[name+"."+w.field] = true
 		}
 		for _, z := range atZero {
 			if off, ok := fieldOffset(st, z.field); z.strct == name && (!ok || off != 0) {
-				notAtZero = append(notAtZero, z.off)
+				l.notAtZero = append(l.notAtZero, z.off)
 			}
 		}
 		r.SkipChildren()
 	}
+	return nil
+}
+
+// offsets are the offsets read so far, or an error when one gonetscope
+// cannot do without is missing.
+func (l *layouts) offsets() (Offsets, error) {
 	for _, w := range want {
-		if !found[w.strct+"."+w.field] && !w.optional {
-			return o, fmt.Errorf("DWARF has no %s.%s: unsupported Go runtime layout", w.strct, w.field)
+		if !l.found[w.strct+"."+w.field] && !w.optional {
+			return Offsets{}, fmt.Errorf("DWARF has no %s.%s: unsupported Go runtime layout", w.strct, w.field)
 		}
 	}
-	for _, off := range notAtZero {
+	o := l.o
+	for _, off := range l.notAtZero {
 		*off(&o) = 0
 	}
 	return o, nil

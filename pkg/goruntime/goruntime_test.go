@@ -67,7 +67,7 @@ func buildTiny(t *testing.T, ldflags string) string {
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.24\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(OffsetsProgram), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "tiny")
@@ -271,6 +271,100 @@ func TestReleaseOfExperimentBuilds(t *testing.T) {
 	for _, v := range []string{"go1.25.3 X:boringcrypto", "go1.26.8-X:jsonv2", "go1.24.0"} {
 		if _, err := pollTagFor(releaseOf(v)); err != nil {
 			t.Errorf("%q: %v", v, err)
+		}
+	}
+}
+
+// Inspect reads the layouts from the DWARF up to the runtime's compile
+// unit only; what it finds there is what all of the DWARF says, for a
+// build by this toolchain and by each older one the machine has.
+func TestRuntimeDWARFPrefix(t *testing.T) {
+	bins := map[string]string{runtime.Version(): buildTiny(t, "")}
+	for _, v := range []string{"go1.17.13", "go1.21.13", "go1.24.11", "go1.27.3"} {
+		if bin, ok := buildTinyWith(t, v); ok {
+			bins[v] = bin
+		}
+	}
+	for v, bin := range bins {
+		f, err := elf.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		prefix, err := prefixOffsets(f)
+		if err != nil {
+			t.Fatalf("%s: %v", v, err)
+		}
+		f.Close()
+		all, err := OffsetsFromDWARF(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prefix != all {
+			t.Errorf("%s: runtime unit: %+v\nall DWARF: %+v", v, prefix, all)
+		}
+	}
+}
+
+// buildTinyWith builds buildTiny's program with toolchain v when the
+// module cache already has it (CI downloads these); ok false otherwise.
+func buildTinyWith(t *testing.T, v string) (string, bool) {
+	t.Helper()
+	goroot, err := exec.Command("env", "GOTOOLCHAIN="+v, "go", "env", "GOROOT").Output()
+	if err != nil {
+		t.Logf("%s not available: %v", v, err)
+		return "", false
+	}
+	dir := t.TempDir()
+	src := "package main\n\nimport \"net\"\n\nfunc main() { net.Listen(\"tcp\", \"\") }\n"
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.17\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "tiny")
+	cmd := exec.Command(filepath.Join(strings.TrimSpace(string(goroot)), "bin", "go"), "build", "-o", bin, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off", "GOTOOLCHAIN=local", "GOENV=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s build: %v\n%s", v, err, out)
+	}
+	return bin, true
+}
+
+// symbolValues finds what elf.File.Symbols finds, for the symbols
+// gonetscope looks up, in a binary with a symbol table; none without one.
+func TestSymbolValues(t *testing.T) {
+	for _, flags := range []string{"", "-s -w"} {
+		bin := buildTiny(t, flags)
+		f, err := elf.Open(bin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		names := []string{"runtime.allgs", "runtime.gomaxprocs", "runtime.memstats", "main.main", "runtime.no_such_symbol"}
+		got, err := symbolValues(f, names...)
+		all, allErr := f.Symbols()
+		if allErr != nil {
+			if err == nil {
+				t.Errorf("ldflags %q: elf says %v, symbolValues found %v", flags, allErr, got)
+			}
+			continue
+		}
+		want := map[string]elf.Symbol{}
+		for _, s := range all {
+			if slices.Contains(names, s.Name) {
+				s.Version, s.Library, s.VersionIndex = "", "", 0
+				want[s.Name] = s
+			}
+		}
+		if len(want) < 4 || len(got) != len(want) {
+			t.Fatalf("ldflags %q: got %d symbols %v, want %d %v", flags, len(got), got, len(want), want)
+		}
+		for name, s := range want {
+			if got[name] != s {
+				t.Errorf("%s: got %+v, want %+v", name, got[name], s)
+			}
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"go/version"
 	"maps"
 	"os"
 	"strconv"
@@ -47,6 +48,12 @@ type Process struct {
 	globalsOnce sync.Once
 	globals     map[string]uint64
 	globalErrs  map[string]error
+	// epollFDs are the epoll fds PollDescs found last.
+	epollMu  sync.Mutex
+	epollFDs []int32
+	// waitReasons are the Go version's wait reason names, looked up once.
+	waitReasonsOnce sync.Once
+	waitReasons     []string
 	// exeIno and exeStart identify the image: the executable's inode and
 	// where its first executable mapping starts (see Replaced).
 	exeIno, exeStart uint64
@@ -108,7 +115,7 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 		return nil, fmt.Errorf("opening the memory of PID %d: %w", pid, err)
 	}
 	defer mem.Close()
-	p.Syms, err = symtab.Open(f, mem, p.Bias, symtab.Layout{MdText: bin.Offsets.MdText, MdGofunc: bin.Offsets.MdGofunc})
+	p.Syms, err = symtab.Open(f, exe, mem, p.Bias, symtab.Layout{MdText: bin.Offsets.MdText, MdGofunc: bin.Offsets.MdGofunc})
 	if err != nil {
 		return nil, fmt.Errorf("reading the symbols of %s: %w", bin.Path, err)
 	}
@@ -234,11 +241,9 @@ func noteDesc(f *elf.File, section string, typ uint32) []byte {
 // runtime.forEachG, which loads the slice's pointer and length right after
 // taking allglock: two RIP-relative MOVs from A and A+8.
 func allgsAddr(f *elf.File, tab *symtab.Table) (uint64, error) {
-	if syms, err := f.Symbols(); err == nil {
-		for _, s := range syms {
-			if s.Name == "runtime.allgs" {
-				return s.Value, nil
-			}
+	if syms, err := symbolValues(f, "runtime.allgs"); err == nil {
+		if s, ok := syms["runtime.allgs"]; ok {
+			return s.Value, nil
 		}
 	}
 	return allgsFromCode(f, tab)
@@ -354,6 +359,9 @@ type G struct {
 	Sched   Regs
 	Syscall Regs
 	StackHi uint64
+	// TrackingSeq counts (mod 256) the times it stopped running; 0 when
+	// its offset is not known.
+	TrackingSeq uint8
 }
 
 // Regs are the registers a stack is unwound from.
@@ -394,17 +402,19 @@ func (p *Process) Goroutines() ([]G, error) {
 	if _, err := mem.ReadAt(gs, int64(ptr)); err != nil {
 		return nil, fmt.Errorf("reading runtime.allgs: %w", err)
 	}
-	buf := make([]byte, p.gSpan())
-	out := make([]G, 0, n)
+	addrs := make([]uint64, n)
 	for i := range n {
-		addr := binary.LittleEndian.Uint64(gs[8*i:])
-		if addr == 0 {
+		addrs[i] = binary.LittleEndian.Uint64(gs[8*i:])
+	}
+	span := p.gSpan()
+	buf := make([]byte, len(addrs)*span)
+	read := readMany(p.PID, mem, addrs, span, buf)
+	out := make([]G, 0, n)
+	for i, addr := range addrs {
+		if addr == 0 || !read[i] {
 			continue
 		}
-		if _, err := mem.ReadAt(buf, int64(addr)); err != nil {
-			continue
-		}
-		if g := p.decodeG(addr, buf); g.Status.Live() {
+		if g := p.decodeG(addr, buf[i*span:(i+1)*span]); g.Status.Live() {
 			out = append(out, g)
 		}
 	}
@@ -434,7 +444,7 @@ func (p *Process) gSpan() int {
 	n := uint16(0)
 	for _, end := range []uint16{o.GGoid + 8, o.GAtomicstatus + 4, o.GWaitreason + 1, o.GWaitsince + 8,
 		o.GGopc + 8, o.GStartpc + 8, o.GParentGoid + 8, o.GM + 8,
-		o.GSchedSP + 8, o.GSchedPC + 8, o.GSchedLR + 8, o.GSyscallSP + 8, o.GSyscallPC + 8, o.GStackHi + 8} {
+		o.GSchedSP + 8, o.GSchedPC + 8, o.GSchedLR + 8, o.GSyscallSP + 8, o.GSyscallPC + 8, o.GStackHi + 8, o.GTrackingSeq + 1} {
 		n = max(n, end)
 	}
 	return int(n)
@@ -463,10 +473,27 @@ func (p *Process) decodeG(addr uint64, b []byte) G {
 		Syscall:    Regs{PC: u64(o.GSyscallPC), SP: u64(o.GSyscallSP)},
 		StackHi:    u64(o.GStackHi),
 	}
+	if o.GTrackingSeq != 0 {
+		g.TrackingSeq = b[o.GTrackingSeq]
+	}
 	if g.Status == StatusWaiting && o.GWaitreason != 0 {
-		g.WaitReason = p.Bin.WaitReason(b[o.GWaitreason])
+		g.WaitReason = p.waitReason(b[o.GWaitreason])
 	}
 	return g
+}
+
+// waitReason is p.Bin.WaitReason(r), without looking up the table for
+// each goroutine of a scan.
+func (p *Process) waitReason(r uint8) string {
+	p.waitReasonsOnce.Do(func() {
+		if e, ok := offsetsTables[p.Bin.arch()][version.Lang(p.Bin.GoVersion)]; ok {
+			p.waitReasons = e.WaitReasons
+		}
+	})
+	if int(r) < len(p.waitReasons) {
+		return p.waitReasons[r]
+	}
+	return ""
 }
 
 // ThreadOf returns the thread id of the M a goroutine runs on (for one in

@@ -20,8 +20,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // Frame is one source-level frame.
@@ -71,8 +74,10 @@ var ErrFormat = errors.New("unsupported .gopclntab format")
 // Open reads the symbol tables of the ELF executable f, loaded with load
 // bias bias, whose memory (at runtime addresses) is mem: /proc/PID/mem of a
 // running process, or, for a binary that is not position-independent,
-// FileMemory(f).
-func Open(f *elf.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
+// FileMemory(f). When file is f's open file, the tables are mapped from it
+// rather than read: a large server's .gopclntab and funcdata are 30 MB,
+// of which symbolizing touches a few pages.
+func Open(f *elf.File, file *os.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
 		// PIE binaries of Go 1.25 and older keep it among the relro data.
@@ -81,7 +86,7 @@ func Open(f *elf.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 	if pcln == nil {
 		return nil, errors.New("no .gopclntab section")
 	}
-	data, err := pcln.Data()
+	data, err := sectionBytes(file, pcln.Open(), int64(pcln.Offset), int(pcln.Size))
 	if err != nil {
 		return nil, fmt.Errorf("reading .gopclntab: %w", err)
 	}
@@ -101,8 +106,8 @@ func Open(f *elf.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD && t.gofunc >= p.Vaddr && t.gofunc < p.Vaddr+p.Filesz {
-			t.funcdata = make([]byte, p.Vaddr+p.Filesz-t.gofunc)
-			if _, err := p.ReadAt(t.funcdata, int64(t.gofunc-p.Vaddr)); err != nil {
+			off := int64(t.gofunc - p.Vaddr)
+			if t.funcdata, err = sectionBytes(file, io.NewSectionReader(p, off, int64(p.Filesz)-off), int64(p.Off)+off, int(int64(p.Filesz)-off)); err != nil {
 				return nil, fmt.Errorf("reading funcdata: %w", err)
 			}
 		}
@@ -111,6 +116,59 @@ func Open(f *elf.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 		return nil, errors.New("moduledata.gofunc is outside the file")
 	}
 	return t, nil
+}
+
+// sectionBytes are n bytes of file at off, mapped read-only, or, without
+// file or where mapping fails, read from r. A mapping is made once per
+// file (device and inode), offset and length and kept for the life of
+// gonetscope: every Table of the same executable (the tracer's, the
+// metrics', the overflow explainer's, and again after a re-attach) shares
+// it, and its pages are the page cache's, touched as symbolizing needs
+// them. The number of distinct executables bounds what is kept.
+func sectionBytes(file *os.File, r io.Reader, off int64, n int) ([]byte, error) {
+	if file != nil && n > 0 {
+		if b, err := mapped(file, off, n); err == nil {
+			return b, nil
+		}
+	}
+	b := make([]byte, n)
+	if _, err := io.ReadFull(r, b); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+type mapKey struct {
+	dev, ino uint64
+	off      int64
+	n        int
+}
+
+var (
+	mapsMu sync.Mutex
+	maps   = map[mapKey][]byte{}
+)
+
+func mapped(file *os.File, off int64, n int) ([]byte, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
+		return nil, err
+	}
+	k := mapKey{uint64(st.Dev), st.Ino, off, n}
+	mapsMu.Lock()
+	defer mapsMu.Unlock()
+	if b, ok := maps[k]; ok {
+		return b, nil
+	}
+	page := int64(os.Getpagesize())
+	start := off &^ (page - 1)
+	m, err := unix.Mmap(int(file.Fd()), start, int(off-start)+n, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, err
+	}
+	b := m[off-start:]
+	maps[k] = b
+	return b, nil
 }
 
 // findModuledata finds runtime.firstmoduledata among the writable data

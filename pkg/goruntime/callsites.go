@@ -1,0 +1,196 @@
+package goruntime
+
+import (
+	"debug/elf"
+	"fmt"
+	"strings"
+
+	"golang.org/x/arch/arm64/arm64asm"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// CallSites finds every direct call of callee in caller (CallSite wants
+// exactly one); an error when there is none.
+func CallSites(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, error) {
+	insts, err := decodeFunc(f, funcs, caller)
+	if err != nil {
+		return nil, err
+	}
+	target, _, ok := funcs(callee)
+	if !ok {
+		return nil, fmt.Errorf("no function %s", callee)
+	}
+	var found []Site
+	for _, in := range insts {
+		if in.call == target {
+			found = append(found, in.site)
+		}
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("%s: no call of %s: layout not known", caller, callee)
+	}
+	return found, nil
+}
+
+// AfterCall finds where a uprobe sees what the call at call (in caller)
+// returned, on an instruction the kernel emulates: the first NOP or
+// conditional jump after it (NOP, B.cond, CBZ or CBNZ on arm64), with only
+// compares, tests and stores, which change no general register, in
+// between. None
+// of the instructions from the return address to the probe may be a jump
+// target in caller: the probe must fire only after this call.
+func AfterCall(f *elf.File, funcs FuncLookup, caller string, call Site) (Site, error) {
+	insts, err := decodeFunc(f, funcs, caller)
+	if err != nil {
+		return Site{}, err
+	}
+	targets := map[uint64]bool{}
+	for _, in := range insts {
+		if in.jump != 0 {
+			targets[in.jump] = true
+		}
+	}
+	for i, in := range insts {
+		if in.site.Addr != call.Addr {
+			continue
+		}
+		for _, next := range insts[i+1:] {
+			if targets[next.site.Addr] {
+				return Site{}, fmt.Errorf("%s: the instruction at %#x after the call at %#x is a jump target", caller, next.site.Addr, call.Addr)
+			}
+			switch next.class {
+			case classEmulated:
+				return next.site, nil
+			case classNeutral:
+				continue
+			}
+			return Site{}, fmt.Errorf("%s: no emulated instruction right after the call at %#x (found %s)", caller, call.Addr, next.site.Inst)
+		}
+	}
+	return Site{}, fmt.Errorf("%s: no call at %#x", caller, call.Addr)
+}
+
+type instClass int
+
+const (
+	classOther    instClass = iota
+	classEmulated           // a NOP or conditional jump: the kernel emulates it
+	classNeutral            // a compare or test: writes flags only
+)
+
+type decoded struct {
+	site  Site
+	call  uint64 // target of a direct call, or 0
+	jump  uint64 // target of a direct jump, or 0
+	class instClass
+}
+
+// decodeFunc disassembles fn.
+func decodeFunc(f *elf.File, funcs FuncLookup, fn string) ([]decoded, error) {
+	if funcs == nil {
+		return nil, fmt.Errorf("no symbol table")
+	}
+	start, end, ok := funcs(fn)
+	if !ok {
+		return nil, fmt.Errorf("no function %s", fn)
+	}
+	code, err := Code(f, start, end)
+	if err != nil {
+		return nil, err
+	}
+	prog := ExecProg(f, start, end)
+	site := func(pc uint64, text string) Site {
+		return Site{Addr: pc, FileOffset: pc - prog.Vaddr + prog.Off, Inst: text}
+	}
+	var out []decoded
+	switch f.Machine {
+	case elf.EM_X86_64:
+		for pc := start; pc < end; {
+			inst, err := x86asm.Decode(code[pc-start:], 64)
+			if err != nil {
+				pc++
+				continue
+			}
+			next := pc + uint64(inst.Len)
+			d := decoded{site: site(pc, x86asm.GoSyntax(inst, pc, nil))}
+			rel, isRel := inst.Args[0].(x86asm.Rel)
+			switch op := inst.Op; {
+			case op == x86asm.CALL && isRel:
+				d.call = uint64(int64(next) + int64(rel))
+			case op == x86asm.NOP:
+				d.class = classEmulated
+			case op == x86asm.TEST || op == x86asm.CMP:
+				d.class = classNeutral
+			case op == x86asm.MOV:
+				// A store writes memory, no register.
+				if _, ok := inst.Args[0].(x86asm.Mem); ok {
+					d.class = classNeutral
+				}
+			case op >= x86asm.JA && op <= x86asm.JS && op != x86asm.JMP && op != x86asm.JCXZ && op != x86asm.JECXZ && op != x86asm.JRCXZ:
+				d.class = classEmulated
+			}
+			if isRel && inst.Op != x86asm.CALL {
+				d.jump = uint64(int64(next) + int64(rel))
+			}
+			out = append(out, d)
+			pc = next
+		}
+	case elf.EM_AARCH64:
+		for pc := start; pc+4 <= end; pc += 4 {
+			inst, err := arm64asm.Decode(code[pc-start : pc-start+4])
+			if err != nil {
+				out = append(out, decoded{site: site(pc, "?")})
+				continue
+			}
+			d := decoded{site: site(pc, inst.String())}
+			for _, a := range inst.Args {
+				if rel, ok := a.(arm64asm.PCRel); ok {
+					if inst.Op == arm64asm.BL {
+						d.call = uint64(int64(pc) + int64(rel))
+					} else {
+						d.jump = uint64(int64(pc) + int64(rel))
+					}
+				}
+			}
+			switch inst.Op {
+			case arm64asm.NOP, arm64asm.CBZ, arm64asm.CBNZ:
+				d.class = classEmulated
+			case arm64asm.B:
+				if _, cond := inst.Args[0].(arm64asm.Cond); cond {
+					d.class = classEmulated
+				}
+			case arm64asm.CMP, arm64asm.CMN, arm64asm.TST:
+				d.class = classNeutral
+			}
+			out = append(out, d)
+		}
+	default:
+		return nil, fmt.Errorf("machine %v not supported", f.Machine)
+	}
+	return out, nil
+}
+
+// EntryBranch finds the conditional jump of fn's stack check (JLS/JBE
+// after CMPQ SP, 16(R14), or after an LEAQ of the frame's bottom for a big
+// frame; on arm64 the B.LS after CMP): an instruction the kernel
+// emulates where the arguments are still in their registers. It runs
+// again after a stack growth, so a probe there can fire twice for one call.
+func EntryBranch(f *elf.File, funcs FuncLookup, fn string) (Site, error) {
+	insts, err := decodeFunc(f, funcs, fn)
+	if err != nil {
+		return Site{}, err
+	}
+	for i, in := range insts {
+		if i >= 4 {
+			break
+		}
+		if in.class == classEmulated && in.jump != 0 {
+			return in.site, nil
+		}
+		if in.class == classNeutral || strings.HasPrefix(in.site.Inst, "LEAQ ") || strings.HasPrefix(in.site.Inst, "LDR ") || strings.HasPrefix(in.site.Inst, "SUB ") {
+			continue
+		}
+		break
+	}
+	return Site{}, fmt.Errorf("%s: no stack-check branch at its entry", fn)
+}
