@@ -34,6 +34,7 @@
 #include "gonetscope.h"
 #include "parks.h"
 #include "hist.h"
+#include "requests.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -219,6 +220,9 @@ static __always_inline void note_sent(__u32 pid, __s32 fd)
 const volatile __u32 send_events = (1 << EVENT_NETPOLL_WAIT);
 /* 1: idle netpoll waits are sent too (--waits all). */
 const volatile __u32 send_idle = 0;
+/* 1: request tracing is on: every wait is offered to the request its
+ * goroutine serves (requests.h). Set before load. */
+const volatile __u32 track_requests = 0;
 
 /* Ring buffer notification. By default a submit wakes the reader only
  * when it last did so wakeup_interval_ns ago or more, or when wakeup_bytes
@@ -510,6 +514,8 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	}
 	wait_record(key.pid, parked.mode, wait, io, sched);
 	record_stack(ctx, key.pid, parked.mode, wait, io, sched);
+	if (track_requests)
+		req_account(key.pid, parked.goid, key.fd, parked.t_park, parked.t_ready, now, parked.mode == MODE_CONNECT);
 	if (wait < t->min_wait_ns || !(send_events & (1 << EVENT_NETPOLL_WAIT)) ||
 	    (kind == WAIT_IDLE && !send_idle))
 		return 0;

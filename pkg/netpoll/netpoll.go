@@ -88,6 +88,10 @@ type Options struct {
 	// syscall tracepoints, as "kprobe" does; "auto" and "fentry" hook
 	// them with fentry ("fentry" fails where the kernel cannot).
 	Hooks string
+	// TrackRequests offers every wait to the request its goroutine
+	// serves (bpf/requests.h; pkg/requests opens and closes them).
+	// Otherwise the request maps get one entry each and no memory.
+	TrackRequests bool
 }
 
 // CostStage is how much of each program runs (make bench's cost table).
@@ -137,9 +141,18 @@ func Load(opts Options) (*Objects, error) {
 	if opts.IdleWaits {
 		sendIdle = 1
 	}
+	trackRequests := uint32(0)
+	if opts.TrackRequests {
+		trackRequests = 1
+	} else {
+		spec.Maps[netpollMapReqActive].MaxEntries = 1
+		spec.Maps[netpollMapReqFds].MaxEntries = 1
+		spec.Maps[netpollMapReqParentOff].MaxEntries = 1
+	}
 	for name, v := range map[string]any{
 		netpollVarSendEvents:       send,
 		netpollVarSendIdle:         sendIdle,
+		netpollVarTrackRequests:    trackRequests,
 		netpollVarCost:             uint32(opts.CostStage),
 		netpollVarWakeupEach:       wakeupEach,
 		netpollVarWakeupBytes:      opts.WakeupBytes,
@@ -155,6 +168,15 @@ func Load(opts Options) (*Objects, error) {
 		// The kernel may not know the tp_btf targets: leave them out.
 		for _, prog := range sockPrograms {
 			delete(spec.Programs, prog)
+		}
+	} else {
+		// The path is chosen once, here: the syscall path's programs
+		// would never be attached. Verifying them was most of the
+		// start-up (exit_epoll_pwait alone 0.6 s on 6.18).
+		for name, prog := range spec.Programs {
+			if prog.Type == ebpf.TracePoint && !sharedPrograms[name] {
+				delete(spec.Programs, name)
+			}
 		}
 	}
 	calls := bpfobj.SyscallsFentry(callHooks)
@@ -375,6 +397,16 @@ func (o *Objects) setBit(bitmap string, pid uint32, on bool) error {
 // Parks is the map of goroutines parked in the netpoller, keyed by (pid,
 // fd, direction); pkg/acceptq reads it to see whether an acceptor is parked.
 func (o *Objects) Parks() *ebpf.Map { return o.coll.Maps[netpollMapParks] }
+
+// RequestMaps are the requests in flight and the downstream connections
+// of their round trips (bpf/requests.h), shared with pkg/requests.
+func (o *Objects) RequestMaps() map[string]*ebpf.Map {
+	return map[string]*ebpf.Map{
+		netpollMapReqActive:    o.coll.Maps[netpollMapReqActive],
+		netpollMapReqFds:       o.coll.Maps[netpollMapReqFds],
+		netpollMapReqParentOff: o.coll.Maps[netpollMapReqParentOff],
+	}
+}
 
 // Events is the ring buffer of netpoll_wait and epoll_wait records.
 func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[netpollMapEvents] }

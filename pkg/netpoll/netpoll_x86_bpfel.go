@@ -189,6 +189,45 @@ type netpollParkedSockKey struct {
 	Pad uint32
 }
 
+type netpollReqFd struct {
+	_       structs.HostLayout
+	Goid    uint64
+	T_start uint64
+}
+
+type netpollReqFdKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Fd  int32
+}
+
+type netpollReqKey struct {
+	_    structs.HostLayout
+	Pid  uint32
+	Pad  uint32
+	Goid uint64
+}
+
+type netpollReqState struct {
+	_         structs.HostLayout
+	T_start   uint64
+	IoNs      uint64
+	SchedNs   uint64
+	Waits     uint32
+	Unslotted uint32
+	ConnectNs uint64
+	Slot      [4]struct {
+		_           structs.HostLayout
+		IoNs        uint64
+		SchedNs     uint64
+		ClientNs    uint64
+		Fd          int32
+		Waits       uint16
+		ViaClient   uint8
+		ClientCalls uint8
+	}
+}
+
 type netpollSockWaits struct {
 	_          structs.HostLayout
 	Park       [2]netpollPark
@@ -259,6 +298,9 @@ const (
 	netpollMapNetpollStacksLost       = "netpoll_stacks_lost"
 	netpollMapParkedSocks             = "parked_socks"
 	netpollMapParks                   = "parks"
+	netpollMapReqActive               = "req_active"
+	netpollMapReqFds                  = "req_fds"
+	netpollMapReqParentOff            = "req_parent_off"
 	netpollMapSockPids                = "sock_pids"
 	netpollMapSockWaits               = "sock_waits"
 	netpollMapStackPids               = "stack_pids"
@@ -301,6 +343,7 @@ const (
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
 	netpollVarSendEvents              = "send_events"
 	netpollVarSendIdle                = "send_idle"
+	netpollVarTrackRequests           = "track_requests"
 	netpollVarUnusedConnKey           = "unused_conn_key"
 	netpollVarUnusedCostStage         = "unused_cost_stage"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
@@ -410,6 +453,9 @@ type netpollMapSpecs struct {
 	NetpollStacksLost  *ebpf.MapSpec `ebpf:"netpoll_stacks_lost"`
 	ParkedSocks        *ebpf.MapSpec `ebpf:"parked_socks"`
 	Parks              *ebpf.MapSpec `ebpf:"parks"`
+	ReqActive          *ebpf.MapSpec `ebpf:"req_active"`
+	ReqFds             *ebpf.MapSpec `ebpf:"req_fds"`
+	ReqParentOff       *ebpf.MapSpec `ebpf:"req_parent_off"`
 	SockPids           *ebpf.MapSpec `ebpf:"sock_pids"`
 	SockWaits          *ebpf.MapSpec `ebpf:"sock_waits"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
@@ -425,6 +471,7 @@ type netpollVariableSpecs struct {
 	LastWakeupNs            *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	SendEvents              *ebpf.VariableSpec `ebpf:"send_events"`
 	SendIdle                *ebpf.VariableSpec `ebpf:"send_idle"`
+	TrackRequests           *ebpf.VariableSpec `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.VariableSpec `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
@@ -473,6 +520,9 @@ type netpollMaps struct {
 	NetpollStacksLost  *ebpf.Map `ebpf:"netpoll_stacks_lost"`
 	ParkedSocks        *ebpf.Map `ebpf:"parked_socks"`
 	Parks              *ebpf.Map `ebpf:"parks"`
+	ReqActive          *ebpf.Map `ebpf:"req_active"`
+	ReqFds             *ebpf.Map `ebpf:"req_fds"`
+	ReqParentOff       *ebpf.Map `ebpf:"req_parent_off"`
 	SockPids           *ebpf.Map `ebpf:"sock_pids"`
 	SockWaits          *ebpf.Map `ebpf:"sock_waits"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
@@ -494,6 +544,9 @@ func (m *netpollMaps) Close() error {
 		m.NetpollStacksLost,
 		m.ParkedSocks,
 		m.Parks,
+		m.ReqActive,
+		m.ReqFds,
+		m.ReqParentOff,
 		m.SockPids,
 		m.SockWaits,
 		m.StackPids,
@@ -510,6 +563,7 @@ type netpollVariables struct {
 	LastWakeupNs            *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	SendEvents              *ebpf.Variable `ebpf:"send_events"`
 	SendIdle                *ebpf.Variable `ebpf:"send_idle"`
+	TrackRequests           *ebpf.Variable `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.Variable `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`

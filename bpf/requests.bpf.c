@@ -1,0 +1,820 @@
+//go:build ignore
+
+/* requests: net/http server and client requests of a traced Go process,
+ * from uprobes in its binary, and where a slow server request's time went.
+ * Loaded by pkg/requests (--requests).
+ *
+ * Uprobes in the target, each on an instruction the kernel emulates
+ * rather than single-steps (a CALL, or the NOP or Jcc that follows one;
+ * see kernel-facts); never uretprobes:
+ *   server_start: in net/http.(*conn).serve, CALL serverHandler.ServeHTTP
+ *                 (w *response in the third argument register, req in the
+ *                 fourth): the request was read, the handler starts.
+ *   server_end:   in net/http.(*conn).serve, CALL (*response).finishRequest
+ *                 (w in the first): the handler returned.
+ *   h2 start/end: the same start at the entry of the HTTP/2 server's
+ *                 runHandler (the JBE of its stack check), on the stream's
+ *                 handler goroutine; h2_end at the CALL handlerDone of
+ *                 its deferred function.
+ *   client_start: in net/http.(*Transport).roundTrip, CALL
+ *                 (*persistConn).roundTrip (pc, treq): an HTTP/1 round trip
+ *                 on connection pc starts.
+ *   client_end:   the first emulated instruction after that call, before
+ *                 anything writes the result registers (resp, err).
+ *   h2_client_start: in net/http.(*http2Transport).RoundTripOpt, CALL
+ *                 (*http2ClientConn).roundTrip (cc, req); client_end after it.
+ * Every program looks up its target's layout (by PID) before it reads a
+ * register or memory. A request is kept by its serving goroutine
+ * (requests.h), which netpoll.bpf.c adds waits to; at its end every
+ * request counts in the route's histogram, and one over the target's
+ * slow threshold is sent as an event, with the waits.
+ */
+
+#include "gonetscope.h"
+#include "requests.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+#if defined(__TARGET_ARCH_x86)
+#define GO_G(ctx) ((ctx)->r14)
+#define GO_ARG(ctx, i) ((i) == 0 ? (ctx)->ax : (i) == 1 ? (ctx)->bx : (i) == 2 ? (ctx)->cx : (ctx)->di)
+#elif defined(__TARGET_ARCH_arm64)
+#define GO_G(ctx) ((ctx)->regs[28])
+#define GO_ARG(ctx, i) ((ctx)->regs[i])
+#endif
+
+/* Offsets into net/http's structs of one target, from its DWARF or the
+ * version table (pkg/goruntime), and its threshold. */
+struct req_layout {
+	__u64 slow_ns; /* requests at least this long are sent as events */
+	__u16 g_goid;
+	__u16 req_url;     /* Request.URL (Method at 0) */
+	__u16 req_pattern; /* Request.Pattern; 0: the Go version has none */
+	__u16 url_path;
+	__u16 url_host;
+	__u16 resp_req;     /* response.req (conn at 0) */
+	__u16 resp_status;
+	__u16 resp_written;
+	__u16 conn_rwc;
+	__u16 conn_raddr;
+	__u16 pconn_conn;
+	__u16 fd_sysfd;    /* *net.TCPConn -> netFD -> poll.FD.Sysfd */
+	__u16 response_status_code;
+	/* HTTP/2 (net/http's bundled server): http2responseWriterState's
+	 * req, status, wroteBytes, conn (http2responseWriter.rws is at 0),
+	 * http2serverConn's conn and remoteAddrStr; 0: no HTTP/2 probes. */
+	__u16 h2rws_req;
+	__u16 h2rws_status;
+	__u16 h2rws_wrote;
+	__u16 h2rws_conn;
+	__u16 h2sc_conn;
+	__u16 h2sc_raddr;
+	__u16 req_content_length; /* Request.ContentLength; 0 unknown */
+	__u16 g_parent_goid;      /* runtime.g.parentGoid (Go 1.21+); 0 unknown */
+	__u16 h2cc_tconn;         /* http2ClientConn.tconn; 0: no HTTP/2 client probes */
+	__u16 _pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TARGETS);
+	__type(key, __u32); /* tgid */
+	__type(value, struct req_layout);
+} req_layouts SEC(".maps");
+
+#define METHOD_LEN 8
+#define ROUTE_LEN 64
+#define PATH_LEN 128
+#define RADDR_LEN 48
+
+/* OpenTelemetry's default bucket bounds for http.server.request.duration
+ * (seconds): 5ms .. 10s, and +Inf. */
+#define REQ_BUCKETS 15
+
+struct req_hist_key {
+	__u32 pid;
+	__u16 status; /* 0: the client request failed (no response) */
+	__u8 client;  /* 0: server request (route); 1: client request (host) */
+	__u8 flags;   /* REQ_* */
+	char method[METHOD_LEN];
+	char route[ROUTE_LEN]; /* the pattern, the collapsed path, or the client's host */
+};
+
+/* route holds Request.Pattern as the mux set it; else the path. */
+#define REQ_PATTERN 1
+/* The path or pattern was longer than route. */
+#define REQ_TRUNCATED 2
+/* Served over HTTP/2. */
+#define REQ_H2 4
+
+struct req_hist {
+	__u64 count;
+	__u64 sum_ns;
+	__u64 buckets[REQ_BUCKETS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct req_hist_key);
+	__type(value, struct req_hist);
+} req_hists SEC(".maps");
+
+/* [0]: requests not counted in a histogram because req_hists was full;
+ * [1]: requests whose start was not seen (begun before the attach);
+ * [2]: client round trips whose start was not seen. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u64);
+} req_counts SEC(".maps");
+
+enum req_count {
+	REQ_COUNT_HIST_FULL = 0,
+	REQ_COUNT_NO_START = 1,
+	REQ_COUNT_CLIENT_NO_START = 2,
+};
+
+static __always_inline void req_count(__u32 i)
+{
+	__u64 *n = bpf_map_lookup_elem(&req_counts, &i);
+	if (n)
+		(*n)++;
+}
+
+enum req_event_type {
+	EVENT_HTTP_REQUEST = 6,
+	EVENT_HTTP_CLIENT_REQUEST = 7,
+};
+
+/* A TCP connection's smoothed round-trip time and its retransmissions
+ * over its life so far (tcp_sock.srtt_us >> 3, total_retrans); zero when
+ * not TCP. */
+struct tcp_info_lite {
+	__u32 srtt_us;
+	__u32 total_retrans;
+};
+
+static __always_inline void read_tcp_info(struct sock *sk, struct tcp_info_lite *ti)
+{
+	ti->srtt_us = 0;
+	ti->total_retrans = 0;
+	if (!sk || !is_tcp(sk))
+		return;
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	ti->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	ti->total_retrans = BPF_CORE_READ(tp, total_retrans);
+}
+
+struct http_request_event {
+	struct event_header hdr;
+	struct addrs addrs; /* of fd's socket (check against raddr: TLS has no fd here) */
+	__u64 duration_ns;
+	__u64 written;     /* response body bytes */
+	__s64 content_length; /* Request.ContentLength: -1 unknown (chunked), 0 none */
+	__s32 fd;          /* the connection's, read through conn.rwc; -1 unknown */
+	__u16 status;
+	__u8 flags;        /* REQ_* of route */
+	__u8 _pad;
+	char method[METHOD_LEN];
+	char route[ROUTE_LEN];
+	char path[PATH_LEN];
+	char raddr[RADDR_LEN]; /* conn.remoteAddr, "ip:port" */
+	struct req_state st;
+	struct addrs slot_addrs[REQ_SLOTS];
+	/* TCP underneath, read as the event is made: the request's own
+	 * connection's, then each slot's. */
+	struct tcp_info_lite tcp;
+	struct tcp_info_lite slot_tcp[REQ_SLOTS];
+};
+
+struct http_client_request_event {
+	struct event_header hdr;
+	struct addrs addrs; /* of fd's socket */
+	__u64 duration_ns;
+	__s32 fd;
+	__u16 status;   /* 0: no response (an error) */
+	__u8 _pad[2];
+	char method[METHOD_LEN];
+	char host[ROUTE_LEN];
+};
+
+/* A round trip in flight, by its goroutine. */
+struct client_state {
+	__u64 t_start; /* 0: no round trip in flight (the entry is reused) */
+	__u64 treq;  /* *transportRequest (its *Request at 0), or the *Request (direct) */
+	__u64 owner; /* the goroutine whose request it counts for (itself or its parent); 0: none */
+	__s32 fd;
+	__u32 direct; /* treq is the *Request itself (HTTP/2) */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct req_key);
+	__type(value, struct client_state);
+} client_active SEC(".maps");
+
+/* Scratch for a path being collapsed, and the collapse's state: kept in
+ * map memory, which the verifier does not track value by value, so the
+ * loops below verify in one pass per iteration instead of one per path
+ * through all earlier ones. */
+struct path_buf {
+	char raw[ROUTE_LEN];
+	char route[ROUTE_LEN];
+	__u64 ids; /* bit s: segment s is an id */
+	__u32 o;
+	__u32 seg;
+	__u32 seglen;
+	__u8 digit;
+	__u8 first_digit;
+	__u8 skipping;
+	__u8 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} path_bufs SEC(".maps");
+
+struct gostring {
+	__u64 ptr;
+	__s64 len;
+};
+
+/* The layout of the calling process, or NULL: the PID filter, before any
+ * other read. */
+static __always_inline struct req_layout *layout_of(__u32 *pid)
+{
+	*pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&req_layouts, pid);
+}
+
+static __always_inline int read_goid_at(struct pt_regs *ctx, const struct req_layout *l, __u64 *goid)
+{
+	__u64 g = GO_G(ctx);
+	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + l->g_goid));
+}
+
+/* Copies a Go string at addr into dst (n bytes, NUL-padded); returns its
+ * length, or -1. */
+static __always_inline long read_gostring(void *dst, __u32 n, __u64 addr)
+{
+	struct gostring s;
+	__builtin_memset(dst, 0, n);
+	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr))
+		return -1;
+	if (s.len <= 0 || !s.ptr)
+		return 0;
+	__u32 m = s.len < n ? s.len : n;
+	m &= 0xff;
+	if (m > n)
+		m = n;
+	if (bpf_probe_read_user(dst, m, (void *)s.ptr))
+		return -1;
+	return s.len;
+}
+
+/* Reads a *Request's method into method (METHOD_LEN bytes) and its URL
+ * pointer: one read of Method and URL together where URL follows Method
+ * (every Go version so far), as each user read costs more than the rest
+ * of a probe's work. Returns -1 when req cannot be read. */
+static __always_inline int read_method_url(const struct req_layout *l, __u64 req, char *method, __u64 *url)
+{
+	struct {
+		struct gostring method;
+		__u64 url;
+	} h;
+	__builtin_memset(method, 0, METHOD_LEN);
+	*url = 0;
+	if (l->req_url != sizeof(struct gostring)) {
+		if (bpf_probe_read_user(url, sizeof(*url), (void *)(req + l->req_url)))
+			return -1;
+		read_gostring(method, METHOD_LEN, req);
+		return 0;
+	}
+	if (bpf_probe_read_user(&h, sizeof(h), (void *)req))
+		return -1;
+	*url = h.url;
+	if (h.method.len > 0 && h.method.ptr) {
+		__u32 m = h.method.len < METHOD_LEN ? h.method.len : METHOD_LEN;
+		m &= 0xff;
+		if (m > METHOD_LEN)
+			m = METHOD_LEN;
+		bpf_probe_read_user(method, m, (void *)h.method.ptr);
+	}
+	return 0;
+}
+
+/* The fd of a net.Conn interface at addr holding a *net.TCPConn (or
+ * *net.UnixConn): data -> conn.fd (*netFD) -> pfd.Sysfd; -1 unknown. */
+static __always_inline __s32 conn_fd(const struct req_layout *l, __u64 iface)
+{
+	__u64 data, nfd;
+	__s64 fd;
+	if (!l->fd_sysfd || bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) || !data)
+		return -1;
+	if (bpf_probe_read_user(&nfd, sizeof(nfd), (void *)data) || !nfd)
+		return -1;
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(nfd + l->fd_sysfd)) || fd < 0 || fd > 0x7fffffff)
+		return -1;
+	return (__s32)fd;
+}
+
+/* The fd of the TCP connection under a net.Conn interface at iface:
+ * a *net.TCPConn, or a *tls.Conn whose first field is the net.Conn under
+ * it; -1 when neither leads to a TCP socket. *skp is its sock. */
+static __always_inline __s32 tcp_conn_fd(const struct req_layout *l, __u64 iface, struct sock **skp)
+{
+	__s32 fd = conn_fd(l, iface);
+	struct sock *sk = fd >= 0 ? tcp_sock_of(sock_from_fd(fd)) : NULL;
+	__u64 data = 0;
+	if ((!sk || !is_tcp(sk)) && !bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) && data) {
+		fd = conn_fd(l, data);
+		sk = fd >= 0 ? tcp_sock_of(sock_from_fd(fd)) : NULL;
+	}
+	if (!sk || !is_tcp(sk)) {
+		*skp = NULL;
+		return -1;
+	}
+	*skp = sk;
+	return fd;
+}
+
+static __always_inline bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* Writes pb->raw (a path, ROUTE_LEN bytes, NUL-padded) to pb->route with
+ * every segment that looks like an id as {id}: one that holds a digit and
+ * starts with one or is 8 bytes or longer (numbers, UUIDs, hashes; not
+ * "v1"). Bounded: a route has at most ROUTE_LEN - 1 bytes. */
+static __always_inline void collapse(struct path_buf *pbuf)
+{
+	volatile struct path_buf *pb = pbuf;
+	pb->ids = 0;
+	pb->seg = 0;
+	pb->seglen = 0;
+	pb->digit = 0;
+	pb->first_digit = 0;
+	for (int i = 0; i < ROUTE_LEN; i++) {
+		char c = pb->raw[i];
+		if (c == '/' || c == 0) {
+			if (pb->digit && (pb->first_digit || pb->seglen >= 8) && pb->seg < 64)
+				pb->ids |= 1ULL << (pb->seg & 63);
+			if (c == 0)
+				break;
+			pb->seg++;
+			pb->seglen = 0;
+			pb->digit = 0;
+			pb->first_digit = 0;
+			continue;
+		}
+		if (is_digit(c)) {
+			pb->digit = 1;
+			if (pb->seglen == 0)
+				pb->first_digit = 1;
+		}
+		pb->seglen++;
+	}
+	pb->o = 0;
+	pb->seg = 0;
+	pb->skipping = 0;
+	for (int i = 0; i < ROUTE_LEN; i++) {
+		char c = pb->raw[i];
+		if (c == 0 || pb->o >= ROUTE_LEN - 1)
+			break;
+		if (c == '/') {
+			pb->seg++;
+			pb->skipping = 0;
+			pb->route[pb->o & (ROUTE_LEN - 1)] = c;
+			pb->o++;
+			if (pb->seg < 64 && (pb->ids & (1ULL << (pb->seg & 63)))) {
+				if (pb->o + 4 < ROUTE_LEN) {
+					pb->route[pb->o & (ROUTE_LEN - 1)] = '{';
+					pb->route[(pb->o + 1) & (ROUTE_LEN - 1)] = 'i';
+					pb->route[(pb->o + 2) & (ROUTE_LEN - 1)] = 'd';
+					pb->route[(pb->o + 3) & (ROUTE_LEN - 1)] = '}';
+				}
+				pb->o += 4;
+				pb->skipping = 1;
+			}
+			continue;
+		}
+		if (pb->skipping)
+			continue;
+		pb->route[pb->o & (ROUTE_LEN - 1)] = c;
+		pb->o++;
+	}
+	if (pb->o < ROUTE_LEN)
+		pb->route[pb->o & (ROUTE_LEN - 1)] = 0;
+	pb->route[ROUTE_LEN - 1] = 0;
+}
+
+static const struct req_hist req_hist_zero;
+
+static __always_inline void req_hist_add(struct req_hist_key *k, __u64 ns)
+{
+	struct req_hist *h = bpf_map_lookup_elem(&req_hists, k);
+	if (!h) {
+		bpf_map_update_elem(&req_hists, k, &req_hist_zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&req_hists, k);
+		if (!h) {
+			req_count(REQ_COUNT_HIST_FULL);
+			return;
+		}
+	}
+	__u32 b = REQ_BUCKETS - 1;
+	/* v <= bound: Prometheus' le. */
+	if (ns <= 5000000ULL)
+		b = 0;
+	else if (ns <= 10000000ULL)
+		b = 1;
+	else if (ns <= 25000000ULL)
+		b = 2;
+	else if (ns <= 50000000ULL)
+		b = 3;
+	else if (ns <= 75000000ULL)
+		b = 4;
+	else if (ns <= 100000000ULL)
+		b = 5;
+	else if (ns <= 250000000ULL)
+		b = 6;
+	else if (ns <= 500000000ULL)
+		b = 7;
+	else if (ns <= 750000000ULL)
+		b = 8;
+	else if (ns <= 1000000000ULL)
+		b = 9;
+	else if (ns <= 2500000000ULL)
+		b = 10;
+	else if (ns <= 5000000000ULL)
+		b = 11;
+	else if (ns <= 7500000000ULL)
+		b = 12;
+	else if (ns <= 10000000000ULL)
+		b = 13;
+	asm volatile("" : "+r"(ns));
+	asm volatile("if %0 <= %[max] goto +1\n\t"
+		     "%0 = %[max]"
+		     : "+r"(b)
+		     : [max] "i"(REQ_BUCKETS - 1));
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
+	__sync_fetch_and_add(&h->buckets[b], 1);
+}
+
+/* Events of this object's ring buffer; submits wake the reader at most
+ * every wakeup_interval_ns (as netpoll's do). */
+const volatile __u64 wakeup_interval_ns = 50000000;
+__u64 last_wakeup_ns = 0;
+
+static __always_inline void submit(void *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, now = bpf_ktime_get_ns();
+	if (now - last_wakeup_ns >= wakeup_interval_ns) {
+		last_wakeup_ns = now;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+}
+
+SEC("uprobe")
+int server_start(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (read_goid_at(ctx, l, &k.goid))
+		return 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	/* A connection's requests are served one after another by one
+	 * goroutine: its entry is reset in place (an LRU update and delete
+	 * per request cost more than the rest of the probe), and made only
+	 * for its first request. */
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	if (st) {
+		st->io_ns = 0;
+		st->sched_ns = 0;
+		st->waits = 0;
+		st->unslotted = 0;
+		for (int i = 0; i < REQ_SLOTS; i++) {
+			st->slot[i].io_ns = 0;
+			st->slot[i].sched_ns = 0;
+			st->slot[i].client_ns = 0;
+			st->slot[i].fd = -1;
+			st->slot[i].waits = 0;
+			st->slot[i].via_client = 0;
+			st->slot[i].client_calls = 0;
+		}
+		st->t_start = now;
+		return 0;
+	}
+	struct req_state fresh = {.t_start = now};
+	for (int i = 0; i < REQ_SLOTS; i++)
+		fresh.slot[i].fd = -1;
+	bpf_map_update_elem(&req_active, &k, &fresh, BPF_ANY);
+	return 0;
+}
+
+/* The end of a request, whichever protocol: its histogram, and its
+ * event if it was slow. req is the *Request; status and written_at where
+ * the status and the body's bytes are; conn the server's connection
+ * (http.conn or http2serverConn, 0 unknown), with its net.Conn at
+ * conn + rwc_off and its remote address string at conn + raddr_off. */
+static __always_inline void request_end(const struct req_layout *l, __u32 pid, __u64 goid, struct req_state *st,
+					__u64 req, __s64 status, __u64 written_at, __u64 conn,
+					__u16 rwc_off, __u16 raddr_off, __u8 flags)
+{
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 dur = now - st->t_start;
+	/* Both protocols write a 200 header if the handler wrote none. */
+	if (status == 0)
+		status = 200;
+	struct req_hist_key hk = {.pid = pid, .status = (__u16)status, .flags = flags};
+	__u64 url = 0;
+	if (!req || read_method_url(l, req, hk.method, &url))
+		return;
+	long n = 0;
+	if (l->req_pattern)
+		n = read_gostring(hk.route, sizeof(hk.route), req + l->req_pattern);
+	if (n > 0) {
+		hk.flags |= REQ_PATTERN;
+	} else {
+		__u32 zero = 0;
+		struct path_buf *pb = bpf_map_lookup_elem(&path_bufs, &zero);
+		if (!pb)
+			return;
+		__builtin_memset(pb->route, 0, sizeof(pb->route));
+		n = url ? read_gostring(pb->raw, sizeof(pb->raw), url + l->url_path) : 0;
+		collapse(pb);
+		__builtin_memcpy(hk.route, pb->route, sizeof(hk.route));
+	}
+	if (n >= ROUTE_LEN)
+		hk.flags |= REQ_TRUNCATED;
+	req_hist_add(&hk, dur);
+
+	if (dur < l->slow_ns)
+		return;
+	struct http_request_event *e = reserve_event(struct http_request_event, (enum event_type)EVENT_HTTP_REQUEST);
+	if (!e)
+		return;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	fill_header(&e->hdr, (enum event_type)EVENT_HTTP_REQUEST, pid_tgid);
+	e->hdr.goid = goid;
+	e->hdr.goid_ok = 1;
+	e->duration_ns = dur;
+	e->status = (__u16)status;
+	e->flags = hk.flags;
+	e->_pad = 0;
+	__builtin_memcpy(e->method, hk.method, sizeof(e->method));
+	__builtin_memcpy(e->route, hk.route, sizeof(e->route));
+	e->written = 0;
+	bpf_probe_read_user(&e->written, sizeof(e->written), (void *)written_at);
+	e->content_length = -1;
+	if (l->req_content_length)
+		bpf_probe_read_user(&e->content_length, sizeof(e->content_length), (void *)(req + l->req_content_length));
+	if (url)
+		read_gostring(e->path, sizeof(e->path), url + l->url_path);
+	else
+		__builtin_memset(e->path, 0, sizeof(e->path));
+	e->fd = -1;
+	__builtin_memset(e->raddr, 0, sizeof(e->raddr));
+	struct sock *sk = NULL;
+	if (conn) {
+		read_gostring(e->raddr, sizeof(e->raddr), conn + raddr_off);
+		/* User space checks the socket's peer against raddr. */
+		e->fd = tcp_conn_fd(l, conn + rwc_off, &sk);
+	}
+	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+	if (sk)
+		read_sk_addrs(sk, &e->addrs);
+	read_tcp_info(sk, &e->tcp);
+	__builtin_memcpy(&e->st, st, sizeof(e->st));
+	for (int i = 0; i < REQ_SLOTS; i++) {
+		__builtin_memset(&e->slot_addrs[i], 0, sizeof(e->slot_addrs[i]));
+		sk = e->st.slot[i].fd < 0 ? NULL : tcp_sock_of(sock_from_fd(e->st.slot[i].fd));
+		if (sk)
+			read_sk_addrs(sk, &e->slot_addrs[i]);
+		read_tcp_info(sk, &e->slot_tcp[i]);
+	}
+	submit(e);
+}
+
+/* The request the calling goroutine serves, or NULL (counted: its start
+ * was not seen). */
+static __always_inline struct req_state *open_request(struct pt_regs *ctx, const struct req_layout *l, struct req_key *k)
+{
+	if (read_goid_at(ctx, l, &k->goid))
+		return NULL;
+	struct req_state *st = bpf_map_lookup_elem(&req_active, k);
+	if (!st || !st->t_start) {
+		req_count(REQ_COUNT_NO_START);
+		return NULL;
+	}
+	return st;
+}
+
+SEC("uprobe")
+int server_end(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	struct req_state *st = open_request(ctx, l, &k);
+	if (!st)
+		return 0;
+	__u64 w = GO_ARG(ctx, 0), req = 0, c = 0;
+	__s64 status = 0;
+	/* response.conn is at 0. */
+	if (!bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) &&
+	    !bpf_probe_read_user(&status, sizeof(status), (void *)(w + l->resp_status))) {
+		bpf_probe_read_user(&c, sizeof(c), (void *)w);
+		request_end(l, pid, k.goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
+	}
+	/* Closed; the entry stays for the connection's next request (LRU). */
+	st->t_start = 0;
+	return 0;
+}
+
+/* HTTP/2: in the deferred function of http2serverConn.runHandler, CALL
+ * (*http2responseWriter).handlerDone (rw in the first argument
+ * register), on the stream's handler goroutine. Its start is
+ * server_start on runHandler's entry. */
+SEC("uprobe")
+int h2_end(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l || !l->h2rws_req)
+		return 0;
+	struct req_key k = {.pid = pid};
+	struct req_state *st = open_request(ctx, l, &k);
+	if (!st)
+		return 0;
+	__u64 rw = GO_ARG(ctx, 0), rws = 0, req = 0, sc = 0;
+	__s64 status = 0;
+	/* http2responseWriter.rws is at 0. */
+	if (!bpf_probe_read_user(&rws, sizeof(rws), (void *)rw) && rws &&
+	    !bpf_probe_read_user(&req, sizeof(req), (void *)(rws + l->h2rws_req)) &&
+	    !bpf_probe_read_user(&status, sizeof(status), (void *)(rws + l->h2rws_status))) {
+		bpf_probe_read_user(&sc, sizeof(sc), (void *)(rws + l->h2rws_conn));
+		request_end(l, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2);
+	}
+	st->t_start = 0;
+	return 0;
+}
+
+/* A round trip starts on connection conn (a net.Conn at conn_at) for
+ * request treq (see struct client_state). */
+static __always_inline int round_trip_start(struct pt_regs *ctx, const struct req_layout *l, __u32 pid,
+					    __u64 conn_at, __u64 treq, __u32 direct)
+{
+	struct req_key k = {.pid = pid};
+	if (read_goid_at(ctx, l, &k.goid))
+		return 0;
+	struct client_state cs = {
+		.t_start = bpf_ktime_get_boot_ns(),
+		.treq = treq,
+		.direct = direct,
+	};
+	struct sock *sk;
+	cs.fd = tcp_conn_fd(l, conn_at, &sk);
+	/* The request this round trip is for: the one this goroutine
+	 * serves, or the one its parent serves (a handler that fans out
+	 * with goroutines, as errgroup does); one generation only. */
+	struct req_key owner = k;
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &owner);
+	if ((!st || !st->t_start) && l->g_parent_goid) {
+		__u64 g = GO_G(ctx);
+		if (!bpf_probe_read_user(&owner.goid, sizeof(owner.goid), (void *)(g + l->g_parent_goid)) && owner.goid)
+			st = bpf_map_lookup_elem(&req_active, &owner);
+	}
+	if (st && st->t_start && cs.fd >= 0) {
+		cs.owner = owner.goid;
+		/* Waits on the connection count for that request, from now
+		 * (requests.h). A kept-alive connection's entry is updated in
+		 * place: LRU updates cost more than the rest of the probe. */
+		struct req_fd_key fk = {.pid = pid, .fd = cs.fd};
+		struct req_fd *fp = bpf_map_lookup_elem(&req_fds, &fk);
+		if (fp) {
+			fp->goid = owner.goid;
+			fp->t_start = cs.t_start;
+		} else {
+			struct req_fd f = {.goid = owner.goid, .t_start = cs.t_start};
+			bpf_map_update_elem(&req_fds, &fk, &f, BPF_ANY);
+		}
+	}
+	/* A goroutine's round trips follow one another: its entry is
+	 * reused, t_start 0 between them. */
+	struct client_state *csp = bpf_map_lookup_elem(&client_active, &k);
+	if (csp)
+		*csp = cs;
+	else
+		bpf_map_update_elem(&client_active, &k, &cs, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int client_start(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l)
+		return 0;
+	return round_trip_start(ctx, l, pid, GO_ARG(ctx, 0) + l->pconn_conn, GO_ARG(ctx, 1), 0);
+}
+
+/* HTTP/2: in (*http2Transport).RoundTripOpt, CALL (*http2ClientConn).roundTrip
+ * (cc, req); its end is client_end on the emulated instruction after it. */
+SEC("uprobe")
+int h2_client_start(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l || !l->h2cc_tconn)
+		return 0;
+	return round_trip_start(ctx, l, pid, GO_ARG(ctx, 0) + l->h2cc_tconn, GO_ARG(ctx, 1), 1);
+}
+
+SEC("uprobe")
+int client_end(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (read_goid_at(ctx, l, &k.goid))
+		return 0;
+	struct client_state *csp = bpf_map_lookup_elem(&client_active, &k);
+	if (!csp || !csp->t_start) {
+		req_count(REQ_COUNT_CLIENT_NO_START);
+		return 0;
+	}
+	struct client_state cs = *csp;
+	csp->t_start = 0;
+	__u64 dur = bpf_ktime_get_boot_ns() - cs.t_start;
+	__u64 resp = GO_ARG(ctx, 0), req = 0, url = 0;
+	__s64 status = 0;
+	if (resp)
+		bpf_probe_read_user(&status, sizeof(status), (void *)(resp + l->response_status_code));
+	struct req_hist_key hk = {.pid = pid, .status = (__u16)status, .client = 1};
+	/* transportRequest embeds its *Request at 0. */
+	if (cs.direct)
+		req = cs.treq;
+	else if (bpf_probe_read_user(&req, sizeof(req), (void *)cs.treq))
+		req = 0;
+	if (req && !read_method_url(l, req, hk.method, &url) && url)
+		read_gostring(hk.route, sizeof(hk.route), url + l->url_host);
+	req_hist_add(&hk, dur);
+
+	/* The request it was for: its round trips on this fd. */
+	struct req_key owner = {.pid = pid, .goid = cs.owner};
+	struct req_state *st = cs.owner ? bpf_map_lookup_elem(&req_active, &owner) : NULL;
+	if (st && st->t_start && cs.fd >= 0 && cs.t_start >= st->t_start) {
+		for (int i = 0; i < REQ_SLOTS; i++) {
+			struct req_wait *w = &st->slot[i];
+			if (w->fd == cs.fd || w->fd == -1) {
+				w->fd = cs.fd;
+				w->client_ns += dur;
+				w->client_calls++;
+				w->via_client = 1;
+				break;
+			}
+		}
+	}
+	if (dur < l->slow_ns)
+		return 0;
+	struct http_client_request_event *e = reserve_event(struct http_client_request_event, (enum event_type)EVENT_HTTP_CLIENT_REQUEST);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, (enum event_type)EVENT_HTTP_CLIENT_REQUEST, bpf_get_current_pid_tgid());
+	e->hdr.goid = k.goid;
+	e->hdr.goid_ok = 1;
+	e->duration_ns = dur;
+	e->fd = cs.fd;
+	e->status = (__u16)status;
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	__builtin_memcpy(e->method, hk.method, sizeof(e->method));
+	__builtin_memcpy(e->host, hk.route, sizeof(e->host));
+	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+	struct sock *sk = cs.fd >= 0 ? tcp_sock_of(sock_from_fd(cs.fd)) : NULL;
+	if (sk)
+		read_sk_addrs(sk, &e->addrs);
+	submit(e);
+	return 0;
+}
+
+const struct http_request_event *unused_http_request_event __attribute__((unused));
+const struct http_client_request_event *unused_http_client_request_event __attribute__((unused));
+const enum req_event_type *unused_req_event_type __attribute__((unused));
+const enum req_count *unused_req_count __attribute__((unused));

@@ -1,0 +1,168 @@
+/* Requests in flight and where their time goes: shared by
+ * bpf/requests.bpf.c (the net/http uprobes, pkg/requests), which opens and
+ * closes them, and bpf/netpoll.bpf.c, which adds each netpoll wait of a
+ * goroutine serving a request to it. The maps are netpoll's; user space
+ * hands them to the requests object (pkg/tracer).
+ *
+ * A wait counts for a request in two ways:
+ *  - own: the serving goroutine itself waited (reading the client's body,
+ *    writing, or a downstream it talks to directly, such as most database
+ *    drivers): found by (pid, goid) in req_active.
+ *  - via a client call: net/http's Transport reads and writes a
+ *    downstream connection on goroutines of its own (persistConn's
+ *    readLoop and writeLoop), never on the caller's. The client probe
+ *    notes which connection (fd) the serving goroutine's round trip uses
+ *    and since when (req_fds); a wait on that fd by any goroutine of the
+ *    process counts for the request, clipped to the round trip's start.
+ *    A round trip made by a goroutine the serving one started (its
+ *    g.parentGoid, one generation) counts for the parent's request too.
+ * Each wait is clipped to the request's start too, so a keep-alive
+ * connection's idle wait before the request is not counted.
+ */
+#pragma once
+
+/* Connections (fds) kept per request with their own sums; waits on more
+ * fds count in the totals and in `unslotted`. */
+#define REQ_SLOTS 4
+
+struct req_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 goid;
+};
+
+/* The waits on one fd during a request. */
+struct req_wait {
+	__u64 io_ns;    /* parked -> ready: waiting for the peer */
+	__u64 sched_ns; /* ready -> running: waiting for the Go scheduler */
+	__u64 client_ns; /* round trips of the serving goroutine on this fd (client probe) */
+	__s32 fd;       /* -1: slot free */
+	__u16 waits;
+	__u8 via_client; /* waited on by a Transport goroutine for the serving goroutine's round trip */
+	__u8 client_calls;
+};
+
+/* A request being served, by its serving goroutine. The entry outlives
+ * the request (reset at the connection's next one); t_start 0: no request
+ * in flight. */
+struct req_state {
+	__u64 t_start; /* bpf_ktime_get_boot_ns at ServeHTTP; 0 between requests */
+	__u64 io_ns;    /* every counted wait's parts, slotted or not */
+	__u64 sched_ns;
+	__u32 waits;
+	__u32 unslotted; /* waits on fds that found no free slot */
+	__u64 connect_ns; /* of those, connects' waits (a dial the request started) */
+	struct req_wait slot[REQ_SLOTS];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192); /* 1 unless request tracing is on (pkg/netpoll) */
+	__type(key, struct req_key);
+	__type(value, struct req_state);
+} req_active SEC(".maps");
+
+struct req_fd_key {
+	__u32 pid;
+	__s32 fd;
+};
+
+/* A downstream connection in use by a serving goroutine's round trip. */
+struct req_fd {
+	__u64 goid;    /* the goroutine that called RoundTrip */
+	__u64 t_start; /* when the round trip started */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192); /* 1 unless request tracing is on */
+	__type(key, struct req_fd_key);
+	__type(value, struct req_fd);
+} req_fds SEC(".maps");
+
+/* Per target: where a goroutine's parent id is, for connects
+ * (runtime.g.parentGoid; 0 unknown). Set by pkg/requests. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* 1 unless request tracing is on */
+	__type(key, __u32);        /* tgid */
+	__type(value, __u16);
+} req_parent_off SEC(".maps");
+
+/* Adds a wait on fd to its slot of st, creating the slot. */
+static __always_inline void req_slot_add(struct req_state *st, __s32 fd, __u64 io, __u64 sched, __u8 via_client)
+{
+	__sync_fetch_and_add(&st->io_ns, io);
+	__sync_fetch_and_add(&st->sched_ns, sched);
+	__sync_fetch_and_add(&st->waits, 1);
+	for (int i = 0; i < REQ_SLOTS; i++) {
+		struct req_wait *w = &st->slot[i];
+		if (w->fd == fd || w->fd == -1) {
+			w->fd = fd;
+			w->io_ns += io;
+			w->sched_ns += sched;
+			w->waits++;
+			w->via_client |= via_client;
+			return;
+		}
+	}
+	__sync_fetch_and_add(&st->unslotted, 1);
+}
+
+/* A netpoll wait of goid on fd ended at now (netpoll.bpf.c wait_done):
+ * counts it for the request it served, or the request whose round trip
+ * it waited for, if any. t_ready 0: no ready seen (all of it I/O). */
+static __always_inline void req_account(__u32 pid, __u64 goid, __s32 fd, __u64 t_park, __u64 t_ready, __u64 now,
+					bool connect)
+{
+	struct req_key k = {.pid = pid, .goid = goid};
+	__u64 since = 0;
+	__u8 via = 0;
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	/* A connect by a goroutine the serving one started: net/http dials
+	 * a new downstream connection on a goroutine of its own. At the
+	 * connect's end the thread runs that goroutine: its g is in the
+	 * saved user registers. Connects are rare; one read each. */
+	if (!st && connect) {
+		__u16 *off = bpf_map_lookup_elem(&req_parent_off, &pid);
+		__u64 g = REGS_GO_G(user_regs()), parent = 0;
+		if (off && *off && g && !bpf_probe_read_user(&parent, sizeof(parent), (void *)(g + *off)) && parent) {
+			k.goid = parent;
+			st = bpf_map_lookup_elem(&req_active, &k);
+			if (st && st->t_start)
+				via = 1;
+			else
+				st = NULL;
+		}
+	}
+	if (st) {
+		/* Between two requests of its connection. */
+		if (!st->t_start)
+			return;
+		since = st->t_start;
+	} else {
+		struct req_fd_key fk = {.pid = pid, .fd = fd};
+		struct req_fd *f = bpf_map_lookup_elem(&req_fds, &fk);
+		if (!f)
+			return;
+		k.goid = f->goid;
+		since = f->t_start;
+		st = bpf_map_lookup_elem(&req_active, &k);
+		/* A round trip of an earlier request of that goroutine. */
+		if (!st || !st->t_start || since < st->t_start)
+			return;
+		via = 1;
+	}
+	if (t_park > since)
+		since = t_park;
+	if (now <= since)
+		return;
+	__u64 io = now - since, sched = 0;
+	if (t_ready && t_ready >= t_park && t_ready <= now) {
+		io = t_ready > since ? t_ready - since : 0;
+		sched = now - since - io;
+	}
+	if (connect)
+		__sync_fetch_and_add(&st->connect_ns, io + sched);
+	req_slot_add(st, fd, io, sched, via);
+}

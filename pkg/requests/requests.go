@@ -1,0 +1,562 @@
+// Package requests loads bpf/requests.bpf.c: net/http server and client
+// requests of the traced processes, from uprobes in their binaries on
+// instructions the kernel emulates, with per-route latency histograms in
+// the kernel, http_request and http_client_request events for requests
+// over a threshold, and each slow request's breakdown: the netpoll waits
+// of its serving goroutine and of its round trips' connections, which
+// bpf/netpoll.bpf.c adds to the request as they end (bpf/requests.h).
+package requests
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// The functions the probes go in, and the calls they sit on.
+const (
+	serveFunc     = "net/http.(*conn).serve"
+	serveHTTP     = "net/http.serverHandler.ServeHTTP"
+	finishRequest = "net/http.(*response).finishRequest"
+	rtFunc        = "net/http.(*Transport).roundTrip"
+	pconnRT       = "net/http.(*persistConn).roundTrip"
+	h2RunHandler  = "net/http.(*http2serverConn).runHandler"
+	h2Deferred    = "net/http.(*http2serverConn).runHandler.func1"
+	h2HandlerDone = "net/http.(*http2responseWriter).handlerDone"
+	h2RTOpt       = "net/http.(*http2Transport).RoundTripOpt"
+)
+
+// h2RoundTrips are the calls in h2RTOpt that make one HTTP/2 round trip
+// (cc, req): the unexported one where the exported one is inlined.
+var h2RoundTrips = []string{"net/http.(*http2ClientConn).roundTrip", "net/http.(*http2ClientConn).RoundTrip"}
+
+// Options configure the object.
+type Options struct {
+	// Shared are netpoll's maps this object shares: "targets",
+	// "req_active" and "req_fds" (netpoll.Objects.RequestMaps).
+	Shared          map[string]*ebpf.Map
+	RingBufferBytes uint32
+	// WakeupInterval bounds the reader's wake-ups (zero: 50ms).
+	WakeupInterval time.Duration
+}
+
+// Objects are the loaded programs and maps, and the uprobes per target.
+type Objects struct {
+	coll  *ebpf.Collection
+	mu    sync.Mutex
+	links map[int][]link.Link
+}
+
+// Load loads the programs.
+func Load(opts Options) (*Objects, error) {
+	spec, err := loadRequests()
+	if err != nil {
+		return nil, err
+	}
+	if opts.RingBufferBytes != 0 {
+		spec.Maps[requestsMapEvents].MaxEntries = opts.RingBufferBytes
+	}
+	if opts.WakeupInterval == 0 {
+		opts.WakeupInterval = 50 * time.Millisecond
+	}
+	if err := spec.Variables["wakeup_interval_ns"].Set(uint64(opts.WakeupInterval.Nanoseconds())); err != nil {
+		return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
+	}
+	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{MapReplacements: opts.Shared})
+	if err != nil {
+		return nil, bpfobj.LoadError("requests BPF object", err)
+	}
+	return &Objects{coll: coll, links: map[int][]link.Link{}}, nil
+}
+
+// Close detaches and unloads everything.
+func (o *Objects) Close() error {
+	o.mu.Lock()
+	pids := make([]int, 0, len(o.links))
+	for pid := range o.links {
+		pids = append(pids, pid)
+	}
+	o.mu.Unlock()
+	for _, pid := range pids {
+		o.Detach(pid)
+	}
+	o.coll.Close()
+	return nil
+}
+
+// Events is the ring buffer of http_request and http_client_request records.
+func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[requestsMapEvents] }
+
+// Probes are where the uprobes of a binary go.
+type Probes struct {
+	ServerStart, ServerEnd []goruntime.Site
+	// ClientStart and ClientEnd pair up; empty when the binary has no
+	// net/http client (or its code is not the one known).
+	ClientStart, ClientEnd []goruntime.Site
+	// ClientWhyNot says why there are no client probes.
+	ClientWhyNot error
+	// H2Start and H2End are the HTTP/2 server's (net/http's bundled
+	// one); H2WhyNot says why there are none.
+	H2Start, H2End []goruntime.Site
+	H2WhyNot       error
+	// H2ClientStart and H2ClientEnd pair up: the HTTP/2 client's round
+	// trips; H2ClientWhyNot says why there are none.
+	H2ClientStart, H2ClientEnd []goruntime.Site
+	H2ClientWhyNot             error
+}
+
+// FindProbes finds the probe sites in f, whose functions funcs finds.
+func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
+	var p Probes
+	var err error
+	if p.ServerStart, err = goruntime.CallSites(f, funcs, serveFunc, serveHTTP); err != nil {
+		return p, err
+	}
+	if p.ServerEnd, err = goruntime.CallSites(f, funcs, serveFunc, finishRequest); err != nil {
+		return p, err
+	}
+	if s, err := goruntime.EntryBranch(f, funcs, h2RunHandler); err != nil {
+		p.H2WhyNot = err
+	} else if p.H2End, err = goruntime.CallSites(f, funcs, h2Deferred, h2HandlerDone); err != nil {
+		p.H2WhyNot = err
+	} else {
+		p.H2Start = []goruntime.Site{s}
+	}
+	p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = h2ClientProbes(f, funcs)
+	starts, err := goruntime.CallSites(f, funcs, rtFunc, pconnRT)
+	if err != nil {
+		p.ClientWhyNot = err
+		return p, nil
+	}
+	for _, s := range starts {
+		e, err := goruntime.AfterCall(f, funcs, rtFunc, s)
+		if err != nil {
+			p.ClientWhyNot = err
+			return p, nil
+		}
+		p.ClientStart = append(p.ClientStart, s)
+		p.ClientEnd = append(p.ClientEnd, e)
+	}
+	return p, nil
+}
+
+func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup) (starts, ends []goruntime.Site, err error) {
+	for _, callee := range h2RoundTrips {
+		if starts, err = goruntime.CallSites(f, funcs, h2RTOpt, callee); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, s := range starts {
+		e, err := goruntime.AfterCall(f, funcs, h2RTOpt, s)
+		if err != nil {
+			return nil, nil, err
+		}
+		ends = append(ends, e)
+	}
+	return starts, ends, nil
+}
+
+// ErrNoServer means the program has no net/http server: nothing to trace.
+var ErrNoServer = errors.New("no net/http server in the program")
+
+// Attach places the uprobes in the running Go process p, whose requests
+// of at least slow become events. The returned limits say what is off
+// for it (the client probes, say); an error means none is attached.
+func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []string, err error) {
+	pid, off := p.PID, p.Bin.Offsets
+	for _, o := range []struct {
+		name string
+		off  uint16
+	}{{"runtime.g.goid", off.GGoid}, {"Request.URL", off.HttpReqURL}, {"url.URL.Path", off.URLPath},
+		{"response.req", off.HttpRespReq}, {"response.status", off.HttpRespStatus}, {"conn.remoteAddr", off.HttpConnRemoteAddr}} {
+		if o.off == 0 {
+			// net/http's offsets come from the version table (a
+			// binary's DWARF is read for the runtime's structs only).
+			return nil, fmt.Errorf("%s: the offset of %s is not known: %s is not in gonetscope's version table (%s)",
+				p.Bin.GoVersion, o.name, p.Bin.GoVersion, strings.Join(goruntime.TableVersions(), ", "))
+		}
+	}
+	exe := proc.Path(pid, "exe")
+	fh, err := os.Open(exe)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	f, err := elf.NewFile(fh)
+	if err != nil {
+		return nil, err
+	}
+	if _, _, ok := p.Syms.Func(serveFunc); !ok {
+		return nil, ErrNoServer
+	}
+	probes, err := FindProbes(f, p.Syms.Func)
+	if err != nil {
+		return nil, err
+	}
+	if off.HttpReqPattern == 0 {
+		limits = append(limits, fmt.Sprintf("http_request routes are paths with ids collapsed: %s has no Request.Pattern (Go 1.23+)", p.Bin.GoVersion))
+	}
+	if probes.ClientWhyNot == nil && (off.HttpPconnConn == 0 || off.HttpRespStatusCode == 0 || off.URLHost == 0) {
+		probes.ClientWhyNot = errors.New("the offsets of persistConn.conn, Response.StatusCode or url.URL.Host are not known")
+	}
+	if probes.H2WhyNot == nil && (off.H2RwsReq == 0 || off.H2RwsStatus == 0 || off.H2RwsConn == 0 || off.H2ScConn == 0 || off.H2ScRaddr == 0) {
+		probes.H2WhyNot = errors.New("the offsets of net/http's HTTP/2 server structs are not known")
+	}
+	if probes.H2WhyNot != nil {
+		limits = append(limits, fmt.Sprintf("no http_request for HTTP/2: %v", probes.H2WhyNot))
+		probes.H2Start, probes.H2End = nil, nil
+	}
+	if probes.H2ClientWhyNot == nil && probes.ClientWhyNot == nil && off.H2CcTconn == 0 {
+		probes.H2ClientWhyNot = errors.New("the offset of http2ClientConn.tconn is not known")
+	}
+	if probes.H2ClientWhyNot != nil && probes.ClientWhyNot == nil {
+		limits = append(limits, fmt.Sprintf("no http_client_request for HTTP/2: %v", probes.H2ClientWhyNot))
+		probes.H2ClientStart, probes.H2ClientEnd = nil, nil
+	}
+	if probes.ClientWhyNot != nil {
+		limits = append(limits, fmt.Sprintf("no http_client_request and no downstream waits in http_request breakdowns: %v", probes.ClientWhyNot))
+		probes.ClientStart, probes.ClientEnd = nil, nil
+		probes.H2ClientStart, probes.H2ClientEnd = nil, nil
+	}
+	l := requestsReqLayout{
+		SlowNs: uint64(slow.Nanoseconds()), G_goid: off.GGoid,
+		ReqUrl: off.HttpReqURL, ReqPattern: off.HttpReqPattern, UrlPath: off.URLPath, UrlHost: off.URLHost,
+		RespReq: off.HttpRespReq, RespStatus: off.HttpRespStatus, RespWritten: off.HttpRespWritten,
+		ConnRwc: off.HttpConnRwc, ConnRaddr: off.HttpConnRemoteAddr, PconnConn: off.HttpPconnConn,
+		FdSysfd: off.FDSysfd, ResponseStatusCode: off.HttpRespStatusCode, ReqContentLength: off.HttpReqContentLength,
+		G_parentGoid: off.GParentGoid,
+	}
+	if probes.H2ClientStart != nil {
+		l.H2ccTconn = off.H2CcTconn
+	}
+	if probes.H2End != nil {
+		l.H2rwsReq, l.H2rwsStatus, l.H2rwsWrote, l.H2rwsConn = off.H2RwsReq, off.H2RwsStatus, off.H2RwsWrote, off.H2RwsConn
+		l.H2scConn, l.H2scRaddr = off.H2ScConn, off.H2ScRaddr
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return nil, err
+	}
+	var links []link.Link
+	attach := func(prog string, sites []goruntime.Site) error {
+		for _, s := range sites {
+			up, err := ex.Uprobe("", o.coll.Programs[prog], &link.UprobeOptions{Address: s.FileOffset, PID: pid})
+			if err != nil {
+				return fmt.Errorf("attaching uprobe %s at %#x (%s): %w", prog, s.Addr, s.Inst, err)
+			}
+			links = append(links, up)
+		}
+		return nil
+	}
+	// The ends before the starts: a request is never opened without the
+	// probe that closes it.
+	for _, a := range []struct {
+		prog  string
+		sites []goruntime.Site
+	}{
+		{requestsProgServerEnd, probes.ServerEnd}, {requestsProgH2End, probes.H2End},
+		{requestsProgClientEnd, probes.ClientEnd}, {requestsProgClientEnd, probes.H2ClientEnd},
+		{requestsProgServerStart, probes.ServerStart}, {requestsProgServerStart, probes.H2Start},
+		{requestsProgClientStart, probes.ClientStart}, {requestsProgH2ClientStart, probes.H2ClientStart},
+	} {
+		if err := attach(a.prog, a.sites); err != nil {
+			bpfobj.CloseAll(links)
+			return nil, err
+		}
+	}
+	if err := o.coll.Maps[requestsMapReqLayouts].Put(uint32(pid), &l); err != nil {
+		bpfobj.CloseAll(links)
+		return nil, err
+	}
+	if err := o.coll.Maps[requestsMapReqParentOff].Put(uint32(pid), off.GParentGoid); err != nil {
+		o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
+		bpfobj.CloseAll(links)
+		return nil, err
+	}
+	o.mu.Lock()
+	o.links[pid] = links
+	o.mu.Unlock()
+	return limits, nil
+}
+
+// Detach removes pid's uprobes and what the kernel keeps for it.
+func (o *Objects) Detach(pid int) {
+	o.mu.Lock()
+	links, ok := o.links[pid]
+	delete(o.links, pid)
+	o.mu.Unlock()
+	if !ok {
+		return
+	}
+	o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
+	o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
+	bpfobj.CloseAll(links)
+	bpfobj.DeleteWhere[requestsReqKey, requestsReqState](o.coll.Maps[requestsMapReqActive],
+		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[requestsReqFdKey, requestsReqFd](o.coll.Maps[requestsMapReqFds],
+		func(k *requestsReqFdKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[requestsReqKey, requestsClientState](o.coll.Maps[requestsMapClientActive],
+		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+}
+
+// Attached says whether pid has the probes.
+func (o *Objects) Attached(pid int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.links[pid]
+	return ok
+}
+
+// Lost counts the events the BPF side could not submit, by event name.
+func (o *Objects) Lost() (map[string]uint64, error) {
+	var per []uint64
+	out := map[string]uint64{}
+	for typ, name := range eventNames {
+		if err := o.coll.Maps[requestsMapLost].Lookup(uint32(typ), &per); err != nil {
+			return nil, err
+		}
+		var n uint64
+		for _, v := range per {
+			n += v
+		}
+		out[name] = n
+	}
+	return out, nil
+}
+
+// Counts are the kernel side's counters: requests not in a histogram
+// because the map was full, and ends whose start was not seen (requests
+// begun before the attach).
+type Counts struct {
+	HistFull, NoStart, ClientNoStart uint64
+}
+
+// Counts reads the counters.
+func (o *Objects) Counts() (Counts, error) {
+	var c Counts
+	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart} {
+		var per []uint64
+		if err := o.coll.Maps[requestsMapReqCounts].Lookup(uint32(i), &per); err != nil {
+			return c, err
+		}
+		for _, v := range per {
+			*dst += v
+		}
+	}
+	return c, nil
+}
+
+var eventNames = map[requestsReqEventType]string{
+	requestsReqEventTypeEVENT_HTTP_REQUEST:        "http_request",
+	requestsReqEventTypeEVENT_HTTP_CLIENT_REQUEST: "http_client_request",
+}
+
+// Route flags (struct req_hist_key).
+const (
+	flagPattern   = 1
+	flagTruncated = 2
+	flagH2        = 4
+)
+
+// Route is the http.route of a request: the mux pattern without its
+// method and host ("GET example.com/items/{id}" -> "/items/{id}"), or the
+// collapsed path; "…" marks one cut at the kernel's 63 bytes.
+func Route(raw string, flags uint8) string {
+	if flags&flagPattern != 0 {
+		if m, rest, ok := strings.Cut(raw, " "); ok && m != "" && !strings.Contains(m, "/") {
+			raw = strings.TrimLeft(rest, " \t")
+		}
+		if i := strings.IndexByte(raw, '/'); i > 0 {
+			raw = raw[i:]
+		}
+	}
+	if flags&flagTruncated != 0 {
+		raw += "…"
+	}
+	return raw
+}
+
+// Method is an HTTP method as OpenTelemetry's http.request.method has it:
+// a known one, or _OTHER (which bounds the label).
+func Method(m string) string {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH":
+		return m
+	}
+	return "_OTHER"
+}
+
+// Decode turns a record of the ring buffer into an event.
+func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
+	h, err := bpfobj.View[bpfobj.EventHeader](raw)
+	if err != nil {
+		return nil, err
+	}
+	switch requestsReqEventType(h.Type) {
+	case requestsReqEventTypeEVENT_HTTP_REQUEST:
+		r, err := bpfobj.View[requestsHttpRequestEvent](raw)
+		if err != nil {
+			return nil, err
+		}
+		return decodeRequest(r, h.Header("http_request", clock)), nil
+	case requestsReqEventTypeEVENT_HTTP_CLIENT_REQUEST:
+		r, err := bpfobj.View[requestsHttpClientRequestEvent](raw)
+		if err != nil {
+			return nil, err
+		}
+		return &event.HTTPClientRequest{
+			Header:     h.Header("http_client_request", clock),
+			Method:     bpfobj.CString(r.Method[:]),
+			Host:       bpfobj.CString(r.Host[:]),
+			Status:     int(r.Status),
+			DurationNs: r.DurationNs,
+			FD:         r.Fd,
+			Addrs:      bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
+		}, nil
+	}
+	return nil, fmt.Errorf("requests: unknown event type %d", h.Type)
+}
+
+func decodeRequest(r *requestsHttpRequestEvent, hdr event.Header) *event.HTTPRequest {
+	ev := &event.HTTPRequest{
+		Header:     hdr,
+		Method:     bpfobj.CString(r.Method[:]),
+		Route:      Route(bpfobj.CString(r.Route[:]), r.Flags),
+		RouteFrom:  "path",
+		Path:       bpfobj.CString(r.Path[:]),
+		Status:     int(r.Status),
+		Written:    r.Written,
+		RequestLen: r.ContentLength,
+		DurationNs: r.DurationNs,
+		FD:         -1,
+	}
+	if r.Flags&flagPattern != 0 {
+		ev.RouteFrom = "pattern"
+	}
+	ev.Protocol = "HTTP/1.1"
+	if r.Flags&flagH2 != 0 {
+		ev.Protocol = "HTTP/2"
+	}
+	ap, err := netip.ParseAddrPort(bpfobj.CString(r.Raddr[:]))
+	if err == nil {
+		ev.RemoteAddr, ev.RemotePort = ap.Addr().Unmap().String(), ap.Port()
+	}
+	// The fd read through conn.rwc counts only if its socket's peer is
+	// the connection's remote address (a TLS connection's rwc leads
+	// elsewhere).
+	conn := bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport)
+	if err == nil && conn.Remote.IsValid() && conn.Remote == ap.Addr().Unmap() && conn.RemotePort == ap.Port() {
+		ev.FD = r.Fd
+		ev.TCP = &event.TCPInfo{SrttUs: r.Tcp.SrttUs, Retrans: r.Tcp.TotalRetrans}
+	}
+	st := r.St
+	b := &ev.Breakdown
+	b.NetworkNs, b.SchedNs, b.Waits, b.Unslotted, b.ConnectNs = st.IoNs, st.SchedNs, st.Waits, st.Unslotted, st.ConnectNs
+	if r.DurationNs > st.IoNs+st.SchedNs {
+		b.OtherNs = r.DurationNs - st.IoNs - st.SchedNs
+	}
+	for i, s := range st.Slot {
+		if s.Fd < 0 {
+			continue
+		}
+		a := r.SlotAddrs[i]
+		c := event.BreakdownConn{
+			FD: s.Fd, Role: "downstream",
+			Addrs:    bpfobj.Addrs(a.Family, a.Saddr, a.Daddr, a.Sport, a.Dport),
+			IoWaitNs: s.IoNs, SchedDelayNs: s.SchedNs, Waits: uint32(s.Waits),
+			ClientCalls: uint32(s.ClientCalls), ClientNs: s.ClientNs,
+		}
+		if c.Addrs.Remote.IsValid() {
+			c.TCP = &event.TCPInfo{SrttUs: r.SlotTcp[i].SrttUs, Retrans: r.SlotTcp[i].TotalRetrans}
+		}
+		if s.Fd == ev.FD && s.ViaClient == 0 {
+			c.Role = "client"
+		}
+		b.Conns = append(b.Conns, c)
+	}
+	return ev
+}
+
+// Hist is one request-duration histogram: a target's server requests of
+// one method, route and status, or its client requests of one method,
+// host and status. Buckets follow Bounds.
+type Hist struct {
+	PID    uint32
+	Client bool
+	Method string
+	// Route is the server's http.route, or the client's host.
+	Route   string
+	Status  int
+	Count   uint64
+	SumNs   uint64
+	Buckets []uint64 // len(Bounds)+1, the last +Inf; not cumulative
+}
+
+// Bounds are the buckets' upper bounds in seconds: OpenTelemetry's
+// defaults for http.server.request.duration.
+var Bounds = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
+
+// Hists reads the histograms; entries of PIDs keep refuses are deleted.
+func (o *Objects) Hists(keep func(pid uint32) bool) ([]Hist, error) {
+	return bpfobj.ReadHists(o.coll.Maps[requestsMapReqHists], func(k *requestsReqHistKey) uint32 { return k.Pid }, keep,
+		func(k *requestsReqHistKey, v *requestsReqHist) Hist {
+			route := Route(bpfobj.CString(k.Route[:]), k.Flags)
+			return Hist{PID: k.Pid, Client: k.Client != 0, Method: Method(bpfobj.CString(k.Method[:])), Route: route,
+				Status: int(k.Status), Count: v.Count, SumNs: v.SumNs, Buckets: append([]uint64(nil), v.Buckets[:]...)}
+		})
+}
+
+// Percentile finds the bucket of buckets (counts per Bounds, +Inf last)
+// holding the q-quantile (nearest rank): the value lies in (gt, le], in
+// ns; le is 0 for the +Inf bucket.
+func Percentile(buckets []uint64, q float64) (gt, le uint64) {
+	var total uint64
+	for _, n := range buckets {
+		total += n
+	}
+	if total == 0 {
+		return 0, 0
+	}
+	rank := uint64(math.Ceil(q * float64(total)))
+	rank = max(rank, 1)
+	var cum uint64
+	for i, n := range buckets {
+		cum += n
+		if cum < rank {
+			continue
+		}
+		if i > 0 {
+			gt = uint64(Bounds[i-1] * 1e9)
+		}
+		if i < len(Bounds) {
+			le = uint64(Bounds[i] * 1e9)
+		}
+		return gt, le
+	}
+	return uint64(Bounds[len(Bounds)-1] * 1e9), 0
+}
+
+// StatusClass is "2xx" for 200..299, and so on; "failed" for 0.
+func StatusClass(status int) string {
+	if status <= 0 {
+		return "failed"
+	}
+	return fmt.Sprintf("%dxx", status/100)
+}
