@@ -119,6 +119,9 @@ type listenerState struct {
 	settle  int
 	netns   uint64
 	present bool
+	// held: the last sample's event was held back one interval because
+	// its verdict could not be told yet (undecided).
+	held bool
 }
 
 // settleSamples is how many samples after a rise of sk_drops the
@@ -368,7 +371,14 @@ func (o *Objects) gone(id listenerID, st *listenerState) {
 // up to the namespace's counter since attach, split among the listeners
 // whose sk_drops rose by their sk_drops; with the drop hook, each
 // listener's overflows are the hook's own count.
-func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.Event, error) {
+//
+// An overflow seen while the acceptor is parked, connections wait in the
+// queue and the netpoller has not reported the listener ready yet could be
+// either verdict: a healthy acceptor about to be woken (backlog_too_small)
+// or one the scheduler will not run (acceptor_starved). Such an event is
+// held back one interval, which then tells them apart; final (the last
+// sample before detaching) holds nothing back.
+func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string, final bool) ([]event.Event, error) {
 	recs, err := o.scan()
 	if err != nil {
 		return nil, err
@@ -452,6 +462,13 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string) ([]event.E
 		}
 		for i, l := range ls {
 			if overflows[i] > 0 || drops[i] > 0 {
+				if !final && !l.st.held && undecided(&l.st.last, &l.rec) {
+					// Nothing is reported or moved on: the next sample
+					// reports these drops over both intervals.
+					l.st.held = true
+					continue
+				}
+				l.st.held = false
 				e := o.explain(clock, comms[l.rec.Pid], &l.st.last, &l.rec)
 				e.Overflows, e.Drops = overflows[i], drops[i]
 				e.SkDrops = sub(l.rec.Drops, l.st.last.Drops)
@@ -604,6 +621,16 @@ func (o *Objects) explain(clock bpfobj.Clock, comm string, prev, cur *acceptqLis
 
 	e.Verdict = verdict(len(e.Acceptors), starved, cur.Eagains > prev.Eagains, cur.Parked != 0)
 	return e
+}
+
+// undecided says that the verdict on an overflow between prev and cur
+// cannot be told yet: an acceptor is parked with connections waiting and
+// the netpoller has not reported the listener ready, and none parked
+// during the interval. The netpoller of a healthy process reports it
+// within microseconds, and the one of a process whose Ps are all busy
+// within sysmon's 10 ms poll.
+func undecided(prev, cur *acceptqListenerRec) bool {
+	return cur.Parked != 0 && cur.T_ready == 0 && cur.Backlog > 0 && cur.Eagains == prev.Eagains
 }
 
 // goroutinesOf returns the live goroutines of p among ids; nil when the

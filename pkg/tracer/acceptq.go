@@ -14,9 +14,10 @@ func (t *Tracer) acceptQueues(aq *acceptq.Objects) feature {
 	return feature{
 		hooks: map[string]string{"listen_overflow": aq.Mechanism()},
 		// The last drops are sampled while the listeners still exist.
-		samplers: []sampler{{every: t.opts.OverflowInterval, atEnd: true, run: func(sink Sink) error {
-			return t.sampleOverflow(aq, sink)
-		}}},
+		samplers: []sampler{{every: t.opts.OverflowInterval, atEnd: true,
+			run: func(sink Sink) error { return t.sampleOverflow(aq, sink, false) },
+			end: func(sink Sink) error { return t.sampleOverflow(aq, sink, true) },
+		}},
 		attach: func(tg *target) error {
 			if err := aq.Baseline(uint32(tg.proc.PID)); err != nil {
 				return fmt.Errorf("reading the listeners of PID %d: %w", tg.proc.PID, err)
@@ -30,8 +31,9 @@ func (t *Tracer) acceptQueues(aq *acceptq.Objects) feature {
 }
 
 // sampleOverflow writes a listen_overflow event for every traced listener
-// that has overflows or drops not yet reported.
-func (t *Tracer) sampleOverflow(aq *acceptq.Objects, sink Sink) error {
+// that has overflows or drops not yet reported; final is the last sample,
+// which holds nothing back.
+func (t *Tracer) sampleOverflow(aq *acceptq.Objects, sink Sink, final bool) error {
 	t.mu.Lock()
 	comms := make(map[uint32]string, len(t.targets))
 	for pid, tg := range t.targets {
@@ -41,7 +43,7 @@ func (t *Tracer) sampleOverflow(aq *acceptq.Objects, sink Sink) error {
 	if len(comms) == 0 {
 		return nil
 	}
-	evs, err := aq.Sample(t.clock, comms)
+	evs, err := aq.Sample(t.clock, comms, final)
 	if err != nil {
 		// Nothing is lost: the counters are cumulative, and the next
 		// sample reports these drops.

@@ -55,6 +55,8 @@ type sampler struct {
 	// remaining targets are detached.
 	atEnd bool
 	run   func(Sink) error
+	// end, if set, is what runs at the end instead of run.
+	end func(Sink) error
 }
 
 // eventObject is a BPF object that hooks every target alike, with nothing

@@ -37,14 +37,15 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 	due, stopSamplers := startSamplers(t.samplers)
 	defer stopSamplers()
 	var ord ordering
-	end, finishing := ctx.Done(), false
+	// finishDue: the context ended, and the way out (the last samples,
+	// the detaches) starts once the attached events held for ordering
+	// are written, so that no target's last samples come before its
+	// attached event (a run of a few ms); finishing: it has started.
+	end, finishDue, finishing := ctx.Done(), false, false
 	for {
 		select {
 		case <-end:
-			end, finishing = nil, true
-			if err := t.finish(sink, ro.reason()); err != nil {
-				return err
-			}
+			end, finishDue = nil, true
 		case <-t.wake:
 		case pid := <-t.exited:
 			t.reapExited(pid)
@@ -63,6 +64,15 @@ func (t *Tracer) Run(ctx context.Context, sink Sink, ro RunOptions) error {
 		remaining, err := t.writeControl(sink, &ord)
 		if err != nil {
 			return err
+		}
+		if finishDue && ord.done() {
+			finishDue, finishing = false, true
+			if err := t.finish(sink, ro.reason()); err != nil {
+				return err
+			}
+			if remaining, err = t.writeControl(sink, &ord); err != nil {
+				return err
+			}
 		}
 		if err := sink.Flush(); err != nil {
 			return fmt.Errorf("writing events: %w", err)
@@ -187,7 +197,11 @@ func (t *Tracer) writeControlEvent(sink Sink, ev event.Event) error {
 func (t *Tracer) finish(sink Sink, reason string) error {
 	for _, s := range t.samplers {
 		if s.atEnd {
-			if err := s.run(sink); err != nil {
+			run := s.run
+			if s.end != nil {
+				run = s.end
+			}
+			if err := run(sink); err != nil {
 				return fmt.Errorf("writing event: %w", err)
 			}
 		}
