@@ -38,6 +38,17 @@ type Thresholds struct {
 	FDUsage float64 `json:"fd_usage"`
 	// CloseWait: this many sockets in CLOSE_WAIT or more is a problem.
 	CloseWait int `json:"close_wait"`
+	// RequestP99: a route whose request p99 is surely over this is a
+	// problem (warn when the histogram's bucket straddles it); routes
+	// with fewer than RequestMinCount requests are not judged.
+	RequestP99      Duration `json:"request_p99"`
+	RequestMinCount uint64   `json:"request_min_count"`
+	// Request5xxRatio: 5xx answers over this share of all requests is a
+	// problem; fewer, but any, a warning.
+	Request5xxRatio float64 `json:"request_5xx_ratio"`
+	// GCPauseP99: the p99 of the GC's stop-the-world pauses in the
+	// window over this is a problem.
+	GCPauseP99 Duration `json:"gc_pause_p99"`
 }
 
 // Defaults are the thresholds without a config file.
@@ -52,6 +63,10 @@ func Defaults() Thresholds {
 		ConnectFailureRatio: 0.01,
 		FDUsage:             0.85,
 		CloseWait:           10,
+		RequestP99:          Duration(time.Second),
+		RequestMinCount:     20,
+		Request5xxRatio:     0.01,
+		GCPauseP99:          Duration(5 * time.Millisecond),
 	}
 }
 
@@ -72,8 +87,8 @@ func LoadThresholds(path string) (Thresholds, error) {
 	if err := dec.Decode(&th); err != nil {
 		return th, fmt.Errorf("--config %s: %w (the names are in docs/diagnose.md)", path, err)
 	}
-	if th.FDUsage <= 0 || th.FDUsage > 1 || th.ConnectFailureRatio < 0 || th.ConnectFailureRatio > 1 {
-		return th, fmt.Errorf("--config %s: fd_usage and connect_failure_ratio are shares between 0 and 1", path)
+	if th.FDUsage <= 0 || th.FDUsage > 1 || th.ConnectFailureRatio < 0 || th.ConnectFailureRatio > 1 || th.Request5xxRatio < 0 || th.Request5xxRatio > 1 {
+		return th, fmt.Errorf("--config %s: fd_usage, connect_failure_ratio and request_5xx_ratio are shares between 0 and 1", path)
 	}
 	return th, nil
 }

@@ -307,7 +307,20 @@ func schedDelay(s *stream) Item {
 	return it
 }
 
-// handshake: the p99 of the successful connects' handshake times.
+// belowThreshold is how many events of kind the summaries counted but the
+// stream does not hold: with --connections notable (the default), the
+// connects that succeeded with a handshake under min_wait_ns.
+func belowThreshold(s *stream, kind string) int {
+	n := 0
+	for _, e := range s.of("summary") {
+		n += int(e.BelowThreshold[kind])
+	}
+	return n
+}
+
+// handshake: the p99 of the successful connects' handshake times. The
+// connects the stream only counts (belowThreshold) took less than
+// --min-wait: they rank below every written one.
 func handshake(s *stream) Item {
 	th := uint64(s.th.HandshakeP99)
 	it := Item{ID: "handshake", Title: "TCP handshake time", Unit: "ns",
@@ -340,13 +353,20 @@ func handshake(s *stream) Item {
 			p.stack = e.Stack
 		}
 	}
-	if len(all) == 0 {
+	fast := belowThreshold(s, "tcp_connect")
+	if len(all)+fast == 0 {
 		it.Status, it.Value, it.Measured = OK, "no connect", f64(0)
 		return it
 	}
+	// The fast ones as zeros: each is under --min-wait, and a p99 that
+	// falls among them is under it too.
+	all = append(all, make([]uint64, fast)...)
 	slices.Sort(all)
 	it.Measured = f64(float64(p99(all)))
 	it.Value = fmt.Sprintf("p99 %s over %s", dur(p99(all)), plural(len(all), "connect"))
+	if fast > 0 && p99(all) == 0 {
+		it.Value = fmt.Sprintf("p99 under %s over %s", dur(minWaitOf(s)), plural(len(all), "connect"))
+	}
 	if p99(all) <= th {
 		it.Status = OK
 		return it
@@ -403,6 +423,7 @@ func connectFailures(s *stream) Item {
 			f.goids[*e.Goid] = true
 		}
 	}
+	total += belowThreshold(s, "tcp_connect") // every one succeeded
 	if total == 0 {
 		it.Status, it.Value, it.Measured = OK, "no connect", f64(0)
 		return it
@@ -441,15 +462,20 @@ var errnoWords = map[string]string{
 	"EHOSTUNREACH": ": no route to the host",
 }
 
-// goroutineLeak: goroutine_leak events (--goroutines).
+// goroutineLeak: goroutine_leak events (from the goroutine scan, or from
+// --goroutines' uprobes in older streams).
 func goroutineLeak(s *stream) Item {
 	it := Item{ID: "goroutine_leak", Title: "Goroutine leaks", Threshold: "no site growing", Unit: "count"}
-	if s.target.Hooks["goroutines"] == "" {
+	// The goroutine scan (runtime reads) writes the events; streams of
+	// older gonetscopes have them only from --goroutines' uprobes.
+	scan := s.target.Hooks["runtime_reads"] != ""
+	if !scan && s.target.Hooks["goroutines"] == "" {
 		it.Status, it.Why = NA, "goroutine tracking was off: run with --goroutines (about 2 µs per goroutine created)"
 		return it
 	}
 	for _, l := range s.target.Limits {
-		if strings.HasPrefix(l, "no goroutine tracking") {
+		if (scan && (strings.HasPrefix(l, "no goroutine scan") || strings.HasPrefix(l, "no gc events, goroutine scan"))) ||
+			(!scan && strings.HasPrefix(l, "no goroutine tracking")) {
 			it.Status, it.Why = NA, l
 			return it
 		}
@@ -472,7 +498,7 @@ func goroutineLeak(s *stream) Item {
 			return it
 		}
 		it.Status, it.Measured = OK, f64(0)
-		it.Value = fmt.Sprintf("%d live goroutines created in the window, none growing at one site", counts[len(counts)-1].Live)
+		it.Value = fmt.Sprintf("%d live goroutines, none growing at one site", counts[len(counts)-1].Live)
 		return it
 	}
 	ls := slices.Collect(maps.Values(leaks))
@@ -508,7 +534,7 @@ func fdUsage(s *stream) Item {
 	var worst *Event
 	ratio := -1.0
 	why := ""
-	for _, e := range s.of("process") {
+	for _, e := range fdSnapshots(s) {
 		if e.OpenFDs == nil {
 			why = e.Unknown["open_fds"]
 			continue
@@ -525,7 +551,7 @@ func fdUsage(s *stream) Item {
 	errs := s.of("accept_error")
 	if worst == nil && len(errs) == 0 {
 		it.Status = NA
-		it.Why = "no process snapshot in the stream (diagnose records them; trace does not)"
+		it.Why = "no process snapshot, summary with fds or fd_pressure in the stream"
 		if why != "" {
 			it.Why = "open fds unknown: " + why
 		}
@@ -739,6 +765,16 @@ func dur(ns uint64) string {
 		return d.Round(time.Microsecond).String()
 	}
 	return d.String()
+}
+
+// minWaitOf is the attached event's min_wait_ns (0 when absent).
+func minWaitOf(s *stream) uint64 {
+	for _, e := range s.evs {
+		if e.Event == "attached" {
+			return e.MinWaitNs
+		}
+	}
+	return 0
 }
 
 func minWaitNote(s *stream) string {

@@ -228,11 +228,11 @@ var checks = []func(*stream) Item{
 	tcpStates,
 	gomaxprocs,
 	lostEvents,
-	notYet("gc_pauses", "GC pauses", "no GC signal yet: GC pause events come with issue 14"),
-	notYet("heap", "Heap and allocation", "no heap signal yet: the heap profile comes with issue 14"),
+	gcPauses,
+	notYet("heap", "Heap and allocation", "no heap verdict yet: gc events carry heap_live, heap_goal and the allocation rate; 'gonetscope profile --kind heap' writes the heap profile"),
 	notYet("lock_contention", "Lock contention", "no contention signal yet: --contention comes with issue 14"),
-	notYet("read_deadlines", "Reads without deadline", "no deadline signal yet: no_deadline events come with issue 14"),
-	notYet("http_requests", "Request latency and 5xx", "no request signal yet: http_request events come with issue 15"),
+	readDeadlines,
+	httpRequests,
 	notYet("cpu_hotspots", "CPU hot spots", "not in the event stream: 'gonetscope profile --kind cpu' writes a CPU profile; diagnose keeping profiles is issue 16's next step"),
 }
 

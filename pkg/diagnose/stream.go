@@ -66,6 +66,9 @@ type Event struct {
 	IntervalNs uint64               `json:"interval_ns"`
 	Waits      map[string]WaitStats `json:"waits"`
 	Suppressed map[string]uint64    `json:"suppressed"`
+	// BelowThreshold: connects and accepts counted, not written: fast
+	// and successful (trace --connections notable, the default).
+	BelowThreshold map[string]uint64 `json:"below_threshold"`
 
 	// goroutines, goroutine_leak
 	Live        int64           `json:"live"`
@@ -79,6 +82,27 @@ type Event struct {
 	ParkedOn    []string        `json:"parked_on"`
 	OldestAgeNs uint64          `json:"oldest_age_ns"`
 
+	// gc
+	NumGC        uint32   `json:"num_gc"`
+	PauseTotalNs uint64   `json:"pause_total_ns"`
+	Cycles       uint32   `json:"cycles"`
+	PausesNs     []uint64 `json:"pauses_ns"`
+	PausesMissed uint32   `json:"pauses_missed"`
+	HeapAfter    *uint64  `json:"heap_after"`
+	HeapLive     uint64   `json:"heap_live"`
+	HeapGoal     uint64   `json:"heap_goal"`
+	GOGC         *int32   `json:"gogc"`
+	AllocRate    *float64 `json:"alloc_bytes_per_sec"`
+
+	// no_deadline
+	ParkedNs uint64 `json:"parked_ns"`
+	Func     string `json:"func"`
+
+	// summary (fds), fd_pressure (open, limit)
+	FDs   *FDs   `json:"fds"`
+	Open  *int   `json:"open"`
+	Limit uint64 `json:"limit"`
+
 	// process (and accept_error's open_fds, fd_limit)
 	OpenFDs      *int              `json:"open_fds"`
 	FDLimit      uint64            `json:"fd_limit"`
@@ -88,6 +112,9 @@ type Event struct {
 	CPUQuota     *float64          `json:"cpu_quota"`
 	CPUQuotaFrom string            `json:"cpu_quota_from"`
 	Unknown      map[string]string `json:"unknown"`
+
+	// http_routes, http_request (requests.go)
+	httpFields
 }
 
 // Frame is one stack frame; PC is set instead when it was not symbolized.
@@ -123,6 +150,13 @@ type GoroutineSite struct {
 	Site      string `json:"site"`
 	CreatedAt string `json:"created_at"`
 	Live      int64  `json:"live"`
+}
+
+// FDs are a summary's fds.
+type FDs struct {
+	Open      int            `json:"open"`
+	Limit     uint64         `json:"limit"`
+	TCPStates map[string]int `json:"tcp_states"`
 }
 
 // Socket is one socket of a process event's close_wait.

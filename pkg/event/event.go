@@ -85,7 +85,8 @@ func (f frameJSON) MarshalZerologObject(e *zerolog.Event) {
 func (h *Header) Head() *Header { return h }
 
 func (h *Header) marshal(e *zerolog.Event) {
-	e.Str("time", h.Time.Format(TimeFormat)).
+	var buf [len(TimeFormat)]byte
+	e.Bytes("time", AppendTime(buf[:0], h.Time)).
 		Str("event", h.Event).
 		Uint32("pid", h.PID).
 		Uint32("tid", h.TID).
@@ -111,12 +112,13 @@ type Addrs struct {
 }
 
 func (a Addrs) marshal(e *zerolog.Event) {
+	var buf [len("ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255%")]byte
 	if a.Local.IsValid() {
-		e.Str("laddr", a.Local.String()).Uint16("lport", a.LocalPort)
+		e.Bytes("laddr", a.Local.AppendTo(buf[:0])).Uint16("lport", a.LocalPort)
 	}
 	// A listener has no peer: its remote half is all zero.
 	if a.Remote.IsValid() && !(a.Remote.IsUnspecified() && a.RemotePort == 0) {
-		e.Str("raddr", a.Remote.String()).Uint16("rport", a.RemotePort)
+		e.Bytes("raddr", a.Remote.AppendTo(buf[:0])).Uint16("rport", a.RemotePort)
 	}
 }
 
@@ -335,14 +337,19 @@ type GoroutineSite struct {
 	Site      string // the function the goroutines run
 	CreatedAt string // file:line of the go statement
 	CreatedBy string // the function with the go statement
-	Live      int64  // created - exited since the attach
+	Live      int64  // live now (counted in the runtime's goroutine list)
+	// Created and Exited count since the attach, with --goroutines
+	// (Lifecycle); not written otherwise.
 	Created   uint64
 	Exited    uint64
+	Lifecycle bool
 }
 
 func (s GoroutineSite) MarshalZerologObject(e *zerolog.Event) {
-	e.Str("site", s.Site).Str("created_at", s.CreatedAt).Str("created_by", s.CreatedBy).
-		Int64("live", s.Live).Uint64("created", s.Created).Uint64("exited", s.Exited)
+	e.Str("site", s.Site).Str("created_at", s.CreatedAt).Str("created_by", s.CreatedBy).Int64("live", s.Live)
+	if s.Lifecycle {
+		e.Uint64("created", s.Created).Uint64("exited", s.Exited)
+	}
 }
 
 type goroutineSites []GoroutineSite
@@ -357,14 +364,18 @@ func (ss goroutineSites) MarshalZerologArray(a *zerolog.Array) {
 // those created since the attach (--goroutines).
 type Goroutines struct {
 	Header
-	Live      int64           // all sites
+	Live      int64           // all sites: what runtime.NumGoroutine says
+	System    int64           // the runtime's own goroutines, not in Live
 	Sites     []GoroutineSite // the top sites by live count
 	Untracked uint64          // creations not tracked: the maps were full
+	// ScanNs is how long reading the goroutine list took.
+	ScanNs uint64
 }
 
 func (g *Goroutines) MarshalZerologObject(e *zerolog.Event) {
 	g.marshal(e)
-	e.Int64("live", g.Live).Array("sites", goroutineSites(g.Sites)).Uint64("untracked", g.Untracked)
+	e.Int64("live", g.Live).Int64("system", g.System).Array("sites", goroutineSites(g.Sites)).Uint64("untracked", g.Untracked).
+		Uint64("scan_ns", g.ScanNs)
 }
 
 // GoroutineLeak: a creation site whose live goroutines kept growing.

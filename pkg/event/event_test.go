@@ -333,3 +333,21 @@ func TestJSONContainer(t *testing.T) {
 		"hooks": map[string]any{}, "min_wait_ns": 1,
 	})
 }
+
+// AppendTime writes what time.Format does, across seconds, zones and
+// nanoseconds with leading zeros, from its cache and without it.
+func TestAppendTime(t *testing.T) {
+	east := time.FixedZone("east", 5*3600+30*60)
+	base := time.Date(2026, 12, 1, 23, 59, 58, 7, time.UTC)
+	for _, tm := range []time.Time{
+		base, base.Add(time.Nanosecond), base.Add(999_999_992), base.Add(time.Second + 5),
+		base.In(east), base.Add(2 * time.Second).In(east), base.Local(), base.Add(123_456_789),
+		time.Date(1999, 1, 2, 3, 4, 5, 0, time.UTC),
+	} {
+		for range 2 { // the second call hits the cache
+			if got, want := string(AppendTime([]byte("x"), tm)), "x"+tm.Format(TimeFormat); got != want {
+				t.Errorf("AppendTime(%v) = %q, want %q", tm, got, want)
+			}
+		}
+	}
+}

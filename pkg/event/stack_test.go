@@ -63,7 +63,7 @@ func TestStackJSON(t *testing.T) {
 }
 
 func TestGoroutineLeakJSON(t *testing.T) {
-	site := GoroutineSite{Site: "main.leaked", CreatedAt: "/src/main.go:42", CreatedBy: "main.main", Live: 60, Created: 61, Exited: 1}
+	site := GoroutineSite{Site: "main.leaked", CreatedAt: "/src/main.go:42", CreatedBy: "main.main", Live: 60, Created: 61, Exited: 1, Lifecycle: true}
 	leak := &GoroutineLeak{Header: hdr(withGoid, "goroutine_leak"), GoroutineSite: site, Growth: []int64{20, -3, 23},
 		IntervalNs: 1e9, OldestGoids: []uint64{7, 9}, ParkedOn: []string{"chan receive", ""}, OldestAgeNs: 3e9}
 	var got struct {
@@ -97,5 +97,14 @@ func TestGoroutineLeakJSON(t *testing.T) {
 	decodeInto(t, &Goroutines{Header: hdr(withGoid, "goroutines"), Live: 60, Sites: []GoroutineSite{site}, Untracked: 3}, &sum)
 	if sum.Live != 60 || sum.Untracked != 3 || len(sum.Sites) != 1 || sum.Sites[0].Site != "main.leaked" || sum.Sites[0].Live != 60 {
 		t.Errorf("goroutines JSON %+v", sum)
+	}
+	// Without --goroutines there are no lifecycle counts: none written.
+	site.Lifecycle = false
+	var m struct {
+		Sites []map[string]any `json:"sites"`
+	}
+	decodeInto(t, &Goroutines{Header: hdr(withGoid, "goroutines"), Live: 60, Sites: []GoroutineSite{site}}, &m)
+	if _, ok := m.Sites[0]["created"]; ok || m.Sites[0]["live"] != float64(60) {
+		t.Errorf("a site without lifecycle counts written as %v", m.Sites[0])
 	}
 }

@@ -17,8 +17,13 @@ type Summary struct {
 	// Waits by netpoll mode ("read", "write", "accept", "connect").
 	Waits map[string]WaitStats
 	// Written and Suppressed count events by type: suppressed ones went
-	// over the rate limit and were not written.
-	Written, Suppressed map[string]uint64
+	// over the rate limit and were not written. BelowThreshold counts
+	// the connects and accepts not written because they were not notable
+	// (--connections notable: fast and successful).
+	Written, Suppressed, BelowThreshold map[string]uint64
+	// FDs are its open fds, limit and TCP sockets by state at the
+	// summary; nil when /proc could not be read.
+	FDs *FDs
 }
 
 // WaitStats aggregates netpoll waits. P50Ns and P99Ns (of the waits) and
@@ -50,6 +55,10 @@ func (s *Summary) MarshalZerologObject(e *zerolog.Event) {
 	e.Dict("waits", waits)
 	e.Dict("written", countsOf(s.Written))
 	e.Dict("suppressed", countsOf(s.Suppressed))
+	e.Dict("below_threshold", countsOf(s.BelowThreshold))
+	if s.FDs != nil {
+		e.Object("fds", s.FDs)
+	}
 }
 
 func countsOf(m map[string]uint64) *zerolog.Event {

@@ -37,6 +37,9 @@ type Source interface {
 	// Listeners are the traced processes' TCP listeners, from the one
 	// listener iterator (pkg/acceptq).
 	Listeners() ([]acceptq.Listener, error)
+	// Runtime is the source's own reader of a traced process's runtime,
+	// or nil: the collector then opens one of its own.
+	Runtime(pid int) *goruntime.Process
 }
 
 // FirstBucket is the lowest histogram bucket exposed: values up to 2^10 ns
@@ -124,6 +127,8 @@ type Collector struct {
 
 	mu         sync.Mutex
 	goroutines map[int]*goroutineReader
+	// routes are the request routes with series of their own (requests.go).
+	routes routeCaps
 }
 
 // goroutineReader is the goroutine table of one process (or why there is none).
@@ -152,6 +157,9 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- listenDropsDesc
 	ch <- listenBacklogDesc
 	ch <- listenBacklogMaxDesc
+	describeRequests(ch)
+	describeGC(ch)
+	ch <- tcpSocketsDesc
 	c.errors.Describe(ch)
 }
 
@@ -172,10 +180,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(fdLimitDesc, prometheus.GaugeValue, v, pid, p.Comm)
 		}
+		collectTCPStates(ch, p.PID, pid, p.Comm)
 	}
 
 	c.collectGoroutines(ch, procs)
 	c.collectListeners(ch, procs)
+	c.collectRequests(ch, comm)
 
 	hists, err := c.src.Hists()
 	if err != nil {
@@ -246,17 +256,20 @@ func (c *Collector) collectGoroutines(ch chan<- prometheus.Metric, procs []proc.
 		}
 		if r == nil {
 			r = &goroutineReader{startTicks: p.StartTicks}
-			r.p, r.err = goruntime.OpenProcess(p.PID, nil)
+			if r.p = c.src.Runtime(p.PID); r.p == nil {
+				r.p, r.err = goruntime.OpenProcess(p.PID, nil)
+			}
 			c.goroutines[p.PID] = r
 		}
 		if r.p == nil {
 			continue
 		}
+		pid := strconv.Itoa(p.PID)
+		collectGC(ch, r.p, pid, p.Comm)
 		sites, err := BySite(r.p)
 		if err != nil {
 			continue
 		}
-		pid := strconv.Itoa(p.PID)
 		for site, n := range TopN(sites, TopSites) {
 			ch <- prometheus.MustNewConstMetric(goroutinesDesc, prometheus.GaugeValue, float64(n), pid, p.Comm, site)
 		}

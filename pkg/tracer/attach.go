@@ -3,6 +3,7 @@ package tracer
 import (
 	"fmt"
 	"os"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -19,6 +20,9 @@ func (t *Tracer) Attach(pid int) (*event.Attached, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Reading the binary's DWARF leaves a few MB of garbage: returned at
+	// once, attaching does not raise the daemon's RSS for good.
+	defer debug.FreeOSMemory()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if _, ok := t.targets[pid]; ok {
@@ -40,13 +44,17 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	if ns.InPIDNamespace() && v.G_goid != 0 && !nsThreadIDsReadable() {
 		bin.Limits = append(bin.Limits, "no goroutine ids and no netpoll_wait: the target is in a PID namespace of its own, and this kernel's BTF lacks task_struct.thread_pid or pid.numbers to find its threads' ids there")
 	}
-	var rt *goruntime.Process
-	if t.opts.Stacks || t.opts.Goroutines {
-		if rt, err = goruntime.OpenProcess(pid, bin); err != nil {
-			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks or goroutine tracking: %v", err))
-		} else if t.opts.Stacks {
-			v.Stacks = 1
+	// One reader of the target's runtime, opened here, for every feature
+	// and the metrics (the symbol table is mapped, not read, so this is
+	// cheap even for a large binary).
+	rt, err := goruntime.OpenProcess(pid, bin)
+	if err != nil {
+		rt = nil
+		if t.opts.Stacks || t.opts.Goroutines || t.opts.Requests {
+			bin.Limits = append(bin.Limits, fmt.Sprintf("no stacks, goroutine tracking or request tracing: %v", err))
 		}
+	} else if t.opts.Stacks {
+		v.Stacks = 1
 	}
 	t.execs.Reset(pid)
 	// Connections accepted before attach, so their idle waits are known

@@ -5,6 +5,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
@@ -19,6 +20,16 @@ func (t *Tracer) TracedProcesses() []proc.Process {
 		ps = append(ps, tg.proc)
 	}
 	return ps
+}
+
+// Runtime is the reader of pid's runtime opened at attach, or nil.
+func (t *Tracer) Runtime(pid int) *goruntime.Process {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if tg := t.targets[pid]; tg != nil && tg.rt != nil {
+		return tg.rt
+	}
+	return nil
 }
 
 // Hists reads the in-kernel histograms and counters of every BPF object.

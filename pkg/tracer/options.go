@@ -27,12 +27,26 @@ type Options struct {
 	// Stacks: netpoll_wait, tcp_connect and tcp_accept carry the
 	// goroutine's symbolized user stack.
 	Stacks bool
-	// Goroutines tracks goroutine creation and exit (uprobes) for the
-	// goroutines and goroutine_leak events, every GoroutineInterval
-	// (zero: 10s), with the GoroutineTop sites (zero: 10).
+	// Goroutines tracks goroutine creation and exit (uprobes): created and
+	// exited counts per site in the goroutines event, which a scan of the
+	// goroutine list writes every GoroutineInterval (zero: 10s) with the
+	// GoroutineTop sites (zero: 10), --goroutines or not.
 	Goroutines        bool
 	GoroutineInterval time.Duration
 	GoroutineTop      int
+	// Requests traces net/http server and client requests (uprobes,
+	// pkg/requests): histograms per route, and http_request and
+	// http_client_request events for those of at least SlowRequest
+	// (zero: all).
+	Requests    bool
+	SlowRequest time.Duration
+	// HealthInterval is how often each target's GC records and fds are
+	// read (gc, fd_pressure). Zero: 1s. NoDeadlineAfter is how long a
+	// goroutine stays parked on a socket without a deadline before
+	// no_deadline says so. Zero: 30s. The goroutine list is scanned every
+	// GoroutineInterval, --goroutines or not.
+	HealthInterval  time.Duration
+	NoDeadlineAfter time.Duration
 	// OverflowInterval is how often the traced listeners' accept queues
 	// are sampled for listen_overflow, and execs checked. Zero: 100ms.
 	OverflowInterval time.Duration
@@ -55,6 +69,12 @@ type Options struct {
 	// connection waiting for its client's next request, an accept finding
 	// no connection. They count in the histograms either way.
 	IdleWaits bool
+	// AllConnections writes every tcp_connect and tcp_accept
+	// (--connections all). Otherwise only the notable ones are: a connect
+	// that failed or whose handshake took at least MinWait, an accept
+	// that waited in the queue at least MinWait; the rest are counted in
+	// the summary (below_threshold) and the metrics.
+	AllConnections bool
 	// CostStage and WakeupEach are for make bench's cost table only (see
 	// netpoll.Options); zero values run everything, batching wake-ups.
 	CostStage  netpoll.CostStage
@@ -77,6 +97,12 @@ func (opts Options) withDefaults() Options {
 	}
 	if opts.GoroutineTop == 0 {
 		opts.GoroutineTop = 10
+	}
+	if opts.HealthInterval == 0 {
+		opts.HealthInterval = time.Second
+	}
+	if opts.NoDeadlineAfter == 0 {
+		opts.NoDeadlineAfter = 30 * time.Second
 	}
 	if opts.OverflowInterval == 0 {
 		opts.OverflowInterval = 100 * time.Millisecond

@@ -14,6 +14,9 @@ type perTarget struct {
 	tokens              float64
 	refilled            time.Time
 	written, suppressed map[string]uint64
+	// below counts events of a chosen kind not written because they were
+	// below their threshold (Options.AllConnections).
+	below map[string]uint64
 	// hists are the cumulative netpoll histograms at the last summary.
 	hists map[histID]bpfobj.Hist
 	since time.Time
@@ -26,15 +29,16 @@ func (t *Tracer) perTarget(pid uint32) *perTarget {
 	if pt == nil {
 		now := time.Now()
 		pt = &perTarget{tokens: float64(t.opts.MaxEventsPerSec), refilled: now, since: now,
-			written: map[string]uint64{}, suppressed: map[string]uint64{}}
+			written: map[string]uint64{}, suppressed: map[string]uint64{}, below: map[string]uint64{}}
 		t.perPID[pid] = pt
 	}
 	return pt
 }
 
-// admit says whether ev is written: its kind was chosen (--events), and
-// its target is within its rate limit. Events over the limit are counted
-// in the target's next summary, never dropped silently.
+// admit says whether ev is written: its kind was chosen (--events), it is
+// notable (--connections), and its target is within its rate limit.
+// Events below their threshold or over the limit are counted in the
+// target's next summary, never dropped silently.
 func (t *Tracer) admit(ev event.Event) bool {
 	h := ev.Head()
 	switch h.Event {
@@ -48,6 +52,10 @@ func (t *Tracer) admit(ev event.Event) bool {
 		return true
 	}
 	pt := t.perTarget(h.PID)
+	if !t.opts.AllConnections && !t.notable(ev) {
+		pt.below[h.Event]++
+		return false
+	}
 	if rate := float64(t.opts.MaxEventsPerSec); rate > 0 {
 		now := time.Now()
 		pt.tokens = min(rate, pt.tokens+now.Sub(pt.refilled).Seconds()*rate)
@@ -59,6 +67,20 @@ func (t *Tracer) admit(ev event.Event) bool {
 		pt.tokens--
 	}
 	pt.written[h.Event]++
+	return true
+}
+
+// notable says whether a connect or an accept is worth a line: a connect
+// that failed or whose handshake took at least MinWait, an accept whose
+// connection waited in the queue at least MinWait. Every other event is.
+func (t *Tracer) notable(ev event.Event) bool {
+	minWait := uint64(t.opts.MinWait)
+	switch e := ev.(type) {
+	case *event.TCPConnect:
+		return e.Result != "ok" || e.HandshakeNs >= minWait
+	case *event.TCPAccept:
+		return e.QueueWaitKnown && e.QueueWaitNs >= minWait
+	}
 	return true
 }
 
@@ -124,7 +146,8 @@ func (t *Tracer) summarize(sink Sink, procs map[uint32]event.Header) error {
 	for pid, hdr := range procs {
 		pt := t.perTarget(pid)
 		s := &event.Summary{Header: hdr, IntervalNs: uint64(now.Sub(pt.since).Nanoseconds()),
-			Waits: map[string]event.WaitStats{}, Written: pt.written, Suppressed: pt.suppressed}
+			Waits: map[string]event.WaitStats{}, Written: pt.written, Suppressed: pt.suppressed, BelowThreshold: pt.below}
+		s.FDs, _ = readFDs(int(pid), true)
 		for id, h := range cur[pid] {
 			if id.metric != "netpoll_wait" {
 				continue
@@ -148,7 +171,7 @@ func (t *Tracer) summarize(sink Sink, procs map[uint32]event.Header) error {
 			return err
 		}
 		pt.hists, pt.since = cur[pid], now
-		pt.written, pt.suppressed = map[string]uint64{}, map[string]uint64{}
+		pt.written, pt.suppressed, pt.below = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ package tracer
 
 import (
 	"maps"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/requests"
 	"github.com/gonetscope/gonetscope/pkg/tcp"
 )
 
@@ -49,6 +51,8 @@ type Tracer struct {
 	execs *execwatch.Objects
 	// acceptq lists the listeners for the metrics.
 	acceptq *acceptq.Objects
+	// requests are the net/http probes (--requests), or nil.
+	requests *requests.Objects
 	// features, in the order they attach to a target.
 	features []feature
 	hooks    map[string]string
@@ -90,7 +94,7 @@ type target struct {
 	exe   string
 	since time.Time
 	// rt is the live process (symbols, goroutine table); nil without
-	// --stacks or --goroutines.
+	// --stacks, --goroutines or --requests.
 	rt *goruntime.Process
 	// exit reports its exit; nil without pidfds.
 	exit *exitWatch
@@ -126,6 +130,10 @@ func New(opts Options) (*Tracer, error) {
 		t.Close()
 		return nil, err
 	}
+	// Loading allocated about 30 MB (the kernel's BTF, decoded) to keep
+	// a few; give the rest back now rather than when the scavenger gets
+	// to it, so that a daemon at rest holds what it uses.
+	debug.FreeOSMemory()
 	return t, nil
 }
 
@@ -134,7 +142,7 @@ func New(opts Options) (*Tracer, error) {
 func (t *Tracer) load() error {
 	opts := t.opts
 	np, err := netpoll.Load(netpoll.Options{RingBufferBytes: opts.RingBufferBytes, Events: opts.Events, IdleWaits: opts.IdleWaits, CostStage: opts.CostStage, WakeupEach: opts.WakeupEach,
-		WakeupInterval: opts.DrainInterval, Hooks: opts.Hooks})
+		WakeupInterval: opts.DrainInterval, Hooks: opts.Hooks, TrackRequests: opts.Requests})
 	if err != nil {
 		return err
 	}
@@ -152,13 +160,19 @@ func (t *Tracer) load() error {
 	if t.execs, err = execwatch.Load(np.Targets()); err != nil {
 		return err
 	}
-	if opts.Goroutines {
-		gr, err := goroutines.Load(np.Targets())
-		if err != nil {
+	if opts.Requests {
+		if err := t.loadRequests(); err != nil {
 			return err
 		}
-		t.plug(t.goroutineTracking(gr))
 	}
+	var lifecycle *goroutines.Objects
+	if opts.Goroutines {
+		if lifecycle, err = goroutines.Load(np.Targets()); err != nil {
+			return err
+		}
+		t.plug(t.goroutineTracking(lifecycle))
+	}
+	t.plug(t.runtimeHealth(lifecycle))
 	// Each object hooks accept4 and connect itself, the same way on one
 	// kernel; if any fell back to the syscall tracepoints, the host pays.
 	for _, m := range []string{tc.Hooks()[bpfobj.SocketCalls], t.acceptq.CallsMechanism()} {

@@ -1,0 +1,56 @@
+package diagnose
+
+import (
+	"strings"
+	"testing"
+)
+
+func routesEvent(pid uint32, rs ...HTTPRoute) Event {
+	e := Event{Event: "http_routes", PID: pid}
+	e.Routes = rs
+	return e
+}
+
+// The p99 lies in (gt, le]: surely over request_p99 is a problem, a
+// bucket that straddles it a warning, below it ok; a route with too few
+// requests is not judged; 5xx over the ratio is a problem, under it a
+// warning.
+func TestHTTPRequestsItem(t *testing.T) {
+	ok2xx := map[string]uint64{"2xx": 100}
+	for _, c := range []struct {
+		name  string
+		route HTTPRoute
+		want  string
+	}{
+		{"fast", HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: ok2xx, P99GtNs: 250e6, P99LeNs: 500e6}, OK},
+		{"straddles", HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: ok2xx, P99GtNs: 750e6, P99LeNs: 1e9 + 1}, Warn},
+		{"slow", HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: ok2xx, P99GtNs: 2.5e9, P99LeNs: 5e9}, Problem},
+		{"above the last bucket", HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: ok2xx, P99GtNs: 10e9}, Problem},
+		{"slow but few", HTTPRoute{Method: "GET", Route: "/a", Count: 5, Status: map[string]uint64{"2xx": 5}, P99GtNs: 2.5e9, P99LeNs: 5e9}, OK},
+		{"some 5xx", HTTPRoute{Method: "GET", Route: "/a", Count: 1000, Status: map[string]uint64{"2xx": 995, "5xx": 5}, P99LeNs: 5e6}, Warn},
+		{"many 5xx", HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: map[string]uint64{"2xx": 90, "5xx": 10}, P99LeNs: 5e6}, Problem},
+	} {
+		r, err := Analyze([]Event{attached(7), routesEvent(7, c.route)}, 7, Defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if it := itemOf(t, r, "http_requests"); it.Status != c.want {
+			t.Errorf("%s: %s %q, want %s", c.name, it.Status, it.Value, c.want)
+		}
+	}
+}
+
+// Without request events the item is n/a and says why: the target's
+// limits when request tracing was off for it.
+func TestHTTPRequestsNA(t *testing.T) {
+	r, _ := Analyze([]Event{attached(7)}, 7, Defaults())
+	if it := itemOf(t, r, "http_requests"); it.Status != NA || !strings.Contains(it.Why, "--requests") {
+		t.Errorf("no http_routes: %s %q", it.Status, it.Why)
+	}
+	a := attached(7)
+	a.Limits = []string{"no http_request: no net/http server in the program"}
+	r, _ = Analyze([]Event{a}, 7, Defaults())
+	if it := itemOf(t, r, "http_requests"); it.Status != NA || !strings.Contains(it.Why, "no net/http server") {
+		t.Errorf("no server: %s %q", it.Status, it.Why)
+	}
+}

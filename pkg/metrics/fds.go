@@ -1,0 +1,24 @@
+package metrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+var tcpSocketsDesc = desc("tcp_sockets", "The target's TCP sockets by state (ESTABLISHED, CLOSE_WAIT, LISTEN, ...), from its fds and /proc/PID/net/tcp*.", "state")
+
+// collectTCPStates emits pid's TCP sockets by state.
+func collectTCPStates(ch chan<- prometheus.Metric, pid int, labels ...string) {
+	socks, err := proc.TCPSockets(pid)
+	if err != nil {
+		return
+	}
+	states := map[string]int{}
+	for _, s := range socks {
+		states[s.State]++
+	}
+	for st, n := range states {
+		ch <- prometheus.MustNewConstMetric(tcpSocketsDesc, prometheus.GaugeValue, float64(n), append(labels, st)...)
+	}
+}

@@ -1,0 +1,177 @@
+package metrics
+
+import (
+	"cmp"
+	"net"
+	"slices"
+	"strconv"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gonetscope/gonetscope/pkg/requests"
+)
+
+// RequestSource is a Source that also has request-duration histograms
+// (pkg/requests, --requests): *tracer.Tracer is one.
+type RequestSource interface {
+	RequestHists() ([]requests.Hist, error)
+	RequestCounts() *requests.Counts
+}
+
+// MaxRoutes is how many routes (server) or hosts (client) of one target
+// get series of their own; the rest are route "other" (host "other"),
+// counted in gonetscope_http_routes_overflow_total.
+const MaxRoutes = 100
+
+// The OpenTelemetry HTTP metrics (semantic conventions: names, seconds,
+// the default buckets), as Prometheus names them, per target.
+var (
+	serverDurationDesc = prometheus.NewDesc("http_server_request_duration_seconds",
+		"Duration of net/http server requests of the target: ServeHTTP called to the handler returned (OpenTelemetry http.server.request.duration).",
+		append(append([]string{}, base...), "http_request_method", "http_route", "http_response_status_code"), nil)
+	clientDurationDesc = prometheus.NewDesc("http_client_request_duration_seconds",
+		"Duration of net/http client round trips (HTTP/1) the target made (OpenTelemetry http.client.request.duration); http_response_status_code is empty when the round trip failed.",
+		append(append([]string{}, base...), "http_request_method", "server_address", "server_port", "http_response_status_code"), nil)
+	routesOverflowDesc = prometheus.NewDesc("gonetscope_http_routes_overflow_total",
+		"Requests counted under http_route=\"other\" (server_address for clients) because the target had more routes than gonetscope keeps apart.",
+		append(append([]string{}, base...), "kind"), nil)
+	requestsUntrackedDesc = prometheus.NewDesc("gonetscope_http_requests_untracked_total",
+		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips).",
+		[]string{"reason"}, nil)
+)
+
+// routeCaps remembers, per target and kind, the routes that have series
+// of their own: the first MaxRoutes seen, so a series never changes name.
+type routeCaps struct {
+	mu   sync.Mutex
+	kept map[uint32]map[bool]map[string]bool
+}
+
+func (rc *routeCaps) admit(pid uint32, client bool, route string) bool {
+	if rc.kept == nil {
+		rc.kept = map[uint32]map[bool]map[string]bool{}
+	}
+	byKind := rc.kept[pid]
+	if byKind == nil {
+		byKind = map[bool]map[string]bool{}
+		rc.kept[pid] = byKind
+	}
+	set := byKind[client]
+	if set == nil {
+		set = map[string]bool{}
+		byKind[client] = set
+	}
+	if set[route] {
+		return true
+	}
+	if len(set) >= MaxRoutes {
+		return false
+	}
+	set[route] = true
+	return true
+}
+
+func describeRequests(ch chan<- *prometheus.Desc) {
+	ch <- serverDurationDesc
+	ch <- clientDurationDesc
+	ch <- routesOverflowDesc
+	ch <- requestsUntrackedDesc
+}
+
+// collectRequests emits the request histograms of the traced targets
+// (comm by PID), merging what the caps fold together.
+func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32]string) {
+	src, ok := c.src.(RequestSource)
+	if !ok {
+		return
+	}
+	hists, err := src.RequestHists()
+	if err != nil {
+		c.errors.Inc()
+		return
+	}
+	if cnt := src.RequestCounts(); cnt != nil {
+		for reason, n := range map[string]uint64{"hist_full": cnt.HistFull, "no_start": cnt.NoStart, "client_no_start": cnt.ClientNoStart} {
+			ch <- prometheus.MustNewConstMetric(requestsUntrackedDesc, prometheus.CounterValue, float64(n), reason)
+		}
+	}
+	// Admit routes in a stable order: the busiest first.
+	slices.SortFunc(hists, func(a, b requests.Hist) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Status, b.Status))
+	})
+	type series struct {
+		desc   *prometheus.Desc
+		labels []string
+		count  uint64
+		sumNs  uint64
+		bucket []uint64
+	}
+	merged := map[string]*series{}
+	var order []string
+	type overflowKey struct{ pid, comm, kind string }
+	overflow := map[overflowKey]uint64{}
+	c.routes.mu.Lock()
+	for _, h := range hists {
+		name, traced := comm[h.PID]
+		if !traced {
+			continue
+		}
+		pid := strconv.Itoa(int(h.PID))
+		route := h.Route
+		if !c.routes.admit(h.PID, h.Client, route) {
+			route = "other"
+			kind := "server"
+			if h.Client {
+				kind = "client"
+			}
+			overflow[overflowKey{pid, name, kind}] += h.Count
+		}
+		status := ""
+		if h.Status != 0 {
+			status = strconv.Itoa(h.Status)
+		}
+		desc, labels := serverDurationDesc, []string{pid, name, h.Method, route, status}
+		if h.Client {
+			host, port, err := net.SplitHostPort(route)
+			if err != nil {
+				host, port = route, ""
+			}
+			desc, labels = clientDurationDesc, []string{pid, name, h.Method, host, port, status}
+		}
+		key := desc.String() + "\x00" + stringsKey(labels)
+		s := merged[key]
+		if s == nil {
+			s = &series{desc: desc, labels: labels, bucket: make([]uint64, len(h.Buckets))}
+			merged[key] = s
+			order = append(order, key)
+		}
+		s.count += h.Count
+		s.sumNs += h.SumNs
+		for i, n := range h.Buckets {
+			s.bucket[i] += n
+		}
+	}
+	c.routes.mu.Unlock()
+	for _, k := range order {
+		s := merged[k]
+		buckets := make(map[float64]uint64, len(requests.Bounds))
+		var cum uint64
+		for i, b := range requests.Bounds {
+			cum += s.bucket[i]
+			buckets[b] = cum
+		}
+		ch <- prometheus.MustNewConstHistogram(s.desc, s.count, float64(s.sumNs)/1e9, buckets, s.labels...)
+	}
+	for k, n := range overflow {
+		ch <- prometheus.MustNewConstMetric(routesOverflowDesc, prometheus.CounterValue, float64(n), k.pid, k.comm, k.kind)
+	}
+}
+
+func stringsKey(ss []string) string {
+	var b []byte
+	for _, s := range ss {
+		b = append(append(b, s...), 0)
+	}
+	return string(b)
+}

@@ -1,0 +1,96 @@
+package metrics
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/gonetscope/gonetscope/pkg/acceptq"
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/requests"
+)
+
+// fakeRequests is a Source with request histograms.
+type fakeRequests struct {
+	procs []proc.Process
+	hists []requests.Hist
+}
+
+func (f *fakeRequests) TracedProcesses() []proc.Process          { return f.procs }
+func (f *fakeRequests) Hists() ([]bpfobj.Hist, error)            { return nil, nil }
+func (f *fakeRequests) LostTotals() map[string]map[string]uint64 { return nil }
+func (f *fakeRequests) Listeners() ([]acceptq.Listener, error)   { return nil, nil }
+func (f *fakeRequests) RequestHists() ([]requests.Hist, error)   { return f.hists, nil }
+func (f *fakeRequests) RequestCounts() *requests.Counts          { return &requests.Counts{NoStart: 2} }
+func (f *fakeRequests) Runtime(int) *goruntime.Process           { return nil }
+
+func hist(route string, count uint64, status int) requests.Hist {
+	b := make([]uint64, len(requests.Bounds)+1)
+	b[0] = count
+	return requests.Hist{PID: 1, Method: "GET", Route: route, Status: status, Count: count, SumNs: count * 1000, Buckets: b}
+}
+
+// TestRouteCap: a target's first MaxRoutes routes (busiest first) keep
+// series of their own; the rest become route "other", their requests
+// counted in it and in the overflow counter; a series keeps its name at
+// the next scrape even when a new route is busier.
+func TestRouteCap(t *testing.T) {
+	src := &fakeRequests{procs: []proc.Process{{PID: 1, Comm: "svc"}}}
+	for i := range MaxRoutes + 5 {
+		src.hists = append(src.hists, hist(fmt.Sprintf("/r%03d", i), uint64(1000-i), 200))
+	}
+	src.hists = append(src.hists, hist("/r000", 7, 500)) // a second status of a kept route
+	c := NewCollector(src)
+	series, overflow := collectRoutes(t, c)
+	if len(series) != MaxRoutes+2 { // MaxRoutes routes, /r000's 500s, and other
+		t.Errorf("%d series, want %d", len(series), MaxRoutes+2)
+	}
+	var want uint64
+	for i := MaxRoutes; i < MaxRoutes+5; i++ {
+		want += uint64(1000 - i)
+	}
+	if series["GET other 200"] != want || overflow != want {
+		t.Errorf("other: %d requests, overflow counter %d; want %d", series["GET other 200"], overflow, want)
+	}
+	if series["GET /r000 500"] != 7 || series["GET /r099 200"] != 901 {
+		t.Errorf("kept routes: /r000 500 %d, /r099 %d", series["GET /r000 500"], series["GET /r099 200"])
+	}
+	// A new, busier route later is other: kept series never change.
+	src.hists = append(src.hists, hist("/new", 5000, 200))
+	series, _ = collectRoutes(t, c)
+	if _, ok := series["GET /new 200"]; ok || series["GET /r099 200"] != 901 {
+		t.Errorf("after a new busier route: /new has a series of its own, or /r099 lost its (%d)", series["GET /r099 200"])
+	}
+}
+
+// collectRoutes scrapes c: server request counts by "method route status",
+// and the overflow counter.
+func collectRoutes(t *testing.T, c *Collector) (map[string]uint64, uint64) {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 1000)
+	c.collectRequests(ch, map[uint32]string{1: "svc"})
+	close(ch)
+	series := map[string]uint64{}
+	var overflow uint64
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		l := map[string]string{}
+		for _, lp := range pb.Label {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		switch m.Desc() {
+		case serverDurationDesc:
+			series[l["http_request_method"]+" "+l["http_route"]+" "+l["http_response_status_code"]] += pb.Histogram.GetSampleCount()
+		case routesOverflowDesc:
+			overflow += uint64(pb.Counter.GetValue())
+		}
+	}
+	return series, overflow
+}
