@@ -86,7 +86,7 @@ func TestTraceBuilds(t *testing.T) {
 			bin := buildNettarget(t, tc.toolchain, tc.flags...)
 			r := checkTrace(t, []string{bin}, "tracepoint", "tcp4")
 			a := r.of("attached")[0]
-			if a.OffsetsFrom != tc.offsetsFrom || len(featureLimits(a.Limits)) != 0 {
+			if a.OffsetsFrom != tc.offsetsFrom || len(withoutOldGC(a.GoVersion, featureLimits(a.Limits))) != 0 {
 				t.Errorf("attached: offsets_from %q, limits %q; want %q and none", a.OffsetsFrom, a.Limits, tc.offsetsFrom)
 			}
 			if tc.goVersion != "" && a.GoVersion != tc.goVersion {

@@ -62,6 +62,7 @@ func daemon(args []string) error {
 	}()
 	served := make(chan struct{})
 	go func() { srv.Serve(ctx); close(served) }()
+	limitProcs(tf.procs)
 	err = tr.Run(ctx, sink, tracer.RunOptions{})
 	stop()
 	<-served

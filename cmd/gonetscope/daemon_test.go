@@ -95,7 +95,7 @@ func checkDaemon(t *testing.T, daemonIso, targetIso isolation) {
 	dir := t.TempDir()
 	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
 	metricsAddr := freeLoopbackAddr(t)
-	daemon := isolated(daemonIso, "", nil, gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr)
+	daemon := isolated(daemonIso, "", nil, gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr, "--connections", "all")
 	var stderr bytes.Buffer
 	daemon.Stderr = &stderr
 	if err := daemon.Start(); err != nil {

@@ -57,12 +57,14 @@ func diagnoseCmd(args []string) error {
 		asJSON     = fs.Bool("json", false, "print the report as JSON (docs/diagnose.md) instead of text")
 		quiet      = fs.Bool("quiet", false, "no progress on stderr")
 		config     = fs.String("config", "", "thresholds file, YAML or JSON (docs/diagnose.md)")
-		goroutines = fs.Bool("goroutines", false, "track goroutine creation for the leak item (two uprobes: about 2 µs per goroutine created)")
-		grEvery    = fs.Duration("goroutine-interval", 0, "with --goroutines: how often to count goroutines by site (0: a sixth of --duration); a leak shows over 4 intervals")
+		goroutines = fs.Bool("goroutines", false, "also count goroutine creations and exits per site (two uprobes: about 2 µs per goroutine created); leaks are found without")
+		grEvery    = fs.Duration("goroutine-interval", 0, "how often to count goroutines by site (0: a sixth of --duration); a leak shows over 4 intervals")
 		minWait    = fs.Duration("min-wait", time.Millisecond, "record netpoll waits at least this long")
 		hooks      = fs.String("hooks", "auto", "kernel hook mechanism: auto, fentry, kprobe or tracepoint")
 		ringBytes  = fs.Int("ring-buffer-bytes", 0, "size of each BPF ring buffer (0: 1 MiB)")
 		ready      = fs.String("ready-file", "", "create this file once the target is attached")
+		slowReq    = fs.Duration("slow-request", 500*time.Millisecond, "record net/http requests at least this long as http_request events (the evidence of the request item); every request counts in its route's p99")
+		noDeadline = fs.Duration("no-deadline-after", 0, "report goroutines parked this long on a connection without a deadline (0: half of --duration, at most 30s)")
 	)
 	if err := parseFlags(fs, args, diagnoseUsage); err != nil {
 		return cannot(err)
@@ -74,6 +76,14 @@ func diagnoseCmd(args []string) error {
 		return cannot(errors.New("no target: give the PID of a Go program with --pid"))
 	case *duration <= 0:
 		return cannot(fmt.Errorf("--duration %s: give a positive duration such as 30s", *duration))
+	case *slowReq < 0:
+		return cannot(fmt.Errorf("--slow-request %s: give a duration such as 500ms, or 0 for every request", *slowReq))
+	}
+	if *noDeadline < 0 {
+		return cannot(fmt.Errorf("--no-deadline-after %s: give a positive duration such as 30s", *noDeadline))
+	}
+	if *noDeadline == 0 {
+		*noDeadline = min(*duration/2, 30*time.Second)
 	}
 	if *grEvery <= 0 {
 		*grEvery = max(*duration/6, 100*time.Millisecond)
@@ -113,11 +123,13 @@ func diagnoseCmd(args []string) error {
 	}
 	// What is cheap enough for production: the default events with
 	// stacks (taken only for the events sent), one summary at the end
-	// (its histograms cover the whole window), goroutine tracking only
-	// when asked for.
+	// (its histograms cover the whole window), request tracing (uprobes
+	// on emulated instructions: the per-route p99 and 5xx item),
+	// goroutine tracking only when asked for.
 	tr, err := tracer.New(tracer.Options{
 		MinWait: *minWait, Hooks: *hooks, RingBufferBytes: uint32(*ringBytes), Stacks: true,
-		Goroutines: *goroutines, GoroutineInterval: *grEvery,
+		Goroutines: *goroutines, GoroutineInterval: *grEvery, NoDeadlineAfter: *noDeadline,
+		Requests: true, SlowRequest: *slowReq,
 		SummaryInterval: *duration + time.Hour, MaxEventsPerSec: 1000,
 	})
 	if err != nil {
@@ -126,7 +138,7 @@ func diagnoseCmd(args []string) error {
 	defer tr.Close()
 	sink := &snapshotSink{json: output.NewJSON(events), p: p, nsPID: ns.NsPID()}
 	stopProgress := func() {}
-	err = runFor(tr, []int{*pid}, sink, *duration, func() error {
+	err = runFor(tr, []int{*pid}, sink, *duration, 1, func() error {
 		sink.snapshot()
 		sink.every(min(5*time.Second, max(*duration/3, time.Second)))
 		if !*quiet && isTerminal(os.Stderr) {

@@ -177,7 +177,7 @@ func TestDiagnoseHealthy(t *testing.T) {
 	}
 	// The items whose signal exists are measured, not n/a.
 	for _, id := range []string{"accept_queue", "slow_peer", "sched_delay", "handshake", "connect_failures",
-		"goroutine_leak", "fd_usage", "tcp_states", "lost"} {
+		"goroutine_leak", "fd_usage", "tcp_states", "lost", "gc_pauses", "read_deadlines"} {
 		if it := r.item(t, id); it.Status != diagnose.OK {
 			t.Errorf("%s: %s (%s), want ok", id, it.Status, it.Why)
 		}
@@ -278,12 +278,41 @@ func TestDiagnoseHandshake(t *testing.T) {
 // one go statement, beside a churning site that does not leak.
 func TestDiagnoseGoroutineLeak(t *testing.T) {
 	r := diagnoseRun(t, exec.Command(buildTarget(t, "leaktarget"), "-leak", "5", "-churn", "50", "-duration", "2200ms"),
-		"sites", nil, "--duration", "2400ms", "--goroutines")
+		"sites", nil, "--duration", "2400ms")
 	it := r.problemOnly(t, "goroutine_leak")
 	f := r.facts["sites"]
 	if len(it.Evidence) != 1 || it.Evidence[0].Site != f["leak_site"] || it.Evidence[0].CreatedAt != f["leak_at"] ||
 		len(it.Evidence[0].Goids) == 0 || !strings.Contains(it.Evidence[0].Text, "parked on chan receive") {
 		t.Errorf("goroutine_leak evidence %+v; the target says %v", it.Evidence, f)
+	}
+}
+
+// TestDiagnoseGCPause: forced GCs whose stop-the-world waits for ~20ms
+// call-free loops (asynchronous preemption off): gc_pauses is a problem
+// whose cycles, largest pause and p99 are the target's own, from its
+// ReadMemStats. The scheduler delay of its netpoll waits suffers too.
+func TestDiagnoseGCPause(t *testing.T) {
+	cmd := diagCmd(t, "-problem", "gcpause", "-run", "1500ms")
+	cmd.Env = append(os.Environ(), "GODEBUG=asyncpreemptoff=1")
+	r := diagnoseRun(t, cmd, "done", nil, "--duration", "2s")
+	it := r.problemOnly(t, "gc_pauses", "sched_delay")
+	f := r.facts["gcpause"]
+	if e := it.Evidence[0]; e.Count != num(f, "cycles") || e.ValueNs != num(f, "max_pause_ns") || it.Measured == nil ||
+		uint64(*it.Measured) != num(f, "p99_pause_ns") || num(f, "p99_pause_ns") <= uint64(5*time.Millisecond) {
+		t.Errorf("gc_pauses evidence %+v, measured %v; the target says %v", it.Evidence, it.Measured, f)
+	}
+}
+
+// TestDiagnoseNoDeadline: a connection whose peer never sends, read with
+// no deadline: read_deadlines names the goroutine, fd and ports the
+// target reports.
+func TestDiagnoseNoDeadline(t *testing.T) {
+	r := diagnoseRun(t, diagCmd(t, "-problem", "nodeadline", "-run", "1500ms"), "done", nil, "--duration", "2s", "--no-deadline-after", "500ms")
+	it := r.problemOnly(t, "read_deadlines")
+	f := r.facts["nodeadline"]
+	if e := it.Evidence[0]; len(it.Evidence) != 1 || !slices.Equal(e.Goids, []uint64{num(f, "goid")}) || !slices.Equal(e.FDs, []int32{int32(num(f, "fd"))}) ||
+		uint64(e.Lport) != num(f, "lport") || uint64(e.Rport) != num(f, "rport") || len(e.Stack) == 0 {
+		t.Errorf("read_deadlines evidence %+v; the target says %v", it.Evidence, f)
 	}
 }
 
@@ -406,7 +435,8 @@ func TestDiagnoseLost(t *testing.T) {
 }
 
 // TestReport: report over a trace stream (no process snapshots: those
-// items are n/a, with why), and the ways it refuses a stream: exit status 2.
+// items are n/a, with why, but fd_usage, from the summaries' fds), and the
+// ways it refuses a stream: exit status 2.
 func TestReport(t *testing.T) {
 	dir := t.TempDir()
 	stream := filepath.Join(dir, "trace.jsonl")
@@ -429,9 +459,14 @@ func TestReport(t *testing.T) {
 	}
 	for _, it := range r.Items {
 		switch it.ID {
-		case "fd_usage", "tcp_states", "gomaxprocs":
+		case "tcp_states", "gomaxprocs":
 			if it.Status != diagnose.NA || !strings.Contains(it.Why, "no process snapshot") {
 				t.Errorf("%s over a trace stream: %s %q", it.ID, it.Status, it.Why)
+			}
+		case "fd_usage":
+			// From the summaries' fds.
+			if it.Status != diagnose.OK || !strings.Contains(it.Value, " open (") {
+				t.Errorf("%s over a trace stream: %s %q %q, want ok from the summary's fds", it.ID, it.Status, it.Value, it.Why)
 			}
 		case "connect_failures":
 			if it.Status != diagnose.Problem || it.Value != "3 of 6 failed" {

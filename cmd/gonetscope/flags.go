@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -16,11 +17,14 @@ import (
 // tracingFlags are the flags trace and daemon share: defined once, with
 // one help text each. Only the default of --metrics-addr differs.
 type tracingFlags struct {
-	output, hooks, metricsAddr, events, waits string
-	minWait, goroutineEvery, overflowEvy      time.Duration
-	summaryEvery, pollEvery                   time.Duration
-	ringBufferBytes, maxRate                  int
-	stacks, goroutines                        bool
+	output, hooks, metricsAddr, events, waits, connections string
+	minWait, goroutineEvery, overflowEvy                   time.Duration
+	slowRequest                                            time.Duration
+	requests                                               bool
+	summaryEvery, pollEvery                                time.Duration
+	healthEvery, noDeadlineAfter                           time.Duration
+	ringBufferBytes, maxRate, procs                        int
+	stacks, goroutines                                     bool
 
 	// Parsed by check.
 	kinds     []string
@@ -36,14 +40,34 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.IntVar(&f.ringBufferBytes, "ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
 	fs.BoolVar(&f.stacks, "stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	fs.BoolVar(&f.goroutines, "goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
+	fs.BoolVar(&f.requests, "requests", false, "trace net/http server and client requests: http_request and http_client_request events, request-duration histograms (uprobes on emulated instructions in the target)")
+	fs.DurationVar(&f.slowRequest, "slow-request", 500*time.Millisecond, "with --requests: write http_request and http_client_request for requests at least this long (0: all); every request counts in the histograms")
 	fs.DurationVar(&f.goroutineEvery, "goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 	fs.DurationVar(&f.overflowEvy, "overflow-interval", 100*time.Millisecond, "how often listeners' accept queues are sampled (listen_overflow)")
 	fs.StringVar(&f.metricsAddr, "metrics-addr", metricsAddr, "serve Prometheus metrics on http://HOST:PORT/metrics ('' turns it off; e.g. 127.0.0.1:9464)")
 	fs.StringVar(&f.events, "events", "default", "event kinds to write: default (all but epoll_wait), all, or a comma-separated list of "+strings.Join(tracer.EventKinds, ","))
 	fs.StringVar(&f.waits, "waits", "in_request", "netpoll waits to write: in_request (waits in the middle of work) or all (idle ones too: a server connection waiting for the next request, an accept waiting for a client)")
+	fs.StringVar(&f.connections, "connections", "notable", "tcp_connect and tcp_accept events to write: notable (a failed connect, or a handshake or accept-queue wait of at least --min-wait) or all; the others count in the summary (below_threshold) and the metrics")
 	fs.DurationVar(&f.summaryEvery, "summary-interval", 10*time.Second, "write a summary event per target this often (0: never)")
 	fs.IntVar(&f.maxRate, "max-events-per-sec", 100, "write at most this many events per second per target; the excess is counted in the summary (0: no limit)")
 	fs.DurationVar(&f.pollEvery, "poll-interval", time.Second, "how often lost counters are read (and target liveness checked where the kernel has no pidfd)")
+	fs.DurationVar(&f.healthEvery, "health-interval", time.Second, "how often each target's GC records and fds are read (gc, fd_pressure events)")
+	fs.DurationVar(&f.noDeadlineAfter, "no-deadline-after", 30*time.Second, "report a goroutine parked this long on a socket that has no deadline (no_deadline)")
+	fs.IntVar(&f.procs, "procs", 1, "CPUs gonetscope's own code runs on at once while it streams (GOMAXPROCS; loading uses them all): 1 keeps it off the target's other cores with the fewest thread wake-ups; 0: one per CPU")
+}
+
+// limitProcs caps the threads that run gonetscope's Go code at once
+// (GOMAXPROCS) for the streaming that follows loading: n Ps instead of one
+// per CPU (0 leaves it). Measured on the 2-vCPU bench VM, benchserver at
+// 5,000 req/s, three interleaved rounds: with every wait sent (about 8,500
+// lines a second) one P took gonetscope from 45-56 to 34-35 ms of CPU a
+// second and from 900-1,140 to 470-480 context switches a second (idle
+// Ps' threads spinning for work, sysmon polling); with the defaults,
+// 9-10 to 7 ms/s and 160-180 to 100.
+func limitProcs(n int) {
+	if n > 0 {
+		runtime.GOMAXPROCS(n)
+	}
 }
 
 // check refuses bad values, and a machine gonetscope cannot run on, before
@@ -55,6 +79,18 @@ func (f *tracingFlags) check() error {
 	if f.overflowEvy <= 0 {
 		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", f.overflowEvy)
 	}
+	if f.slowRequest < 0 {
+		return fmt.Errorf("--slow-request %v: give a duration such as 500ms, or 0 for every request", f.slowRequest)
+	}
+	if f.healthEvery <= 0 {
+		return fmt.Errorf("--health-interval %v: give a positive duration such as 1s", f.healthEvery)
+	}
+	if f.noDeadlineAfter <= 0 {
+		return fmt.Errorf("--no-deadline-after %v: give a positive duration such as 30s", f.noDeadlineAfter)
+	}
+	if f.procs < 0 {
+		return fmt.Errorf("--procs %d: give a number of CPUs such as 1, or 0 for one per CPU", f.procs)
+	}
 	if f.pollEvery <= 0 {
 		return fmt.Errorf("--poll-interval %v: give a positive duration such as 1s", f.pollEvery)
 	}
@@ -64,6 +100,11 @@ func (f *tracingFlags) check() error {
 	}
 	if f.idleWaits, err = parseWaits(f.waits); err != nil {
 		return err
+	}
+	switch f.connections {
+	case "notable", "all":
+	default:
+		return fmt.Errorf("--connections %q: use notable or all", f.connections)
 	}
 	if f.metricsAddr != "" {
 		if err := metrics.CheckAddr(f.metricsAddr); err != nil {
@@ -86,7 +127,8 @@ func (f *tracingFlags) open(tune ...func(*tracer.Options)) (sink tracer.Sink, fi
 	}
 	opts := tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes),
 		Stacks: f.stacks, Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy,
-		PollInterval: f.pollEvery, Events: f.kinds, IdleWaits: f.idleWaits,
+		Requests: f.requests, SlowRequest: f.slowRequest,
+		PollInterval: f.pollEvery, Events: f.kinds, HealthInterval: f.healthEvery, NoDeadlineAfter: f.noDeadlineAfter, IdleWaits: f.idleWaits, AllConnections: f.connections == "all",
 		SummaryInterval: summaryInterval(f.summaryEvery), MaxEventsPerSec: f.maxRate}
 	for _, t := range tune {
 		t(&opts)

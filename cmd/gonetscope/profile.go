@@ -21,13 +21,13 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/sampler"
 )
 
-const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap [--duration 30s] -o out.pb.gz"
+const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap|mutex|block [--duration 30s] -o out.pb.gz"
 
 func profileCmd(args []string) error {
 	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
 	var (
 		pid      = fs.Int("pid", 0, "PID of the Go program to profile")
-		kind     = fs.String("kind", "netpoll", "netpoll (time parked in the netpoller), cpu (on-CPU samples), offcpu (time off CPU) or heap (the runtime's own allocation samples, read from memory)")
+		kind     = fs.String("kind", "netpoll", "netpoll (time parked in the netpoller), cpu (on-CPU samples), offcpu (time off CPU), heap (the runtime's own allocation samples, read from memory), mutex or block (the runtime's own contention records, when the program enabled them)")
 		duration = fs.Duration("duration", 30*time.Second, "how long to profile (Ctrl-C or the target's exit ends it earlier)")
 		out      = fs.String("o", "", "write the profile (gzipped pprof protobuf) to this file")
 		freq     = fs.Uint64("frequency", 99, "cpu: samples per second per CPU")
@@ -50,8 +50,8 @@ func profileCmd(args []string) error {
 		return fmt.Errorf("unexpected argument %q: %s", fs.Arg(0), profileUsage)
 	case *pid <= 0:
 		return errors.New("no target: give the PID of a Go program with --pid")
-	case *kind != "netpoll" && *kind != "cpu" && *kind != "offcpu" && *kind != "heap":
-		return fmt.Errorf("unknown profile kind %q: use --kind netpoll, cpu, offcpu or heap", *kind)
+	case *kind != "netpoll" && *kind != "cpu" && *kind != "offcpu" && *kind != "heap" && *kind != "mutex" && *kind != "block":
+		return fmt.Errorf("unknown profile kind %q: use --kind netpoll, cpu, offcpu, heap, mutex or block", *kind)
 	case *duration <= 0:
 		return fmt.Errorf("--duration %s: give a positive duration such as 30s", *duration)
 	case *out == "":
@@ -60,7 +60,7 @@ func profileCmd(args []string) error {
 		return fmt.Errorf("--frequency %d: use 1 to 10000 samples per second", *freq)
 	}
 	// heap loads nothing into the kernel: it reads the target's memory.
-	if err := checkPrivileges(); err != nil && *kind != "heap" {
+	if err := checkPrivileges(); err != nil && *kind != "heap" && *kind != "mutex" && *kind != "block" {
 		return err
 	}
 	// The binary and its symbol tables first: a target we cannot
@@ -76,6 +76,9 @@ func profileCmd(args []string) error {
 	defer f.Close()
 	if *kind == "heap" {
 		return heapProfile(p, sym, flagGiven(fs, "duration"), *duration, *ready, f)
+	}
+	if *kind == "mutex" || *kind == "block" {
+		return contentionProfile(p, sym, *kind, f)
 	}
 
 	var collect func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error)

@@ -239,7 +239,7 @@ func TestProfileBadInput(t *testing.T) {
 		want string
 	}{
 		{"no PID", []string{"profile", "--kind", "cpu", "-o", "OUT"}, "no target: give the PID of a Go program with --pid"},
-		{"bad kind", []string{"profile", "--pid", self, "--kind", "mutex", "-o", "OUT"}, `unknown profile kind "mutex"`},
+		{"bad kind", []string{"profile", "--pid", self, "--kind", "mutexes", "-o", "OUT"}, `unknown profile kind "mutexes"`},
 		{"no output", []string{"profile", "--pid", self, "--kind", "cpu"}, "no output file: give one with -o out.pb.gz"},
 		{"no such PID", []string{"profile", "--pid", "999999999", "-o", "OUT"}, "no process with PID 999999999"},
 		{"not Go", []string{"profile", "--pid", fmt.Sprint(sleep.Process.Pid), "--kind", "cpu", "-o", "OUT"}, "is not a Go program"},

@@ -45,7 +45,7 @@ func TestStacks(t *testing.T) {
 			if tc.toolchain != "" {
 				bin = buildNettarget(t, tc.toolchain, tc.flags...)
 			}
-			r := traceRunOpts(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks}, traceOpts{target: tc.iso})
+			r := traceRunOpts(t, []string{bin}, []string{"-rounds", "2", "-delay", testDelay(t).String()}, []string{"--stacks", "--hooks", tc.hooks, "--connections", "all"}, traceOpts{target: tc.iso})
 			if a := r.of("attached"); len(a) != 1 || len(featureLimits(a[0].Limits)) != 0 {
 				t.Fatalf("attached: %+v", a)
 			}

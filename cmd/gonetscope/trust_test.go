@@ -247,7 +247,7 @@ func burstRun(t *testing.T, d time.Duration, workers int) (traceRun, int64, time
 	t.Helper()
 	var dials atomic.Int64
 	var elapsed time.Duration
-	r := traceTargetWith(t, []string{"-rounds", "0", "-serve", (d + 2*time.Second).String()}, []string{"--max-events-per-sec", "0"}, func(f fact) {
+	r := traceTargetWith(t, []string{"-rounds", "0", "-serve", (d + 2*time.Second).String()}, []string{"--max-events-per-sec", "0", "--connections", "all"}, func(f fact) {
 		if f.Op != "serving" {
 			return
 		}

@@ -22,6 +22,11 @@
 //	closewait    accepts 12 connections whose client (this process) closes
 //	             them, and never closes its side
 //	gomaxprocs   sets GOMAXPROCS to -procs (the test gives it a CPU quota)
+//	gcpause      a goroutine spins in call-free loops of ~20ms (run it with
+//	             GODEBUG=asyncpreemptoff=1: the GC's stop-the-world waits
+//	             for each loop to end) while another forces a GC every 50ms;
+//	             at done it reports its own pauses of the run
+//	nodeadline   reads a connection whose peer never sends, with no deadline
 package main
 
 import (
@@ -36,6 +41,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -117,6 +123,7 @@ func main() {
 	problems := map[string]func(){
 		"": func() {}, "slowpeer": slowPeer, "overflow": overflow, "starve": starve, "refused": refused,
 		"slowconnect": slowConnect, "fds": fds, "closewait": closeWait, "gomaxprocs": gomaxprocs,
+		"gcpause": gcPause, "nodeadline": noDeadline,
 	}
 	f, ok := problems[*problem]
 	if !ok {
@@ -125,6 +132,9 @@ func main() {
 	end := time.Now().Add(*run)
 	f()
 	time.Sleep(time.Until(end))
+	if stopGC != nil {
+		stopGC()
+	}
 	report("done")
 	io.Copy(io.Discard, stdin) // until stdin closes, the healthy loop on
 	close(stop)
@@ -471,4 +481,89 @@ func runChild(mode string, args []string) {
 		}()
 		io.Copy(io.Discard, os.Stdin)
 	}
+}
+
+// stopGC ends gcpause's loops and reports the pauses of the run.
+var stopGC func()
+
+var spinSink uint64
+
+//go:noinline
+func spin(n int) {
+	x := spinSink
+	for i := 0; i < n; i++ {
+		x = x*31 + uint64(i)
+	}
+	spinSink = x
+}
+
+// gcPause: forced GCs whose stop-the-world waits for a call-free loop.
+func gcPause() {
+	// About 20ms of spinning per call.
+	start := time.Now()
+	spin(1 << 22)
+	n := int(float64(1<<22) * float64(20*time.Millisecond) / float64(time.Since(start)))
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				spin(n)
+			}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+				runtime.GC()
+			}
+		}
+	}()
+	stopGC = func() {
+		close(done)
+		wg.Wait()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		var pauses []uint64
+		for c := before.NumGC + 1; c <= ms.NumGC; c++ {
+			pauses = append(pauses, ms.PauseNs[(c-1)%256])
+		}
+		slices.Sort(pauses)
+		report("gcpause", "cycles", ms.NumGC-before.NumGC, "max_pause_ns", pauses[len(pauses)-1],
+			"p99_pause_ns", pauses[max(int(math.Ceil(0.99*float64(len(pauses))))-1, 0)])
+	}
+}
+
+// noDeadline: a connection to itself whose client never sends; its server
+// side is read with no deadline.
+func noDeadline() {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	c, err := net.Dial("tcp4", ln.Addr().String())
+	if err != nil {
+		fail(err)
+	}
+	s, err := ln.Accept()
+	if err != nil {
+		fail(err)
+	}
+	kept = append(kept, c, s)
+	go func() {
+		report("nodeadline", "goid", goid(), "fd", fdOf(s.(*net.TCPConn)), "lport", port(s.LocalAddr()), "rport", port(s.RemoteAddr()))
+		var b [1]byte
+		s.Read(b[:])
+	}()
 }
