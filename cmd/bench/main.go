@@ -23,11 +23,13 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -37,7 +39,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -48,9 +49,10 @@ import (
 var (
 	rate       = flag.Int("rate", 5000, "requests per second")
 	duration   = flag.Duration("duration", 4*time.Second, "load per measurement")
-	rounds     = flag.Int("rounds", 3, "rounds; modes are interleaved within each")
+	rounds     = flag.Int("rounds", 5, "rounds; modes are interleaved within each")
 	gonetscope = flag.String("gonetscope", "bin/gonetscope", "gonetscope binary")
 	server     = flag.String("server", "bin/benchserver", "benchmark server binary")
+	thirdParty = flag.String("caddy", "", "a third-party Go server, caddy (built from the module proxy), measured the same way (optional)")
 	outFile    = flag.String("o", "BENCHMARKS.md", "write the report here")
 	extra      = flag.String("extra", "", "file whose contents (e.g. go test -bench output) are appended to the report")
 	before     = flag.String("before", "", "gonetscope binary built from before the overhead work, measured side by side (optional)")
@@ -59,18 +61,62 @@ var (
 
 type mode struct {
 	name string
-	// table: "overhead" (the headline table), "cost" (the cost table), or both.
+	// table: "overhead" (the headline table), "cost" (the cost table),
+	// "both", or "caddy" (the third-party server's table).
 	table string
 	// start begins tracing pid and returns the tracer's PID (0: none).
 	start func(pid int) (tracer int, stop func() error, err error)
 }
 
-// lineCounter counts the lines gonetscope writes.
-type lineCounter struct{ n atomic.Int64 }
+// lineCounter counts the lines gonetscope writes, by their "event" field.
+type lineCounter struct {
+	mu      sync.Mutex
+	partial []byte           // the start of a line whose end is yet to come
+	n       map[string]int64 // lines by event
+}
 
 func (c *lineCounter) Write(p []byte) (int, error) {
-	c.n.Add(int64(bytes.Count(p, []byte("\n"))))
-	return len(p), nil
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n == nil {
+		c.n = map[string]int64{}
+	}
+	rest := p
+	for {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			c.partial = append(c.partial, rest...)
+			return len(p), nil
+		}
+		line := rest[:i]
+		if len(c.partial) > 0 {
+			line = append(c.partial, line...)
+			c.partial = c.partial[:0]
+		}
+		c.n[eventOf(line)]++
+		rest = rest[i+1:]
+	}
+}
+
+// eventOf is a line's "event" field, found without decoding the line: the
+// bench shares the cores it measures, and json.Unmarshal of a netpoll_wait
+// line took 2.5 µs (65 ns this way), about 21 ms of CPU a second at the
+// 8,600 lines a second of every wait sent.
+func eventOf(line []byte) string {
+	const key = `"event":"`
+	i := bytes.Index(line, []byte(key))
+	if i < 0 {
+		return ""
+	}
+	name, _, _ := bytes.Cut(line[i+len(key):], []byte(`"`))
+	return string(name)
+}
+
+// snapshot is the lines written so far, by event.
+func (c *lineCounter) snapshot() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.n)
 }
 
 // lines counts what the current mode's gonetscope writes; load reads it.
@@ -82,6 +128,8 @@ type result struct {
 	tracerCS                 float64 // context switches per second
 	getppid, readZero        float64 // ns per call in this untraced process
 	linesPerSec              float64 // lines gonetscope wrote per second of load
+	linesByEvent             map[string]int64
+	seconds                  float64 // of load
 	errors                   int
 	requests                 int
 	// progs: the tracer's BPF programs' runs and run time over the
@@ -113,6 +161,7 @@ func run() error {
 		{defaultsMode, "both", gonetscopeMode(*gonetscope)},
 		{syscallMode, "both", gonetscopeMode(*gonetscope, "--hooks", "tracepoint")},
 		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
+		{"every wait sent, gonetscope's Go code on every CPU (--procs 0; the default is 1)", "cost", gonetscopeMode(*gonetscope, append(everything, "--procs", "0")...)},
 		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 	}
 	if *before != "" {
@@ -121,7 +170,21 @@ func run() error {
 			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")})
 	}
 	modes = append(modes, mode{"bpftrace, uprobes on runtime netpoll functions (classic)", "overhead", bpftraceMode})
+	if *thirdParty != "" {
+		modes = append(modes,
+			mode{caddyUntraced, "caddy", untraced},
+			mode{"caddy: " + defaultsMode, "caddy", gonetscopeMode(*gonetscope)},
+			mode{"caddy: gonetscope, every wait sent: " + strings.Join(everything, " "), "caddy", gonetscopeMode(*gonetscope, everything...)},
+			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
+	}
 	load0 := loadavg()
+	var startup []startupResult
+	if *thirdParty != "" {
+		var err error
+		if startup, err = measureStartup(); err != nil {
+			return fmt.Errorf("start-up: %w", err)
+		}
+	}
 	attach, err := measureAttach()
 	if err != nil {
 		return fmt.Errorf("attach: %w", err)
@@ -157,12 +220,13 @@ func run() error {
 			results[m.name] = append(results[m.name], res)
 		}
 	}
-	return report(modes, results, stats, attach, load0, loadavg())
+	return report(modes, results, stats, attach, startup, load0, loadavg())
 }
 
 const (
-	defaultsMode = "gonetscope (defaults)"
-	syscallMode  = "gonetscope, syscall tracepoint path: --hooks tracepoint"
+	caddyUntraced = "caddy: untraced"
+	defaultsMode  = "gonetscope (defaults)"
+	syscallMode   = "gonetscope, syscall tracepoint path: --hooks tracepoint"
 )
 
 // progStat is one BPF program's runs and run time (kernel BPF stats).
@@ -274,10 +338,13 @@ func measureAttach() (attachResult, error) {
 	return res, nil
 }
 
-func vmRSSKB(pid int) int {
+func vmRSSKB(pid int) int { return statusKB(pid, "VmRSS:") }
+
+// statusKB is a field of /proc/PID/status in kB (VmRSS:, VmHWM:).
+func statusKB(pid int, field string) int {
 	raw, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == field {
 			kb, _ := strconv.Atoi(f[1])
 			return kb
 		}
@@ -288,16 +355,15 @@ func vmRSSKB(pid int) int {
 // measure starts a fresh server, starts the mode's tracer on it, drives the
 // load and returns what it measured.
 func measure(m mode) (result, error) {
-	srv := exec.Command(*server)
-	stdout, _ := srv.StdoutPipe()
-	if err := srv.Start(); err != nil {
+	start := startBenchserver
+	if m.table == "caddy" {
+		start = startCaddy
+	}
+	srv, addr, err := start()
+	if err != nil {
 		return result{}, err
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
-	addr, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil {
-		return result{}, fmt.Errorf("benchserver did not start: %w", err)
-	}
 	tracer, stop, err := m.start(srv.Process.Pid)
 	if err != nil {
 		return result{}, err
@@ -310,6 +376,138 @@ func measure(m mode) (result, error) {
 		err = serr
 	}
 	return res, err
+}
+
+// startBenchserver starts cmd/bench/benchserver, which prints its address.
+func startBenchserver() (*exec.Cmd, string, error) {
+	srv := exec.Command(*server)
+	stdout, _ := srv.StdoutPipe()
+	if err := srv.Start(); err != nil {
+		return nil, "", err
+	}
+	addr, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		srv.Process.Kill()
+		srv.Wait()
+		return nil, "", fmt.Errorf("benchserver did not start: %w", err)
+	}
+	return srv, strings.TrimSpace(addr), nil
+}
+
+// startCaddy starts caddy answering every request with a short body
+// (caddy respond), its state in a directory of its own, and waits until
+// it accepts connections.
+func startCaddy() (*exec.Cmd, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	home, err := os.MkdirTemp("", "bench-caddy")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := exec.Command(*thirdParty, "respond", "--listen", addr, "--body", "hello")
+	srv.Env = append(os.Environ(), "HOME="+home, "XDG_DATA_HOME="+home, "XDG_CONFIG_HOME="+home)
+	if err := srv.Start(); err != nil {
+		return nil, "", err
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return srv, addr, nil
+		}
+		if time.Now().After(deadline) {
+			srv.Process.Kill()
+			srv.Wait()
+			return nil, "", fmt.Errorf("caddy did not listen on %s", addr)
+		}
+	}
+}
+
+// startupResult is one start of gonetscope on caddy.
+type startupResult struct {
+	toAttached time.Duration // from exec to the attached event's time
+	traceKB    int           // trace's peak RSS
+	daemonKB   int           // a daemon's peak RSS with caddy attached, after a scrape
+}
+
+// measureStartup starts gonetscope trace on a running caddy five times:
+// the time from exec to its attached event, and its peak RSS; then a
+// daemon serving metrics, caddy attached and /metrics scraped.
+func measureStartup() ([]startupResult, error) {
+	srv, _, err := startCaddy()
+	if err != nil {
+		return nil, err
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	pid := strconv.Itoa(srv.Process.Pid)
+	var out []startupResult
+	for range 5 {
+		var r startupResult
+		cmd := exec.Command(*gonetscope, "trace", "--pid", pid, "--duration", "1ms")
+		stdout, _ := cmd.StdoutPipe()
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			return nil, err
+		}
+		// The attached event, which a sample taken at the end of so
+		// short a run can precede.
+		rd := bufio.NewReader(stdout)
+		var ev struct {
+			Time  time.Time `json:"time"`
+			Event string    `json:"event"`
+		}
+		var line []byte
+		for err == nil && ev.Event != "attached" {
+			if line, err = rd.ReadBytes('\n'); err == nil {
+				err = json.Unmarshal(line, &ev)
+			}
+		}
+		io.Copy(io.Discard, stdout)
+		if werr := cmd.Wait(); err == nil {
+			err = werr
+		}
+		if err != nil || ev.Event != "attached" {
+			return nil, fmt.Errorf("trace: %v, first line %s", err, line)
+		}
+		r.toAttached = ev.Time.Sub(t0)
+		r.traceKB = int(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
+		out = append(out, r)
+	}
+	dir, err := os.MkdirTemp("", "bench-daemon")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	metricsAddr := ln.Addr().String()
+	ln.Close()
+	sock := filepath.Join(dir, "ctl.sock")
+	daemon := exec.Command(*gonetscope, "daemon", "--socket", sock, "--output", os.DevNull, "--metrics-addr", metricsAddr)
+	daemon.Stderr = os.Stderr
+	if err := daemon.Start(); err != nil {
+		return nil, err
+	}
+	defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
+	if err := waitFile(sock, 30*time.Second); err != nil {
+		return nil, err
+	}
+	if o, err := exec.Command(*gonetscope, "attach", "--socket", sock, pid).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("attach: %v: %s", err, o)
+	}
+	resp, err := http.Get("http://" + metricsAddr + "/metrics")
+	if err != nil {
+		return nil, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	out[0].daemonKB = statusKB(daemon.Process.Pid, "VmHWM:")
+	return out, nil
 }
 
 // syscallCosts times getppid and a 1-byte read of /dev/zero in this
@@ -414,13 +612,23 @@ func load(url string, pid, tracer int) (result, error) {
 	tr := &http.Transport{MaxIdleConnsPerHost: 256, MaxConnsPerHost: 256}
 	client := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	defer tr.CloseIdleConnections()
-	// Warm up the connections and the server.
-	for range 200 {
-		if resp, err := client.Get(url); err == nil {
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-		}
+	// Warm up the server and open the connections the load will use, 64
+	// at once, so that the measurement is a keep-alive steady state: a
+	// fresh client opening its pool during the measurement made every
+	// mode accept 5-10 connections a second, at the moments the machine
+	// stalled (those accepts waited in the queue and were written).
+	var warm sync.WaitGroup
+	for range 64 {
+		warm.Go(func() {
+			for range 5 {
+				if resp, err := client.Get(url); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+			}
+		})
 	}
+	warm.Wait()
 
 	var (
 		mu        sync.Mutex
@@ -430,7 +638,7 @@ func load(url string, pid, tracer int) (result, error) {
 	)
 	ctx, cancel := context.WithTimeout(context.Background(), *duration)
 	defer cancel()
-	cpu0, tcpu0, tcs0, lines0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer), lines.n.Load()
+	cpu0, tcpu0, tcs0, lines0 := cpuNs(pid), cpuNs(tracer), ctxSwitches(tracer), lines.snapshot()
 	progs0 := progStats(tracer)
 	start := time.Now()
 	const tick = time.Millisecond
@@ -471,7 +679,11 @@ loop:
 	elapsed := time.Since(start)
 	cpu := cpuNs(pid) - cpu0
 	tcpu, tcs := cpuNs(tracer)-tcpu0, ctxSwitches(tracer)-tcs0
-	nlines := lines.n.Load() - lines0
+	byEvent, nlines := lines.snapshot(), int64(0)
+	for ev, n := range byEvent {
+		byEvent[ev] = n - lines0[ev]
+		nlines += byEvent[ev]
+	}
 	progs := progStats(tracer)
 	for name, s := range progs {
 		s0 := progs0[name]
@@ -485,16 +697,18 @@ loop:
 		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
 	}
 	return result{
-		rps:         float64(len(latencies)) / elapsed.Seconds(),
-		p50:         pct(0.50),
-		p99:         pct(0.99),
-		cpuPerReq:   float64(cpu) / 1e3 / float64(len(latencies)),
-		tracerCPU:   float64(tcpu) / 1e6 / elapsed.Seconds(),
-		tracerCS:    float64(tcs) / elapsed.Seconds(),
-		linesPerSec: float64(nlines) / elapsed.Seconds(),
-		errors:      errs,
-		requests:    len(latencies),
-		progs:       progs,
+		rps:          float64(len(latencies)) / elapsed.Seconds(),
+		p50:          pct(0.50),
+		p99:          pct(0.99),
+		cpuPerReq:    float64(cpu) / 1e3 / float64(len(latencies)),
+		tracerCPU:    float64(tcpu) / 1e6 / elapsed.Seconds(),
+		tracerCS:     float64(tcs) / elapsed.Seconds(),
+		linesPerSec:  float64(nlines) / elapsed.Seconds(),
+		linesByEvent: byEvent,
+		seconds:      elapsed.Seconds(),
+		errors:       errs,
+		requests:     len(latencies),
+		progs:        progs,
 	}, nil
 }
 
@@ -539,6 +753,31 @@ func eachTask(pid int, file string, f func(string)) {
 	}
 }
 
+// linesCell is a mode's lines/s (the median over rounds) and what they
+// were: the three most written events, each a rate over all rounds.
+func linesCell(rs []result) string {
+	total, secs := map[string]int64{}, 0.0
+	for _, r := range rs {
+		for ev, n := range r.linesByEvent {
+			total[ev] += n
+		}
+		secs += r.seconds
+	}
+	evs := slices.Collect(maps.Keys(total))
+	slices.SortFunc(evs, func(a, b string) int { return cmp.Or(cmp.Compare(total[b], total[a]), cmp.Compare(a, b)) })
+	var parts []string
+	for _, ev := range evs[:min(3, len(evs))] {
+		if total[ev] > 0 {
+			parts = append(parts, fmt.Sprintf("%s %.1f", cmp.Or(ev, "other"), float64(total[ev])/secs))
+		}
+	}
+	cell := fmt.Sprintf("%.0f", median(rs, func(r result) float64 { return r.linesPerSec }))
+	if len(parts) > 0 {
+		cell += " (" + strings.Join(parts, ", ") + ")"
+	}
+	return cell
+}
+
 func median(rs []result, f func(result) float64) float64 {
 	v := make([]float64, len(rs))
 	for i, r := range rs {
@@ -565,7 +804,7 @@ func ratio(rs, base []result, f func(result) float64) float64 {
 	return v[len(v)/2]
 }
 
-func report(modes []mode, results map[string][]result, stats map[string]result, attach attachResult, load0, load1 string) error {
+func report(modes []mode, results map[string][]result, stats map[string]result, attach attachResult, startup []startupResult, load0, load1 string) error {
 	var b strings.Builder
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
@@ -593,7 +832,7 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 		rdz  = func(r result) float64 { return r.readZero }
 	)
 	for _, m := range modes {
-		if m.table == "cost" {
+		if m.table != "overhead" && m.table != "both" {
 			continue
 		}
 		rs := results[m.name]
@@ -605,7 +844,7 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 		if m.name != modes[0].name {
 			own = fmt.Sprintf("%.1f ms/s", med(rs, tcpu))
 			if strings.Contains(m.name, "gonetscope") {
-				nl = fmt.Sprintf("%.0f", med(rs, func(r result) float64 { return r.linesPerSec }))
+				nl = linesCell(rs)
 			}
 		}
 		fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %s | %s | %d |\n",
@@ -613,12 +852,55 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 			med(rs, cpu), ratio(rs, base, cpu), own, nl, errs)
 	}
 
+	if cbase := results[caddyUntraced]; len(cbase) > 0 {
+		fmt.Fprintf(&b, "\n## A third-party server\n\n%s\n\n", caddyMethod)
+		fmt.Fprintln(&b, "| mode | throughput | p50 | p99 | server CPU per request | added per request | gonetscope's own CPU | lines/s | errors |")
+		fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|---|")
+		for _, m := range modes {
+			if m.table != "caddy" {
+				continue
+			}
+			rs := results[m.name]
+			errs := 0
+			for _, r := range rs {
+				errs += r.errors
+			}
+			added, own, nl := "—", "", ""
+			if m.name != caddyUntraced {
+				added = fmt.Sprintf("%+.1f µs", (ratio(rs, cbase, cpu)-1)*med(cbase, cpu))
+				own = fmt.Sprintf("%.1f ms/s", med(rs, tcpu))
+				if strings.Contains(m.name, "gonetscope") {
+					nl = linesCell(rs)
+				}
+			}
+			fmt.Fprintf(&b, "| %s | %.0f req/s (%.1f%%) | %.3f ms (×%.2f) | %.3f ms (×%.2f) | %.1f µs (×%.2f) | %s | %s | %s | %d |\n",
+				m.name, med(rs, rps), 100*ratio(rs, cbase, rps), med(rs, p50), ratio(rs, cbase, p50), med(rs, p99), ratio(rs, cbase, p99),
+				med(rs, cpu), ratio(rs, cbase, cpu), added, own, nl, errs)
+		}
+	}
+	if len(startup) > 0 {
+		fmt.Fprintf(&b, "\n## Start-up and memory\n\n%s\n\n", startupMethod)
+		var ts []time.Duration
+		var kbs []int
+		for _, r := range startup {
+			ts, kbs = append(ts, r.toAttached), append(kbs, r.traceKB)
+		}
+		slices.Sort(ts)
+		slices.Sort(kbs)
+		fmt.Fprintf(&b, "| measure | median | min | max |\n|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| `gonetscope trace --pid` to its attached event | %d ms | %d ms | %d ms |\n",
+			ts[len(ts)/2].Milliseconds(), ts[0].Milliseconds(), ts[len(ts)-1].Milliseconds())
+		fmt.Fprintf(&b, "| peak RSS of that trace | %.1f MB | %.1f MB | %.1f MB |\n",
+			float64(kbs[len(kbs)/2])/1024, float64(kbs[0])/1024, float64(kbs[len(kbs)-1])/1024)
+		fmt.Fprintf(&b, "| peak RSS of a daemon (--metrics-addr), caddy attached, /metrics scraped | %.1f MB | | |\n", float64(startup[0].daemonKB)/1024)
+	}
+
 	fmt.Fprintf(&b, "\n## Cost table\n\n%s\n\n", costMethod)
 	fmt.Fprintln(&b, "| mode | server CPU per request | added per request | p50 | gonetscope CPU | gonetscope context switches | untraced process: getppid | untraced process: read /dev/zero |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|---|---|")
 	bcpu := med(base, cpu)
 	for _, m := range modes {
-		if m.table == "overhead" {
+		if m.table != "cost" && m.table != "both" {
 			continue
 		}
 		rs := results[m.name]
@@ -706,11 +988,22 @@ overflow sampler, the liveness poll and the ring-buffer readers.
 cmd/bench itself (never traced) while the mode runs: what every other
 process on the host pays.`
 
+const caddyMethod = `caddy 2.11.9 (github.com/caddyserver/caddy/v2, built from the module
+proxy by make bench: 82 MB with DWARF), ` + "`caddy respond`" + ` on loopback, under the same load
+and rounds as above (its modes are interleaved with the others); ratios
+are to the untraced caddy of the same round.`
+
+const startupMethod = `gonetscope started on a running caddy (82 MB, with DWARF: the runtime
+offsets come from it) five times: the time from exec to the attached
+event's timestamp, and the peak RSS of the process (getrusage). Then a
+daemon with --metrics-addr, caddy attached through its socket and
+/metrics scraped once: its peak RSS (VmHWM) after that.`
+
 const method = `A Go net/http server (cmd/bench/benchserver) on loopback under an open-loop,
 fixed-rate load of keep-alive requests from cmd/bench on the same machine.
 "Server CPU per request" is the on-CPU time of all the server's threads
 (/proc/PID/task/*/schedstat) over the measurement divided by the requests
 served: it is what tracing adds to the traced process (probe handlers run
-in its context). "lines/s" is what gonetscope wrote, summaries included. Throughput at a fixed rate
+in its context). "lines/s" is what gonetscope wrote, summaries included (median over rounds), and after it the events most written (each a rate over all rounds). Throughput at a fixed rate
 shows whether the server kept up; latency percentiles include the load
 generator, which shares the machine's cores.`

@@ -7,7 +7,9 @@ package tracer
 import (
 	"context"
 	"io"
+	"net/netip"
 	"os"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,4 +178,50 @@ func requireRoot(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Fatal("benchmarks load BPF programs: run them as root")
 	}
+}
+
+// BenchmarkDaemon is the daemon's user-space path alone, on one core
+// (GOMAXPROCS 1): netpoll_wait events of an attached target handed to
+// the queue as the ring buffer readers would, then Run's bookkeeping
+// (the features, the summaries, the rate limit) and the JSON line. What
+// the readers do before (decoding the record) is BenchmarkDecodeEncode
+// of pkg/netpoll, a few hundred ns. The kernel side cannot produce
+// events this fast on this machine (BenchmarkPipeline).
+func BenchmarkDaemon(b *testing.B) {
+	requireRoot(b)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	tr, err := New(Options{MinWait: 0, QueueLen: 1 << 16})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tr.Close()
+	a, err := tr.Attach(os.Getpid())
+	if err != nil {
+		b.Fatal(err)
+	}
+	sink := &countingSink{JSON: output.NewJSON(io.Discard)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- tr.Run(ctx, sink, RunOptions{}) }()
+	ev := event.NetpollWait{Header: a.Header, FD: 7, Mode: "read", Kind: "in_request", WaitNs: 3_000_123, IoWaitNs: 3_000_000, SchedDelayNs: 123, ReadySeen: true}
+	ev.Event, ev.Goid, ev.HasGoid = "netpoll_wait", 42, true
+	ev.Addrs.Local, ev.Addrs.Remote = netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.1.2.3")
+	ev.Addrs.LocalPort, ev.Addrs.RemotePort = 8080, 61000
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		e := ev // each event is its own, as decoded
+		e.Time = time.Now()
+		tr.queue <- item{ev: &e}
+	}
+	for sink.waits.Load() < uint64(b.N) {
+		runtime.Gosched()
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	cancel()
+	if err := <-done; err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "events/s")
 }
