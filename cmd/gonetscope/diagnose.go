@@ -15,13 +15,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/google/pprof/profile"
 	"golang.org/x/sys/unix"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/proc"
+	"github.com/gonetscope/gonetscope/pkg/sampler"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -98,10 +101,9 @@ func diagnoseCmd(args []string) error {
 	if err := checkPrivileges(); err != nil {
 		return cannot(err)
 	}
-	if err := inspectAll([]int{*pid}); err != nil {
-		return cannot(err)
-	}
-	p, err := proc.Open(*pid)
+	// The runtime reader (symbols, the heap profile) refuses what is not
+	// a Go program gonetscope can read.
+	p, rt, err := openTarget(*pid)
 	if err != nil {
 		return cannot(err)
 	}
@@ -136,10 +138,12 @@ func diagnoseCmd(args []string) error {
 		return cannot(err)
 	}
 	defer tr.Close()
-	sink := &snapshotSink{json: output.NewJSON(events), p: p, nsPID: ns.NsPID()}
+	sink := &snapshotSink{json: output.NewJSON(events), p: p, rt: rt, nsPID: ns.NsPID()}
 	stopProgress := func() {}
 	err = runFor(tr, []int{*pid}, sink, *duration, 1, func() error {
 		sink.snapshot()
+		sink.heapSnapshot()
+		sink.startCPU()
 		sink.every(min(5*time.Second, max(*duration/3, time.Second)))
 		if !*quiet && isTerminal(os.Stderr) {
 			stopProgress = progress(os.Stderr, *pid, *duration, &sink.n)
@@ -147,12 +151,23 @@ func diagnoseCmd(args []string) error {
 		return writeReady(*ready)
 	})
 	sink.stop()
+	sink.endCPU() // if the run ended before the detach
 	stopProgress()
 	if err != nil {
 		return cannot(err)
 	}
 	if err := sink.Flush(); err != nil {
 		return cannot(fmt.Errorf("writing events: %w", err))
+	}
+	if *out != "" {
+		for name, prof := range map[string]*profile.Profile{"heap.pb.gz": sink.heap, "cpu.pb.gz": sink.cpuProf} {
+			if prof == nil {
+				continue
+			}
+			if err := writeProfile(prof, filepath.Join(*out, name)); err != nil {
+				return cannot(err)
+			}
+		}
 	}
 	evs, err := diagnose.ReadEvents(&recorded)
 	if err != nil {
@@ -250,19 +265,82 @@ func finish(r *diagnose.Report, asJSON bool, dir string) error {
 	return nil
 }
 
+// writeProfile writes prof to a new file at path.
+func writeProfile(prof *profile.Profile, path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("writing --out: %w", err)
+	}
+	if err := prof.Write(f); err != nil {
+		f.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return nil
+}
+
 // snapshotSink is the JSON sink of a diagnose run: it counts the events,
 // and adds a process event (pkg/diagnose.Snapshot) after the attach,
-// periodically, and right before the detach, so that the recorded stream
-// holds the facts report needs. Run and the periodic snapshot write
-// through one lock.
+// periodically, and right before the detach; heap_profile and
+// contention_profile events (the runtime's own heap and mutex profiles:
+// pkg/diagnose.HeapSnapshot, ContentionSnapshot) after the attach and
+// before the detach; and a cpu_profile event of the window before the
+// detach, so that the recorded stream holds the facts report needs. Run and the
+// periodic snapshot write through one lock.
 type snapshotSink struct {
 	mu    sync.Mutex
 	json  *output.JSON
 	p     proc.Process
+	rt    *goruntime.Process
 	nsPID int
 	n     atomic.Int64
 	done  chan struct{}
 	wg    sync.WaitGroup
+	// heap is the last heap profile read, for --out's heap.pb.gz.
+	heap *profile.Profile
+	// cpu collects the CPU profile of the window (startSampler), once;
+	// cpuStart is when it started, cpuErr why it could not, cpuProf the
+	// profile for --out's cpu.pb.gz.
+	cpu      func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error)
+	cpuStart time.Time
+	cpuErr   error
+	cpuProf  *profile.Profile
+}
+
+// diagCPUHz is diagnose's CPU sampling rate per CPU: a prime, off the
+// beat of the program's own timers, and a few µs of CPU a second.
+const diagCPUHz = 49
+
+// startCPU starts sampling the target's stacks on CPU.
+func (s *snapshotSink) startCPU() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cpu, s.cpuErr = startSampler(s.p, sampler.CPU, diagCPUHz)
+	s.cpuStart = time.Now()
+}
+
+func (s *snapshotSink) endCPU() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.endCPULocked()
+}
+
+// endCPULocked ends the sampling and writes the cpu_profile event, once.
+func (s *snapshotSink) endCPULocked() {
+	if s.cpu == nil && s.cpuErr == nil {
+		return
+	}
+	var prof *profile.Profile
+	var lost uint64
+	err := s.cpuErr
+	if s.cpu != nil {
+		prof, lost, err = s.cpu(s.rt, time.Since(s.cpuStart))
+	}
+	s.cpu, s.cpuErr, s.cpuProf = nil, nil, prof
+	s.n.Add(1)
+	s.json.Write(diagnose.CPUSnapshot(s.p, s.nsPID, diagCPUHz, prof, lost, err))
 }
 
 func (s *snapshotSink) Write(ev event.Event) error {
@@ -270,6 +348,8 @@ func (s *snapshotSink) Write(ev event.Event) error {
 	defer s.mu.Unlock()
 	if d, ok := ev.(*event.Detached); ok && int(d.PID) == s.p.PID {
 		s.snapshotLocked()
+		s.heapSnapshotLocked()
+		s.endCPULocked()
 	}
 	s.n.Add(1)
 	return s.json.Write(ev)
@@ -293,6 +373,26 @@ func (s *snapshotSink) snapshotLocked() {
 	}
 	s.n.Add(1)
 	s.json.Write(diagnose.Snapshot(s.p, s.nsPID))
+}
+
+// heapSnapshot writes the runtime's heap and mutex profiles.
+func (s *snapshotSink) heapSnapshot() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.heapSnapshotLocked()
+}
+
+func (s *snapshotSink) heapSnapshotLocked() {
+	if !s.p.Alive() {
+		return
+	}
+	ev, prof := diagnose.HeapSnapshot(s.p, s.rt, s.nsPID)
+	if prof != nil {
+		s.heap = prof
+	}
+	s.n.Add(2)
+	s.json.Write(ev)
+	s.json.Write(diagnose.ContentionSnapshot(s.p, s.rt, s.nsPID, "mutex"))
 }
 
 // every takes a snapshot each interval, from a goroutine, until stop.

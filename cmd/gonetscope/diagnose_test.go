@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
+
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 )
 
@@ -44,6 +46,7 @@ type diagRun struct {
 	exit   int
 	facts  map[string]map[string]any // the target's lines by op
 	out    string                    // --out
+	config string                    // --config, if given
 }
 
 // diagnoseRun starts target, runs diagnose on it with args once it is
@@ -59,6 +62,9 @@ func diagnoseRun(t *testing.T, target *exec.Cmd, until string, setup func(pid in
 		setup(pid)
 	}
 	r := diagRun{facts: map[string]map[string]any{}, out: t.TempDir()}
+	if i := slices.Index(args, "--config"); i >= 0 {
+		r.config = args[i+1]
+	}
 	var stdout bytes.Buffer
 	_, done, errOut := startGonetscopeTo(t, &stdout, pid, append([]string{"diagnose", "--json", "--quiet", "--out", r.out}, args...)...)
 	io.WriteString(stdin, "go\n")
@@ -99,11 +105,16 @@ func diagnoseRun(t *testing.T, target *exec.Cmd, until string, setup func(pid in
 	return r
 }
 
-// checkReportAgrees runs report over the run's events.jsonl: the same
-// items with the same verdicts, values and evidence, and the same exit status.
+// checkReportAgrees runs report over the run's events.jsonl (with the
+// run's --config): the same items with the same verdicts, values and
+// evidence, and the same exit status.
 func checkReportAgrees(t *testing.T, r diagRun) {
 	t.Helper()
-	cmd := exec.Command(gonetscopeBin, "report", "--json", filepath.Join(r.out, "events.jsonl"))
+	args := []string{"report", "--json"}
+	if r.config != "" {
+		args = append(args, "--config", r.config)
+	}
+	cmd := exec.Command(gonetscopeBin, append(args, filepath.Join(r.out, "events.jsonl"))...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -177,10 +188,14 @@ func TestDiagnoseHealthy(t *testing.T) {
 	}
 	// The items whose signal exists are measured, not n/a.
 	for _, id := range []string{"accept_queue", "slow_peer", "sched_delay", "handshake", "connect_failures",
-		"goroutine_leak", "fd_usage", "tcp_states", "lost", "gc_pauses", "read_deadlines"} {
+		"goroutine_leak", "fd_usage", "tcp_states", "lost", "gc_pauses", "heap", "read_deadlines", "cpu_hotspots"} {
 		if it := r.item(t, id); it.Status != diagnose.OK {
 			t.Errorf("%s: %s (%s), want ok", id, it.Status, it.Why)
 		}
+	}
+	// It records no mutex profile: nothing to read, and the item says so.
+	if it := r.item(t, "lock_contention"); it.Status != diagnose.NA || !strings.Contains(it.Why, "SetMutexProfileFraction") {
+		t.Errorf("lock_contention of a target without a mutex profile: %s (%s), want n/a naming SetMutexProfileFraction", it.Status, it.Why)
 	}
 	// This target dialed itself once: one connect, its handshake measured.
 	if it := r.item(t, "connect_failures"); it.Value != "0 of 1 failed" {
@@ -300,6 +315,85 @@ func TestDiagnoseGCPause(t *testing.T) {
 	if e := it.Evidence[0]; e.Count != num(f, "cycles") || e.ValueNs != num(f, "max_pause_ns") || it.Measured == nil ||
 		uint64(*it.Measured) != num(f, "p99_pause_ns") || num(f, "p99_pause_ns") <= uint64(5*time.Millisecond) {
 		t.Errorf("gc_pauses evidence %+v, measured %v; the target says %v", it.Evidence, it.Measured, f)
+	}
+}
+
+// TestDiagnoseHeap: a target that keeps a 256 KiB buffer every 10ms: heap
+// is a problem whose first evidence is the keeping site, holding exactly
+// the bytes the target's own heap profile (runtime/pprof) says it holds,
+// and --out's heap.pb.gz says the same.
+func TestDiagnoseHeap(t *testing.T) {
+	r := diagnoseRun(t, diagCmd(t, "-problem", "heapgrow", "-run", "1500ms"), "done", nil, "--duration", "2s")
+	it := r.problemOnly(t, "heap")
+	f := r.facts["heapgrow"]
+	site := fmt.Sprintf("%s %s:%d", f["func"], f["file"], num(f, "line"))
+	if e := it.Evidence[0]; e.Site != f["func"] || !slices.Equal(e.Stack, []string{site}) || e.Bytes != int64(num(f, "inuse_bytes")) ||
+		num(f, "kept") < 50 || num(f, "inuse_bytes") < 8<<20 {
+		t.Errorf("heap evidence %+v; the target says %v", it.Evidence, f)
+	}
+	pf, err := os.Open(filepath.Join(r.out, "heap.pb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	prof, err := profile.Parse(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inuse := slices.IndexFunc(prof.SampleType, func(v *profile.ValueType) bool { return v.Type == "inuse_space" })
+	var held int64
+	for _, s := range prof.Sample {
+		if l := s.Location[0].Line[0]; fmt.Sprintf("%s %s:%d", l.Function.Name, l.Function.Filename, l.Line) == site {
+			held += s.Value[inuse]
+		}
+	}
+	if held != int64(num(f, "inuse_bytes")) {
+		t.Errorf("heap.pb.gz: %s holds %d bytes in use, the target's own profile %d", site, held, num(f, "inuse_bytes"))
+	}
+}
+
+// TestDiagnoseLockContention: four goroutines take turns on one lock held
+// 2ms at a time, in a target that records its mutex profile:
+// lock_contention is a problem whose first evidence is the holder, with
+// exactly the delay and contentions the target's own mutex profile
+// (runtime/pprof) gives it. Without the profile (the healthy target) the
+// item is n/a.
+func TestDiagnoseLockContention(t *testing.T) {
+	r := diagnoseRun(t, diagCmd(t, "-problem", "contention", "-run", "1500ms"), "done", nil, "--duration", "2s")
+	it := r.problemOnly(t, "lock_contention")
+	f := r.facts["contention"]
+	site := fmt.Sprintf("%s %s:%d", f["func"], f["file"], num(f, "line"))
+	if e := it.Evidence[0]; e.Site != f["func"] || !slices.Equal(e.Stack, []string{site}) || e.ValueNs != num(f, "delay_ns") ||
+		e.Count != num(f, "contentions") || num(f, "delay_ns") < uint64(100*time.Millisecond) {
+		t.Errorf("lock_contention evidence %+v; the target says %v", it.Evidence, f)
+	}
+}
+
+// TestDiagnoseCPU: GOMAXPROCS 1 and a goroutine that spins in one
+// function for longer than the window: cpu_hotspots is a problem, its
+// first evidence the function the target's own CPU profile (runtime/pprof)
+// has the most samples in, and --out keeps cpu.pb.gz. Waits on the one P
+// are slow too (sched_delay).
+func TestDiagnoseCPU(t *testing.T) {
+	// The spinner gets the one P, but not always a whole CPU on a busy
+	// two-CPU host: judged against half of it, not the default 80%.
+	config := filepath.Join(t.TempDir(), "th.yaml")
+	if err := os.WriteFile(config, []byte("cpu_saturation: 0.5\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := diagnoseRun(t, diagCmd(t, "-problem", "cpubound", "-run", "3s"), "done", nil, "--duration", "2s", "--config", config)
+	it := r.problemOnly(t, "cpu_hotspots", "sched_delay")
+	f := r.facts["cpubound"]
+	if e := it.Evidence[0]; e.Site != f["top_func"] || f["top_func"] != "main.burn" || it.Measured == nil || *it.Measured < 0.5 {
+		t.Errorf("cpu_hotspots measured %v, evidence %+v; the target says %v", it.Measured, it.Evidence, f)
+	}
+	pf, err := os.Open(filepath.Join(r.out, "cpu.pb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	if prof, err := profile.Parse(pf); err != nil || len(prof.Sample) == 0 {
+		t.Errorf("cpu.pb.gz: %v, want samples", err)
 	}
 }
 

@@ -49,6 +49,19 @@ type Thresholds struct {
 	// GCPauseP99: the p99 of the GC's stop-the-world pauses in the
 	// window over this is a problem.
 	GCPauseP99 Duration `json:"gc_pause_p99"`
+	// HeapGrowth and HeapGrowthBytes: the heap in use (marked live by
+	// the GC) growing by this factor and by this many bytes or more over
+	// the window is a problem.
+	HeapGrowth      float64 `json:"heap_growth"`
+	HeapGrowthBytes uint64  `json:"heap_growth_bytes"`
+	// LockDelay: goroutines waiting for locks (the runtime's mutex
+	// profile) for more than this per second of the window, summed over
+	// goroutines, is a problem.
+	LockDelay Duration `json:"lock_delay"`
+	// CPUSaturation: the process using this share of the CPUs it can run
+	// on (GOMAXPROCS, or its CPU quota when lower) or more over the
+	// window is a problem.
+	CPUSaturation float64 `json:"cpu_saturation"`
 }
 
 // Defaults are the thresholds without a config file.
@@ -67,6 +80,10 @@ func Defaults() Thresholds {
 		RequestMinCount:     20,
 		Request5xxRatio:     0.01,
 		GCPauseP99:          Duration(5 * time.Millisecond),
+		HeapGrowth:          1.5,
+		HeapGrowthBytes:     8 << 20,
+		LockDelay:           Duration(100 * time.Millisecond),
+		CPUSaturation:       0.8,
 	}
 }
 
@@ -87,8 +104,12 @@ func LoadThresholds(path string) (Thresholds, error) {
 	if err := dec.Decode(&th); err != nil {
 		return th, fmt.Errorf("--config %s: %w (the names are in docs/diagnose.md)", path, err)
 	}
-	if th.FDUsage <= 0 || th.FDUsage > 1 || th.ConnectFailureRatio < 0 || th.ConnectFailureRatio > 1 || th.Request5xxRatio < 0 || th.Request5xxRatio > 1 {
-		return th, fmt.Errorf("--config %s: fd_usage, connect_failure_ratio and request_5xx_ratio are shares between 0 and 1", path)
+	if th.FDUsage <= 0 || th.FDUsage > 1 || th.ConnectFailureRatio < 0 || th.ConnectFailureRatio > 1 || th.Request5xxRatio < 0 || th.Request5xxRatio > 1 ||
+		th.CPUSaturation <= 0 || th.CPUSaturation > 1 {
+		return th, fmt.Errorf("--config %s: fd_usage, connect_failure_ratio, request_5xx_ratio and cpu_saturation are shares between 0 and 1", path)
+	}
+	if th.HeapGrowth < 1 {
+		return th, fmt.Errorf("--config %s: heap_growth is a factor of at least 1, such as 1.5", path)
 	}
 	return th, nil
 }

@@ -1,6 +1,7 @@
 package diagnose
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 	"strings"
@@ -50,6 +51,11 @@ func gcPauses(s *stream) Item {
 		it.Status, it.Measured, it.Value = OK, f64(0), "no GC cycle ended in the window"
 		return it
 	}
+	if len(pauses) == 0 {
+		// More than 256 cycles between two reads, every pause gone.
+		it.Status, it.Why = NA, fmt.Sprintf("%s ended, and their pauses left the runtime's ring of 256 before they were read", plural(uint64(cycles), "GC cycle"))
+		return it
+	}
 	slices.Sort(pauses)
 	p, worst := p99(pauses), pauses[len(pauses)-1]
 	it.Measured = f64(float64(p))
@@ -74,6 +80,227 @@ func gcPauses(s *stream) Item {
 		"Long stop-the-world pauses mostly come from goroutines that do not reach a preemption point (tight loops, long cgo or system calls) or from a starved CPU.",
 		dur(worst), dur(p), plural(len(pauses), "cycle"))
 	return it
+}
+
+// heapGrowth: the heap in use at the end of the window against its
+// start; a problem when it grew by HeapGrowth and HeapGrowthBytes. The
+// readings are diagnose's heap_profile events (the runtime's own heap
+// profile at the attach and at the detach: in use as of the last GC
+// cycle), or in a stream without them, the live heap that each GC cycle
+// marked (gc events), which must then end at its largest. The evidence
+// is the allocation sites whose bytes in use grew the most between the
+// first and last heap profiles.
+func heapGrowth(s *stream) Item {
+	th := s.th
+	it := Item{ID: "heap", Title: "Heap and allocation", Unit: "ratio", Limit: f64(th.HeapGrowth),
+		Threshold: fmt.Sprintf("in use grows < ×%.2g or < %s", th.HeapGrowth, bytesText(int64(th.HeapGrowthBytes)))}
+	if why := runtimeReadsOff(s, "no gc events"); why != "" {
+		it.Status, it.Why = NA, why
+		return it
+	}
+	var cycles uint32
+	var rate float64
+	// One reading per cycle: a gc event repeats the last cycle's heap
+	// until another ends.
+	var live []heapReading
+	for _, e := range s.of("gc") {
+		cycles += e.Cycles
+		if e.HeapAfter != nil && (len(live) == 0 || live[len(live)-1].gc != e.NumGC) {
+			live = append(live, heapReading{e.NumGC, *e.HeapAfter})
+		}
+		if e.AllocRate != nil {
+			rate = *e.AllocRate
+		}
+	}
+	var profs []Event
+	for _, e := range s.of("heap_profile") {
+		if e.Unreadable == "" && e.MemProfileRate != nil {
+			profs = append(profs, e)
+		}
+	}
+	var first, last uint64
+	rising := true
+	switch {
+	case len(profs) >= 2:
+		first, last = uint64(max(profs[0].InuseBytes, 0)), uint64(max(profs[len(profs)-1].InuseBytes, 0))
+		it.Value = fmt.Sprintf("in use %s → %s (the heap profile)", bytesText(int64(first)), bytesText(int64(last)))
+	case len(live) >= 2:
+		first, last = live[0].heap, live[len(live)-1].heap
+		for _, r := range live {
+			rising = rising && r.heap <= last
+		}
+		it.Value = fmt.Sprintf("live heap %s → %s (GC cycles %d to %d)", bytesText(int64(first)), bytesText(int64(last)), live[0].gc, live[len(live)-1].gc)
+	default:
+		it.Status, it.Why = NA, "no two readings of the heap in the window: diagnose reads the heap profile at its start and end, and a trace stream has a gc event per GC cycle or summary"
+		if len(s.of("heap_profile")) > 0 {
+			it.Why = "the heap profile could not be read (" + s.of("heap_profile")[0].Unreadable + ") and fewer than two GC cycles ended"
+		}
+		return it
+	}
+	ratio := float64(last) / float64(max(first, 1))
+	it.Measured = f64(ratio)
+	if first > 0 {
+		it.Value += fmt.Sprintf(", ×%.2f", ratio)
+	}
+	it.Value += fmt.Sprintf("; %s ended; allocating %s/s", plural(uint64(cycles), "GC cycle"), bytesText(int64(rate)))
+	if ratio < th.HeapGrowth || last-min(last, first) < th.HeapGrowthBytes || !rising {
+		it.Status = OK
+		return it
+	}
+	it.Status = Problem
+	it.score = ratio / th.HeapGrowth
+	grown := heapSitesGrown(profs)
+	for i, g := range grown[:min(3, len(grown))] {
+		if i > 0 && uint64(g.InuseBytes) < (last-first)/20 {
+			break // under 5% of the growth: not where it went
+		}
+		it.Evidence = append(it.Evidence, Evidence{Site: g.Func, Stack: []string{fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line)},
+			Bytes: g.InuseBytes, Count: uint64(max(g.InuseObjects, 0)),
+			Text: fmt.Sprintf("%s (%s:%d) holds %s more than at the start (%s in %s now)",
+				g.Func, short(g.File), g.Line, bytesText(g.InuseBytes), bytesText(g.total), plural(max(g.objects, 0), "object"))})
+	}
+	if len(it.Evidence) == 0 {
+		it.Evidence = append(it.Evidence, Evidence{Bytes: int64(last - first),
+			Text: fmt.Sprintf("live heap after each GC cycle: %s; no heap profile in the stream names the sites (diagnose reads it; trace does not)", heapSeries(live))})
+	}
+	it.Finding = fmt.Sprintf("The heap in use grew from %s to %s in the window", bytesText(int64(first)), bytesText(int64(last)))
+	if len(grown) > 0 {
+		it.Finding += fmt.Sprintf(", most of it held by allocations at %s (%s:%d, +%s)", grown[0].Func, short(grown[0].File), grown[0].Line, bytesText(grown[0].InuseBytes))
+	}
+	it.Finding += ": memory that is kept and never freed (a leak, an unbounded cache or queue), unless the service is still warming up."
+	return it
+}
+
+// lockContention: the delay that the runtime's own mutex profile gained
+// between diagnose's first and last contention_profile events, per second
+// of that span; a problem over LockDelay. n/a when the program records no
+// mutex profile: reading it costs nothing, but only the program can turn
+// it on (runtime.SetMutexProfileFraction). The block profile is not used:
+// it counts goroutines idle on a channel as blocked as well.
+func lockContention(s *stream) Item {
+	th := uint64(s.th.LockDelay)
+	it := Item{ID: "lock_contention", Title: "Lock contention", Unit: "ns", Limit: f64(float64(th)),
+		Threshold: "waiting ≤ " + dur(th) + " per second"}
+	why := "the stream has no contention_profile events (diagnose reads the runtime's mutex profile)"
+	var profs []Event
+	for _, e := range s.of("contention_profile") {
+		switch {
+		case e.Kind != "mutex":
+		case e.Unreadable != "":
+			why = "the runtime's mutex profile: " + e.Unreadable
+		default:
+			profs = append(profs, e)
+		}
+	}
+	if len(profs) < 2 {
+		it.Status, it.Why = NA, why
+		return it
+	}
+	first, last := profs[0], profs[len(profs)-1]
+	span := last.Time.Sub(first.Time)
+	if span <= 0 {
+		it.Status, it.Why = NA, "the mutex profile was read at one moment only"
+		return it
+	}
+	delay := uint64(max(last.DelayNs-first.DelayNs, 0))
+	perSec := uint64(float64(delay) / span.Seconds())
+	it.Measured = f64(float64(perSec))
+	it.Value = fmt.Sprintf("%s waited per second (%s over %s, %s; the runtime's mutex profile)",
+		dur(perSec), dur(delay), dur(uint64(span)), plural(max(last.Contentions-first.Contentions, 0), "contention"))
+	if perSec <= th {
+		it.Status = OK
+		return it
+	}
+	it.Status = Problem
+	it.score = float64(perSec) / float64(max(th, 1))
+	key := func(g GoroutineSite) string { return fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line) }
+	before := map[string]GoroutineSite{}
+	for _, g := range first.Sites {
+		before[key(g)] = g
+	}
+	var grown []GoroutineSite
+	for _, g := range last.Sites {
+		b := before[key(g)]
+		g.DelayNs -= b.DelayNs
+		g.Contentions -= b.Contentions
+		if g.DelayNs > 0 {
+			grown = append(grown, g)
+		}
+	}
+	slices.SortStableFunc(grown, func(a, b GoroutineSite) int { return cmp.Compare(b.DelayNs, a.DelayNs) })
+	for _, g := range grown[:min(3, len(grown))] {
+		it.Evidence = append(it.Evidence, Evidence{Site: g.Func, Stack: []string{key(g)}, ValueNs: uint64(g.DelayNs), Count: uint64(max(g.Contentions, 0)),
+			Text: fmt.Sprintf("%s (%s:%d) unlocked a lock others waited for: %s of waiting over %s",
+				g.Func, short(g.File), g.Line, dur(uint64(g.DelayNs)), plural(g.Contentions, "contention"))})
+	}
+	it.Finding = fmt.Sprintf("Goroutines waited %s per second for locks", dur(perSec))
+	if len(grown) > 0 {
+		it.Finding += fmt.Sprintf(", most for the lock that %s (%s:%d) holds", grown[0].Func, short(grown[0].File), grown[0].Line)
+	}
+	it.Finding += ": shorten what runs under the lock, or split it."
+	return it
+}
+
+// grownSite is a heap site whose bytes in use grew in the window:
+// InuseBytes and InuseObjects are the growth, total and objects what it
+// holds at the end.
+type grownSite struct {
+	GoroutineSite
+	total, objects int64
+}
+
+// heapSitesGrown compares the last heap_profile's sites with the first's
+// and returns those that grew, most first. A site not among the first's
+// top sites counts as having held nothing then: its growth is at most
+// what it holds.
+func heapSitesGrown(profs []Event) []grownSite {
+	if len(profs) < 2 {
+		return nil
+	}
+	key := func(g GoroutineSite) string { return fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line) }
+	before := map[string]GoroutineSite{}
+	for _, g := range profs[0].Sites {
+		before[key(g)] = g
+	}
+	var out []grownSite
+	for _, g := range profs[len(profs)-1].Sites {
+		b := before[key(g)]
+		grown := grownSite{GoroutineSite: g, total: g.InuseBytes, objects: g.InuseObjects}
+		grown.InuseBytes -= b.InuseBytes
+		grown.InuseObjects -= b.InuseObjects
+		if grown.InuseBytes > 0 {
+			out = append(out, grown)
+		}
+	}
+	slices.SortStableFunc(out, func(a, b grownSite) int { return cmp.Compare(b.InuseBytes, a.InuseBytes) })
+	return out
+}
+
+// heapReading is one GC cycle's live heap: what it marked.
+type heapReading struct {
+	gc   uint32
+	heap uint64
+}
+
+func heapSeries(live []heapReading) string {
+	parts := make([]string, 0, len(live))
+	for _, r := range live {
+		parts = append(parts, bytesText(int64(r.heap)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// bytesText writes n bytes with a binary unit: "512 B", "3.4 MiB".
+func bytesText(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n), 0
+	for ; (f >= unit || f <= -unit) && i < 4; i++ {
+		f /= unit
+	}
+	return fmt.Sprintf("%.1f %ciB", f, "KMGT"[i-1])
 }
 
 // readDeadlines: no_deadline events, goroutines parked on a TCP

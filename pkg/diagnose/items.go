@@ -705,6 +705,73 @@ func gomaxprocs(s *stream) Item {
 	return it
 }
 
+// cpuHotspots: the CPU the process used between the first and last
+// process events, against what it can run on (GOMAXPROCS, or its CPU
+// quota when lower): a problem at CPUSaturation or more. The evidence, and
+// the value when it is not saturated, name where the CPU went: the
+// functions of the cpu_profile event with the most samples.
+func cpuHotspots(s *stream) Item {
+	th := s.th.CPUSaturation
+	it := Item{ID: "cpu_hotspots", Title: "CPU hot spots", Unit: "ratio", Limit: f64(th),
+		Threshold: fmt.Sprintf("CPU use < %.0f%% of what it can run on", th*100)}
+	var ps []Event
+	why := "no process snapshot with the CPU time in the stream (diagnose records them; trace does not)"
+	for _, e := range s.of("process") {
+		if e.CPUNs != nil {
+			ps = append(ps, e)
+		} else if w, ok := e.Unknown["cpu_ns"]; ok {
+			why = "the CPU time could not be read: " + w
+		}
+	}
+	if len(ps) < 2 || !ps[len(ps)-1].Time.After(ps[0].Time) {
+		it.Status, it.Why = NA, why
+		return it
+	}
+	first, last := ps[0], ps[len(ps)-1]
+	used := float64(*last.CPUNs-min(*last.CPUNs, *first.CPUNs)) / float64(last.Time.Sub(first.Time))
+	capacity, of := 0.0, ""
+	if last.GOMAXPROCS != nil {
+		capacity, of = float64(*last.GOMAXPROCS), fmt.Sprintf("GOMAXPROCS %d", *last.GOMAXPROCS)
+	}
+	if last.CPUQuota != nil && (capacity == 0 || *last.CPUQuota < capacity) {
+		capacity, of = *last.CPUQuota, fmt.Sprintf("a CPU quota of %g", *last.CPUQuota)
+	}
+	if capacity == 0 {
+		it.Status, it.Why = NA, "neither GOMAXPROCS nor a CPU quota is known: "+last.Unknown["gomaxprocs"]
+		return it
+	}
+	ratio := used / capacity
+	it.Measured = f64(ratio)
+	it.Value = fmt.Sprintf("%.2f CPUs used of %s (%.0f%%)", used, of, ratio*100)
+	var funcs []CPUFunc
+	var samples uint64
+	if cp := s.of("cpu_profile"); len(cp) > 0 {
+		funcs, samples = cp[len(cp)-1].Funcs, cp[len(cp)-1].Samples
+	}
+	if len(funcs) > 0 && samples > 0 {
+		it.Value += fmt.Sprintf("; most samples in %s (%.0f%%)", funcs[0].Func, 100*float64(funcs[0].Samples)/float64(samples))
+	}
+	if ratio < th {
+		it.Status = OK
+		return it
+	}
+	it.Status = Problem
+	it.score = ratio / th
+	for _, f := range funcs[:min(3, len(funcs))] {
+		it.Evidence = append(it.Evidence, Evidence{Site: f.Func, Count: f.Samples,
+			Text: fmt.Sprintf("%s: %.0f%% of the CPU samples (%d of %d)", f.Func, 100*float64(f.Samples)/float64(samples), f.Samples, samples)})
+	}
+	if len(it.Evidence) == 0 {
+		it.Evidence = append(it.Evidence, Evidence{Text: fmt.Sprintf("%.2f CPUs used of %s; no CPU profile in the stream says where", used, of)})
+	}
+	it.Finding = fmt.Sprintf("The process used %.0f%% of the CPU it can run on (%s)", ratio*100, of)
+	if len(funcs) > 0 {
+		it.Finding += fmt.Sprintf(", %.0f%% of it in %s", 100*float64(funcs[0].Samples)/float64(samples), funcs[0].Func)
+	}
+	it.Finding += ": every wait for the scheduler grows with it. Profile that code, or give the process more CPU."
+	return it
+}
+
 // lostEvents: anything lost or suppressed leaves the report incomplete.
 func lostEvents(s *stream) Item {
 	it := Item{ID: "lost", Title: "Lost events", Threshold: "none", Unit: "count", Limit: f64(0)}

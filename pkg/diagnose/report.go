@@ -111,6 +111,8 @@ type Evidence struct {
 	CreatedAt string   `json:"created_at,omitempty"`
 	Count     uint64   `json:"count,omitempty"`
 	ValueNs   uint64   `json:"value_ns,omitempty"`
+	// Bytes is an amount of memory, such as a site's growth in use.
+	Bytes int64 `json:"bytes,omitempty"`
 	// Stack is the most telling frames, "func file:line", innermost first.
 	Stack []string `json:"stack,omitempty"`
 }
@@ -229,15 +231,11 @@ var checks = []func(*stream) Item{
 	gomaxprocs,
 	lostEvents,
 	gcPauses,
-	notYet("heap", "Heap and allocation", "no heap verdict yet: gc events carry heap_live, heap_goal and the allocation rate; 'gonetscope profile --kind heap' writes the heap profile"),
-	notYet("lock_contention", "Lock contention", "no contention signal yet: --contention comes with issue 14"),
+	heapGrowth,
+	lockContention,
 	readDeadlines,
 	httpRequests,
-	notYet("cpu_hotspots", "CPU hot spots", "not in the event stream: 'gonetscope profile --kind cpu' writes a CPU profile; diagnose keeping profiles is issue 16's next step"),
-}
-
-func notYet(id, title, why string) func(*stream) Item {
-	return func(*stream) Item { return Item{ID: id, Title: title, Status: NA, Why: why} }
+	cpuHotspots,
 }
 
 func f64(v float64) *float64 { return &v }

@@ -1,11 +1,18 @@
 package diagnose
 
 import (
+	"cmp"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/google/pprof/profile"
 
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/pprof"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
@@ -14,9 +21,10 @@ const maxCloseWait = 20
 
 // Snapshot reads the facts of a live process that no hook reports, for
 // the process event that diagnose records into the stream: its fds and
-// limit, its TCP sockets by state, its GOMAXPROCS and its CPU quota. What
-// cannot be read is left out and Unknown says why. All /proc access goes
-// through pkg/proc, the runtime's memory through pkg/goruntime.
+// limit, its TCP sockets by state, its GOMAXPROCS, its CPU quota and the
+// CPU time it has used. What cannot be read is left out and Unknown says
+// why. All /proc access goes through pkg/proc, the runtime's memory
+// through pkg/goruntime.
 func Snapshot(p proc.Process, nsPID int) *event.Process {
 	ev := &event.Process{
 		Header:  event.Header{Time: time.Now(), Event: "process", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
@@ -62,8 +70,192 @@ func Snapshot(p proc.Process, nsPID int) *event.Process {
 	} else if limited {
 		ev.CPUQuota, ev.CPUQuotaFrom, ev.HasCPUQuota = cpus, from, true
 	}
+	if cpu, err := proc.CPUTime(pid); err != nil {
+		ev.Unknown["cpu_ns"] = err.Error()
+	} else {
+		ev.CPUNs, ev.HasCPU = uint64(cpu), true
+	}
 	if len(ev.Unknown) == 0 {
 		ev.Unknown = nil
 	}
+	return ev
+}
+
+// profileSites is how many sites a heap_profile or contention_profile
+// event lists.
+const profileSites = 10
+
+// HeapSnapshot reads the runtime's heap profile from rt's memory (no
+// probe) for the heap_profile event: its totals, and the profileSites
+// allocation sites with the most bytes in use. A site is the first frame
+// below the allocator, as in the heap profile pprof shows (the runtime's
+// own frames at the leaf hidden), and its counts are scaled as pprof
+// scales them, so they match the target's own runtime/pprof heap profile.
+// What cannot be read is said in the event's Unreadable; the profile (for
+// --out's heap.pb.gz) is nil then.
+func HeapSnapshot(p proc.Process, rt *goruntime.Process, nsPID int) (*event.HeapProfile, *profile.Profile) {
+	ev := &event.HeapProfile{Header: event.Header{Time: time.Now(), Event: "heap_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}}
+	if nsPID != 0 && nsPID != p.PID {
+		ev.NsPID = uint32(nsPID)
+	}
+	h, err := rt.HeapProfile()
+	if err != nil {
+		ev.Unreadable = err.Error()
+		return ev, nil
+	}
+	prof, err := pprof.Heap(rt, h, "")
+	if err != nil {
+		ev.Unreadable = err.Error()
+		return ev, nil
+	}
+	ev.MemProfileRate = h.Rate
+	type key struct {
+		fn, file string
+		line     int64
+	}
+	sites := map[key]*event.HeapSite{}
+	for _, smp := range prof.Sample {
+		// alloc_objects, alloc_space, inuse_objects, inuse_space
+		v := smp.Value
+		ev.AllocObjects += v[0]
+		ev.AllocBytes += v[1]
+		ev.InuseObjects += v[2]
+		ev.InuseBytes += v[3]
+		k := key{fn: "?"}
+		if len(smp.Location) > 0 {
+			loc := smp.Location[0]
+			if len(loc.Line) > 0 && loc.Line[0].Function != nil {
+				l := loc.Line[0]
+				k = key{l.Function.Name, l.Function.Filename, l.Line}
+			} else {
+				k.fn = fmt.Sprintf("%#x", loc.Address)
+			}
+		}
+		st := sites[k]
+		if st == nil {
+			st = &event.HeapSite{Func: k.fn, File: k.file, Line: k.line}
+			sites[k] = st
+		}
+		st.AllocObjects += v[0]
+		st.AllocBytes += v[1]
+		st.InuseObjects += v[2]
+		st.InuseBytes += v[3]
+	}
+	all := make([]*event.HeapSite, 0, len(sites))
+	for _, st := range sites {
+		all = append(all, st)
+	}
+	slices.SortFunc(all, func(a, b *event.HeapSite) int {
+		return cmp.Or(cmp.Compare(b.InuseBytes, a.InuseBytes), cmp.Compare(b.AllocBytes, a.AllocBytes),
+			cmp.Compare(a.Func, b.Func), cmp.Compare(a.Line, b.Line))
+	})
+	for _, st := range all[:min(profileSites, len(all))] {
+		ev.Sites = append(ev.Sites, *st)
+	}
+	return ev, prof
+}
+
+// contentionPlumbing are the packages a contention site is below: the
+// first frame outside them is the code that held or waited.
+var contentionPlumbing = []string{"runtime.", "sync.", "internal/sync."}
+
+// ContentionSnapshot reads the runtime's mutex or block profile (kind)
+// from rt's memory for the contention_profile event: totals, and the
+// profileSites sites with the most delay, as runtime/pprof's profile of that
+// kind gives them. What cannot be read, including a program that records
+// no such profile, is said in the event's Unreadable.
+func ContentionSnapshot(p proc.Process, rt *goruntime.Process, nsPID int, kind string) *event.ContentionProfile {
+	ev := &event.ContentionProfile{Header: event.Header{Time: time.Now(), Event: "contention_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
+		Kind: kind}
+	if nsPID != 0 && nsPID != p.PID {
+		ev.NsPID = uint32(nsPID)
+	}
+	c, err := rt.ContentionProfile(kind)
+	if err != nil {
+		ev.Unreadable = err.Error()
+		return ev
+	}
+	prof, err := pprof.Contention(rt, c)
+	if err != nil {
+		ev.Unreadable = err.Error()
+		return ev
+	}
+	ev.Rate = c.Rate
+	type key struct {
+		fn, file string
+		line     int64
+	}
+	sites := map[key]*event.ContentionSite{}
+	for _, smp := range prof.Sample {
+		// contentions, delay
+		ev.Contentions += smp.Value[0]
+		ev.DelayNs += smp.Value[1]
+		k := key{fn: "?"}
+	frames:
+		for _, loc := range smp.Location {
+			for _, l := range loc.Line {
+				if l.Function != nil && !slices.ContainsFunc(contentionPlumbing, func(p string) bool { return strings.HasPrefix(l.Function.Name, p) }) {
+					k = key{l.Function.Name, l.Function.Filename, l.Line}
+					break frames
+				}
+			}
+		}
+		st := sites[k]
+		if st == nil {
+			st = &event.ContentionSite{Func: k.fn, File: k.file, Line: k.line}
+			sites[k] = st
+		}
+		st.Contentions += smp.Value[0]
+		st.DelayNs += smp.Value[1]
+	}
+	all := make([]*event.ContentionSite, 0, len(sites))
+	for _, st := range sites {
+		all = append(all, st)
+	}
+	slices.SortFunc(all, func(a, b *event.ContentionSite) int {
+		return cmp.Or(cmp.Compare(b.DelayNs, a.DelayNs), cmp.Compare(a.Func, b.Func), cmp.Compare(a.Line, b.Line))
+	})
+	for _, st := range all[:min(profileSites, len(all))] {
+		ev.Sites = append(ev.Sites, *st)
+	}
+	return ev
+}
+
+// CPUSnapshot folds prof, a CPU profile of p taken at freqHz with lost
+// samples lost (or err, why none could be taken), into the cpu_profile
+// event: the profileSites functions with the most samples, by the
+// innermost frame of each sample.
+func CPUSnapshot(p proc.Process, nsPID int, freqHz uint64, prof *profile.Profile, lost uint64, err error) *event.CPUProfile {
+	ev := &event.CPUProfile{Header: event.Header{Time: time.Now(), Event: "cpu_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
+		FrequencyHz: freqHz, Lost: lost}
+	if nsPID != 0 && nsPID != p.PID {
+		ev.NsPID = uint32(nsPID)
+	}
+	if err != nil {
+		ev.Unreadable = err.Error()
+		return ev
+	}
+	type key struct{ fn, file string }
+	funcs := map[key]uint64{}
+	for _, smp := range prof.Sample {
+		n := uint64(smp.Value[0]) // samples
+		ev.Samples += n
+		k := key{fn: "?"}
+		if len(smp.Location) > 0 {
+			if loc := smp.Location[0]; len(loc.Line) > 0 && loc.Line[0].Function != nil {
+				k = key{loc.Line[0].Function.Name, loc.Line[0].Function.Filename}
+			} else {
+				k.fn = fmt.Sprintf("%#x", loc.Address)
+			}
+		}
+		funcs[k] += n
+	}
+	for k, n := range funcs {
+		ev.Funcs = append(ev.Funcs, event.CPUFunc{Func: k.fn, File: k.file, Samples: n})
+	}
+	slices.SortFunc(ev.Funcs, func(a, b event.CPUFunc) int {
+		return cmp.Or(cmp.Compare(b.Samples, a.Samples), cmp.Compare(a.Func, b.Func))
+	})
+	ev.Funcs = ev.Funcs[:min(profileSites, len(ev.Funcs))]
 	return ev
 }

@@ -70,7 +70,7 @@ type Event struct {
 	// and successful (trace --connections notable, the default).
 	BelowThreshold map[string]uint64 `json:"below_threshold"`
 
-	// goroutines, goroutine_leak
+	// goroutines, goroutine_leak (and heap_profile's sites)
 	Live        int64           `json:"live"`
 	Sites       []GoroutineSite `json:"sites"`
 	Site        string          `json:"site"`
@@ -94,6 +94,22 @@ type Event struct {
 	GOGC         *int32   `json:"gogc"`
 	AllocRate    *float64 `json:"alloc_bytes_per_sec"`
 
+	// heap_profile, contention_profile (their sites are in Sites)
+	MemProfileRate *int64 `json:"mem_profile_rate"`
+	InuseBytes     int64  `json:"inuse_bytes"`
+	AllocBytes     int64  `json:"alloc_bytes"`
+	Unreadable     string `json:"unreadable"`
+
+	// contention_profile (its sites are in Sites; kind in Kind)
+	Rate        *int64 `json:"rate"`
+	Contentions int64  `json:"contentions"`
+	DelayNs     int64  `json:"delay_ns"`
+
+	// cpu_profile
+	FrequencyHz uint64    `json:"frequency_hz"`
+	Samples     uint64    `json:"samples"`
+	Funcs       []CPUFunc `json:"funcs"`
+
 	// no_deadline
 	ParkedNs uint64 `json:"parked_ns"`
 	Func     string `json:"func"`
@@ -111,6 +127,7 @@ type Event struct {
 	GOMAXPROCS   *int              `json:"gomaxprocs"`
 	CPUQuota     *float64          `json:"cpu_quota"`
 	CPUQuotaFrom string            `json:"cpu_quota_from"`
+	CPUNs        *uint64           `json:"cpu_ns"`
 	Unknown      map[string]string `json:"unknown"`
 
 	// http_routes, http_request (requests.go)
@@ -145,11 +162,28 @@ type WaitStats struct {
 	SchedDelayP99Ns *uint64 `json:"sched_delay_p99_ns"`
 }
 
-// GoroutineSite is one site of a goroutines event.
+// GoroutineSite is one site of a goroutines event, or of a heap_profile
+// or contention_profile event (Func, File, Line and their counts).
 type GoroutineSite struct {
 	Site      string `json:"site"`
 	CreatedAt string `json:"created_at"`
 	Live      int64  `json:"live"`
+
+	Func         string `json:"func"`
+	File         string `json:"file"`
+	Line         int64  `json:"line"`
+	InuseBytes   int64  `json:"inuse_bytes"`
+	InuseObjects int64  `json:"inuse_objects"`
+	AllocBytes   int64  `json:"alloc_bytes"`
+	Contentions  int64  `json:"contentions"`
+	DelayNs      int64  `json:"delay_ns"`
+}
+
+// CPUFunc is one function of a cpu_profile event.
+type CPUFunc struct {
+	Func    string `json:"func"`
+	File    string `json:"file"`
+	Samples uint64 `json:"samples"`
 }
 
 // FDs are a summary's fds.

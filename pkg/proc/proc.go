@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Root is where procfs is mounted; tests and containers may move it.
@@ -68,6 +69,42 @@ func parseStat(pid int, raw []byte) (Process, error) {
 	}
 	p.State = fields[0][0]
 	return p, nil
+}
+
+// userHZ is the unit of /proc/PID/stat's times: USER_HZ, 100 on every
+// architecture Linux exposes it on.
+const userHZ = 100
+
+// CPUTime is the CPU time pid's threads have used, user and system, from
+// fields 14 and 15 of /proc/PID/stat (10 ms resolution).
+func CPUTime(pid int) (time.Duration, error) {
+	raw, err := os.ReadFile(Path(pid, "stat"))
+	if err != nil {
+		return 0, err
+	}
+	return parseCPUTime(pid, raw)
+}
+
+func parseCPUTime(pid int, raw []byte) (time.Duration, error) {
+	close := bytes.LastIndexByte(raw, ')')
+	if close < 0 {
+		return 0, fmt.Errorf("PID %d: malformed stat", pid)
+	}
+	fields := strings.Fields(string(raw[close+1:]))
+	// fields[0] is field 3; utime and stime are fields 14 and 15.
+	const utime, stime = 14 - 3, 15 - 3
+	if len(fields) <= stime {
+		return 0, fmt.Errorf("PID %d: stat has %d fields, want at least 15", pid, len(fields)+2)
+	}
+	var ticks uint64
+	for _, i := range []int{utime, stime} {
+		v, err := strconv.ParseUint(fields[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("PID %d: stat field %d: %w", pid, i+3, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / userHZ, nil
 }
 
 // Alive reports whether p is still running: same PID, same start time, and

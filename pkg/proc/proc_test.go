@@ -248,3 +248,19 @@ func TestParseTcpExt(t *testing.T) {
 		t.Error("ParseTcpExt without TcpExt: no error")
 	}
 }
+
+// CPUTime: utime (field 14) plus stime (15), in USER_HZ ticks, counted
+// from the last ')' so that a comm with spaces and parentheses is skipped.
+func TestParseCPUTime(t *testing.T) {
+	got, err := parseCPUTime(7, statLine(7, "a) (b c", 'R', "5"))
+	if want := time.Duration(1014+1015) * 10 * time.Millisecond; err != nil || got != want {
+		t.Errorf("parseCPUTime: %v, %v; want %v", got, err, want)
+	}
+	// Our own, read from /proc: at least the CPU this loop burns.
+	start := time.Now()
+	for time.Since(start) < 50*time.Millisecond {
+	}
+	if got, err := CPUTime(os.Getpid()); err != nil || got < 40*time.Millisecond {
+		t.Errorf("CPUTime of this process: %v, %v; want at least 40ms", got, err)
+	}
+}

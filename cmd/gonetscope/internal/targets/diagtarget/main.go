@@ -27,6 +27,16 @@
 //	             for each loop to end) while another forces a GC every 50ms;
 //	             at done it reports its own pauses of the run
 //	nodeadline   reads a connection whose peer never sends, with no deadline
+//	heapgrow     keeps a 256 KiB buffer every 10ms (never freed) and forces a
+//	             GC every 250ms; at done it reports what its own heap profile
+//	             (runtime/pprof) says the keeping site holds
+//	contention   records its mutex profile from the start
+//	             (SetMutexProfileFraction(1)); four goroutines take turns on one lock, each holding it
+//	             for 2ms; at done it reports what its own mutex profile says
+//	             of the holder
+//	cpubound     GOMAXPROCS 1 from the start and a goroutine that spins in
+//	             one function; at done it reports the function its own CPU
+//	             profile (runtime/pprof) has the most samples in
 package main
 
 import (
@@ -41,11 +51,14 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/google/pprof/profile"
 )
 
 var (
@@ -108,6 +121,14 @@ func main() {
 		runChild(*child, flag.Args())
 		return
 	}
+	if *problem == "cpubound" {
+		runtime.GOMAXPROCS(1)
+	}
+	if *problem == "contention" {
+		// From the start, as a program that records it does: diagnose's
+		// first read at its attach finds it on.
+		runtime.SetMutexProfileFraction(1)
+	}
 	report("ready", "pid", os.Getpid())
 	stdin := bufio.NewReader(os.Stdin)
 	if _, err := stdin.ReadString('\n'); err != nil {
@@ -123,7 +144,7 @@ func main() {
 	problems := map[string]func(){
 		"": func() {}, "slowpeer": slowPeer, "overflow": overflow, "starve": starve, "refused": refused,
 		"slowconnect": slowConnect, "fds": fds, "closewait": closeWait, "gomaxprocs": gomaxprocs,
-		"gcpause": gcPause, "nodeadline": noDeadline,
+		"gcpause": gcPause, "nodeadline": noDeadline, "heapgrow": heapGrow, "contention": contention, "cpubound": cpuBound,
 	}
 	f, ok := problems[*problem]
 	if !ok {
@@ -132,8 +153,8 @@ func main() {
 	end := time.Now().Add(*run)
 	f()
 	time.Sleep(time.Until(end))
-	if stopGC != nil {
-		stopGC()
+	if atDone != nil {
+		atDone()
 	}
 	report("done")
 	io.Copy(io.Discard, stdin) // until stdin closes, the healthy loop on
@@ -483,8 +504,9 @@ func runChild(mode string, args []string) {
 	}
 }
 
-// stopGC ends gcpause's loops and reports the pauses of the run.
-var stopGC func()
+// atDone ends a problem that runs in the background (gcpause, heapgrow)
+// and reports what it did.
+var atDone func()
 
 var spinSink uint64
 
@@ -530,7 +552,7 @@ func gcPause() {
 			}
 		}
 	}()
-	stopGC = func() {
+	atDone = func() {
 		close(done)
 		wg.Wait()
 		var ms runtime.MemStats
@@ -566,4 +588,185 @@ func noDeadline() {
 		var b [1]byte
 		s.Read(b[:])
 	}()
+}
+
+// heapKept is what heapgrow keeps: never freed.
+var heapKept [][]byte
+
+// keep is heapgrow's one allocation site.
+//
+//go:noinline
+func keep() {
+	heapKept = append(heapKept, make([]byte, 256<<10))
+}
+
+// heapGrow: the heap in use grows by ~25 MiB a second at one site.
+func heapGrow() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		gc := time.NewTicker(250 * time.Millisecond)
+		defer gc.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-gc.C:
+				runtime.GC()
+			case <-time.After(10 * time.Millisecond):
+				keep()
+			}
+		}
+	}()
+	atDone = func() {
+		close(done)
+		wg.Wait()
+		// A last cycle publishes every allocation of keep's to the heap
+		// profile; keep allocates no more, so what it holds stays so.
+		runtime.GC()
+		var buf bytes.Buffer
+		if err := pprof.Lookup("heap").WriteTo(&buf, 0); err != nil {
+			fail(err)
+		}
+		p, err := profile.Parse(&buf)
+		if err != nil {
+			fail(err)
+		}
+		inuse := slices.IndexFunc(p.SampleType, func(t *profile.ValueType) bool { return t.Type == "inuse_space" })
+		var fn, file string
+		var line, held int64
+		for _, s := range p.Sample {
+			if len(s.Location) == 0 || len(s.Location[0].Line) == 0 {
+				continue
+			}
+			if l := s.Location[0].Line[0]; l.Function != nil && l.Function.Name == "main.keep" {
+				fn, file, line = l.Function.Name, l.Function.Filename, l.Line
+				held += s.Value[inuse]
+			}
+		}
+		report("heapgrow", "kept", len(heapKept), "func", fn, "file", file, "line", line, "inuse_bytes", held)
+	}
+}
+
+// contended is contention's lock.
+var contended sync.Mutex
+
+// hold takes the lock and holds it 2ms; its Unlock is where the mutex
+// profile puts the others' waiting.
+//
+//go:noinline
+func hold() {
+	contended.Lock()
+	time.Sleep(2 * time.Millisecond)
+	contended.Unlock()
+}
+
+// contention: four goroutines that want one lock all the time.
+func contention() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+					hold()
+				}
+			}
+		}()
+	}
+	atDone = func() {
+		close(done)
+		wg.Wait()
+		var buf bytes.Buffer
+		if err := pprof.Lookup("mutex").WriteTo(&buf, 0); err != nil {
+			fail(err)
+		}
+		p, err := profile.Parse(&buf)
+		if err != nil {
+			fail(err)
+		}
+		var fn, file string
+		var line, count, delay int64
+		// main.hold's frame, below sync.(*Mutex).Unlock (inlined into it,
+		// so maybe on the same location).
+	samples:
+		for _, s := range p.Sample {
+			for _, loc := range s.Location {
+				for _, l := range loc.Line {
+					if l.Function != nil && l.Function.Name == "main.hold" {
+						fn, file, line = l.Function.Name, l.Function.Filename, l.Line
+						count += s.Value[0]
+						delay += s.Value[1]
+						continue samples
+					}
+				}
+			}
+		}
+		report("contention", "func", fn, "file", file, "line", line, "contentions", count, "delay_ns", delay)
+	}
+}
+
+var burnSink uint64
+
+// burn is cpubound's CPU: a loop with no call, long enough that the
+// samples land in it.
+//
+//go:noinline
+func burn() {
+	x := burnSink
+	for i := 0; i < 1<<20; i++ {
+		x = x*6364136223846793005 + uint64(i)
+	}
+	burnSink = x
+}
+
+// cpuBound: one goroutine always on the one P.
+func cpuBound() {
+	var buf bytes.Buffer
+	if err := pprof.StartCPUProfile(&buf); err != nil {
+		fail(err)
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				burn()
+			}
+		}
+	}()
+	atDone = func() {
+		close(done)
+		wg.Wait()
+		pprof.StopCPUProfile()
+		p, err := profile.Parse(&buf)
+		if err != nil {
+			fail(err)
+		}
+		flat := map[string]int64{}
+		for _, s := range p.Sample {
+			if len(s.Location) > 0 && len(s.Location[0].Line) > 0 && s.Location[0].Line[0].Function != nil {
+				flat[s.Location[0].Line[0].Function.Name] += s.Value[0]
+			}
+		}
+		top := ""
+		for fn, n := range flat {
+			if top == "" || n > flat[top] {
+				top = fn
+			}
+		}
+		report("cpubound", "top_func", top, "top_samples", flat[top])
+	}
 }
