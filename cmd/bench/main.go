@@ -163,6 +163,7 @@ func run() error {
 		{"every wait sent, a wake-up per record (the old ring buffer)", "cost", gonetscopeMode(*gonetscope, append(everything, "--bench-wakeup-each")...)},
 		{"every wait sent, gonetscope's Go code on every CPU (--procs 0; the default is 1)", "cost", gonetscopeMode(*gonetscope, append(everything, "--procs", "0")...)},
 		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
+		{requestsMode, "overhead", gonetscopeMode(*gonetscope, "--requests")},
 	}
 	if *before != "" {
 		modes = append(modes,
@@ -175,6 +176,7 @@ func run() error {
 			mode{caddyUntraced, "caddy", untraced},
 			mode{"caddy: " + defaultsMode, "caddy", gonetscopeMode(*gonetscope)},
 			mode{"caddy: gonetscope, every wait sent: " + strings.Join(everything, " "), "caddy", gonetscopeMode(*gonetscope, everything...)},
+			mode{"caddy: " + requestsMode, "caddy", gonetscopeMode(*gonetscope, "--requests")},
 			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
 	}
 	load0 := loadavg()
@@ -193,7 +195,7 @@ func run() error {
 	// since the stats add two clock reads to every program run.
 	stats := map[string]result{}
 	for _, m := range modes {
-		if m.name != defaultsMode && m.name != syscallMode {
+		if m.name != defaultsMode && m.name != syscallMode && m.name != requestsMode {
 			continue
 		}
 		res, err := measureStats(m)
@@ -227,6 +229,7 @@ const (
 	caddyUntraced = "caddy: untraced"
 	defaultsMode  = "gonetscope (defaults)"
 	syscallMode   = "gonetscope, syscall tracepoint path: --hooks tracepoint"
+	requestsMode  = "gonetscope, request tracing: --requests (uprobes in the server, per-route histograms)"
 )
 
 // progStat is one BPF program's runs and run time (kernel BPF stats).
@@ -919,9 +922,9 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 	fmt.Fprintf(&b, "\n## BPF programs' own time\n\n%s\n\n", statsMethod)
 	fmt.Fprintln(&b, "| program | path | runs per request | ns per run | ns per request | recursion misses |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
-	for _, name := range []string{defaultsMode, syscallMode} {
+	for _, name := range []string{defaultsMode, syscallMode, requestsMode} {
 		res := stats[name]
-		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint"}[name]
+		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests"}[name]
 		var total uint64
 		progs := slices.Collect(maps.Keys(res.progs))
 		slices.SortFunc(progs, func(a, b string) int { return cmp.Compare(res.progs[b].ns, res.progs[a].ns) })
@@ -969,7 +972,9 @@ clock reads to every program run (they are included here). Runs count every
 process on the host: the socket tracepoints fire for the load generator's
 sockets too, which leave at the PID filter. Programs that run in softirq
 or in gonetscope itself (the listener iterator) are in the table, and
-their time is not all the server's.`
+their time is not all the server's. A uprobe's trap (the breakpoint, and
+the kernel's emulation of the probed instruction) is not in any program's
+run time: only the server CPU per request shows it.`
 
 const costMethod = `Where the cost goes: the same server and load, with gonetscope's hot
 path switched on one part at a time (trace --bench-cost-stage, which cuts
