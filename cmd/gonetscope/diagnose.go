@@ -138,7 +138,7 @@ func diagnoseCmd(args []string) error {
 		return cannot(err)
 	}
 	defer tr.Close()
-	sink := &snapshotSink{json: output.NewJSON(events), p: p, rt: rt, nsPID: ns.NsPID()}
+	sink := &snapshotSink{json: output.NewJSON(events), p: p, rt: rt, nsPID: ns.NsPID(), out: *out}
 	stopProgress := func() {}
 	err = runFor(tr, []int{*pid}, sink, *duration, 1, func() error {
 		sink.snapshot()
@@ -298,6 +298,8 @@ type snapshotSink struct {
 	n     atomic.Int64
 	done  chan struct{}
 	wg    sync.WaitGroup
+	// out is --out: where the goroutine profile at the detach is written.
+	out string
 	// heap is the last heap profile read, for --out's heap.pb.gz.
 	heap *profile.Profile
 	// cpu collects the CPU profile of the window (startSampler), once;
@@ -307,6 +309,23 @@ type snapshotSink struct {
 	cpuStart time.Time
 	cpuErr   error
 	cpuProf  *profile.Profile
+}
+
+// goroutineProfileLocked writes --out's goroutine.pb.gz: the target's
+// goroutines at the end of the window, read from its memory, as
+// /debug/pprof/goroutine gives them. A failure is said on stderr: the
+// report does not need it.
+func (s *snapshotSink) goroutineProfileLocked() {
+	if s.out == "" || !s.p.Alive() {
+		return
+	}
+	gs, err := s.rt.Dump()
+	if err == nil {
+		err = writeGoroutineProfile(s.rt, gs, filepath.Join(s.out, "goroutine.pb.gz"))
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gonetscope: no goroutine.pb.gz: %v\n", err)
+	}
 }
 
 // diagCPUHz is diagnose's CPU sampling rate per CPU: a prime, off the
@@ -350,6 +369,7 @@ func (s *snapshotSink) Write(ev event.Event) error {
 		s.snapshotLocked()
 		s.heapSnapshotLocked()
 		s.endCPULocked()
+		s.goroutineProfileLocked()
 	}
 	s.n.Add(1)
 	return s.json.Write(ev)

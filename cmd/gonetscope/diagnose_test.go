@@ -300,6 +300,28 @@ func TestDiagnoseGoroutineLeak(t *testing.T) {
 		len(it.Evidence[0].Goids) == 0 || !strings.Contains(it.Evidence[0].Text, "parked on chan receive") {
 		t.Errorf("goroutine_leak evidence %+v; the target says %v", it.Evidence, f)
 	}
+	// --out's goroutine profile, taken at the detach: every goroutine
+	// the target leaked, parked in its leaking function.
+	pf, err := os.Open(filepath.Join(r.out, "goroutine.pb.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pf.Close()
+	prof, err := profile.Parse(pf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var leaked int64
+	for _, s := range prof.Sample {
+		if slices.ContainsFunc(s.Location, func(l *profile.Location) bool {
+			return slices.ContainsFunc(l.Line, func(ln profile.Line) bool { return ln.Function.Name == f["leak_site"] })
+		}) {
+			leaked += s.Value[0]
+		}
+	}
+	if leaked != int64(num(f, "leaked")) {
+		t.Errorf("goroutine.pb.gz: %d goroutines in %s, the target leaked %d", leaked, f["leak_site"], num(f, "leaked"))
+	}
 }
 
 // TestDiagnoseGCPause: forced GCs whose stop-the-world waits for ~20ms
