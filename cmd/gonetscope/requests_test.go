@@ -109,13 +109,19 @@ type sentRequest struct {
 // to answer a request, in ns.
 var downstreamServed atomic.Int64
 
-func TestHTTPRequests(t *testing.T) {
-	const delay = 300 * time.Millisecond
+// slowDelay is how long slowDownstream takes to answer.
+const slowDelay = 300 * time.Millisecond
+
+// slowDownstream serves HTTP on loopback until the test ends, answering
+// each request after slowDelay, and notes the longest it really took in
+// downstreamServed.
+func slowDownstream(t *testing.T) *net.TCPAddr {
+	const delay = slowDelay
 	ds, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ds.Close()
+	t.Cleanup(func() { ds.Close() })
 	go http.Serve(ds, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		time.Sleep(delay)
@@ -129,32 +135,67 @@ func TestHTTPRequests(t *testing.T) {
 			}
 		}
 	}))
+	return ds.Addr().(*net.TCPAddr)
+}
+
+func TestHTTPRequests(t *testing.T) {
+	const delay = slowDelay
+	ds := slowDownstream(t)
 	bin := buildTarget(t, "httptarget")
 	for _, hooks := range []string{"auto", "tracepoint"} {
 		t.Run(hooks, func(t *testing.T) {
-			checkHTTPRequests(t, bin, ds.Addr().(*net.TCPAddr), delay, httpCase{hooks: hooks, patterns: true})
+			checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: hooks, patterns: true})
 		})
 	}
 	// Without DWARF the offsets come from the version table; go1.22 has
 	// no Request.Pattern, so its routes are collapsed paths.
 	t.Run("stripped-pie", func(t *testing.T) {
 		bin := buildTarget(t, "httptarget", "-ldflags=-s -w", "-buildmode=pie")
-		checkHTTPRequests(t, bin, ds.Addr().(*net.TCPAddr), delay, httpCase{hooks: "auto", patterns: true})
+		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto", patterns: true})
 	})
 	// TLS is below net/http's server: the same requests, and the fd
 	// under the *tls.Conn.
 	t.Run("tls", func(t *testing.T) {
-		checkHTTPRequests(t, bin, ds.Addr().(*net.TCPAddr), delay, httpCase{hooks: "auto", patterns: true, tls: true})
+		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto", patterns: true, tls: true})
 	})
 	// HTTP/2 (net/http's bundled server, over TLS): one goroutine per
 	// stream, the probes in its runHandler.
 	t.Run("h2", func(t *testing.T) {
-		checkHTTPRequests(t, bin, ds.Addr().(*net.TCPAddr), delay, httpCase{hooks: "auto", patterns: true, tls: true, h2: true})
+		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto", patterns: true, tls: true, h2: true})
 	})
 	t.Run("go1.22.12-stripped-pie", func(t *testing.T) {
 		bin := buildHTTPTargetWith(t, "go1.22.12", "-ldflags=-s -w", "-buildmode=pie")
-		checkHTTPRequests(t, bin, ds.Addr().(*net.TCPAddr), delay, httpCase{hooks: "auto"})
+		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto"})
 	})
+}
+
+// TestHTTPChi: the same requests to httptarget built with a chi router
+// (github.com/go-chi/chi/v5 from the module proxy; testdata/chi) instead of
+// a ServeMux. chi routes a copy of net/http's *Request (r.WithContext), so
+// the Request.Pattern that net/http's server holds stays empty: the routes
+// are the paths with ids collapsed, with no limit said (the Go version has
+// patterns; the router did not set them where net/http sees them).
+func TestHTTPChi(t *testing.T) {
+	ds := slowDownstream(t)
+	dir := t.TempDir()
+	for src, dst := range map[string]string{"internal/targets/httptarget/main.go": "main.go", "testdata/chi/chirouter.go": "chirouter.go",
+		"testdata/chi/go.mod": "go.mod", "testdata/chi/go.sum": "go.sum"} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, dst), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bin := filepath.Join(dir, "httptarget")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = dir
+	build.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building httptarget with chi: %v\n%s", err, out)
+	}
+	checkHTTPRequests(t, bin, ds, slowDelay, httpCase{hooks: "auto", router: "chi"})
 }
 
 // buildHTTPTargetWith builds httptarget with another toolchain, as a module
@@ -176,10 +217,11 @@ func buildHTTPTargetWith(t *testing.T, toolchain string, flags ...string) string
 }
 
 // httpCase is one way to run httptarget: hooks is --hooks; patterns: its
-// Go version has Request.Pattern (1.23+), else routes are the paths
-// collapsed; tls: it serves HTTPS; h2: over HTTP/2.
+// Go version has Request.Pattern (1.23+) and its ServeMux sets it, else
+// routes are the paths collapsed; router: the router it was built with
+// when not a ServeMux ("chi"); tls: it serves HTTPS; h2: over HTTP/2.
 type httpCase struct {
-	hooks             string
+	hooks, router     string
 	patterns, tls, h2 bool
 }
 
@@ -250,7 +292,7 @@ func checkHTTPRequests(t *testing.T, bin string, ds *net.TCPAddr, delay time.Dur
 	assertReleased(t, progs, links)
 	evs = readHTTPEvents(t, out)
 	var wantLimits []string
-	if !patterns {
+	if !patterns && c.router == "" {
 		wantLimits = []string{"http_request routes are paths with ids collapsed: go1.22.12 has no Request.Pattern (Go 1.23+)"}
 	}
 	for _, e := range evs {

@@ -13,6 +13,10 @@
 //	                        wildcard ("/plain/"): 200
 //	anything else           404 from the mux
 //
+// The routes are a ServeMux's, unless the program is built with a file
+// that sets router to another (TestHTTPChi: testdata/chi/chirouter.go, a
+// chi router).
+//
 // -tls serves HTTPS (HTTP/1.1 only, unless -h2) with a self-signed
 // certificate made at start. -burn N starts N goroutines that spin forever: with GOMAXPROCS=1 the
 // handlers and net/http's own goroutines wait for the scheduler.
@@ -36,6 +40,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,6 +85,21 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Fd", fmt.Sprint(r.Context().Value(fdKey{})))
 }
 
+// router serves items, fail and plain on the routes above, and answers
+// anything else 404 with whoami's headers too.
+var router = func(items, fail, plain http.HandlerFunc) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /items/{id}", items)
+	mux.HandleFunc("POST /fail", fail)
+	mux.HandleFunc("/plain/", plain)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, h := mux.Handler(r); h == "" {
+			whoami(w, r) // the 404s say who served them too
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
 func main() {
 	downstream := flag.String("downstream", "", "URL the ?downstream=1 requests GET first")
 	burn := flag.Int("burn", 0, "goroutines that spin forever")
@@ -101,8 +121,7 @@ func main() {
 		// unless forced.
 		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: *insecureH2}
 	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /items/{id}", func(w http.ResponseWriter, r *http.Request) {
+	items := func(w http.ResponseWriter, r *http.Request) {
 		whoami(w, r)
 		// ?fanout=N: N goroutines GET the downstream at once.
 		if n, _ := strconv.Atoi(r.URL.Query().Get("fanout")); n > 0 {
@@ -128,29 +147,24 @@ func main() {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
-		fmt.Fprintf(w, "item %s\n", r.PathValue("id"))
-	})
-	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "item %s\n", strings.TrimPrefix(r.URL.Path, "/items/"))
+	}
+	fail := func(w http.ResponseWriter, r *http.Request) {
 		whoami(w, r)
 		io.Copy(io.Discard, r.Body)
 		http.Error(w, "failed", http.StatusInternalServerError)
-	})
-	mux.HandleFunc("/plain/", func(w http.ResponseWriter, r *http.Request) {
+	}
+	plain := func(w http.ResponseWriter, r *http.Request) {
 		whoami(w, r)
 		io.WriteString(w, "plain\n")
-	})
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	srv := &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if _, h := mux.Handler(r); h == "" {
-				whoami(w, r) // the 404s say who served them too
-			}
-			mux.ServeHTTP(w, r)
-		}),
+		Handler: router(items, fail, plain),
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, fdKey{}, connFD(c))
 		},
