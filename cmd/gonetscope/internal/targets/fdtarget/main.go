@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"strings"
@@ -28,12 +29,26 @@ func fail(err error) {
 	os.Exit(1)
 }
 
+// fdDir is /proc/self/fd, opened once and kept: counting through a
+// directory opened for each count would hold one more fd while it counts,
+// and gonetscope reading the fds then would see it.
+var fdDir *os.File
+
 func countFDs() int {
-	ents, err := os.ReadDir("/proc/self/fd")
+	if fdDir == nil {
+		var err error
+		if fdDir, err = os.Open("/proc/self/fd"); err != nil {
+			fail(err)
+		}
+	}
+	if _, err := fdDir.Seek(0, io.SeekStart); err != nil {
+		fail(err)
+	}
+	names, err := fdDir.Readdirnames(-1)
 	if err != nil {
 		fail(err)
 	}
-	return len(ents) - 1 // the directory's own fd
+	return len(names)
 }
 
 func main() {
@@ -68,8 +83,10 @@ func main() {
 		cmd, arg, _ := strings.Cut(in.Text(), " ")
 		fmt.Sscan(arg, &n)
 		switch cmd {
+		// Counted once, then opened or closed in one quick run: a reading
+		// of gonetscope's in between sees a count the target never reports.
 		case "open":
-			for countFDs() < n {
+			for range n - countFDs() {
 				f, err := os.Open(os.DevNull)
 				if err != nil {
 					fail(err)
@@ -77,7 +94,7 @@ func main() {
 				files = append(files, f)
 			}
 		case "close":
-			for countFDs() > n && len(files) > 0 {
+			for range min(countFDs()-n, len(files)) {
 				files[len(files)-1].Close()
 				files = files[:len(files)-1]
 			}
