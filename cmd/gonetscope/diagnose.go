@@ -22,6 +22,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/metrics"
 	"github.com/gonetscope/gonetscope/pkg/output"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/sampler"
@@ -149,6 +150,10 @@ func diagnoseCmd(args []string) error {
 			stopProgress = progress(os.Stderr, *pid, *duration, &sink.n)
 		}
 		return writeReady(*ready)
+	}, func() {
+		if *out != "" {
+			sink.metricsSnapshot(tr)
+		}
 	})
 	sink.stop()
 	sink.endCPU() // if the run ended before the detach
@@ -309,6 +314,20 @@ type snapshotSink struct {
 	cpuStart time.Time
 	cpuErr   error
 	cpuProf  *profile.Profile
+}
+
+// metricsSnapshot writes --out's metrics.prom: tr's Prometheus metrics as
+// a scrape at the end of the window shows them, the target still attached.
+// A failure is said on stderr: the report does not need it.
+func (s *snapshotSink) metricsSnapshot(tr *tracer.Tracer) {
+	var b bytes.Buffer
+	err := metrics.WriteText(&b, tr)
+	if err == nil {
+		err = os.WriteFile(filepath.Join(s.out, "metrics.prom"), b.Bytes(), 0o644)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gonetscope: no metrics.prom: %v\n", err)
+	}
 }
 
 // goroutineProfileLocked writes --out's goroutine.pb.gz: the target's

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 )
@@ -272,6 +274,30 @@ func TestDiagnoseConnectFailures(t *testing.T) {
 	if it.Value != "10 of 11 failed" {
 		t.Errorf("connect_failures: %q, want 10 of 11 failed (the healthy loop's dial succeeds)", it.Value)
 	}
+	// --out's metrics.prom, a scrape at the end of the window: the same
+	// connects by result.
+	raw, err := os.ReadFile(filepath.Join(r.out, "metrics.prom"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("parsing metrics.prom: %v", err)
+	}
+	connects := map[string]float64{}
+	for _, m := range families["gonetscope_connects_total"].GetMetric() {
+		if matches(m, map[string]string{"pid": fmt.Sprint(r.report.Target.PID)}) {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" {
+					connects[l.GetValue()] = m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	if connects["ECONNREFUSED"] != 10 || connects["ok"] != 1 {
+		t.Errorf("metrics.prom: gonetscope_connects_total by result %v, want 10 ECONNREFUSED and 1 ok", connects)
+	}
 }
 
 // TestDiagnoseHandshake: a dial whose SYN a full accept queue dropped
@@ -302,15 +328,7 @@ func TestDiagnoseGoroutineLeak(t *testing.T) {
 	}
 	// --out's goroutine profile, taken at the detach: every goroutine
 	// the target leaked, parked in its leaking function.
-	pf, err := os.Open(filepath.Join(r.out, "goroutine.pb.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pf.Close()
-	prof, err := profile.Parse(pf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prof := readProfile(t, filepath.Join(r.out, "goroutine.pb.gz"))
 	var leaked int64
 	for _, s := range prof.Sample {
 		if slices.ContainsFunc(s.Location, func(l *profile.Location) bool {
@@ -353,15 +371,7 @@ func TestDiagnoseHeap(t *testing.T) {
 		num(f, "kept") < 50 || num(f, "inuse_bytes") < 8<<20 {
 		t.Errorf("heap evidence %+v; the target says %v", it.Evidence, f)
 	}
-	pf, err := os.Open(filepath.Join(r.out, "heap.pb.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pf.Close()
-	prof, err := profile.Parse(pf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	prof := readProfile(t, filepath.Join(r.out, "heap.pb.gz"))
 	inuse := slices.IndexFunc(prof.SampleType, func(v *profile.ValueType) bool { return v.Type == "inuse_space" })
 	var held int64
 	for _, s := range prof.Sample {
@@ -406,16 +416,11 @@ func TestDiagnoseCPU(t *testing.T) {
 	r := diagnoseRun(t, diagCmd(t, "-problem", "cpubound", "-run", "3s"), "done", nil, "--duration", "2s", "--config", config)
 	it := r.problemOnly(t, "cpu_hotspots", "sched_delay")
 	f := r.facts["cpubound"]
-	if e := it.Evidence[0]; e.Site != f["top_func"] || f["top_func"] != "main.burn" || it.Measured == nil || *it.Measured < 0.5 {
+	if e := it.Evidence[0]; e.Site != f["top_func"] || f["top_func"] != "main.spin" || it.Measured == nil || *it.Measured < 0.5 {
 		t.Errorf("cpu_hotspots measured %v, evidence %+v; the target says %v", it.Measured, it.Evidence, f)
 	}
-	pf, err := os.Open(filepath.Join(r.out, "cpu.pb.gz"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pf.Close()
-	if prof, err := profile.Parse(pf); err != nil || len(prof.Sample) == 0 {
-		t.Errorf("cpu.pb.gz: %v, want samples", err)
+	if prof := readProfile(t, filepath.Join(r.out, "cpu.pb.gz")); len(prof.Sample) == 0 {
+		t.Error("cpu.pb.gz has no sample")
 	}
 }
 

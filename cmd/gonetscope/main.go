@@ -199,7 +199,7 @@ func trace(args []string) error {
 			return err
 		}
 		return writeReady(*ready)
-	})
+	}, nil)
 }
 
 // inspectAll refuses targets that are not Go programs gonetscope can read.
@@ -226,8 +226,9 @@ func writeReady(path string) error {
 // runFor attaches pids to tr, calls attached, and streams tr's events to
 // sink on procs CPUs (limitProcs) until duration ends (0: no end), SIGINT
 // or SIGTERM, or the last target exits; each target's detached event
-// names which.
-func runFor(tr *tracer.Tracer, pids []int, sink tracer.Sink, duration time.Duration, procs int, attached func() error) error {
+// names which. ending, if not nil, is called when duration ends, while
+// the targets are still attached.
+func runFor(tr *tracer.Tracer, pids []int, sink tracer.Sink, duration time.Duration, procs int, attached func() error, ending func()) error {
 	for _, pid := range pids {
 		if _, err := tr.Attach(pid); err != nil {
 			return err
@@ -246,7 +247,13 @@ func runFor(tr *tracer.Tracer, pids []int, sink tracer.Sink, duration time.Durat
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithCancel(ctx)
 		defer cancel()
-		timer := time.AfterFunc(duration, func() { reason = event.ReasonDuration; cancel() })
+		timer := time.AfterFunc(duration, func() {
+			if ending != nil {
+				ending()
+			}
+			reason = event.ReasonDuration
+			cancel()
+		})
 		defer timer.Stop()
 	}
 	err := tr.Run(ctx, sink, tracer.RunOptions{

@@ -35,7 +35,7 @@
 //	             for 2ms; at done it reports what its own mutex profile says
 //	             of the holder
 //	cpubound     GOMAXPROCS 1 from the start and a goroutine that spins in
-//	             one function; at done it reports the function its own CPU
+//	             one function (spin); at done it reports the function its own CPU
 //	             profile (runtime/pprof) has the most samples in
 package main
 
@@ -504,9 +504,34 @@ func runChild(mode string, args []string) {
 	}
 }
 
-// atDone ends a problem that runs in the background (gcpause, heapgrow)
-// and reports what it did.
+// atDone ends a problem that runs in the background (gcpause, heapgrow,
+// contention, cpubound) and reports what it did.
 var atDone func()
+
+// loops runs each of fs over and over on a goroutine of its own until
+// stop, which waits for them.
+func loops(fs ...func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, f := range fs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+					f()
+				}
+			}
+		}()
+	}
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
 
 var spinSink uint64
 
@@ -527,34 +552,9 @@ func gcPause() {
 	n := int(float64(1<<22) * float64(20*time.Millisecond) / float64(time.Since(start)))
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				spin(n)
-			}
-		}
-	}()
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(50 * time.Millisecond):
-				runtime.GC()
-			}
-		}
-	}()
+	stop := loops(func() { spin(n) }, func() { time.Sleep(50 * time.Millisecond); runtime.GC() })
 	atDone = func() {
-		close(done)
-		wg.Wait()
+		stop()
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		var pauses []uint64
@@ -602,27 +602,9 @@ func keep() {
 
 // heapGrow: the heap in use grows by ~25 MiB a second at one site.
 func heapGrow() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		gc := time.NewTicker(250 * time.Millisecond)
-		defer gc.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-gc.C:
-				runtime.GC()
-			case <-time.After(10 * time.Millisecond):
-				keep()
-			}
-		}
-	}()
+	stop := loops(func() { time.Sleep(10 * time.Millisecond); keep() }, func() { time.Sleep(250 * time.Millisecond); runtime.GC() })
 	atDone = func() {
-		close(done)
-		wg.Wait()
+		stop()
 		// A last cycle publishes every allocation of keep's to the heap
 		// profile; keep allocates no more, so what it holds stays so.
 		runtime.GC()
@@ -665,25 +647,9 @@ func hold() {
 
 // contention: four goroutines that want one lock all the time.
 func contention() {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-					hold()
-				}
-			}
-		}()
-	}
+	stop := loops(hold, hold, hold, hold)
 	atDone = func() {
-		close(done)
-		wg.Wait()
+		stop()
 		var buf bytes.Buffer
 		if err := pprof.Lookup("mutex").WriteTo(&buf, 0); err != nil {
 			fail(err)
@@ -713,43 +679,15 @@ func contention() {
 	}
 }
 
-var burnSink uint64
-
-// burn is cpubound's CPU: a loop with no call, long enough that the
-// samples land in it.
-//
-//go:noinline
-func burn() {
-	x := burnSink
-	for i := 0; i < 1<<20; i++ {
-		x = x*6364136223846793005 + uint64(i)
-	}
-	burnSink = x
-}
-
-// cpuBound: one goroutine always on the one P.
+// cpuBound: one goroutine always on the one P, in spin.
 func cpuBound() {
 	var buf bytes.Buffer
 	if err := pprof.StartCPUProfile(&buf); err != nil {
 		fail(err)
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				burn()
-			}
-		}
-	}()
+	stop := loops(func() { spin(1 << 20) })
 	atDone = func() {
-		close(done)
-		wg.Wait()
+		stop()
 		pprof.StopCPUProfile()
 		p, err := profile.Parse(&buf)
 		if err != nil {
