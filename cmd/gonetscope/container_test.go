@@ -43,6 +43,10 @@ const (
 	// hostPID: mount and network namespaces, the host's PID namespace: the
 	// DaemonSet's gonetscope (hostPID: true).
 	hostPID
+	// noTracefs: a mount namespace of its own in which tracefs is not
+	// mounted, everything else the host's: a host where nobody mounted
+	// tracefs.
+	noTracefs
 )
 
 func (i isolation) String() string {
@@ -57,8 +61,15 @@ const keepNetns = "keep"
 // empty, is a network namespace (/run/netns/NAME, or keepNetns) it joins
 // instead of getting a new one; sysctls (key=value) are set in a new one.
 func isolated(iso isolation, netnsPath string, sysctls []string, argv ...string) *exec.Cmd {
-	if iso == onHost {
+	switch iso {
+	case onHost:
 		return exec.Command(argv[0], argv[1:]...)
+	case noTracefs:
+		// unshare and sh exec argv: its PID is the command's.
+		script := `for d in /sys/kernel/tracing /sys/kernel/debug/tracing; do umount "$d" 2>/dev/null; done
+test ! -e /sys/kernel/tracing/events || { echo "tracefs still mounted" >&2; exit 99; }
+exec "$@"`
+		return exec.Command("unshare", append([]string{"--mount", "--propagation", "private", "--", "sh", "-c", script, "sh"}, argv...)...)
 	}
 	self, err := os.Executable()
 	if err != nil {

@@ -275,8 +275,13 @@ func checkPrivileges() error {
 	if missing := missingCaps(); len(missing) > 0 {
 		return fmt.Errorf("missing capabilities %s: run gonetscope as root (sudo)", strings.Join(missing, ", "))
 	}
+	// The classic tracepoints are found by their ids in tracefs. Where
+	// nobody mounted it, gonetscope mounts it for itself (privateTracefs
+	// executes gonetscope again, and does not return on success).
 	if !tracefsMounted() {
-		return errors.New("tracefs is not mounted: mount it with 'mount -t tracefs nodev /sys/kernel/tracing'")
+		if err := privateTracefs(); err != nil {
+			return fmt.Errorf("tracefs is not mounted, and gonetscope could not mount it for itself (%v): mount it with 'mount -t tracefs nodev /sys/kernel/tracing'", err)
+		}
 	}
 	// The kernel side keys targets by the host's PIDs, and a container's
 	// PID namespace hides every other container's processes.
@@ -291,13 +296,4 @@ func checkPrivileges() error {
 		return fmt.Errorf("raising RLIMIT_MEMLOCK for the BPF maps (kernels before 5.11 count them against it): %v: run as root, or grant CAP_SYS_RESOURCE", err)
 	}
 	return nil
-}
-
-func tracefsMounted() bool {
-	for _, dir := range []string{"/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"} {
-		if _, err := os.Stat(dir); err == nil {
-			return true
-		}
-	}
-	return false
 }

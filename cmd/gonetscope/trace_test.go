@@ -412,6 +412,32 @@ func TestTrace(t *testing.T) {
 
 // checkTrace is TestTrace's check of one target (started by argv), hook
 // mode and address family. It returns the run for further checks.
+// TestTraceWithoutTracefs: where nobody mounted tracefs, gonetscope mounts
+// it in a mount namespace of its own and traces as anywhere else: exact
+// connects, accepts and reads. The host's mounts stay as they were.
+func TestTraceWithoutTracefs(t *testing.T) {
+	before := tracefsMounts(t)
+	checkTraceOpts(t, []string{nettargetBin}, "auto", "tcp4", traceOpts{tracer: noTracefs})
+	if after := tracefsMounts(t); after != before {
+		t.Errorf("the host's tracefs mounts changed:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// tracefsMounts lists this process's tracefs mounts (/proc/self/mountinfo).
+func tracefsMounts(t *testing.T) string {
+	raw, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.Contains(line, " - tracefs ") {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
 func checkTrace(t *testing.T, argv []string, hooks, network string) traceRun {
 	return checkTraceOpts(t, argv, hooks, network, traceOpts{})
 }
