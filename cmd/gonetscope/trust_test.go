@@ -326,7 +326,31 @@ func TestSyscallTracepoints(t *testing.T) {
 		}
 		return false
 	}, done, errOut)
-	_, links := heldBPFObjects(t, tracer.Process.Pid)
+	held := heldSyscallTracepoints(t, tracer.Process.Pid)
+	want := syscallTracepointsWhileTraced(attached.Hooks[bpfobj.SocketCalls])
+	t.Logf("socket_calls %s: syscall tracepoints held %v", attached.Hooks[bpfobj.SocketCalls], held)
+	if !slices.Equal(held, want) {
+		t.Errorf("socket_calls %s: gonetscope holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
+	}
+}
+
+// syscallTracepointsWhileTraced are the syscall tracepoints gonetscope
+// holds on the sock path while something is traced, by the socket_calls
+// mechanism: none with fentry; else netpoll's accept4, connect and
+// getsockopt, tcp's ends of connect and accept4, acceptq's end of accept4.
+func syscallTracepointsWhileTraced(calls string) []string {
+	if calls == bpfobj.HooksFentry {
+		return nil
+	}
+	return []string{"sys_enter_accept4", "sys_enter_connect", "sys_enter_getsockopt",
+		"sys_exit_accept4", "sys_exit_accept4", "sys_exit_accept4", "sys_exit_connect", "sys_exit_connect"}
+}
+
+// heldSyscallTracepoints are the syscall tracepoints of the links pid
+// holds, sorted.
+func heldSyscallTracepoints(t *testing.T, pid int) []string {
+	t.Helper()
+	_, links := heldBPFObjects(t, pid)
 	var held []string
 	for _, id := range links {
 		l, err := link.NewFromID(link.ID(id))
@@ -343,15 +367,55 @@ func TestSyscallTracepoints(t *testing.T) {
 		}
 	}
 	slices.Sort(held)
-	var want []string // socket_calls fentry: none
-	if calls := attached.Hooks[bpfobj.SocketCalls]; calls != bpfobj.HooksFentry {
-		// netpoll: accept4, connect and getsockopt; tcp: the ends of
-		// connect and accept4; acceptq: the end of accept4.
-		want = []string{"sys_enter_accept4", "sys_enter_connect", "sys_enter_getsockopt",
-			"sys_exit_accept4", "sys_exit_accept4", "sys_exit_accept4", "sys_exit_connect", "sys_exit_connect"}
+	return held
+}
+
+// TestSyscallTracepointsFollowTargets: a daemon with nothing to trace
+// holds no syscall tracepoint, so the host pays nothing for it; from its
+// first attach it holds those its kernel needs, and after the last detach
+// none again.
+func TestSyscallTracepointsFollowTargets(t *testing.T) {
+	if !sockTracepoints(t) {
+		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
 	}
-	t.Logf("socket_calls %s: syscall tracepoints held %v", attached.Hooks[bpfobj.SocketCalls], held)
-	if !slices.Equal(held, want) {
-		t.Errorf("socket_calls %s: gonetscope holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
+	dir := t.TempDir()
+	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
+	daemon := exec.Command(gonetscopeBin, "daemon", "--socket", socket, "--output", out)
+	var stderr bytes.Buffer
+	daemon.Stderr = &stderr
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- daemon.Wait() }()
+	t.Cleanup(func() { daemon.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(socket); return err == nil }, done, &stderr)
+	if held := heldSyscallTracepoints(t, daemon.Process.Pid); len(held) != 0 {
+		t.Errorf("a daemon with no target holds syscall tracepoints %v", held)
+	}
+	target := startLingering(t)
+	pid := fmt.Sprint(target.Process.Pid)
+	if msg, err := gonetscopeCLI(t, "attach", "--socket", socket, pid); err != nil {
+		t.Fatalf("attach: %v: %s", err, msg)
+	}
+	var attached ev
+	waitFor(t, func() bool {
+		raw, _ := os.ReadFile(out)
+		for _, line := range bytes.Split(raw, []byte("\n")) {
+			if json.Unmarshal(line, &attached) == nil && attached.Event == "attached" {
+				return true
+			}
+		}
+		return false
+	}, done, &stderr)
+	want := syscallTracepointsWhileTraced(attached.Hooks[bpfobj.SocketCalls])
+	if held := heldSyscallTracepoints(t, daemon.Process.Pid); !slices.Equal(held, want) {
+		t.Errorf("attached (socket_calls %s): the daemon holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
+	}
+	if msg, err := gonetscopeCLI(t, "detach", "--socket", socket, pid); err != nil {
+		t.Fatalf("detach: %v: %s", err, msg)
+	}
+	if held := heldSyscallTracepoints(t, daemon.Process.Pid); len(held) != 0 {
+		t.Errorf("after the last detach the daemon holds syscall tracepoints %v", held)
 	}
 }

@@ -69,6 +69,8 @@ type Objects struct {
 	coll     *ebpf.Collection
 	dropHook *bpfobj.Attached // nil: the drops are sampled
 	calls    *bpfobj.Attached // accept4's end with fexit; nil: its tracepoint
+	// syscalls is that tracepoint, attached while something is traced.
+	syscalls *bpfobj.SyscallLinks
 	links    []link.Link
 	// The listener iterator: one per target where the kernel's task
 	// iterators take a process (6.1+), so that a scan visits the
@@ -157,7 +159,7 @@ func Load(opts Options) (*Objects, error) {
 		stacks:    map[acceptorID][]event.Frame{},
 		mechanism: Sampled,
 	}
-	if o.calls, o.links, err = bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family); err != nil {
+	if o.calls, o.links, o.syscalls, err = bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family); err != nil {
 		o.Close()
 		return nil, err
 	}
@@ -173,6 +175,10 @@ func Load(opts Options) (*Objects, error) {
 
 // syscallHooks are the ends of accept4 (the acceptors' records).
 var syscallHooks = []bpfobj.SyscallHook{{Tracing: acceptqProgAcceptqFexitSysAccept4, Tracepoint: acceptqProgAcceptqExitAccept4}}
+
+// Trace says whether anything is traced: accept4's syscall tracepoint,
+// where fentry does not serve, is attached only while it is.
+func (o *Objects) Trace(on bool) error { return o.syscalls.Trace(on) }
 
 // CallsMechanism says how accept4 is hooked (bpfobj.SocketCalls).
 func (o *Objects) CallsMechanism() string { return bpfobj.CallsMechanism(o.calls) }
@@ -207,6 +213,7 @@ func (o *Objects) Close() error {
 	if o.calls != nil {
 		o.calls.Close()
 	}
+	o.syscalls.Close()
 	bpfobj.CloseAll(o.links)
 	o.coll.Close()
 	return nil

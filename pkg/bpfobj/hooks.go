@@ -198,26 +198,59 @@ func SyscallTracepoints(hooks []SyscallHook) map[string]bool {
 // AttachTracepointsAndSyscalls attaches the tracepoint programs of coll
 // (loaded from base, which lacks the fentry programs of hooks) and hooks:
 // with fentry, loaded from spec, where family allows it and the kernel
-// takes them all, else with their tracepoints. calls owns the fentry
-// programs, nil where the tracepoints serve.
-func AttachTracepointsAndSyscalls(spec, base *ebpf.CollectionSpec, coll *ebpf.Collection, hooks []SyscallHook, family string) (calls *Attached, links []link.Link, err error) {
+// takes them all, else with their syscall tracepoints. calls owns the
+// fentry programs, nil where the tracepoints serve; syscalls then holds
+// those tracepoints, attached only while something is traced
+// (SyscallLinks.Trace), nil where fentry serves.
+func AttachTracepointsAndSyscalls(spec, base *ebpf.CollectionSpec, coll *ebpf.Collection, hooks []SyscallHook, family string) (calls *Attached, links []link.Link, syscalls *SyscallLinks, err error) {
 	if calls, err = AttachFirst(spec, coll.Maps, SyscallsFentry(hooks), family); err != nil {
-		return nil, nil, fmt.Errorf("hook %s: %w", SocketCalls, err)
+		return nil, nil, nil, fmt.Errorf("hook %s: %w", SocketCalls, err)
 	}
-	progs := coll.Programs
-	if calls != nil {
-		fallback := SyscallTracepoints(hooks)
-		progs = maps.Clone(progs)
-		maps.DeleteFunc(progs, func(name string, _ *ebpf.Program) bool { return fallback[name] })
-	}
+	fallback := SyscallTracepoints(hooks)
+	progs := maps.Clone(coll.Programs)
+	maps.DeleteFunc(progs, func(name string, _ *ebpf.Program) bool { return fallback[name] })
 	if links, err = AttachTracepoints(base, progs); err != nil {
 		if calls != nil {
 			calls.Close()
 		}
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return calls, links, nil
+	if calls == nil {
+		syscalls = &SyscallLinks{spec: base, progs: maps.Clone(coll.Programs)}
+		maps.DeleteFunc(syscalls.progs, func(name string, _ *ebpf.Program) bool { return !fallback[name] })
+	}
+	return calls, links, syscalls, nil
 }
+
+// SyscallLinks are syscall tracepoints that serve where fentry does not.
+// Each puts every thread on the host on the slow syscall entry while it
+// is attached, so they are attached only while something is traced.
+type SyscallLinks struct {
+	spec  *ebpf.CollectionSpec
+	progs map[string]*ebpf.Program
+	links []link.Link
+}
+
+// Trace attaches them when on and they are not, and detaches them when
+// not on. A nil SyscallLinks (fentry serves) does nothing.
+func (s *SyscallLinks) Trace(on bool) error {
+	switch {
+	case s == nil:
+	case on && s.links == nil:
+		links, err := AttachTracepoints(s.spec, s.progs)
+		if err != nil {
+			return err
+		}
+		s.links = links
+	case !on:
+		CloseAll(s.links)
+		s.links = nil
+	}
+	return nil
+}
+
+// Close detaches them.
+func (s *SyscallLinks) Close() { s.Trace(false) }
 
 // CallsMechanism names how calls hooks the syscalls (AttachTracepointsAndSyscalls).
 func CallsMechanism(calls *Attached) string {

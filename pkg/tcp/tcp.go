@@ -42,6 +42,9 @@ type Objects struct {
 	links    []link.Link
 	attached []*bpfobj.Attached
 	hooks    map[string]string
+	// syscalls are the syscall tracepoints of connect and accept4 where
+	// fentry does not serve, attached while something is traced (Trace).
+	syscalls *bpfobj.SyscallLinks
 }
 
 var hookPoints = []struct {
@@ -105,12 +108,12 @@ func Load(opts Options) (*Objects, error) {
 		return nil, bpfobj.LoadError("tcp BPF object", err)
 	}
 	o := &Objects{coll: coll, hooks: map[string]string{}}
-	calls, links, err := bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family)
+	calls, links, syscalls, err := bpfobj.AttachTracepointsAndSyscalls(spec, base, coll, syscallHooks, family)
 	if err != nil {
 		o.Close()
 		return nil, err
 	}
-	o.links, o.hooks[bpfobj.SocketCalls] = links, bpfobj.CallsMechanism(calls)
+	o.links, o.syscalls, o.hooks[bpfobj.SocketCalls] = links, syscalls, bpfobj.CallsMechanism(calls)
 	if calls != nil {
 		o.attached = append(o.attached, calls)
 	}
@@ -153,11 +156,16 @@ var eventNames = map[tcpEventType]string{
 	tcpEventTypeEVENT_ACCEPT_ERROR: "accept_error",
 }
 
+// Trace says whether anything is traced: the syscall tracepoints that
+// serve where fentry does not are attached only while it is.
+func (o *Objects) Trace(on bool) error { return o.syscalls.Trace(on) }
+
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {
 	for _, a := range o.attached {
 		a.Close()
 	}
+	o.syscalls.Close()
 	bpfobj.CloseAll(o.links)
 	o.coll.Close()
 	return nil

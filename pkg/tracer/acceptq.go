@@ -13,6 +13,7 @@ import (
 func (t *Tracer) acceptQueues(aq *acceptq.Objects) feature {
 	return feature{
 		hooks: map[string]string{"listen_overflow": aq.Mechanism()},
+		trace: aq.Trace,
 		// The last drops are sampled while the listeners still exist.
 		samplers: []sampler{{every: t.opts.OverflowInterval, atEnd: true,
 			run: func(sink Sink) error { return t.sampleOverflow(aq, sink, false) },

@@ -70,6 +70,12 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
 	}
+	if len(t.targets) == 0 {
+		if err := t.setTraced(true); err != nil {
+			t.netpoll.RemoveTarget(uint32(pid))
+			return nil, err
+		}
+	}
 	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
 	if exe, err := os.Readlink(p.ExePath()); err == nil {
 		tg.exe = exe
@@ -80,6 +86,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		}
 		if err := f.attach(tg); err != nil {
 			t.detachFeatures(tg, t.features[:i])
+			if len(t.targets) == 0 {
+				t.setTraced(false)
+			}
 			t.netpoll.RemoveTarget(uint32(pid))
 			return nil, err
 		}
@@ -198,11 +207,33 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	delete(t.targets, pid)
 	tg.exit.Close()
 	t.detachFeatures(tg, t.features)
+	if len(t.targets) == 0 {
+		t.setTraced(false)
+	}
 	t.execs.Reset(pid)
 	if err := t.netpoll.RemoveTarget(uint32(pid)); err != nil {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
 	}
 	t.queueControl(&event.Detached{Header: controlHeader("detached", tg), Reason: reason})
+	return nil
+}
+
+// setTraced tells the features whether anything is traced (feature.trace);
+// if one cannot start, those told before are told false again.
+func (t *Tracer) setTraced(on bool) error {
+	for i, f := range t.features {
+		if f.trace == nil {
+			continue
+		}
+		if err := f.trace(on); err != nil && on {
+			for _, g := range t.features[:i] {
+				if g.trace != nil {
+					g.trace(false)
+				}
+			}
+			return fmt.Errorf("attaching the syscall tracepoints: %w", err)
+		}
+	}
 	return nil
 }
 

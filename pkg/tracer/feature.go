@@ -30,6 +30,11 @@ type feature struct {
 	// image by exec (attach follows then, for the new image). It may be
 	// called twice for one attach. t.mu is held.
 	detach func(tg *target)
+	// trace is told true before the first target's attach and false
+	// after the last one's detach: hooks that cost the whole host (the
+	// syscall tracepoints where fentry does not serve) are attached only
+	// while something is traced. t.mu is held.
+	trace func(on bool) error
 	// seen is shown every event of the streams as Run writes it, in
 	// order, before --events and the rate limit choose.
 	seen func(event.Event)
@@ -74,10 +79,14 @@ type eventObject interface {
 // eventStream is o as a feature whose stream name is name, decoded by
 // decode.
 func eventStream(name string, o eventObject, decode func([]byte, bpfobj.Clock) (event.Event, error)) feature {
-	return feature{
+	f := feature{
 		hooks:   o.Hooks(),
 		streams: []source{{name, o.Events(), decode, o.Lost}},
 		hists:   o.Hists,
 		close:   o.Close,
 	}
+	if tr, ok := o.(interface{ Trace(bool) error }); ok {
+		f.trace = tr.Trace
+	}
+	return f
 }
