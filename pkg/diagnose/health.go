@@ -133,7 +133,7 @@ func heapGrowth(s *stream) Item {
 	default:
 		it.Status, it.Why = NA, "no two readings of the heap in the window: diagnose reads the heap profile at its start and end, and a trace stream has a gc event per GC cycle or summary"
 		if len(s.of("heap_profile")) > 0 {
-			it.Why = "the heap profile could not be read (" + s.of("heap_profile")[0].Unreadable + ") and fewer than two GC cycles ended"
+			it.Why = "fewer than two GC cycles ended in the window, and no heap profile: " + s.of("heap_profile")[0].Unreadable
 		}
 		return it
 	}
