@@ -91,20 +91,35 @@ func TestDaemon(t *testing.T) {
 	}
 }
 
-func checkDaemon(t *testing.T, daemonIso, targetIso isolation) {
+// runningDaemon is a gonetscope daemon started by startDaemon.
+type runningDaemon struct {
+	cmd         *exec.Cmd
+	socket, out string // its control socket and --output
+	done        chan error
+	stderr      *bytes.Buffer
+}
+
+// startDaemon starts `gonetscope daemon` with iso, its socket and output in
+// a temporary directory, and args; it returns once the socket is there.
+func startDaemon(t *testing.T, iso isolation, args ...string) runningDaemon {
+	t.Helper()
 	dir := t.TempDir()
-	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
-	metricsAddr := freeLoopbackAddr(t)
-	daemon := isolated(daemonIso, "", nil, gonetscopeBin, "daemon", "--socket", socket, "--output", out, "--metrics-addr", metricsAddr, "--connections", "all")
-	var stderr bytes.Buffer
-	daemon.Stderr = &stderr
-	if err := daemon.Start(); err != nil {
+	d := runningDaemon{socket: filepath.Join(dir, "ctl.sock"), out: filepath.Join(dir, "events.json"), done: make(chan error, 1), stderr: &bytes.Buffer{}}
+	d.cmd = isolated(iso, "", nil, append([]string{gonetscopeBin, "daemon", "--socket", d.socket, "--output", d.out}, args...)...)
+	d.cmd.Stderr = d.stderr
+	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- daemon.Wait() }()
-	t.Cleanup(func() { daemon.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(socket); return err == nil }, done, &stderr)
+	go func() { d.done <- d.cmd.Wait() }()
+	t.Cleanup(func() { d.cmd.Process.Kill() })
+	waitFor(t, func() bool { _, err := os.Stat(d.socket); return err == nil }, d.done, d.stderr)
+	return d
+}
+
+func checkDaemon(t *testing.T, daemonIso, targetIso isolation) {
+	metricsAddr := freeLoopbackAddr(t)
+	d := startDaemon(t, daemonIso, "--metrics-addr", metricsAddr, "--connections", "all")
+	daemon, socket, out, done, stderr := d.cmd, d.socket, d.out, d.done, d.stderr
 	if st, _ := os.Stat(socket); st.Mode().Perm() != 0o600 {
 		t.Errorf("control socket mode %v, want 0600", st.Mode().Perm())
 	}
@@ -181,7 +196,7 @@ func checkDaemon(t *testing.T, daemonIso, targetIso isolation) {
 	rotated := out + ".1"
 	os.Rename(out, rotated)
 	daemon.Process.Signal(syscall.SIGHUP)
-	waitFor(t, func() bool { _, err := os.Stat(out); return err == nil }, done, &stderr)
+	waitFor(t, func() bool { _, err := os.Stat(out); return err == nil }, done, stderr)
 	if _, err := gonetscopeCLI(t, "attach", "--socket", socket, pid); err != nil {
 		t.Fatal(err)
 	}

@@ -378,18 +378,8 @@ func TestSyscallTracepointsFollowTargets(t *testing.T) {
 	if !sockTracepoints(t) {
 		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
 	}
-	dir := t.TempDir()
-	socket, out := filepath.Join(dir, "ctl.sock"), filepath.Join(dir, "events.json")
-	daemon := exec.Command(gonetscopeBin, "daemon", "--socket", socket, "--output", out)
-	var stderr bytes.Buffer
-	daemon.Stderr = &stderr
-	if err := daemon.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- daemon.Wait() }()
-	t.Cleanup(func() { daemon.Process.Kill() })
-	waitFor(t, func() bool { _, err := os.Stat(socket); return err == nil }, done, &stderr)
+	d := startDaemon(t, onHost)
+	daemon, socket, out := d.cmd, d.socket, d.out
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); len(held) != 0 {
 		t.Errorf("a daemon with no target holds syscall tracepoints %v", held)
 	}
@@ -407,7 +397,7 @@ func TestSyscallTracepointsFollowTargets(t *testing.T) {
 			}
 		}
 		return false
-	}, done, &stderr)
+	}, d.done, d.stderr)
 	want := syscallTracepointsWhileTraced(attached.Hooks[bpfobj.SocketCalls])
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); !slices.Equal(held, want) {
 		t.Errorf("attached (socket_calls %s): the daemon holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
