@@ -163,6 +163,11 @@ func TestHTTPRequests(t *testing.T) {
 	t.Run("h2", func(t *testing.T) {
 		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto", patterns: true, tls: true, h2: true})
 	})
+	// h2c: HTTP/2 without TLS, with prior knowledge (net/http's own from
+	// Go 1.24): the same server code and probes as over TLS.
+	t.Run("h2c", func(t *testing.T) {
+		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto", patterns: true, h2: true})
+	})
 	t.Run("go1.22.12-stripped-pie", func(t *testing.T) {
 		bin := buildHTTPTargetWith(t, "go1.22.12", "-ldflags=-s -w", "-buildmode=pie")
 		checkHTTPRequests(t, bin, ds, delay, httpCase{hooks: "auto"})
@@ -219,7 +224,8 @@ func buildHTTPTargetWith(t *testing.T, toolchain string, flags ...string) string
 // httpCase is one way to run httptarget: hooks is --hooks; patterns: its
 // Go version has Request.Pattern (1.23+) and its ServeMux sets it, else
 // routes are the paths collapsed; router: the router it was built with
-// when not a ServeMux ("chi"); tls: it serves HTTPS; h2: over HTTP/2.
+// when not a ServeMux ("chi"); tls: it serves HTTPS; h2: over HTTP/2
+// (without tls: h2c, prior knowledge).
 type httpCase struct {
 	hooks, router     string
 	patterns, tls, h2 bool
@@ -239,8 +245,11 @@ func checkHTTPRequests(t *testing.T, bin string, ds *net.TCPAddr, delay time.Dur
 	if useTLS {
 		args, scheme = append(args, "-tls"), "https://"
 	}
-	if c.h2 {
+	switch {
+	case c.h2 && useTLS:
 		args = append(args, "-h2")
+	case c.h2:
+		args = append(args, "-h2c")
 	}
 	target := exec.Command(bin, args...)
 	_, next := startTarget(t, target)
@@ -268,6 +277,11 @@ func checkHTTPRequests(t *testing.T, bin string, ds *net.TCPAddr, delay time.Dur
 	}
 	// A TLS config of its own keeps the client on HTTP/1.1.
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: c.h2}}
+	if c.h2 && !useTLS {
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		client.Transport.(*http.Transport).Protocols = &p
+	}
 	defer client.CloseIdleConnections()
 	for _, r := range reqs {
 		sendRequest(t, client, scheme+addr, r)

@@ -18,7 +18,7 @@
 // chi router).
 //
 // -tls serves HTTPS (HTTP/1.1 only, unless -h2) with a self-signed
-// certificate made at start. -burn N starts N goroutines that spin forever: with GOMAXPROCS=1 the
+// certificate made at start; -h2c serves HTTP/2 without TLS too (Go 1.24+). -burn N starts N goroutines that spin forever: with GOMAXPROCS=1 the
 // handlers and net/http's own goroutines wait for the scheduler.
 package main
 
@@ -85,6 +85,10 @@ func whoami(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Fd", fmt.Sprint(r.Context().Value(fdKey{})))
 }
 
+// unencryptedHTTP2 makes srv serve HTTP/2 without TLS (h2c.go); nil
+// before Go 1.24.
+var unencryptedHTTP2 func(srv *http.Server)
+
 // router serves items, fail and plain on the routes above, and answers
 // anything else 404 with whoami's headers too.
 var router = func(items, fail, plain http.HandlerFunc) http.Handler {
@@ -105,6 +109,7 @@ func main() {
 	burn := flag.Int("burn", 0, "goroutines that spin forever")
 	useTLS := flag.Bool("tls", false, "serve HTTPS (HTTP/1.1) with a self-signed certificate")
 	h2 := flag.Bool("h2", false, "with -tls: offer HTTP/2 too")
+	h2c := flag.Bool("h2c", false, "without -tls: serve HTTP/2 with prior knowledge too (Go 1.24+)")
 	insecure := flag.Bool("insecure", false, "accept any certificate from an https -downstream (HTTP/1.1)")
 	insecureH2 := flag.Bool("insecure-h2", false, "as -insecure, over HTTP/2")
 	flag.Parse()
@@ -168,6 +173,13 @@ func main() {
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, fdKey{}, connFD(c))
 		},
+	}
+	if *h2c {
+		if unencryptedHTTP2 == nil {
+			fmt.Fprintln(os.Stderr, "-h2c needs Go 1.24+")
+			os.Exit(2)
+		}
+		unencryptedHTTP2(srv)
 	}
 	if *useTLS {
 		srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{selfSigned()}, NextProtos: []string{"http/1.1"}}
