@@ -151,7 +151,10 @@ func diagnoseCmd(args []string) error {
 		}
 		return writeReady(*ready)
 	}, func() {
+		// The end of the window, the target still attached: before the
+		// last samples and the detach take their time.
 		if *out != "" {
+			sink.goroutineProfile()
 			sink.metricsSnapshot(tr)
 		}
 	})
@@ -303,7 +306,7 @@ type snapshotSink struct {
 	n     atomic.Int64
 	done  chan struct{}
 	wg    sync.WaitGroup
-	// out is --out: where the goroutine profile at the detach is written.
+	// out is --out: where the goroutine profile and metrics.prom go.
 	out string
 	// heap is the last heap profile read, for --out's heap.pb.gz.
 	heap *profile.Profile
@@ -330,12 +333,13 @@ func (s *snapshotSink) metricsSnapshot(tr *tracer.Tracer) {
 	}
 }
 
-// goroutineProfileLocked writes --out's goroutine.pb.gz: the target's
+// goroutineProfile writes --out's goroutine.pb.gz: the target's
 // goroutines at the end of the window, read from its memory, as
 // /debug/pprof/goroutine gives them. A failure is said on stderr: the
 // report does not need it.
-func (s *snapshotSink) goroutineProfileLocked() {
-	if s.out == "" || !s.p.Alive() {
+func (s *snapshotSink) goroutineProfile() {
+	if !s.p.Alive() {
+		fmt.Fprintln(os.Stderr, "gonetscope: no goroutine.pb.gz: the target has exited")
 		return
 	}
 	gs, err := s.rt.Dump()
@@ -388,7 +392,6 @@ func (s *snapshotSink) Write(ev event.Event) error {
 		s.snapshotLocked()
 		s.heapSnapshotLocked()
 		s.endCPULocked()
-		s.goroutineProfileLocked()
 	}
 	s.n.Add(1)
 	return s.json.Write(ev)

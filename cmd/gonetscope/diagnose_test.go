@@ -326,7 +326,7 @@ func TestDiagnoseGoroutineLeak(t *testing.T) {
 		len(it.Evidence[0].Goids) == 0 || !strings.Contains(it.Evidence[0].Text, "parked on chan receive") {
 		t.Errorf("goroutine_leak evidence %+v; the target says %v", it.Evidence, f)
 	}
-	// --out's goroutine profile, taken at the detach: every goroutine
+	// --out's goroutine profile, taken at the window's end: every goroutine
 	// the target leaked, parked in its leaking function.
 	prof := readProfile(t, filepath.Join(r.out, "goroutine.pb.gz"))
 	var leaked int64
