@@ -45,16 +45,25 @@ func Open(pid int) (Process, error) {
 	return parseStat(pid, raw)
 }
 
-// parseStat parses /proc/PID/stat. comm is in parentheses and may itself
+// statFields splits /proc/PID/stat into comm and the fields after it,
+// fields[0] being field 3 (state). comm is in parentheses and may itself
 // hold spaces and parentheses, so fields are counted from the last ')'.
-func parseStat(pid int, raw []byte) (Process, error) {
+func statFields(pid int, raw []byte) (comm string, fields []string, err error) {
 	open, close := bytes.IndexByte(raw, '('), bytes.LastIndexByte(raw, ')')
 	if open < 0 || close < open {
-		return Process{}, fmt.Errorf("PID %d: malformed stat", pid)
+		return "", nil, fmt.Errorf("PID %d: malformed stat", pid)
 	}
-	p := Process{PID: pid, Comm: string(raw[open+1 : close])}
-	fields := strings.Fields(string(raw[close+1:]))
-	// fields[0] is field 3 (state); starttime is field 22.
+	return string(raw[open+1 : close]), strings.Fields(string(raw[close+1:])), nil
+}
+
+// parseStat parses /proc/PID/stat.
+func parseStat(pid int, raw []byte) (Process, error) {
+	comm, fields, err := statFields(pid, raw)
+	if err != nil {
+		return Process{}, err
+	}
+	p := Process{PID: pid, Comm: comm}
+	// starttime is field 22.
 	const starttime = 22 - 3
 	if len(fields) <= starttime {
 		return Process{}, fmt.Errorf("PID %d: stat has %d fields, want at least 22", pid, len(fields)+2)
@@ -86,12 +95,11 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 func parseCPUTime(pid int, raw []byte) (time.Duration, error) {
-	close := bytes.LastIndexByte(raw, ')')
-	if close < 0 {
-		return 0, fmt.Errorf("PID %d: malformed stat", pid)
+	_, fields, err := statFields(pid, raw)
+	if err != nil {
+		return 0, err
 	}
-	fields := strings.Fields(string(raw[close+1:]))
-	// fields[0] is field 3; utime and stime are fields 14 and 15.
+	// utime and stime are fields 14 and 15.
 	const utime, stime = 14 - 3, 15 - 3
 	if len(fields) <= stime {
 		return 0, fmt.Errorf("PID %d: stat has %d fields, want at least 15", pid, len(fields)+2)
