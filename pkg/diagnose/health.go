@@ -149,15 +149,19 @@ func heapGrowth(s *stream) Item {
 	}
 	it.Status = Problem
 	it.score = ratio / th.HeapGrowth
-	grown := heapSitesGrown(profs)
+	var grown []siteGrowth
+	if len(profs) >= 2 {
+		grown = sitesGrown(profs[0], profs[len(profs)-1], func(now, then GoroutineSite) int64 { return now.InuseBytes - then.InuseBytes })
+	}
 	for i, g := range grown[:min(3, len(grown))] {
-		if i > 0 && uint64(g.InuseBytes) < (last-first)/20 {
+		if i > 0 && uint64(g.by) < (last-first)/20 {
 			break // under 5% of the growth: not where it went
 		}
-		it.Evidence = append(it.Evidence, Evidence{Site: g.Func, Stack: []string{fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line)},
-			Bytes: g.InuseBytes, Count: uint64(max(g.InuseObjects, 0)),
+		now := g.now
+		it.Evidence = append(it.Evidence, Evidence{Site: now.Func, Stack: []string{now.key()},
+			Bytes: g.by, Count: uint64(max(now.InuseObjects-g.then.InuseObjects, 0)),
 			Text: fmt.Sprintf("%s (%s:%d) holds %s more than at the start (%s in %s now)",
-				g.Func, short(g.File), g.Line, bytesText(g.InuseBytes), bytesText(g.total), plural(max(g.objects, 0), "object"))})
+				now.Func, short(now.File), now.Line, bytesText(g.by), bytesText(now.InuseBytes), plural(max(now.InuseObjects, 0), "object"))})
 	}
 	if len(it.Evidence) == 0 {
 		it.Evidence = append(it.Evidence, Evidence{Bytes: int64(last - first),
@@ -165,7 +169,8 @@ func heapGrowth(s *stream) Item {
 	}
 	it.Finding = fmt.Sprintf("The heap in use grew from %s to %s in the window", bytesText(int64(first)), bytesText(int64(last)))
 	if len(grown) > 0 {
-		it.Finding += fmt.Sprintf(", most of it held by allocations at %s (%s:%d, +%s)", grown[0].Func, short(grown[0].File), grown[0].Line, bytesText(grown[0].InuseBytes))
+		g := grown[0]
+		it.Finding += fmt.Sprintf(", most of it held by allocations at %s (%s:%d, +%s)", g.now.Func, short(g.now.File), g.now.Line, bytesText(g.by))
 	}
 	it.Finding += ": memory that is kept and never freed (a leak, an unbounded cache or queue), unless the service is still warming up."
 	return it
@@ -213,66 +218,47 @@ func lockContention(s *stream) Item {
 	}
 	it.Status = Problem
 	it.score = float64(perSec) / float64(max(th, 1))
-	key := func(g GoroutineSite) string { return fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line) }
-	before := map[string]GoroutineSite{}
-	for _, g := range first.Sites {
-		before[key(g)] = g
-	}
-	var grown []GoroutineSite
-	for _, g := range last.Sites {
-		b := before[key(g)]
-		g.DelayNs -= b.DelayNs
-		g.Contentions -= b.Contentions
-		if g.DelayNs > 0 {
-			grown = append(grown, g)
-		}
-	}
-	slices.SortStableFunc(grown, func(a, b GoroutineSite) int { return cmp.Compare(b.DelayNs, a.DelayNs) })
+	grown := sitesGrown(first, last, func(now, then GoroutineSite) int64 { return now.DelayNs - then.DelayNs })
 	for _, g := range grown[:min(3, len(grown))] {
-		it.Evidence = append(it.Evidence, Evidence{Site: g.Func, Stack: []string{key(g)}, ValueNs: uint64(g.DelayNs), Count: uint64(max(g.Contentions, 0)),
+		now, contentions := g.now, g.now.Contentions-g.then.Contentions
+		it.Evidence = append(it.Evidence, Evidence{Site: now.Func, Stack: []string{now.key()}, ValueNs: uint64(g.by), Count: uint64(max(contentions, 0)),
 			Text: fmt.Sprintf("%s (%s:%d) unlocked a lock others waited for: %s of waiting over %s",
-				g.Func, short(g.File), g.Line, dur(uint64(g.DelayNs)), plural(g.Contentions, "contention"))})
+				now.Func, short(now.File), now.Line, dur(uint64(g.by)), plural(contentions, "contention"))})
 	}
 	it.Finding = fmt.Sprintf("Goroutines waited %s per second for locks", dur(perSec))
 	if len(grown) > 0 {
-		it.Finding += fmt.Sprintf(", most for the lock that %s (%s:%d) holds", grown[0].Func, short(grown[0].File), grown[0].Line)
+		g := grown[0].now
+		it.Finding += fmt.Sprintf(", most for the lock that %s (%s:%d) holds", g.Func, short(g.File), g.Line)
 	}
 	it.Finding += ": shorten what runs under the lock, or split it."
 	return it
 }
 
-// grownSite is a heap site whose bytes in use grew in the window:
-// InuseBytes and InuseObjects are the growth, total and objects what it
-// holds at the end.
-type grownSite struct {
-	GoroutineSite
-	total, objects int64
+// siteGrowth is a site of a profile event (heap_profile,
+// contention_profile) as the last one lists it (now), as the first one did
+// (then: zero when it did not list it), and how much it grew by.
+type siteGrowth struct {
+	now, then GoroutineSite
+	by        int64
 }
 
-// heapSitesGrown compares the last heap_profile's sites with the first's
-// and returns those that grew, most first. A site not among the first's
-// top sites counts as having held nothing then: its growth is at most
-// what it holds.
-func heapSitesGrown(profs []Event) []grownSite {
-	if len(profs) < 2 {
-		return nil
-	}
-	key := func(g GoroutineSite) string { return fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line) }
+// sitesGrown pairs each site of last with the same site of first and
+// returns those that grew (by > 0), most first. A site not among first's
+// top sites counts as having had nothing then: its growth is at most what
+// it has now.
+func sitesGrown(first, last Event, by func(now, then GoroutineSite) int64) []siteGrowth {
 	before := map[string]GoroutineSite{}
-	for _, g := range profs[0].Sites {
-		before[key(g)] = g
+	for _, g := range first.Sites {
+		before[g.key()] = g
 	}
-	var out []grownSite
-	for _, g := range profs[len(profs)-1].Sites {
-		b := before[key(g)]
-		grown := grownSite{GoroutineSite: g, total: g.InuseBytes, objects: g.InuseObjects}
-		grown.InuseBytes -= b.InuseBytes
-		grown.InuseObjects -= b.InuseObjects
-		if grown.InuseBytes > 0 {
-			out = append(out, grown)
+	var out []siteGrowth
+	for _, g := range last.Sites {
+		sg := siteGrowth{now: g, then: before[g.key()]}
+		if sg.by = by(sg.now, sg.then); sg.by > 0 {
+			out = append(out, sg)
 		}
 	}
-	slices.SortStableFunc(out, func(a, b grownSite) int { return cmp.Compare(b.InuseBytes, a.InuseBytes) })
+	slices.SortStableFunc(out, func(a, b siteGrowth) int { return cmp.Compare(b.by, a.by) })
 	return out
 }
 

@@ -26,13 +26,7 @@ const maxCloseWait = 20
 // why. All /proc access goes through pkg/proc, the runtime's memory
 // through pkg/goruntime.
 func Snapshot(p proc.Process, nsPID int) *event.Process {
-	ev := &event.Process{
-		Header:  event.Header{Time: time.Now(), Event: "process", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
-		Unknown: map[string]string{},
-	}
-	if nsPID != 0 && nsPID != p.PID {
-		ev.NsPID = uint32(nsPID)
-	}
+	ev := &event.Process{Header: snapshotHeader("process", p, nsPID), Unknown: map[string]string{}}
 	pid := p.PID
 	if n, err := proc.OpenFDs(pid); err != nil {
 		ev.Unknown["open_fds"] = err.Error()
@@ -81,6 +75,53 @@ func Snapshot(p proc.Process, nsPID int) *event.Process {
 	return ev
 }
 
+// snapshotHeader is the header of a snapshot event of p (name), with its
+// PID in its own namespace when that differs.
+func snapshotHeader(name string, p proc.Process, nsPID int) event.Header {
+	h := event.Header{Time: time.Now(), Event: name, PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}
+	if nsPID != 0 && nsPID != p.PID {
+		h.NsPID = uint32(nsPID)
+	}
+	return h
+}
+
+// site is a profile's sample site: a function, its file and a line.
+type site struct {
+	fn, file string
+	line     int64
+}
+
+// lineSite is the site of one of a location's lines.
+func lineSite(l profile.Line) site { return site{l.Function.Name, l.Function.Filename, l.Line} }
+
+// leafSite is the site of a sample's innermost frame: its first
+// location's first line, or the location's address when it has no
+// symbol, or "?" when the sample has no location.
+func leafSite(smp *profile.Sample) site {
+	if len(smp.Location) == 0 {
+		return site{fn: "?"}
+	}
+	loc := smp.Location[0]
+	if len(loc.Line) == 0 || loc.Line[0].Function == nil {
+		return site{fn: fmt.Sprintf("%#x", loc.Address)}
+	}
+	return lineSite(loc.Line[0])
+}
+
+// topSites are the n values of m that order sorts first.
+func topSites[T any](m map[site]*T, n int, order func(a, b *T) int) []T {
+	all := make([]*T, 0, len(m))
+	for _, v := range m {
+		all = append(all, v)
+	}
+	slices.SortFunc(all, order)
+	out := make([]T, 0, min(n, len(all)))
+	for _, v := range all[:min(n, len(all))] {
+		out = append(out, *v)
+	}
+	return out
+}
+
 // profileSites is how many sites a heap_profile or contention_profile
 // event lists.
 const profileSites = 10
@@ -94,10 +135,7 @@ const profileSites = 10
 // What cannot be read is said in the event's Unreadable; the profile (for
 // --out's heap.pb.gz) is nil then.
 func HeapSnapshot(p proc.Process, rt *goruntime.Process, nsPID int) (*event.HeapProfile, *profile.Profile) {
-	ev := &event.HeapProfile{Header: event.Header{Time: time.Now(), Event: "heap_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm}}
-	if nsPID != 0 && nsPID != p.PID {
-		ev.NsPID = uint32(nsPID)
-	}
+	ev := &event.HeapProfile{Header: snapshotHeader("heap_profile", p, nsPID)}
 	h, err := rt.HeapProfile()
 	if err != nil {
 		ev.Unreadable = err.Error()
@@ -109,11 +147,7 @@ func HeapSnapshot(p proc.Process, rt *goruntime.Process, nsPID int) (*event.Heap
 		return ev, nil
 	}
 	ev.MemProfileRate = h.Rate
-	type key struct {
-		fn, file string
-		line     int64
-	}
-	sites := map[key]*event.HeapSite{}
+	sites := map[site]*event.HeapSite{}
 	for _, smp := range prof.Sample {
 		// alloc_objects, alloc_space, inuse_objects, inuse_space
 		v := smp.Value
@@ -121,16 +155,7 @@ func HeapSnapshot(p proc.Process, rt *goruntime.Process, nsPID int) (*event.Heap
 		ev.AllocBytes += v[1]
 		ev.InuseObjects += v[2]
 		ev.InuseBytes += v[3]
-		k := key{fn: "?"}
-		if len(smp.Location) > 0 {
-			loc := smp.Location[0]
-			if len(loc.Line) > 0 && loc.Line[0].Function != nil {
-				l := loc.Line[0]
-				k = key{l.Function.Name, l.Function.Filename, l.Line}
-			} else {
-				k.fn = fmt.Sprintf("%#x", loc.Address)
-			}
-		}
+		k := leafSite(smp)
 		st := sites[k]
 		if st == nil {
 			st = &event.HeapSite{Func: k.fn, File: k.file, Line: k.line}
@@ -141,17 +166,10 @@ func HeapSnapshot(p proc.Process, rt *goruntime.Process, nsPID int) (*event.Heap
 		st.InuseObjects += v[2]
 		st.InuseBytes += v[3]
 	}
-	all := make([]*event.HeapSite, 0, len(sites))
-	for _, st := range sites {
-		all = append(all, st)
-	}
-	slices.SortFunc(all, func(a, b *event.HeapSite) int {
+	ev.Sites = topSites(sites, profileSites, func(a, b *event.HeapSite) int {
 		return cmp.Or(cmp.Compare(b.InuseBytes, a.InuseBytes), cmp.Compare(b.AllocBytes, a.AllocBytes),
 			cmp.Compare(a.Func, b.Func), cmp.Compare(a.Line, b.Line))
 	})
-	for _, st := range all[:min(profileSites, len(all))] {
-		ev.Sites = append(ev.Sites, *st)
-	}
 	return ev, prof
 }
 
@@ -165,11 +183,7 @@ var contentionPlumbing = []string{"runtime.", "sync.", "internal/sync."}
 // kind gives them. What cannot be read, including a program that records
 // no such profile, is said in the event's Unreadable.
 func ContentionSnapshot(p proc.Process, rt *goruntime.Process, nsPID int, kind string) *event.ContentionProfile {
-	ev := &event.ContentionProfile{Header: event.Header{Time: time.Now(), Event: "contention_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
-		Kind: kind}
-	if nsPID != 0 && nsPID != p.PID {
-		ev.NsPID = uint32(nsPID)
-	}
+	ev := &event.ContentionProfile{Header: snapshotHeader("contention_profile", p, nsPID), Kind: kind}
 	c, err := rt.ContentionProfile(kind)
 	if err != nil {
 		ev.Unreadable = err.Error()
@@ -181,21 +195,17 @@ func ContentionSnapshot(p proc.Process, rt *goruntime.Process, nsPID int, kind s
 		return ev
 	}
 	ev.Rate = c.Rate
-	type key struct {
-		fn, file string
-		line     int64
-	}
-	sites := map[key]*event.ContentionSite{}
+	sites := map[site]*event.ContentionSite{}
 	for _, smp := range prof.Sample {
 		// contentions, delay
 		ev.Contentions += smp.Value[0]
 		ev.DelayNs += smp.Value[1]
-		k := key{fn: "?"}
+		k := site{fn: "?"}
 	frames:
 		for _, loc := range smp.Location {
 			for _, l := range loc.Line {
 				if l.Function != nil && !slices.ContainsFunc(contentionPlumbing, func(p string) bool { return strings.HasPrefix(l.Function.Name, p) }) {
-					k = key{l.Function.Name, l.Function.Filename, l.Line}
+					k = lineSite(l)
 					break frames
 				}
 			}
@@ -208,16 +218,9 @@ func ContentionSnapshot(p proc.Process, rt *goruntime.Process, nsPID int, kind s
 		st.Contentions += smp.Value[0]
 		st.DelayNs += smp.Value[1]
 	}
-	all := make([]*event.ContentionSite, 0, len(sites))
-	for _, st := range sites {
-		all = append(all, st)
-	}
-	slices.SortFunc(all, func(a, b *event.ContentionSite) int {
+	ev.Sites = topSites(sites, profileSites, func(a, b *event.ContentionSite) int {
 		return cmp.Or(cmp.Compare(b.DelayNs, a.DelayNs), cmp.Compare(a.Func, b.Func), cmp.Compare(a.Line, b.Line))
 	})
-	for _, st := range all[:min(profileSites, len(all))] {
-		ev.Sites = append(ev.Sites, *st)
-	}
 	return ev
 }
 
@@ -226,28 +229,17 @@ func ContentionSnapshot(p proc.Process, rt *goruntime.Process, nsPID int, kind s
 // event: the profileSites functions with the most samples, by the
 // innermost frame of each sample.
 func CPUSnapshot(p proc.Process, nsPID int, freqHz uint64, prof *profile.Profile, lost uint64, err error) *event.CPUProfile {
-	ev := &event.CPUProfile{Header: event.Header{Time: time.Now(), Event: "cpu_profile", PID: uint32(p.PID), TID: uint32(p.PID), Comm: p.Comm},
-		FrequencyHz: freqHz, Lost: lost}
-	if nsPID != 0 && nsPID != p.PID {
-		ev.NsPID = uint32(nsPID)
-	}
+	ev := &event.CPUProfile{Header: snapshotHeader("cpu_profile", p, nsPID), FrequencyHz: freqHz, Lost: lost}
 	if err != nil {
 		ev.Unreadable = err.Error()
 		return ev
 	}
-	type key struct{ fn, file string }
-	funcs := map[key]uint64{}
+	funcs := map[site]uint64{}
 	for _, smp := range prof.Sample {
 		n := uint64(smp.Value[0]) // samples
 		ev.Samples += n
-		k := key{fn: "?"}
-		if len(smp.Location) > 0 {
-			if loc := smp.Location[0]; len(loc.Line) > 0 && loc.Line[0].Function != nil {
-				k = key{loc.Line[0].Function.Name, loc.Line[0].Function.Filename}
-			} else {
-				k.fn = fmt.Sprintf("%#x", loc.Address)
-			}
-		}
+		k := leafSite(smp)
+		k.line = 0 // by function
 		funcs[k] += n
 	}
 	for k, n := range funcs {

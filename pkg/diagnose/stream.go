@@ -186,6 +186,9 @@ type CPUFunc struct {
 	Samples uint64 `json:"samples"`
 }
 
+// key names a profile event's site: "func file:line".
+func (g GoroutineSite) key() string { return fmt.Sprintf("%s %s:%d", g.Func, g.File, g.Line) }
+
 // FDs are a summary's fds.
 type FDs struct {
 	Open      int            `json:"open"`
