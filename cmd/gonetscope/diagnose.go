@@ -143,7 +143,7 @@ func diagnoseCmd(args []string) error {
 	stopProgress := func() {}
 	err = runFor(tr, []int{*pid}, sink, *duration, 1, func() error {
 		sink.snapshot()
-		sink.heapSnapshot()
+		sink.runtimeProfiles()
 		sink.startCPU()
 		sink.every(min(5*time.Second, max(*duration/3, time.Second)))
 		if !*quiet && isTerminal(os.Stderr) {
@@ -273,11 +273,11 @@ func finish(r *diagnose.Report, asJSON bool, dir string) error {
 	return nil
 }
 
-// writeProfile writes prof to a new file at path.
+// writeProfile writes prof to a new file at path (-o, --out).
 func writeProfile(prof *profile.Profile, path string) error {
 	f, err := os.Create(path)
 	if err != nil {
-		return fmt.Errorf("writing --out: %w", err)
+		return fmt.Errorf("opening the output file: %w", err)
 	}
 	if err := prof.Write(f); err != nil {
 		f.Close()
@@ -390,7 +390,7 @@ func (s *snapshotSink) Write(ev event.Event) error {
 	defer s.mu.Unlock()
 	if d, ok := ev.(*event.Detached); ok && int(d.PID) == s.p.PID {
 		s.snapshotLocked()
-		s.heapSnapshotLocked()
+		s.runtimeProfilesLocked()
 		s.endCPULocked()
 	}
 	s.n.Add(1)
@@ -417,14 +417,15 @@ func (s *snapshotSink) snapshotLocked() {
 	s.json.Write(diagnose.Snapshot(s.p, s.nsPID))
 }
 
-// heapSnapshot writes the runtime's heap and mutex profiles.
-func (s *snapshotSink) heapSnapshot() {
+// runtimeProfiles writes the runtime's heap and mutex profiles, read from
+// the target's memory.
+func (s *snapshotSink) runtimeProfiles() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.heapSnapshotLocked()
+	s.runtimeProfilesLocked()
 }
 
-func (s *snapshotSink) heapSnapshotLocked() {
+func (s *snapshotSink) runtimeProfilesLocked() {
 	if !s.p.Alive() {
 		return
 	}

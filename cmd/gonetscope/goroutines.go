@@ -211,13 +211,5 @@ func writeGoroutineProfile(p *goruntime.Process, gs []goroutine, path string) er
 	if err != nil {
 		return err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return fmt.Errorf("opening the output file: %w", err)
-	}
-	defer f.Close()
-	if err := prof.Write(f); err != nil {
-		return fmt.Errorf("writing the profile: %w", err)
-	}
-	return f.Close()
+	return writeProfile(prof, path)
 }
