@@ -462,10 +462,19 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string, final bool
 		overflows := allocate(totalOv, s, repOv)
 		drops := allocate(totalDrops, s, repDrops)
 		if o.mechanism != Sampled {
-			// The hook counted each overflow of each listener.
+			hook := make([]uint64, len(ls))
+			sks := map[uint64]bool{}
 			for i, l := range ls {
-				overflows[i] = sub(l.rec.HookDrops, l.st.reported.overflows)
+				hook[i] = l.rec.HookDrops
+				sks[l.rec.Sk] = true
 			}
+			// Read the namespace's socket table only when the namespace
+			// counted more than the hook.
+			alone := func() bool {
+				n, err := proc.Listeners(int(ls[0].rec.Pid))
+				return err == nil && n == len(sks)
+			}
+			overflows = hookOverflows(totalOv, s, repOv, hook, alone)
 		}
 		for i, l := range ls {
 			if overflows[i] > 0 || drops[i] > 0 {
@@ -492,6 +501,36 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string, final bool
 		}
 	}
 	return evs, nil
+}
+
+// hookOverflows is what each of a namespace's traced listeners reports
+// with the drop hook: what the hook counted since its last report, and
+// where no other listener lives in the namespace (alone), a share of what
+// the namespace counted beyond that. The hook misses an overflow now and
+// then: on Debian's 6.1 (one CPU, under emulation) the namespace counted
+// 2 or 3 more than all three hooked functions saw in 2 of 10 runs of
+// 500-800 overflows. Where the namespace's listeners are all traced, its
+// counter is theirs alone, so the rest is split among them by their
+// sk_drops as when sampled, and the reports add up to the counter
+// exactly. total (cumulative, like reported), s and reported are as for
+// allocate; hook is each listener's count from the hook.
+func hookOverflows(total uint64, s, reported, hook []uint64, alone func() bool) []uint64 {
+	out := make([]uint64, len(s))
+	slack := make([]uint64, len(s))
+	var counted uint64
+	for i := range s {
+		out[i] = sub(hook[i], reported[i])
+		counted += reported[i] + out[i]
+		slack[i] = sub(s[i], reported[i]+out[i])
+	}
+	if total == ^uint64(0) || total <= counted || !alone() {
+		return out
+	}
+	rest := allocate(total-counted, slack, make([]uint64, len(s)))
+	for i := range out {
+		out[i] += rest[i]
+	}
+	return out
 }
 
 // NoteAccept remembers the stack of a goroutine's latest accept

@@ -89,6 +89,35 @@ func TestAllocate(t *testing.T) {
 	}
 }
 
+// hookOverflows: the hook's own counts, and where the namespace's
+// listeners are all traced, what the namespace counted beyond them, within
+// each listener's sk_drops; never a count twice.
+func TestHookOverflows(t *testing.T) {
+	for _, c := range []struct {
+		name                    string
+		total                   uint64
+		s, reported, hook, want []uint64
+		alone                   bool
+	}{
+		{"the hook saw them all", 506, []uint64{508}, []uint64{0}, []uint64{506}, []uint64{506}, true},
+		{"the hook missed 2: the namespace's counter fills in", 508, []uint64{513}, []uint64{0}, []uint64{506}, []uint64{508}, true},
+		{"missed, but another listener in the namespace may have them", 508, []uint64{513}, []uint64{0}, []uint64{506}, []uint64{506}, false},
+		{"filled in, then the hook counts the same overflow late", 510, []uint64{515}, []uint64{508}, []uint64{508}, []uint64{2}, true},
+		{"the fill-in is never more than sk_drops", 900, []uint64{510}, []uint64{0}, []uint64{506}, []uint64{510}, true},
+		{"two listeners, the rest by their sk_drops slack", 100, []uint64{60, 50}, []uint64{0, 0}, []uint64{40, 40}, []uint64{54, 46}, true},
+		{"namespace unread", ^uint64(0), []uint64{513}, []uint64{0}, []uint64{506}, []uint64{506}, true},
+	} {
+		asked := false
+		got := hookOverflows(c.total, c.s, c.reported, c.hook, func() bool { asked = true; return c.alone })
+		if !slices.Equal(got, c.want) {
+			t.Errorf("%s: hookOverflows(%d, %v, %v, %v) = %v, want %v", c.name, c.total, c.s, c.reported, c.hook, got, c.want)
+		}
+		if c.name == "the hook saw them all" && asked {
+			t.Errorf("%s: read the namespace's listeners though the hook counted everything", c.name)
+		}
+	}
+}
+
 // NoteAccept keeps the latest accept stack of each goroutine of a
 // baselined PID, from tcp_accept and accept-mode netpoll waits only, and
 // Forget drops them with the PID.

@@ -27,3 +27,19 @@ func AcceptedFDs(pid int) []int32 {
 	slices.Sort(fds)
 	return fds
 }
+
+// Listeners counts the TCP sockets listening in pid's network namespace
+// (/proc/PID/net/tcp and tcp6), whoever holds them.
+func Listeners(pid int) (int, error) {
+	table, err := tcpTable(pid)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, s := range table {
+		if s.State == "LISTEN" {
+			n++
+		}
+	}
+	return n, nil
+}
