@@ -511,8 +511,8 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string, final bool
 // 2 or 3 more than all three hooked functions saw in 2 of 10 runs of
 // 500-800 overflows. Where the namespace's listeners are all traced, its
 // counter is theirs alone, so the rest is split among them by their
-// sk_drops as when sampled, and the reports add up to the counter
-// exactly. total (cumulative, like reported), s and reported are as for
+// sk_drops as when sampled (and a count above it is cut down to it), and
+// the reports add up to the counter exactly. total (cumulative, like reported), s and reported are as for
 // allocate; hook is each listener's count from the hook.
 func hookOverflows(total uint64, s, reported, hook []uint64, alone func() bool) []uint64 {
 	out := make([]uint64, len(s))
@@ -523,8 +523,18 @@ func hookOverflows(total uint64, s, reported, hook []uint64, alone func() bool) 
 		counted += reported[i] + out[i]
 		slack[i] = sub(s[i], reported[i]+out[i])
 	}
-	if total == ^uint64(0) || total <= counted || !alone() {
+	if total == ^uint64(0) || total == counted || !alone() {
 		return out
+	}
+	if total < counted {
+		// The hook counted more than the kernel: its check of the queue
+		// at the function's entry can race with an accept on another
+		// CPU. The namespace's count is split by the hook's.
+		cum := make([]uint64, len(s))
+		for i := range s {
+			cum[i] = reported[i] + out[i]
+		}
+		return allocate(total, cum, reported)
 	}
 	rest := allocate(total-counted, slack, make([]uint64, len(s)))
 	for i := range out {

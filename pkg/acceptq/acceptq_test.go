@@ -105,6 +105,9 @@ func TestHookOverflows(t *testing.T) {
 		{"filled in, then the hook counts the same overflow late", 510, []uint64{515}, []uint64{508}, []uint64{508}, []uint64{2}, true},
 		{"the fill-in is never more than sk_drops", 900, []uint64{510}, []uint64{0}, []uint64{506}, []uint64{510}, true},
 		{"two listeners, the rest by their sk_drops slack", 100, []uint64{60, 50}, []uint64{0, 0}, []uint64{40, 40}, []uint64{54, 46}, true},
+		{"the hook counted 3 more than the kernel: cut to the namespace's count", 505, []uint64{513}, []uint64{0}, []uint64{508}, []uint64{505}, true},
+		{"two listeners over-counted: cut by the hook's counts", 90, []uint64{70, 40}, []uint64{0, 0}, []uint64{60, 40}, []uint64{54, 36}, true},
+		{"over-counted beside an untraced listener: the hook's count", 505, []uint64{513}, []uint64{0}, []uint64{508}, []uint64{508}, false},
 		{"namespace unread", ^uint64(0), []uint64{513}, []uint64{0}, []uint64{506}, []uint64{506}, true},
 	} {
 		asked := false
