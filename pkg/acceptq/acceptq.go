@@ -512,8 +512,9 @@ func (o *Objects) Sample(clock bpfobj.Clock, comms map[uint32]string, final bool
 // 500-800 overflows. Where the namespace's listeners are all traced, its
 // counter is theirs alone, so the rest is split among them by their
 // sk_drops as when sampled (and a count above it is cut down to it), and
-// the reports add up to the counter exactly. total (cumulative, like reported), s and reported are as for
-// allocate; hook is each listener's count from the hook.
+// the reports add up to the counter exactly. total (cumulative, like
+// reported), s and reported are as for allocate; hook is each listener's
+// count from the hook.
 func hookOverflows(total uint64, s, reported, hook []uint64, alone func() bool) []uint64 {
 	out := make([]uint64, len(s))
 	slack := make([]uint64, len(s))
