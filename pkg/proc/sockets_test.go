@@ -3,8 +3,51 @@ package proc
 import (
 	"net"
 	"os"
+	"slices"
+	"syscall"
 	"testing"
 )
+
+func fdOf(t *testing.T, c syscall.Conn) int32 {
+	t.Helper()
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fd int32
+	rc.Control(func(f uintptr) { fd = int32(f) })
+	return fd
+}
+
+// TestAcceptedFDs: of a connection this process both dialed and accepted,
+// only the accepted end is listed.
+func TestAcceptedFDs(t *testing.T) {
+	for _, network := range []string{"tcp4", "tcp6"} {
+		t.Run(network, func(t *testing.T) {
+			host := map[string]string{"tcp4": "127.0.0.1", "tcp6": "[::1]"}[network]
+			ln, err := net.Listen(network, host+":0")
+			if err != nil {
+				t.Skip(err)
+			}
+			defer ln.Close()
+			dialed, err := net.Dial(network, ln.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer dialed.Close()
+			accepted, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer accepted.Close()
+			fds := AcceptedFDs(os.Getpid())
+			a, d := fdOf(t, accepted.(*net.TCPConn)), fdOf(t, dialed.(*net.TCPConn))
+			if !slices.Contains(fds, a) || slices.Contains(fds, d) {
+				t.Errorf("AcceptedFDs = %v; want the accepted fd %d and not the dialed fd %d", fds, a, d)
+			}
+		})
+	}
+}
 
 // Listeners counts this process's namespace's listening sockets: one more
 // for each listener the test opens, IPv4 and IPv6, one fewer when closed.
