@@ -153,6 +153,8 @@ static __always_inline struct pt_regs *user_regs(void)
 #define NR_CONNECT 42
 /* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX, ... */
 #define GO_REG_ARG(r, i) ((i) == 0 ? (r)->ax : (i) == 1 ? (r)->bx : (r)->cx)
+/* The current g in a uprobe's own registers. */
+#define GO_REG_G(r) ((r)->r14)
 #elif defined(__TARGET_ARCH_arm64)
 #define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, syscallno)
 #define REGS_ARG0(r) BPF_CORE_READ(r, orig_x0)
@@ -161,6 +163,7 @@ static __always_inline struct pt_regs *user_regs(void)
 #define NR_CONNECT 203
 /* Go's ABIInternal integer registers in argument order: R0, R1, R2, ... */
 #define GO_REG_ARG(r, i) ((r)->regs[i])
+#define GO_REG_G(r) ((r)->regs[28])
 #else
 #error "gonetscope supports amd64 and arm64"
 #endif

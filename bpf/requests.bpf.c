@@ -35,14 +35,6 @@
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-#if defined(__TARGET_ARCH_x86)
-#define GO_G(ctx) ((ctx)->r14)
-#define GO_ARG(ctx, i) ((i) == 0 ? (ctx)->ax : (i) == 1 ? (ctx)->bx : (i) == 2 ? (ctx)->cx : (ctx)->di)
-#elif defined(__TARGET_ARCH_arm64)
-#define GO_G(ctx) ((ctx)->regs[28])
-#define GO_ARG(ctx, i) ((ctx)->regs[i])
-#endif
-
 /* Offsets into net/http's structs of one target, from its DWARF or the
  * version table (pkg/goruntime), and its threshold. */
 struct req_layout {
@@ -255,7 +247,7 @@ static __always_inline struct req_layout *layout_of(__u32 *pid)
 
 static __always_inline int read_goid_at(struct pt_regs *ctx, const struct req_layout *l, __u64 *goid)
 {
-	__u64 g = GO_G(ctx);
+	__u64 g = GO_REG_G(ctx);
 	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + l->g_goid));
 }
 
@@ -632,7 +624,7 @@ int server_end(struct pt_regs *ctx)
 	struct req_state *st = open_request(ctx, l, &k);
 	if (!st)
 		return 0;
-	__u64 w = GO_ARG(ctx, 0), req = 0, c = 0;
+	__u64 w = GO_REG_ARG(ctx, 0), req = 0, c = 0;
 	__s64 status = 0;
 	/* response.conn is at 0. */
 	if (!bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) &&
@@ -660,7 +652,7 @@ int h2_end(struct pt_regs *ctx)
 	struct req_state *st = open_request(ctx, l, &k);
 	if (!st)
 		return 0;
-	__u64 rw = GO_ARG(ctx, 0), rws = 0, req = 0, sc = 0;
+	__u64 rw = GO_REG_ARG(ctx, 0), rws = 0, req = 0, sc = 0;
 	__s64 status = 0;
 	/* http2responseWriter.rws is at 0. */
 	if (!bpf_probe_read_user(&rws, sizeof(rws), (void *)rw) && rws &&
@@ -694,7 +686,7 @@ static __always_inline int round_trip_start(struct pt_regs *ctx, const struct re
 	struct req_key owner = k;
 	struct req_state *st = bpf_map_lookup_elem(&req_active, &owner);
 	if ((!st || !st->t_start) && l->g_parent_goid) {
-		__u64 g = GO_G(ctx);
+		__u64 g = GO_REG_G(ctx);
 		if (!bpf_probe_read_user(&owner.goid, sizeof(owner.goid), (void *)(g + l->g_parent_goid)) && owner.goid)
 			st = bpf_map_lookup_elem(&req_active, &owner);
 	}
@@ -730,7 +722,7 @@ int client_start(struct pt_regs *ctx)
 	struct req_layout *l = layout_of(&pid);
 	if (!l)
 		return 0;
-	return round_trip_start(ctx, l, pid, GO_ARG(ctx, 0) + l->pconn_conn, GO_ARG(ctx, 1), 0);
+	return round_trip_start(ctx, l, pid, GO_REG_ARG(ctx, 0) + l->pconn_conn, GO_REG_ARG(ctx, 1), 0);
 }
 
 /* HTTP/2: in (*http2Transport).RoundTripOpt, CALL (*http2ClientConn).roundTrip
@@ -742,7 +734,7 @@ int h2_client_start(struct pt_regs *ctx)
 	struct req_layout *l = layout_of(&pid);
 	if (!l || !l->h2cc_tconn)
 		return 0;
-	return round_trip_start(ctx, l, pid, GO_ARG(ctx, 0) + l->h2cc_tconn, GO_ARG(ctx, 1), 1);
+	return round_trip_start(ctx, l, pid, GO_REG_ARG(ctx, 0) + l->h2cc_tconn, GO_REG_ARG(ctx, 1), 1);
 }
 
 SEC("uprobe")
@@ -763,7 +755,7 @@ int client_end(struct pt_regs *ctx)
 	struct client_state cs = *csp;
 	csp->t_start = 0;
 	__u64 dur = bpf_ktime_get_boot_ns() - cs.t_start;
-	__u64 resp = GO_ARG(ctx, 0), req = 0, url = 0;
+	__u64 resp = GO_REG_ARG(ctx, 0), req = 0, url = 0;
 	__s64 status = 0;
 	if (resp)
 		bpf_probe_read_user(&status, sizeof(status), (void *)(resp + l->response_status_code));
@@ -781,15 +773,11 @@ int client_end(struct pt_regs *ctx)
 	struct req_key owner = {.pid = pid, .goid = cs.owner};
 	struct req_state *st = cs.owner ? bpf_map_lookup_elem(&req_active, &owner) : NULL;
 	if (st && st->t_start && cs.fd >= 0 && cs.t_start >= st->t_start) {
-		for (int i = 0; i < REQ_SLOTS; i++) {
-			struct req_wait *w = &st->slot[i];
-			if (w->fd == cs.fd || w->fd == -1) {
-				w->fd = cs.fd;
-				w->client_ns += dur;
-				w->client_calls++;
-				w->via_client = 1;
-				break;
-			}
+		struct req_wait *w = req_slot(st, cs.fd);
+		if (w) {
+			w->client_ns += dur;
+			w->client_calls++;
+			w->via_client = 1;
 		}
 	}
 	if (dur < l->slow_ns)

@@ -89,24 +89,35 @@ struct {
 	__type(value, __u16);
 } req_parent_off SEC(".maps");
 
+/* The slot of st for fd, claimed if fd has none yet; NULL when all are
+ * taken by other fds. */
+static __always_inline struct req_wait *req_slot(struct req_state *st, __s32 fd)
+{
+	for (int i = 0; i < REQ_SLOTS; i++) {
+		struct req_wait *w = &st->slot[i];
+		if (w->fd == fd || w->fd == -1) {
+			w->fd = fd;
+			return w;
+		}
+	}
+	return NULL;
+}
+
 /* Adds a wait on fd to its slot of st, creating the slot. */
 static __always_inline void req_slot_add(struct req_state *st, __s32 fd, __u64 io, __u64 sched, __u8 via_client)
 {
 	__sync_fetch_and_add(&st->io_ns, io);
 	__sync_fetch_and_add(&st->sched_ns, sched);
 	__sync_fetch_and_add(&st->waits, 1);
-	for (int i = 0; i < REQ_SLOTS; i++) {
-		struct req_wait *w = &st->slot[i];
-		if (w->fd == fd || w->fd == -1) {
-			w->fd = fd;
-			w->io_ns += io;
-			w->sched_ns += sched;
-			w->waits++;
-			w->via_client |= via_client;
-			return;
-		}
+	struct req_wait *w = req_slot(st, fd);
+	if (!w) {
+		__sync_fetch_and_add(&st->unslotted, 1);
+		return;
 	}
-	__sync_fetch_and_add(&st->unslotted, 1);
+	w->io_ns += io;
+	w->sched_ns += sched;
+	w->waits++;
+	w->via_client |= via_client;
 }
 
 /* A netpoll wait of goid on fd ended at now (netpoll.bpf.c wait_done):
