@@ -490,28 +490,14 @@ int server_start(struct pt_regs *ctx)
 	 * goroutine: its entry is reset in place (an LRU update and delete
 	 * per request cost more than the rest of the probe), and made only
 	 * for its first request. */
-	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
-	if (st) {
-		st->io_ns = 0;
-		st->sched_ns = 0;
-		st->waits = 0;
-		st->unslotted = 0;
-		for (int i = 0; i < REQ_SLOTS; i++) {
-			st->slot[i].io_ns = 0;
-			st->slot[i].sched_ns = 0;
-			st->slot[i].client_ns = 0;
-			st->slot[i].fd = -1;
-			st->slot[i].waits = 0;
-			st->slot[i].via_client = 0;
-			st->slot[i].client_calls = 0;
-		}
-		st->t_start = now;
-		return 0;
-	}
 	struct req_state fresh = {.t_start = now};
 	for (int i = 0; i < REQ_SLOTS; i++)
 		fresh.slot[i].fd = -1;
-	bpf_map_update_elem(&req_active, &k, &fresh, BPF_ANY);
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	if (st)
+		*st = fresh;
+	else
+		bpf_map_update_elem(&req_active, &k, &fresh, BPF_ANY);
 	return 0;
 }
 
