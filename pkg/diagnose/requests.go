@@ -117,8 +117,9 @@ func httpRequests(s *stream) Item {
 	ratio := float64(errs) / float64(total)
 	parts = append(parts, fmt.Sprintf("5xx %d of %d (%.1f%%)", errs, total, 100*ratio))
 	it.Value = strings.Join(parts, ", ")
+	over5xx := errs > 0 && ratio > s.th.Request5xxRatio
 	switch {
-	case errs > 0 && ratio > s.th.Request5xxRatio:
+	case over5xx:
 		status = Problem
 		it.score = max(it.score, ratio/max(s.th.Request5xxRatio, 1e-9))
 	case errs > 0 && status == OK:
@@ -157,9 +158,9 @@ func httpRequests(s *stream) Item {
 		it.Evidence = append(it.Evidence, ev)
 	}
 	switch {
-	case errs > 0 && ratio > s.th.Request5xxRatio:
+	case over5xx:
 		it.Finding = fmt.Sprintf("%d of %d requests (%.1f%%) were answered 5xx, most on %s.", errs, total, 100*ratio, worst5xx)
-	case len(it.Evidence) > 0 && judged != nil && status != OK:
+	case len(it.Evidence) > 0 && len(judged) > 0:
 		it.Finding = fmt.Sprintf("%s is slow (%s); the slowest request: %s.", judged[0].Method+" "+judged[0].Route, "p99 "+p99Range(judged[0]), it.Evidence[0].Text)
 	default:
 		it.Finding = "Requests: " + it.Value + "."

@@ -54,3 +54,20 @@ func TestHTTPRequestsNA(t *testing.T) {
 		t.Errorf("no server: %s %q", it.Status, it.Why)
 	}
 }
+
+// A few 5xx on routes all too few to judge, with a slow request written:
+// a warning whose finding names the 5xx, not a route's p99.
+func TestHTTPRequestsFewWith5xx(t *testing.T) {
+	slow := Event{Event: "http_request", PID: 7}
+	slow.Method, slow.Path, slow.Route, slow.Status, slow.DurationNs = "GET", "/a", "/a", 500, 2e9
+	route := HTTPRoute{Method: "GET", Route: "/a", Count: 5, Status: map[string]uint64{"2xx": 4, "5xx": 1}, P99GtNs: 1e9, P99LeNs: 2.5e9}
+	th := Defaults()
+	th.Request5xxRatio = 0.5
+	r, err := Analyze([]Event{attached(7), slow, routesEvent(7, route)}, 7, th)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it := itemOf(t, r, "http_requests"); it.Status != Warn || !strings.Contains(it.Finding, "5xx 1 of 5") {
+		t.Errorf("%s %q, finding %q; want warn naming the 5xx", it.Status, it.Value, it.Finding)
+	}
+}
