@@ -183,8 +183,11 @@ func InspectReader(path string, r io.ReaderAt) (*Binary, error) {
 		return inspectReader(path, r, runtime.GOARCH)
 	}
 	st, err := f.Stat()
+	if err != nil {
+		return inspectReader(path, r, runtime.GOARCH)
+	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
-	if err != nil || !ok {
+	if !ok {
 		return inspectReader(path, r, runtime.GOARCH)
 	}
 	k := inspectKey{sys.Dev, sys.Ino, st.Size(), st.ModTime().UnixNano()}
