@@ -326,19 +326,7 @@ func (o *Objects) Attached(pid int) bool {
 
 // Lost counts the events the BPF side could not submit, by event name.
 func (o *Objects) Lost() (map[string]uint64, error) {
-	var per []uint64
-	out := map[string]uint64{}
-	for typ, name := range eventNames {
-		if err := o.coll.Maps[requestsMapLost].Lookup(uint32(typ), &per); err != nil {
-			return nil, err
-		}
-		var n uint64
-		for _, v := range per {
-			n += v
-		}
-		out[name] = n
-	}
-	return out, nil
+	return bpfobj.LostCounts(o.coll.Maps[requestsMapLost], eventNames)
 }
 
 // Counts are the kernel side's counters: requests not in a histogram
@@ -352,13 +340,11 @@ type Counts struct {
 func (o *Objects) Counts() (Counts, error) {
 	var c Counts
 	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart} {
-		var per []uint64
-		if err := o.coll.Maps[requestsMapReqCounts].Lookup(uint32(i), &per); err != nil {
+		n, err := bpfobj.SumPerCPU(o.coll.Maps[requestsMapReqCounts], uint32(i))
+		if err != nil {
 			return c, err
 		}
-		for _, v := range per {
-			*dst += v
-		}
+		*dst = n
 	}
 	return c, nil
 }
