@@ -1,8 +1,6 @@
 package event
 
 import (
-	"slices"
-
 	"github.com/rs/zerolog"
 )
 
@@ -193,11 +191,7 @@ func (rs routes) MarshalZerologArray(a *zerolog.Array) {
 
 func (r HTTPRoute) MarshalZerologObject(e *zerolog.Event) {
 	e.Str("method", r.Method).Str("route", r.Route).Uint64("count", r.Count)
-	d := zerolog.Dict()
-	for _, k := range sortedKeys(r.ByClass) {
-		d.Uint64(k, r.ByClass[k])
-	}
-	e.Dict("status", d).Uint64("sum_ns", r.SumNs).Uint64("p50_gt_ns", r.P50GtNs)
+	e.Dict("status", countsOf(r.ByClass)).Uint64("sum_ns", r.SumNs).Uint64("p50_gt_ns", r.P50GtNs)
 	if r.P50LeNs > 0 {
 		e.Uint64("p50_le_ns", r.P50LeNs)
 	}
@@ -205,13 +199,4 @@ func (r HTTPRoute) MarshalZerologObject(e *zerolog.Event) {
 	if r.P99LeNs > 0 {
 		e.Uint64("p99_le_ns", r.P99LeNs)
 	}
-}
-
-func sortedKeys(m map[string]uint64) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
