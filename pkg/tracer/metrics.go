@@ -32,16 +32,22 @@ func (t *Tracer) Runtime(pid int) *goruntime.Process {
 	return nil
 }
 
-// Hists reads the in-kernel histograms and counters of every BPF object.
-// Entries of processes no longer traced are deleted from the maps.
-func (t *Tracer) Hists() ([]bpfobj.Hist, error) {
+// tracedNow is which PIDs are traced at the call, as a keep function for
+// the histogram readers (which delete the entries of the others).
+func (t *Tracer) tracedNow() func(uint32) bool {
 	t.mu.Lock()
 	traced := make(map[uint32]bool, len(t.targets))
 	for pid := range t.targets {
 		traced[uint32(pid)] = true
 	}
 	t.mu.Unlock()
-	keep := func(pid uint32) bool { return traced[pid] }
+	return func(pid uint32) bool { return traced[pid] }
+}
+
+// Hists reads the in-kernel histograms and counters of every BPF object.
+// Entries of processes no longer traced are deleted from the maps.
+func (t *Tracer) Hists() ([]bpfobj.Hist, error) {
+	keep := t.tracedNow()
 	var hs []bpfobj.Hist
 	for _, f := range t.features {
 		if f.hists == nil {

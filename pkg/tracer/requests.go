@@ -64,13 +64,7 @@ func (t *Tracer) RequestHists() ([]requests.Hist, error) {
 	if t.requests == nil {
 		return nil, nil
 	}
-	t.mu.Lock()
-	traced := make(map[uint32]bool, len(t.targets))
-	for pid := range t.targets {
-		traced[uint32(pid)] = true
-	}
-	t.mu.Unlock()
-	return t.requests.Hists(func(pid uint32) bool { return traced[pid] })
+	return t.requests.Hists(t.tracedNow())
 }
 
 // RequestCounts are the request object's counters (nil without --requests).

@@ -123,15 +123,10 @@ func (t *Tracer) summarize(sink Sink, procs map[uint32]event.Header) error {
 	if len(procs) == 0 {
 		return nil
 	}
-	t.mu.Lock()
-	traced := make(map[uint32]bool, len(t.targets))
-	for pid := range t.targets {
-		traced[uint32(pid)] = true
-	}
-	t.mu.Unlock()
+	traced := t.tracedNow()
 	// Histograms of processes neither traced nor summarized now are
 	// deleted, as at a metrics scrape.
-	hists, err := t.netpoll.Hists(func(pid uint32) bool { _, ok := procs[pid]; return ok || traced[pid] })
+	hists, err := t.netpoll.Hists(func(pid uint32) bool { _, ok := procs[pid]; return ok || traced(pid) })
 	if err != nil {
 		hists = nil // the waits are left out; the event counts still go out
 	}
