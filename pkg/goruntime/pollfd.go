@@ -22,26 +22,6 @@ type PollDesc struct {
 	Rd, Wd int64
 }
 
-// PollDescOf decodes epoll_event.data, as the netpoller registered fd
-// with it, into the *pollDesc and reads that: its fd must be fd and, from
-// Go 1.21, its fdseq the data's tag, or it is not one (the netpoller's
-// own eventfd or pipe, a stale registration).
-func (p *Process) PollDescOf(mem *os.File, fd int32, data uint64) (PollDesc, error) {
-	o := p.Bin.Offsets
-	if o.PdFd == 0 || o.PdRg == 0 || o.PdWg == 0 || o.PdRd == 0 || o.PdWd == 0 {
-		return PollDesc{}, fmt.Errorf("the layout of runtime.pollDesc of %s is not known", p.Bin.GoVersion)
-	}
-	addr, _ := p.pollDescAddr(data)
-	if addr == 0 {
-		return PollDesc{}, fmt.Errorf("fd %d: epoll data %#x is no pollDesc", fd, data)
-	}
-	b := make([]byte, max(o.PdFd, o.PdFdseq, o.PdRg, o.PdWg, o.PdRd, o.PdWd)+8)
-	if _, err := mem.ReadAt(b, int64(addr)); err != nil {
-		return PollDesc{}, fmt.Errorf("fd %d: reading the pollDesc at %#x: %w", fd, addr, err)
-	}
-	return p.decodePollDesc(fd, data, b)
-}
-
 // pollDescAddr unpacks epoll_event.data: the *pollDesc and its tag.
 func (p *Process) pollDescAddr(data uint64) (addr, tag uint64) {
 	if t := p.Bin.PollTag; t.Shr != 0 {
