@@ -42,19 +42,14 @@ func EpollEntries(pid int) ([]EpollEntry, error) {
 	}
 	var out []EpollEntry
 	for _, e := range ents {
-		link, err := os.Readlink(dir + "/" + e.Name())
-		if err != nil || link != "anon_inode:[eventpoll]" {
-			continue
-		}
 		epfd, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		raw, err := os.ReadFile(Path(pid, "fdinfo/"+e.Name()))
-		if err != nil {
-			continue // closed meanwhile
+		// Not an epoll fd, or closed meanwhile: skipped.
+		if es, ok := EpollFDEntries(pid, int32(epfd)); ok {
+			out = append(out, es...)
 		}
-		out = append(out, ParseEpollFdinfo(int32(epfd), raw)...)
 	}
 	return out, nil
 }
