@@ -10,13 +10,9 @@ var tcpSocketsDesc = desc("tcp_sockets", "The target's TCP sockets by state (EST
 
 // collectTCPStates emits pid's TCP sockets by state.
 func collectTCPStates(ch chan<- prometheus.Metric, pid int, labels ...string) {
-	socks, err := proc.TCPSockets(pid)
+	states, err := proc.TCPStates(pid)
 	if err != nil {
 		return
-	}
-	states := map[string]int{}
-	for _, s := range socks {
-		states[s.State]++
 	}
 	for st, n := range states {
 		ch <- prometheus.MustNewConstMetric(tcpSocketsDesc, prometheus.GaugeValue, float64(n), append(labels, st)...)

@@ -49,6 +49,20 @@ func TCPSockets(pid int) ([]TCPSocket, error) {
 	return out, nil
 }
 
+// TCPStates counts the TCP sockets pid holds open by state (TCPSockets'
+// State).
+func TCPStates(pid int) (map[string]int, error) {
+	socks, err := TCPSockets(pid)
+	if err != nil {
+		return nil, err
+	}
+	states := map[string]int{}
+	for _, s := range socks {
+		states[s.State]++
+	}
+	return states, nil
+}
+
 // tcpTable reads the TCP sockets of pid's network namespace
 // (/proc/PID/net/tcp and tcp6), by inode; FD is left 0.
 func tcpTable(pid int) (map[uint64]TCPSocket, error) {

@@ -249,13 +249,8 @@ func readFDs(pid int, states bool) (*event.FDs, error) {
 		f.Limit = 0
 	}
 	if states {
-		socks, err := proc.TCPSockets(pid)
-		if err != nil {
+		if f.TCPStates, err = proc.TCPStates(pid); err != nil {
 			return nil, err
-		}
-		f.TCPStates = map[string]int{}
-		for _, s := range socks {
-			f.TCPStates[s.State]++
 		}
 	}
 	return f, nil
