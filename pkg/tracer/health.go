@@ -267,10 +267,8 @@ func (h *health) tickFDs(sink Sink) error {
 		ratio := float64(f.Open) / float64(f.Limit)
 		over := ratio >= fdPressureAt
 		if over && !st.fdOver {
-			// Read again with the TCP states; the ratio is this read's.
-			if full, err := readFDs(st.tg.proc.PID, true); err == nil {
-				f = full
-			}
+			// The sockets by state, for the reading that crossed.
+			f.TCPStates, _ = proc.TCPStates(st.tg.proc.PID)
 			ev := &event.FDPressure{Header: controlHeader("fd_pressure", st.tg), FDs: *f,
 				Ratio: float64(f.Open) / float64(f.Limit), Threshold: fdPressureAt}
 			if err := sink.Write(ev); err != nil {
