@@ -406,16 +406,11 @@ func (p *Process) Goroutines() ([]G, error) {
 	for i := range n {
 		addrs[i] = binary.LittleEndian.Uint64(gs[8*i:])
 	}
-	span := p.gSpan()
-	buf := make([]byte, len(addrs)*span)
-	read := readMany(p.PID, mem, addrs, span, buf)
+	g, read := p.readGs(mem, addrs)
 	out := make([]G, 0, n)
 	for i, addr := range addrs {
-		if addr == 0 || !read[i] {
-			continue
-		}
-		if g := p.decodeG(addr, buf[i*span:(i+1)*span]); g.Status.Live() {
-			out = append(out, g)
+		if addr != 0 && read[i] && g[i].Status.Live() {
+			out = append(out, g[i])
 		}
 	}
 	return out, nil

@@ -70,6 +70,13 @@ func (p *Process) GoroutinesAt(addrs []uint64) (gs []G, ok []bool, err error) {
 		return nil, nil, err
 	}
 	defer mem.Close()
+	gs, ok = p.readGs(mem, addrs)
+	return gs, ok, nil
+}
+
+// readGs reads and decodes the gs at addrs in one batch; ok[i] says
+// whether addrs[i] was read (gs[i] is zero where not).
+func (p *Process) readGs(mem *os.File, addrs []uint64) (gs []G, ok []bool) {
 	span := p.gSpan()
 	buf := make([]byte, len(addrs)*span)
 	ok = readMany(p.PID, mem, addrs, span, buf)
@@ -79,5 +86,5 @@ func (p *Process) GoroutinesAt(addrs []uint64) (gs []G, ok []bool, err error) {
 			gs[i] = p.decodeG(a, buf[i*span:(i+1)*span])
 		}
 	}
-	return gs, ok, nil
+	return gs, ok
 }
