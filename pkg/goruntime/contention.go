@@ -94,27 +94,8 @@ func (p *Process) ContentionProfile(kind string) (*ContentionProfile, error) {
 	if cp.TicksPerSecond, err = p.ticksPerSecond(m, addrs[2]); err != nil {
 		return nil, err
 	}
-	hdr := make([]byte, o.BucketHdr)
-	for n := 0; b != 0; b, n = binary.LittleEndian.Uint64(hdr[o.BucketAllnext:]), n+1 {
-		if n == maxBuckets {
-			return nil, fmt.Errorf("%s has more than %d buckets: not a bucket list", head, maxBuckets)
-		}
-		if err := m.read(hdr, b); err != nil {
-			return nil, fmt.Errorf("reading %s profile bucket %#x: %w", kind, b, err)
-		}
-		nstk := binary.LittleEndian.Uint64(hdr[o.BucketNstk:])
-		if nstk > maxStack {
-			return nil, fmt.Errorf("%s profile bucket %#x has %d pcs: not a bucket", kind, b, nstk)
-		}
-		body := make([]byte, 8*nstk+uint64(o.BlockRecCycles)+8)
-		if err := m.read(body, b+uint64(o.BucketHdr)); err != nil {
-			return nil, fmt.Errorf("reading %s profile bucket %#x: %w", kind, b, err)
-		}
-		rec := ContentionRecord{}
-		for i := range nstk {
-			rec.Stack = append(rec.Stack, binary.LittleEndian.Uint64(body[8*i:]))
-		}
-		br := body[8*nstk:]
+	err = p.walkBuckets(m, b, head, kind, uint64(o.BlockRecCycles)+8, func(_ uint64, _ []byte, stack []uint64, br []byte) {
+		rec := ContentionRecord{Stack: stack}
 		// As runtime.BlockProfile and MutexProfile: int64(count); a
 		// block record never counts 0.
 		rec.Count = int64(math.Float64frombits(binary.LittleEndian.Uint64(br)))
@@ -123,6 +104,9 @@ func (p *Process) ContentionProfile(kind string) (*ContentionProfile, error) {
 			rec.Count = 1
 		}
 		cp.Records = append(cp.Records, rec)
+	})
+	if err != nil {
+		return nil, err
 	}
 	return cp, nil
 }

@@ -116,6 +116,39 @@ func (a *memCycle) add(b memCycle) {
 
 func (c memCycle) zero() bool { return c == memCycle{} }
 
+// walkBuckets walks a runtime profile bucket list (runtime.mbuckets,
+// bbuckets, xbuckets) from its first bucket b along the headers' allnext
+// links, and calls visit with each bucket's address, header, stack and
+// the recLen bytes of record after the stack. hdr is reused: visit reads
+// it, it does not keep it. list and kind name the list and its profile
+// in errors.
+func (p *Process) walkBuckets(m memReader, b uint64, list, kind string, recLen uint64, visit func(b uint64, hdr []byte, stack []uint64, rec []byte)) error {
+	o := p.Bin.Offsets
+	hdr := make([]byte, o.BucketHdr)
+	for n := 0; b != 0; b, n = binary.LittleEndian.Uint64(hdr[o.BucketAllnext:]), n+1 {
+		if n == maxBuckets {
+			return fmt.Errorf("%s has more than %d buckets: not a bucket list", list, maxBuckets)
+		}
+		if err := m.read(hdr, b); err != nil {
+			return fmt.Errorf("reading %s profile bucket %#x: %w", kind, b, err)
+		}
+		nstk := binary.LittleEndian.Uint64(hdr[o.BucketNstk:])
+		if nstk > maxStack {
+			return fmt.Errorf("%s profile bucket %#x has %d pcs: not a bucket", kind, b, nstk)
+		}
+		body := make([]byte, 8*nstk+recLen)
+		if err := m.read(body, b+uint64(o.BucketHdr)); err != nil {
+			return fmt.Errorf("reading %s profile bucket %#x: %w", kind, b, err)
+		}
+		var stack []uint64
+		for i := range nstk {
+			stack = append(stack, binary.LittleEndian.Uint64(body[8*i:]))
+		}
+		visit(b, hdr, stack, body[8*nstk:])
+	}
+	return nil
+}
+
 func (p *Process) readBuckets(m memReader, head uint64, cycle uint32) ([]HeapRecord, error) {
 	o := p.Bin.Offsets
 	b, err := m.u64(head)
@@ -128,32 +161,17 @@ func (p *Process) readBuckets(m memReader, head uint64, cycle uint32) ([]HeapRec
 		future [3]memCycle
 	}
 	var buckets []bucket
-	hdr := make([]byte, o.BucketHdr)
-	for ; b != 0; b = binary.LittleEndian.Uint64(hdr[o.BucketAllnext:]) {
-		if len(buckets) == maxBuckets {
-			return nil, fmt.Errorf("runtime.mbuckets has more than %d buckets: not a bucket list", maxBuckets)
-		}
-		if err := m.read(hdr, b); err != nil {
-			return nil, fmt.Errorf("reading heap profile bucket %#x: %w", b, err)
-		}
-		nstk := binary.LittleEndian.Uint64(hdr[o.BucketNstk:])
-		if nstk > maxStack {
-			return nil, fmt.Errorf("heap profile bucket %#x has %d pcs: not a bucket", b, nstk)
-		}
-		body := make([]byte, 8*nstk+uint64(o.MemRecFuture)+3*uint64(o.MemCycleSize))
-		if err := m.read(body, b+uint64(o.BucketHdr)); err != nil {
-			return nil, fmt.Errorf("reading heap profile bucket %#x: %w", b, err)
-		}
-		bk := bucket{rec: HeapRecord{Bucket: b, ObjectSize: int64(binary.LittleEndian.Uint64(hdr[o.BucketObjSize:]))}}
-		for i := range nstk {
-			bk.rec.Stack = append(bk.rec.Stack, binary.LittleEndian.Uint64(body[8*i:]))
-		}
-		rec := body[8*nstk:]
+	recLen := uint64(o.MemRecFuture) + 3*uint64(o.MemCycleSize)
+	err = p.walkBuckets(m, b, "runtime.mbuckets", "heap", recLen, func(b uint64, hdr []byte, stack []uint64, rec []byte) {
+		bk := bucket{rec: HeapRecord{Bucket: b, ObjectSize: int64(binary.LittleEndian.Uint64(hdr[o.BucketObjSize:])), Stack: stack}}
 		bk.active = p.memCycle(rec, bk.rec.ObjectSize)
 		for c := range 3 {
 			bk.future[c] = p.memCycle(rec[int(o.MemRecFuture)+c*int(o.MemCycleSize):], bk.rec.ObjectSize)
 		}
 		buckets = append(buckets, bk)
+	})
+	if err != nil {
+		return nil, err
 	}
 	// As runtime.memProfileInternal: flush the published cycle; if
 	// nothing is published at all, take every cycle.
