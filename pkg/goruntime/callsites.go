@@ -12,6 +12,18 @@ import (
 // CallSites finds every direct call of callee in caller (CallSite wants
 // exactly one); an error when there is none.
 func CallSites(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, error) {
+	found, err := callsOf(f, funcs, caller, callee)
+	if err != nil {
+		return nil, err
+	}
+	if len(found) == 0 {
+		return nil, fmt.Errorf("%s: no call of %s: layout not known", caller, callee)
+	}
+	return found, nil
+}
+
+// callsOf lists the direct calls of callee in caller, maybe none.
+func callsOf(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, error) {
 	insts, err := decodeFunc(f, funcs, caller)
 	if err != nil {
 		return nil, err
@@ -25,9 +37,6 @@ func CallSites(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, er
 		if in.call == target {
 			found = append(found, in.site)
 		}
-	}
-	if len(found) == 0 {
-		return nil, fmt.Errorf("%s: no call of %s: layout not known", caller, callee)
 	}
 	return found, nil
 }
