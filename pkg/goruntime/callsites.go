@@ -41,17 +41,17 @@ func callsOf(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, erro
 	return found, nil
 }
 
-// AfterCall finds where a uprobe sees what the call at call (in caller)
-// returned, on an instruction the kernel emulates: the first NOP or
-// conditional jump after it (NOP, B.cond, CBZ or CBNZ on arm64), with only
-// compares, tests and stores, which change no general register, in
-// between. None
-// of the instructions from the return address to the probe may be a jump
-// target in caller: the probe must fire only after this call.
-func AfterCall(f *elf.File, funcs FuncLookup, caller string, call Site) (Site, error) {
+// AfterCalls finds, for each call in calls (in caller), where a uprobe
+// sees what it returned, on an instruction the kernel emulates: the first
+// NOP or conditional jump after it (NOP, B.cond, CBZ or CBNZ on arm64),
+// with only compares, tests and stores, which change no general register,
+// in between. None of the instructions from the return address to the
+// probe may be a jump target in caller: the probe must fire only after
+// this call. caller is decoded once for all of them.
+func AfterCalls(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]Site, error) {
 	insts, err := decodeFunc(f, funcs, caller)
 	if err != nil {
-		return Site{}, err
+		return nil, err
 	}
 	targets := map[uint64]bool{}
 	for _, in := range insts {
@@ -59,6 +59,18 @@ func AfterCall(f *elf.File, funcs FuncLookup, caller string, call Site) (Site, e
 			targets[in.jump] = true
 		}
 	}
+	var out []Site
+	for _, call := range calls {
+		s, err := afterCall(insts, targets, caller, call)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func afterCall(insts []decoded, targets map[uint64]bool, caller string, call Site) (Site, error) {
 	for i, in := range insts {
 		if in.site.Addr != call.Addr {
 			continue

@@ -142,15 +142,12 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 		p.ClientWhyNot = err
 		return p, nil
 	}
-	for _, s := range starts {
-		e, err := goruntime.AfterCall(f, funcs, rtFunc, s)
-		if err != nil {
-			p.ClientWhyNot = err
-			return p, nil
-		}
-		p.ClientStart = append(p.ClientStart, s)
-		p.ClientEnd = append(p.ClientEnd, e)
+	ends, err := goruntime.AfterCalls(f, funcs, rtFunc, starts)
+	if err != nil {
+		p.ClientWhyNot = err
+		return p, nil
 	}
+	p.ClientStart, p.ClientEnd = starts, ends
 	return p, nil
 }
 
@@ -163,12 +160,8 @@ func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup) (starts, ends []gor
 	if err != nil {
 		return nil, nil, err
 	}
-	for _, s := range starts {
-		e, err := goruntime.AfterCall(f, funcs, h2RTOpt, s)
-		if err != nil {
-			return nil, nil, err
-		}
-		ends = append(ends, e)
+	if ends, err = goruntime.AfterCalls(f, funcs, h2RTOpt, starts); err != nil {
+		return nil, nil, err
 	}
 	return starts, ends, nil
 }
