@@ -142,9 +142,7 @@ func diagnoseCmd(args []string) error {
 	sink := &snapshotSink{json: output.NewJSON(events), p: p, rt: rt, nsPID: ns.NsPID(), out: *out}
 	stopProgress := func() {}
 	err = runFor(tr, []int{*pid}, sink, *duration, 1, func() error {
-		sink.snapshot()
-		sink.runtimeProfiles()
-		sink.startCPU()
+		sink.begin()
 		sink.every(min(5*time.Second, max(*duration/3, time.Second)))
 		if !*quiet && isTerminal(os.Stderr) {
 			stopProgress = progress(os.Stderr, *pid, *duration, &sink.n)
@@ -356,9 +354,14 @@ func (s *snapshotSink) goroutineProfile() {
 const diagCPUHz = 49
 
 // startCPU starts sampling the target's stacks on CPU.
-func (s *snapshotSink) startCPU() {
+// begin writes what the window starts from, at the attach: the process
+// snapshot and the runtime's heap and mutex profiles; and starts the CPU
+// sampler.
+func (s *snapshotSink) begin() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.snapshotLocked()
+	s.runtimeProfilesLocked()
 	s.cpu, s.cpuErr = startSampler(s.p, sampler.CPU, diagCPUHz)
 	s.cpuStart = time.Now()
 }
@@ -417,14 +420,8 @@ func (s *snapshotSink) snapshotLocked() {
 	s.json.Write(diagnose.Snapshot(s.p, s.nsPID))
 }
 
-// runtimeProfiles writes the runtime's heap and mutex profiles, read from
-// the target's memory.
-func (s *snapshotSink) runtimeProfiles() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.runtimeProfilesLocked()
-}
-
+// runtimeProfilesLocked writes the runtime's heap and mutex profiles,
+// read from the target's memory.
 func (s *snapshotSink) runtimeProfilesLocked() {
 	if !s.p.Alive() {
 		return
