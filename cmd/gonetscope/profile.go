@@ -59,9 +59,14 @@ func profileCmd(args []string) error {
 	case *freq == 0 || *freq > 10000:
 		return fmt.Errorf("--frequency %d: use 1 to 10000 samples per second", *freq)
 	}
-	// heap loads nothing into the kernel: it reads the target's memory.
-	if err := checkPrivileges(); err != nil && *kind != "heap" && *kind != "mutex" && *kind != "block" {
-		return err
+	// heap, mutex and block load nothing into the kernel: they read the
+	// target's memory, and need no tracefs (which checkPrivileges may
+	// mount by executing gonetscope again).
+	fromMemory := *kind == "heap" || *kind == "mutex" || *kind == "block"
+	if !fromMemory {
+		if err := checkPrivileges(); err != nil {
+			return err
+		}
 	}
 	// The binary and its symbol tables first: a target we cannot
 	// symbolize is refused before anything is loaded into the kernel.
@@ -77,7 +82,7 @@ func profileCmd(args []string) error {
 	if *kind == "heap" {
 		return heapProfile(p, sym, flagGiven(fs, "duration"), *duration, *ready, f)
 	}
-	if *kind == "mutex" || *kind == "block" {
+	if fromMemory {
 		return contentionProfile(p, sym, *kind, f)
 	}
 
