@@ -473,11 +473,17 @@ func goroutineLeak(s *stream) Item {
 		it.Status, it.Why = NA, "goroutine tracking was off: run with --goroutines (about 2 µs per goroutine created)"
 		return it
 	}
-	for _, l := range s.target.Limits {
-		if (scan && (strings.HasPrefix(l, "no goroutine scan") || strings.HasPrefix(l, "no gc events, goroutine scan"))) ||
-			(!scan && strings.HasPrefix(l, "no goroutine tracking")) {
-			it.Status, it.Why = NA, l
+	if scan {
+		if why := runtimeReadsOff(s, "no goroutine scan"); why != "" {
+			it.Status, it.Why = NA, why
 			return it
+		}
+	} else {
+		for _, l := range s.target.Limits {
+			if strings.HasPrefix(l, "no goroutine tracking") {
+				it.Status, it.Why = NA, l
+				return it
+			}
 		}
 	}
 	counts := s.of("goroutines")
@@ -845,10 +851,8 @@ func minWaitOf(s *stream) uint64 {
 }
 
 func minWaitNote(s *stream) string {
-	for _, e := range s.evs {
-		if e.Event == "attached" && e.MinWaitNs > 0 {
-			return ", of waits ≥ " + dur(e.MinWaitNs)
-		}
+	if mw := minWaitOf(s); mw > 0 {
+		return ", of waits ≥ " + dur(mw)
 	}
 	return ""
 }
