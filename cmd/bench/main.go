@@ -311,21 +311,11 @@ func measureAttach() (attachResult, error) {
 	}
 	defer func() { stdin.Close(); target.Process.Kill(); target.Wait() }()
 
-	dir, err := os.MkdirTemp("", "bench-daemon")
+	sock, daemon, stop, err := startDaemon("")
 	if err != nil {
 		return res, err
 	}
-	defer os.RemoveAll(dir)
-	sock := filepath.Join(dir, "ctl.sock")
-	daemon := exec.Command(*gonetscope, "daemon", "--socket", sock, "--output", os.DevNull, "--metrics-addr", "")
-	daemon.Stderr = os.Stderr
-	if err := daemon.Start(); err != nil {
-		return res, err
-	}
-	defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
-	if err := waitFile(sock, 30*time.Second); err != nil {
-		return res, err
-	}
+	defer stop()
 	pid := strconv.Itoa(target.Process.Pid)
 	for range 5 {
 		t0 := time.Now()
@@ -397,16 +387,47 @@ func startBenchserver() (*exec.Cmd, string, error) {
 	return srv, strings.TrimSpace(addr), nil
 }
 
+// freeAddr is a loopback address with a port nobody listens on now.
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// startDaemon starts gonetscope's daemon, writing its events nowhere and
+// serving metrics on metricsAddr ("" none), and waits for its control
+// socket; stop ends it and removes the socket's directory.
+func startDaemon(metricsAddr string) (sock string, daemon *exec.Cmd, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "bench-daemon")
+	if err != nil {
+		return "", nil, nil, err
+	}
+	sock = filepath.Join(dir, "ctl.sock")
+	daemon = exec.Command(*gonetscope, "daemon", "--socket", sock, "--output", os.DevNull, "--metrics-addr", metricsAddr)
+	daemon.Stderr = os.Stderr
+	if err := daemon.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, nil, err
+	}
+	stop = func() { daemon.Process.Signal(os.Interrupt); daemon.Wait(); os.RemoveAll(dir) }
+	if err := waitFile(sock, 30*time.Second); err != nil {
+		stop()
+		return "", nil, nil, err
+	}
+	return sock, daemon, stop, nil
+}
+
 // startCaddy starts caddy answering every request with a short body
 // (caddy respond), its state in a directory of its own, and waits until
 // it accepts connections.
 func startCaddy() (*exec.Cmd, string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
 	}
-	addr := ln.Addr().String()
-	ln.Close()
 	home, err := os.MkdirTemp("", "bench-caddy")
 	if err != nil {
 		return nil, "", err
@@ -479,27 +500,15 @@ func measureStartup() ([]startupResult, error) {
 		r.traceKB = int(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
 		out = append(out, r)
 	}
-	dir, err := os.MkdirTemp("", "bench-daemon")
+	metricsAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	sock, daemon, stop, err := startDaemon(metricsAddr)
 	if err != nil {
 		return nil, err
 	}
-	metricsAddr := ln.Addr().String()
-	ln.Close()
-	sock := filepath.Join(dir, "ctl.sock")
-	daemon := exec.Command(*gonetscope, "daemon", "--socket", sock, "--output", os.DevNull, "--metrics-addr", metricsAddr)
-	daemon.Stderr = os.Stderr
-	if err := daemon.Start(); err != nil {
-		return nil, err
-	}
-	defer func() { daemon.Process.Signal(os.Interrupt); daemon.Wait() }()
-	if err := waitFile(sock, 30*time.Second); err != nil {
-		return nil, err
-	}
+	defer stop()
 	if o, err := exec.Command(*gonetscope, "attach", "--socket", sock, pid).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("attach: %v: %s", err, o)
 	}
