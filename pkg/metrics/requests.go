@@ -45,22 +45,24 @@ var (
 // of their own: the first MaxRoutes seen, so a series never changes name.
 type routeCaps struct {
 	mu   sync.Mutex
-	kept map[uint32]map[bool]map[string]bool
+	kept map[routeCapKey]map[string]bool
+}
+
+// routeCapKey is a target's server (client false) or client routes.
+type routeCapKey struct {
+	pid    uint32
+	client bool
 }
 
 func (rc *routeCaps) admit(pid uint32, client bool, route string) bool {
 	if rc.kept == nil {
-		rc.kept = map[uint32]map[bool]map[string]bool{}
+		rc.kept = map[routeCapKey]map[string]bool{}
 	}
-	byKind := rc.kept[pid]
-	if byKind == nil {
-		byKind = map[bool]map[string]bool{}
-		rc.kept[pid] = byKind
-	}
-	set := byKind[client]
+	k := routeCapKey{pid, client}
+	set := rc.kept[k]
 	if set == nil {
 		set = map[string]bool{}
-		byKind[client] = set
+		rc.kept[k] = set
 	}
 	if set[route] {
 		return true
