@@ -154,6 +154,13 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 			s.bucket[i] += n
 		}
 	}
+	// A target no longer traced keeps no caps: a daemon attaches and
+	// detaches for as long as it runs.
+	for k := range c.routes.kept {
+		if _, traced := comm[k.pid]; !traced {
+			delete(c.routes.kept, k)
+		}
+	}
 	c.routes.mu.Unlock()
 	for _, k := range order {
 		s := merged[k]

@@ -94,3 +94,21 @@ func collectRoutes(t *testing.T, c *Collector) (map[string]uint64, uint64) {
 	}
 	return series, overflow
 }
+
+// A target no longer traced keeps no route caps: a daemon attaching and
+// detaching for months does not grow them, and a PID traced again later
+// starts with no routes kept.
+func TestRouteCapsForgetDetached(t *testing.T) {
+	src := &fakeRequests{hists: []requests.Hist{hist("/a", 10, 200)}}
+	c := NewCollector(src)
+	collectRoutes(t, c)
+	if len(c.routes.kept) != 1 {
+		t.Fatalf("traced: caps %v, want pid 1's server routes", c.routes.kept)
+	}
+	ch := make(chan prometheus.Metric, 1000)
+	c.collectRequests(ch, map[uint32]string{}) // pid 1 detached
+	close(ch)
+	if len(c.routes.kept) != 0 {
+		t.Errorf("after the detach: caps %v, want none", c.routes.kept)
+	}
+}
