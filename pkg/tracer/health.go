@@ -199,10 +199,7 @@ func (h *health) tickGC(sink Sink, end bool) error {
 			ev.HeapBefore, ev.HeapAfter, ev.HasCycleHeap = s.Heap0, s.Heap2, true
 		}
 		ev.IntervalNs = uint64(since.Nanoseconds())
-		ev.AllocBytesPerSec = 0
-		if s.TotalAlloc >= st.gcSent.TotalAlloc && st.gcSent.TotalAlloc > 0 && since > 0 {
-			ev.AllocBytesPerSec = math.Round(float64(s.TotalAlloc-st.gcSent.TotalAlloc) / since.Seconds())
-		}
+		ev.AllocBytesPerSec = allocRate(st.gcSent, s, since)
 		st.gcPending, st.gcSent, st.gcAt, st.gcSentAny = nil, s, time.Now(), true
 		if err := sink.Write(ev); err != nil {
 			return err
@@ -228,10 +225,17 @@ func gcEvent(tg *target, prev, cur *goruntime.GCStats, since time.Duration) *eve
 		ev.PausesNs = append(ev.PausesNs, cur.Pauses[i].Ns)
 	}
 	ev.PausesMissed = n - uint32(in)
-	if cur.TotalAlloc >= prev.TotalAlloc && prev.TotalAlloc > 0 && since > 0 {
-		ev.AllocBytesPerSec = math.Round(float64(cur.TotalAlloc-prev.TotalAlloc) / since.Seconds())
-	}
+	ev.AllocBytesPerSec = allocRate(prev, cur, since)
 	return ev
+}
+
+// allocRate is the bytes allocated per second between two reads since
+// apart; 0 without a previous read or an interval.
+func allocRate(prev, cur *goruntime.GCStats, since time.Duration) float64 {
+	if prev == nil || cur.TotalAlloc < prev.TotalAlloc || prev.TotalAlloc == 0 || since <= 0 {
+		return 0
+	}
+	return math.Round(float64(cur.TotalAlloc-prev.TotalAlloc) / since.Seconds())
 }
 
 // readFDs reads a process's open fds, limit and TCP sockets by state.
