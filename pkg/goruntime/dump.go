@@ -160,12 +160,17 @@ func (p *Process) CanReadGoroutines() error {
 	return nil
 }
 
-// IsWrapper reports whether the function at run-time address pc is a
-// compiler-generated wrapper (the closure of `go f(x)`), whose goroutines
-// are named by what it calls.
-func (p *Process) IsWrapper(pc uint64) bool {
+// StartFunc names the function at run-time address pc (a goroutine's
+// startpc) and says whether it is a compiler-generated wrapper (the
+// closure of `go f(x)`), whose goroutines are named by what it calls; ok
+// is false where the symbols do not cover pc.
+func (p *Process) StartFunc(pc uint64) (fn string, wrapper, ok bool) {
 	fr := p.Syms.Frames(pc, true)
-	return len(fr) > 0 && p.wrapper(fr[len(fr)-1])
+	if len(fr) == 0 {
+		return "", false, false
+	}
+	f := fr[len(fr)-1]
+	return f.Func, p.wrapper(f), true
 }
 
 // sameStack reports whether two reads of a g show it stopped at the same

@@ -437,12 +437,13 @@ func (st *healthState) nameOf(g goruntime.G) siteName {
 		return n
 	}
 	n := siteName{fn: fmt.Sprintf("%#x", g.StartPC)}
-	if fs := st.rt.Syms.Frames(g.StartPC, true); len(fs) > 0 {
-		n.fn = fs[len(fs)-1].Func
+	fn, wrapper, ok := st.rt.StartFunc(g.StartPC)
+	if ok {
+		n.fn = fn
 	}
 	n.system = goruntime.IsSystem(n.fn)
 	n.resolved = true
-	if !n.system && st.rt.IsWrapper(g.StartPC) {
+	if !n.system && wrapper {
 		n.resolved = false
 		if d, err := st.rt.Dumped(g); err == nil && d.Incomplete == "" && d.Func != n.fn {
 			n.fn, n.resolved = d.Func, true
