@@ -4,13 +4,10 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/google/pprof/profile"
 )
 
 // contentionBy sums a mutex or block profile's two values (contentions,
@@ -18,15 +15,7 @@ import (
 // stack (above sync and the runtime).
 func contentionBy(t *testing.T, path string) map[string][2]int64 {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	p, err := profile.Parse(f)
-	if err != nil {
-		t.Fatalf("%s: %v", path, err)
-	}
+	p := readProfile(t, path)
 	if len(p.SampleType) != 2 || p.SampleType[0].Type != "contentions" || p.SampleType[1].Type != "delay" || p.SampleType[1].Unit != "nanoseconds" {
 		t.Errorf("%s: sample types %v", path, p.SampleType)
 	}
