@@ -113,10 +113,9 @@ var downstreamServed atomic.Int64
 const slowDelay = 300 * time.Millisecond
 
 // slowDownstream serves HTTP on loopback until the test ends, answering
-// each request after slowDelay, and notes the longest it really took in
-// downstreamServed.
-func slowDownstream(t *testing.T) *net.TCPAddr {
-	const delay = slowDelay
+// each request after delay, and notes the longest it really took in
+// served (if not nil).
+func slowDownstream(t *testing.T, delay time.Duration, served *atomic.Int64) *net.TCPAddr {
 	ds, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -129,8 +128,8 @@ func slowDownstream(t *testing.T) *net.TCPAddr {
 		w.(http.Flusher).Flush()
 		// What the downstream really took: on a loaded machine this
 		// process's own scheduler adds to the sleep.
-		for took := int64(time.Since(start)); ; {
-			if prev := downstreamServed.Load(); took <= prev || downstreamServed.CompareAndSwap(prev, took) {
+		for took := int64(time.Since(start)); served != nil; {
+			if prev := served.Load(); took <= prev || served.CompareAndSwap(prev, took) {
 				break
 			}
 		}
@@ -140,7 +139,7 @@ func slowDownstream(t *testing.T) *net.TCPAddr {
 
 func TestHTTPRequests(t *testing.T) {
 	const delay = slowDelay
-	ds := slowDownstream(t)
+	ds := slowDownstream(t, slowDelay, &downstreamServed)
 	bin := buildTarget(t, "httptarget")
 	for _, hooks := range []string{"auto", "tracepoint"} {
 		t.Run(hooks, func(t *testing.T) {
@@ -181,7 +180,7 @@ func TestHTTPRequests(t *testing.T) {
 // are the paths with ids collapsed, with no limit said (the Go version has
 // patterns; the router did not set them where net/http sees them).
 func TestHTTPChi(t *testing.T) {
-	ds := slowDownstream(t)
+	ds := slowDownstream(t, slowDelay, &downstreamServed)
 	dir := t.TempDir()
 	for src, dst := range map[string]string{"internal/targets/httptarget/main.go": "main.go", "testdata/chi/chirouter.go": "chirouter.go",
 		"testdata/chi/go.mod": "go.mod", "testdata/chi/go.sum": "go.sum"} {
@@ -520,16 +519,8 @@ func checkHTTPMetrics(t *testing.T, addr string, reqs []*sentRequest) {
 // names the downstream the slow request waited on.
 func TestHTTPDiagnose(t *testing.T) {
 	const delay = 300 * time.Millisecond
-	ds, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ds.Close()
-	go http.Serve(ds, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(delay)
-		io.WriteString(w, "slow\n")
-	}))
-	target := exec.Command(buildTarget(t, "httptarget"), "-downstream", "http://"+ds.Addr().String()+"/")
+	ds := slowDownstream(t, delay, nil)
+	target := exec.Command(buildTarget(t, "httptarget"), "-downstream", "http://"+ds.String()+"/")
 	_, next := startTarget(t, target)
 	addr := next("listening")["addr"].(string)
 	r := diagRun{out: t.TempDir()}
@@ -571,11 +562,10 @@ func TestHTTPDiagnose(t *testing.T) {
 	if want := "5 of 26 requests (19.2%) were answered 5xx, most on POST /fail."; it.Finding != want {
 		t.Errorf("finding %q, want %q", it.Finding, want)
 	}
-	dsAddr := ds.Addr().(*net.TCPAddr)
-	if len(it.Evidence) != 1 || it.Evidence[0].Raddr != dsAddr.IP.String() || int(it.Evidence[0].Rport) != dsAddr.Port ||
+	if len(it.Evidence) != 1 || it.Evidence[0].Raddr != ds.IP.String() || int(it.Evidence[0].Rport) != ds.Port ||
 		len(it.Evidence[0].Goids) != 1 || int64(it.Evidence[0].Goids[0]) != slow.goid ||
-		!strings.Contains(it.Evidence[0].Text, fmt.Sprintf("waiting on %s (downstream, 1 round trip)", dsAddr)) {
-		t.Errorf("evidence %+v: want the slow request (goroutine %d) waiting on the downstream %s", it.Evidence, slow.goid, dsAddr)
+		!strings.Contains(it.Evidence[0].Text, fmt.Sprintf("waiting on %s (downstream, 1 round trip)", ds)) {
+		t.Errorf("evidence %+v: want the slow request (goroutine %d) waiting on the downstream %s", it.Evidence, slow.goid, ds)
 	}
 	if r.exit != diagnose.ExitProblems {
 		t.Errorf("diagnose exited %d, want %d", r.exit, diagnose.ExitProblems)
@@ -601,16 +591,8 @@ func TestHTTPPrometheus(t *testing.T) {
 		t.Fatal("prometheus not found: install it (apt-get install prometheus) or set GONETSCOPE_PROMETHEUS")
 	}
 	const delay = 300 * time.Millisecond
-	ds, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ds.Close()
-	go http.Serve(ds, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(delay)
-		io.WriteString(w, "slow\n")
-	}))
-	target := exec.Command(buildTarget(t, "httptarget"), "-downstream", "http://"+ds.Addr().String()+"/")
+	ds := slowDownstream(t, delay, nil)
+	target := exec.Command(buildTarget(t, "httptarget"), "-downstream", "http://"+ds.String()+"/")
 	_, next := startTarget(t, target)
 	addr := next("listening")["addr"].(string)
 	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -705,26 +687,17 @@ var requestsBounds = requests.Bounds
 // sched_delay_ns must include it.
 func TestHTTPSchedStarved(t *testing.T) {
 	const delay = 100 * time.Millisecond
-	ds, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ds.Close()
-	go http.Serve(ds, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		time.Sleep(delay)
-		io.WriteString(w, "slow\n")
-	}))
-	dsAddr := ds.Addr().(*net.TCPAddr)
-	_, req, evs := traceOneRequest(t, []string{"-downstream", "http://" + ds.Addr().String() + "/", "-burn", "2"},
+	ds := slowDownstream(t, delay, nil)
+	_, req, evs := traceOneRequest(t, []string{"-downstream", "http://" + ds.String() + "/", "-burn", "2"},
 		[]string{"GOMAXPROCS=1"}, []string{"--min-wait", "0", "--waits", "all"}, "/items/1?downstream=1")
 	var conn *breakdownConn
 	for i, c := range req.Breakdown.Conns {
-		if c.Raddr == dsAddr.IP.String() && c.Rport == dsAddr.Port {
+		if c.Raddr == ds.IP.String() && c.Rport == ds.Port {
 			conn = &req.Breakdown.Conns[i]
 		}
 	}
 	if conn == nil {
-		t.Fatalf("the breakdown names no connection to the downstream %s: %+v", dsAddr, req.Breakdown)
+		t.Fatalf("the breakdown names no connection to the downstream %s: %+v", ds, req.Breakdown)
 	}
 	start := req.Time.Add(-time.Duration(req.DurationNs))
 	var sched, waits int64
