@@ -169,15 +169,7 @@ func TestFDPressure(t *testing.T) {
 	check(last(waitEvents(t, out, func(evs []fdEv) bool { return pressure(evs) == 2 })), r)
 	summariesWith(r)
 
-	tr.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("gonetscope: %v\n%s", err, errOut)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gonetscope did not end\n%s", errOut)
-	}
+	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	if n := pressure(eventsIn[fdEv](t, out)); n != 2 {
 		t.Errorf("%d fd_pressure events for two crossings, want 2", n)
 	}

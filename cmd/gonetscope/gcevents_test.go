@@ -121,15 +121,7 @@ func checkGCEvents(t *testing.T, bin, every string) {
 	}
 
 	// gonetscope's last read is at its end, with the target still there.
-	tr.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("gonetscope: %v\n%s", err, errOut)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gonetscope did not end\n%s", errOut)
-	}
+	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	var evs []gcEv
 	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
 		var e gcEv

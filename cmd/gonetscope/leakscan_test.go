@@ -64,15 +64,7 @@ func TestLeakScan(t *testing.T) {
 	if own.Op != "counts" || own.Pre != 20000 || own.Leaked != 160 {
 		t.Fatalf("the target said %+v", own)
 	}
-	tr.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("gonetscope: %v\n%s", err, errOut)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gonetscope did not end\n%s", errOut)
-	}
+	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	var counts, leaks []scanEv
 	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
 		var e scanEv

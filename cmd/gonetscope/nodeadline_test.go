@@ -99,15 +99,7 @@ func checkNoDeadline(t *testing.T, bin string) {
 	// Five more summaries (1.5 s): at least two more checks (every 500 ms).
 	after := count(evs, "summary") + 5
 	evs = waitEvents(t, out, func(evs []ndEv) bool { return count(evs, "summary") >= after })
-	tr.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("gonetscope: %v\n%s", err, errOut)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gonetscope did not end\n%s", errOut)
-	}
+	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	evs = eventsIn[ndEv](t, out)
 	var nd []ndEv
 	for _, e := range evs {

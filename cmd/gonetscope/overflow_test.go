@@ -194,15 +194,7 @@ func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 // and returns its events.
 func (tr *tracerProc) stop(t *testing.T) []ovEvent {
 	t.Helper()
-	tr.cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case err := <-tr.done:
-		if err != nil {
-			t.Fatalf("gonetscope: %v\n%s", err, tr.err.String())
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatalf("gonetscope did not stop on SIGINT\n%s", tr.err.String())
-	}
+	stopGonetscope(t, tr.cmd, tr.done, tr.err, syscall.SIGINT, 10*time.Second)
 	var evs []ovEvent
 	for _, line := range bytes.Split(bytes.TrimSpace(tr.out.Bytes()), []byte("\n")) {
 		var e ovEvent

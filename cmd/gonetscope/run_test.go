@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // targetsPkg is where the Go programs the tests trace live.
@@ -107,6 +108,21 @@ func startGonetscope(t *testing.T, pid int, args ...string) (chan error, *bytes.
 
 // startGonetscopeTo is startGonetscope writing its stdout to stdout (nil:
 // discarded); it returns the command too, to signal or kill it.
+// stopGonetscope sends a gonetscope started by startGonetscopeTo sig and
+// wants it to end without an error within the time given.
+func stopGonetscope(t *testing.T, cmd *exec.Cmd, done chan error, errOut *bytes.Buffer, sig os.Signal, within time.Duration) {
+	t.Helper()
+	cmd.Process.Signal(sig)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("gonetscope: %v\n%s", err, errOut)
+		}
+	case <-time.After(within):
+		t.Fatalf("gonetscope did not end on %v\n%s", sig, errOut)
+	}
+}
+
 func startGonetscopeTo(t *testing.T, stdout io.Writer, pid int, args ...string) (*exec.Cmd, chan error, *bytes.Buffer) {
 	t.Helper()
 	ready := filepath.Join(t.TempDir(), "ready")
