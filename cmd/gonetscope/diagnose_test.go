@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"github.com/google/pprof/profile"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 )
@@ -280,11 +278,7 @@ func TestDiagnoseConnectFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(raw))
-	if err != nil {
-		t.Fatalf("parsing metrics.prom: %v", err)
-	}
+	families := metricFamilies(t, "metrics.prom", raw)
 	connects := map[string]float64{}
 	for _, m := range families["gonetscope_connects_total"].GetMetric() {
 		if matches(m, map[string]string{"pid": fmt.Sprint(r.report.Target.PID)}) {

@@ -11,9 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // TestExecIntoAnotherGoVersion: a traced target (Go 1.26) replaces itself
@@ -132,11 +129,7 @@ func TestExecIntoAnotherGoVersion(t *testing.T) {
 // goroutineGauge sums gonetscope_goroutines of pid over its sites.
 func goroutineGauge(t *testing.T, addr string, pid int) float64 {
 	t.Helper()
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", scrape(t, "http://"+addr+"/metrics"))
 	var sum float64
 	for _, m := range families["gonetscope_goroutines"].GetMetric() {
 		if matches(m, map[string]string{"pid": fmt.Sprint(pid)}) {

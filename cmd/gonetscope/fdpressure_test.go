@@ -11,9 +11,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 )
 
 // fdEv is an fd_pressure or summary event as gonetscope writes it.
@@ -139,11 +136,7 @@ func TestFDPressure(t *testing.T) {
 	r = ask("open 60")
 	summariesWith(r)
 	// The gauges, read while the target waits.
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", scrape(t, "http://"+addr+"/metrics"))
 	gauge := func(name string, labels map[string]string) float64 {
 		for _, m := range families[name].GetMetric() {
 			if matches(m, labels) {

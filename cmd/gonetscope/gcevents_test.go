@@ -13,9 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/gonetscope/gonetscope/pkg/metrics"
 )
 
@@ -80,11 +77,7 @@ func checkGCEvents(t *testing.T, bin, every string) {
 	own := ask("gc 5")
 
 	// The metrics, read while the target waits.
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", scrape(t, "http://"+addr+"/metrics"))
 	var pauses []float64
 	for i := range min(own.NumGC, 256) {
 		pauses = append(pauses, float64(own.PauseNs[i])/1e9)

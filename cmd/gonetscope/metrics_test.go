@@ -80,17 +80,9 @@ func checkMetrics(t *testing.T, hooks string) {
 	}
 	body := scrape(t, "http://"+addr+"/metrics")
 
-	check := exec.Command(promtool(t), "check", "metrics")
-	check.Stdin = bytes.NewReader(body)
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
+	promtoolCheck(t, body)
 
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", body)
 	count := func(family string, labels map[string]string) uint64 {
 		t.Helper()
 		f := families[family]
@@ -218,6 +210,28 @@ func matches(m *dto.Metric, labels map[string]string) bool {
 	return n == len(labels)
 }
 
+// metricFamilies parses a Prometheus text exposition; what names it in
+// errors.
+func metricFamilies(t *testing.T, what string, body []byte) map[string]*dto.MetricFamily {
+	t.Helper()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("parsing %s: %v", what, err)
+	}
+	return families
+}
+
+// promtoolCheck wants promtool to find nothing wrong in an exposition.
+func promtoolCheck(t *testing.T, body []byte) {
+	t.Helper()
+	check := exec.Command(promtool(t), "check", "metrics")
+	check.Stdin = bytes.NewReader(body)
+	if out, err := check.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
+
 func scrape(t *testing.T, url string) []byte {
 	t.Helper()
 	resp, err := http.Get(url)
@@ -254,11 +268,7 @@ func checkGoroutineGauge(t *testing.T, bin string) {
 
 	io.WriteString(stdin, "go\n")
 	next("spawned")
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(scrape(t, "http://"+addr+"/metrics")))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", scrape(t, "http://"+addr+"/metrics"))
 	var got float64
 	found := false
 	for _, m := range families["gonetscope_goroutines"].GetMetric() {
@@ -291,11 +301,7 @@ func TestListenMetrics(t *testing.T) {
 	f := next("overflow")
 	body := scrape(t, "http://"+addr+"/metrics")
 	hostDrops := listenDrops(t, pid) - before
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	families := metricFamilies(t, "/metrics", body)
 	value := func(family string, port float64) float64 {
 		t.Helper()
 		for _, m := range families[family].GetMetric() {

@@ -34,9 +34,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
-
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 	"github.com/gonetscope/gonetscope/pkg/requests"
@@ -474,16 +471,8 @@ func countEvents(evs []httpEvent, kind string) int {
 func checkHTTPMetrics(t *testing.T, addr string, reqs []*sentRequest) {
 	t.Helper()
 	body := scrape(t, "http://"+addr+"/metrics")
-	check := exec.Command(promtool(t), "check", "metrics")
-	check.Stdin = bytes.NewReader(body)
-	if out, err := check.CombinedOutput(); err != nil {
-		t.Errorf("promtool check metrics: %v\n%s", err, out)
-	}
-	p := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := p.TextToMetricFamilies(bytes.NewReader(body))
-	if err != nil {
-		t.Fatalf("parsing /metrics: %v", err)
-	}
+	promtoolCheck(t, body)
+	families := metricFamilies(t, "/metrics", body)
 	want := map[[3]string]uint64{}
 	for _, r := range reqs {
 		want[[3]string{r.method, r.route, strconv.Itoa(r.status)}]++
