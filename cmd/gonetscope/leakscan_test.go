@@ -12,24 +12,6 @@ import (
 	"time"
 )
 
-// scanEv is a goroutines or goroutine_leak event as gonetscope writes it.
-type scanEv struct {
-	Event       string   `json:"event"`
-	Goid        *uint64  `json:"goid"`
-	Stack       []frame  `json:"stack"`
-	Live        int64    `json:"live"`
-	System      int64    `json:"system"`
-	Sites       []gsite  `json:"sites"`
-	ScanNs      uint64   `json:"scan_ns"`
-	Site        string   `json:"site"`
-	CreatedAt   string   `json:"created_at"`
-	CreatedBy   string   `json:"created_by"`
-	Created     *uint64  `json:"created"`
-	OldestGoids []uint64 `json:"oldest_goids"`
-	ParkedOn    []string `json:"parked_on"`
-	Growth      []int64  `json:"growth"`
-}
-
 // scanCounts is what scantarget reports of itself.
 type scanCounts struct {
 	Op           string `json:"op"`
@@ -65,9 +47,9 @@ func TestLeakScan(t *testing.T) {
 		t.Fatalf("the target said %+v", own)
 	}
 	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
-	var counts, leaks []scanEv
+	var counts, leaks []ev
 	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
-		var e scanEv
+		var e ev
 		if err := json.Unmarshal(line, &e); err != nil {
 			t.Fatalf("gonetscope line %q: %v", line, err)
 		}
@@ -85,7 +67,7 @@ func TestLeakScan(t *testing.T) {
 		t.Logf("goroutines: live %d system %d, scan %v", c.Live, c.System, time.Duration(c.ScanNs))
 	}
 	// The first scan, right after the attach, sees the 20,000 already.
-	site := func(e scanEv, fn string) gsite {
+	site := func(e ev, fn string) gsite {
 		i := slices.IndexFunc(e.Sites, func(s gsite) bool { return s.Site == fn })
 		if i < 0 {
 			t.Fatalf("no site %s in %+v", fn, e.Sites)

@@ -11,23 +11,6 @@ import (
 	"time"
 )
 
-// ndEv is a no_deadline (or summary) event as gonetscope writes it.
-type ndEv struct {
-	Event     string  `json:"event"`
-	Goid      *uint64 `json:"goid"`
-	Stack     []frame `json:"stack"`
-	FD        int     `json:"fd"`
-	Mode      string  `json:"mode"`
-	Laddr     string  `json:"laddr"`
-	Lport     int     `json:"lport"`
-	Raddr     string  `json:"raddr"`
-	Rport     int     `json:"rport"`
-	ParkedNs  uint64  `json:"parked_ns"`
-	Func      string  `json:"func"`
-	CreatedAt string  `json:"created_at"`
-	CreatedBy string  `json:"created_by"`
-}
-
 type deadlineReader struct {
 	Goid        uint64 `json:"goid"`
 	FD          int    `json:"fd"`
@@ -87,7 +70,7 @@ func checkNoDeadline(t *testing.T, bin string) {
 		t.Fatalf("the target said %+v", readers)
 	}
 	no := readers[0]
-	count := func(evs []ndEv, kind string) (n int) {
+	count := func(evs []ev, kind string) (n int) {
 		for _, e := range evs {
 			if e.Event == kind {
 				n++
@@ -95,13 +78,13 @@ func checkNoDeadline(t *testing.T, bin string) {
 		}
 		return n
 	}
-	evs := waitEvents(t, out, func(evs []ndEv) bool { return count(evs, "no_deadline") > 0 })
+	evs := waitEvents(t, out, func(evs []ev) bool { return count(evs, "no_deadline") > 0 })
 	// Five more summaries (1.5 s): at least two more checks (every 500 ms).
 	after := count(evs, "summary") + 5
-	evs = waitEvents(t, out, func(evs []ndEv) bool { return count(evs, "summary") >= after })
+	evs = waitEvents(t, out, func(evs []ev) bool { return count(evs, "summary") >= after })
 	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
-	evs = eventsIn[ndEv](t, out)
-	var nd []ndEv
+	evs = eventsIn[ev](t, out)
+	var nd []ev
 	for _, e := range evs {
 		if e.Event == "no_deadline" {
 			nd = append(nd, e)
@@ -111,8 +94,8 @@ func checkNoDeadline(t *testing.T, bin string) {
 		t.Fatalf("%d no_deadline events, want 1 (goroutine %d): %+v", len(nd), no.Goid, nd)
 	}
 	e := nd[0]
-	if e.Goid == nil || *e.Goid != no.Goid || e.FD != no.FD || e.Mode != "read" || e.Lport != no.Lport || e.Rport != no.Rport ||
-		e.Laddr != "127.0.0.1" || e.Raddr != "127.0.0.1" || e.ParkedNs < uint64(2*time.Second) {
+	if e.Goid == nil || *e.Goid != no.Goid || int(e.FD) != no.FD || e.Mode != "read" || int(e.LPort) != no.Lport || int(e.RPort) != no.Rport ||
+		e.LAddr != "127.0.0.1" || e.RAddr != "127.0.0.1" || e.ParkedNs < uint64(2*time.Second) {
 		t.Errorf("no_deadline %+v; the target's reader without a deadline: %+v", e, no)
 	}
 	if e.Func != "main.readNoDeadline" || e.CreatedAt != no.CreatedAt || e.CreatedBy != "main.main" {

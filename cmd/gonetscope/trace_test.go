@@ -159,13 +159,19 @@ type ev struct {
 	Stack        []frame                           `json:"stack"`
 	// goroutines, goroutine_leak
 	Live        int64    `json:"live"`
+	System      int64    `json:"system"`
+	ScanNs      uint64   `json:"scan_ns"`
 	Sites       []gsite  `json:"sites"`
 	Site        string   `json:"site"`
 	CreatedAt   string   `json:"created_at"`
 	CreatedBy   string   `json:"created_by"`
+	Created     *uint64  `json:"created"`
 	Growth      []int64  `json:"growth"`
 	OldestGoids []uint64 `json:"oldest_goids"`
 	ParkedOn    []string `json:"parked_on"`
+	// no_deadline
+	ParkedNs uint64 `json:"parked_ns"`
+	Func     string `json:"func"`
 }
 
 type gsite struct {
