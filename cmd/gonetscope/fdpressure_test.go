@@ -1,11 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
 	"fmt"
 	"maps"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"syscall"
@@ -35,38 +32,6 @@ type fdReport struct {
 	Limit     uint64         `json:"limit"`
 	TCPStates map[string]int `json:"tcp_states"`
 }
-
-// eventsIn reads the events of gonetscope's --output file so far.
-func eventsIn[T any](t *testing.T, path string) []T {
-	t.Helper()
-	raw, _ := os.ReadFile(path)
-	var out []T
-	for _, line := range bytes.Split(raw, []byte("\n")) {
-		if len(line) == 0 || line[len(line)-1] != '}' {
-			continue // not written out yet
-		}
-		var e T
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatalf("gonetscope line %q: %v", line, err)
-		}
-		out = append(out, e)
-	}
-	return out
-}
-
-// waitEvents waits until gonetscope has written events that ok accepts.
-func waitEvents[T any](t *testing.T, path string, ok func([]T) bool) []T {
-	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if evs := eventsIn[T](t, path); ok(evs) {
-			return evs
-		}
-	}
-	t.Fatalf("gonetscope did not write the events waited for:\n%s", must(os.ReadFile(path)))
-	return nil
-}
-
-func must(b []byte, _ error) []byte { return b }
 
 // TestFDPressure: fdtarget sets its soft RLIMIT_NOFILE to 64 and holds a
 // listener and a connection to itself. It opens fds up to 56 (87.5%):

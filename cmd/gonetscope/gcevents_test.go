@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	goversion "go/version"
 	"math"
@@ -116,11 +115,7 @@ func checkGCEvents(t *testing.T, bin, every string) {
 	// gonetscope's last read is at its end, with the target still there.
 	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	var evs []gcEv
-	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
-		var e gcEv
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatalf("gonetscope line %q: %v", line, err)
-		}
+	for _, e := range parseEvents[gcEv](t, out.Bytes()) {
 		if e.Event == "gc" {
 			evs = append(evs, e)
 		}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"io"
 	"os/exec"
 	"slices"
@@ -48,11 +47,7 @@ func TestLeakScan(t *testing.T) {
 	}
 	stopGonetscope(t, tr, done, errOut, syscall.SIGTERM, 20*time.Second)
 	var counts, leaks []ev
-	for _, line := range bytes.Split(bytes.TrimSpace(out.Bytes()), []byte("\n")) {
-		var e ev
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatalf("gonetscope line %q: %v", line, err)
-		}
+	for _, e := range parseEvents[ev](t, out.Bytes()) {
 		switch e.Event {
 		case "goroutines":
 			counts = append(counts, e)

@@ -7,7 +7,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -195,15 +194,7 @@ func startOverflowTracer(t *testing.T, pid int) *tracerProc {
 func (tr *tracerProc) stop(t *testing.T) []ovEvent {
 	t.Helper()
 	stopGonetscope(t, tr.cmd, tr.done, tr.err, syscall.SIGINT, 10*time.Second)
-	var evs []ovEvent
-	for _, line := range bytes.Split(bytes.TrimSpace(tr.out.Bytes()), []byte("\n")) {
-		var e ovEvent
-		if err := json.Unmarshal(line, &e); err != nil {
-			t.Fatalf("gonetscope line %q: %v", line, err)
-		}
-		evs = append(evs, e)
-	}
-	return evs
+	return parseEvents[ovEvent](t, tr.out.Bytes())
 }
 
 func overflowsOf(evs []ovEvent) []ovEvent {

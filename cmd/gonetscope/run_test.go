@@ -138,3 +138,52 @@ func startGonetscopeTo(t *testing.T, stdout io.Writer, pid int, args ...string) 
 	waitFor(t, func() bool { _, err := os.Stat(ready); return err == nil }, done, &errOut)
 	return cmd, done, &errOut
 }
+
+// eventsIn reads the events of gonetscope's --output file so far.
+func eventsIn[T any](t *testing.T, path string) []T {
+	t.Helper()
+	raw, _ := os.ReadFile(path)
+	var out []T
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if len(line) == 0 || line[len(line)-1] != '}' {
+			continue // not written out yet
+		}
+		var e T
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("gonetscope line %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// waitEvents waits until gonetscope has written events that ok accepts.
+func waitEvents[T any](t *testing.T, path string, ok func([]T) bool) []T {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if evs := eventsIn[T](t, path); ok(evs) {
+			return evs
+		}
+	}
+	t.Fatalf("gonetscope did not write the events waited for:\n%s", must(os.ReadFile(path)))
+	return nil
+}
+
+func must(b []byte, _ error) []byte { return b }
+
+// parseEvents decodes the JSON lines gonetscope wrote, every one.
+func parseEvents[T any](t *testing.T, raw []byte) []T {
+	t.Helper()
+	var out []T
+	for _, line := range bytes.Split(raw, []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var e T
+		if err := json.Unmarshal(line, &e); err != nil {
+			t.Fatalf("gonetscope line %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
+}
