@@ -9,7 +9,6 @@ package main
 // and the Prometheus histograms must count exactly what was sent.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -287,7 +286,7 @@ func checkHTTPRequests(t *testing.T, bin string, ds *net.TCPAddr, delay time.Dur
 	var evs []httpEvent
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		evs = readHTTPEvents(t, out)
+		evs = eventsIn[httpEvent](t, out)
 		if countEvents(evs, "http_request") >= len(reqs) || time.Now().After(deadline) {
 			break
 		}
@@ -300,7 +299,7 @@ func checkHTTPRequests(t *testing.T, bin string, ds *net.TCPAddr, delay time.Dur
 		t.Fatalf("gonetscope: %v\n%s", err, errOut)
 	}
 	assertReleased(t, progs, links)
-	evs = readHTTPEvents(t, out)
+	evs = eventsIn[httpEvent](t, out)
 	var wantLimits []string
 	if !patterns && c.router == "" {
 		wantLimits = []string{"http_request routes are paths with ids collapsed: go1.22.12 has no Request.Pattern (Go 1.23+)"}
@@ -434,25 +433,6 @@ func sendRequest(t *testing.T, client *http.Client, base string, r *sentRequest)
 	if r.fd, err = strconv.ParseInt(resp.Header.Get("X-Fd"), 10, 64); err != nil {
 		t.Fatalf("%s %s: X-Fd %q", r.method, r.target, resp.Header.Get("X-Fd"))
 	}
-}
-
-func readHTTPEvents(t *testing.T, path string) []httpEvent {
-	t.Helper()
-	raw, err := os.ReadFile(path)
-	if err != nil && !os.IsNotExist(err) {
-		t.Fatal(err)
-	}
-	var out []httpEvent
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var e httpEvent
-		if err := json.Unmarshal(sc.Bytes(), &e); err != nil {
-			continue // a line being written
-		}
-		out = append(out, e)
-	}
-	return out
 }
 
 func countEvents(evs []httpEvent, kind string) int {
@@ -791,14 +771,14 @@ func traceOneRequest(t *testing.T, args, env, traceArgs []string, target string)
 	r := &sentRequest{method: "GET", target: target}
 	sendRequest(t, client, "http://"+addr, r)
 	deadline := time.Now().Add(10 * time.Second)
-	for countEvents(readHTTPEvents(t, out), "http_request") < 1 && time.Now().Before(deadline) {
+	for countEvents(eventsIn[httpEvent](t, out), "http_request") < 1 && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	tr.Process.Signal(syscall.SIGINT)
 	if err := <-done; err != nil {
 		t.Fatalf("gonetscope: %v\n%s", err, errOut)
 	}
-	evs := readHTTPEvents(t, out)
+	evs := eventsIn[httpEvent](t, out)
 	for i, e := range evs {
 		if e.Event == "http_request" && e.Goid != nil && *e.Goid == r.goid {
 			return r, &evs[i], evs
