@@ -75,6 +75,16 @@ func diagnoseRun(t *testing.T, target *exec.Cmd, until string, setup func(pid in
 			break
 		}
 	}
+	finishDiagnose(t, &r, pid, done, &stdout, errOut)
+	stdin.Close()
+	return r
+}
+
+// finishDiagnose waits for a diagnose run of pid to end and reads its
+// report from stdout: the exit status is the report's, it could
+// diagnose, and report agrees with it (report.txt is logged on failure).
+func finishDiagnose(t *testing.T, r *diagRun, pid int, done chan error, stdout, errOut *bytes.Buffer) {
+	t.Helper()
 	select {
 	case err := <-done:
 		var ee *exec.ExitError
@@ -86,7 +96,6 @@ func diagnoseRun(t *testing.T, target *exec.Cmd, until string, setup func(pid in
 	case <-time.After(60 * time.Second):
 		t.Fatalf("diagnose did not end:\n%s", errOut)
 	}
-	stdin.Close()
 	if r.exit == diagnose.ExitFailed {
 		t.Fatalf("diagnose could not diagnose:\n%s", errOut)
 	}
@@ -97,12 +106,11 @@ func diagnoseRun(t *testing.T, target *exec.Cmd, until string, setup func(pid in
 		t.Errorf("report version %d, pid %d, exit_status %d; want %d, %d, %d (the exit status)",
 			r.report.Version, r.report.Target.PID, r.report.ExitStatus, diagnose.Version, pid, r.exit)
 	}
-	checkReportAgrees(t, r)
+	checkReportAgrees(t, *r)
 	if t.Failed() {
 		text, _ := os.ReadFile(filepath.Join(r.out, "report.txt"))
 		t.Logf("report.txt:\n%s", text)
 	}
-	return r
 }
 
 // checkReportAgrees runs report over the run's events.jsonl (with the

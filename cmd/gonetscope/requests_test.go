@@ -14,7 +14,6 @@ import (
 	"crypto/tls"
 	"debug/elf"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -508,21 +507,7 @@ func TestHTTPDiagnose(t *testing.T) {
 		sendRequest(t, client, "http://"+addr, &sentRequest{method: "POST", target: "/fail"})
 	}
 
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			r.exit = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(60 * time.Second):
-		t.Fatalf("diagnose did not end:\n%s", errOut)
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &r.report); err != nil {
-		t.Fatalf("diagnose --json: %v\n%s\n%s", err, stdout.Bytes(), errOut)
-	}
-	checkReportAgrees(t, r)
+	finishDiagnose(t, &r, target.Process.Pid, done, &stdout, errOut)
 	it := r.item(t, "http_requests")
 	wantValue := "GET /items/{id} p99 250ms–500ms (21 requests), 5xx 5 of 26 (19.2%)"
 	if it.Status != diagnose.Problem || it.Value != wantValue {
