@@ -151,13 +151,13 @@ func benchTracer(b *testing.B, pid int, args ...string) (stop func()) {
 		b.Fatal(err)
 	}
 	stop = func() { tr.Process.Signal(syscall.SIGTERM); tr.Wait() }
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(readyTimeout()); ; time.Sleep(20 * time.Millisecond) {
 		if _, err := os.Stat(readyFile); err == nil {
 			return stop
 		}
 		if time.Now().After(deadline) {
 			stop()
-			b.Fatal("gonetscope not ready after 60s")
+			b.Fatalf("gonetscope not ready after %v", readyTimeout())
 		}
 	}
 }

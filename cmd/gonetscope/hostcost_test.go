@@ -3,8 +3,6 @@ package main
 import (
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -73,27 +71,11 @@ func traceAnother(b *testing.B) (stop func()) {
 	if err := target.Start(); err != nil {
 		b.Fatal(err)
 	}
-	ready := filepath.Join(b.TempDir(), "ready")
-	tracer := exec.Command(gonetscopeBin, "trace", "--pid", strconv.Itoa(target.Process.Pid), "--output", os.DevNull, "--ready-file", ready)
-	tracer.Stderr = os.Stderr
-	if err := tracer.Start(); err != nil {
+	b.Cleanup(func() { target.Process.Kill(); target.Wait() }) // if the tracer never gets ready
+	stopTracer := benchTracer(b, target.Process.Pid)
+	return func() {
+		stopTracer()
 		target.Process.Kill()
 		target.Wait()
-		b.Fatal(err)
-	}
-	stop = func() {
-		tracer.Process.Signal(syscall.SIGTERM)
-		tracer.Wait()
-		target.Process.Kill()
-		target.Wait()
-	}
-	for deadline := time.Now().Add(readyTimeout()); ; time.Sleep(20 * time.Millisecond) {
-		if _, err := os.Stat(ready); err == nil {
-			return stop
-		}
-		if time.Now().After(deadline) {
-			stop()
-			b.Fatal("gonetscope did not get ready")
-		}
 	}
 }
