@@ -300,6 +300,22 @@ func TestStress(t *testing.T) {
 	}
 }
 
+// waitAttached waits for the first attached event in the events file path.
+func waitAttached(t *testing.T, path string, exited chan error, stderr *bytes.Buffer) ev {
+	t.Helper()
+	var attached ev
+	waitFor(t, func() bool {
+		raw, _ := os.ReadFile(path)
+		for _, line := range bytes.Split(raw, []byte("\n")) {
+			if json.Unmarshal(line, &attached) == nil && attached.Event == "attached" {
+				return true
+			}
+		}
+		return false
+	}, exited, stderr)
+	return attached
+}
+
 // TestSyscallTracepoints: while one syscall tracepoint is attached, every
 // thread on the host takes the slow syscall entry. So gonetscope holds
 // one only where the attached event says so: none at all on the sock path
@@ -316,16 +332,7 @@ func TestSyscallTracepoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	tracer, done, errOut := startGonetscopeTo(t, out, target.Process.Pid, "trace")
-	var attached ev
-	waitFor(t, func() bool {
-		raw, _ := os.ReadFile(out.Name())
-		for _, line := range bytes.Split(raw, []byte("\n")) {
-			if json.Unmarshal(line, &attached) == nil && attached.Event == "attached" {
-				return true
-			}
-		}
-		return false
-	}, done, errOut)
+	attached := waitAttached(t, out.Name(), done, errOut)
 	held := heldSyscallTracepoints(t, tracer.Process.Pid)
 	want := syscallTracepointsWhileTraced(attached.Hooks[bpfobj.SocketCalls])
 	t.Logf("socket_calls %s: syscall tracepoints held %v", attached.Hooks[bpfobj.SocketCalls], held)
@@ -388,16 +395,7 @@ func TestSyscallTracepointsFollowTargets(t *testing.T) {
 	if msg, err := gonetscopeCLI(t, "attach", "--socket", socket, pid); err != nil {
 		t.Fatalf("attach: %v: %s", err, msg)
 	}
-	var attached ev
-	waitFor(t, func() bool {
-		raw, _ := os.ReadFile(out)
-		for _, line := range bytes.Split(raw, []byte("\n")) {
-			if json.Unmarshal(line, &attached) == nil && attached.Event == "attached" {
-				return true
-			}
-		}
-		return false
-	}, d.done, d.stderr)
+	attached := waitAttached(t, out, d.done, d.stderr)
 	want := syscallTracepointsWhileTraced(attached.Hooks[bpfobj.SocketCalls])
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); !slices.Equal(held, want) {
 		t.Errorf("attached (socket_calls %s): the daemon holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
