@@ -176,14 +176,12 @@ func (h *health) tickGC(sink Sink, end bool) error {
 			continue // it exited; the exit is reaped elsewhere
 		}
 		if d := gcEvent(st.tg, st.gcLast, s, 0); d != nil {
-			if p := st.gcPending; p == nil {
-				st.gcPending = d
-			} else {
+			if p := st.gcPending; p != nil {
 				d.PausesNs = append(p.PausesNs, d.PausesNs...)
 				d.Cycles += p.Cycles
 				d.PausesMissed += p.PausesMissed
-				st.gcPending = d
 			}
+			st.gcPending = d
 		}
 		st.gcLast = s
 		since := time.Since(st.gcAt)
