@@ -46,10 +46,12 @@ KERNEL_ARGS ?=
 # takes fentry: run.sh fetches the newest image of the series, so either
 # ("a|b") passes;
 # Debian's arm64 6.1 loads no fentry program at all. The netpoll waits
-# come from the socket tracepoints (tp_btf) from 6.3 on, from syscall
-# tracepoints before.
+# come from the socket tracepoints (tp_btf) from 6.3 on; before, from
+# fentry/fexit on the functions they sit in where the kernel takes it
+# (amd64 6.1), else from syscall tracepoints (5.10 lets no tracing program
+# use socket storage; arm64 6.1 has no fentry).
 AUTO_HOOKS_debian-5.10 := tcp_connect=fentry,inet_csk_accept=kretprobe,listen_overflow=fentry,netpoll=tracepoint,socket_calls=fentry
-AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry|kprobe,netpoll=tracepoint,socket_calls=fentry
+AUTO_HOOKS_debian-6.1 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry|kprobe,netpoll=fentry,socket_calls=fentry
 AUTO_HOOKS_debian-6.12 := tcp_connect=fentry,inet_csk_accept=fexit,listen_overflow=fentry,netpoll=tp_btf,socket_calls=fentry
 AUTO_HOOKS_debian-6.1-arm64 := tcp_connect=kprobe,inet_csk_accept=kretprobe,listen_overflow=kprobe,netpoll=tracepoint,socket_calls=tracepoint
 # The mechanisms each kernel offers, every one run through the tests.

@@ -831,8 +831,9 @@ static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32
  * traced process, in its syscall: the fd is the syscall's first argument
  * (read, readv, recvfrom, recvmsg and their writing twins). Resume first:
  * a wait that ends in another EAGAIN (woken by a deadline, or spuriously)
- * ends and the next begins. */
-static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir dir)
+ * ends and the next begins. The socket is sk, or, where sk is NULL, the
+ * sock of the struct socket sock: read after the PID filter. */
+static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *sock, int ret, enum dir dir)
 {
 	if (cost == COST_DISPATCH)
 		return 0;
@@ -840,6 +841,8 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir
 	__u32 pid = pid_tgid >> 32;
 	if (!sock_path(pid) || cost == COST_FILTER)
 		return 0;
+	if (!sk)
+		sk = sock->sk;
 	/* Storage is made at a park, and at a send (an accepted
 	 * connection's last send tells its idle reads). */
 	bool keep = ret == -EAGAIN || (dir == DIR_WRITE && ret > 0);
@@ -888,13 +891,34 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, int ret, enum dir
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(sock_recv, struct sock *sk, int ret, int flags)
 {
-	return sock_io(ctx, sk, ret, DIR_READ);
+	return sock_io(ctx, sk, NULL, ret, DIR_READ);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(sock_send, struct sock *sk, int ret, int flags)
 {
-	return sock_io(ctx, sk, ret, DIR_WRITE);
+	return sock_io(ctx, sk, NULL, ret, DIR_WRITE);
+}
+
+/* The sock path where the kernel has fentry but not the socket
+ * tracepoints (Linux 5.11 to 6.5, e.g. Debian 12's 6.1; pkg/netpoll
+ * chooses): the same work on the kernel functions those tracepoints sit
+ * in, so no syscall tracepoint is needed. fexit on sock_recvmsg sees what
+ * sock_recv_length sees (read, readv, recvfrom and recvmsg call it);
+ * fexit on __sock_sendmsg, or sock_sendmsg where the kernel has no
+ * __sock_sendmsg (pkg/netpoll sets the target), what sock_send_length
+ * sees; fentry on sock_def_readable (below) what sk_data_ready sees for
+ * the sockets whose data-ready callback nothing replaced: TCP and unix. */
+SEC("fexit/sock_recvmsg")
+int BPF_PROG(fexit_sock_recvmsg, struct socket *sock, struct msghdr *msg, int flags, int ret)
+{
+	return sock_io(ctx, NULL, sock, ret, DIR_READ);
+}
+
+SEC("fexit/__sock_sendmsg")
+int BPF_PROG(fexit_sock_sendmsg, struct socket *sock, struct msghdr *msg, int ret)
+{
+	return sock_io(ctx, NULL, sock, ret, DIR_WRITE);
 }
 
 /* Step 2 for accept4 and connect on the sock path: the socket of a park
@@ -916,8 +940,7 @@ static __always_inline void sock_ready(const void *sk, __u32 dir)
  * process's) or a parked accept are looked at. The goroutine is runnable
  * once the netpoller sees it: what comes after this is the Go
  * scheduler's. */
-SEC("tp_btf/sk_data_ready")
-int BPF_PROG(data_ready, const struct sock *sk)
+static __always_inline int sk_ready(const struct sock *sk)
 {
 	if (cost == COST_DISPATCH || cost == COST_FILTER || cost == COST_GOID)
 		return 0;
@@ -929,6 +952,18 @@ int BPF_PROG(data_ready, const struct sock *sk)
 	if (w && w->park[DIR_READ].t_park && !w->park[DIR_READ].t_ready)
 		w->park[DIR_READ].t_ready = bpf_ktime_get_boot_ns();
 	return 0;
+}
+
+SEC("tp_btf/sk_data_ready")
+int BPF_PROG(data_ready, const struct sock *sk)
+{
+	return sk_ready(sk);
+}
+
+SEC("fentry/sock_def_readable")
+int BPF_PROG(fentry_sock_readable, struct sock *sk)
+{
+	return sk_ready(sk);
 }
 
 /* A connect's handshake ended (established or failed): Go's wait for

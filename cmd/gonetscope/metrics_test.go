@@ -138,8 +138,8 @@ func checkMetrics(t *testing.T, hooks string) {
 	// Each delayed read is one wait; the flood's n reads are n-1 more.
 	waits := uint64(reads + floodReads - 1)
 	want := netpoll.Tracepoint
-	if hooks == "auto" && sockTracepoints(t) {
-		want = netpoll.Sock
+	if hooks == "auto" {
+		want = netpollAuto(t)
 	}
 	if mech := attachedHooks(t, out)["netpoll"]; mech != want {
 		t.Errorf("--hooks %s: netpoll hooks %q, want %q", hooks, mech, want)

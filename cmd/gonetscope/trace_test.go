@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -627,6 +628,35 @@ func featureLimits(limits []string) []string {
 	})
 }
 
+// netpollAuto is the netpoll mechanism --hooks auto takes on this kernel:
+// what make test-kernels says for the kernel (GONETSCOPE_TEST_AUTO_HOOKS),
+// else the socket tracepoints where the kernel's BTF has them, else what
+// pkg/netpoll chooses when loaded here (fentry, or the syscall path where
+// the kernel refuses it).
+func netpollAuto(t *testing.T) string {
+	t.Helper()
+	if m, ok := autoHooks(t)["netpoll"]; ok {
+		return m
+	}
+	if sockTracepoints(t) {
+		return netpoll.Sock
+	}
+	m, err := netpollLoaded()
+	if err != nil {
+		t.Fatalf("loading the netpoll object: %v", err)
+	}
+	return m
+}
+
+var netpollLoaded = sync.OnceValues(func() (string, error) {
+	o, err := netpoll.Load(netpoll.Options{})
+	if err != nil {
+		return "", err
+	}
+	defer o.Close()
+	return o.Mechanism(), nil
+})
+
 // sockTracepoints says whether this kernel has the socket tracepoints the
 // netpoll sock path needs (6.3+), from the kernel's own BTF.
 func sockTracepoints(t *testing.T) bool {
@@ -648,7 +678,8 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 		t.Fatalf("want one attached event, got %d", len(a))
 	}
 	// The netpoll waits come from the socket tracepoints wherever the
-	// kernel has them, unless syscall tracepoints are forced.
+	// kernel has them, unless syscall tracepoints are forced; else from
+	// fentry where the kernel takes it and --hooks allows it.
 	// accept4, connect and getsockopt are hooked with fentry where the
 	// kernel allows it (forced by --hooks fentry; --hooks kprobe and
 	// tracepoint rule it out), else with their syscall tracepoints. On the
@@ -662,8 +693,8 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 		calls = bpfobj.HooksFentry
 	}
 	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
-	if hooks != "tracepoint" && sockTracepoints(t) {
-		np, limit = netpoll.Sock, tracer.SyscallEntryLimit
+	if hooks != "tracepoint" && (hooks != "kprobe" || sockTracepoints(t)) && netpollAuto(t) != netpoll.Tracepoint {
+		np, limit = netpollAuto(t), tracer.SyscallEntryLimit
 	}
 	if a[0].Hooks["netpoll"] != np || a[0].Hooks[bpfobj.SocketCalls] != calls {
 		t.Errorf("--hooks %s: netpoll hooks %q, socket calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks[bpfobj.SocketCalls], np, calls)

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 )
 
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
@@ -319,12 +320,12 @@ func waitAttached(t *testing.T, path string, exited chan error, stderr *bytes.Bu
 // TestSyscallTracepoints: while one syscall tracepoint is attached, every
 // thread on the host takes the slow syscall entry. So gonetscope holds
 // one only where the attached event says so: none at all on the sock path
-// with socket_calls fentry; on the fallback, exactly the tracepoints of
+// (socket tracepoints, or fentry) with socket_calls fentry; on the fallback, exactly the tracepoints of
 // accept4, connect and getsockopt that the objects hook (and the limits
 // say what the host pays, which checkAttached checks).
 func TestSyscallTracepoints(t *testing.T) {
-	if !sockTracepoints(t) {
-		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
+	if netpollAuto(t) == netpoll.Tracepoint {
+		t.Skip("the netpoll waits themselves come from syscall tracepoints on this kernel")
 	}
 	target := startLingering(t)
 	out, err := os.Create(filepath.Join(t.TempDir(), "events"))
@@ -382,8 +383,8 @@ func heldSyscallTracepoints(t *testing.T, pid int) []string {
 // first attach it holds those its kernel needs, and after the last detach
 // none again.
 func TestSyscallTracepointsFollowTargets(t *testing.T) {
-	if !sockTracepoints(t) {
-		t.Skip("before Linux 6.3 the netpoll waits themselves come from syscall tracepoints")
+	if netpollAuto(t) == netpoll.Tracepoint {
+		t.Skip("the netpoll waits themselves come from syscall tracepoints on this kernel")
 	}
 	d := startDaemon(t, onHost)
 	daemon, socket, out := d.cmd, d.socket, d.out

@@ -1,9 +1,11 @@
 // Package netpoll loads bpf/netpoll.bpf.c: per-goroutine waits in Go's
 // netpoller (netpoll_wait) and the netpoller's own epoll_pwait blocks
 // (epoll_wait). The waits come from the kernel's socket tracepoints where
-// it has them (the sock path, Linux 6.3+), else from syscall tracepoints
-// (the syscall path); Load chooses and Mechanism says which. It also owns
-// the `targets` map that every BPF object filters on.
+// it has them (the sock path, Linux 6.3+), else from the same places with
+// fentry/fexit where the kernel allows it (the sock path on fentry), else
+// from syscall tracepoints (the syscall path); Load chooses and Mechanism
+// says which. It also owns the `targets` map that every BPF object
+// filters on.
 package netpoll
 
 import (
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
@@ -27,6 +30,7 @@ type Target netpollTarget
 // The mechanisms of the netpoll hooks, as the attached event names them.
 const (
 	Sock       = "tp_btf"     // the sock path: socket tracepoints, as tp_btf
+	SockFentry = "fentry"     // the sock path on the kernel functions those tracepoints sit in
 	Tracepoint = "tracepoint" // syscall tracepoints
 	Off        = "off"
 )
@@ -37,9 +41,11 @@ type Objects struct {
 	spec *ebpf.CollectionSpec
 
 	mu sync.Mutex
-	// sockWhyNot says why the sock path is not available on this kernel
-	// or with these options; nil when it is. Every target takes the same
-	// path.
+	// mechanism is the path every target takes: Sock, SockFentry or
+	// Tracepoint.
+	mechanism string
+	// sockWhyNot says why the sock path (either way) is not available on
+	// this kernel or with these options; nil when it is.
 	sockWhyNot error
 	// The syscall tracepoints that only the syscall path needs, those
 	// both paths need (accept4, connect, getsockopt), and the sock path's
@@ -163,25 +169,28 @@ func Load(opts Options) (*Objects, error) {
 		}
 	}
 	o := &Objects{spec: spec, pids: map[uint32]bool{}}
-	o.sockWhyNot = sockPathWhyNot(opts)
-	if o.sockWhyNot != nil {
-		// The kernel may not know the tp_btf targets: leave them out.
-		for _, prog := range sockPrograms {
-			delete(spec.Programs, prog)
-		}
-	} else {
-		// The path is chosen once, here: the syscall path's programs
-		// would never be attached. Verifying them was most of the
-		// start-up (exit_epoll_pwait alone 0.6 s on 6.18).
-		for name, prog := range spec.Programs {
-			if prog.Type == ebpf.TracePoint && !sharedPrograms[name] {
-				delete(spec.Programs, name)
-			}
-		}
+	var noTracepoints error
+	o.mechanism, noTracepoints = choosePath(opts)
+	if o.mechanism == Tracepoint {
+		o.sockWhyNot = noTracepoints
 	}
 	calls := bpfobj.SyscallsFentry(callHooks)
-	if o.coll, err = bpfobj.NewCollection(bpfobj.Without(spec, bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{}); err != nil {
-		return nil, bpfobj.LoadError("netpoll BPF object", err)
+	for {
+		o.coll, err = bpfobj.NewCollection(bpfobj.Without(pathSpec(spec, o.mechanism), bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{})
+		if err == nil {
+			break
+		}
+		if o.mechanism != SockFentry {
+			return nil, bpfobj.LoadError("netpoll BPF object", err)
+		}
+		if opts.Hooks == bpfobj.HooksFentry {
+			return nil, fmt.Errorf("the kernel refused --hooks=fentry for the netpoll waits (%w); try --hooks=auto", bpfobj.LoadError("netpoll BPF object", err))
+		}
+		// The kernel refused fentry there (Debian's 5.10, for one,
+		// lets no tracing program use socket storage): the syscall
+		// path.
+		o.mechanism = Tracepoint
+		o.sockWhyNot = fmt.Errorf("%w, and refused fentry on the functions they sit in (%v)", noTracepoints, err)
 	}
 	// Attached now: fentry costs nothing until the calls it hooks, and
 	// the programs filter on both paths' PIDs.
@@ -202,44 +211,94 @@ var callHooks = []bpfobj.SyscallHook{
 	{Tracing: netpollProgFentryGetsockopt, Tracepoint: netpollProgEnterGetsockopt},
 }
 
-// sockPathWhyNot says why the sock path cannot serve, or nil.
-func sockPathWhyNot(opts Options) error {
+// choosePath picks the path every target takes: the sock path on the
+// socket tracepoints where the kernel has them, else on fentry where
+// --hooks allows it (Load falls back to the syscall path if the kernel
+// refuses it), else the syscall path. why says why the socket
+// tracepoints are not used; nil where they are.
+func choosePath(opts Options) (mechanism string, why error) {
 	if opts.Hooks == bpfobj.HooksTracepoint {
-		return errors.New("--hooks tracepoint asks for syscall tracepoints")
+		return Tracepoint, errors.New("--hooks tracepoint asks for syscall tracepoints")
 	}
 	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
-		return errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
+		return Tracepoint, errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
 	}
 	kernel, err := bpfobj.KernelSpec()
 	if err != nil {
-		return fmt.Errorf("reading the kernel's BTF: %w", err)
+		return Tracepoint, fmt.Errorf("reading the kernel's BTF: %w", err)
 	}
 	for _, tp := range []string{"sock_recv_length", "sock_send_length", "sk_data_ready", "inet_sock_set_state"} {
 		if _, err := kernel.AnyTypeByName("btf_trace_" + tp); err != nil {
-			return fmt.Errorf("the kernel has no %s tracepoint (Linux 6.3+)", tp)
+			why = fmt.Errorf("the kernel has no %s tracepoint (Linux 6.3+)", tp)
+			break
 		}
 	}
-	return nil
+	switch {
+	case why == nil:
+		return Sock, nil
+	case opts.Hooks == bpfobj.HooksKprobe:
+		return Tracepoint, fmt.Errorf("%w, and --hooks kprobe rules out fentry", why)
+	}
+	return SockFentry, why
 }
 
-// sockPrograms are the sock path's tp_btf programs. They run for every
-// socket read, write and wake-up on the host, the PID filter (or, for a
-// wake-up, one map lookup) first.
-var sockPrograms = []string{netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState}
+// pathSpec is spec with the programs of mechanism's path only. The path is
+// chosen once, at Load: the other paths' programs would never be
+// attached, the kernel may not know their targets, and verifying the
+// syscall path's was most of the start-up (exit_epoll_pwait alone 0.6 s
+// on 6.18).
+func pathSpec(spec *ebpf.CollectionSpec, mechanism string) *ebpf.CollectionSpec {
+	out := spec.Copy()
+	keep := sockPrograms[mechanism]
+	for name, prog := range out.Programs {
+		switch {
+		case prog.Type == ebpf.TracePoint && mechanism != Tracepoint && !sharedPrograms[name],
+			isSockProgram(name) && !slices.Contains(keep, name):
+			delete(out.Programs, name)
+		}
+	}
+	if mechanism == SockFentry {
+		// Linux 6.6 made sock_sendmsg a wrapper of __sock_sendmsg,
+		// which write(2), sendto and sendmsg call directly (stable
+		// kernels took it back to 6.1: Debian's 6.1.192 has it);
+		// before, sock_sendmsg is the function they call.
+		if kernel, err := bpfobj.KernelSpec(); err == nil {
+			var fn *btf.Func
+			if kernel.TypeByName("__sock_sendmsg", &fn) != nil {
+				out.Programs[netpollProgFexitSockSendmsg].AttachTo = "sock_sendmsg"
+			}
+		}
+	}
+	return out
+}
+
+// sockPrograms are the sock path's programs, by mechanism. They run for
+// every socket read, write and wake-up on the host, the PID filter (or,
+// for a wake-up, one map lookup) first. A handshake's end has its
+// tracepoint on every kernel the sock path serves.
+var sockPrograms = map[string][]string{
+	Sock:       {netpollProgSockRecv, netpollProgSockSend, netpollProgDataReady, netpollProgSockState},
+	SockFentry: {netpollProgFexitSockRecvmsg, netpollProgFexitSockSendmsg, netpollProgFentrySockReadable, netpollProgSockState},
+}
+
+func isSockProgram(name string) bool {
+	for _, progs := range sockPrograms {
+		if slices.Contains(progs, name) {
+			return true
+		}
+	}
+	return false
+}
 
 // sharedPrograms are the syscall tracepoints both paths need where the
 // kernel has no fentry: no socket tracepoint sees an accept4, a connect or
 // its getsockopt(SO_ERROR).
 var sharedPrograms = bpfobj.SyscallTracepoints(callHooks)
 
-// Mechanism is the netpoll hooks' mechanism: Sock, or Tracepoint when the
-// kernel or the options rule the sock path out (SockWhyNot says why).
-func (o *Objects) Mechanism() string {
-	if o.sockWhyNot != nil {
-		return Tracepoint
-	}
-	return Sock
-}
+// Mechanism is the netpoll hooks' mechanism: Sock, SockFentry, or
+// Tracepoint when the kernel or the options rule the sock path out
+// (SockWhyNot says why).
+func (o *Objects) Mechanism() string { return o.mechanism }
 
 // Hooks maps this object's hook points to their mechanism: the netpoll
 // waits', the netpoller's epoll_pwait, which only the syscall path hooks,
@@ -254,7 +313,7 @@ func (o *Objects) Hooks() map[string]string {
 
 // pidFilter is the PID bitmap of this object's path.
 func (o *Objects) pidFilter() string {
-	if o.sockWhyNot != nil {
+	if o.mechanism == Tracepoint {
 		return netpollMapTracedPids
 	}
 	return netpollMapSockPids
@@ -295,7 +354,7 @@ func (o *Objects) AddTarget(pid uint32, t *Target) error {
 func (o *Objects) attachFor() error {
 	traced := len(o.pids) > 0
 	syscalls := traced && o.Mechanism() == Tracepoint
-	socks := traced && o.Mechanism() == Sock
+	socks := traced && o.Mechanism() != Tracepoint
 	var err error
 	update := func(links *[]link.Link, want bool, attach func() ([]link.Link, error)) {
 		switch {
@@ -314,7 +373,7 @@ func (o *Objects) attachFor() error {
 	})
 	update(&o.sockLinks, socks, func() ([]link.Link, error) {
 		var links []link.Link
-		for _, prog := range sockPrograms {
+		for _, prog := range sockPrograms[o.mechanism] {
 			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 			if err != nil {
 				bpfobj.CloseAll(links)

@@ -335,8 +335,11 @@ const (
 	netpollProgFentryAccept4          = "fentry_accept4"
 	netpollProgFentryConnect          = "fentry_connect"
 	netpollProgFentryGetsockopt       = "fentry_getsockopt"
+	netpollProgFentrySockReadable     = "fentry_sock_readable"
 	netpollProgFexitAccept4           = "fexit_accept4"
 	netpollProgFexitConnect           = "fexit_connect"
+	netpollProgFexitSockRecvmsg       = "fexit_sock_recvmsg"
+	netpollProgFexitSockSendmsg       = "fexit_sock_sendmsg"
 	netpollProgSockRecv               = "sock_recv"
 	netpollProgSockSend               = "sock_send"
 	netpollProgSockState              = "sock_state"
@@ -403,39 +406,42 @@ type netpollSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollProgramSpecs struct {
-	DataReady        *ebpf.ProgramSpec `ebpf:"data_ready"`
-	EnterAccept4     *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose       *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect     *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterEpollPwait  *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt  *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
-	EnterRead        *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv       *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom    *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg     *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg     *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto      *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite       *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev      *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept4      *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect      *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitEpollPwait   *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
-	ExitRead         *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv        *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom     *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmsg      *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendmsg      *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto       *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite        *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev       *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	FentryAccept4    *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
-	FentryConnect    *ebpf.ProgramSpec `ebpf:"fentry_connect"`
-	FentryGetsockopt *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
-	FexitAccept4     *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
-	FexitConnect     *ebpf.ProgramSpec `ebpf:"fexit_connect"`
-	SockRecv         *ebpf.ProgramSpec `ebpf:"sock_recv"`
-	SockSend         *ebpf.ProgramSpec `ebpf:"sock_send"`
-	SockState        *ebpf.ProgramSpec `ebpf:"sock_state"`
+	DataReady          *ebpf.ProgramSpec `ebpf:"data_ready"`
+	EnterAccept4       *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect       *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterEpollPwait    *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt    *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
+	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom      *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg       *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept4        *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect        *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitEpollPwait     *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
+	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom       *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg        *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FentryAccept4      *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
+	FentryConnect      *ebpf.ProgramSpec `ebpf:"fentry_connect"`
+	FentryGetsockopt   *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
+	FentrySockReadable *ebpf.ProgramSpec `ebpf:"fentry_sock_readable"`
+	FexitAccept4       *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
+	FexitConnect       *ebpf.ProgramSpec `ebpf:"fexit_connect"`
+	FexitSockRecvmsg   *ebpf.ProgramSpec `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg   *ebpf.ProgramSpec `ebpf:"fexit_sock_sendmsg"`
+	SockRecv           *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend           *ebpf.ProgramSpec `ebpf:"sock_send"`
+	SockState          *ebpf.ProgramSpec `ebpf:"sock_state"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -585,39 +591,42 @@ type netpollVariables struct {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollPrograms struct {
-	DataReady        *ebpf.Program `ebpf:"data_ready"`
-	EnterAccept4     *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose       *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect     *ebpf.Program `ebpf:"enter_connect"`
-	EnterEpollPwait  *ebpf.Program `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt  *ebpf.Program `ebpf:"enter_getsockopt"`
-	EnterRead        *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv       *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom    *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg     *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg     *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto      *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite       *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev      *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept4      *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect      *ebpf.Program `ebpf:"exit_connect"`
-	ExitEpollPwait   *ebpf.Program `ebpf:"exit_epoll_pwait"`
-	ExitRead         *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv        *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom     *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmsg      *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendmsg      *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto       *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite        *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev       *ebpf.Program `ebpf:"exit_writev"`
-	FentryAccept4    *ebpf.Program `ebpf:"fentry_accept4"`
-	FentryConnect    *ebpf.Program `ebpf:"fentry_connect"`
-	FentryGetsockopt *ebpf.Program `ebpf:"fentry_getsockopt"`
-	FexitAccept4     *ebpf.Program `ebpf:"fexit_accept4"`
-	FexitConnect     *ebpf.Program `ebpf:"fexit_connect"`
-	SockRecv         *ebpf.Program `ebpf:"sock_recv"`
-	SockSend         *ebpf.Program `ebpf:"sock_send"`
-	SockState        *ebpf.Program `ebpf:"sock_state"`
+	DataReady          *ebpf.Program `ebpf:"data_ready"`
+	EnterAccept4       *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose         *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect       *ebpf.Program `ebpf:"enter_connect"`
+	EnterEpollPwait    *ebpf.Program `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt    *ebpf.Program `ebpf:"enter_getsockopt"`
+	EnterRead          *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom      *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg       *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmsg       *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto        *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept4        *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect        *ebpf.Program `ebpf:"exit_connect"`
+	ExitEpollPwait     *ebpf.Program `ebpf:"exit_epoll_pwait"`
+	ExitRead           *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom       *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg        *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmsg        *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto         *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
+	FentryAccept4      *ebpf.Program `ebpf:"fentry_accept4"`
+	FentryConnect      *ebpf.Program `ebpf:"fentry_connect"`
+	FentryGetsockopt   *ebpf.Program `ebpf:"fentry_getsockopt"`
+	FentrySockReadable *ebpf.Program `ebpf:"fentry_sock_readable"`
+	FexitAccept4       *ebpf.Program `ebpf:"fexit_accept4"`
+	FexitConnect       *ebpf.Program `ebpf:"fexit_connect"`
+	FexitSockRecvmsg   *ebpf.Program `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg   *ebpf.Program `ebpf:"fexit_sock_sendmsg"`
+	SockRecv           *ebpf.Program `ebpf:"sock_recv"`
+	SockSend           *ebpf.Program `ebpf:"sock_send"`
+	SockState          *ebpf.Program `ebpf:"sock_state"`
 }
 
 func (p *netpollPrograms) Close() error {
@@ -650,8 +659,11 @@ func (p *netpollPrograms) Close() error {
 		p.FentryAccept4,
 		p.FentryConnect,
 		p.FentryGetsockopt,
+		p.FentrySockReadable,
 		p.FexitAccept4,
 		p.FexitConnect,
+		p.FexitSockRecvmsg,
+		p.FexitSockSendmsg,
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
