@@ -10,11 +10,13 @@ import (
 
 // BenchmarkUntracedSyscalls: what a process nobody traces pays while
 // gonetscope traces another one (a lingering nettarget, with the default
-// hooks): getppid and a 1-byte read of /dev/zero in this process, with no
-// gonetscope running and then with one tracing the other process, in turn
-// each iteration (200,000 calls each). Where a syscall tracepoint is
-// attached, every thread on the host takes the slow syscall entry; where
-// fentry and the socket tracepoints serve, nothing should change.
+// hooks, then with --hooks tracepoint, the syscall path): getppid and a
+// 1-byte read of /dev/zero in this process, with no gonetscope running and
+// then with one tracing the other process each way, in turn each
+// iteration (200,000 calls each). Where a syscall tracepoint is attached,
+// every thread on the host takes the slow syscall entry; where the sock
+// path (socket tracepoints or fentry) and fentry on the socket calls
+// serve, nothing should change.
 func BenchmarkUntracedSyscalls(b *testing.B) {
 	zero, err := os.Open("/dev/zero")
 	if err != nil {
@@ -37,7 +39,7 @@ func BenchmarkUntracedSyscalls(b *testing.B) {
 		}
 		return float64(time.Since(start).Nanoseconds()) / n
 	}
-	modes := []string{"untraced", "other-traced"}
+	modes := []string{"untraced", "other-traced", "other-traced-syscall-path"}
 	sums := make([][]float64, len(modes))
 	for i := range sums {
 		sums[i] = make([]float64, len(calls))
@@ -46,8 +48,11 @@ func BenchmarkUntracedSyscalls(b *testing.B) {
 	for range b.N {
 		for m, mode := range modes {
 			stop := func() {}
-			if mode == "other-traced" {
+			switch mode {
+			case "other-traced":
 				stop = traceAnother(b)
+			case "other-traced-syscall-path":
+				stop = traceAnother(b, "--hooks", "tracepoint")
 			}
 			for c, call := range calls {
 				sums[m][c] += perCall(call.call)
@@ -63,16 +68,16 @@ func BenchmarkUntracedSyscalls(b *testing.B) {
 }
 
 // traceAnother starts a lingering nettarget and a gonetscope tracing it
-// with its defaults, waits for gonetscope to be ready, and returns what
-// stops both.
-func traceAnother(b *testing.B) (stop func()) {
+// with its defaults and args, waits for gonetscope to be ready, and
+// returns what stops both.
+func traceAnother(b *testing.B, args ...string) (stop func()) {
 	b.Helper()
 	target := exec.Command(nettargetBin, "-rounds", "0", "-linger", "10m")
 	if err := target.Start(); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { target.Process.Kill(); target.Wait() }) // if the tracer never gets ready
-	stopTracer := benchTracer(b, target.Process.Pid)
+	stopTracer := benchTracer(b, target.Process.Pid, args...)
 	return func() {
 		stopTracer()
 		target.Process.Kill()
