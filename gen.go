@@ -2,7 +2,8 @@
 // the Go packages that load them: bpf/netpoll.bpf.c -> pkg/netpoll,
 // bpf/tcp.bpf.c -> pkg/tcp, bpf/goroutines.bpf.c -> pkg/goroutines,
 // bpf/acceptq.bpf.c -> pkg/acceptq, bpf/sampler.bpf.c -> pkg/sampler,
-// bpf/execwatch.bpf.c -> pkg/execwatch, bpf/requests.bpf.c -> pkg/requests.
+// bpf/execwatch.bpf.c -> pkg/execwatch, bpf/requests.bpf.c -> pkg/requests,
+// bpf/contention.bpf.c -> pkg/contention.
 // Run `make generate` (needs clang and
 // llvm-strip; `make vmlinux` refreshes headers/vmlinux-x86.h with bpftool);
 // the output is committed.
@@ -15,3 +16,4 @@ package gonetscope
 //go:generate go tool bpf2go -go-package sampler -output-dir pkg/sampler -output-stem sampler -target amd64,arm64 -type sample_key -type sample_value -type stack sampler bpf/sampler.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package acceptq -output-dir pkg/acceptq -output-stem acceptq -target amd64,arm64 -type listener_rec -type listen_key -type listen_stats -type acceptor_key -type acceptor -type port_key -type park_key -type park acceptq bpf/acceptq.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
 //go:generate go tool bpf2go -go-package requests -output-dir pkg/requests -output-stem requests -target amd64,arm64 -type req_layout -type req_key -type req_state -type req_wait -type req_fd_key -type req_fd -type req_hist_key -type req_hist -type http_request_event -type http_client_request_event -type client_state -type event_header -type addrs -type req_event_type -type req_count requests bpf/requests.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded
+//go:generate go tool bpf2go -go-package contention -output-dir pkg/contention -output-stem contention -target amd64,arm64 -type contention_key -type contention_value contention bpf/contention.bpf.c -- -I headers -I bpf -O2 -g -Wall -Werror -Wpadded

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // contentionBy sums a mutex or block profile's two values (contentions,
@@ -16,7 +18,7 @@ import (
 func contentionBy(t *testing.T, path string) map[string][2]int64 {
 	t.Helper()
 	p := readProfile(t, path)
-	if len(p.SampleType) != 2 || p.SampleType[0].Type != "contentions" || p.SampleType[1].Type != "delay" || p.SampleType[1].Unit != "nanoseconds" {
+	if len(p.SampleType) < 2 || p.SampleType[0].Type != "contentions" || p.SampleType[1].Type != "delay" || p.SampleType[1].Unit != "nanoseconds" {
 		t.Errorf("%s: sample types %v", path, p.SampleType)
 	}
 	out := map[string][2]int64{}
@@ -126,5 +128,103 @@ func checkContention(t *testing.T, bin string, args ...string) {
 				t.Errorf("%s profile, %s: ours %d contentions, %d ns; the target's %d, %d ns", kind, fn, g[0], g[1], w[0], w[1])
 			}
 		}
+	}
+}
+
+// TestContentionProbes: profile --kind block --contention measures, with
+// uprobes, the same blocking the target's own block profile records:
+// mutextarget contends a mutex in main.contend and waits on a channel in
+// main.waitChan while gonetscope profiles it, then writes its own block
+// profile (every event: SetBlockProfileRate(1)). The top function by
+// delay must be the same (main.contend), each function's delay within
+// 10% (the runtime stamps a waiter when it is made runnable, as the ready
+// probe does), and main.waitChan's contentions equal. Stripped PIE, built
+// with this Go and with Go 1.22, in parallel. With the target's own
+// profiles off (-mutex-only: no block profile), the probes still see both
+// functions.
+func TestContentionProbes(t *testing.T) {
+	t.Run("stripped-pie", func(t *testing.T) {
+		t.Parallel()
+		checkContentionProbes(t, buildTarget(t, "mutextarget", "-ldflags=-s -w", "-buildmode=pie"))
+	})
+	t.Run("go1.22-stripped-pie", func(t *testing.T) {
+		t.Parallel()
+		checkContentionProbes(t, buildTargetWith(t, "mutextarget", "go1.22.12", "-ldflags=-s -w", "-buildmode=pie"))
+	})
+	t.Run("block-profile-off", func(t *testing.T) {
+		t.Parallel()
+		checkContentionProbes(t, buildTarget(t, "mutextarget"), "-mutex-only")
+	})
+}
+
+func checkContentionProbes(t *testing.T, bin string, args ...string) {
+	stdin, next := startTarget(t, exec.Command(bin, args...))
+	pid := fmt.Sprint(int(next("ready")["pid"].(float64)))
+	dir := t.TempDir()
+	ours, ready := filepath.Join(dir, "block.pb.gz"), filepath.Join(dir, "ready")
+	prof := exec.Command(gonetscopeBin, "profile", "--pid", pid, "--kind", "block", "--contention", "--duration", "5m", "--ready-file", ready, "-o", ours)
+	var stderr strings.Builder
+	prof.Stderr = &stderr
+	if err := prof.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- prof.Wait() }()
+	t.Cleanup(func() { prof.Process.Kill() })
+	for deadline := time.Now().Add(readyTimeout()); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		select {
+		case err := <-exited:
+			t.Fatalf("gonetscope profile --contention: %v\n%s", err, stderr.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gonetscope profile --contention not ready after %v\n%s", readyTimeout(), stderr.String())
+		}
+	}
+	io.WriteString(stdin, "go\n")
+	next("contended")
+	prof.Process.Signal(os.Interrupt)
+	if err := <-exited; err != nil {
+		t.Fatalf("gonetscope profile --contention: %v\n%s", err, stderr.String())
+	}
+	got := contentionBy(t, ours)
+	t.Logf("ours: %v", got)
+	if len(args) > 0 {
+		for _, fn := range []string{"main.contend", "main.waitChan"} {
+			if got[fn][0] == 0 || got[fn][1] == 0 {
+				t.Errorf("%s: no blocking seen, with the target's block profile off: %v", fn, got)
+			}
+		}
+		return
+	}
+	own := filepath.Join(dir, "block-own.pb.gz")
+	fmt.Fprintf(stdin, "profile block %s\n", own)
+	if f := next("profile"); f["err"] != "<nil>" {
+		t.Fatalf("the target's own block profile: %v", f["err"])
+	}
+	want := contentionBy(t, own)
+	t.Logf("the target's: %v", want)
+	top := func(m map[string][2]int64) (best string) {
+		for fn, v := range m {
+			if best == "" || v[1] > m[best][1] {
+				best = fn
+			}
+		}
+		return best
+	}
+	if top(got) != "main.contend" || top(want) != "main.contend" {
+		t.Errorf("top function by delay: ours %q, the target's %q, want main.contend", top(got), top(want))
+	}
+	for _, fn := range []string{"main.contend", "main.waitChan"} {
+		g, w := got[fn], want[fn]
+		if w[1] == 0 || math.Abs(float64(g[1]-w[1])) > 0.10*float64(w[1]) {
+			t.Errorf("%s: ours %d ns, the target's %d ns: more than 10%% apart", fn, g[1], w[1])
+		}
+	}
+	if g, w := got["main.waitChan"][0], want["main.waitChan"][0]; g != w {
+		t.Errorf("main.waitChan: ours %d contentions, the target's %d", g, w)
 	}
 }

@@ -21,18 +21,19 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/sampler"
 )
 
-const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap|mutex|block [--duration 30s] -o out.pb.gz"
+const profileUsage = "Usage: gonetscope profile --pid PID --kind netpoll|cpu|offcpu|heap|mutex|block [--contention] [--duration 30s] -o out.pb.gz"
 
 func profileCmd(args []string) error {
 	fs := flag.NewFlagSet("profile", flag.ContinueOnError)
 	var (
 		pid      = fs.Int("pid", 0, "PID of the Go program to profile")
-		kind     = fs.String("kind", "netpoll", "netpoll (time parked in the netpoller), cpu (on-CPU samples), offcpu (time off CPU), heap (the runtime's own allocation samples, read from memory), mutex or block (the runtime's own contention records, when the program enabled them)")
+		kind     = fs.String("kind", "netpoll", "netpoll (time parked in the netpoller), cpu (on-CPU samples), offcpu (time off CPU), heap (the runtime's own allocation samples, read from memory), mutex or block (the runtime's own contention records, when the program enabled them; block with --contention: measured with uprobes)")
 		duration = fs.Duration("duration", 30*time.Second, "how long to profile (Ctrl-C or the target's exit ends it earlier)")
 		out      = fs.String("o", "", "write the profile (gzipped pprof protobuf) to this file")
 		freq     = fs.Uint64("frequency", 99, "cpu: samples per second per CPU")
 		full     = fs.Bool("full-stacks", false, "netpoll: keep the runtime, syscall and internal/poll frames below the call that waited")
 		ready    = fs.String("ready-file", "", "create this file once profiling has started")
+		contend  = fs.Bool("contention", false, "block: measure it for --duration with uprobes on the runtime's blocking slow paths (locks, channels, select, sync.Cond), whether or not the program records a block profile itself")
 	)
 	fs.StringVar(out, "output", "", "same as -o")
 	fs.SetOutput(io.Discard)
@@ -58,11 +59,13 @@ func profileCmd(args []string) error {
 		return errors.New("no output file: give one with -o out.pb.gz")
 	case *freq == 0 || *freq > 10000:
 		return fmt.Errorf("--frequency %d: use 1 to 10000 samples per second", *freq)
+	case *contend && *kind != "block":
+		return fmt.Errorf("--contention makes a block profile (where goroutines waited): use it with --kind block, not %s", *kind)
 	}
 	// heap, mutex and block load nothing into the kernel: they read the
 	// target's memory, and need no tracefs (which checkPrivileges may
 	// mount by executing gonetscope again).
-	fromMemory := *kind == "heap" || *kind == "mutex" || *kind == "block"
+	fromMemory := *kind == "heap" || *kind == "mutex" || (*kind == "block" && !*contend)
 	if !fromMemory {
 		if err := checkPrivileges(); err != nil {
 			return err
@@ -87,8 +90,10 @@ func profileCmd(args []string) error {
 	}
 
 	var collect func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error)
-	switch *kind {
-	case "netpoll":
+	switch {
+	case *contend:
+		collect, err = startContention(p, sym)
+	case *kind == "netpoll":
 		collect, err = startNetpoll(p, sym.Bin, !*full)
 	default:
 		collect, err = startSampler(p, sampler.Kind(*kind), *freq)

@@ -53,12 +53,7 @@ func AfterCalls(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]S
 	if err != nil {
 		return nil, err
 	}
-	targets := map[uint64]bool{}
-	for _, in := range insts {
-		if in.jump != 0 {
-			targets[in.jump] = true
-		}
-	}
+	targets := jumpTargets(insts)
 	var out []Site
 	for _, call := range calls {
 		s, err := afterCall(insts, targets, caller, call)
@@ -91,6 +86,62 @@ func afterCall(insts []decoded, targets map[uint64]bool, caller string, call Sit
 	return Site{}, fmt.Errorf("%s: no call at %#x", caller, call.Addr)
 }
 
+// ResumeSites finds, for each call in calls (in caller), where a uprobe
+// fires once the goroutine runs again after the call returned: the first
+// instruction after it that the kernel emulates (a NOP, a conditional or
+// direct jump, a direct call; NOP, B, B.cond, CBZ, CBNZ, BL on arm64),
+// with no other branch in between, and none of the instructions from the
+// return address to it a jump target in caller. Unlike AfterCalls, the
+// instructions in between may change registers: only g (R14, R28 on
+// arm64), which Go code never changes, is read there.
+func ResumeSites(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]Site, error) {
+	insts, err := decodeFunc(f, funcs, caller)
+	if err != nil {
+		return nil, err
+	}
+	targets := jumpTargets(insts)
+	var out []Site
+	for _, call := range calls {
+		s, err := resumeAfter(insts, targets, caller, call)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func jumpTargets(insts []decoded) map[uint64]bool {
+	targets := map[uint64]bool{}
+	for _, in := range insts {
+		if in.jump != 0 {
+			targets[in.jump] = true
+		}
+	}
+	return targets
+}
+
+func resumeAfter(insts []decoded, targets map[uint64]bool, caller string, call Site) (Site, error) {
+	for i, in := range insts {
+		if in.site.Addr != call.Addr {
+			continue
+		}
+		for _, next := range insts[i+1:] {
+			if targets[next.site.Addr] {
+				return Site{}, fmt.Errorf("%s: the instruction at %#x after the call at %#x is a jump target", caller, next.site.Addr, call.Addr)
+			}
+			if next.class == classEmulated || next.call != 0 || next.jump != 0 {
+				return next.site, nil
+			}
+			if next.branch {
+				break
+			}
+		}
+		return Site{}, fmt.Errorf("%s: no emulated instruction after the call at %#x before a branch", caller, call.Addr)
+	}
+	return Site{}, fmt.Errorf("%s: no call at %#x", caller, call.Addr)
+}
+
 type instClass int
 
 const (
@@ -104,6 +155,8 @@ type decoded struct {
 	call  uint64 // target of a direct call, or 0
 	jump  uint64 // target of a direct jump, or 0
 	class instClass
+	// branch: any jump, call or return, direct or not (and traps).
+	branch bool
 }
 
 // decodeFunc disassembles fn.
@@ -153,6 +206,14 @@ func decodeFunc(f *elf.File, funcs FuncLookup, fn string) ([]decoded, error) {
 			if isRel && inst.Op != x86asm.CALL {
 				d.jump = uint64(int64(next) + int64(rel))
 			}
+			switch inst.Op {
+			case x86asm.CALL, x86asm.JMP, x86asm.RET, x86asm.LCALL, x86asm.LJMP, x86asm.LRET, x86asm.INT, x86asm.UD1, x86asm.UD2,
+				x86asm.LOOP, x86asm.LOOPE, x86asm.LOOPNE, x86asm.SYSCALL:
+				d.branch = true
+			}
+			if d.class == classEmulated && inst.Op != x86asm.NOP {
+				d.branch = true
+			}
 			out = append(out, d)
 			pc = next
 		}
@@ -172,6 +233,11 @@ func decodeFunc(f *elf.File, funcs FuncLookup, fn string) ([]decoded, error) {
 						d.jump = uint64(int64(pc) + int64(rel))
 					}
 				}
+			}
+			switch inst.Op {
+			case arm64asm.B, arm64asm.BL, arm64asm.BR, arm64asm.BLR, arm64asm.RET, arm64asm.CBZ, arm64asm.CBNZ,
+				arm64asm.TBZ, arm64asm.TBNZ, arm64asm.BRK, arm64asm.SVC:
+				d.branch = true
 			}
 			switch inst.Op {
 			case arm64asm.NOP, arm64asm.CBZ, arm64asm.CBNZ:

@@ -1,0 +1,219 @@
+// Package contention loads bpf/contention.bpf.c: how long the goroutines
+// of a Go program block on sync.Mutex, RWMutex, WaitGroup, sync.Cond,
+// channels and select, by stack and wait reason, from uprobes on the
+// runtime's blocking slow paths (opt-in: gonetscope profile --kind block
+// --contention). It works whether or not the program turned on its own
+// block or mutex profile.
+package contention
+
+import (
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
+)
+
+// blockingCalls are the runtime functions whose parks are contention,
+// and what they park with: gopark (reason its third argument) or
+// goparkunlock (its second), whichever the compiler left as a call.
+// Network waits (netpollblock), sleeps and the runtime's own workers
+// park elsewhere and are not probed.
+var blockingCalls = []string{
+	"runtime.semacquire1",         // sync.Mutex, RWMutex, WaitGroup (sync.runtime_Semacquire*)
+	"runtime.chanrecv",            // <-ch
+	"runtime.chansend",            // ch <- v
+	"runtime.selectgo",            // select
+	"sync.runtime_notifyListWait", // sync.Cond.Wait (runtime.notifyListWait, by its linkname)
+}
+
+// parkers are the callees of blockingCalls that park, with the program
+// that reads their wait reason.
+var parkers = []struct{ callee, prog string }{
+	{"runtime.gopark", contentionProgBlockGopark},
+	{"runtime.goparkunlock", contentionProgBlockGoparkunlock},
+}
+
+// Probe is one uprobe: where, and which program.
+type Probe struct {
+	goruntime.Site
+	Prog string
+}
+
+// Sites finds the probes in the runtime of f: for each park in
+// blockingCalls, the call (block) and the first emulated instruction
+// after it (unblock). A function the program does not have (the linker
+// left it out: nothing calls it) is passed over; one with no park found
+// is left out and named in skipped (the runtime's code differs: the rest
+// still serve); none at all is an error.
+func Sites(f *elf.File, funcs goruntime.FuncLookup) (probes []Probe, skipped []string, err error) {
+	for _, caller := range blockingCalls {
+		if _, _, ok := funcs(caller); !ok {
+			continue
+		}
+		var found []Probe
+		var why []string
+		for _, p := range parkers {
+			calls, err := goruntime.CallSites(f, funcs, caller, p.callee)
+			if err != nil {
+				why = append(why, err.Error())
+				continue
+			}
+			resumes, err := goruntime.ResumeSites(f, funcs, caller, calls)
+			if err != nil {
+				why = append(why, err.Error())
+				found = nil
+				break
+			}
+			for i := range calls {
+				found = append(found, Probe{calls[i], p.prog}, Probe{resumes[i], contentionProgUnblock})
+			}
+		}
+		if len(found) == 0 {
+			skipped = append(skipped, fmt.Sprintf("%s (%s)", caller, strings.Join(why, "; ")))
+			continue
+		}
+		probes = append(probes, found...)
+	}
+	if len(probes) == 0 {
+		return nil, skipped, fmt.Errorf("no blocking call of the runtime found: %s", strings.Join(skipped, "; "))
+	}
+	// Where runtime.ready cannot be probed, a block's delay runs until
+	// the goroutine ran again, scheduling delay included.
+	if s, err := goruntime.EntryBranch(f, funcs, "runtime.ready"); err == nil {
+		probes = append(probes, Probe{s, contentionProgReady})
+	} else {
+		skipped = append(skipped, fmt.Sprintf("runtime.ready (%v): delays include the scheduler's", err))
+	}
+	return probes, skipped, nil
+}
+
+// Objects are the loaded programs and maps, and the uprobes per target.
+type Objects struct {
+	coll  *ebpf.Collection
+	links map[int][]link.Link
+}
+
+// Load loads the programs.
+func Load() (*Objects, error) {
+	spec, err := loadContention()
+	if err != nil {
+		return nil, err
+	}
+	bpfobj.NoEvents(spec)
+	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{})
+	if err != nil {
+		return nil, bpfobj.LoadError("contention BPF object", err)
+	}
+	return &Objects{coll: coll, links: map[int][]link.Link{}}, nil
+}
+
+// Close detaches and unloads everything.
+func (o *Objects) Close() error {
+	for pid := range o.links {
+		o.Detach(pid)
+	}
+	o.coll.Close()
+	return nil
+}
+
+// Attach places the probes in the running Go process p (its executable
+// through /proc/PID/exe) and returns the blocking calls it could not
+// probe.
+func (o *Objects) Attach(p *goruntime.Process) (skipped []string, err error) {
+	if p.Bin.Offsets.GGoid == 0 {
+		return nil, errors.New("runtime.g offsets unknown")
+	}
+	exe := proc.Path(p.PID, "exe")
+	fh, err := os.Open(exe)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	f, err := elf.NewFile(fh)
+	if err != nil {
+		return nil, err
+	}
+	probes, skipped, err := Sites(f, p.Syms.Func)
+	if err != nil {
+		return nil, err
+	}
+	if err := o.coll.Maps[contentionMapGoidOffsets].Put(uint32(p.PID), uint32(p.Bin.Offsets.GGoid)); err != nil {
+		return nil, err
+	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return nil, err
+	}
+	for _, pr := range probes {
+		up, err := ex.Uprobe("", o.coll.Programs[pr.Prog], &link.UprobeOptions{Address: pr.FileOffset, PID: p.PID})
+		if err != nil {
+			o.Detach(p.PID)
+			return nil, fmt.Errorf("attaching uprobe at %#x (%s): %w", pr.Addr, pr.Inst, err)
+		}
+		o.links[p.PID] = append(o.links[p.PID], up)
+	}
+	return skipped, nil
+}
+
+// Detach removes pid's uprobes and forgets what it recorded.
+func (o *Objects) Detach(pid int) {
+	bpfobj.CloseAll(o.links[pid])
+	delete(o.links, pid)
+	o.coll.Maps[contentionMapGoidOffsets].Delete(uint32(pid))
+	bpfobj.DeleteWhere[contentionBlockedKey, contentionBlocked](o.coll.Maps[contentionMapBlocked],
+		func(k *contentionBlockedKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[contentionContentionKey, contentionContentionValue](o.coll.Maps[contentionMapContentions],
+		func(k *contentionContentionKey) bool { return k.Pid == uint32(pid) })
+}
+
+// Record is the blocking of one stack for one wait reason.
+type Record struct {
+	Stack   []uint64 // user pcs, innermost first (the blocking call first)
+	Reason  uint8    // the runtime's waitReason (goruntime.Binary.WaitReason)
+	Count   uint64   // times a goroutine blocked there
+	DelayNs uint64   // their blocked time, until each was made runnable
+	// SchedDelayNs is the time from runnable to running again.
+	SchedDelayNs uint64
+}
+
+// Records returns what pid's goroutines blocked on since the attach, and
+// how many blocks were lost (their stack, or the map, full).
+func (o *Objects) Records(pid int) ([]Record, uint64, error) {
+	var (
+		k   contentionContentionKey
+		v   contentionContentionValue
+		out []Record
+	)
+	stacks := o.coll.Maps[contentionMapContentionStacks]
+	it := o.coll.Maps[contentionMapContentions].Iterate()
+	for it.Next(&k, &v) {
+		if k.Pid != uint32(pid) || k.StackId < 0 {
+			continue
+		}
+		stack, err := bpfobj.ReadStack(stacks, k.StackId)
+		if err != nil {
+			continue
+		}
+		out = append(out, Record{Stack: stack, Reason: uint8(k.Reason), Count: v.Count, DelayNs: v.DelayNs, SchedDelayNs: v.SchedDelayNs})
+	}
+	if err := it.Err(); err != nil {
+		return nil, 0, fmt.Errorf("reading contentions: %w", err)
+	}
+	var lost uint64
+	for _, which := range []uint32{0, 1} {
+		n, err := bpfobj.SumPerCPU(o.coll.Maps[contentionMapContentionLost], which)
+		if err != nil {
+			return nil, 0, fmt.Errorf("reading lost contentions: %w", err)
+		}
+		lost += n
+	}
+	return out, lost, nil
+}
