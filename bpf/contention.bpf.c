@@ -20,7 +20,9 @@
  * Park -> ready is its delay, as the runtime's own block profile counts
  * it (the runtime stamps the waiter at ready); ready -> run again is the
  * scheduler's delay, kept apart. Only these slow paths are probed: a lock
- * taken without waiting costs nothing.
+ * taken without waiting costs nothing. Every block counts in
+ * `contentions`; one whose delay reaches min_block_ns is also sent as a
+ * contention event (gonetscope trace --contention).
  */
 
 #include "gonetscope.h"
@@ -93,6 +95,36 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } contention_lost SEC(".maps");
+
+enum contention_event_type {
+	EVENT_CONTENTION = 8,
+};
+
+struct contention_event {
+	struct event_header hdr;
+	__u64 delay_ns;       /* park -> ready (-> run where no ready was seen) */
+	__u64 sched_delay_ns; /* ready -> run */
+	__s32 stack_id;       /* in contention_stacks; < 0: not kept */
+	__u32 reason;         /* the runtime's waitReason */
+};
+
+/* Blocks at least this long are sent as events; user space sets it
+ * before load (the maximum: none, as for profile). */
+const volatile __u64 min_block_ns = ~0ULL;
+
+/* Events wake the reader at most every wakeup_interval_ns. */
+const volatile __u64 wakeup_interval_ns = 50000000;
+__u64 last_wakeup_ns = 0;
+
+static __always_inline void submit(void *e)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, now = bpf_ktime_get_ns();
+	if (now - last_wakeup_ns >= wakeup_interval_ns) {
+		last_wakeup_ns = now;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+}
 
 static __always_inline void count_contention_lost(__u32 which)
 {
@@ -176,6 +208,20 @@ int unblock(struct pt_regs *ctx)
 	}
 	struct contention_key ck = {.pid = k.pid, .stack_id = b->stack_id, .reason = b->reason};
 	bpf_map_delete_elem(&blocked, &k);
+	if (delay >= min_block_ns) {
+		struct contention_event *e = reserve_event(struct contention_event, (enum event_type)EVENT_CONTENTION);
+		if (e) {
+			__u64 pid_tgid = bpf_get_current_pid_tgid();
+			fill_header(&e->hdr, (enum event_type)EVENT_CONTENTION, pid_tgid);
+			e->hdr.goid = k.goid;
+			e->hdr.goid_ok = 1;
+			e->delay_ns = delay;
+			e->sched_delay_ns = sched;
+			e->stack_id = ck.stack_id;
+			e->reason = ck.reason;
+			submit(e);
+		}
+	}
 	if (ck.stack_id < 0) {
 		count_contention_lost(0);
 		ck.stack_id = -1;
@@ -195,3 +241,7 @@ int unblock(struct pt_regs *ctx)
 	__sync_fetch_and_add(&v->sched_delay_ns, sched);
 	return 0;
 }
+
+/* Keep the event types in BTF so bpf2go can generate their Go twins. */
+const struct contention_event *unused_contention_event __attribute__((unused));
+const enum contention_event_type *unused_contention_event_type __attribute__((unused));

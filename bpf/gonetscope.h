@@ -106,7 +106,7 @@ struct user_stack {
 
 /* Entries of the per-CPU array `lost`: events that found the ring buffer
  * full, by enum event_type. */
-#define LOST_MAX 8
+#define LOST_MAX 16
 
 /* The current task. bpf_get_current_task_btf() (5.11) gives a typed
  * pointer; before it, the untyped one is read the same way (BPF_CORE_READ). */

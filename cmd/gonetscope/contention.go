@@ -55,7 +55,7 @@ func contentionProfile(p proc.Process, sym *goruntime.Process, kind string, f *o
 // runnable (as the runtime's own block profile), sched_delay from then
 // until it ran.
 func startContention(p proc.Process, sym *goruntime.Process) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
-	o, err := contention.Load()
+	o, err := contention.Load(contention.Options{})
 	if err != nil {
 		return nil, err
 	}

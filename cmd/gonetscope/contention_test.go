@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +227,64 @@ func checkContentionProbes(t *testing.T, bin string, args ...string) {
 	}
 	if g, w := got["main.waitChan"][0], want["main.waitChan"][0]; g != w {
 		t.Errorf("main.waitChan: ours %d contentions, the target's %d", g, w)
+	}
+}
+
+// contentionEv is a contention event.
+type contentionEv struct {
+	Event        string `json:"event"`
+	Goid         uint64 `json:"goid"`
+	WaitReason   string `json:"wait_reason"`
+	DelayNs      int64  `json:"delay_ns"`
+	SchedDelayNs int64  `json:"sched_delay_ns"`
+	Stack        []struct {
+		Func string `json:"func"`
+	} `json:"stack"`
+}
+
+// TestContentionEvents: trace --contention --min-block 50ms on
+// mutextarget writes exactly one contention event: its main goroutine
+// (goid 1) waiting in main.main for the contending goroutines
+// (sync.WaitGroup.Wait, about 100 ms; every other block there is shorter),
+// with a delay within 5% of what the target's own block profile records
+// for main.main (that wait and a receive of a few µs).
+func TestContentionEvents(t *testing.T) {
+	stdin, next := startTarget(t, exec.Command(buildTarget(t, "mutextarget")))
+	pid := int(next("ready")["pid"].(float64))
+	out := filepath.Join(t.TempDir(), "events")
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tracer, done, errOut := startGonetscopeTo(t, f, pid, "trace", "--contention", "--min-block", "50ms")
+	io.WriteString(stdin, "go\n")
+	next("contended")
+	own := filepath.Join(t.TempDir(), "block-own.pb.gz")
+	fmt.Fprintf(stdin, "profile block %s\n", own)
+	if f := next("profile"); f["err"] != "<nil>" {
+		t.Fatalf("the target's own block profile: %v", f["err"])
+	}
+	evs := waitEvents(t, out, func(evs []contentionEv) bool {
+		return slices.ContainsFunc(evs, func(e contentionEv) bool { return e.Event == "contention" })
+	})
+	time.Sleep(200 * time.Millisecond) // a second one would be out by now
+	stopGonetscope(t, tracer, done, errOut, os.Interrupt, 10*time.Second)
+	evs = slices.DeleteFunc(eventsIn[contentionEv](t, out), func(e contentionEv) bool { return e.Event != "contention" })
+	want := contentionBy(t, own)["main.main"]
+	t.Logf("contention events %+v; the target's block profile for main.main: %v", evs, want)
+	if len(evs) != 1 {
+		t.Fatalf("%d contention events, want 1", len(evs))
+	}
+	e := evs[0]
+	inMain := slices.ContainsFunc(e.Stack, func(f struct {
+		Func string `json:"func"`
+	}) bool {
+		return f.Func == "main.main"
+	})
+	if e.Goid != 1 || !inMain || (e.WaitReason != "sync.WaitGroup.Wait" && e.WaitReason != "semacquire") {
+		t.Errorf("contention event %+v: want goid 1 in main.main, waiting in sync.WaitGroup.Wait", e)
+	}
+	if math.Abs(float64(e.DelayNs-want[1])) > 0.05*float64(want[1]) {
+		t.Errorf("delay %d ns, the target's own block profile %d ns for main.main: more than 5%% apart", e.DelayNs, want[1])
 	}
 }

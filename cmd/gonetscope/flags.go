@@ -20,7 +20,8 @@ type tracingFlags struct {
 	output, hooks, metricsAddr, events, waits, connections string
 	minWait, goroutineEvery, overflowEvy                   time.Duration
 	slowRequest                                            time.Duration
-	requests                                               bool
+	requests, contention                                   bool
+	minBlock                                               time.Duration
 	summaryEvery, pollEvery                                time.Duration
 	healthEvery, noDeadlineAfter                           time.Duration
 	ringBufferBytes, maxRate, procs                        int
@@ -41,6 +42,8 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.BoolVar(&f.stacks, "stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	fs.BoolVar(&f.goroutines, "goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 	fs.BoolVar(&f.requests, "requests", false, "trace net/http server and client requests: http_request and http_client_request events, request-duration histograms (uprobes on emulated instructions in the target)")
+	fs.BoolVar(&f.contention, "contention", false, "measure blocking on locks, channels, select and sync.Cond: contention events (uprobes on the runtime's blocking slow paths; a lock taken without waiting costs nothing)")
+	fs.DurationVar(&f.minBlock, "min-block", 10*time.Millisecond, "with --contention: write a contention event for each block at least this long")
 	fs.DurationVar(&f.slowRequest, "slow-request", 500*time.Millisecond, "with --requests: write http_request and http_client_request for requests at least this long (0: all); every request counts in the histograms")
 	fs.DurationVar(&f.goroutineEvery, "goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")
 	fs.DurationVar(&f.overflowEvy, "overflow-interval", 100*time.Millisecond, "how often listeners' accept queues are sampled (listen_overflow)")
@@ -78,6 +81,9 @@ func (f *tracingFlags) check() error {
 	}
 	if f.overflowEvy <= 0 {
 		return fmt.Errorf("--overflow-interval %v: give a positive duration such as 100ms", f.overflowEvy)
+	}
+	if f.minBlock <= 0 {
+		return fmt.Errorf("--min-block %v: give a positive duration such as 10ms", f.minBlock)
 	}
 	if f.slowRequest < 0 {
 		return fmt.Errorf("--slow-request %v: give a duration such as 500ms, or 0 for every request", f.slowRequest)
@@ -127,7 +133,7 @@ func (f *tracingFlags) open(tune ...func(*tracer.Options)) (sink tracer.Sink, fi
 	}
 	opts := tracer.Options{MinWait: f.minWait, Hooks: f.hooks, RingBufferBytes: uint32(f.ringBufferBytes),
 		Stacks: f.stacks, Goroutines: f.goroutines, GoroutineInterval: f.goroutineEvery, OverflowInterval: f.overflowEvy,
-		Requests: f.requests, SlowRequest: f.slowRequest,
+		Requests: f.requests, SlowRequest: f.slowRequest, Contention: f.contention, MinBlock: f.minBlock,
 		PollInterval: f.pollEvery, Events: f.kinds, HealthInterval: f.healthEvery, NoDeadlineAfter: f.noDeadlineAfter, IdleWaits: f.idleWaits, AllConnections: f.connections == "all",
 		SummaryInterval: summaryInterval(f.summaryEvery), MaxEventsPerSec: f.maxRate}
 	for _, t := range tune {

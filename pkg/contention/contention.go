@@ -2,8 +2,9 @@
 // of a Go program block on sync.Mutex, RWMutex, WaitGroup, sync.Cond,
 // channels and select, by stack and wait reason, from uprobes on the
 // runtime's blocking slow paths (opt-in: gonetscope profile --kind block
-// --contention). It works whether or not the program turned on its own
-// block or mutex profile.
+// --contention, and trace --contention, which sends the blocks of at least
+// --min-block as contention events). It works whether or not the program
+// turned on its own block or mutex profile.
 package contention
 
 import (
@@ -12,11 +13,14 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
@@ -99,20 +103,86 @@ func Sites(f *elf.File, funcs goruntime.FuncLookup) (probes []Probe, skipped []s
 type Objects struct {
 	coll  *ebpf.Collection
 	links map[int][]link.Link
+
+	mu sync.Mutex
+	// bins name each target's wait reasons in its events.
+	bins map[uint32]*goruntime.Binary
+}
+
+// Options change the object before it is loaded.
+type Options struct {
+	// MinBlock is the shortest block sent as a contention event; zero
+	// sends none (a profile reads the counts only).
+	MinBlock time.Duration
+	// RingBufferBytes sizes the event ring buffer (a power of two, a
+	// multiple of the page size); zero: one page without events, else
+	// 1 MiB.
+	RingBufferBytes uint32
 }
 
 // Load loads the programs.
-func Load() (*Objects, error) {
+func Load(opts Options) (*Objects, error) {
 	spec, err := loadContention()
 	if err != nil {
 		return nil, err
 	}
-	bpfobj.NoEvents(spec)
+	switch {
+	case opts.RingBufferBytes != 0:
+		spec.Maps[contentionMapEvents].MaxEntries = opts.RingBufferBytes
+	case opts.MinBlock == 0:
+		spec.Maps[contentionMapEvents].MaxEntries = uint32(os.Getpagesize())
+	}
+	if opts.MinBlock > 0 {
+		if err := spec.Variables[contentionVarMinBlockNs].Set(uint64(opts.MinBlock.Nanoseconds())); err != nil {
+			return nil, fmt.Errorf("setting min_block_ns: %w", err)
+		}
+	}
 	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{})
 	if err != nil {
 		return nil, bpfobj.LoadError("contention BPF object", err)
 	}
-	return &Objects{coll: coll, links: map[int][]link.Link{}}, nil
+	return &Objects{coll: coll, links: map[int][]link.Link{}, bins: map[uint32]*goruntime.Binary{}}, nil
+}
+
+// Hooks names the mechanism, for the attached event.
+func (o *Objects) Hooks() map[string]string { return map[string]string{"contention": "uprobe"} }
+
+// Events is the ring buffer of contention events.
+func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[contentionMapEvents] }
+
+// Lost returns how many contention events found the ring buffer full.
+func (o *Objects) Lost() (map[string]uint64, error) {
+	return bpfobj.LostCounts(o.coll.Maps[contentionMapLost], map[contentionContentionEventType]string{
+		contentionContentionEventTypeEVENT_CONTENTION: "contention",
+	})
+}
+
+// Decode turns one ring buffer record into a contention event, its
+// stack (where it blocked) unsymbolized.
+func (o *Objects) Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
+	r, err := bpfobj.View[contentionContentionEvent](raw)
+	if err != nil {
+		return nil, err
+	}
+	if contentionContentionEventType(r.Hdr.Type) != contentionContentionEventTypeEVENT_CONTENTION {
+		return nil, fmt.Errorf("contention: unknown event type %d", r.Hdr.Type)
+	}
+	h, err := bpfobj.View[bpfobj.EventHeader](raw)
+	if err != nil {
+		return nil, err
+	}
+	e := &event.Contention{Header: h.Header("contention", clock), DelayNs: r.DelayNs, SchedDelayNs: r.SchedDelayNs}
+	if r.StackId >= 0 {
+		if stack, err := bpfobj.ReadStack(o.coll.Maps[contentionMapContentionStacks], r.StackId); err == nil {
+			e.Stack = &event.Stack{PCs: stack}
+		}
+	}
+	o.mu.Lock()
+	if b := o.bins[r.Hdr.Pid]; b != nil {
+		e.WaitReason = b.WaitReason(uint8(r.Reason))
+	}
+	o.mu.Unlock()
+	return e, nil
 }
 
 // Close detaches and unloads everything.
@@ -145,6 +215,9 @@ func (o *Objects) Attach(p *goruntime.Process) (skipped []string, err error) {
 	if err != nil {
 		return nil, err
 	}
+	o.mu.Lock()
+	o.bins[uint32(p.PID)] = p.Bin
+	o.mu.Unlock()
 	if err := o.coll.Maps[contentionMapGoidOffsets].Put(uint32(p.PID), uint32(p.Bin.Offsets.GGoid)); err != nil {
 		return nil, err
 	}
@@ -168,6 +241,9 @@ func (o *Objects) Detach(pid int) {
 	bpfobj.CloseAll(o.links[pid])
 	delete(o.links, pid)
 	o.coll.Maps[contentionMapGoidOffsets].Delete(uint32(pid))
+	o.mu.Lock()
+	delete(o.bins, uint32(pid))
+	o.mu.Unlock()
 	bpfobj.DeleteWhere[contentionBlockedKey, contentionBlocked](o.coll.Maps[contentionMapBlocked],
 		func(k *contentionBlockedKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[contentionContentionKey, contentionContentionValue](o.coll.Maps[contentionMapContentions],

@@ -28,6 +28,21 @@ type contentionBlockedKey struct {
 	Goid uint64
 }
 
+type contentionContentionEvent struct {
+	_            structs.HostLayout
+	Hdr          contentionEventHeader
+	DelayNs      uint64
+	SchedDelayNs uint64
+	StackId      int32
+	Reason       uint32
+}
+
+type contentionContentionEventType uint32
+
+const (
+	contentionContentionEventTypeEVENT_CONTENTION contentionContentionEventType = 8
+)
+
 type contentionContentionKey struct {
 	_       structs.HostLayout
 	Pid     uint32
@@ -40,6 +55,19 @@ type contentionContentionValue struct {
 	Count        uint64
 	DelayNs      uint64
 	SchedDelayNs uint64
+}
+
+type contentionEventHeader struct {
+	_      structs.HostLayout
+	TimeNs uint64
+	Goid   uint64
+	Pid    uint32
+	Tid    uint32
+	Type   uint8
+	GoidOk uint8
+	Pad    [2]uint8
+	NsTid  uint32
+	Comm   [16]int8
 }
 
 type contentionTarget struct {
@@ -62,19 +90,24 @@ type contentionTarget struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	contentionMapBlocked            = "blocked"
-	contentionMapContentionLost     = "contention_lost"
-	contentionMapContentionStacks   = "contention_stacks"
-	contentionMapContentions        = "contentions"
-	contentionMapEvents             = "events"
-	contentionMapGoidOffsets        = "goid_offsets"
-	contentionMapLost               = "lost"
-	contentionMapTargets            = "targets"
-	contentionProgBlockGopark       = "block_gopark"
-	contentionProgBlockGoparkunlock = "block_goparkunlock"
-	contentionProgReady             = "ready"
-	contentionProgUnblock           = "unblock"
-	contentionVarUnusedEventType    = "unused_event_type"
+	contentionMapBlocked                   = "blocked"
+	contentionMapContentionLost            = "contention_lost"
+	contentionMapContentionStacks          = "contention_stacks"
+	contentionMapContentions               = "contentions"
+	contentionMapEvents                    = "events"
+	contentionMapGoidOffsets               = "goid_offsets"
+	contentionMapLost                      = "lost"
+	contentionMapTargets                   = "targets"
+	contentionProgBlockGopark              = "block_gopark"
+	contentionProgBlockGoparkunlock        = "block_goparkunlock"
+	contentionProgReady                    = "ready"
+	contentionProgUnblock                  = "unblock"
+	contentionVarLastWakeupNs              = "last_wakeup_ns"
+	contentionVarMinBlockNs                = "min_block_ns"
+	contentionVarUnusedContentionEvent     = "unused_contention_event"
+	contentionVarUnusedContentionEventType = "unused_contention_event_type"
+	contentionVarUnusedEventType           = "unused_event_type"
+	contentionVarWakeupIntervalNs          = "wakeup_interval_ns"
 )
 
 // loadContention returns the embedded CollectionSpec for contention.
@@ -143,7 +176,12 @@ type contentionMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type contentionVariableSpecs struct {
-	UnusedEventType *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	LastWakeupNs              *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
+	MinBlockNs                *ebpf.VariableSpec `ebpf:"min_block_ns"`
+	UnusedContentionEvent     *ebpf.VariableSpec `ebpf:"unused_contention_event"`
+	UnusedContentionEventType *ebpf.VariableSpec `ebpf:"unused_contention_event_type"`
+	UnusedEventType           *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	WakeupIntervalNs          *ebpf.VariableSpec `ebpf:"wakeup_interval_ns"`
 }
 
 // contentionObjects contains all objects after they have been loaded into the kernel.
@@ -193,7 +231,12 @@ func (m *contentionMaps) Close() error {
 //
 // It can be passed to loadContentionObjects or ebpf.CollectionSpec.LoadAndAssign.
 type contentionVariables struct {
-	UnusedEventType *ebpf.Variable `ebpf:"unused_event_type"`
+	LastWakeupNs              *ebpf.Variable `ebpf:"last_wakeup_ns"`
+	MinBlockNs                *ebpf.Variable `ebpf:"min_block_ns"`
+	UnusedContentionEvent     *ebpf.Variable `ebpf:"unused_contention_event"`
+	UnusedContentionEventType *ebpf.Variable `ebpf:"unused_contention_event_type"`
+	UnusedEventType           *ebpf.Variable `ebpf:"unused_event_type"`
+	WakeupIntervalNs          *ebpf.Variable `ebpf:"wakeup_interval_ns"`
 }
 
 // contentionPrograms contains all programs after they have been loaded into the kernel.

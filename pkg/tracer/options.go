@@ -40,6 +40,11 @@ type Options struct {
 	// (zero: all).
 	Requests    bool
 	SlowRequest time.Duration
+	// Contention measures blocking on locks, channels, select and
+	// sync.Cond (uprobes, pkg/contention) and writes a contention event
+	// for each block of at least MinBlock (zero: 10ms).
+	Contention bool
+	MinBlock   time.Duration
 	// HealthInterval is how often each target's GC records and fds are
 	// read (gc, fd_pressure). Zero: 1s. NoDeadlineAfter is how long a
 	// goroutine stays parked on a socket without a deadline before

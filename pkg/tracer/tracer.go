@@ -14,6 +14,7 @@
 package tracer
 
 import (
+	"cmp"
 	"maps"
 	"runtime/debug"
 	"slices"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/contention"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/execwatch"
 	"github.com/gonetscope/gonetscope/pkg/goroutines"
@@ -164,6 +166,13 @@ func (t *Tracer) load() error {
 		if err := t.loadRequests(); err != nil {
 			return err
 		}
+	}
+	if opts.Contention {
+		c, err := contention.Load(contention.Options{MinBlock: cmp.Or(opts.MinBlock, 10*time.Millisecond), RingBufferBytes: opts.RingBufferBytes})
+		if err != nil {
+			return err
+		}
+		t.plug(t.contentionTracking(c))
 	}
 	var lifecycle *goroutines.Objects
 	if opts.Goroutines {
