@@ -164,6 +164,7 @@ func run() error {
 		{"every wait sent, gonetscope's Go code on every CPU (--procs 0; the default is 1)", "cost", gonetscopeMode(*gonetscope, append(everything, "--procs", "0")...)},
 		{"gonetscope, every wait sent: " + strings.Join(everything, " "), "both", gonetscopeMode(*gonetscope, everything...)},
 		{requestsMode, "overhead", gonetscopeMode(*gonetscope, "--requests")},
+		{contentionMode, "overhead", gonetscopeMode(*gonetscope, "--contention")},
 	}
 	if *before != "" {
 		modes = append(modes,
@@ -177,6 +178,7 @@ func run() error {
 			mode{"caddy: " + defaultsMode, "caddy", gonetscopeMode(*gonetscope)},
 			mode{"caddy: gonetscope, every wait sent: " + strings.Join(everything, " "), "caddy", gonetscopeMode(*gonetscope, everything...)},
 			mode{"caddy: " + requestsMode, "caddy", gonetscopeMode(*gonetscope, "--requests")},
+			mode{"caddy: " + contentionMode, "caddy", gonetscopeMode(*gonetscope, "--contention")},
 			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
 	}
 	load0 := loadavg()
@@ -195,7 +197,7 @@ func run() error {
 	// since the stats add two clock reads to every program run.
 	stats := map[string]result{}
 	for _, m := range modes {
-		if m.name != defaultsMode && m.name != syscallMode && m.name != requestsMode {
+		if m.name != defaultsMode && m.name != syscallMode && m.name != requestsMode && m.name != contentionMode {
 			continue
 		}
 		res, err := measureStats(m)
@@ -230,6 +232,9 @@ const (
 	defaultsMode  = "gonetscope (defaults)"
 	syscallMode   = "gonetscope, syscall tracepoint path: --hooks tracepoint"
 	requestsMode  = "gonetscope, request tracing: --requests (uprobes in the server, per-route histograms)"
+	// contentionMode runs the contention probes: net/http parks on a
+	// sync.Cond per keep-alive request (connReader.abortPendingRead).
+	contentionMode = "gonetscope, contention: --contention (uprobes on the runtime's blocking slow paths)"
 )
 
 // progStat is one BPF program's runs and run time (kernel BPF stats).
@@ -931,9 +936,9 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 	fmt.Fprintf(&b, "\n## BPF programs' own time\n\n%s\n\n", statsMethod)
 	fmt.Fprintln(&b, "| program | path | runs per request | ns per run | ns per request | recursion misses |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
-	for _, name := range []string{defaultsMode, syscallMode, requestsMode} {
+	for _, name := range []string{defaultsMode, syscallMode, requestsMode, contentionMode} {
 		res := stats[name]
-		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests"}[name]
+		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests", contentionMode: "--contention"}[name]
 		var total uint64
 		progs := slices.Collect(maps.Keys(res.progs))
 		slices.SortFunc(progs, func(a, b string) int { return cmp.Compare(res.progs[b].ns, res.progs[a].ns) })
