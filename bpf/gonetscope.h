@@ -51,7 +51,10 @@ struct target {
 	/* The depth of the target's PID namespace below the host's: 0 outside
 	 * containers; else its thread ids there differ from the host's. */
 	__u8 pidns_level;
-	__u8 _pad[2];
+	/* pollDesc.rd and wd, the read and write deadlines; 0: unknown. */
+	__u16 pd_rd;
+	__u16 pd_wd;
+	__u8 _pad[6];
 };
 
 struct {

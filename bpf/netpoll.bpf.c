@@ -262,12 +262,14 @@ struct netpoll_wait_event {
 	__u64 wait_ns;        /* parked -> running again */
 	__u64 io_wait_ns;     /* parked -> the netpoller saw the fd ready */
 	__u64 sched_delay_ns; /* ready -> running again */
+	__s64 deadline_ns;    /* the deadline of the side it waited on, from the park (deadline DEADLINE_SET) */
 	__s32 fd;
 	__u32 park_tid;       /* the thread the goroutine parked on */
 	__u8 mode;            /* enum mode */
 	__u8 ready_seen;      /* the netpoller reported the fd; else woken otherwise (deadline) */
 	__u8 kind;            /* enum wait_kind */
-	__u8 _pad[5];
+	__u8 deadline;        /* enum deadline */
+	__u8 _pad[4];
 	struct user_stack stack; /* at the resume, with --stacks */
 };
 
@@ -499,6 +501,57 @@ static __always_inline void wait_record(__u32 pid, __u8 mode, __u64 wait, __u64 
 /* A wait ended: the parked goroutine runs again (both paths). Records it
  * in the histograms and the netpoll profile, and sends a netpoll_wait
  * event if it is worth a look. */
+enum deadline {
+	DEADLINE_NONE = 0,    /* none set, or not read */
+	DEADLINE_SET = 1,
+	DEADLINE_EXPIRED = 2, /* it expired: what woke the goroutine, or before */
+};
+
+/* The *pollDesc of a tagged epoll_event.data as Go's netpoller registers
+ * it (ptr = (data >> shr) << shl, tag = pollDesc.fdseq's low bits); 0
+ * for a mismatch: the netpoll eventfd, registered with a plain address,
+ * or a stale descriptor. */
+static __always_inline __u64 poll_desc(const struct target *t, __u64 data)
+{
+	if (!t->pd_tag_shr)
+		return data;
+	__u64 tag = data & ((1ULL << t->pd_tag_shr) - 1);
+	__u64 pd = (__u64)((__s64)data >> t->pd_tag_shr) << t->pd_tag_shl;
+	__u64 fdseq = 0;
+	if (bpf_probe_read_user(&fdseq, sizeof(fdseq), (void *)(pd + t->pd_fdseq)))
+		return 0;
+	return (fdseq & ((1ULL << t->pd_tag_shr) - 1)) == tag ? pd : 0;
+}
+
+/* The deadline of fd's read (or write) side now, a nanotime (the
+ * runtime's CLOCK_MONOTONIC, as bpf_ktime_get_ns): 0 for none or not
+ * found, negative once expired. The netpoller's registration of the
+ * socket is the one entry on its wait queue: an epitem whose data is the
+ * tagged *pollDesc (what epoll_pwait returns), checked against fd twice:
+ * the epitem's own fd and the pollDesc's. */
+static __always_inline __s64 fd_deadline(const struct target *t, struct sock *sk, __s32 fd, bool write)
+{
+	if (!sk || !t->pd_rd || !t->pd_wd)
+		return 0;
+	struct socket_wq *wq = BPF_CORE_READ(sk, sk_wq);
+	if (!wq)
+		return 0;
+	struct list_head *first = BPF_CORE_READ(wq, wait.head.next);
+	if (!first || (void *)first == (void *)wq + bpf_core_field_offset(struct socket_wq, wait.head))
+		return 0;
+	struct eppoll_entry *pwq = (void *)first - bpf_core_field_offset(struct eppoll_entry, wait.entry);
+	struct epitem *epi = BPF_CORE_READ(pwq, base);
+	if (!epi || BPF_CORE_READ(epi, ffd.fd) != fd)
+		return 0;
+	__u64 pd = poll_desc(t, BPF_CORE_READ(epi, event.data));
+	__s32 pd_fd;
+	__s64 deadline;
+	if (!pd || bpf_probe_read_user(&pd_fd, sizeof(pd_fd), (void *)(pd + t->pd_fd)) || pd_fd != fd ||
+	    bpf_probe_read_user(&deadline, sizeof(deadline), (void *)(pd + (write ? t->pd_wd : t->pd_rd))))
+		return 0;
+	return deadline;
+}
+
 static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pid_tgid,
 				     struct park_key key, struct park parked)
 {
@@ -536,9 +589,14 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	e->io_wait_ns = io;
 	e->sched_delay_ns = sched;
 	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
-	struct sock *sk = tcp_sock_of(sock_from_fd(key.fd));
+	struct sock *fsk = sock_from_fd(key.fd);
+	struct sock *sk = tcp_sock_of(fsk);
 	if (sk)
 		read_sk_addrs(sk, &e->addrs);
+	/* Read now, as the goroutine runs again: what it waited with. */
+	__s64 deadline = fd_deadline(t, fsk, key.fd, parked.mode == MODE_WRITE || parked.mode == MODE_CONNECT);
+	e->deadline = deadline > 0 ? DEADLINE_SET : deadline < 0 ? DEADLINE_EXPIRED : DEADLINE_NONE;
+	e->deadline_ns = deadline > 0 ? deadline - (__s64)(bpf_ktime_get_ns() - wait) : 0;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	capture_stack(ctx, t, &e->hdr, &e->stack);
 	submit(e);
@@ -699,18 +757,9 @@ struct {
 static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 now,
 				       struct epoll_event_go *ev)
 {
-	__u64 pd = ev->data;
-	if (t->pd_tag_shr) {
-		__u64 tag = pd & ((1ULL << t->pd_tag_shr) - 1);
-		pd = (__u64)((__s64)pd >> t->pd_tag_shr) << t->pd_tag_shl;
-		__u64 fdseq = 0;
-		/* The tag is pollDesc.fdseq: a mismatch is the netpoll eventfd
-		 * (registered with a plain address) or a stale descriptor. */
-		if (bpf_probe_read_user(&fdseq, sizeof(fdseq), (void *)(pd + t->pd_fdseq)))
-			return;
-		if ((fdseq & ((1ULL << t->pd_tag_shr) - 1)) != tag)
-			return;
-	}
+	__u64 pd = poll_desc(t, ev->data);
+	if (!pd)
+		return;
 	__s32 fd;
 	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(pd + t->pd_fd)))
 		return;
@@ -1038,6 +1087,7 @@ const struct epoll_wait_event *unused_epoll_wait_event __attribute__((unused));
 const enum mode *unused_mode __attribute__((unused));
 const enum cost_stage *unused_cost_stage __attribute__((unused));
 const enum wait_kind *unused_wait_kind __attribute__((unused));
+const enum deadline *unused_deadline __attribute__((unused));
 const struct conn_key *unused_conn_key __attribute__((unused));
 const struct parked_sock_key *unused_parked_sock_key __attribute__((unused));
 const struct netpoll_stack_key *unused_netpoll_stack_key __attribute__((unused));

@@ -144,6 +144,7 @@ type ev struct {
 	IoWaitNs     uint64                            `json:"io_wait_ns"`
 	SchedDelayNs uint64                            `json:"sched_delay_ns"`
 	ReadySeen    bool                              `json:"ready_seen"`
+	DeadlineNs   *int64                            `json:"deadline_ns"`
 	BlockNs      uint64                            `json:"block_ns"`
 	Hooks        map[string]string                 `json:"hooks"`
 	GoVersion    string                            `json:"go_version"`
@@ -1164,4 +1165,53 @@ func stopDeadline() time.Duration {
 		return time.Minute
 	}
 	return 10 * time.Second
+}
+
+// TestNetpollDeadline: a netpoll_wait carries the deadline of the side it
+// waited on, relative to the park, read from the fd's pollDesc: nettarget
+// sets a 5 s read deadline on its client connection right before the read
+// that waits -delay for the server, so deadline_ns is 5 s less the few µs
+// between the two (within 20 ms). Without a deadline the same wait has
+// no deadline_ns. On the default path and the syscall path, each of which
+// finds the pollDesc through the socket's epoll registration.
+func TestNetpollDeadline(t *testing.T) {
+	const deadline = 5 * time.Second
+	for _, c := range []struct {
+		set   bool
+		hooks string
+	}{{true, "auto"}, {false, "auto"}, {true, "tracepoint"}} {
+		set := c.set
+		t.Run(fmt.Sprintf("deadline=%v/%s", set, c.hooks), func(t *testing.T) {
+			args := []string{"-rounds", "1", "-delay", testDelay(t).String()}
+			if set {
+				args = append(args, "-read-deadline", deadline.String())
+			}
+			r := traceTarget(t, args, []string{"--hooks", c.hooks})
+			reads := r.factsOf("read")
+			if len(reads) != 1 {
+				t.Fatalf("target's read reports: %+v", reads)
+			}
+			var waits []ev
+			for _, e := range r.of("netpoll_wait") {
+				if e.FD == reads[0].FD && e.Mode == "read" && goidOf(t, e) == reads[0].Goid {
+					waits = append(waits, e)
+				}
+			}
+			if len(waits) != 1 {
+				t.Fatalf("netpoll_wait events of the read on fd %d: %+v", reads[0].FD, waits)
+			}
+			got := waits[0].DeadlineNs
+			switch {
+			case !set && got != nil:
+				t.Errorf("no deadline set, but deadline_ns %d", *got)
+			case set && got == nil:
+				t.Errorf("a %v read deadline set, but no deadline_ns", deadline)
+			case set && (*got > int64(deadline) || *got < int64(deadline-20*time.Millisecond)):
+				t.Errorf("deadline_ns %d, want %d less the few µs before the park", *got, int64(deadline))
+			}
+			if got != nil {
+				t.Logf("deadline_ns %d", *got)
+			}
+		})
+	}
 }

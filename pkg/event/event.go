@@ -265,6 +265,14 @@ type NetpollWait struct {
 	// netpoller reporting the fd (a deadline): all of WaitNs is IoWaitNs.
 	ReadySeen bool
 	ParkTID   uint32
+	// DeadlineNs is the deadline of the fd's side the goroutine waited on
+	// (read for read and accept, write for write and connect), relative
+	// to the park, when one is set (HasDeadline); DeadlineExpired when it
+	// had expired. Read from the fd's pollDesc as the goroutine runs
+	// again.
+	DeadlineNs      int64
+	HasDeadline     bool
+	DeadlineExpired bool
 }
 
 func (w *NetpollWait) MarshalZerologObject(e *zerolog.Event) {
@@ -279,6 +287,12 @@ func (w *NetpollWait) MarshalZerologObject(e *zerolog.Event) {
 		Uint64("sched_delay_ns", w.SchedDelayNs).
 		Bool("ready_seen", w.ReadySeen).
 		Uint32("park_tid", w.ParkTID)
+	if w.HasDeadline {
+		e.Int64("deadline_ns", w.DeadlineNs)
+	}
+	if w.DeadlineExpired {
+		e.Bool("deadline_expired", true)
+	}
 }
 
 // EpollWait: a runtime thread blocked in the netpoller's epoll_pwait.

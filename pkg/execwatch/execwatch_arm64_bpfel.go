@@ -26,7 +26,9 @@ type execwatchTarget struct {
 	PdTagShl   uint8
 	Stacks     uint8
 	PidnsLevel uint8
-	Pad        [2]uint8
+	PdRd       uint16
+	PdWd       uint16
+	Pad        [6]uint8
 }
 
 // Names of all BPF objects in the ELF.

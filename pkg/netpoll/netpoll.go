@@ -521,16 +521,19 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 		hdr := h.Header(eventNames[netpollEventTypeEVENT_NETPOLL_WAIT], clock)
 		hdr.Stack = bpfobj.Stack(r.Stack.Pcs[:], r.Stack.Len)
 		return &event.NetpollWait{
-			Header:       hdr,
-			FD:           r.Fd,
-			Mode:         modes[netpollMode(r.Mode)],
-			Kind:         kinds[netpollWaitKind(r.Kind)],
-			Addrs:        bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
-			WaitNs:       r.WaitNs,
-			IoWaitNs:     r.IoWaitNs,
-			SchedDelayNs: r.SchedDelayNs,
-			ReadySeen:    r.ReadySeen != 0,
-			ParkTID:      r.ParkTid,
+			Header:          hdr,
+			FD:              r.Fd,
+			Mode:            modes[netpollMode(r.Mode)],
+			Kind:            kinds[netpollWaitKind(r.Kind)],
+			Addrs:           bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
+			WaitNs:          r.WaitNs,
+			IoWaitNs:        r.IoWaitNs,
+			SchedDelayNs:    r.SchedDelayNs,
+			ReadySeen:       r.ReadySeen != 0,
+			ParkTID:         r.ParkTid,
+			DeadlineNs:      r.DeadlineNs,
+			HasDeadline:     netpollDeadline(r.Deadline) == netpollDeadlineDEADLINE_SET,
+			DeadlineExpired: netpollDeadline(r.Deadline) == netpollDeadlineDEADLINE_EXPIRED,
 		}, nil
 	case netpollEventTypeEVENT_EPOLL_WAIT:
 		r, err := bpfobj.View[netpollEpollWaitEvent](raw)

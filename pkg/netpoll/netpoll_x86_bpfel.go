@@ -36,6 +36,14 @@ const (
 	netpollCostStageCOST_RECORDS  netpollCostStage = 4
 )
 
+type netpollDeadline uint32
+
+const (
+	netpollDeadlineDEADLINE_NONE    netpollDeadline = 0
+	netpollDeadlineDEADLINE_SET     netpollDeadline = 1
+	netpollDeadlineDEADLINE_EXPIRED netpollDeadline = 2
+)
+
 type netpollEpollCall struct {
 	_         structs.HostLayout
 	T_enter   uint64
@@ -155,12 +163,14 @@ type netpollNetpollWaitEvent struct {
 	WaitNs       uint64
 	IoWaitNs     uint64
 	SchedDelayNs uint64
+	DeadlineNs   int64
 	Fd           int32
 	ParkTid      uint32
 	Mode         uint8
 	ReadySeen    uint8
 	Kind         uint8
-	Pad          [5]uint8
+	Deadline     uint8
+	Pad          [4]uint8
 	Stack        netpollUserStack
 }
 
@@ -251,7 +261,9 @@ type netpollTarget struct {
 	PdTagShl   uint8
 	Stacks     uint8
 	PidnsLevel uint8
-	Pad        [2]uint8
+	PdRd       uint16
+	PdWd       uint16
+	Pad        [6]uint8
 }
 
 type netpollUserStack struct {
@@ -349,6 +361,7 @@ const (
 	netpollVarTrackRequests           = "track_requests"
 	netpollVarUnusedConnKey           = "unused_conn_key"
 	netpollVarUnusedCostStage         = "unused_cost_stage"
+	netpollVarUnusedDeadline          = "unused_deadline"
 	netpollVarUnusedEpollWaitEvent    = "unused_epoll_wait_event"
 	netpollVarUnusedEventType         = "unused_event_type"
 	netpollVarUnusedHistMetric        = "unused_hist_metric"
@@ -480,6 +493,7 @@ type netpollVariableSpecs struct {
 	TrackRequests           *ebpf.VariableSpec `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.VariableSpec `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
+	UnusedDeadline          *ebpf.VariableSpec `ebpf:"unused_deadline"`
 	UnusedEpollWaitEvent    *ebpf.VariableSpec `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
@@ -572,6 +586,7 @@ type netpollVariables struct {
 	TrackRequests           *ebpf.Variable `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.Variable `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
+	UnusedDeadline          *ebpf.Variable `ebpf:"unused_deadline"`
 	UnusedEpollWaitEvent    *ebpf.Variable `ebpf:"unused_epoll_wait_event"`
 	UnusedEventType         *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedHistMetric        *ebpf.Variable `ebpf:"unused_hist_metric"`

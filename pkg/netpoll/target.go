@@ -34,5 +34,7 @@ func TargetOf(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, minWait
 		PdFdseq:    bin.Offsets.PdFdseq,
 		PdTagShr:   bin.PollTag.Shr,
 		PdTagShl:   bin.PollTag.Shl,
+		PdRd:       bin.Offsets.PdRd,
+		PdWd:       bin.Offsets.PdWd,
 	}
 }

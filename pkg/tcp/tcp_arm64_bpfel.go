@@ -117,7 +117,9 @@ type tcpTarget struct {
 	PdTagShl   uint8
 	Stacks     uint8
 	PidnsLevel uint8
-	Pad        [2]uint8
+	PdRd       uint16
+	PdWd       uint16
+	Pad        [6]uint8
 }
 
 type tcpTcpAcceptEvent struct {

@@ -28,16 +28,17 @@ import (
 )
 
 var (
-	rounds    = flag.Int("rounds", 1, "how many rounds to run")
-	delay     = flag.Duration("delay", 50*time.Millisecond, "how long the server waits before it writes")
-	waitStdin = flag.Bool("wait-stdin", false, "print a ready line, then wait for a line on stdin before starting")
-	linger    = flag.Duration("linger", 0, "stay alive this long after the last round")
-	network   = flag.String("net", "tcp4", "tcp4 or tcp6")
-	flood     = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
-	emfile    = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
-	onStdin   = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
-	pingpong  = flag.Int("pingpong", 0, "after the rounds, this many 1-byte request/response exchanges between two goroutines over one loopback connection: each side parks in the netpoller for each message; report the time per exchange")
-	keepalive = flag.Int("keepalive", 0, "after the rounds, this many request/response exchanges on one connection, -delay apart: each request arrives in two halves -delay apart, each response -delay after the request")
+	rounds       = flag.Int("rounds", 1, "how many rounds to run")
+	delay        = flag.Duration("delay", 50*time.Millisecond, "how long the server waits before it writes")
+	waitStdin    = flag.Bool("wait-stdin", false, "print a ready line, then wait for a line on stdin before starting")
+	linger       = flag.Duration("linger", 0, "stay alive this long after the last round")
+	network      = flag.String("net", "tcp4", "tcp4 or tcp6")
+	flood        = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
+	emfile       = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
+	onStdin      = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
+	pingpong     = flag.Int("pingpong", 0, "after the rounds, this many 1-byte request/response exchanges between two goroutines over one loopback connection: each side parks in the netpoller for each message; report the time per exchange")
+	readDeadline = flag.Duration("read-deadline", 0, "set this read deadline on the client's connection right before its delayed read (0: none)")
+	keepalive    = flag.Int("keepalive", 0, "after the rounds, this many request/response exchanges on one connection, -delay apart: each request arrives in two halves -delay apart, each response -delay after the request")
 )
 
 var out = json.NewEncoder(os.Stdout)
@@ -179,6 +180,11 @@ func round(host string) error {
 	defer c.Close()
 	fd := fdOf(c.(*net.TCPConn))
 	report("dial", "goid", goid(), "fd", fd, "lport", c.LocalAddr().(*net.TCPAddr).Port, "rport", port, "at", dialAt)
+	if *readDeadline > 0 {
+		if err := c.SetReadDeadline(time.Now().Add(*readDeadline)); err != nil {
+			return err
+		}
+	}
 	start := time.Now()
 	buf := make([]byte, 5)
 	readAt := nextLine()
