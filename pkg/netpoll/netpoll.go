@@ -177,6 +177,16 @@ func Load(opts Options) (*Objects, error) {
 	calls := bpfobj.SyscallsFentry(callHooks)
 	for {
 		o.coll, err = bpfobj.NewCollection(bpfobj.Without(pathSpec(spec, o.mechanism), bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{})
+		if err == nil && o.mechanism == SockFentry {
+			// A kernel may load fentry programs and still refuse to
+			// attach them (Debian's arm64 6.1 has no trampolines):
+			// tried once here, not at the first target's attach.
+			var links []link.Link
+			if links, err = o.attachSock(); err != nil {
+				o.coll.Close()
+			}
+			bpfobj.CloseAll(links)
+		}
 		if err == nil {
 			break
 		}
@@ -187,8 +197,8 @@ func Load(opts Options) (*Objects, error) {
 			return nil, fmt.Errorf("the kernel refused --hooks=fentry for the netpoll waits (%w); try --hooks=auto", bpfobj.LoadError("netpoll BPF object", err))
 		}
 		// The kernel refused fentry there (Debian's 5.10, for one,
-		// lets no tracing program use socket storage): the syscall
-		// path.
+		// lets no tracing program use socket storage; arm64 6.1
+		// attaches none): the syscall path.
 		o.mechanism = Tracepoint
 		o.sockWhyNot = fmt.Errorf("%w, and refused fentry on the functions they sit in (%v)", noTracepoints, err)
 	}
@@ -371,19 +381,22 @@ func (o *Objects) attachFor() error {
 	update(&o.syscallLinks, syscalls, func() ([]link.Link, error) {
 		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return !sharedPrograms[name] }))
 	})
-	update(&o.sockLinks, socks, func() ([]link.Link, error) {
-		var links []link.Link
-		for _, prog := range sockPrograms[o.mechanism] {
-			l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
-			if err != nil {
-				bpfobj.CloseAll(links)
-				return nil, fmt.Errorf("attaching %s: %w", prog, err)
-			}
-			links = append(links, l)
-		}
-		return links, nil
-	})
+	update(&o.sockLinks, socks, o.attachSock)
 	return err
+}
+
+// attachSock attaches the sock path's programs.
+func (o *Objects) attachSock() ([]link.Link, error) {
+	var links []link.Link
+	for _, prog := range sockPrograms[o.mechanism] {
+		l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
+		if err != nil {
+			bpfobj.CloseAll(links)
+			return nil, fmt.Errorf("attaching %s: %w", prog, err)
+		}
+		links = append(links, l)
+	}
+	return links, nil
 }
 
 // programs are the loaded programs whose names keep says.
