@@ -1,7 +1,7 @@
 //go:build ignore
 
 /* contention: how long goroutines block on sync.Mutex, RWMutex,
- * WaitGroup, sync.Cond, channels and select, by stack and wait reason.
+ * WaitGroup, channels and select, by stack and wait reason.
  * Loaded by pkg/contention, opt-in (gonetscope profile --kind block
  * --contention).
  *
@@ -9,20 +9,26 @@
  * instructions the kernel emulates (pkg/contention Sites; never
  * uretprobes):
  *   block:   the CALL of gopark (or goparkunlock) in runtime.semacquire1,
- *            chanrecv, chansend, selectgo and notifyListWait: the
+ *            chanrecv, chansend and selectgo: the
  *            goroutine is about to park; the wait reason is the call's
  *            third (gopark) or second (goparkunlock) argument.
  *   unblock: the first emulated instruction after that call: the
  *            goroutine runs again.
- * and one on the entry branch of runtime.ready(gp), which makes a parked
- * goroutine runnable (the unlock, the send, the Done that woke it):
+ * and, for a profile, one on the entry branch of runtime.ready(gp), which
+ * makes a parked goroutine runnable (the unlock, the send, the Done that
+ * woke it; but every other wake-up too, such as net/http's sync.Cond once
+ * per keep-alive request, so trace --contention goes without it):
  *   ready:   the goroutine gp may run.
  * Park -> ready is its delay, as the runtime's own block profile counts
  * it (the runtime stamps the waiter at ready); ready -> run again is the
  * scheduler's delay, kept apart. Only these slow paths are probed: a lock
- * taken without waiting costs nothing. Every block counts in
- * `contentions`; one whose delay reaches min_block_ns is also sent as a
- * contention event (gonetscope trace --contention).
+ * taken without waiting costs nothing. For a profile (profile_stacks),
+ * every block counts in `contentions` by the stack taken at the park; for
+ * trace --contention only a block whose delay reaches min_block_ns does
+ * anything more than the timing: its stack is taken as the goroutine runs
+ * again (the same calls: it resumes in the function that parked) and it
+ * is sent as a contention event. The stack walk is most of a probe's own
+ * time (1.1 of 1.4 µs per block, make bench).
  */
 
 #include "gonetscope.h"
@@ -106,11 +112,17 @@ struct contention_event {
 	__u64 sched_delay_ns; /* ready -> run */
 	__s32 stack_id;       /* in contention_stacks; < 0: not kept */
 	__u32 reason;         /* the runtime's waitReason */
+	__u32 ready_seen;     /* 0: no ready probe (trace): delay_ns runs until it ran */
+	__u32 _pad;
 };
 
 /* Blocks at least this long are sent as events; user space sets it
  * before load (the maximum: none, as for profile). */
 const volatile __u64 min_block_ns = ~0ULL;
+
+/* 1: every block's stack is taken at the park and counted in
+ * `contentions` (profile); user space sets it before load. */
+const volatile __u8 profile_stacks = 0;
 
 /* Events wake the reader at most every wakeup_interval_ns. */
 const volatile __u64 wakeup_interval_ns = 50000000;
@@ -158,7 +170,7 @@ static __always_inline int block(struct pt_regs *ctx, __u32 reason)
 		return 0;
 	struct blocked b = {
 		.t_ready = 0,
-		.stack_id = bpf_get_stackid(ctx, &contention_stacks, BPF_F_USER_STACK),
+		.stack_id = profile_stacks ? bpf_get_stackid(ctx, &contention_stacks, BPF_F_USER_STACK) : -1,
 		.reason = reason & 0xff,
 	};
 	b.t_block = bpf_ktime_get_ns();
@@ -202,13 +214,16 @@ int unblock(struct pt_regs *ctx)
 		return 0; /* parked before the attach */
 	__u64 now = bpf_ktime_get_ns();
 	__u64 delay = now - b->t_block, sched = 0;
-	if (b->t_ready) {
+	__u32 ready_seen = b->t_ready != 0;
+	if (ready_seen) {
 		delay = b->t_ready - b->t_block;
 		sched = now - b->t_ready;
 	}
 	struct contention_key ck = {.pid = k.pid, .stack_id = b->stack_id, .reason = b->reason};
 	bpf_map_delete_elem(&blocked, &k);
 	if (delay >= min_block_ns) {
+		if (!profile_stacks)
+			ck.stack_id = bpf_get_stackid(ctx, &contention_stacks, BPF_F_USER_STACK);
 		struct contention_event *e = reserve_event(struct contention_event, (enum event_type)EVENT_CONTENTION);
 		if (e) {
 			__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -219,9 +234,13 @@ int unblock(struct pt_regs *ctx)
 			e->sched_delay_ns = sched;
 			e->stack_id = ck.stack_id;
 			e->reason = ck.reason;
+			e->ready_seen = ready_seen;
+			e->_pad = 0;
 			submit(e);
 		}
 	}
+	if (!profile_stacks)
+		return 0;
 	if (ck.stack_id < 0) {
 		count_contention_lost(0);
 		ck.stack_id = -1;

@@ -50,12 +50,12 @@ func contentionProfile(p proc.Process, sym *goruntime.Process, kind string, f *o
 
 // startContention places the contention probes in p and returns what
 // collects a block profile from them: every park of a goroutine on a
-// lock, a channel, a select or a sync.Cond since, by stack and wait
+// lock, a channel or a select since, by stack and wait
 // reason, weighted by how long it stayed parked: delay until it was made
 // runnable (as the runtime's own block profile), sched_delay from then
 // until it ran.
 func startContention(p proc.Process, sym *goruntime.Process) (func(*goruntime.Process, time.Duration) (*profile.Profile, uint64, error), error) {
-	o, err := contention.Load(contention.Options{})
+	o, err := contention.Load(contention.Options{Profile: true})
 	if err != nil {
 		return nil, err
 	}

@@ -42,7 +42,7 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.BoolVar(&f.stacks, "stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	fs.BoolVar(&f.goroutines, "goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 	fs.BoolVar(&f.requests, "requests", false, "trace net/http server and client requests: http_request and http_client_request events, request-duration histograms (uprobes on emulated instructions in the target)")
-	fs.BoolVar(&f.contention, "contention", false, "measure blocking on locks, channels, select and sync.Cond: contention events (uprobes on the runtime's blocking slow paths; a lock taken without waiting costs nothing)")
+	fs.BoolVar(&f.contention, "contention", false, "measure blocking on locks, channels and select: contention events (uprobes on the runtime's blocking slow paths; a lock taken without waiting costs nothing)")
 	fs.DurationVar(&f.minBlock, "min-block", 10*time.Millisecond, "with --contention: write a contention event for each block at least this long")
 	fs.DurationVar(&f.slowRequest, "slow-request", 500*time.Millisecond, "with --requests: write http_request and http_client_request for requests at least this long (0: all); every request counts in the histograms")
 	fs.DurationVar(&f.goroutineEvery, "goroutine-interval", 10*time.Second, "how often to write the goroutines event and look for leaks")

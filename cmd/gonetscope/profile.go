@@ -33,7 +33,7 @@ func profileCmd(args []string) error {
 		freq     = fs.Uint64("frequency", 99, "cpu: samples per second per CPU")
 		full     = fs.Bool("full-stacks", false, "netpoll: keep the runtime, syscall and internal/poll frames below the call that waited")
 		ready    = fs.String("ready-file", "", "create this file once profiling has started")
-		contend  = fs.Bool("contention", false, "block: measure it for --duration with uprobes on the runtime's blocking slow paths (locks, channels, select, sync.Cond), whether or not the program records a block profile itself")
+		contend  = fs.Bool("contention", false, "block: measure it for --duration with uprobes on the runtime's blocking slow paths (locks, channels, select), whether or not the program records a block profile itself")
 	)
 	fs.StringVar(out, "output", "", "same as -o")
 	fs.SetOutput(io.Discard)

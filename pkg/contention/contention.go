@@ -1,5 +1,5 @@
 // Package contention loads bpf/contention.bpf.c: how long the goroutines
-// of a Go program block on sync.Mutex, RWMutex, WaitGroup, sync.Cond,
+// of a Go program block on sync.Mutex, RWMutex, WaitGroup,
 // channels and select, by stack and wait reason, from uprobes on the
 // runtime's blocking slow paths (opt-in: gonetscope profile --kind block
 // --contention, and trace --contention, which sends the blocks of at least
@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,13 +30,16 @@ import (
 // and what they park with: gopark (reason its third argument) or
 // goparkunlock (its second), whichever the compiler left as a call.
 // Network waits (netpollblock), sleeps and the runtime's own workers
-// park elsewhere and are not probed.
+// park elsewhere and are not probed. Nor is sync.Cond.Wait
+// (sync.runtime_notifyListWait), a signal rather than contention:
+// net/http's server waits on one after every keep-alive response
+// (connReader.abortPendingRead), which made three uprobe hits per
+// request, x1.25 CPU per request on make bench's server.
 var blockingCalls = []string{
-	"runtime.semacquire1",         // sync.Mutex, RWMutex, WaitGroup (sync.runtime_Semacquire*)
-	"runtime.chanrecv",            // <-ch
-	"runtime.chansend",            // ch <- v
-	"runtime.selectgo",            // select
-	"sync.runtime_notifyListWait", // sync.Cond.Wait (runtime.notifyListWait, by its linkname)
+	"runtime.semacquire1", // sync.Mutex, RWMutex, WaitGroup (sync.runtime_Semacquire*)
+	"runtime.chanrecv",    // <-ch
+	"runtime.chansend",    // ch <- v
+	"runtime.selectgo",    // select
 }
 
 // parkers are the callees of blockingCalls that park, with the program
@@ -104,6 +108,8 @@ type Objects struct {
 	coll  *ebpf.Collection
 	links map[int][]link.Link
 
+	profile bool
+
 	mu sync.Mutex
 	// bins name each target's wait reasons in its events.
 	bins map[uint32]*goruntime.Binary
@@ -118,6 +124,9 @@ type Options struct {
 	// multiple of the page size); zero: one page without events, else
 	// 1 MiB.
 	RingBufferBytes uint32
+	// Profile takes every block's stack and counts it (Records); else
+	// only the events' blocks have a stack, taken as they end.
+	Profile bool
 }
 
 // Load loads the programs.
@@ -132,6 +141,11 @@ func Load(opts Options) (*Objects, error) {
 	case opts.MinBlock == 0:
 		spec.Maps[contentionMapEvents].MaxEntries = uint32(os.Getpagesize())
 	}
+	if opts.Profile {
+		if err := spec.Variables[contentionVarProfileStacks].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("setting profile_stacks: %w", err)
+		}
+	}
 	if opts.MinBlock > 0 {
 		if err := spec.Variables[contentionVarMinBlockNs].Set(uint64(opts.MinBlock.Nanoseconds())); err != nil {
 			return nil, fmt.Errorf("setting min_block_ns: %w", err)
@@ -141,7 +155,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, bpfobj.LoadError("contention BPF object", err)
 	}
-	return &Objects{coll: coll, links: map[int][]link.Link{}, bins: map[uint32]*goruntime.Binary{}}, nil
+	return &Objects{coll: coll, links: map[int][]link.Link{}, bins: map[uint32]*goruntime.Binary{}, profile: opts.Profile}, nil
 }
 
 // Hooks names the mechanism, for the attached event.
@@ -171,7 +185,7 @@ func (o *Objects) Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &event.Contention{Header: h.Header("contention", clock), DelayNs: r.DelayNs, SchedDelayNs: r.SchedDelayNs}
+	e := &event.Contention{Header: h.Header("contention", clock), DelayNs: r.DelayNs, SchedDelayNs: r.SchedDelayNs, ReadySeen: r.ReadySeen != 0}
 	if r.StackId >= 0 {
 		if stack, err := bpfobj.ReadStack(o.coll.Maps[contentionMapContentionStacks], r.StackId); err == nil {
 			e.Stack = &event.Stack{PCs: stack}
@@ -214,6 +228,13 @@ func (o *Objects) Attach(p *goruntime.Process) (skipped []string, err error) {
 	probes, skipped, err := Sites(f, p.Syms.Func)
 	if err != nil {
 		return nil, err
+	}
+	if !o.profile {
+		// Every wake-up in the program hits runtime.ready, not
+		// only those of the probed parks: one more uprobe hit per
+		// keep-alive request in net/http (its sync.Cond). Events
+		// go without it; their delay runs until the goroutine ran.
+		probes = slices.DeleteFunc(probes, func(p Probe) bool { return p.Prog == contentionProgReady })
 	}
 	o.mu.Lock()
 	o.bins[uint32(p.PID)] = p.Bin

@@ -35,6 +35,8 @@ type contentionContentionEvent struct {
 	SchedDelayNs uint64
 	StackId      int32
 	Reason       uint32
+	ReadySeen    uint32
+	Pad          uint32
 }
 
 type contentionContentionEventType uint32
@@ -106,6 +108,7 @@ const (
 	contentionProgUnblock                  = "unblock"
 	contentionVarLastWakeupNs              = "last_wakeup_ns"
 	contentionVarMinBlockNs                = "min_block_ns"
+	contentionVarProfileStacks             = "profile_stacks"
 	contentionVarUnusedContentionEvent     = "unused_contention_event"
 	contentionVarUnusedContentionEventType = "unused_contention_event_type"
 	contentionVarUnusedEventType           = "unused_event_type"
@@ -180,6 +183,7 @@ type contentionMapSpecs struct {
 type contentionVariableSpecs struct {
 	LastWakeupNs              *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	MinBlockNs                *ebpf.VariableSpec `ebpf:"min_block_ns"`
+	ProfileStacks             *ebpf.VariableSpec `ebpf:"profile_stacks"`
 	UnusedContentionEvent     *ebpf.VariableSpec `ebpf:"unused_contention_event"`
 	UnusedContentionEventType *ebpf.VariableSpec `ebpf:"unused_contention_event_type"`
 	UnusedEventType           *ebpf.VariableSpec `ebpf:"unused_event_type"`
@@ -235,6 +239,7 @@ func (m *contentionMaps) Close() error {
 type contentionVariables struct {
 	LastWakeupNs              *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	MinBlockNs                *ebpf.Variable `ebpf:"min_block_ns"`
+	ProfileStacks             *ebpf.Variable `ebpf:"profile_stacks"`
 	UnusedContentionEvent     *ebpf.Variable `ebpf:"unused_contention_event"`
 	UnusedContentionEventType *ebpf.Variable `ebpf:"unused_contention_event_type"`
 	UnusedEventType           *ebpf.Variable `ebpf:"unused_event_type"`

@@ -25,17 +25,15 @@ import "sync"
 func main() {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	c := sync.NewCond(&mu)
 	ch := make(chan bool)
 	wg.Add(1)
-	go func() { mu.Lock(); c.Signal(); mu.Unlock(); ch <- true; wg.Done() }()
+	go func() { mu.Lock(); mu.Unlock(); ch <- true; wg.Done() }()
 	done := make(chan bool)
 	select {
 	case <-ch:
 	case <-done:
 	}
 	mu.Lock()
-	c.Wait()
 	wg.Wait()
 }
 `), 0o644)
