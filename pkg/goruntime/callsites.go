@@ -49,41 +49,7 @@ func callsOf(f *elf.File, funcs FuncLookup, caller, callee string) ([]Site, erro
 // probe may be a jump target in caller: the probe must fire only after
 // this call. caller is decoded once for all of them.
 func AfterCalls(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]Site, error) {
-	insts, err := decodeFunc(f, funcs, caller)
-	if err != nil {
-		return nil, err
-	}
-	targets := jumpTargets(insts)
-	var out []Site
-	for _, call := range calls {
-		s, err := afterCall(insts, targets, caller, call)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, nil
-}
-
-func afterCall(insts []decoded, targets map[uint64]bool, caller string, call Site) (Site, error) {
-	for i, in := range insts {
-		if in.site.Addr != call.Addr {
-			continue
-		}
-		for _, next := range insts[i+1:] {
-			if targets[next.site.Addr] {
-				return Site{}, fmt.Errorf("%s: the instruction at %#x after the call at %#x is a jump target", caller, next.site.Addr, call.Addr)
-			}
-			switch next.class {
-			case classEmulated:
-				return next.site, nil
-			case classNeutral:
-				continue
-			}
-			return Site{}, fmt.Errorf("%s: no emulated instruction right after the call at %#x (found %s)", caller, call.Addr, next.site.Inst)
-		}
-	}
-	return Site{}, fmt.Errorf("%s: no call at %#x", caller, call.Addr)
+	return sitesAfter(f, funcs, caller, calls, false)
 }
 
 // ResumeSites finds, for each call in calls (in caller), where a uprobe
@@ -95,14 +61,24 @@ func afterCall(insts []decoded, targets map[uint64]bool, caller string, call Sit
 // instructions in between may change registers: only g (R14, R28 on
 // arm64), which Go code never changes, is read there.
 func ResumeSites(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]Site, error) {
+	return sitesAfter(f, funcs, caller, calls, true)
+}
+
+// sitesAfter is AfterCalls, or ResumeSites where resume is set.
+func sitesAfter(f *elf.File, funcs FuncLookup, caller string, calls []Site, resume bool) ([]Site, error) {
 	insts, err := decodeFunc(f, funcs, caller)
 	if err != nil {
 		return nil, err
 	}
-	targets := jumpTargets(insts)
+	targets := map[uint64]bool{}
+	for _, in := range insts {
+		if in.jump != 0 {
+			targets[in.jump] = true
+		}
+	}
 	var out []Site
 	for _, call := range calls {
-		s, err := resumeAfter(insts, targets, caller, call)
+		s, err := siteAfter(insts, targets, caller, call, resume)
 		if err != nil {
 			return nil, err
 		}
@@ -111,17 +87,7 @@ func ResumeSites(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]
 	return out, nil
 }
 
-func jumpTargets(insts []decoded) map[uint64]bool {
-	targets := map[uint64]bool{}
-	for _, in := range insts {
-		if in.jump != 0 {
-			targets[in.jump] = true
-		}
-	}
-	return targets
-}
-
-func resumeAfter(insts []decoded, targets map[uint64]bool, caller string, call Site) (Site, error) {
+func siteAfter(insts []decoded, targets map[uint64]bool, caller string, call Site, resume bool) (Site, error) {
 	for i, in := range insts {
 		if in.site.Addr != call.Addr {
 			continue
@@ -130,14 +96,16 @@ func resumeAfter(insts []decoded, targets map[uint64]bool, caller string, call S
 			if targets[next.site.Addr] {
 				return Site{}, fmt.Errorf("%s: the instruction at %#x after the call at %#x is a jump target", caller, next.site.Addr, call.Addr)
 			}
-			if next.class == classEmulated || next.call != 0 || next.jump != 0 {
+			switch {
+			case next.class == classEmulated, resume && (next.call != 0 || next.jump != 0):
 				return next.site, nil
+			case resume && !next.branch, !resume && next.class == classNeutral:
+				continue
+			case resume:
+				return Site{}, fmt.Errorf("%s: no emulated instruction after the call at %#x before a branch", caller, call.Addr)
 			}
-			if next.branch {
-				break
-			}
+			return Site{}, fmt.Errorf("%s: no emulated instruction right after the call at %#x (found %s)", caller, call.Addr, next.site.Inst)
 		}
-		return Site{}, fmt.Errorf("%s: no emulated instruction after the call at %#x before a branch", caller, call.Addr)
 	}
 	return Site{}, fmt.Errorf("%s: no call at %#x", caller, call.Addr)
 }
