@@ -124,19 +124,10 @@ const volatile __u64 min_block_ns = ~0ULL;
  * `contentions` (profile); user space sets it before load. */
 const volatile __u8 profile_stacks = 0;
 
-/* Events wake the reader at most every wakeup_interval_ns. */
+/* Events wake the reader at most every wakeup_interval_ns (set by user
+ * space before load: the tracer's drain interval). */
 const volatile __u64 wakeup_interval_ns = 50000000;
 __u64 last_wakeup_ns = 0;
-
-static __always_inline void submit(void *e)
-{
-	__u64 flags = BPF_RB_NO_WAKEUP, now = bpf_ktime_get_ns();
-	if (now - last_wakeup_ns >= wakeup_interval_ns) {
-		last_wakeup_ns = now;
-		flags = BPF_RB_FORCE_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
-}
 
 static __always_inline void count_contention_lost(__u32 which)
 {
@@ -236,7 +227,7 @@ int unblock(struct pt_regs *ctx)
 			e->reason = ck.reason;
 			e->ready_seen = ready_seen;
 			e->_pad = 0;
-			submit(e);
+			submit_at_most_every(e, wakeup_interval_ns, &last_wakeup_ns);
 		}
 	}
 	if (!profile_stacks)

@@ -355,5 +355,20 @@ static __always_inline void count_lost(enum event_type type)
 	__e;                                                           \
 })
 
+/* Submits e to `events`, waking the reader only when its last wake-up
+ * (*last, the object's own global) was interval_ns ago or more: the
+ * reader drains once more an interval after each wake-up (pkg/tracer
+ * streams.go), so no event waits longer. For the objects with few events
+ * (requests, contention); netpoll's submit wakes on a backlog too. */
+static __always_inline void submit_at_most_every(void *e, __u64 interval_ns, __u64 *last)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP, now = bpf_ktime_get_ns();
+	if (now - *last >= interval_ns) {
+		*last = now;
+		flags = BPF_RB_FORCE_WAKEUP;
+	}
+	bpf_ringbuf_submit(e, flags);
+}
+
 /* Keep the enums in BTF so bpf2go generates Go constants for them. */
 const enum event_type *unused_event_type __attribute__((unused));

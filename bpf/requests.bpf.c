@@ -467,12 +467,7 @@ __u64 last_wakeup_ns = 0;
 
 static __always_inline void submit(void *e)
 {
-	__u64 flags = BPF_RB_NO_WAKEUP, now = bpf_ktime_get_ns();
-	if (now - last_wakeup_ns >= wakeup_interval_ns) {
-		last_wakeup_ns = now;
-		flags = BPF_RB_FORCE_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
+	submit_at_most_every(e, wakeup_interval_ns, &last_wakeup_ns);
 }
 
 SEC("uprobe")

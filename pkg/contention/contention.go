@@ -127,6 +127,9 @@ type Options struct {
 	// Profile takes every block's stack and counts it (Records); else
 	// only the events' blocks have a stack, taken as they end.
 	Profile bool
+	// WakeupInterval bounds the reader's wake-ups: the tracer's drain
+	// interval (zero: 50ms).
+	WakeupInterval time.Duration
 }
 
 // Load loads the programs.
@@ -140,6 +143,11 @@ func Load(opts Options) (*Objects, error) {
 		spec.Maps[contentionMapEvents].MaxEntries = opts.RingBufferBytes
 	case opts.MinBlock == 0:
 		spec.Maps[contentionMapEvents].MaxEntries = uint32(os.Getpagesize())
+	}
+	if opts.WakeupInterval > 0 {
+		if err := spec.Variables[contentionVarWakeupIntervalNs].Set(uint64(opts.WakeupInterval.Nanoseconds())); err != nil {
+			return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
+		}
 	}
 	if opts.Profile {
 		if err := spec.Variables[contentionVarProfileStacks].Set(uint8(1)); err != nil {

@@ -168,7 +168,7 @@ func (t *Tracer) load() error {
 		}
 	}
 	if opts.Contention {
-		c, err := contention.Load(contention.Options{MinBlock: cmp.Or(opts.MinBlock, 10*time.Millisecond), RingBufferBytes: opts.RingBufferBytes})
+		c, err := contention.Load(contention.Options{MinBlock: cmp.Or(opts.MinBlock, 10*time.Millisecond), RingBufferBytes: opts.RingBufferBytes, WakeupInterval: opts.DrainInterval})
 		if err != nil {
 			return err
 		}
