@@ -498,9 +498,6 @@ static __always_inline void wait_record(__u32 pid, __u8 mode, __u64 wait, __u64 
 	hist_bump(&h->sched_delay, sched);
 }
 
-/* A wait ended: the parked goroutine runs again (both paths). Records it
- * in the histograms and the netpoll profile, and sends a netpoll_wait
- * event if it is worth a look. */
 enum deadline {
 	DEADLINE_NONE = 0,    /* none set, or not read */
 	DEADLINE_SET = 1,
@@ -552,6 +549,9 @@ static __always_inline __s64 fd_deadline(const struct target *t, struct sock *sk
 	return deadline;
 }
 
+/* A wait ended: the parked goroutine runs again (both paths). Records it
+ * in the histograms and the netpoll profile, and sends a netpoll_wait
+ * event if it is worth a look. */
 static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pid_tgid,
 				     struct park_key key, struct park parked)
 {
