@@ -1,0 +1,60 @@
+package goruntime
+
+import (
+	"debug/elf"
+	"fmt"
+	"go/version"
+)
+
+// The socket syscalls no socket tracepoint sees, by the syscall package's
+// wrapper that makes each: net's accepts, connects, and the
+// getsockopt(SO_ERROR) that fetches a connect's result.
+const (
+	Accept4    = "accept4"
+	Connect    = "connect"
+	Getsockopt = "getsockopt"
+)
+
+// socketWrappers are the wrappers and the function each calls to enter
+// the kernel: syscall.Syscall or Syscall6, a Go function (ABIInternal)
+// since Go 1.19, which calls entersyscall, RawSyscall6, exitsyscall.
+var socketWrappers = map[string]struct{ wrapper, enter string }{
+	Accept4:    {"syscall.accept4", "syscall.Syscall6"},
+	Connect:    {"syscall.connect", "syscall.Syscall"},
+	Getsockopt: {"syscall.getsockopt", "syscall.Syscall6"},
+}
+
+// SyscallSites are where uprobes in a Go binary see one socket syscall
+// wrapper's calls, on instructions the kernel emulates. At each of Calls
+// (the CALL of syscall.Syscall or Syscall6) the syscall's arguments are in
+// the integer argument registers after the syscall number: the fd in BX
+// and the second argument in CX on amd64, R1 and R2 on arm64. At each of
+// Returns (AfterCalls) the result is in AX (R0) and the errno in CX (R2).
+// Neither sees the fd at the return: a probe there keys what it needs by
+// goroutine. The goroutine may resume on another thread after the
+// syscall (exitsyscall's slow path), never on another g.
+type SyscallSites struct {
+	Calls, Returns []Site
+}
+
+// SocketSyscallSites finds the sites of Accept4, Connect and Getsockopt in
+// f, a program built with goVersion. Before Go 1.19, Syscall and Syscall6
+// were assembly (ABI0) taking their arguments on the stack: an error.
+func SocketSyscallSites(f *elf.File, funcs FuncLookup, goVersion string) (map[string]SyscallSites, error) {
+	if version.Compare(version.Lang(goVersion), "go1.19") < 0 {
+		return nil, fmt.Errorf("%s makes syscalls in assembly with arguments on the stack (Go 1.19 made syscall.Syscall6 a Go function)", goVersion)
+	}
+	out := map[string]SyscallSites{}
+	for name, w := range socketWrappers {
+		calls, err := CallSites(f, funcs, w.wrapper, w.enter)
+		if err != nil {
+			return nil, err
+		}
+		returns, err := AfterCalls(f, funcs, w.wrapper, calls)
+		if err != nil {
+			return nil, err
+		}
+		out[name] = SyscallSites{Calls: calls, Returns: returns}
+	}
+	return out, nil
+}
