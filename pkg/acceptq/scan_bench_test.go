@@ -9,17 +9,21 @@ import (
 // BenchmarkScan is one sample: the task_file iterator over every fd on the
 // host, with no traced process (the cost every interval pays at minimum).
 func BenchmarkScan(b *testing.B) {
-	targets, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 4, ValueSize: 32, MaxEntries: 4096})
+	spec, err := loadAcceptq()
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer targets.Close()
-	parks, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: 12, ValueSize: 32, MaxEntries: 65536})
-	if err != nil {
-		b.Fatal(err)
+	// The maps netpoll shares, as this object declares them.
+	shared := map[string]*ebpf.Map{}
+	for _, name := range []string{acceptqMapTargets, acceptqMapParks, acceptqMapSavedCalls} {
+		m, err := ebpf.NewMap(spec.Maps[name])
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		shared[name] = m
 	}
-	defer parks.Close()
-	o, err := Load(Options{Targets: targets, Parks: parks})
+	o, err := Load(Options{Targets: shared[acceptqMapTargets], Parks: shared[acceptqMapParks], CallArgs: shared[acceptqMapSavedCalls]})
 	if err != nil {
 		b.Fatal(err)
 	}

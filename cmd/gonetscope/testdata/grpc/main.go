@@ -1,0 +1,216 @@
+// grpctarget is a gRPC server (google.golang.org/grpc, a module of its own
+// so that gonetscope's module does not depend on it) that is its own
+// client: for each JSON line on stdin it calls one of its methods through
+// a grpc.ClientConn to itself and prints what both ends saw, so a test can
+// check gonetscope's grpc_request and grpc_client_request against what
+// the target says about itself.
+//
+// The service is written by hand (no protoc): a grpc.ServiceDesc whose
+// messages are JSON, through a codec registered as content-subtype "json".
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+)
+
+// jsonCodec marshals the messages as JSON.
+type jsonCodec struct{}
+
+func (jsonCodec) Marshal(v any) ([]byte, error)   { return json.Marshal(v) }
+func (jsonCodec) Unmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
+func (jsonCodec) Name() string                    { return "json" }
+
+// request is what a call asks the handler to do.
+type request struct {
+	// SleepMs: the handler sleeps this long; Code: then it returns this
+	// gRPC status code (0: OK); Downstream: first it calls Call on the
+	// downstream target with this request.
+	SleepMs    int      `json:"sleep_ms"`
+	Code       int      `json:"code"`
+	Downstream *request `json:"downstream,omitempty"`
+}
+
+// reply is what the handler says about itself.
+type reply struct {
+	Goid      int64 `json:"goid"`
+	FD        int   `json:"fd"`
+	HandlerNs int64 `json:"handler_ns"`
+}
+
+type echoServer interface {
+	Call(context.Context, *request) (*reply, error)
+}
+
+type server struct {
+	fds        *fdListener
+	downstream *grpc.ClientConn
+}
+
+func goid() int64 {
+	var buf [64]byte
+	s := strings.TrimPrefix(string(buf[:runtime.Stack(buf[:], false)]), "goroutine ")
+	id, _ := strconv.ParseInt(s[:strings.IndexByte(s, ' ')], 10, 64)
+	return id
+}
+
+// Call serves a request; what it says about itself goes in the reply and,
+// for an error too, in the trailer.
+func (s *server) Call(ctx context.Context, r *request) (*reply, error) {
+	start := time.Now()
+	rep := &reply{Goid: goid(), FD: -1}
+	if p, ok := peer.FromContext(ctx); ok {
+		rep.FD = s.fds.fdOf(p.Addr.String())
+	}
+	defer func() {
+		grpc.SetTrailer(ctx, metadata.Pairs("goid", strconv.FormatInt(rep.Goid, 10), "fd", strconv.Itoa(rep.FD),
+			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10)))
+	}()
+	if r.Downstream != nil {
+		var dr reply
+		if err := s.downstream.Invoke(ctx, "/gonetscope.test.Echo/Call", r.Downstream, &dr, grpc.CallContentSubtype("json")); err != nil {
+			return nil, err
+		}
+	}
+	time.Sleep(time.Duration(r.SleepMs) * time.Millisecond)
+	rep.HandlerNs = int64(time.Since(start))
+	if r.Code != 0 {
+		return nil, status.Error(codes.Code(r.Code), "asked for "+codes.Code(r.Code).String())
+	}
+	return rep, nil
+}
+
+var serviceDesc = grpc.ServiceDesc{
+	ServiceName: "gonetscope.test.Echo",
+	HandlerType: (*echoServer)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Call",
+		Handler: func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			var r request
+			if err := dec(&r); err != nil {
+				return nil, err
+			}
+			return srv.(echoServer).Call(ctx, &r)
+		},
+	}},
+}
+
+// fdListener notes the fd of each accepted connection by its remote
+// address.
+type fdListener struct {
+	net.Listener
+	mu  sync.Mutex
+	fds map[string]int
+}
+
+func (l *fdListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	sc, err := c.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	sc.Control(func(fd uintptr) {
+		l.mu.Lock()
+		l.fds[c.RemoteAddr().String()] = int(fd)
+		l.mu.Unlock()
+	})
+	return c, nil
+}
+
+func (l *fdListener) fdOf(addr string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if fd, ok := l.fds[addr]; ok {
+		return fd
+	}
+	return -1
+}
+
+func say(v map[string]any) {
+	b, _ := json.Marshal(v)
+	os.Stdout.Write(append(b, '\n'))
+}
+
+func main() {
+	downstream := flag.String("downstream", "", "address of the gRPC server Call's downstream calls go to (default: this one)")
+	flag.Parse()
+	encoding.RegisterCodec(jsonCodec{})
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	fl := &fdListener{Listener: ln, fds: map[string]int{}}
+	srv := &server{fds: fl}
+	gs := grpc.NewServer()
+	gs.RegisterService(&serviceDesc, srv)
+	go gs.Serve(fl)
+	addr := ln.Addr().String()
+	if *downstream == "" {
+		*downstream = addr
+	}
+	if srv.downstream, err = grpc.NewClient(*downstream, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// The client's own connection, whose local address the server sees.
+	var local string
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, a string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, "tcp4", a)
+			if err == nil {
+				local = c.LocalAddr().String()
+			}
+			return c, err
+		}))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	say(map[string]any{"op": "listening", "addr": addr, "target": cc.Target()})
+	in := bufio.NewScanner(os.Stdin)
+	for in.Scan() {
+		var r request
+		if err := json.Unmarshal(in.Bytes(), &r); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		var rep reply
+		var trailer metadata.MD
+		start := time.Now()
+		err := cc.Invoke(context.Background(), "/gonetscope.test.Echo/Call", &r, &rep, grpc.CallContentSubtype("json"), grpc.Trailer(&trailer))
+		took := time.Since(start)
+		said := func(k string) int64 {
+			v, _ := strconv.ParseInt(strings.Join(trailer.Get(k), ""), 10, 64)
+			return v
+		}
+		st, _ := status.FromError(err)
+		if err != nil && st.Code() == codes.Unknown {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		say(map[string]any{"op": "called", "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
+			"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns")})
+	}
+}

@@ -1,0 +1,103 @@
+package goruntime
+
+import (
+	"debug/elf"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// buildGRPCTarget builds cmd/gonetscope/testdata/grpc (a module of its
+// own: grpc from the module proxy) with the flags given.
+func buildGRPCTarget(t *testing.T, flags ...string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "grpctarget")
+	cmd := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), ".")...)
+	cmd.Dir = filepath.Join("..", "..", "cmd", "gonetscope", "testdata", "grpc")
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building the gRPC target: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// findGRPC runs FindGRPC on bin, its functions named from .gopclntab as
+// in a stripped binary.
+func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
+	t.Helper()
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	b, err := Inspect(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := OpenTable(f, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, l, err := FindGRPC(f, tab.Func)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.ServerWhyNot != nil || p.ClientWhyNot != nil {
+		t.Fatalf("FindGRPC: server %v, client %v", p.ServerWhyNot, p.ClientWhyNot)
+	}
+	return p, l, f
+}
+
+// TestGRPCLayoutMatchesDWARF: the layout read from grpc's code is what
+// the binary's DWARF says, and the addresses are its symbols', in a
+// plain and in a PIE build; a stripped PIE build reads the same offsets.
+func TestGRPCLayoutMatchesDWARF(t *testing.T) {
+	var offsets []GRPCLayout
+	for _, flags := range [][]string{nil, {"-buildmode=pie"}} {
+		bin := buildGRPCTarget(t, flags...)
+		_, l, f := findGRPC(t, bin)
+		m := memberOffsets(t, bin, "google.golang.org/grpc/internal/transport.ServerStream", "google.golang.org/grpc/internal/transport.Stream",
+			"google.golang.org/grpc/internal/status.Status", "google.golang.org/genproto/googleapis/rpc/status.Status",
+			"google.golang.org/grpc/internal/status.Error", "google.golang.org/grpc.ClientConn")
+		for _, c := range []struct {
+			name string
+			got  uint16
+			want int64
+		}{
+			{"ServerStream.Stream.method", l.StreamMethod, m["google.golang.org/grpc/internal/transport.ServerStream.Stream"] + m["google.golang.org/grpc/internal/transport.Stream.method"]},
+			{"status.Status.s", l.StatusProto, m["google.golang.org/grpc/internal/status.Status.s"]},
+			{"spb.Status.Code", l.ProtoCode, m["google.golang.org/genproto/googleapis/rpc/status.Status.Code"]},
+			{"status.Error.s", l.ErrorStatus, m["google.golang.org/grpc/internal/status.Error.s"]},
+			{"ClientConn.target", l.ConnTarget, m["google.golang.org/grpc.ClientConn.target"]},
+		} {
+			if int64(c.got) != c.want {
+				t.Errorf("%v: %s at %d, DWARF says %d", flags, c.name, c.got, c.want)
+			}
+		}
+		if l.ProtoCode == 0 || l.StreamMethod == 0 || l.ConnTarget == 0 {
+			t.Errorf("%v: layout %+v: a field DWARF has past the start read as 0", flags, l)
+		}
+		syms, err := f.Symbols()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[string]uint64{}
+		for _, s := range syms {
+			want[s.Name] = s.Value
+		}
+		if a := want["go:itab.*google.golang.org/grpc/internal/status.Error,error"]; l.ErrorItab != a || a == 0 {
+			t.Errorf("%v: the status error's itab at %#x, the symbol table says %#x", flags, l.ErrorItab, a)
+		}
+		if a := want["io.EOF"]; l.EOF != a || a == 0 {
+			t.Errorf("%v: io.EOF at %#x, the symbol table says %#x", flags, l.EOF, a)
+		}
+		offsets = append(offsets, l)
+	}
+	_, l, _ := findGRPC(t, buildGRPCTarget(t, "-ldflags=-s -w", "-buildmode=pie"))
+	want := offsets[1]
+	want.ErrorItab, want.EOF = l.ErrorItab, l.EOF
+	if l != want || l.ErrorItab == 0 || l.EOF == 0 {
+		t.Errorf("stripped PIE: layout %+v, the PIE build with DWARF has %+v", l, offsets[1])
+	}
+}
