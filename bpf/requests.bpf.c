@@ -138,6 +138,8 @@ static __always_inline void req_count(__u32 i)
 enum req_event_type {
 	EVENT_HTTP_REQUEST = 6,
 	EVENT_HTTP_CLIENT_REQUEST = 7,
+	EVENT_GRPC_REQUEST = 9,
+	EVENT_GRPC_CLIENT_REQUEST = 10,
 };
 
 /* A TCP connection's smoothed round-trip time and its retransmissions
@@ -409,17 +411,22 @@ static __always_inline void collapse(struct path_buf *pbuf)
 
 static const struct req_hist req_hist_zero;
 
-static __always_inline void req_hist_add(struct req_hist_key *k, __u64 ns)
+/* The histogram of key k in map, created if new; NULL (counted) when the
+ * map is full. */
+static __always_inline struct req_hist *hist_of(void *map, void *k)
 {
-	struct req_hist *h = bpf_map_lookup_elem(&req_hists, k);
+	struct req_hist *h = bpf_map_lookup_elem(map, k);
 	if (!h) {
-		bpf_map_update_elem(&req_hists, k, &req_hist_zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&req_hists, k);
-		if (!h) {
+		bpf_map_update_elem(map, k, &req_hist_zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(map, k);
+		if (!h)
 			req_count(REQ_COUNT_HIST_FULL);
-			return;
-		}
 	}
+	return h;
+}
+
+static __always_inline void hist_add(struct req_hist *h, __u64 ns)
+{
 	__u32 b = REQ_BUCKETS - 1;
 	/* v <= bound: Prometheus' le. */
 	if (ns <= 5000000ULL)
@@ -460,6 +467,13 @@ static __always_inline void req_hist_add(struct req_hist_key *k, __u64 ns)
 	__sync_fetch_and_add(&h->buckets[b], 1);
 }
 
+static __always_inline void req_hist_add(struct req_hist_key *k, __u64 ns)
+{
+	struct req_hist *h = hist_of(&req_hists, k);
+	if (h)
+		hist_add(h, ns);
+}
+
 /* Events of this object's ring buffer; submits wake the reader at most
  * every wakeup_interval_ns (as netpoll's do). */
 const volatile __u64 wakeup_interval_ns = 50000000;
@@ -468,6 +482,25 @@ __u64 last_wakeup_ns = 0;
 static __always_inline void submit(void *e)
 {
 	submit_at_most_every(e, wakeup_interval_ns, &last_wakeup_ns);
+}
+
+/* Opens a request served by goroutine k at now: netpoll adds the
+ * goroutine's waits to it from now on (requests.h). A connection's
+ * requests are served one after another by one goroutine: its entry is
+ * reset in place (an LRU update and delete per request cost more than
+ * the rest of the probe), and made only for its first request. st: the
+ * entry, if already looked up. */
+static __always_inline void req_open(struct req_key *k, __u64 now, struct req_state *st)
+{
+	struct req_state fresh = {.t_start = now};
+	for (int i = 0; i < REQ_SLOTS; i++)
+		fresh.slot[i].fd = -1;
+	if (!st)
+		st = bpf_map_lookup_elem(&req_active, k);
+	if (st)
+		*st = fresh;
+	else
+		bpf_map_update_elem(&req_active, k, &fresh, BPF_ANY);
 }
 
 SEC("uprobe")
@@ -480,20 +513,21 @@ int server_start(struct pt_regs *ctx)
 	struct req_key k = {.pid = pid};
 	if (read_goid_at(ctx, l, &k.goid))
 		return 0;
-	__u64 now = bpf_ktime_get_boot_ns();
-	/* A connection's requests are served one after another by one
-	 * goroutine: its entry is reset in place (an LRU update and delete
-	 * per request cost more than the rest of the probe), and made only
-	 * for its first request. */
-	struct req_state fresh = {.t_start = now};
-	for (int i = 0; i < REQ_SLOTS; i++)
-		fresh.slot[i].fd = -1;
-	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
-	if (st)
-		*st = fresh;
-	else
-		bpf_map_update_elem(&req_active, &k, &fresh, BPF_ANY);
+	req_open(&k, bpf_ktime_get_boot_ns(), NULL);
 	return 0;
+}
+
+/* The endpoints and TCP state of each of st's connections, as a
+ * request's event is made. */
+static __always_inline void read_slots(const struct req_state *st, struct addrs *addrs, struct tcp_info_lite *tcp)
+{
+	for (int i = 0; i < REQ_SLOTS; i++) {
+		__builtin_memset(&addrs[i], 0, sizeof(addrs[i]));
+		struct sock *sk = st->slot[i].fd < 0 ? NULL : tcp_sock_of(sock_from_fd(st->slot[i].fd));
+		if (sk)
+			read_sk_addrs(sk, &addrs[i]);
+		read_tcp_info(sk, &tcp[i]);
+	}
 }
 
 /* The end of a request, whichever protocol: its histogram, and its
@@ -570,13 +604,7 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
 		read_sk_addrs(sk, &e->addrs);
 	read_tcp_info(sk, &e->tcp);
 	__builtin_memcpy(&e->st, st, sizeof(e->st));
-	for (int i = 0; i < REQ_SLOTS; i++) {
-		__builtin_memset(&e->slot_addrs[i], 0, sizeof(e->slot_addrs[i]));
-		sk = e->st.slot[i].fd < 0 ? NULL : tcp_sock_of(sock_from_fd(e->st.slot[i].fd));
-		if (sk)
-			read_sk_addrs(sk, &e->slot_addrs[i]);
-		read_tcp_info(sk, &e->slot_tcp[i]);
-	}
+	read_slots(&e->st, e->slot_addrs, e->slot_tcp);
 	submit(e);
 }
 
@@ -783,7 +811,353 @@ int client_end(struct pt_regs *ctx)
 	return 0;
 }
 
+/* gRPC (google.golang.org/grpc): each a uprobe on the conditional jump
+ * of a function's stack check (emulated; the arguments still in their
+ * registers), found and its layout read by pkg/goruntime (grpc.go):
+ *   grpc_server_start: (*Server).handleStream(s, t, stream): a stream's
+ *                 call starts on the goroutine that serves it.
+ *   grpc_server_end: (*http2Server).writeStatus(t, stream, st): its
+ *                 status is written, on that goroutine: the call ended.
+ *   grpc_client_start: grpc.invoke(ctx, method, req, reply, cc, ...): a
+ *                 unary call starts.
+ *   grpc_client_end: (*clientStream).finish(cs, err): its stream ends,
+ *                 on the calling goroutine, err nil or io.EOF when it
+ *                 went well, else (as grpc makes them) a status error.
+ */
+
+/* Go's ABIInternal argument registers past the third. */
+#if defined(__TARGET_ARCH_x86)
+#define GO_ARG3(r) ((r)->di)
+#define GO_ARG8(r) ((r)->r11)
+#else
+#define GO_ARG3(r) ((r)->regs[3])
+#define GO_ARG8(r) ((r)->regs[8])
+#endif
+
+struct grpc_layout {
+	__u64 slow_ns;    /* calls at least this long are sent as events */
+	__u64 error_itab; /* run-time address of the itab (*status.Error, error) */
+	__u64 eof;        /* run-time address of io.EOF */
+	__u16 g_goid;
+	__u16 stream_method; /* ServerStream: the method string */
+	__u16 status_proto;  /* internal/status.Status: its *spb.Status */
+	__u16 proto_code;    /* spb.Status.Code (int32) */
+	__u16 error_status;  /* internal/status.Error: its *Status */
+	__u16 cc_target;     /* ClientConn.target; 0 unknown */
+	__u16 _pad[2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_TARGETS);
+	__type(key, __u32); /* tgid */
+	__type(value, struct grpc_layout);
+} grpc_layouts SEC(".maps");
+
+#define GRPC_METHOD_LEN 128
+#define GRPC_HIST_METHOD_LEN 96
+#define GRPC_TARGET_LEN 64
+
+/* The method (or target) was longer than the room for it. */
+#define GRPC_TRUNCATED 1
+/* The event carries its serving goroutine's breakdown. */
+#define GRPC_BREAKDOWN 2
+/* code could not be read. */
+#define GRPC_NO_CODE 4
+
+struct grpc_hist_key {
+	__u32 pid;
+	__u16 code;   /* the gRPC status code */
+	__u8 client;  /* 0: server call; 1: client call */
+	__u8 flags;   /* GRPC_TRUNCATED, GRPC_NO_CODE */
+	char method[GRPC_HIST_METHOD_LEN]; /* "/pkg.Service/Method" */
+	char target[GRPC_TARGET_LEN];      /* client: the ClientConn's target */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct grpc_hist_key);
+	__type(value, struct req_hist);
+} grpc_hists SEC(".maps");
+
+/* A server call in flight, by its goroutine. */
+struct grpc_server_state {
+	__u64 t_start; /* 0: none (the entry is reused) */
+	__u64 stream;  /* its *ServerStream */
+	__u8 owned;    /* it opened the goroutine's req_active entry (breakdown) */
+	__u8 _pad[7];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct req_key);
+	__type(value, struct grpc_server_state);
+} grpc_server_active SEC(".maps");
+
+/* A unary client call in flight, by its goroutine. */
+struct grpc_client_state {
+	__u64 t_start; /* 0: none (the entry is reused) */
+	struct gostring method;
+	__u64 cc; /* its *ClientConn */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct req_key);
+	__type(value, struct grpc_client_state);
+} grpc_client_active SEC(".maps");
+
+struct grpc_request_event {
+	struct event_header hdr;
+	__u64 duration_ns;
+	__s32 code;
+	__u8 flags; /* GRPC_* */
+	__u8 _pad[3];
+	char method[GRPC_METHOD_LEN];
+	struct req_state st; /* with GRPC_BREAKDOWN */
+	struct addrs slot_addrs[REQ_SLOTS];
+	struct tcp_info_lite slot_tcp[REQ_SLOTS];
+};
+
+struct grpc_client_request_event {
+	struct event_header hdr;
+	__u64 duration_ns;
+	__s32 code;
+	__u8 flags;
+	__u8 _pad[3];
+	char method[GRPC_METHOD_LEN];
+	char target[GRPC_TARGET_LEN];
+};
+
+static __always_inline struct grpc_layout *grpc_layout_of(__u32 *pid)
+{
+	*pid = bpf_get_current_pid_tgid() >> 32;
+	return bpf_map_lookup_elem(&grpc_layouts, pid);
+}
+
+static __always_inline int grpc_goid(struct pt_regs *ctx, const struct grpc_layout *l, __u64 *goid)
+{
+	__u64 g = GO_REG_G(ctx);
+	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + l->g_goid));
+}
+
+/* The code of a *status.Status; -1 when it cannot be read. A nil one
+ * (or one without its message) is OK, as grpc has it. */
+static __always_inline __s32 grpc_status_code(const struct grpc_layout *l, __u64 st)
+{
+	__u64 proto = 0;
+	__s32 code = 0;
+	if (!st)
+		return 0;
+	if (bpf_probe_read_user(&proto, sizeof(proto), (void *)(st + l->status_proto)))
+		return -1;
+	if (!proto)
+		return 0;
+	if (bpf_probe_read_user(&code, sizeof(code), (void *)(proto + l->proto_code)))
+		return -1;
+	return code;
+}
+
+SEC("uprobe")
+int grpc_server_start(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct grpc_layout *l = grpc_layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (grpc_goid(ctx, l, &k.goid))
+		return 0;
+	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
+	/* Its goroutine's waits count for it, unless the goroutine already
+	 * serves a request (grpc's ServeHTTP, under net/http's). */
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	if (!st || !st->t_start) {
+		req_open(&k, s.t_start, st);
+		s.owned = 1;
+	}
+	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
+	if (sp)
+		*sp = s;
+	else
+		bpf_map_update_elem(&grpc_server_active, &k, &s, BPF_ANY);
+	return 0;
+}
+
+static __always_inline void grpc_hist_add(struct grpc_hist_key *k, __u64 ns)
+{
+	struct req_hist *h = hist_of(&grpc_hists, k);
+	if (h)
+		hist_add(h, ns);
+}
+
+SEC("uprobe")
+int grpc_server_end(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct grpc_layout *l = grpc_layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (grpc_goid(ctx, l, &k.goid))
+		return 0;
+	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
+	/* The transport's own writes (a stream it refused) run on other
+	 * goroutines; a status written twice counts once. */
+	__u64 stream = GO_REG_ARG(ctx, 1);
+	if (!sp || !sp->t_start || sp->stream != stream)
+		return 0;
+	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 dur = now - sp->t_start;
+	sp->t_start = 0;
+	__s32 code = grpc_status_code(l, GO_REG_ARG(ctx, 2));
+	struct grpc_hist_key hk = {.pid = pid, .code = (__u16)code};
+	if (code < 0)
+		hk.flags |= GRPC_NO_CODE;
+	long n = read_gostring(hk.method, sizeof(hk.method), stream + l->stream_method);
+	if (n >= GRPC_HIST_METHOD_LEN)
+		hk.flags |= GRPC_TRUNCATED;
+	grpc_hist_add(&hk, dur);
+
+	struct req_state *st = NULL;
+	if (sp->owned) {
+		st = bpf_map_lookup_elem(&req_active, &k);
+		if (st && !st->t_start)
+			st = NULL;
+	}
+	if (dur >= l->slow_ns) {
+		struct grpc_request_event *e = reserve_event(struct grpc_request_event, (enum event_type)EVENT_GRPC_REQUEST);
+		if (e) {
+			fill_header(&e->hdr, (enum event_type)EVENT_GRPC_REQUEST, bpf_get_current_pid_tgid());
+			e->hdr.goid = k.goid;
+			e->hdr.goid_ok = 1;
+			e->duration_ns = dur;
+			e->code = code;
+			e->flags = hk.flags & GRPC_NO_CODE;
+			__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+			n = read_gostring(e->method, sizeof(e->method), stream + l->stream_method);
+			if (n >= GRPC_METHOD_LEN)
+				e->flags |= GRPC_TRUNCATED;
+			if (st) {
+				e->flags |= GRPC_BREAKDOWN;
+				__builtin_memcpy(&e->st, st, sizeof(e->st));
+			} else {
+				__builtin_memset(&e->st, 0, sizeof(e->st));
+				for (int i = 0; i < REQ_SLOTS; i++)
+					e->st.slot[i].fd = -1;
+			}
+			read_slots(&e->st, e->slot_addrs, e->slot_tcp);
+			submit(e);
+		}
+	}
+	/* Closed; the entry stays for the goroutine's next call (LRU). */
+	if (st)
+		st->t_start = 0;
+	return 0;
+}
+
+SEC("uprobe")
+int grpc_client_start(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct grpc_layout *l = grpc_layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (grpc_goid(ctx, l, &k.goid))
+		return 0;
+	struct grpc_client_state c = {
+		.t_start = bpf_ktime_get_boot_ns(),
+		.method = {.ptr = GO_REG_ARG(ctx, 2), .len = (__s64)GO_ARG3(ctx)},
+		.cc = GO_ARG8(ctx),
+	};
+	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_active, &k);
+	if (cp)
+		*cp = c;
+	else
+		bpf_map_update_elem(&grpc_client_active, &k, &c, BPF_ANY);
+	return 0;
+}
+
+/* Copies the Go string s into dst (n bytes, NUL-padded); returns its
+ * length, or -1. */
+static __always_inline long copy_gostring(void *dst, __u32 n, const struct gostring *s)
+{
+	__builtin_memset(dst, 0, n);
+	if (s->len <= 0 || !s->ptr)
+		return 0;
+	__u32 m = s->len < n ? s->len : n;
+	m &= 0xff;
+	if (m > n)
+		m = n;
+	if (bpf_probe_read_user(dst, m, (void *)s->ptr))
+		return -1;
+	return s->len;
+}
+
+SEC("uprobe")
+int grpc_client_end(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct grpc_layout *l = grpc_layout_of(&pid);
+	if (!l)
+		return 0;
+	struct req_key k = {.pid = pid};
+	if (grpc_goid(ctx, l, &k.goid))
+		return 0;
+	/* Streams other than unary calls end here too, on goroutines with
+	 * no call in flight: not counted. */
+	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_active, &k);
+	if (!cp || !cp->t_start)
+		return 0;
+	struct grpc_client_state c = *cp;
+	cp->t_start = 0;
+	__u64 dur = bpf_ktime_get_boot_ns() - c.t_start;
+	__u64 itab = GO_REG_ARG(ctx, 1), data = GO_REG_ARG(ctx, 2);
+	__s32 code = 0;
+	struct gostring eof = {};
+	if (itab == l->error_itab && data) {
+		__u64 st = 0;
+		code = bpf_probe_read_user(&st, sizeof(st), (void *)(data + l->error_status)) ? -1 : grpc_status_code(l, st);
+	} else if (itab && (bpf_probe_read_user(&eof, sizeof(eof), (void *)l->eof) || itab != eof.ptr || data != (__u64)eof.len)) {
+		/* Not io.EOF, and not a status: grpc's status.Code says Unknown. */
+		code = 2;
+	}
+	struct grpc_hist_key hk = {.pid = pid, .code = (__u16)code, .client = 1};
+	if (code < 0)
+		hk.flags |= GRPC_NO_CODE;
+	long n = copy_gostring(hk.method, sizeof(hk.method), &c.method);
+	if (n >= GRPC_HIST_METHOD_LEN)
+		hk.flags |= GRPC_TRUNCATED;
+	if (l->cc_target && c.cc && read_gostring(hk.target, sizeof(hk.target), c.cc + l->cc_target) >= GRPC_TARGET_LEN)
+		hk.flags |= GRPC_TRUNCATED;
+	grpc_hist_add(&hk, dur);
+	if (dur < l->slow_ns)
+		return 0;
+	struct grpc_client_request_event *e = reserve_event(struct grpc_client_request_event, (enum event_type)EVENT_GRPC_CLIENT_REQUEST);
+	if (!e)
+		return 0;
+	fill_header(&e->hdr, (enum event_type)EVENT_GRPC_CLIENT_REQUEST, bpf_get_current_pid_tgid());
+	e->hdr.goid = k.goid;
+	e->hdr.goid_ok = 1;
+	e->duration_ns = dur;
+	e->code = code;
+	e->flags = hk.flags & (GRPC_NO_CODE | GRPC_TRUNCATED);
+	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+	n = copy_gostring(e->method, sizeof(e->method), &c.method);
+	if (n >= GRPC_METHOD_LEN)
+		e->flags |= GRPC_TRUNCATED;
+	__builtin_memcpy(e->target, hk.target, sizeof(e->target));
+	submit(e);
+	return 0;
+}
+
 const struct http_request_event *unused_http_request_event __attribute__((unused));
 const struct http_client_request_event *unused_http_client_request_event __attribute__((unused));
 const enum req_event_type *unused_req_event_type __attribute__((unused));
 const enum req_count *unused_req_count __attribute__((unused));
+const struct grpc_request_event *unused_grpc_request_event __attribute__((unused));
+const struct grpc_client_request_event *unused_grpc_client_request_event __attribute__((unused));

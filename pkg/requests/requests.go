@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"structs"
 	"sync"
 	"time"
 
@@ -169,24 +170,12 @@ func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup) (starts, ends []gor
 // ErrNoServer means the program has no net/http server: nothing to trace.
 var ErrNoServer = errors.New("no net/http server in the program")
 
-// Attach places the uprobes in the running Go process p, whose requests
-// of at least slow become events. The returned limits say what is off
-// for it (the client probes, say); an error means none is attached.
+// Attach places the uprobes in the running Go process p: net/http's and
+// grpc's, whose requests of at least slow become events. The returned
+// limits say what is off for it (the client probes, say); an error
+// means none is attached (HTTPLimit says it as a limit).
 func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []string, err error) {
-	pid, off := p.PID, p.Bin.Offsets
-	for _, o := range []struct {
-		name string
-		off  uint16
-	}{{"runtime.g.goid", off.GGoid}, {"Request.URL", off.HttpReqURL}, {"url.URL.Path", off.URLPath},
-		{"response.req", off.HttpRespReq}, {"response.status", off.HttpRespStatus}, {"conn.remoteAddr", off.HttpConnRemoteAddr}} {
-		if o.off == 0 {
-			// net/http's offsets come from the version table (a
-			// binary's DWARF is read for the runtime's structs only).
-			return nil, fmt.Errorf("%s: the offset of %s is not known: %s is not in gonetscope's version table (%s)",
-				p.Bin.GoVersion, o.name, p.Bin.GoVersion, strings.Join(goruntime.TableVersions(), ", "))
-		}
-	}
-	exe := proc.Path(pid, "exe")
+	exe := proc.Path(p.PID, "exe")
 	fh, err := os.Open(exe)
 	if err != nil {
 		return nil, err
@@ -196,12 +185,58 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 	if err != nil {
 		return nil, err
 	}
+	ex, err := link.OpenExecutable(exe)
+	if err != nil {
+		return nil, err
+	}
+	glinks, glimits, err := o.attachGRPC(p, f, ex, slow)
+	if err != nil {
+		return nil, err
+	}
+	links, limits, err := o.attachHTTP(p, f, ex, slow)
+	if err != nil {
+		if glinks == nil {
+			o.detachGRPC(p.PID)
+			return glimits, err
+		}
+		limits = []string{HTTPLimit(err)}
+	}
+	o.mu.Lock()
+	o.links[p.PID] = append(links, glinks...)
+	o.mu.Unlock()
+	return append(limits, glimits...), nil
+}
+
+// HTTPLimit is the attached event's limit for a target that Attach
+// could not give net/http probes for err.
+func HTTPLimit(err error) string {
+	if errors.Is(err, ErrNoServer) {
+		return "no http_request: " + ErrNoServer.Error()
+	}
+	return fmt.Sprintf("no http_request or http_client_request: %v", err)
+}
+
+// attachHTTP places net/http's uprobes in p (its executable f, ex).
+func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) (links []link.Link, limits []string, err error) {
+	pid, off := p.PID, p.Bin.Offsets
 	if _, _, ok := p.Syms.Func(serveFunc); !ok {
-		return nil, ErrNoServer
+		return nil, nil, ErrNoServer
+	}
+	for _, o := range []struct {
+		name string
+		off  uint16
+	}{{"runtime.g.goid", off.GGoid}, {"Request.URL", off.HttpReqURL}, {"url.URL.Path", off.URLPath},
+		{"response.req", off.HttpRespReq}, {"response.status", off.HttpRespStatus}, {"conn.remoteAddr", off.HttpConnRemoteAddr}} {
+		if o.off == 0 {
+			// net/http's offsets come from the version table (a
+			// binary's DWARF is read for the runtime's structs only).
+			return nil, nil, fmt.Errorf("%s: the offset of %s is not known: %s is not in gonetscope's version table (%s)",
+				p.Bin.GoVersion, o.name, p.Bin.GoVersion, strings.Join(goruntime.TableVersions(), ", "))
+		}
 	}
 	probes, err := FindProbes(f, p.Syms.Func)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if off.HttpReqPattern == 0 {
 		limits = append(limits, fmt.Sprintf("http_request routes are paths with ids collapsed: %s has no Request.Pattern (Go 1.23+)", p.Bin.GoVersion))
@@ -243,11 +278,6 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 		l.H2rwsReq, l.H2rwsStatus, l.H2rwsWrote, l.H2rwsConn = off.H2RwsReq, off.H2RwsStatus, off.H2RwsWrote, off.H2RwsConn
 		l.H2scConn, l.H2scRaddr = off.H2ScConn, off.H2ScRaddr
 	}
-	ex, err := link.OpenExecutable(exe)
-	if err != nil {
-		return nil, err
-	}
-	var links []link.Link
 	attach := func(prog string, sites []goruntime.Site) error {
 		for _, s := range sites {
 			up, err := ex.Uprobe("", o.coll.Programs[prog], &link.UprobeOptions{Address: s.FileOffset, PID: pid})
@@ -271,22 +301,19 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 	} {
 		if err := attach(a.prog, a.sites); err != nil {
 			bpfobj.CloseAll(links)
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	if err := o.coll.Maps[requestsMapReqLayouts].Put(uint32(pid), &l); err != nil {
 		bpfobj.CloseAll(links)
-		return nil, err
+		return nil, nil, err
 	}
 	if err := o.coll.Maps[requestsMapReqParentOff].Put(uint32(pid), off.GParentGoid); err != nil {
 		o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
 		bpfobj.CloseAll(links)
-		return nil, err
+		return nil, nil, err
 	}
-	o.mu.Lock()
-	o.links[pid] = links
-	o.mu.Unlock()
-	return limits, nil
+	return links, limits, nil
 }
 
 // Detach removes pid's uprobes and what the kernel keeps for it.
@@ -301,6 +328,7 @@ func (o *Objects) Detach(pid int) {
 	o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
 	o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
 	bpfobj.CloseAll(links)
+	o.detachGRPC(pid)
 	bpfobj.DeleteWhere[requestsReqKey, requestsReqState](o.coll.Maps[requestsMapReqActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqFdKey, requestsReqFd](o.coll.Maps[requestsMapReqFds],
@@ -345,6 +373,8 @@ func (o *Objects) Counts() (Counts, error) {
 var eventNames = map[requestsReqEventType]string{
 	requestsReqEventTypeEVENT_HTTP_REQUEST:        "http_request",
 	requestsReqEventTypeEVENT_HTTP_CLIENT_REQUEST: "http_client_request",
+	requestsReqEventTypeEVENT_GRPC_REQUEST:        "grpc_request",
+	requestsReqEventTypeEVENT_GRPC_CLIENT_REQUEST: "grpc_client_request",
 }
 
 // Route flags (struct req_hist_key).
@@ -409,6 +439,8 @@ func Decode(raw []byte, clock bpfobj.Clock) (event.Event, error) {
 			FD:         r.Fd,
 			Addrs:      bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport),
 		}, nil
+	case requestsReqEventTypeEVENT_GRPC_REQUEST, requestsReqEventTypeEVENT_GRPC_CLIENT_REQUEST:
+		return decodeGRPC(raw, requestsReqEventType(h.Type), h, clock)
 	}
 	return nil, fmt.Errorf("requests: unknown event type %d", h.Type)
 }
@@ -445,17 +477,31 @@ func decodeRequest(r *requestsHttpRequestEvent, hdr event.Header) *event.HTTPReq
 		ev.FD = r.Fd
 		ev.TCP = &event.TCPInfo{SrttUs: r.Tcp.SrttUs, Retrans: r.Tcp.TotalRetrans}
 	}
-	st := r.St
-	b := &ev.Breakdown
+	ev.Breakdown = breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, ev.FD)
+	return ev
+}
+
+// slotTCP is the TCP state of a request's connections in its event.
+type slotTCP = [4]struct {
+	_            structs.HostLayout
+	SrttUs       uint32
+	TotalRetrans uint32
+}
+
+// breakdown is where a request of duration dur went, from its
+// accumulator st (bpf/requests.h) and its connections' endpoints and TCP
+// state; ownFD is the request's own connection (-1 unknown).
+func breakdown(st *requestsReqState, addrs [4]requestsAddrs, tcp slotTCP, dur uint64, ownFD int32) event.Breakdown {
+	var b event.Breakdown
 	b.NetworkNs, b.SchedNs, b.Waits, b.Unslotted, b.ConnectNs = st.IoNs, st.SchedNs, st.Waits, st.Unslotted, st.ConnectNs
-	if r.DurationNs > st.IoNs+st.SchedNs {
-		b.OtherNs = r.DurationNs - st.IoNs - st.SchedNs
+	if dur > st.IoNs+st.SchedNs {
+		b.OtherNs = dur - st.IoNs - st.SchedNs
 	}
 	for i, s := range st.Slot {
 		if s.Fd < 0 {
 			continue
 		}
-		a := r.SlotAddrs[i]
+		a := addrs[i]
 		c := event.BreakdownConn{
 			FD: s.Fd, Role: "downstream",
 			Addrs:    bpfobj.Addrs(a.Family, a.Saddr, a.Daddr, a.Sport, a.Dport),
@@ -463,14 +509,14 @@ func decodeRequest(r *requestsHttpRequestEvent, hdr event.Header) *event.HTTPReq
 			ClientCalls: uint32(s.ClientCalls), ClientNs: s.ClientNs,
 		}
 		if c.Addrs.Remote.IsValid() {
-			c.TCP = &event.TCPInfo{SrttUs: r.SlotTcp[i].SrttUs, Retrans: r.SlotTcp[i].TotalRetrans}
+			c.TCP = &event.TCPInfo{SrttUs: tcp[i].SrttUs, Retrans: tcp[i].TotalRetrans}
 		}
-		if s.Fd == ev.FD && s.ViaClient == 0 {
+		if s.Fd == ownFD && s.ViaClient == 0 {
 			c.Role = "client"
 		}
 		b.Conns = append(b.Conns, c)
 	}
-	return ev
+	return b
 }
 
 // Hist is one request-duration histogram: a target's server requests of

@@ -45,6 +45,77 @@ type requestsEventHeader struct {
 	Comm   [16]int8
 }
 
+type requestsGrpcClientRequestEvent struct {
+	_          structs.HostLayout
+	Hdr        requestsEventHeader
+	DurationNs uint64
+	Code       int32
+	Flags      uint8
+	Pad        [3]uint8
+	Method     [128]int8
+	Target     [64]int8
+}
+
+type requestsGrpcClientState struct {
+	_       structs.HostLayout
+	T_start uint64
+	Method  struct {
+		_   structs.HostLayout
+		Ptr uint64
+		Len int64
+	}
+	Cc uint64
+}
+
+type requestsGrpcHistKey struct {
+	_      structs.HostLayout
+	Pid    uint32
+	Code   uint16
+	Client uint8
+	Flags  uint8
+	Method [96]int8
+	Target [64]int8
+}
+
+type requestsGrpcLayout struct {
+	_            structs.HostLayout
+	SlowNs       uint64
+	ErrorItab    uint64
+	Eof          uint64
+	G_goid       uint16
+	StreamMethod uint16
+	StatusProto  uint16
+	ProtoCode    uint16
+	ErrorStatus  uint16
+	CcTarget     uint16
+	Pad          [2]uint16
+}
+
+type requestsGrpcRequestEvent struct {
+	_          structs.HostLayout
+	Hdr        requestsEventHeader
+	DurationNs uint64
+	Code       int32
+	Flags      uint8
+	Pad        [3]uint8
+	Method     [128]int8
+	St         requestsReqState
+	SlotAddrs  [4]requestsAddrs
+	SlotTcp    [4]struct {
+		_            structs.HostLayout
+		SrttUs       uint32
+		TotalRetrans uint32
+	}
+}
+
+type requestsGrpcServerState struct {
+	_       structs.HostLayout
+	T_start uint64
+	Stream  uint64
+	Owned   uint8
+	Pad     [7]uint8
+}
+
 type requestsHttpClientRequestEvent struct {
 	_          structs.HostLayout
 	Hdr        requestsEventHeader
@@ -113,6 +184,8 @@ type requestsReqEventType uint32
 const (
 	requestsReqEventTypeEVENT_HTTP_REQUEST        requestsReqEventType = 6
 	requestsReqEventTypeEVENT_HTTP_CLIENT_REQUEST requestsReqEventType = 7
+	requestsReqEventTypeEVENT_GRPC_REQUEST        requestsReqEventType = 9
+	requestsReqEventTypeEVENT_GRPC_CLIENT_REQUEST requestsReqEventType = 10
 )
 
 type requestsReqFd struct {
@@ -225,6 +298,10 @@ type requestsTarget struct {
 const (
 	requestsMapClientActive                 = "client_active"
 	requestsMapEvents                       = "events"
+	requestsMapGrpcClientActive             = "grpc_client_active"
+	requestsMapGrpcHists                    = "grpc_hists"
+	requestsMapGrpcLayouts                  = "grpc_layouts"
+	requestsMapGrpcServerActive             = "grpc_server_active"
 	requestsMapLost                         = "lost"
 	requestsMapPathBufs                     = "path_bufs"
 	requestsMapReqActive                    = "req_active"
@@ -236,12 +313,18 @@ const (
 	requestsMapTargets                      = "targets"
 	requestsProgClientEnd                   = "client_end"
 	requestsProgClientStart                 = "client_start"
+	requestsProgGrpcClientEnd               = "grpc_client_end"
+	requestsProgGrpcClientStart             = "grpc_client_start"
+	requestsProgGrpcServerEnd               = "grpc_server_end"
+	requestsProgGrpcServerStart             = "grpc_server_start"
 	requestsProgH2ClientStart               = "h2_client_start"
 	requestsProgH2End                       = "h2_end"
 	requestsProgServerEnd                   = "server_end"
 	requestsProgServerStart                 = "server_start"
 	requestsVarLastWakeupNs                 = "last_wakeup_ns"
 	requestsVarUnusedEventType              = "unused_event_type"
+	requestsVarUnusedGrpcClientRequestEvent = "unused_grpc_client_request_event"
+	requestsVarUnusedGrpcRequestEvent       = "unused_grpc_request_event"
 	requestsVarUnusedHttpClientRequestEvent = "unused_http_client_request_event"
 	requestsVarUnusedHttpRequestEvent       = "unused_http_request_event"
 	requestsVarUnusedReqCount               = "unused_req_count"
@@ -291,29 +374,37 @@ type requestsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type requestsProgramSpecs struct {
-	ClientEnd     *ebpf.ProgramSpec `ebpf:"client_end"`
-	ClientStart   *ebpf.ProgramSpec `ebpf:"client_start"`
-	H2ClientStart *ebpf.ProgramSpec `ebpf:"h2_client_start"`
-	H2End         *ebpf.ProgramSpec `ebpf:"h2_end"`
-	ServerEnd     *ebpf.ProgramSpec `ebpf:"server_end"`
-	ServerStart   *ebpf.ProgramSpec `ebpf:"server_start"`
+	ClientEnd       *ebpf.ProgramSpec `ebpf:"client_end"`
+	ClientStart     *ebpf.ProgramSpec `ebpf:"client_start"`
+	GrpcClientEnd   *ebpf.ProgramSpec `ebpf:"grpc_client_end"`
+	GrpcClientStart *ebpf.ProgramSpec `ebpf:"grpc_client_start"`
+	GrpcServerEnd   *ebpf.ProgramSpec `ebpf:"grpc_server_end"`
+	GrpcServerStart *ebpf.ProgramSpec `ebpf:"grpc_server_start"`
+	H2ClientStart   *ebpf.ProgramSpec `ebpf:"h2_client_start"`
+	H2End           *ebpf.ProgramSpec `ebpf:"h2_end"`
+	ServerEnd       *ebpf.ProgramSpec `ebpf:"server_end"`
+	ServerStart     *ebpf.ProgramSpec `ebpf:"server_start"`
 }
 
 // requestsMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type requestsMapSpecs struct {
-	ClientActive *ebpf.MapSpec `ebpf:"client_active"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Lost         *ebpf.MapSpec `ebpf:"lost"`
-	PathBufs     *ebpf.MapSpec `ebpf:"path_bufs"`
-	ReqActive    *ebpf.MapSpec `ebpf:"req_active"`
-	ReqCounts    *ebpf.MapSpec `ebpf:"req_counts"`
-	ReqFds       *ebpf.MapSpec `ebpf:"req_fds"`
-	ReqHists     *ebpf.MapSpec `ebpf:"req_hists"`
-	ReqLayouts   *ebpf.MapSpec `ebpf:"req_layouts"`
-	ReqParentOff *ebpf.MapSpec `ebpf:"req_parent_off"`
-	Targets      *ebpf.MapSpec `ebpf:"targets"`
+	ClientActive     *ebpf.MapSpec `ebpf:"client_active"`
+	Events           *ebpf.MapSpec `ebpf:"events"`
+	GrpcClientActive *ebpf.MapSpec `ebpf:"grpc_client_active"`
+	GrpcHists        *ebpf.MapSpec `ebpf:"grpc_hists"`
+	GrpcLayouts      *ebpf.MapSpec `ebpf:"grpc_layouts"`
+	GrpcServerActive *ebpf.MapSpec `ebpf:"grpc_server_active"`
+	Lost             *ebpf.MapSpec `ebpf:"lost"`
+	PathBufs         *ebpf.MapSpec `ebpf:"path_bufs"`
+	ReqActive        *ebpf.MapSpec `ebpf:"req_active"`
+	ReqCounts        *ebpf.MapSpec `ebpf:"req_counts"`
+	ReqFds           *ebpf.MapSpec `ebpf:"req_fds"`
+	ReqHists         *ebpf.MapSpec `ebpf:"req_hists"`
+	ReqLayouts       *ebpf.MapSpec `ebpf:"req_layouts"`
+	ReqParentOff     *ebpf.MapSpec `ebpf:"req_parent_off"`
+	Targets          *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // requestsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -322,6 +413,8 @@ type requestsMapSpecs struct {
 type requestsVariableSpecs struct {
 	LastWakeupNs                 *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	UnusedEventType              *ebpf.VariableSpec `ebpf:"unused_event_type"`
+	UnusedGrpcClientRequestEvent *ebpf.VariableSpec `ebpf:"unused_grpc_client_request_event"`
+	UnusedGrpcRequestEvent       *ebpf.VariableSpec `ebpf:"unused_grpc_request_event"`
 	UnusedHttpClientRequestEvent *ebpf.VariableSpec `ebpf:"unused_http_client_request_event"`
 	UnusedHttpRequestEvent       *ebpf.VariableSpec `ebpf:"unused_http_request_event"`
 	UnusedReqCount               *ebpf.VariableSpec `ebpf:"unused_req_count"`
@@ -349,23 +442,31 @@ func (o *requestsObjects) Close() error {
 //
 // It can be passed to loadRequestsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type requestsMaps struct {
-	ClientActive *ebpf.Map `ebpf:"client_active"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Lost         *ebpf.Map `ebpf:"lost"`
-	PathBufs     *ebpf.Map `ebpf:"path_bufs"`
-	ReqActive    *ebpf.Map `ebpf:"req_active"`
-	ReqCounts    *ebpf.Map `ebpf:"req_counts"`
-	ReqFds       *ebpf.Map `ebpf:"req_fds"`
-	ReqHists     *ebpf.Map `ebpf:"req_hists"`
-	ReqLayouts   *ebpf.Map `ebpf:"req_layouts"`
-	ReqParentOff *ebpf.Map `ebpf:"req_parent_off"`
-	Targets      *ebpf.Map `ebpf:"targets"`
+	ClientActive     *ebpf.Map `ebpf:"client_active"`
+	Events           *ebpf.Map `ebpf:"events"`
+	GrpcClientActive *ebpf.Map `ebpf:"grpc_client_active"`
+	GrpcHists        *ebpf.Map `ebpf:"grpc_hists"`
+	GrpcLayouts      *ebpf.Map `ebpf:"grpc_layouts"`
+	GrpcServerActive *ebpf.Map `ebpf:"grpc_server_active"`
+	Lost             *ebpf.Map `ebpf:"lost"`
+	PathBufs         *ebpf.Map `ebpf:"path_bufs"`
+	ReqActive        *ebpf.Map `ebpf:"req_active"`
+	ReqCounts        *ebpf.Map `ebpf:"req_counts"`
+	ReqFds           *ebpf.Map `ebpf:"req_fds"`
+	ReqHists         *ebpf.Map `ebpf:"req_hists"`
+	ReqLayouts       *ebpf.Map `ebpf:"req_layouts"`
+	ReqParentOff     *ebpf.Map `ebpf:"req_parent_off"`
+	Targets          *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *requestsMaps) Close() error {
 	return _RequestsClose(
 		m.ClientActive,
 		m.Events,
+		m.GrpcClientActive,
+		m.GrpcHists,
+		m.GrpcLayouts,
+		m.GrpcServerActive,
 		m.Lost,
 		m.PathBufs,
 		m.ReqActive,
@@ -384,6 +485,8 @@ func (m *requestsMaps) Close() error {
 type requestsVariables struct {
 	LastWakeupNs                 *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	UnusedEventType              *ebpf.Variable `ebpf:"unused_event_type"`
+	UnusedGrpcClientRequestEvent *ebpf.Variable `ebpf:"unused_grpc_client_request_event"`
+	UnusedGrpcRequestEvent       *ebpf.Variable `ebpf:"unused_grpc_request_event"`
 	UnusedHttpClientRequestEvent *ebpf.Variable `ebpf:"unused_http_client_request_event"`
 	UnusedHttpRequestEvent       *ebpf.Variable `ebpf:"unused_http_request_event"`
 	UnusedReqCount               *ebpf.Variable `ebpf:"unused_req_count"`
@@ -395,18 +498,26 @@ type requestsVariables struct {
 //
 // It can be passed to loadRequestsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type requestsPrograms struct {
-	ClientEnd     *ebpf.Program `ebpf:"client_end"`
-	ClientStart   *ebpf.Program `ebpf:"client_start"`
-	H2ClientStart *ebpf.Program `ebpf:"h2_client_start"`
-	H2End         *ebpf.Program `ebpf:"h2_end"`
-	ServerEnd     *ebpf.Program `ebpf:"server_end"`
-	ServerStart   *ebpf.Program `ebpf:"server_start"`
+	ClientEnd       *ebpf.Program `ebpf:"client_end"`
+	ClientStart     *ebpf.Program `ebpf:"client_start"`
+	GrpcClientEnd   *ebpf.Program `ebpf:"grpc_client_end"`
+	GrpcClientStart *ebpf.Program `ebpf:"grpc_client_start"`
+	GrpcServerEnd   *ebpf.Program `ebpf:"grpc_server_end"`
+	GrpcServerStart *ebpf.Program `ebpf:"grpc_server_start"`
+	H2ClientStart   *ebpf.Program `ebpf:"h2_client_start"`
+	H2End           *ebpf.Program `ebpf:"h2_end"`
+	ServerEnd       *ebpf.Program `ebpf:"server_end"`
+	ServerStart     *ebpf.Program `ebpf:"server_start"`
 }
 
 func (p *requestsPrograms) Close() error {
 	return _RequestsClose(
 		p.ClientEnd,
 		p.ClientStart,
+		p.GrpcClientEnd,
+		p.GrpcClientStart,
+		p.GrpcServerEnd,
+		p.GrpcServerStart,
 		p.H2ClientStart,
 		p.H2End,
 		p.ServerEnd,

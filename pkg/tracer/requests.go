@@ -1,16 +1,15 @@
 package tracer
 
 import (
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/gonetscope/gonetscope/pkg/requests"
 )
 
 // requestTracing is pkg/requests as a feature (--requests): net/http
-// uprobes in each target, the http_request and http_client_request
-// events, the request-duration histograms.
+// and grpc uprobes in each target, the http_request,
+// http_client_request, grpc_request and grpc_client_request events, the
+// request-duration histograms.
 type requestTracing struct {
 	rq *requests.Objects
 	// slow is Options.SlowRequest.
@@ -32,7 +31,7 @@ func (t *Tracer) loadRequests() error {
 	}
 	t.plug(feature{
 		samplers: samplers,
-		hooks:    map[string]string{"http": "uprobe"},
+		hooks:    map[string]string{"http": "uprobe", "grpc": "uprobe"},
 		streams:  []source{{"requests", rq.Events(), requests.Decode, rq.Lost}},
 		attach:   r.attach,
 		detach:   func(tg *target) { rq.Detach(tg.proc.PID) },
@@ -48,11 +47,8 @@ func (r *requestTracing) attach(tg *target) error {
 		return nil // install noted why there are no symbols
 	}
 	limits, err := r.rq.Attach(tg.rt, r.slow)
-	if errors.Is(err, requests.ErrNoServer) {
-		err = nil
-		limits = append(limits, "no http_request: "+requests.ErrNoServer.Error())
-	} else if err != nil {
-		limits = []string{fmt.Sprintf("no http_request or http_client_request: %v", err)}
+	if err != nil {
+		limits = append([]string{requests.HTTPLimit(err)}, limits...)
 	}
 	tg.bin.Limits = append(tg.bin.Limits, limits...)
 	return nil
@@ -65,6 +61,15 @@ func (t *Tracer) RequestHists() ([]requests.Hist, error) {
 		return nil, nil
 	}
 	return t.requests.Hists(t.tracedNow())
+}
+
+// GRPCHists reads the gRPC call-duration histograms of the traced
+// processes (pkg/metrics); nil without --requests.
+func (t *Tracer) GRPCHists() ([]requests.GRPCHist, error) {
+	if t.requests == nil {
+		return nil, nil
+	}
+	return t.requests.GRPCHists(t.tracedNow())
 }
 
 // RequestCounts are the request object's counters (nil without --requests).

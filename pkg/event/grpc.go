@@ -1,0 +1,58 @@
+package event
+
+import "github.com/rs/zerolog"
+
+// GRPCRequest: a gRPC server call of the target (google.golang.org/grpc)
+// ended (its status was written), over --slow-request.
+type GRPCRequest struct {
+	Header
+	// Service and Method split the full method "/pkg.Service/Method".
+	Service, Method string
+	// Code is the gRPC status code written, CodeName its name ("OK",
+	// "NOT_FOUND", ...); Code -1 and CodeName "" when it could not be
+	// read.
+	Code       int
+	CodeName   string
+	DurationNs uint64
+	// Truncated: the full method was longer than the kernel's 127 bytes.
+	Truncated bool
+	// Breakdown is where the time went, as for HTTPRequest: the serving
+	// goroutine's own netpoll waits; nil when the goroutine was serving
+	// a net/http request as well (grpc's ServeHTTP).
+	Breakdown *Breakdown
+}
+
+func (r *GRPCRequest) MarshalZerologObject(e *zerolog.Event) {
+	r.marshal(e)
+	e.Str("service", r.Service).Str("method", r.Method).Int("code", r.Code).Str("code_name", r.CodeName).
+		Uint64("duration_ns", r.DurationNs)
+	if r.Truncated {
+		e.Bool("truncated", true)
+	}
+	if r.Breakdown != nil {
+		e.Object("breakdown", *r.Breakdown)
+	}
+}
+
+// GRPCClientRequest: a unary gRPC call the target made ended, over
+// --slow-request.
+type GRPCClientRequest struct {
+	Header
+	Service, Method string
+	// Target is the ClientConn's dial target ("dns:///host:port", ...);
+	// "" when not known.
+	Target     string
+	Code       int
+	CodeName   string
+	DurationNs uint64
+	Truncated  bool
+}
+
+func (r *GRPCClientRequest) MarshalZerologObject(e *zerolog.Event) {
+	r.marshal(e)
+	e.Str("service", r.Service).Str("method", r.Method).Str("target", r.Target).Int("code", r.Code).
+		Str("code_name", r.CodeName).Uint64("duration_ns", r.DurationNs)
+	if r.Truncated {
+		e.Bool("truncated", true)
+	}
+}
