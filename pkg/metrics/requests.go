@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,7 @@ import (
 // (pkg/requests, --requests): *tracer.Tracer is one.
 type RequestSource interface {
 	RequestHists() ([]requests.Hist, error)
+	GRPCHists() ([]requests.GRPCHist, error)
 	RequestCounts() *requests.Counts
 }
 
@@ -33,8 +35,16 @@ var (
 	clientDurationDesc = prometheus.NewDesc("http_client_request_duration_seconds",
 		"Duration of net/http client round trips (HTTP/1) the target made (OpenTelemetry http.client.request.duration); http_response_status_code is empty when the round trip failed.",
 		append(append([]string{}, base...), "http_request_method", "server_address", "server_port", "http_response_status_code"), nil)
+	// The OpenTelemetry RPC metrics (rpc.server.call.duration,
+	// rpc.client.call.duration: seconds, the same default buckets).
+	grpcServerDurationDesc = prometheus.NewDesc("rpc_server_call_duration_seconds",
+		"Duration of gRPC server calls of the target: handleStream called to the status written (OpenTelemetry rpc.server.call.duration).",
+		append(append([]string{}, base...), "rpc_system_name", "rpc_method", "rpc_response_status_code"), nil)
+	grpcClientDurationDesc = prometheus.NewDesc("rpc_client_call_duration_seconds",
+		"Duration of unary gRPC calls the target made: grpc.invoke called to the client stream finished (OpenTelemetry rpc.client.call.duration).",
+		append(append([]string{}, base...), "rpc_system_name", "rpc_method", "server_address", "server_port", "rpc_response_status_code"), nil)
 	routesOverflowDesc = prometheus.NewDesc("gonetscope_http_routes_overflow_total",
-		"Requests counted under http_route=\"other\" (server_address for clients) because the target had more routes than gonetscope keeps apart.",
+		"Requests counted under http_route=\"other\" (server_address for clients; rpc_method=\"_OTHER\" for gRPC, kind grpc_server and grpc_client) because the target had more routes than gonetscope keeps apart.",
 		append(append([]string{}, base...), "kind"), nil)
 	requestsUntrackedDesc = prometheus.NewDesc("gonetscope_http_requests_untracked_total",
 		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips).",
@@ -48,17 +58,18 @@ type routeCaps struct {
 	kept map[routeCapKey]map[string]bool
 }
 
-// routeCapKey is a target's server (client false) or client routes.
+// routeCapKey is a target's routes of one kind: "server" or "client"
+// (HTTP), "grpc_server" or "grpc_client" (methods).
 type routeCapKey struct {
-	pid    uint32
-	client bool
+	pid  uint32
+	kind string
 }
 
-func (rc *routeCaps) admit(pid uint32, client bool, route string) bool {
+func (rc *routeCaps) admit(pid uint32, kind, route string) bool {
 	if rc.kept == nil {
 		rc.kept = map[routeCapKey]map[string]bool{}
 	}
-	k := routeCapKey{pid, client}
+	k := routeCapKey{pid, kind}
 	set := rc.kept[k]
 	if set == nil {
 		set = map[string]bool{}
@@ -77,6 +88,8 @@ func (rc *routeCaps) admit(pid uint32, client bool, route string) bool {
 func describeRequests(ch chan<- *prometheus.Desc) {
 	ch <- serverDurationDesc
 	ch <- clientDurationDesc
+	ch <- grpcServerDurationDesc
+	ch <- grpcClientDurationDesc
 	ch <- routesOverflowDesc
 	ch <- requestsUntrackedDesc
 }
@@ -93,6 +106,11 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 		c.errors.Inc()
 		return
 	}
+	grpcHists, err := src.GRPCHists()
+	if err != nil {
+		c.errors.Inc()
+		return
+	}
 	if cnt := src.RequestCounts(); cnt != nil {
 		for reason, n := range map[string]uint64{"hist_full": cnt.HistFull, "no_start": cnt.NoStart, "client_no_start": cnt.ClientNoStart} {
 			ch <- prometheus.MustNewConstMetric(requestsUntrackedDesc, prometheus.CounterValue, float64(n), reason)
@@ -101,6 +119,9 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 	// Admit routes in a stable order: the busiest first.
 	slices.SortFunc(hists, func(a, b requests.Hist) int {
 		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Status, b.Status))
+	})
+	slices.SortFunc(grpcHists, func(a, b requests.GRPCHist) int {
+		return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Method, b.Method), cmp.Compare(a.Target, b.Target), cmp.Compare(a.Code, b.Code))
 	})
 	type series struct {
 		desc   *prometheus.Desc
@@ -111,6 +132,20 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 	}
 	merged := map[string]*series{}
 	var order []string
+	add := func(desc *prometheus.Desc, labels []string, count, sumNs uint64, buckets []uint64) {
+		key := desc.String() + "\x00" + stringsKey(labels)
+		s := merged[key]
+		if s == nil {
+			s = &series{desc: desc, labels: labels, bucket: make([]uint64, len(buckets))}
+			merged[key] = s
+			order = append(order, key)
+		}
+		s.count += count
+		s.sumNs += sumNs
+		for i, n := range buckets {
+			s.bucket[i] += n
+		}
+	}
 	type overflowKey struct{ pid, comm, kind string }
 	overflow := map[overflowKey]uint64{}
 	c.routes.mu.Lock()
@@ -121,12 +156,12 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 		}
 		pid := strconv.Itoa(int(h.PID))
 		route := h.Route
-		if !c.routes.admit(h.PID, h.Client, route) {
+		kind := "server"
+		if h.Client {
+			kind = "client"
+		}
+		if !c.routes.admit(h.PID, kind, route) {
 			route = "other"
-			kind := "server"
-			if h.Client {
-				kind = "client"
-			}
 			overflow[overflowKey{pid, name, kind}] += h.Count
 		}
 		status := ""
@@ -141,18 +176,31 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 			}
 			desc, labels = clientDurationDesc, []string{pid, name, h.Method, host, port, status}
 		}
-		key := desc.String() + "\x00" + stringsKey(labels)
-		s := merged[key]
-		if s == nil {
-			s = &series{desc: desc, labels: labels, bucket: make([]uint64, len(h.Buckets))}
-			merged[key] = s
-			order = append(order, key)
+		add(desc, labels, h.Count, h.SumNs, h.Buckets)
+	}
+	for _, h := range grpcHists {
+		name, traced := comm[h.PID]
+		if !traced {
+			continue
 		}
-		s.count += h.Count
-		s.sumNs += h.SumNs
-		for i, n := range h.Buckets {
-			s.bucket[i] += n
+		pid := strconv.Itoa(int(h.PID))
+		// OpenTelemetry's rpc.method: "pkg.Service/Method".
+		method := strings.TrimPrefix(h.Method, "/")
+		kind := "grpc_server"
+		if h.Client {
+			kind = "grpc_client"
 		}
+		if !c.routes.admit(h.PID, kind, method) {
+			method = "_OTHER"
+			overflow[overflowKey{pid, name, kind}] += h.Count
+		}
+		code := requests.GRPCCodeName(h.Code)
+		desc, labels := grpcServerDurationDesc, []string{pid, name, "grpc", method, code}
+		if h.Client {
+			host, port := requests.GRPCServerAddress(h.Target)
+			desc, labels = grpcClientDurationDesc, []string{pid, name, "grpc", method, host, port, code}
+		}
+		add(desc, labels, h.Count, h.SumNs, h.Buckets)
 	}
 	// A target no longer traced keeps no caps: a daemon attaches and
 	// detaches for as long as it runs.

@@ -18,6 +18,7 @@ import (
 type fakeRequests struct {
 	procs []proc.Process
 	hists []requests.Hist
+	grpc  []requests.GRPCHist
 }
 
 func (f *fakeRequests) TracedProcesses() []proc.Process          { return f.procs }
@@ -25,6 +26,7 @@ func (f *fakeRequests) Hists() ([]bpfobj.Hist, error)            { return nil, n
 func (f *fakeRequests) LostTotals() map[string]map[string]uint64 { return nil }
 func (f *fakeRequests) Listeners() ([]acceptq.Listener, error)   { return nil, nil }
 func (f *fakeRequests) RequestHists() ([]requests.Hist, error)   { return f.hists, nil }
+func (f *fakeRequests) GRPCHists() ([]requests.GRPCHist, error)  { return f.grpc, nil }
 func (f *fakeRequests) RequestCounts() *requests.Counts          { return &requests.Counts{NoStart: 2} }
 func (f *fakeRequests) Runtime(int) *goruntime.Process           { return nil }
 
