@@ -1,0 +1,280 @@
+package main
+
+// gRPC request tracing (--requests) against a real google.golang.org/grpc
+// server and client from the module proxy: testdata/grpc, a module of its
+// own, serves a hand-written service (JSON codec, no protoc) and calls
+// it through a grpc.ClientConn to itself, printing for each call what
+// both ends said about themselves (the goroutines, the code, the
+// handler's and the caller's own time). Each call must come back with
+// exactly those values: the slow ones as grpc_request and
+// grpc_client_request events, every one in the histograms.
+
+import (
+	"encoding/json"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gonetscope/gonetscope/pkg/requests"
+)
+
+// grpcEvent is a grpc_request or grpc_client_request line.
+type grpcEvent struct {
+	Event      string   `json:"event"`
+	Goid       *int64   `json:"goid"`
+	Service    string   `json:"service"`
+	Method     string   `json:"method"`
+	Target     string   `json:"target"`
+	Code       *int     `json:"code"`
+	CodeName   string   `json:"code_name"`
+	DurationNs int64    `json:"duration_ns"`
+	Limits     []string `json:"limits"`
+	Breakdown  *struct {
+		NetworkNs    int64 `json:"network_ns"`
+		SchedDelayNs int64 `json:"sched_delay_ns"`
+		OtherNs      int64 `json:"other_ns"`
+	} `json:"breakdown"`
+}
+
+// grpcCall is one call the test has the target make, and what the
+// target said about it.
+type grpcCall struct {
+	SleepMs    int       `json:"sleep_ms"`
+	Code       int       `json:"code"`
+	Downstream *grpcCall `json:"downstream,omitempty"`
+	said       struct {
+		Method     string `json:"method"`
+		Code       int    `json:"code"`
+		ClientNs   int64  `json:"client_ns"`
+		ClientGoid int64  `json:"client_goid"`
+		ServerGoid int64  `json:"server_goid"`
+		HandlerNs  int64  `json:"handler_ns"`
+	}
+}
+
+const grpcMethod = "/gonetscope.test.Echo/Call"
+
+// TestGRPCRequests: unary calls, fast and slow, OK and not, one whose
+// handler calls a slow downstream (itself, through a second
+// ClientConn); the target built with DWARF, and stripped PIE (the
+// layouts are read from grpc's code either way).
+func TestGRPCRequests(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{{"dwarf", nil}, {"stripped-pie", []string{"-ldflags=-s -w", "-buildmode=pie"}}} {
+		t.Run(c.name, func(t *testing.T) {
+			checkGRPC(t, buildGRPCTarget(t, c.flags...))
+		})
+	}
+}
+
+// buildGRPCTarget builds testdata/grpc, its own module (CI downloads its
+// dependencies in .ci/run).
+func buildGRPCTarget(t *testing.T, flags ...string) string {
+	t.Helper()
+	return buildGo(t, t.TempDir(), filepath.Join("testdata", "grpc"), ".", flags...)
+}
+
+func checkGRPC(t *testing.T, bin string) {
+	const slow = 100 * time.Millisecond
+	target := exec.Command(bin)
+	stdin, next := startTarget(t, target)
+	listening := next("listening")
+	dialTarget := listening["target"].(string)
+
+	out := filepath.Join(t.TempDir(), "trace.jsonl")
+	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd, done, errOut := startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--slow-request", slow.String(),
+		"--output", out, "--metrics-addr", maddr, "--max-events-per-sec", "0")
+
+	// codes.NotFound 5, codes.PermissionDenied 7.
+	calls := []*grpcCall{
+		{}, {SleepMs: 1}, {Code: 5},
+		{SleepMs: 300},
+		{SleepMs: 200, Code: 7},
+		{Downstream: &grpcCall{SleepMs: 250}},
+		{},
+	}
+	for _, c := range calls {
+		b, _ := json.Marshal(c)
+		if _, err := stdin.Write(append(b, '\n')); err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := json.Marshal(next("called"))
+		if err := json.Unmarshal(raw, &c.said); err != nil {
+			t.Fatal(err)
+		}
+		if c.said.Code != c.Code || c.said.Method != grpcMethod {
+			t.Fatalf("the target's call %+v ended with code %d (method %s)", c, c.said.Code, c.said.Method)
+		}
+	}
+	// What is slow by the target's own measure: the server calls by
+	// their handler's time (plus the downstream call each made), the
+	// client calls by the caller's.
+	wantServer, wantClient := 0, 0
+	for _, c := range calls {
+		if c.Downstream != nil {
+			wantServer, wantClient = wantServer+1, wantClient+1 // the downstream's
+		}
+		if time.Duration(c.said.HandlerNs) >= slow || c.Downstream != nil {
+			wantServer++
+		}
+		if time.Duration(c.said.ClientNs) >= slow {
+			wantClient++
+		}
+	}
+	var evs []grpcEvent
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		evs = eventsIn[grpcEvent](t, out)
+		if countGRPC(evs, "grpc_request") >= wantServer && countGRPC(evs, "grpc_client_request") >= wantClient || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	checkGRPCMetrics(t, maddr, calls, dialTarget)
+	stopGonetscope(t, cmd, done, errOut, syscall.SIGINT, 10*time.Second)
+	evs = eventsIn[grpcEvent](t, out)
+
+	for _, e := range evs {
+		if e.Event == "attached" {
+			if want := []string{"no http_request: " + requests.ErrNoServer.Error()}; fmt.Sprint(featureLimits(e.Limits)) != fmt.Sprint(want) {
+				t.Errorf("attached limits %q, want %q", featureLimits(e.Limits), want)
+			}
+		}
+	}
+	byGoid := func(kind string, goid int64) []grpcEvent {
+		var got []grpcEvent
+		for _, e := range evs {
+			if e.Event == kind && e.Goid != nil && *e.Goid == goid {
+				got = append(got, e)
+			}
+		}
+		return got
+	}
+	if n := countGRPC(evs, "grpc_request"); n != wantServer {
+		t.Errorf("%d grpc_request events, want %d (the slow server calls)", n, wantServer)
+	}
+	if n := countGRPC(evs, "grpc_client_request"); n != wantClient {
+		t.Errorf("%d grpc_client_request events, want %d (the slow client calls)", n, wantClient)
+	}
+	for _, c := range calls {
+		name := fmt.Sprintf("call %+v (code %d, handler %v, caller %v)", *c, c.Code, time.Duration(c.said.HandlerNs), time.Duration(c.said.ClientNs))
+		srv := byGoid("grpc_request", c.said.ServerGoid)
+		slowServer := time.Duration(c.said.HandlerNs) >= slow || c.Downstream != nil
+		if !slowServer {
+			if len(srv) != 0 {
+				t.Errorf("%s: fast, but a grpc_request on its goroutine %d: %+v", name, c.said.ServerGoid, srv)
+			}
+			continue
+		}
+		if len(srv) != 1 {
+			t.Errorf("%s: %d grpc_request events on goroutine %d, want 1", name, len(srv), c.said.ServerGoid)
+			continue
+		}
+		e := srv[0]
+		if e.Service != "gonetscope.test.Echo" || e.Method != "Call" || e.Code == nil || *e.Code != c.Code ||
+			e.CodeName != requests.GRPCCodeName(c.Code) {
+			t.Errorf("%s: grpc_request %s/%s code %v %q, want gonetscope.test.Echo/Call code %d %q", name, e.Service, e.Method,
+				e.Code, e.CodeName, c.Code, requests.GRPCCodeName(c.Code))
+		}
+		// Between what the handler measured itself and what the caller
+		// measured around the whole call.
+		if e.DurationNs < c.said.HandlerNs || e.DurationNs > c.said.ClientNs {
+			t.Errorf("%s: grpc_request duration %v, want between the handler's own %v and the caller's %v", name,
+				time.Duration(e.DurationNs), time.Duration(c.said.HandlerNs), time.Duration(c.said.ClientNs))
+		}
+		if b := e.Breakdown; b == nil || b.NetworkNs+b.SchedDelayNs+b.OtherNs != e.DurationNs {
+			t.Errorf("%s: breakdown %+v does not add up to %d", name, b, e.DurationNs)
+		}
+		cl := byGoid("grpc_client_request", c.said.ClientGoid)
+		var mine []grpcEvent
+		for _, x := range cl {
+			if x.DurationNs >= e.DurationNs && x.DurationNs <= c.said.ClientNs {
+				mine = append(mine, x)
+			}
+		}
+		if len(mine) != 1 {
+			t.Errorf("%s: %d grpc_client_request on goroutine %d lasting from its server call's %v to the caller's %v; all on it: %+v",
+				name, len(mine), c.said.ClientGoid, time.Duration(e.DurationNs), time.Duration(c.said.ClientNs), cl)
+			continue
+		}
+		x := mine[0]
+		if x.Service != "gonetscope.test.Echo" || x.Method != "Call" || x.Code == nil || *x.Code != c.Code || x.Target != dialTarget {
+			t.Errorf("%s: grpc_client_request %+v, want gonetscope.test.Echo/Call code %d to %s", name, x, c.Code, dialTarget)
+		}
+		if c.Downstream == nil {
+			continue
+		}
+		// The handler's own call to the downstream: on the handler's
+		// goroutine, at least the downstream's sleep, within the call.
+		down := byGoid("grpc_client_request", c.said.ServerGoid)
+		if len(down) != 1 || down[0].Code == nil || *down[0].Code != 0 || down[0].Method != "Call" ||
+			down[0].DurationNs < int64(time.Duration(c.Downstream.SleepMs)*time.Millisecond) || down[0].DurationNs > e.DurationNs {
+			t.Errorf("%s: the handler's downstream call: %+v; want one OK Call on goroutine %d of at least %dms and at most its call's %v",
+				name, down, c.said.ServerGoid, c.Downstream.SleepMs, time.Duration(e.DurationNs))
+		}
+	}
+}
+
+func countGRPC(evs []grpcEvent, kind string) int {
+	n := 0
+	for _, e := range evs {
+		if e.Event == kind {
+			n++
+		}
+	}
+	return n
+}
+
+// checkGRPCMetrics scrapes the endpoint: the server and client histograms
+// count each (method, code) exactly as often as calls were made, the
+// client's under the dial target's address; promtool accepts the
+// exposition.
+func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget string) {
+	t.Helper()
+	body := scrape(t, "http://"+addr+"/metrics")
+	promtoolCheck(t, body)
+	families := metricFamilies(t, "/metrics", body)
+	host, port := requests.GRPCServerAddress(dialTarget)
+	method := strings.TrimPrefix(grpcMethod, "/")
+	want := map[string]uint64{}
+	for _, c := range calls {
+		code := requests.GRPCCodeName(c.Code)
+		want["server "+method+" "+code]++
+		want["client "+method+" "+host+" "+port+" "+code]++
+		if c.Downstream != nil {
+			want["server "+method+" OK"]++
+			want["client "+method+" "+host+" "+port+" OK"]++
+		}
+	}
+	got := map[string]uint64{}
+	for kind, name := range map[string]string{"server": "rpc_server_call_duration_seconds", "client": "rpc_client_call_duration_seconds"} {
+		f := families[name]
+		if f == nil {
+			continue
+		}
+		for _, m := range f.Metric {
+			l := map[string]string{}
+			for _, lp := range m.Label {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["rpc_system_name"] != "grpc" {
+				t.Errorf("%s: rpc_system_name %q", name, l["rpc_system_name"])
+			}
+			k := kind + " " + l["rpc_method"]
+			if kind == "client" {
+				k += " " + l["server_address"] + " " + l["server_port"]
+			}
+			got[k+" "+l["rpc_response_status_code"]] += m.Histogram.GetSampleCount()
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("gRPC histogram counts %v, made %v", got, want)
+	}
+}
