@@ -31,6 +31,7 @@
 
 #include "gonetscope.h"
 #include "parks.h"
+#include "calls.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -199,9 +200,9 @@ int BPF_KPROBE(kprobe_tcp_v6_syn_recv_sock, struct sock *sk, struct sk_buff *skb
 }
 
 
-/* accept4(2) on a listener returned ret: the listener's and the
- * acceptor goroutine's accept record. */
-static __always_inline int accept4_returned(long ret)
+/* accept4(2) on listen_fd returned ret: the listener's and the acceptor
+ * goroutine's accept record. */
+static __always_inline int accept4_returned(int listen_fd, long ret)
 {
 	if (ret < 0 && ret != -EAGAIN && ret != -EMFILE && ret != -ENFILE)
 		return 0;
@@ -209,7 +210,7 @@ static __always_inline int accept4_returned(long ret)
 	struct target *t = lookup_target(pid_tgid >> 32);
 	if (!t)
 		return 0;
-	struct listen_key k = {.pid = pid_tgid >> 32, .fd = (__s32)REGS_ARG0(user_regs())};
+	struct listen_key k = {.pid = pid_tgid >> 32, .fd = listen_fd};
 	__u64 now = bpf_ktime_get_boot_ns();
 	struct listen_stats *s = bpf_map_lookup_elem(&listener_stats, &k);
 	if (!s) {
@@ -254,19 +255,32 @@ static __always_inline int accept4_returned(long ret)
 	return 0;
 }
 
-/* fexit where the kernel has fentry (pkg/acceptq chooses), else the
- * syscall tracepoint, which puts every thread on the host on the slow
- * syscall entry while attached. */
+/* fexit where the kernel has fentry (pkg/acceptq chooses); else a uprobe
+ * in the target after the syscall package's call (calls.h); else, for a
+ * target that cannot have that, the syscall tracepoint, which puts every
+ * thread on the host on the slow syscall entry while attached. */
 SEC("fexit/__sys_accept4")
 int BPF_PROG(acceptq_fexit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
 {
-	return accept4_returned(ret);
+	return accept4_returned(fd, ret);
+}
+
+SEC("uprobe")
+int acceptq_uprobe_accept4_return(struct pt_regs *ctx)
+{
+	long ret;
+	struct call_args args;
+	if (!call_returned(ctx, bpf_get_current_pid_tgid() >> 32, &ret, &args))
+		return 0;
+	return accept4_returned((int)args.fd, ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
-	return accept4_returned(ctx->ret);
+	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return accept4_returned((int)REGS_ARG0(user_regs()), ctx->ret);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

@@ -54,7 +54,10 @@ struct target {
 	/* pollDesc.rd and wd, the read and write deadlines; 0: unknown. */
 	__u16 pd_rd;
 	__u16 pd_wd;
-	__u8 _pad[6];
+	/* 1: its accept4, connect and getsockopt are hooked by uprobes in its
+	 * binary (calls.h), not by the syscall tracepoints. */
+	__u8 calls_uprobe;
+	__u8 _pad[5];
 };
 
 struct {

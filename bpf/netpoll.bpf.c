@@ -35,6 +35,7 @@
 #include "parks.h"
 #include "hist.h"
 #include "requests.h"
+#include "calls.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -382,6 +383,8 @@ static __always_inline int park_at_exit(struct trace_event_raw_sys_exit *ctx, en
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
 		return 0;
+	if (both_paths && calls_by_uprobe(pid_tgid >> 32))
+		return 0;
 	return park(ctx, pid_tgid, (__s32)REGS_ARG0(user_regs()), ctx->ret, dir, mode);
 }
 
@@ -638,6 +641,8 @@ static __always_inline int resume_at_enter(struct trace_event_raw_sys_enter *ctx
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
+		return 0;
+	if (both_paths && calls_by_uprobe(pid_tgid >> 32))
 		return 0;
 	return resume(ctx, pid_tgid, (__s32)ctx->args[0], dir);
 }
@@ -1079,6 +1084,66 @@ SEC("fentry/__sys_getsockopt")
 int BPF_PROG(fentry_getsockopt, int fd)
 {
 	return call_resume(ctx, fd, DIR_WRITE);
+}
+
+/* accept4, connect and getsockopt by uprobes in the target where the kernel
+ * has no fentry (calls.h): the same resume at the call and park at the
+ * return. The programs at the calls save the arguments for every object's
+ * programs at the returns. */
+SEC("uprobe")
+int uprobe_accept4(struct pt_regs *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+		return 0;
+	return resume(ctx, pid_tgid, save_call_args(ctx, pid_tgid >> 32), DIR_READ);
+}
+
+SEC("uprobe")
+int uprobe_connect(struct pt_regs *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+		return 0;
+	return resume(ctx, pid_tgid, save_call_args(ctx, pid_tgid >> 32), DIR_WRITE);
+}
+
+/* After connect's EINPROGRESS, Go's getsockopt(SO_ERROR) is the resume;
+ * nothing at its return needs its arguments. */
+SEC("uprobe")
+int uprobe_getsockopt(struct pt_regs *ctx)
+{
+	return call_resume(ctx, (__s32)GO_REG_ARG(ctx, 1), DIR_WRITE);
+}
+
+static __always_inline int uprobe_park(struct pt_regs *ctx, enum dir dir, enum mode mode)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+		return 0;
+	long ret;
+	struct call_args args;
+	if (!call_returned(ctx, pid_tgid >> 32, &ret, &args))
+		return 0;
+	return park(ctx, pid_tgid, (__s32)args.fd, ret, dir, mode);
+}
+
+SEC("uprobe")
+int uprobe_accept4_return(struct pt_regs *ctx)
+{
+	return uprobe_park(ctx, DIR_READ, MODE_ACCEPT);
+}
+
+SEC("uprobe")
+int uprobe_connect_return(struct pt_regs *ctx)
+{
+	return uprobe_park(ctx, DIR_WRITE, MODE_CONNECT);
 }
 
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */

@@ -17,6 +17,7 @@
 
 #include "gonetscope.h"
 #include "hist.h"
+#include "calls.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
@@ -241,15 +242,14 @@ static __always_inline void read_user_sockaddr(__u64 uaddr, struct addrs *a)
 		__builtin_memcpy(a->daddr, &sa.flowinfo_or_v4, 4);
 }
 
-/* connect(2) returned ret: sends the connect's event if its handshake
- * ended inside the call, or a failure before any SYN went out. */
-static __always_inline int connect_returned(void *ctx, long ret)
+/* connect(2) of fd to the user sockaddr at addr returned ret: sends the
+ * connect's event if its handshake ended inside the call, or a failure
+ * before any SYN went out. */
+static __always_inline int connect_returned(void *ctx, int fd, __u64 addr, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!lookup_target(pid_tgid >> 32))
 		return 0;
-	struct pt_regs *regs = user_regs();
-	int fd = (int)REGS_ARG0(regs);
 	struct sock *sk = sock_from_fd(fd);
 	if (!sk || !is_tcp(sk))
 		return 0;
@@ -282,7 +282,7 @@ static __always_inline int connect_returned(void *ctx, long ret)
 	read_goid(t, (__u32)pid_tgid, &e->hdr);
 	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
 	read_sk_addrs(sk, &e->addrs);
-	read_user_sockaddr(REGS_ARG1(regs), &e->addrs);
+	read_user_sockaddr(addr, &e->addrs);
 	e->handshake_ns = 0;
 	e->fd = fd;
 	e->result = (__s32)-ret;
@@ -319,8 +319,9 @@ int BPF_KRETPROBE(kretprobe_inet_csk_accept, struct sock *ret)
 	return 0;
 }
 
-/* accept4(2) returned ret: the tcp_accept event, or accept_error. */
-static __always_inline int accept4_returned(void *ctx, long ret)
+/* accept4(2) on listen_fd returned ret: the tcp_accept event, or
+ * accept_error. */
+static __always_inline int accept4_returned(void *ctx, int listen_fd, long ret)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	struct target *t = lookup_target(pid_tgid >> 32);
@@ -333,7 +334,6 @@ static __always_inline int accept4_returned(void *ctx, long ret)
 		a = *ap;
 		bpf_map_delete_elem(&accepted_socks, &tid);
 	}
-	int listen_fd = (int)REGS_ARG0(user_regs());
 	struct sock *listener = sock_from_fd(listen_fd);
 	if (!listener || !is_tcp(listener))
 		return 0;
@@ -397,32 +397,57 @@ static __always_inline int accept4_returned(void *ctx, long ret)
 }
 
 /* The ends of connect(2) and accept4(2): fexit on the kernel functions the
- * syscalls call where the kernel has fentry (pkg/tcp chooses), else their
- * syscall tracepoints, which put every thread on the host on the slow
- * syscall entry while attached. The fd is the syscall's first argument
- * either way (user_regs). */
+ * syscalls call where the kernel has fentry (pkg/tcp chooses); else uprobes
+ * in the target after the syscall package's calls (calls.h); else, for a
+ * target that cannot have those, the syscall tracepoints, which put every
+ * thread on the host on the slow syscall entry while attached. */
 SEC("fexit/__sys_connect")
 int BPF_PROG(fexit_sys_connect, int fd, void *addr, int addrlen, int ret)
 {
-	return connect_returned(ctx, ret);
+	return connect_returned(ctx, fd, (__u64)addr, ret);
+}
+
+SEC("uprobe")
+int uprobe_connect_return(struct pt_regs *ctx)
+{
+	long ret;
+	struct call_args args;
+	if (!call_returned(ctx, bpf_get_current_pid_tgid() >> 32, &ret, &args))
+		return 0;
+	return connect_returned(ctx, (int)args.fd, args.arg1, ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_connect")
 int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
-	return connect_returned(ctx, ctx->ret);
+	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct pt_regs *regs = user_regs();
+	return connect_returned(ctx, (int)REGS_ARG0(regs), REGS_ARG1(regs), ctx->ret);
 }
 
 SEC("fexit/__sys_accept4")
 int BPF_PROG(fexit_sys_accept4, int fd, void *addr, void *addrlen, int flags, int ret)
 {
-	return accept4_returned(ctx, ret);
+	return accept4_returned(ctx, fd, ret);
+}
+
+SEC("uprobe")
+int uprobe_accept4_return(struct pt_regs *ctx)
+{
+	long ret;
+	struct call_args args;
+	if (!call_returned(ctx, bpf_get_current_pid_tgid() >> 32, &ret, &args))
+		return 0;
+	return accept4_returned(ctx, (int)args.fd, ret);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
-	return accept4_returned(ctx, ctx->ret);
+	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	return accept4_returned(ctx, (int)REGS_ARG0(user_regs()), ctx->ret);
 }
 
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */

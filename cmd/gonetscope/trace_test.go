@@ -625,7 +625,8 @@ func TestConnectionsNotable(t *testing.T) {
 // switched off for the target.
 func featureLimits(limits []string) []string {
 	return slices.DeleteFunc(slices.Clone(limits), func(l string) bool {
-		return l == tracer.SyscallTracepointLimit || l == tracer.SyscallEntryLimit || strings.HasPrefix(l, tracer.NetpollSockWhyNot)
+		return l == tracer.SyscallTracepointLimit || l == tracer.SyscallEntryLimit ||
+			strings.HasPrefix(l, tracer.NetpollSockWhyNot) || strings.HasPrefix(l, tracer.SocketCallsLimit)
 	})
 }
 

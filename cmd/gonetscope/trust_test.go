@@ -26,6 +26,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
 func startLingering(t *testing.T, args ...string) *exec.Cmd {
@@ -320,9 +321,10 @@ func waitAttached(t *testing.T, path string, exited chan error, stderr *bytes.Bu
 // TestSyscallTracepoints: while one syscall tracepoint is attached, every
 // thread on the host takes the slow syscall entry. So gonetscope holds
 // one only where the attached event says so: none at all on the sock path
-// (socket tracepoints, or fentry) with socket_calls fentry; on the fallback, exactly the tracepoints of
-// accept4, connect and getsockopt that the objects hook (and the limits
-// say what the host pays, which checkAttached checks).
+// (socket tracepoints, or fentry) with socket_calls fentry or uprobe; on
+// the fallback, exactly the tracepoints of accept4, connect and getsockopt
+// that the objects hook (and the limits say what the host pays, which
+// checkAttached checks).
 func TestSyscallTracepoints(t *testing.T) {
 	if netpollAuto(t) == netpoll.Tracepoint {
 		t.Skip("the netpoll waits themselves come from syscall tracepoints on this kernel")
@@ -344,10 +346,11 @@ func TestSyscallTracepoints(t *testing.T) {
 
 // syscallTracepointsWhileTraced are the syscall tracepoints gonetscope
 // holds on the sock path while something is traced, by the socket_calls
-// mechanism: none with fentry; else netpoll's accept4, connect and
-// getsockopt, tcp's ends of connect and accept4, acceptq's end of accept4.
+// mechanism: none with fentry or uprobes in the target; else netpoll's
+// accept4, connect and getsockopt, tcp's ends of connect and accept4,
+// acceptq's end of accept4.
 func syscallTracepointsWhileTraced(calls string) []string {
-	if calls == bpfobj.HooksFentry {
+	if calls == bpfobj.HooksFentry || calls == bpfobj.HooksUprobe {
 		return nil
 	}
 	return []string{"sys_enter_accept4", "sys_enter_connect", "sys_enter_getsockopt",
@@ -386,7 +389,7 @@ func TestSyscallTracepointsFollowTargets(t *testing.T) {
 	if netpollAuto(t) == netpoll.Tracepoint {
 		t.Skip("the netpoll waits themselves come from syscall tracepoints on this kernel")
 	}
-	d := startDaemon(t, onHost)
+	d := startDaemon(t, onHost, "--connections", "all")
 	daemon, socket, out := d.cmd, d.socket, d.out
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); len(held) != 0 {
 		t.Errorf("a daemon with no target holds syscall tracepoints %v", held)
@@ -401,10 +404,65 @@ func TestSyscallTracepointsFollowTargets(t *testing.T) {
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); !slices.Equal(held, want) {
 		t.Errorf("attached (socket_calls %s): the daemon holds syscall tracepoints %v, want %v", attached.Hooks[bpfobj.SocketCalls], held, want)
 	}
+	if attached.Hooks[bpfobj.SocketCalls] == bpfobj.HooksUprobe {
+		checkSocketCallsFallback(t, d)
+	}
 	if msg, err := gonetscopeCLI(t, "detach", "--socket", socket, pid); err != nil {
 		t.Fatalf("detach: %v: %s", err, msg)
 	}
 	if held := heldSyscallTracepoints(t, daemon.Process.Pid); len(held) != 0 {
 		t.Errorf("after the last detach the daemon holds syscall tracepoints %v", held)
+	}
+}
+
+// checkSocketCallsFallback: where the targets' accept4, connect and
+// getsockopt have uprobes, a Go 1.17 target, whose syscall package takes
+// its arguments on the stack, cannot have them. The daemon attaches the
+// syscall tracepoints for it alone, its attached event says so and why,
+// its connects and accepts are reported from them once each, with the
+// goroutine ids and fds the target printed, and its detach releases them.
+func checkSocketCallsFallback(t *testing.T, d runningDaemon) {
+	t.Helper()
+	old := exec.Command(buildNettarget(t, "go1.17.13"), "-rounds", "0", "-stdin-rounds")
+	stdin, next := startTargetOf[fact](t, old)
+	next() // ready
+	pid := old.Process.Pid
+	if msg, err := gonetscopeCLI(t, "attach", "--socket", d.socket, fmt.Sprint(pid)); err != nil {
+		t.Fatalf("attach go1.17 target: %v: %s", err, msg)
+	}
+	var attached ev
+	waitFor(t, func() bool {
+		i := slices.IndexFunc(eventsIn[ev](t, d.out), func(e ev) bool { return e.Event == "attached" && int(e.PID) == pid })
+		if i >= 0 {
+			attached = eventsIn[ev](t, d.out)[i]
+		}
+		return i >= 0
+	}, d.done, d.stderr)
+	if attached.Hooks[bpfobj.SocketCalls] != bpfobj.HooksTracepoint ||
+		!slices.ContainsFunc(attached.Limits, func(l string) bool { return strings.HasPrefix(l, tracer.SocketCallsLimit) }) ||
+		!slices.Contains(attached.Limits, tracer.SyscallEntryLimit) {
+		t.Errorf("go1.17 target's attached event: socket_calls %q, limits %q; want tracepoint, why, and what it costs", attached.Hooks[bpfobj.SocketCalls], attached.Limits)
+	}
+	if held, want := heldSyscallTracepoints(t, d.cmd.Process.Pid), syscallTracepointsWhileTraced(bpfobj.HooksTracepoint); !slices.Equal(held, want) {
+		t.Errorf("with a go1.17 target the daemon holds syscall tracepoints %v, want %v", held, want)
+	}
+	var r traceRun
+	io.WriteString(stdin, "\n")
+	for f := next(); f.Op != "round_done"; f = next() {
+		r.facts = append(r.facts, f)
+	}
+	waitFor(t, func() bool {
+		r.events = slices.DeleteFunc(eventsIn[ev](t, d.out), func(e ev) bool { return int(e.PID) != pid })
+		return len(r.of("tcp_connect")) >= len(r.factsOf("dial"))+len(r.factsOf("refused")) && len(r.of("tcp_accept")) >= len(r.factsOf("accept"))
+	}, d.done, d.stderr)
+	t.Logf("go1.17 target: %d tcp_connect and %d tcp_accept from the syscall tracepoints; limits %q",
+		len(r.of("tcp_connect")), len(r.of("tcp_accept")), attached.Limits)
+	checkConnects(t, r, "tcp4")
+	checkAccepts(t, r, "tcp4")
+	if msg, err := gonetscopeCLI(t, "detach", "--socket", d.socket, fmt.Sprint(pid)); err != nil {
+		t.Fatalf("detach go1.17 target: %v: %s", err, msg)
+	}
+	if held := heldSyscallTracepoints(t, d.cmd.Process.Pid); len(held) != 0 {
+		t.Errorf("after the go1.17 target's detach the daemon holds syscall tracepoints %v", held)
 	}
 }

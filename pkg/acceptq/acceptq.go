@@ -55,6 +55,9 @@ type Options struct {
 	Targets *ebpf.Map
 	// Parks is netpoll's map of parked goroutines (netpoll.Objects.Parks).
 	Parks *ebpf.Map
+	// CallArgs is the shared map of the socket calls' arguments
+	// (netpoll.Objects.CallArgs).
+	CallArgs *ebpf.Map
 	// Hooks is bpfobj.HooksAuto (a drop hook if the kernel allows one), or a
 	// family to use for the drop hook. A family the kernel refuses leaves
 	// the drops sampled, and Mechanism says so: unlike the tcp hooks, the
@@ -69,7 +72,7 @@ type Objects struct {
 	coll     *ebpf.Collection
 	dropHook *bpfobj.Attached // nil: the drops are sampled
 	calls    *bpfobj.Attached // accept4's end with fexit; nil: its tracepoint
-	// syscalls is that tracepoint, attached while something is traced.
+	// syscalls is that tracepoint, attached while a target needs it.
 	syscalls *bpfobj.SyscallLinks
 	links    []link.Link
 	// The listener iterator: one per target where the kernel's task
@@ -143,7 +146,7 @@ func Load(opts Options) (*Objects, error) {
 	bpfobj.NoEvents(spec)
 	base := bpfobj.Without(spec, append(bpfobj.CandidateProgs(dropHooks), bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)...)
 	coll, err := bpfobj.NewCollection(base, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks},
+		MapReplacements: map[string]*ebpf.Map{acceptqMapTargets: opts.Targets, acceptqMapParks: opts.Parks, acceptqMapSavedCalls: opts.CallArgs},
 	})
 	if err != nil {
 		return nil, bpfobj.LoadError("acceptq BPF object", err)
@@ -174,11 +177,23 @@ func Load(opts Options) (*Objects, error) {
 }
 
 // syscallHooks are the ends of accept4 (the acceptors' records).
-var syscallHooks = []bpfobj.SyscallHook{{Tracing: acceptqProgAcceptqFexitSysAccept4, Tracepoint: acceptqProgAcceptqExitAccept4}}
+var syscallHooks = []bpfobj.SyscallHook{{Tracing: acceptqProgAcceptqFexitSysAccept4,
+	Uprobe: acceptqProgAcceptqUprobeAccept4Return, At: bpfobj.CallPoint{Syscall: goruntime.Accept4, Return: true},
+	Tracepoint: acceptqProgAcceptqExitAccept4}}
 
-// Trace says whether anything is traced: accept4's syscall tracepoint,
-// where fentry does not serve, is attached only while it is.
+// Trace says whether a target needs accept4's syscall tracepoint, which
+// serves where neither fentry nor a uprobe does: it is attached only
+// while one does.
 func (o *Objects) Trace(on bool) error { return o.syscalls.Trace(on) }
+
+// CallUprobes is the program at accept4's returns for uprobes in a
+// target (netpoll.Objects.CallUprobes); nil where fentry serves.
+func (o *Objects) CallUprobes() []bpfobj.CallUprobe {
+	if o.calls != nil {
+		return nil
+	}
+	return bpfobj.CallUprobes(o.coll, syscallHooks)
+}
 
 // CallsMechanism says how accept4 is hooked (bpfobj.SocketCalls).
 func (o *Objects) CallsMechanism() string { return bpfobj.CallsMechanism(o.calls) }

@@ -30,6 +30,19 @@ type acceptqAcceptorKey struct {
 	Fd   int32
 }
 
+type acceptqCallArgs struct {
+	_    structs.HostLayout
+	Fd   int64
+	Arg1 uint64
+}
+
+type acceptqCallKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	G   uint64
+}
+
 type acceptqListenKey struct {
 	_   structs.HostLayout
 	Pid uint32
@@ -107,47 +120,50 @@ type acceptqPortKey struct {
 }
 
 type acceptqTarget struct {
-	_          structs.HostLayout
-	StartTicks uint64
-	MinWaitNs  uint64
-	G_goid     uint16
-	G_m        uint16
-	M_procid   uint16
-	PdFd       uint16
-	PdFdseq    uint16
-	PdTagShr   uint8
-	PdTagShl   uint8
-	Stacks     uint8
-	PidnsLevel uint8
-	PdRd       uint16
-	PdWd       uint16
-	Pad        [6]uint8
+	_           structs.HostLayout
+	StartTicks  uint64
+	MinWaitNs   uint64
+	G_goid      uint16
+	G_m         uint16
+	M_procid    uint16
+	PdFd        uint16
+	PdFdseq     uint16
+	PdTagShr    uint8
+	PdTagShl    uint8
+	Stacks      uint8
+	PidnsLevel  uint8
+	PdRd        uint16
+	PdWd        uint16
+	CallsUprobe uint8
+	Pad         [5]uint8
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	acceptqMapAcceptors               = "acceptors"
-	acceptqMapEvents                  = "events"
-	acceptqMapHandshakes              = "handshakes"
-	acceptqMapHookDrops               = "hook_drops"
-	acceptqMapListenerStats           = "listener_stats"
-	acceptqMapLost                    = "lost"
-	acceptqMapParks                   = "parks"
-	acceptqMapTargets                 = "targets"
-	acceptqProgAcceptqExitAccept4     = "acceptq_exit_accept4"
-	acceptqProgAcceptqFexitSysAccept4 = "acceptq_fexit_sys_accept4"
-	acceptqProgAcceptqListeners       = "acceptq_listeners"
-	acceptqProgAcceptqSockSetState    = "acceptq_sock_set_state"
-	acceptqProgFentryTcpConnRequest   = "fentry_tcp_conn_request"
-	acceptqProgFentryTcpV4SynRecvSock = "fentry_tcp_v4_syn_recv_sock"
-	acceptqProgFentryTcpV6SynRecvSock = "fentry_tcp_v6_syn_recv_sock"
-	acceptqProgKprobeTcpConnRequest   = "kprobe_tcp_conn_request"
-	acceptqProgKprobeTcpV4SynRecvSock = "kprobe_tcp_v4_syn_recv_sock"
-	acceptqProgKprobeTcpV6SynRecvSock = "kprobe_tcp_v6_syn_recv_sock"
-	acceptqVarUnusedEventType         = "unused_event_type"
-	acceptqVarUnusedListenerRec       = "unused_listener_rec"
+	acceptqMapAcceptors                   = "acceptors"
+	acceptqMapEvents                      = "events"
+	acceptqMapHandshakes                  = "handshakes"
+	acceptqMapHookDrops                   = "hook_drops"
+	acceptqMapListenerStats               = "listener_stats"
+	acceptqMapLost                        = "lost"
+	acceptqMapParks                       = "parks"
+	acceptqMapSavedCalls                  = "saved_calls"
+	acceptqMapTargets                     = "targets"
+	acceptqProgAcceptqExitAccept4         = "acceptq_exit_accept4"
+	acceptqProgAcceptqFexitSysAccept4     = "acceptq_fexit_sys_accept4"
+	acceptqProgAcceptqListeners           = "acceptq_listeners"
+	acceptqProgAcceptqSockSetState        = "acceptq_sock_set_state"
+	acceptqProgAcceptqUprobeAccept4Return = "acceptq_uprobe_accept4_return"
+	acceptqProgFentryTcpConnRequest       = "fentry_tcp_conn_request"
+	acceptqProgFentryTcpV4SynRecvSock     = "fentry_tcp_v4_syn_recv_sock"
+	acceptqProgFentryTcpV6SynRecvSock     = "fentry_tcp_v6_syn_recv_sock"
+	acceptqProgKprobeTcpConnRequest       = "kprobe_tcp_conn_request"
+	acceptqProgKprobeTcpV4SynRecvSock     = "kprobe_tcp_v4_syn_recv_sock"
+	acceptqProgKprobeTcpV6SynRecvSock     = "kprobe_tcp_v6_syn_recv_sock"
+	acceptqVarUnusedEventType             = "unused_event_type"
+	acceptqVarUnusedListenerRec           = "unused_listener_rec"
 )
 
 // loadAcceptq returns the embedded CollectionSpec for acceptq.
@@ -192,16 +208,17 @@ type acceptqSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type acceptqProgramSpecs struct {
-	AcceptqExitAccept4     *ebpf.ProgramSpec `ebpf:"acceptq_exit_accept4"`
-	AcceptqFexitSysAccept4 *ebpf.ProgramSpec `ebpf:"acceptq_fexit_sys_accept4"`
-	AcceptqListeners       *ebpf.ProgramSpec `ebpf:"acceptq_listeners"`
-	AcceptqSockSetState    *ebpf.ProgramSpec `ebpf:"acceptq_sock_set_state"`
-	FentryTcpConnRequest   *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest   *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SynRecvSock *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	AcceptqExitAccept4         *ebpf.ProgramSpec `ebpf:"acceptq_exit_accept4"`
+	AcceptqFexitSysAccept4     *ebpf.ProgramSpec `ebpf:"acceptq_fexit_sys_accept4"`
+	AcceptqListeners           *ebpf.ProgramSpec `ebpf:"acceptq_listeners"`
+	AcceptqSockSetState        *ebpf.ProgramSpec `ebpf:"acceptq_sock_set_state"`
+	AcceptqUprobeAccept4Return *ebpf.ProgramSpec `ebpf:"acceptq_uprobe_accept4_return"`
+	FentryTcpConnRequest       *ebpf.ProgramSpec `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock     *ebpf.ProgramSpec `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest       *ebpf.ProgramSpec `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SynRecvSock     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock     *ebpf.ProgramSpec `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 }
 
 // acceptqMapSpecs contains maps before they are loaded into the kernel.
@@ -215,6 +232,7 @@ type acceptqMapSpecs struct {
 	ListenerStats *ebpf.MapSpec `ebpf:"listener_stats"`
 	Lost          *ebpf.MapSpec `ebpf:"lost"`
 	Parks         *ebpf.MapSpec `ebpf:"parks"`
+	SavedCalls    *ebpf.MapSpec `ebpf:"saved_calls"`
 	Targets       *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -253,6 +271,7 @@ type acceptqMaps struct {
 	ListenerStats *ebpf.Map `ebpf:"listener_stats"`
 	Lost          *ebpf.Map `ebpf:"lost"`
 	Parks         *ebpf.Map `ebpf:"parks"`
+	SavedCalls    *ebpf.Map `ebpf:"saved_calls"`
 	Targets       *ebpf.Map `ebpf:"targets"`
 }
 
@@ -265,6 +284,7 @@ func (m *acceptqMaps) Close() error {
 		m.ListenerStats,
 		m.Lost,
 		m.Parks,
+		m.SavedCalls,
 		m.Targets,
 	)
 }
@@ -281,16 +301,17 @@ type acceptqVariables struct {
 //
 // It can be passed to loadAcceptqObjects or ebpf.CollectionSpec.LoadAndAssign.
 type acceptqPrograms struct {
-	AcceptqExitAccept4     *ebpf.Program `ebpf:"acceptq_exit_accept4"`
-	AcceptqFexitSysAccept4 *ebpf.Program `ebpf:"acceptq_fexit_sys_accept4"`
-	AcceptqListeners       *ebpf.Program `ebpf:"acceptq_listeners"`
-	AcceptqSockSetState    *ebpf.Program `ebpf:"acceptq_sock_set_state"`
-	FentryTcpConnRequest   *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
-	FentryTcpV4SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
-	FentryTcpV6SynRecvSock *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
-	KprobeTcpConnRequest   *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
-	KprobeTcpV4SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
-	KprobeTcpV6SynRecvSock *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
+	AcceptqExitAccept4         *ebpf.Program `ebpf:"acceptq_exit_accept4"`
+	AcceptqFexitSysAccept4     *ebpf.Program `ebpf:"acceptq_fexit_sys_accept4"`
+	AcceptqListeners           *ebpf.Program `ebpf:"acceptq_listeners"`
+	AcceptqSockSetState        *ebpf.Program `ebpf:"acceptq_sock_set_state"`
+	AcceptqUprobeAccept4Return *ebpf.Program `ebpf:"acceptq_uprobe_accept4_return"`
+	FentryTcpConnRequest       *ebpf.Program `ebpf:"fentry_tcp_conn_request"`
+	FentryTcpV4SynRecvSock     *ebpf.Program `ebpf:"fentry_tcp_v4_syn_recv_sock"`
+	FentryTcpV6SynRecvSock     *ebpf.Program `ebpf:"fentry_tcp_v6_syn_recv_sock"`
+	KprobeTcpConnRequest       *ebpf.Program `ebpf:"kprobe_tcp_conn_request"`
+	KprobeTcpV4SynRecvSock     *ebpf.Program `ebpf:"kprobe_tcp_v4_syn_recv_sock"`
+	KprobeTcpV6SynRecvSock     *ebpf.Program `ebpf:"kprobe_tcp_v6_syn_recv_sock"`
 }
 
 func (p *acceptqPrograms) Close() error {
@@ -299,6 +320,7 @@ func (p *acceptqPrograms) Close() error {
 		p.AcceptqFexitSysAccept4,
 		p.AcceptqListeners,
 		p.AcceptqSockSetState,
+		p.AcceptqUprobeAccept4Return,
 		p.FentryTcpConnRequest,
 		p.FentryTcpV4SynRecvSock,
 		p.FentryTcpV6SynRecvSock,

@@ -162,18 +162,50 @@ func NoEvents(spec *ebpf.CollectionSpec) {
 
 // SocketCalls is the attached event's hook point for the syscalls the
 // objects hook beside kernel functions and socket tracepoints: accept4,
-// connect and getsockopt. Its mechanism is HooksFentry, or
+// connect and getsockopt. Its mechanism is HooksFentry; else HooksUprobe
+// where uprobes in the target serve (pkg/tracer's socketCalls); else
 // HooksTracepoint where their syscall tracepoints are used.
 const SocketCalls = "socket_calls"
 
+// HooksUprobe is the SocketCalls mechanism of uprobes in the target.
+const HooksUprobe = "uprobe"
+
 // SyscallHook is the entry or exit of a syscall, hooked with fentry or
 // fexit on the kernel function the syscall calls where the kernel allows
-// it, else with the syscall's tracepoint. A syscall tracepoint puts every
-// thread on the host on the slow syscall entry (TIF_SYSCALL_TRACEPOINT)
-// while it is attached; fentry costs only the hooked calls.
+// it; else, for a Go target that can have them, with a uprobe at the call
+// or the return of the syscall package's wrapper; else with the syscall's
+// tracepoint. A syscall tracepoint puts every thread on the host on the
+// slow syscall entry (TIF_SYSCALL_TRACEPOINT) while it is attached; fentry
+// and uprobes cost only the hooked calls.
 type SyscallHook struct {
-	Tracing    string // the fentry or fexit program
-	Tracepoint string // the tracepoint program, its fallback
+	Tracing    string    // the fentry or fexit program
+	Uprobe     string    // the uprobe program; "" if the hook needs none
+	At         CallPoint // where Uprobe goes
+	Tracepoint string    // the tracepoint program, the last resort
+}
+
+// CallPoint is where a SyscallHook's uprobe goes: the calls, or the
+// returns, of a syscall package wrapper (goruntime.SocketSyscallSites).
+type CallPoint struct {
+	Syscall string // goruntime.Accept4, Connect or Getsockopt
+	Return  bool
+}
+
+// CallUprobe is a loaded uprobe program and where it goes.
+type CallUprobe struct {
+	At   CallPoint
+	Prog *ebpf.Program
+}
+
+// CallUprobes are the uprobe programs of hooks in coll.
+func CallUprobes(coll *ebpf.Collection, hooks []SyscallHook) []CallUprobe {
+	var out []CallUprobe
+	for _, h := range hooks {
+		if h.Uprobe != "" {
+			out = append(out, CallUprobe{At: h.At, Prog: coll.Programs[h.Uprobe]})
+		}
+	}
+	return out
 }
 
 // SyscallsFentry is the one candidate for a set of syscall hooks: their
@@ -252,7 +284,9 @@ func (s *SyscallLinks) Trace(on bool) error {
 // Close detaches them.
 func (s *SyscallLinks) Close() { s.Trace(false) }
 
-// CallsMechanism names how calls hooks the syscalls (AttachTracepointsAndSyscalls).
+// CallsMechanism names how calls hooks the syscalls
+// (AttachTracepointsAndSyscalls): where fentry does not serve, the syscall
+// tracepoints, unless pkg/tracer puts uprobes in the targets instead.
 func CallsMechanism(calls *Attached) string {
 	if calls == nil {
 		return HooksTracepoint

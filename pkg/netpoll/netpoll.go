@@ -12,6 +12,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 )
 
 // Target is one traced process as the BPF programs see it (struct target).
@@ -55,7 +57,9 @@ type Objects struct {
 	// syscall tracepoints (fentry, attached at Load; nil where the kernel
 	// or --hooks rules it out).
 	calls *bpfobj.Attached
-	// The traced PIDs.
+	// The traced PIDs, true for those whose accept4, connect and
+	// getsockopt the syscall tracepoints serve (where neither fentry nor
+	// uprobes in the target do).
 	pids map[uint32]bool
 }
 
@@ -214,12 +218,33 @@ func Load(opts Options) (*Objects, error) {
 // callHooks are accept4, connect and getsockopt, which no socket
 // tracepoint sees: both paths need them.
 var callHooks = []bpfobj.SyscallHook{
-	{Tracing: netpollProgFentryAccept4, Tracepoint: netpollProgEnterAccept4},
-	{Tracing: netpollProgFexitAccept4, Tracepoint: netpollProgExitAccept4},
-	{Tracing: netpollProgFentryConnect, Tracepoint: netpollProgEnterConnect},
-	{Tracing: netpollProgFexitConnect, Tracepoint: netpollProgExitConnect},
-	{Tracing: netpollProgFentryGetsockopt, Tracepoint: netpollProgEnterGetsockopt},
+	{Tracing: netpollProgFentryAccept4, Uprobe: netpollProgUprobeAccept4, At: bpfobj.CallPoint{Syscall: goruntime.Accept4},
+		Tracepoint: netpollProgEnterAccept4},
+	{Tracing: netpollProgFexitAccept4, Uprobe: netpollProgUprobeAccept4Return, At: bpfobj.CallPoint{Syscall: goruntime.Accept4, Return: true},
+		Tracepoint: netpollProgExitAccept4},
+	{Tracing: netpollProgFentryConnect, Uprobe: netpollProgUprobeConnect, At: bpfobj.CallPoint{Syscall: goruntime.Connect},
+		Tracepoint: netpollProgEnterConnect},
+	{Tracing: netpollProgFexitConnect, Uprobe: netpollProgUprobeConnectReturn, At: bpfobj.CallPoint{Syscall: goruntime.Connect, Return: true},
+		Tracepoint: netpollProgExitConnect},
+	{Tracing: netpollProgFentryGetsockopt, Uprobe: netpollProgUprobeGetsockopt, At: bpfobj.CallPoint{Syscall: goruntime.Getsockopt},
+		Tracepoint: netpollProgEnterGetsockopt},
 }
+
+// CallUprobes are the programs that hook accept4, connect and getsockopt
+// with uprobes in a target (pkg/tracer places them; the ones at the calls
+// save the arguments for every object's programs at the returns), where
+// fentry does not serve; nil where it does, and on the syscall path, whose
+// syscall tracepoints cost the host as much with them as without.
+func (o *Objects) CallUprobes() []bpfobj.CallUprobe {
+	if o.calls != nil || o.mechanism == Tracepoint {
+		return nil
+	}
+	return bpfobj.CallUprobes(o.coll, callHooks)
+}
+
+// CallArgs is the map in which the uprobes at the calls save the
+// arguments (bpf/calls.h), shared with pkg/tcp and pkg/acceptq.
+func (o *Objects) CallArgs() *ebpf.Map { return o.coll.Maps[netpollMapSavedCalls] }
 
 // choosePath picks the path every target takes: the sock path on the
 // socket tracepoints where the kernel has them, else on fentry where
@@ -263,7 +288,8 @@ func pathSpec(spec *ebpf.CollectionSpec, mechanism string) *ebpf.CollectionSpec 
 	for name, prog := range out.Programs {
 		switch {
 		case prog.Type == ebpf.TracePoint && mechanism != Tracepoint && !sharedPrograms[name],
-			isSockProgram(name) && !slices.Contains(keep, name):
+			isSockProgram(name) && !slices.Contains(keep, name),
+			prog.Type == ebpf.Kprobe && mechanism == Tracepoint: // uprobes: see CallUprobes
 			delete(out.Programs, name)
 		}
 	}
@@ -318,7 +344,11 @@ func (o *Objects) Hooks() map[string]string {
 	if o.Mechanism() == Tracepoint {
 		epoll = Tracepoint
 	}
-	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll, bpfobj.SocketCalls: bpfobj.CallsMechanism(o.calls)}
+	calls := bpfobj.CallsMechanism(o.calls)
+	if o.CallUprobes() != nil {
+		calls = bpfobj.HooksUprobe
+	}
+	return map[string]string{"netpoll": o.Mechanism(), "epoll_pwait": epoll, bpfobj.SocketCalls: calls}
 }
 
 // pidFilter is the PID bitmap of this object's path.
@@ -339,14 +369,15 @@ func (o *Objects) Targets() *ebpf.Map { return o.coll.Maps[netpollMapTargets] }
 
 // AddTarget starts tracing pid: its Target entry first, then the hooks
 // its path needs, then its bit in that path's PID filter, which the
-// programs check before anything else.
+// programs check before anything else. t.CallsUprobe says its accept4,
+// connect and getsockopt have uprobes (CallUprobes), already attached.
 func (o *Objects) AddTarget(pid uint32, t *Target) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if err := o.Targets().Put(pid, t); err != nil {
 		return err
 	}
-	o.pids[pid] = true
+	o.pids[pid] = t.CallsUprobe == 0
 	err := o.attachFor()
 	if err == nil {
 		err = o.setBit(o.pidFilter(), pid, true)
@@ -365,6 +396,7 @@ func (o *Objects) attachFor() error {
 	traced := len(o.pids) > 0
 	syscalls := traced && o.Mechanism() == Tracepoint
 	socks := traced && o.Mechanism() != Tracepoint
+	callSyscalls := slices.Contains(slices.Collect(maps.Values(o.pids)), true)
 	var err error
 	update := func(links *[]link.Link, want bool, attach func() ([]link.Link, error)) {
 		switch {
@@ -375,7 +407,7 @@ func (o *Objects) attachFor() error {
 			*links = nil
 		}
 	}
-	update(&o.sharedLinks, (syscalls || socks) && o.calls == nil, func() ([]link.Link, error) {
+	update(&o.sharedLinks, callSyscalls && o.calls == nil, func() ([]link.Link, error) {
 		return bpfobj.AttachTracepoints(o.spec, o.programs(func(name string) bool { return sharedPrograms[name] }))
 	})
 	update(&o.syscallLinks, syscalls, func() ([]link.Link, error) {
@@ -433,6 +465,7 @@ func (o *Objects) RemoveTarget(pid uint32) error {
 
 func (o *Objects) removeLocked(pid uint32) error {
 	delete(o.pids, pid)
+	bpfobj.DeleteWhere[netpollCallKey, netpollCallArgs](o.CallArgs(), func(k *netpollCallKey) bool { return k.Pid == pid })
 	if err := o.setBit(o.pidFilter(), pid, false); err != nil {
 		return err
 	}

@@ -13,6 +13,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type netpollCallArgs struct {
+	_    structs.HostLayout
+	Fd   int64
+	Arg1 uint64
+}
+
+type netpollCallKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	G   uint64
+}
+
 type netpollConn struct {
 	_          structs.HostLayout
 	Sk         uint64
@@ -249,21 +262,22 @@ type netpollSockWaits struct {
 }
 
 type netpollTarget struct {
-	_          structs.HostLayout
-	StartTicks uint64
-	MinWaitNs  uint64
-	G_goid     uint16
-	G_m        uint16
-	M_procid   uint16
-	PdFd       uint16
-	PdFdseq    uint16
-	PdTagShr   uint8
-	PdTagShl   uint8
-	Stacks     uint8
-	PidnsLevel uint8
-	PdRd       uint16
-	PdWd       uint16
-	Pad        [6]uint8
+	_           structs.HostLayout
+	StartTicks  uint64
+	MinWaitNs   uint64
+	G_goid      uint16
+	G_m         uint16
+	M_procid    uint16
+	PdFd        uint16
+	PdFdseq     uint16
+	PdTagShr    uint8
+	PdTagShl    uint8
+	Stacks      uint8
+	PidnsLevel  uint8
+	PdRd        uint16
+	PdWd        uint16
+	CallsUprobe uint8
+	Pad         [5]uint8
 }
 
 type netpollUserStack struct {
@@ -313,6 +327,7 @@ const (
 	netpollMapReqActive               = "req_active"
 	netpollMapReqFds                  = "req_fds"
 	netpollMapReqParentOff            = "req_parent_off"
+	netpollMapSavedCalls              = "saved_calls"
 	netpollMapSockPids                = "sock_pids"
 	netpollMapSockWaits               = "sock_waits"
 	netpollMapStackPids               = "stack_pids"
@@ -354,6 +369,11 @@ const (
 	netpollProgSockRecv               = "sock_recv"
 	netpollProgSockSend               = "sock_send"
 	netpollProgSockState              = "sock_state"
+	netpollProgUprobeAccept4          = "uprobe_accept4"
+	netpollProgUprobeAccept4Return    = "uprobe_accept4_return"
+	netpollProgUprobeConnect          = "uprobe_connect"
+	netpollProgUprobeConnectReturn    = "uprobe_connect_return"
+	netpollProgUprobeGetsockopt       = "uprobe_getsockopt"
 	netpollVarCost                    = "cost"
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
 	netpollVarSendEvents              = "send_events"
@@ -418,42 +438,47 @@ type netpollSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollProgramSpecs struct {
-	DataReady          *ebpf.ProgramSpec `ebpf:"data_ready"`
-	EnterAccept4       *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose         *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect       *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterEpollPwait    *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt    *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
-	EnterRead          *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv         *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom      *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg       *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg       *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto        *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite         *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev        *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept4        *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect        *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitEpollPwait     *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
-	ExitRead           *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv          *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom       *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmsg        *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendmsg        *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto         *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite          *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev         *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	FentryAccept4      *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
-	FentryConnect      *ebpf.ProgramSpec `ebpf:"fentry_connect"`
-	FentryGetsockopt   *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
-	FentrySockReadable *ebpf.ProgramSpec `ebpf:"fentry_sock_readable"`
-	FexitAccept4       *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
-	FexitConnect       *ebpf.ProgramSpec `ebpf:"fexit_connect"`
-	FexitSockRecvmsg   *ebpf.ProgramSpec `ebpf:"fexit_sock_recvmsg"`
-	FexitSockSendmsg   *ebpf.ProgramSpec `ebpf:"fexit_sock_sendmsg"`
-	SockRecv           *ebpf.ProgramSpec `ebpf:"sock_recv"`
-	SockSend           *ebpf.ProgramSpec `ebpf:"sock_send"`
-	SockState          *ebpf.ProgramSpec `ebpf:"sock_state"`
+	DataReady           *ebpf.ProgramSpec `ebpf:"data_ready"`
+	EnterAccept4        *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose          *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect        *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterEpollPwait     *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt     *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
+	EnterRead           *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv          *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom       *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg        *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmsg        *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto         *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite          *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev         *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept4         *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect         *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitEpollPwait      *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
+	ExitRead            *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv           *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom        *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg         *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmsg         *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto          *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite           *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev          *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FentryAccept4       *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
+	FentryConnect       *ebpf.ProgramSpec `ebpf:"fentry_connect"`
+	FentryGetsockopt    *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
+	FentrySockReadable  *ebpf.ProgramSpec `ebpf:"fentry_sock_readable"`
+	FexitAccept4        *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
+	FexitConnect        *ebpf.ProgramSpec `ebpf:"fexit_connect"`
+	FexitSockRecvmsg    *ebpf.ProgramSpec `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg    *ebpf.ProgramSpec `ebpf:"fexit_sock_sendmsg"`
+	SockRecv            *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend            *ebpf.ProgramSpec `ebpf:"sock_send"`
+	SockState           *ebpf.ProgramSpec `ebpf:"sock_state"`
+	UprobeAccept4       *ebpf.ProgramSpec `ebpf:"uprobe_accept4"`
+	UprobeAccept4Return *ebpf.ProgramSpec `ebpf:"uprobe_accept4_return"`
+	UprobeConnect       *ebpf.ProgramSpec `ebpf:"uprobe_connect"`
+	UprobeConnectReturn *ebpf.ProgramSpec `ebpf:"uprobe_connect_return"`
+	UprobeGetsockopt    *ebpf.ProgramSpec `ebpf:"uprobe_getsockopt"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -475,6 +500,7 @@ type netpollMapSpecs struct {
 	ReqActive          *ebpf.MapSpec `ebpf:"req_active"`
 	ReqFds             *ebpf.MapSpec `ebpf:"req_fds"`
 	ReqParentOff       *ebpf.MapSpec `ebpf:"req_parent_off"`
+	SavedCalls         *ebpf.MapSpec `ebpf:"saved_calls"`
 	SockPids           *ebpf.MapSpec `ebpf:"sock_pids"`
 	SockWaits          *ebpf.MapSpec `ebpf:"sock_waits"`
 	StackPids          *ebpf.MapSpec `ebpf:"stack_pids"`
@@ -543,6 +569,7 @@ type netpollMaps struct {
 	ReqActive          *ebpf.Map `ebpf:"req_active"`
 	ReqFds             *ebpf.Map `ebpf:"req_fds"`
 	ReqParentOff       *ebpf.Map `ebpf:"req_parent_off"`
+	SavedCalls         *ebpf.Map `ebpf:"saved_calls"`
 	SockPids           *ebpf.Map `ebpf:"sock_pids"`
 	SockWaits          *ebpf.Map `ebpf:"sock_waits"`
 	StackPids          *ebpf.Map `ebpf:"stack_pids"`
@@ -567,6 +594,7 @@ func (m *netpollMaps) Close() error {
 		m.ReqActive,
 		m.ReqFds,
 		m.ReqParentOff,
+		m.SavedCalls,
 		m.SockPids,
 		m.SockWaits,
 		m.StackPids,
@@ -605,42 +633,47 @@ type netpollVariables struct {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollPrograms struct {
-	DataReady          *ebpf.Program `ebpf:"data_ready"`
-	EnterAccept4       *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose         *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect       *ebpf.Program `ebpf:"enter_connect"`
-	EnterEpollPwait    *ebpf.Program `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt    *ebpf.Program `ebpf:"enter_getsockopt"`
-	EnterRead          *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv         *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom      *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg       *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg       *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto        *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite         *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev        *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept4        *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect        *ebpf.Program `ebpf:"exit_connect"`
-	ExitEpollPwait     *ebpf.Program `ebpf:"exit_epoll_pwait"`
-	ExitRead           *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv          *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom       *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmsg        *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendmsg        *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto         *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite          *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev         *ebpf.Program `ebpf:"exit_writev"`
-	FentryAccept4      *ebpf.Program `ebpf:"fentry_accept4"`
-	FentryConnect      *ebpf.Program `ebpf:"fentry_connect"`
-	FentryGetsockopt   *ebpf.Program `ebpf:"fentry_getsockopt"`
-	FentrySockReadable *ebpf.Program `ebpf:"fentry_sock_readable"`
-	FexitAccept4       *ebpf.Program `ebpf:"fexit_accept4"`
-	FexitConnect       *ebpf.Program `ebpf:"fexit_connect"`
-	FexitSockRecvmsg   *ebpf.Program `ebpf:"fexit_sock_recvmsg"`
-	FexitSockSendmsg   *ebpf.Program `ebpf:"fexit_sock_sendmsg"`
-	SockRecv           *ebpf.Program `ebpf:"sock_recv"`
-	SockSend           *ebpf.Program `ebpf:"sock_send"`
-	SockState          *ebpf.Program `ebpf:"sock_state"`
+	DataReady           *ebpf.Program `ebpf:"data_ready"`
+	EnterAccept4        *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose          *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect        *ebpf.Program `ebpf:"enter_connect"`
+	EnterEpollPwait     *ebpf.Program `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt     *ebpf.Program `ebpf:"enter_getsockopt"`
+	EnterRead           *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv          *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom       *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg        *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmsg        *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto         *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite          *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev         *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept4         *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect         *ebpf.Program `ebpf:"exit_connect"`
+	ExitEpollPwait      *ebpf.Program `ebpf:"exit_epoll_pwait"`
+	ExitRead            *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv           *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom        *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg         *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmsg         *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto          *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite           *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev          *ebpf.Program `ebpf:"exit_writev"`
+	FentryAccept4       *ebpf.Program `ebpf:"fentry_accept4"`
+	FentryConnect       *ebpf.Program `ebpf:"fentry_connect"`
+	FentryGetsockopt    *ebpf.Program `ebpf:"fentry_getsockopt"`
+	FentrySockReadable  *ebpf.Program `ebpf:"fentry_sock_readable"`
+	FexitAccept4        *ebpf.Program `ebpf:"fexit_accept4"`
+	FexitConnect        *ebpf.Program `ebpf:"fexit_connect"`
+	FexitSockRecvmsg    *ebpf.Program `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg    *ebpf.Program `ebpf:"fexit_sock_sendmsg"`
+	SockRecv            *ebpf.Program `ebpf:"sock_recv"`
+	SockSend            *ebpf.Program `ebpf:"sock_send"`
+	SockState           *ebpf.Program `ebpf:"sock_state"`
+	UprobeAccept4       *ebpf.Program `ebpf:"uprobe_accept4"`
+	UprobeAccept4Return *ebpf.Program `ebpf:"uprobe_accept4_return"`
+	UprobeConnect       *ebpf.Program `ebpf:"uprobe_connect"`
+	UprobeConnectReturn *ebpf.Program `ebpf:"uprobe_connect_return"`
+	UprobeGetsockopt    *ebpf.Program `ebpf:"uprobe_getsockopt"`
 }
 
 func (p *netpollPrograms) Close() error {
@@ -681,6 +714,11 @@ func (p *netpollPrograms) Close() error {
 		p.SockRecv,
 		p.SockSend,
 		p.SockState,
+		p.UprobeAccept4,
+		p.UprobeAccept4Return,
+		p.UprobeConnect,
+		p.UprobeConnectReturn,
+		p.UprobeGetsockopt,
 	)
 }
 

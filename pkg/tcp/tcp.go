@@ -22,6 +22,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
@@ -29,6 +30,9 @@ import (
 type Options struct {
 	// Targets is the shared map of traced processes (netpoll.Objects.Targets).
 	Targets *ebpf.Map
+	// CallArgs is the shared map of the socket calls' arguments
+	// (netpoll.Objects.CallArgs).
+	CallArgs *ebpf.Map
 	// RingBufferBytes sizes the event ring buffer; zero keeps 1 MiB.
 	RingBufferBytes uint32
 	// Hooks is bpfobj.HooksAuto (the best mechanism the kernel allows) or
@@ -43,8 +47,10 @@ type Objects struct {
 	attached []*bpfobj.Attached
 	hooks    map[string]string
 	// syscalls are the syscall tracepoints of connect and accept4 where
-	// fentry does not serve, attached while something is traced (Trace).
+	// fentry does not serve, attached while a target needs them (Trace).
 	syscalls *bpfobj.SyscallLinks
+	// callUprobes serve instead where the targets can have them.
+	callUprobes []bpfobj.CallUprobe
 }
 
 var hookPoints = []struct {
@@ -75,8 +81,10 @@ var hookPoints = []struct {
 
 // syscallHooks are the ends of connect and accept4.
 var syscallHooks = []bpfobj.SyscallHook{
-	{Tracing: tcpProgFexitSysConnect, Tracepoint: tcpProgExitConnect},
-	{Tracing: tcpProgFexitSysAccept4, Tracepoint: tcpProgExitAccept4},
+	{Tracing: tcpProgFexitSysConnect, Uprobe: tcpProgUprobeConnectReturn, At: bpfobj.CallPoint{Syscall: goruntime.Connect, Return: true},
+		Tracepoint: tcpProgExitConnect},
+	{Tracing: tcpProgFexitSysAccept4, Uprobe: tcpProgUprobeAccept4Return, At: bpfobj.CallPoint{Syscall: goruntime.Accept4, Return: true},
+		Tracepoint: tcpProgExitAccept4},
 }
 
 // Load loads the programs and maps into the kernel and attaches them,
@@ -102,7 +110,7 @@ func Load(opts Options) (*Objects, error) {
 	optional = append(optional, bpfobj.CandidateProgs(bpfobj.SyscallsFentry(syscallHooks))...)
 	base := bpfobj.Without(spec, optional...)
 	coll, err := bpfobj.NewCollection(base, ebpf.CollectionOptions{
-		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets},
+		MapReplacements: map[string]*ebpf.Map{tcpMapTargets: opts.Targets, tcpMapSavedCalls: opts.CallArgs},
 	})
 	if err != nil {
 		return nil, bpfobj.LoadError("tcp BPF object", err)
@@ -116,6 +124,8 @@ func Load(opts Options) (*Objects, error) {
 	o.links, o.syscalls, o.hooks[bpfobj.SocketCalls] = links, syscalls, bpfobj.CallsMechanism(calls)
 	if calls != nil {
 		o.attached = append(o.attached, calls)
+	} else {
+		o.callUprobes = bpfobj.CallUprobes(coll, syscallHooks)
 	}
 	for _, hp := range hookPoints {
 		a, err := bpfobj.AttachFirst(spec, coll.Maps, hp.candidates, family)
@@ -156,9 +166,15 @@ var eventNames = map[tcpEventType]string{
 	tcpEventTypeEVENT_ACCEPT_ERROR: "accept_error",
 }
 
-// Trace says whether anything is traced: the syscall tracepoints that
-// serve where fentry does not are attached only while it is.
+// Trace says whether a target needs the syscall tracepoints that serve
+// where neither fentry nor uprobes do: they are attached only while one
+// does.
 func (o *Objects) Trace(on bool) error { return o.syscalls.Trace(on) }
+
+// CallUprobes are the programs at the returns of connect and accept4 for
+// uprobes in a target (netpoll.Objects.CallUprobes); nil where fentry
+// serves.
+func (o *Objects) CallUprobes() []bpfobj.CallUprobe { return o.callUprobes }
 
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {

@@ -35,6 +35,19 @@ type tcpAcceptedSock struct {
 	T_accept uint64
 }
 
+type tcpCallArgs struct {
+	_    structs.HostLayout
+	Fd   int64
+	Arg1 uint64
+}
+
+type tcpCallKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	G   uint64
+}
+
 type tcpConnectRec struct {
 	_         structs.HostLayout
 	Ev        tcpTcpConnectEvent
@@ -105,21 +118,22 @@ const (
 )
 
 type tcpTarget struct {
-	_          structs.HostLayout
-	StartTicks uint64
-	MinWaitNs  uint64
-	G_goid     uint16
-	G_m        uint16
-	M_procid   uint16
-	PdFd       uint16
-	PdFdseq    uint16
-	PdTagShr   uint8
-	PdTagShl   uint8
-	Stacks     uint8
-	PidnsLevel uint8
-	PdRd       uint16
-	PdWd       uint16
-	Pad        [6]uint8
+	_           structs.HostLayout
+	StartTicks  uint64
+	MinWaitNs   uint64
+	G_goid      uint16
+	G_m         uint16
+	M_procid    uint16
+	PdFd        uint16
+	PdFdseq     uint16
+	PdTagShr    uint8
+	PdTagShl    uint8
+	Stacks      uint8
+	PidnsLevel  uint8
+	PdRd        uint16
+	PdWd        uint16
+	CallsUprobe uint8
+	Pad         [5]uint8
 }
 
 type tcpTcpAcceptEvent struct {
@@ -180,6 +194,7 @@ const (
 	tcpMapEvents                  = "events"
 	tcpMapHists                   = "hists"
 	tcpMapLost                    = "lost"
+	tcpMapSavedCalls              = "saved_calls"
 	tcpMapTargets                 = "targets"
 	tcpProgExitAccept4            = "exit_accept4"
 	tcpProgExitConnect            = "exit_connect"
@@ -190,6 +205,8 @@ const (
 	tcpProgKprobeTcpConnect       = "kprobe_tcp_connect"
 	tcpProgKretprobeInetCskAccept = "kretprobe_inet_csk_accept"
 	tcpProgSockSetState           = "sock_set_state"
+	tcpProgUprobeAccept4Return    = "uprobe_accept4_return"
+	tcpProgUprobeConnectReturn    = "uprobe_connect_return"
 	tcpVarConnectStartWith        = "connect_start_with"
 	tcpVarUnusedAcceptErrorEvent  = "unused_accept_error_event"
 	tcpVarUnusedConnectStartHook  = "unused_connect_start_hook"
@@ -250,6 +267,8 @@ type tcpProgramSpecs struct {
 	KprobeTcpConnect       *ebpf.ProgramSpec `ebpf:"kprobe_tcp_connect"`
 	KretprobeInetCskAccept *ebpf.ProgramSpec `ebpf:"kretprobe_inet_csk_accept"`
 	SockSetState           *ebpf.ProgramSpec `ebpf:"sock_set_state"`
+	UprobeAccept4Return    *ebpf.ProgramSpec `ebpf:"uprobe_accept4_return"`
+	UprobeConnectReturn    *ebpf.ProgramSpec `ebpf:"uprobe_connect_return"`
 }
 
 // tcpMapSpecs contains maps before they are loaded into the kernel.
@@ -263,6 +282,7 @@ type tcpMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Hists          *ebpf.MapSpec `ebpf:"hists"`
 	Lost           *ebpf.MapSpec `ebpf:"lost"`
+	SavedCalls     *ebpf.MapSpec `ebpf:"saved_calls"`
 	Targets        *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -306,6 +326,7 @@ type tcpMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Hists          *ebpf.Map `ebpf:"hists"`
 	Lost           *ebpf.Map `ebpf:"lost"`
+	SavedCalls     *ebpf.Map `ebpf:"saved_calls"`
 	Targets        *ebpf.Map `ebpf:"targets"`
 }
 
@@ -318,6 +339,7 @@ func (m *tcpMaps) Close() error {
 		m.Events,
 		m.Hists,
 		m.Lost,
+		m.SavedCalls,
 		m.Targets,
 	)
 }
@@ -348,6 +370,8 @@ type tcpPrograms struct {
 	KprobeTcpConnect       *ebpf.Program `ebpf:"kprobe_tcp_connect"`
 	KretprobeInetCskAccept *ebpf.Program `ebpf:"kretprobe_inet_csk_accept"`
 	SockSetState           *ebpf.Program `ebpf:"sock_set_state"`
+	UprobeAccept4Return    *ebpf.Program `ebpf:"uprobe_accept4_return"`
+	UprobeConnectReturn    *ebpf.Program `ebpf:"uprobe_connect_return"`
 }
 
 func (p *tcpPrograms) Close() error {
@@ -361,6 +385,8 @@ func (p *tcpPrograms) Close() error {
 		p.KprobeTcpConnect,
 		p.KretprobeInetCskAccept,
 		p.SockSetState,
+		p.UprobeAccept4Return,
+		p.UprobeConnectReturn,
 	)
 }
 

@@ -57,28 +57,34 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		v.Stacks = 1
 	}
 	t.execs.Reset(pid)
+	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
+	if exe, err := os.Readlink(p.ExePath()); err == nil {
+		tg.exe = exe
+	}
+	// Before the target is in the filter: whether its accept4 and
+	// connect have uprobes is in its entry there.
+	callsWhyNot, err := t.hookCalls(tg)
+	if err != nil {
+		return nil, err
+	}
+	if tg.calls != nil {
+		v.CallsUprobe = 1
+	}
 	// Connections accepted before attach, so their idle waits are known
 	// as idle; the accept4 hook marks the later ones.
 	if err := t.netpoll.SeedAccepted(uint32(pid), proc.AcceptedFDs(pid)); err != nil {
+		t.unhookCalls(tg)
 		return nil, err
 	}
 	if err := t.netpoll.AddTarget(uint32(pid), &v); err != nil {
+		t.unhookCalls(tg)
 		return nil, fmt.Errorf("adding PID %d to the kernel filter: %w", pid, err)
 	}
 	// The process may have exited, and its PID been reused, while we read it.
 	if !p.Alive() {
+		t.unhookCalls(tg)
 		t.netpoll.RemoveTarget(uint32(pid))
 		return nil, fmt.Errorf("no process with PID %d: it exited during attach", pid)
-	}
-	if len(t.targets) == 0 {
-		if err := t.setTraced(true); err != nil {
-			t.netpoll.RemoveTarget(uint32(pid))
-			return nil, err
-		}
-	}
-	tg := &target{proc: p, ns: ns, bin: bin, exe: bin.Path, since: time.Now(), rt: rt}
-	if exe, err := os.Readlink(p.ExePath()); err == nil {
-		tg.exe = exe
 	}
 	for i, f := range t.features {
 		if f.attach == nil {
@@ -86,9 +92,7 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		}
 		if err := f.attach(tg); err != nil {
 			t.detachFeatures(tg, t.features[:i])
-			if len(t.targets) == 0 {
-				t.setTraced(false)
-			}
+			t.unhookCalls(tg)
 			t.netpoll.RemoveTarget(uint32(pid))
 			return nil, err
 		}
@@ -103,6 +107,12 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		tg.exit = watchExit(p, t.exited)
 	}
 	t.targets[pid] = tg
+	hooks := t.Hooks()
+	limits := bin.Limits
+	if tg.syscalls && t.calls.progs != nil {
+		hooks[bpfobj.SocketCalls] = bpfobj.HooksTracepoint
+		limits = append(slices.Clip(limits), SocketCallsLimit+callsWhyNot.Error())
+	}
 	ev := &event.Attached{
 		Header:      controlHeader("attached", tg),
 		Namespaces:  map[string]uint64{"pid": ns.PID, "mnt": ns.Mnt, "net": ns.Net, "cgroup": ns.Cgroup},
@@ -110,9 +120,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		Exe:         tg.exe,
 		GoVersion:   bin.GoVersion,
 		OffsetsFrom: bin.OffsetsFrom,
-		Hooks:       t.Hooks(),
+		Hooks:       hooks,
 		MinWaitNs:   v.MinWaitNs,
-		Limits:      t.limits(bin.Limits),
+		Limits:      t.limits(limits, hooks),
 		Reason:      reason,
 	}
 	t.queueControl(ev)
@@ -142,6 +152,7 @@ func (t *Tracer) checkExecs() {
 		// What belonged to the old image goes: its listener state, its
 		// goroutine probes (in the old text), its symbols.
 		t.detachFeatures(tg, t.features)
+		t.unhookCalls(tg)
 		delete(t.targets, pid)
 		delete(t.syms, pid)
 		p, bin, err := goruntime.InspectPID(pid)
@@ -170,22 +181,22 @@ const SyscallTracepointLimit = "netpoll waits are hooked with syscall tracepoint
 // waits do not come from the socket tracepoints.
 const NetpollSockWhyNot = "netpoll waits not from socket tracepoints: "
 
-// SyscallEntryLimit is the limits entry on the sock path: accept4,
-// connect and getsockopt still have syscall tracepoints.
+// SyscallEntryLimit is the limits entry on the sock path where accept4,
+// connect and getsockopt have syscall tracepoints.
 const SyscallEntryLimit = "accept4, connect and getsockopt are hooked with syscall tracepoints: " +
 	"while anything is traced, every syscall of every process on the host takes the slow entry path (TIF_SYSCALL_TRACEPOINT); " +
 	"reads and writes pay only the socket tracepoints' PID filter"
 
 // limits is what the attached event lists as switched off or costly for
-// a target: the binary's limits, and what the hooks cost the host.
-func (t *Tracer) limits(bin []string) []string {
+// a target: the binary's limits, and what its hooks cost the host.
+func (t *Tracer) limits(bin []string, hooks map[string]string) []string {
 	out := slices.Clone(bin)
-	if t.hooks["netpoll"] == netpoll.Tracepoint {
+	if hooks["netpoll"] == netpoll.Tracepoint {
 		out = append(out, SyscallTracepointLimit)
 		if why := t.netpoll.SockWhyNot(); why != nil {
 			out = append(out, NetpollSockWhyNot+why.Error())
 		}
-	} else if t.hooks[bpfobj.SocketCalls] == bpfobj.HooksTracepoint {
+	} else if hooks[bpfobj.SocketCalls] == bpfobj.HooksTracepoint {
 		out = append(out, SyscallEntryLimit)
 	}
 	return out
@@ -207,9 +218,7 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	delete(t.targets, pid)
 	tg.exit.Close()
 	t.detachFeatures(tg, t.features)
-	if len(t.targets) == 0 {
-		t.setTraced(false)
-	}
+	t.unhookCalls(tg)
 	t.execs.Reset(pid)
 	if err := t.netpoll.RemoveTarget(uint32(pid)); err != nil {
 		return fmt.Errorf("removing PID %d from the kernel filter: %w", pid, err)
@@ -218,8 +227,9 @@ func (t *Tracer) detachLocked(pid int, reason string) error {
 	return nil
 }
 
-// setTraced tells the features whether anything is traced (feature.trace);
-// if one cannot start, those told before are told false again.
+// setTraced tells the features whether a target needs the syscall
+// tracepoints (feature.trace; hookCalls); if one cannot start, those told
+// before are told false again.
 func (t *Tracer) setTraced(on bool) error {
 	for i, f := range t.features {
 		if f.trace == nil {

@@ -21,6 +21,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cilium/ebpf/link"
+
 	"github.com/gonetscope/gonetscope/pkg/acceptq"
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/contention"
@@ -57,6 +59,9 @@ type Tracer struct {
 	requests *requests.Objects
 	// features, in the order they attach to a target.
 	features []feature
+	// calls hooks each target's accept4, connect and getsockopt where
+	// the kernel has no fentry for them.
+	calls    socketCalls
 	hooks    map[string]string
 	streams  []*stream
 	samplers []sampler
@@ -95,9 +100,13 @@ type target struct {
 	bin   *goruntime.Binary
 	exe   string
 	since time.Time
-	// rt is the live process (symbols, goroutine table); nil without
-	// --stacks, --goroutines or --requests.
+	// rt is the live process (symbols, goroutine table); nil if it could
+	// not be opened.
 	rt *goruntime.Process
+	// calls are its socket calls' uprobes (socketCalls); syscalls: the
+	// syscall tracepoints serve it instead.
+	calls    []link.Link
+	syscalls bool
 	// exit reports its exit; nil without pidfds.
 	exit *exitWatch
 }
@@ -150,12 +159,12 @@ func (t *Tracer) load() error {
 	}
 	t.netpoll = np
 	t.plug(eventStream("netpoll", np, netpoll.Decode))
-	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), RingBufferBytes: opts.RingBufferBytes, Hooks: opts.Hooks})
+	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), CallArgs: np.CallArgs(), RingBufferBytes: opts.RingBufferBytes, Hooks: opts.Hooks})
 	if err != nil {
 		return err
 	}
 	t.plug(eventStream("tcp", tc, tcp.Decode))
-	if t.acceptq, err = acceptq.Load(acceptq.Options{Targets: np.Targets(), Parks: np.Parks(), Hooks: opts.Hooks}); err != nil {
+	if t.acceptq, err = acceptq.Load(acceptq.Options{Targets: np.Targets(), Parks: np.Parks(), CallArgs: np.CallArgs(), Hooks: opts.Hooks}); err != nil {
 		return err
 	}
 	t.plug(t.acceptQueues(t.acceptq))
@@ -183,11 +192,16 @@ func (t *Tracer) load() error {
 	}
 	t.plug(t.runtimeHealth(lifecycle))
 	// Each object hooks accept4 and connect itself, the same way on one
-	// kernel; if any fell back to the syscall tracepoints, the host pays.
+	// kernel; if any fell back to the syscall tracepoints, the host pays,
+	// unless uprobes in the targets serve instead.
 	for _, m := range []string{tc.Hooks()[bpfobj.SocketCalls], t.acceptq.CallsMechanism()} {
 		if m == bpfobj.HooksTracepoint {
 			t.hooks[bpfobj.SocketCalls] = m
 		}
+	}
+	if progs := np.CallUprobes(); progs != nil {
+		t.calls.progs = slices.Concat(progs, tc.CallUprobes(), t.acceptq.CallUprobes())
+		t.hooks[bpfobj.SocketCalls] = bpfobj.HooksUprobe
 	}
 	return nil
 }
