@@ -305,15 +305,15 @@ static __always_inline int read_method_url(const struct req_layout *l, __u64 req
 
 /* The fd of a net.Conn interface at addr holding a *net.TCPConn (or
  * *net.UnixConn): data -> conn.fd (*netFD) -> pfd.Sysfd; -1 unknown. */
-static __always_inline __s32 conn_fd(const struct req_layout *l, __u64 iface)
+static __always_inline __s32 conn_fd(__u16 fd_sysfd, __u64 iface)
 {
 	__u64 data, nfd;
 	__s64 fd;
-	if (!l->fd_sysfd || bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) || !data)
+	if (!fd_sysfd || bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) || !data)
 		return -1;
 	if (bpf_probe_read_user(&nfd, sizeof(nfd), (void *)data) || !nfd)
 		return -1;
-	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(nfd + l->fd_sysfd)) || fd < 0 || fd > 0x7fffffff)
+	if (bpf_probe_read_user(&fd, sizeof(fd), (void *)(nfd + fd_sysfd)) || fd < 0 || fd > 0x7fffffff)
 		return -1;
 	return (__s32)fd;
 }
@@ -321,13 +321,13 @@ static __always_inline __s32 conn_fd(const struct req_layout *l, __u64 iface)
 /* The fd of the TCP connection under a net.Conn interface at iface:
  * a *net.TCPConn, or a *tls.Conn whose first field is the net.Conn under
  * it; -1 when neither leads to a TCP socket. *skp is its sock. */
-static __always_inline __s32 tcp_conn_fd(const struct req_layout *l, __u64 iface, struct sock **skp)
+static __always_inline __s32 tcp_conn_fd(__u16 fd_sysfd, __u64 iface, struct sock **skp)
 {
-	__s32 fd = conn_fd(l, iface);
+	__s32 fd = conn_fd(fd_sysfd, iface);
 	struct sock *sk = fd >= 0 ? tcp_sock_of(sock_from_fd(fd)) : NULL;
 	__u64 data = 0;
 	if ((!sk || !is_tcp(sk)) && !bpf_probe_read_user(&data, sizeof(data), (void *)(iface + 8)) && data) {
-		fd = conn_fd(l, data);
+		fd = conn_fd(fd_sysfd, data);
 		sk = fd >= 0 ? tcp_sock_of(sock_from_fd(fd)) : NULL;
 	}
 	if (!sk || !is_tcp(sk)) {
@@ -597,7 +597,7 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
 	if (conn) {
 		read_gostring(e->raddr, sizeof(e->raddr), conn + raddr_off);
 		/* User space checks the socket's peer against raddr. */
-		e->fd = tcp_conn_fd(l, conn + rwc_off, &sk);
+		e->fd = tcp_conn_fd(l->fd_sysfd, conn + rwc_off, &sk);
 	}
 	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
 	if (sk)
@@ -688,7 +688,7 @@ static __always_inline int round_trip_start(struct pt_regs *ctx, const struct re
 		.direct = direct,
 	};
 	struct sock *sk;
-	cs.fd = tcp_conn_fd(l, conn_at, &sk);
+	cs.fd = tcp_conn_fd(l->fd_sysfd, conn_at, &sk);
 	/* The request this round trip is for: the one this goroutine
 	 * serves, or the one its parent serves (a handler that fans out
 	 * with goroutines, as errgroup does); one generation only. */
@@ -817,7 +817,8 @@ int client_end(struct pt_regs *ctx)
  *   grpc_server_start: (*Server).handleStream(s, t, stream): a stream's
  *                 call starts on the goroutine that serves it.
  *   grpc_server_end: (*http2Server).writeStatus(t, stream, st): its
- *                 status is written, on that goroutine: the call ended.
+ *                 status is written, on that goroutine: the call ended;
+ *                 t's conn is the connection.
  *   grpc_client_start: grpc.invoke(ctx, method, req, reply, cc, ...): a
  *                 unary call starts.
  *   grpc_client_end: (*clientStream).finish(cs, err): its stream ends,
@@ -844,7 +845,8 @@ struct grpc_layout {
 	__u16 proto_code;    /* spb.Status.Code (int32) */
 	__u16 error_status;  /* internal/status.Error: its *Status */
 	__u16 cc_target;     /* ClientConn.target; 0 unknown */
-	__u16 _pad[2];
+	__u16 server_conn;   /* http2Server.conn (a net.Conn); 0 unknown */
+	__u16 fd_sysfd;      /* *net.TCPConn -> netFD -> poll.FD.Sysfd */
 };
 
 struct {
@@ -912,10 +914,13 @@ struct {
 
 struct grpc_request_event {
 	struct event_header hdr;
+	struct addrs addrs; /* of fd's socket */
 	__u64 duration_ns;
 	__s32 code;
+	__s32 fd;   /* the connection's, read through http2Server.conn; -1 unknown */
 	__u8 flags; /* GRPC_* */
-	__u8 _pad[3];
+	__u8 _pad[7];
+	struct tcp_info_lite tcp;
 	char method[GRPC_METHOD_LEN];
 	struct req_state st; /* with GRPC_BREAKDOWN */
 	struct addrs slot_addrs[REQ_SLOTS];
@@ -1038,6 +1043,13 @@ int grpc_server_end(struct pt_regs *ctx)
 			e->code = code;
 			e->flags = hk.flags & GRPC_NO_CODE;
 			__builtin_memset(e->_pad, 0, sizeof(e->_pad));
+			/* The transport (writeStatus' receiver) and its connection. */
+			struct sock *sk = NULL;
+			e->fd = l->server_conn ? tcp_conn_fd(l->fd_sysfd, GO_REG_ARG(ctx, 0) + l->server_conn, &sk) : -1;
+			__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
+			if (sk)
+				read_sk_addrs(sk, &e->addrs);
+			read_tcp_info(sk, &e->tcp);
 			n = read_gostring(e->method, sizeof(e->method), stream + l->stream_method);
 			if (n >= GRPC_METHOD_LEN)
 				e->flags |= GRPC_TRUNCATED;

@@ -12,8 +12,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -32,6 +34,11 @@ type grpcEvent struct {
 	Code       *int     `json:"code"`
 	CodeName   string   `json:"code_name"`
 	DurationNs int64    `json:"duration_ns"`
+	FD         *int     `json:"fd"`
+	Raddr      string   `json:"raddr"`
+	Rport      int      `json:"rport"`
+	SrttUs     *int64   `json:"srtt_us"`
+	Retrans    *int64   `json:"retrans"`
 	Limits     []string `json:"limits"`
 	Breakdown  *struct {
 		NetworkNs    int64 `json:"network_ns"`
@@ -52,6 +59,8 @@ type grpcCall struct {
 		ClientNs   int64  `json:"client_ns"`
 		ClientGoid int64  `json:"client_goid"`
 		ServerGoid int64  `json:"server_goid"`
+		ServerFD   int    `json:"server_fd"`
+		Local      string `json:"local"`
 		HandlerNs  int64  `json:"handler_ns"`
 	}
 }
@@ -188,6 +197,15 @@ func checkGRPC(t *testing.T, bin string) {
 		if e.DurationNs < c.said.HandlerNs || e.DurationNs > c.said.ClientNs {
 			t.Errorf("%s: grpc_request duration %v, want between the handler's own %v and the caller's %v", name,
 				time.Duration(e.DurationNs), time.Duration(c.said.HandlerNs), time.Duration(c.said.ClientNs))
+		}
+		// The connection: the fd the target accepted it on, the test's
+		// client's end as the remote one, a loopback round-trip time.
+		if e.FD == nil || *e.FD != c.said.ServerFD || net.JoinHostPort(e.Raddr, strconv.Itoa(e.Rport)) != c.said.Local {
+			t.Errorf("%s: grpc_request fd %v raddr %s:%d; the target accepted it on fd %d from %s", name, e.FD, e.Raddr, e.Rport,
+				c.said.ServerFD, c.said.Local)
+		}
+		if e.SrttUs == nil || *e.SrttUs <= 0 || *e.SrttUs > 1e6 || e.Retrans == nil || *e.Retrans != 0 {
+			t.Errorf("%s: srtt_us %v, retrans %v; want a loopback connection's", name, e.SrttUs, e.Retrans)
 		}
 		if b := e.Breakdown; b == nil || b.NetworkNs+b.SchedDelayNs+b.OtherNs != e.DurationNs {
 			t.Errorf("%s: breakdown %+v does not add up to %d", name, b, e.DurationNs)

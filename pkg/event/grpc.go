@@ -16,6 +16,12 @@ type GRPCRequest struct {
 	DurationNs uint64
 	// Truncated: the full method was longer than the kernel's 127 bytes.
 	Truncated bool
+	// FD is the call's connection (-1 unknown), Addrs its endpoints (the
+	// client is the remote one), TCP its round-trip time and
+	// retransmissions.
+	FD    int32
+	Addrs Addrs
+	TCP   *TCPInfo
 	// Breakdown is where the time went, as for HTTPRequest: the serving
 	// goroutine's own netpoll waits; nil when the goroutine was serving
 	// a net/http request as well (grpc's ServeHTTP).
@@ -29,6 +35,9 @@ func (r *GRPCRequest) MarshalZerologObject(e *zerolog.Event) {
 	if r.Truncated {
 		e.Bool("truncated", true)
 	}
+	e.Int32("fd", r.FD)
+	r.Addrs.marshal(e)
+	r.TCP.marshal(e)
 	if r.Breakdown != nil {
 		e.Object("breakdown", *r.Breakdown)
 	}

@@ -21,7 +21,7 @@ const (
 	// fourth argument register.
 	GRPCHandleStream = "google.golang.org/grpc.(*Server).handleStream"
 	// GRPCWriteStatus writes a server stream's status, the end of the
-	// call: (t, stream, st *status.Status).
+	// call: (t *http2Server, stream, st *status.Status).
 	GRPCWriteStatus = "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus"
 	// GRPCInvoke makes one unary call: (ctx, method string, req, reply,
 	// cc *ClientConn, opts...); the method in the third and fourth
@@ -36,6 +36,7 @@ const (
 	grpcStatusErr          = "google.golang.org/grpc/internal/status.(*Status).Err"
 	grpcErrorStatus        = "google.golang.org/grpc/internal/status.(*Error).GRPCStatus"
 	grpcConnTarget         = "google.golang.org/grpc.(*ClientConn).Target"
+	grpcServerClose        = "google.golang.org/grpc/internal/transport.(*http2Server).Close"
 )
 
 // GRPCLayout is where a binary's grpc keeps what gonetscope reads.
@@ -57,6 +58,9 @@ type GRPCLayout struct {
 	// ConnTarget: ClientConn.target, the dial target; 0 when the binary
 	// has no (*ClientConn).Target to read it from.
 	ConnTarget uint16
+	// ServerConn: http2Server.conn, the connection (a net.Conn); 0 when
+	// (*http2Server).Close does not say it as known.
+	ServerConn uint16
 }
 
 // HasGRPC says whether the program links grpc's server or its client.
@@ -100,8 +104,11 @@ func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 		if _, _, ok := funcs(fn); !ok {
 			fn = grpcStreamMethod
 		}
-		l.StreamMethod, err = stringField(f, funcs, fn)
-		return err
+		if l.StreamMethod, err = stringField(f, funcs, fn); err != nil {
+			return err
+		}
+		l.ServerConn, _ = closedConn(f, funcs, grpcServerClose)
+		return nil
 	}()
 	p.ClientWhyNot = func() error {
 		if p.ClientStart, err = EntryBranch(f, funcs, GRPCInvoke); err != nil {
@@ -295,4 +302,28 @@ func inData(f *elf.File, a uint64) bool {
 		}
 	}
 	return false
+}
+
+// closedConn reads the offset of the net.Conn field that method fn
+// closes: the first call of an interface's first method (Close, in
+// net.Conn's itab at 24) on a field of a struct, loaded as the pair
+// MOVQ off(R), itab; MOVQ off+8(R), data, then MOVQ 24(itab), fn; CALL fn.
+func closedConn(f *elf.File, funcs FuncLookup, fn string) (uint16, error) {
+	insts, err := x86Func(f, funcs, fn)
+	if err != nil {
+		return 0, err
+	}
+	for i := 0; i+3 < len(insts); i++ {
+		itab, a, ok1 := load(insts[i].inst)
+		_, b, ok2 := load(insts[i+1].inst)
+		dst, c, ok3 := load(insts[i+2].inst)
+		if !ok1 || !ok2 || !ok3 || a.Base != b.Base || b.Disp != a.Disp+8 || c.Base != itab || c.Disp != 24 {
+			continue
+		}
+		if call := insts[i+3].inst; call.Op == x86asm.CALL && call.Args[0] == dst {
+			return offset16(fn, a.Disp)
+		}
+		break
+	}
+	return 0, fmt.Errorf("%s: no Close of a net.Conn field: layout not known", fn)
 }

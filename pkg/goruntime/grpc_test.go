@@ -59,7 +59,8 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 		_, l, f := findGRPC(t, bin)
 		m := memberOffsets(t, bin, "google.golang.org/grpc/internal/transport.ServerStream", "google.golang.org/grpc/internal/transport.Stream",
 			"google.golang.org/grpc/internal/status.Status", "google.golang.org/genproto/googleapis/rpc/status.Status",
-			"google.golang.org/grpc/internal/status.Error", "google.golang.org/grpc.ClientConn")
+			"google.golang.org/grpc/internal/status.Error", "google.golang.org/grpc.ClientConn",
+			"google.golang.org/grpc/internal/transport.http2Server")
 		for _, c := range []struct {
 			name string
 			got  uint16
@@ -70,12 +71,13 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 			{"spb.Status.Code", l.ProtoCode, m["google.golang.org/genproto/googleapis/rpc/status.Status.Code"]},
 			{"status.Error.s", l.ErrorStatus, m["google.golang.org/grpc/internal/status.Error.s"]},
 			{"ClientConn.target", l.ConnTarget, m["google.golang.org/grpc.ClientConn.target"]},
+			{"http2Server.conn", l.ServerConn, m["google.golang.org/grpc/internal/transport.http2Server.conn"]},
 		} {
 			if int64(c.got) != c.want {
 				t.Errorf("%v: %s at %d, DWARF says %d", flags, c.name, c.got, c.want)
 			}
 		}
-		if l.ProtoCode == 0 || l.StreamMethod == 0 || l.ConnTarget == 0 {
+		if l.ProtoCode == 0 || l.StreamMethod == 0 || l.ConnTarget == 0 || l.ServerConn == 0 {
 			t.Errorf("%v: layout %+v: a field DWARF has past the start read as 0", flags, l)
 		}
 		syms, err := f.Symbols()

@@ -48,6 +48,9 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 	} else if probes.ClientWhyNot != nil {
 		limits = append(limits, fmt.Sprintf("no grpc_client_request: %v", probes.ClientWhyNot))
 	}
+	if server && probes.ServerWhyNot == nil && (lay.ServerConn == 0 || p.Bin.Offsets.FDSysfd == 0) {
+		limits = append(limits, "grpc_request has no fd, raddr or rport: the layout of grpc's http2Server.conn (or of net's netFD) is not known")
+	}
 	if client && probes.ClientWhyNot == nil && lay.ConnTarget == 0 {
 		limits = append(limits, "grpc_client_request has no target: the program has no (*grpc.ClientConn).Target to read its layout from")
 	}
@@ -80,7 +83,7 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 		SlowNs: uint64(slow.Nanoseconds()), G_goid: p.Bin.Offsets.GGoid,
 		ErrorItab: lay.ErrorItab + p.Bias, Eof: lay.EOF + p.Bias,
 		StreamMethod: lay.StreamMethod, StatusProto: lay.StatusProto, ProtoCode: lay.ProtoCode,
-		ErrorStatus: lay.ErrorStatus, CcTarget: lay.ConnTarget,
+		ErrorStatus: lay.ErrorStatus, CcTarget: lay.ConnTarget, ServerConn: lay.ServerConn, FdSysfd: p.Bin.Offsets.FDSysfd,
 	}
 	if err := o.coll.Maps[requestsMapGrpcLayouts].Put(uint32(p.PID), &l); err != nil {
 		bpfobj.CloseAll(links)
@@ -156,11 +159,15 @@ func decodeGRPC(raw []byte, typ requestsReqEventType, h *bpfobj.EventHeader, clo
 		return nil, err
 	}
 	ev := &event.GRPCRequest{Header: h.Header("grpc_request", clock), DurationNs: r.DurationNs, Code: int(r.Code),
-		Truncated: r.Flags&grpcTruncated != 0}
+		Truncated: r.Flags&grpcTruncated != 0, FD: -1}
 	ev.Service, ev.Method = SplitGRPCMethod(bpfobj.CString(r.Method[:]))
 	ev.CodeName = GRPCCodeName(ev.Code)
+	if conn := bpfobj.Addrs(r.Addrs.Family, r.Addrs.Saddr, r.Addrs.Daddr, r.Addrs.Sport, r.Addrs.Dport); r.Fd >= 0 && conn.Remote.IsValid() {
+		ev.FD, ev.Addrs = r.Fd, conn
+		ev.TCP = &event.TCPInfo{SrttUs: r.Tcp.SrttUs, Retrans: r.Tcp.TotalRetrans}
+	}
 	if r.Flags&grpcBreakdown != 0 {
-		b := breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, -1)
+		b := breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, ev.FD)
 		ev.Breakdown = &b
 	}
 	return ev, nil

@@ -88,20 +88,28 @@ type requestsGrpcLayout struct {
 	ProtoCode    uint16
 	ErrorStatus  uint16
 	CcTarget     uint16
-	Pad          [2]uint16
+	ServerConn   uint16
+	FdSysfd      uint16
 }
 
 type requestsGrpcRequestEvent struct {
 	_          structs.HostLayout
 	Hdr        requestsEventHeader
+	Addrs      requestsAddrs
 	DurationNs uint64
 	Code       int32
+	Fd         int32
 	Flags      uint8
-	Pad        [3]uint8
-	Method     [128]int8
-	St         requestsReqState
-	SlotAddrs  [4]requestsAddrs
-	SlotTcp    [4]struct {
+	Pad        [7]uint8
+	Tcp        struct {
+		_            structs.HostLayout
+		SrttUs       uint32
+		TotalRetrans uint32
+	}
+	Method    [128]int8
+	St        requestsReqState
+	SlotAddrs [4]requestsAddrs
+	SlotTcp   [4]struct {
 		_            structs.HostLayout
 		SrttUs       uint32
 		TotalRetrans uint32
