@@ -69,7 +69,7 @@ HOOKS_debian-5.10 := auto,kprobe,tracepoint
 # runtime-health tests (gc events, the goroutine scan, fd_pressure,
 # no_deadline: /proc and memory reads, no hook), whose targets are built
 # at run time, some with other toolchains.
-VM_SKIP := ^(TestHTTP|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
+VM_SKIP := ^(TestHTTP|TestGRPC|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
 # Each gonetscope start takes 15-30 s under emulation, so to keep CI within
 # its time, 6.1 (amd64) runs the whole suite and the other kernels a named
 # subset: the exact attribution of connects, accepts and netpoll waits on
