@@ -10,8 +10,10 @@ BPFTOOL ?= bpftool
 all: build
 
 # The product only; the demo and the benchmarks build their own programs.
+# Static (no cgo: nothing in it needs libc), so it runs in any container
+# image and maps no C library (1.4 MB of its RSS).
 build:
-	$(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/gonetscope ./cmd/gonetscope
 
 # The syscall tracepoints are found through tracefs; mount it where a minimal
 # host or CI machine has not.

@@ -38,7 +38,7 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.StringVar(&f.output, "output", "-", "write events to this file ('-': stdout); the daemon reopens it on SIGHUP")
 	fs.DurationVar(&f.minWait, "min-wait", time.Millisecond, "report netpoll and epoll waits at least this long (0: all)")
 	fs.StringVar(&f.hooks, "hooks", "auto", "kernel hook mechanism: auto (best available), fentry, kprobe or tracepoint")
-	fs.IntVar(&f.ringBufferBytes, "ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB)")
+	fs.IntVar(&f.ringBufferBytes, "ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB, 256 KiB for connects and accepts)")
 	fs.BoolVar(&f.stacks, "stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	fs.BoolVar(&f.goroutines, "goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
 	fs.BoolVar(&f.requests, "requests", false, "trace net/http server and client requests: http_request and http_client_request events, request-duration histograms (uprobes on emulated instructions in the target)")

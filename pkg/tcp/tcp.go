@@ -33,7 +33,7 @@ type Options struct {
 	// CallArgs is the shared map of the socket calls' arguments
 	// (netpoll.Objects.CallArgs).
 	CallArgs *ebpf.Map
-	// RingBufferBytes sizes the event ring buffer; zero keeps 1 MiB.
+	// RingBufferBytes sizes the event ring buffer; zero: 256 KiB.
 	RingBufferBytes uint32
 	// Hooks is bpfobj.HooksAuto (the best mechanism the kernel allows) or
 	// forces a family; a forced family the kernel refuses is an error.
@@ -52,6 +52,12 @@ type Objects struct {
 	// callUprobes serve instead where the targets can have them.
 	callUprobes []bpfobj.CallUprobe
 }
+
+// defaultRingBufferBytes: a connect or accept event is written per
+// connection at most, and each is submitted with a wake-up, so 256 KiB
+// (about 1,300 events) is ample; the kernel maps a ring buffer's data
+// twice into the reader, so each MiB saved is 2 MiB of RSS.
+const defaultRingBufferBytes = 256 << 10
 
 var hookPoints = []struct {
 	name       string
@@ -98,9 +104,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.RingBufferBytes != 0 {
-		spec.Maps[tcpMapEvents].MaxEntries = opts.RingBufferBytes
-	}
+	spec.Maps[tcpMapEvents].MaxEntries = cmp.Or(opts.RingBufferBytes, defaultRingBufferBytes)
 	// The tracepoint programs always load; the kernel-function ones are
 	// loaded one candidate at a time below, since a kernel may refuse any.
 	var optional []string

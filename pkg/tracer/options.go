@@ -14,7 +14,8 @@ type Options struct {
 	// Hooks forces a mechanism family for the kernel-function hooks:
 	// "auto" (default), "fentry", "kprobe" or "tracepoint".
 	Hooks string
-	// RingBufferBytes sizes each BPF ring buffer; zero means 1 MiB.
+	// RingBufferBytes sizes each BPF ring buffer; zero means 1 MiB (256 KiB
+	// for the connects and accepts).
 	RingBufferBytes uint32
 	// QueueLen bounds the queue between the ring buffer readers and the
 	// sink; events that find it full are dropped and counted. Zero: 8192.
