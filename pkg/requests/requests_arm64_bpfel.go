@@ -283,21 +283,22 @@ type requestsReqWait struct {
 }
 
 type requestsTarget struct {
-	_          structs.HostLayout
-	StartTicks uint64
-	MinWaitNs  uint64
-	G_goid     uint16
-	G_m        uint16
-	M_procid   uint16
-	PdFd       uint16
-	PdFdseq    uint16
-	PdTagShr   uint8
-	PdTagShl   uint8
-	Stacks     uint8
-	PidnsLevel uint8
-	PdRd       uint16
-	PdWd       uint16
-	Pad        [6]uint8
+	_           structs.HostLayout
+	StartTicks  uint64
+	MinWaitNs   uint64
+	G_goid      uint16
+	G_m         uint16
+	M_procid    uint16
+	PdFd        uint16
+	PdFdseq     uint16
+	PdTagShr    uint8
+	PdTagShl    uint8
+	Stacks      uint8
+	PidnsLevel  uint8
+	PdRd        uint16
+	PdWd        uint16
+	CallsUprobe uint8
+	Pad         [5]uint8
 }
 
 // Names of all BPF objects in the ELF.
