@@ -114,3 +114,55 @@ func TestRouteCapsForgetDetached(t *testing.T) {
 		t.Errorf("after the detach: caps %v, want none", c.routes.kept)
 	}
 }
+
+// TestGRPCMethodCap: gRPC methods have OpenTelemetry's RPC labels, a cap
+// of their own per side (a target's HTTP routes do not use it up), and
+// the methods beyond it are rpc_method="_OTHER", counted in the overflow
+// counter by kind.
+func TestGRPCMethodCap(t *testing.T) {
+	src := &fakeRequests{procs: []proc.Process{{PID: 1, Comm: "svc"}}}
+	for i := range MaxRoutes {
+		src.hists = append(src.hists, hist(fmt.Sprintf("/r%03d", i), 1, 200))
+	}
+	b := make([]uint64, len(requests.Bounds)+1)
+	for i := range MaxRoutes + 3 {
+		src.grpc = append(src.grpc, requests.GRPCHist{PID: 1, Method: fmt.Sprintf("/pkg.Svc/M%03d", i), Code: 5, Count: uint64(1000 - i), Buckets: b})
+	}
+	src.grpc = append(src.grpc, requests.GRPCHist{PID: 1, Client: true, Method: "/pkg.Svc/M000", Target: "dns:///db.internal:9090",
+		Code: -1, Count: 4, Buckets: b})
+	c := NewCollector(src)
+	ch := make(chan prometheus.Metric, 1000)
+	c.collectRequests(ch, map[uint32]string{1: "svc"})
+	close(ch)
+	got := map[string]uint64{}
+	overflow := map[string]uint64{}
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		l := map[string]string{}
+		for _, lp := range pb.Label {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		switch m.Desc() {
+		case grpcServerDurationDesc:
+			got["server "+l["rpc_system_name"]+" "+l["rpc_method"]+" "+l["rpc_response_status_code"]] += pb.Histogram.GetSampleCount()
+		case grpcClientDurationDesc:
+			got["client "+l["rpc_method"]+" "+l["server_address"]+" "+l["server_port"]+" "+l["rpc_response_status_code"]] += pb.Histogram.GetSampleCount()
+		case routesOverflowDesc:
+			overflow[l["kind"]] += uint64(pb.Counter.GetValue())
+		}
+	}
+	var other uint64
+	for i := MaxRoutes; i < MaxRoutes+3; i++ {
+		other += uint64(1000 - i)
+	}
+	if got["server grpc pkg.Svc/M000 NOT_FOUND"] != 1000 || got["server grpc _OTHER NOT_FOUND"] != other || overflow["grpc_server"] != other {
+		t.Errorf("server: M000 %d, _OTHER %d, overflow %d; want 1000, %d, %d", got["server grpc pkg.Svc/M000 NOT_FOUND"],
+			got["server grpc _OTHER NOT_FOUND"], overflow["grpc_server"], other, other)
+	}
+	if got["client pkg.Svc/M000 db.internal 9090 "] != 4 || overflow["server"] != 0 || overflow["grpc_client"] != 0 {
+		t.Errorf("client series %v, overflow %v", got, overflow)
+	}
+}

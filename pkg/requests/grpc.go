@@ -133,8 +133,12 @@ func SplitGRPCMethod(full string) (service, method string) {
 // ("dns:///host:port", "host:port", "unix:///path"); port "" when it has
 // none.
 func GRPCServerAddress(target string) (host, port string) {
-	if _, rest, ok := strings.Cut(target, "://"); ok {
+	if scheme, rest, ok := strings.Cut(target, "://"); ok {
+		// scheme://authority/endpoint; a unix socket's is its path.
 		target = rest[strings.IndexByte(rest, '/')+1:]
+		if scheme == "unix" {
+			return "/" + target, ""
+		}
 	}
 	if h, p, err := net.SplitHostPort(target); err == nil {
 		return h, p
