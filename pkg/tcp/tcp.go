@@ -16,6 +16,7 @@ package tcp
 import (
 	"cmp"
 	"fmt"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -35,6 +36,9 @@ type Options struct {
 	CallArgs *ebpf.Map
 	// RingBufferBytes sizes the event ring buffer; zero: 256 KiB.
 	RingBufferBytes uint32
+	// WakeupInterval bounds the reader's wake-ups (zero: 50ms): it must
+	// drain once more this long after each (pkg/tracer does).
+	WakeupInterval time.Duration
 	// Hooks is bpfobj.HooksAuto (the best mechanism the kernel allows) or
 	// forces a family; a forced family the kernel refuses is an error.
 	Hooks string
@@ -54,9 +58,10 @@ type Objects struct {
 }
 
 // defaultRingBufferBytes: a connect or accept event is written per
-// connection at most, and each is submitted with a wake-up, so 256 KiB
-// (about 1,300 events) is ample; the kernel maps a ring buffer's data
-// twice into the reader, so each MiB saved is 2 MiB of RSS.
+// connection at most, and the reader drains every 50ms after a wake-up,
+// so 256 KiB (about 1,300 events) holds 26,000 a second; the kernel maps
+// a ring buffer's data twice into the reader, so each MiB saved is 2 MiB
+// of RSS.
 const defaultRingBufferBytes = 256 << 10
 
 var hookPoints = []struct {
@@ -105,6 +110,9 @@ func Load(opts Options) (*Objects, error) {
 		return nil, err
 	}
 	spec.Maps[tcpMapEvents].MaxEntries = cmp.Or(opts.RingBufferBytes, defaultRingBufferBytes)
+	if err := spec.Variables[tcpVarWakeupIntervalNs].Set(uint64(cmp.Or(opts.WakeupInterval, 50*time.Millisecond).Nanoseconds())); err != nil {
+		return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
+	}
 	// The tracepoint programs always load; the kernel-function ones are
 	// loaded one candidate at a time below, since a kernel may refuse any.
 	var optional []string

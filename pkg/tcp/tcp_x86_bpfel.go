@@ -208,12 +208,14 @@ const (
 	tcpProgUprobeAccept4Return    = "uprobe_accept4_return"
 	tcpProgUprobeConnectReturn    = "uprobe_connect_return"
 	tcpVarConnectStartWith        = "connect_start_with"
+	tcpVarLastWakeupNs            = "last_wakeup_ns"
 	tcpVarUnusedAcceptErrorEvent  = "unused_accept_error_event"
 	tcpVarUnusedConnectStartHook  = "unused_connect_start_hook"
 	tcpVarUnusedEventType         = "unused_event_type"
 	tcpVarUnusedHistMetric        = "unused_hist_metric"
 	tcpVarUnusedTcpAcceptEvent    = "unused_tcp_accept_event"
 	tcpVarUnusedTcpConnectEvent   = "unused_tcp_connect_event"
+	tcpVarWakeupIntervalNs        = "wakeup_interval_ns"
 )
 
 // loadTcp returns the embedded CollectionSpec for tcp.
@@ -291,12 +293,14 @@ type tcpMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcpVariableSpecs struct {
 	ConnectStartWith       *ebpf.VariableSpec `ebpf:"connect_start_with"`
+	LastWakeupNs           *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	UnusedAcceptErrorEvent *ebpf.VariableSpec `ebpf:"unused_accept_error_event"`
 	UnusedConnectStartHook *ebpf.VariableSpec `ebpf:"unused_connect_start_hook"`
 	UnusedEventType        *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedHistMetric       *ebpf.VariableSpec `ebpf:"unused_hist_metric"`
 	UnusedTcpAcceptEvent   *ebpf.VariableSpec `ebpf:"unused_tcp_accept_event"`
 	UnusedTcpConnectEvent  *ebpf.VariableSpec `ebpf:"unused_tcp_connect_event"`
+	WakeupIntervalNs       *ebpf.VariableSpec `ebpf:"wakeup_interval_ns"`
 }
 
 // tcpObjects contains all objects after they have been loaded into the kernel.
@@ -349,12 +353,14 @@ func (m *tcpMaps) Close() error {
 // It can be passed to loadTcpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcpVariables struct {
 	ConnectStartWith       *ebpf.Variable `ebpf:"connect_start_with"`
+	LastWakeupNs           *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	UnusedAcceptErrorEvent *ebpf.Variable `ebpf:"unused_accept_error_event"`
 	UnusedConnectStartHook *ebpf.Variable `ebpf:"unused_connect_start_hook"`
 	UnusedEventType        *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedHistMetric       *ebpf.Variable `ebpf:"unused_hist_metric"`
 	UnusedTcpAcceptEvent   *ebpf.Variable `ebpf:"unused_tcp_accept_event"`
 	UnusedTcpConnectEvent  *ebpf.Variable `ebpf:"unused_tcp_connect_event"`
+	WakeupIntervalNs       *ebpf.Variable `ebpf:"wakeup_interval_ns"`
 }
 
 // tcpPrograms contains all programs after they have been loaded into the kernel.

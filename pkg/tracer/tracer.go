@@ -159,7 +159,8 @@ func (t *Tracer) load() error {
 	}
 	t.netpoll = np
 	t.plug(eventStream("netpoll", np, netpoll.Decode))
-	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), CallArgs: np.CallArgs(), RingBufferBytes: opts.RingBufferBytes, Hooks: opts.Hooks})
+	tc, err := tcp.Load(tcp.Options{Targets: np.Targets(), CallArgs: np.CallArgs(), RingBufferBytes: opts.RingBufferBytes,
+		WakeupInterval: opts.DrainInterval, Hooks: opts.Hooks})
 	if err != nil {
 		return err
 	}
