@@ -247,29 +247,49 @@ static __always_inline struct req_layout *layout_of(__u32 *pid)
 	return bpf_map_lookup_elem(&req_layouts, pid);
 }
 
-static __always_inline int read_goid_at(struct pt_regs *ctx, const struct req_layout *l, __u64 *goid)
+/* The calling goroutine's id, g.goid at g_goid: 0 when read. */
+static __always_inline int read_goid_at(struct pt_regs *ctx, __u16 g_goid, __u64 *goid)
 {
 	__u64 g = GO_REG_G(ctx);
-	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + l->g_goid));
+	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + g_goid));
 }
 
-/* Copies a Go string at addr into dst (n bytes, NUL-padded); returns its
+/* Sets map's entry for key k to *v: in place where it exists (an LRU
+ * update costs more than the rest of a probe), else a new one. */
+#define put_in_place(map, k, v)                                      \
+	({                                                           \
+		typeof(*(v)) *__p = bpf_map_lookup_elem(map, k);     \
+		if (__p)                                             \
+			*__p = *(v);                                 \
+		else                                                 \
+			bpf_map_update_elem(map, k, v, BPF_ANY);     \
+	})
+
+/* Copies the Go string s into dst (n bytes, NUL-padded); returns its
  * length, or -1. */
-static __always_inline long read_gostring(void *dst, __u32 n, __u64 addr)
+static __always_inline long copy_gostring(void *dst, __u32 n, const struct gostring *s)
 {
-	struct gostring s;
 	__builtin_memset(dst, 0, n);
-	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr))
-		return -1;
-	if (s.len <= 0 || !s.ptr)
+	if (s->len <= 0 || !s->ptr)
 		return 0;
-	__u32 m = s.len < n ? s.len : n;
+	__u32 m = s->len < n ? s->len : n;
 	m &= 0xff;
 	if (m > n)
 		m = n;
-	if (bpf_probe_read_user(dst, m, (void *)s.ptr))
+	if (bpf_probe_read_user(dst, m, (void *)s->ptr))
 		return -1;
-	return s.len;
+	return s->len;
+}
+
+/* The same for the Go string at addr. */
+static __always_inline long read_gostring(void *dst, __u32 n, __u64 addr)
+{
+	struct gostring s;
+	if (bpf_probe_read_user(&s, sizeof(s), (void *)addr)) {
+		__builtin_memset(dst, 0, n);
+		return -1;
+	}
+	return copy_gostring(dst, n, &s);
 }
 
 /* Reads a *Request's method into method (METHOD_LEN bytes) and its URL
@@ -495,12 +515,10 @@ static __always_inline void req_open(struct req_key *k, __u64 now, struct req_st
 	struct req_state fresh = {.t_start = now};
 	for (int i = 0; i < REQ_SLOTS; i++)
 		fresh.slot[i].fd = -1;
-	if (!st)
-		st = bpf_map_lookup_elem(&req_active, k);
 	if (st)
 		*st = fresh;
 	else
-		bpf_map_update_elem(&req_active, k, &fresh, BPF_ANY);
+		put_in_place(&req_active, k, &fresh);
 }
 
 SEC("uprobe")
@@ -511,7 +529,7 @@ int server_start(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	req_open(&k, bpf_ktime_get_boot_ns(), NULL);
 	return 0;
@@ -612,7 +630,7 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
  * was not seen). */
 static __always_inline struct req_state *open_request(struct pt_regs *ctx, const struct req_layout *l, struct req_key *k)
 {
-	if (read_goid_at(ctx, l, &k->goid))
+	if (read_goid_at(ctx, l->g_goid, &k->goid))
 		return NULL;
 	struct req_state *st = bpf_map_lookup_elem(&req_active, k);
 	if (!st || !st->t_start) {
@@ -680,7 +698,7 @@ static __always_inline int round_trip_start(struct pt_regs *ctx, const struct re
 					    __u64 conn_at, __u64 treq, __u32 direct)
 {
 	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct client_state cs = {
 		.t_start = bpf_ktime_get_boot_ns(),
@@ -716,11 +734,7 @@ static __always_inline int round_trip_start(struct pt_regs *ctx, const struct re
 	}
 	/* A goroutine's round trips follow one another: its entry is
 	 * reused, t_start 0 between them. */
-	struct client_state *csp = bpf_map_lookup_elem(&client_active, &k);
-	if (csp)
-		*csp = cs;
-	else
-		bpf_map_update_elem(&client_active, &k, &cs, BPF_ANY);
+	put_in_place(&client_active, &k, &cs);
 	return 0;
 }
 
@@ -754,7 +768,7 @@ int client_end(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct client_state *csp = bpf_map_lookup_elem(&client_active, &k);
 	if (!csp || !csp->t_start) {
@@ -943,12 +957,6 @@ static __always_inline struct grpc_layout *grpc_layout_of(__u32 *pid)
 	return bpf_map_lookup_elem(&grpc_layouts, pid);
 }
 
-static __always_inline int grpc_goid(struct pt_regs *ctx, const struct grpc_layout *l, __u64 *goid)
-{
-	__u64 g = GO_REG_G(ctx);
-	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + l->g_goid));
-}
-
 /* The code of a *status.Status; -1 when it cannot be read. A nil one
  * (or one without its message) is OK, as grpc has it. */
 static __always_inline __s32 grpc_status_code(const struct grpc_layout *l, __u64 st)
@@ -974,7 +982,7 @@ int grpc_server_start(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (grpc_goid(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
 	/* Its goroutine's waits count for it, unless the goroutine already
@@ -984,11 +992,7 @@ int grpc_server_start(struct pt_regs *ctx)
 		req_open(&k, s.t_start, st);
 		s.owned = 1;
 	}
-	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
-	if (sp)
-		*sp = s;
-	else
-		bpf_map_update_elem(&grpc_server_active, &k, &s, BPF_ANY);
+	put_in_place(&grpc_server_active, &k, &s);
 	return 0;
 }
 
@@ -1007,7 +1011,7 @@ int grpc_server_end(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (grpc_goid(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
 	/* The transport's own writes (a stream it refused) run on other
@@ -1079,35 +1083,15 @@ int grpc_client_start(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (grpc_goid(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_client_state c = {
 		.t_start = bpf_ktime_get_boot_ns(),
 		.method = {.ptr = GO_REG_ARG(ctx, 2), .len = (__s64)GO_ARG3(ctx)},
 		.cc = GO_ARG8(ctx),
 	};
-	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_active, &k);
-	if (cp)
-		*cp = c;
-	else
-		bpf_map_update_elem(&grpc_client_active, &k, &c, BPF_ANY);
+	put_in_place(&grpc_client_active, &k, &c);
 	return 0;
-}
-
-/* Copies the Go string s into dst (n bytes, NUL-padded); returns its
- * length, or -1. */
-static __always_inline long copy_gostring(void *dst, __u32 n, const struct gostring *s)
-{
-	__builtin_memset(dst, 0, n);
-	if (s->len <= 0 || !s->ptr)
-		return 0;
-	__u32 m = s->len < n ? s->len : n;
-	m &= 0xff;
-	if (m > n)
-		m = n;
-	if (bpf_probe_read_user(dst, m, (void *)s->ptr))
-		return -1;
-	return s->len;
 }
 
 SEC("uprobe")
@@ -1118,7 +1102,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct req_key k = {.pid = pid};
-	if (grpc_goid(ctx, l, &k.goid))
+	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	/* Streams other than unary calls end here too, on goroutines with
 	 * no call in flight: not counted. */

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -241,13 +242,7 @@ func checkGRPC(t *testing.T, bin string) {
 }
 
 func countGRPC(evs []grpcEvent, kind string) int {
-	n := 0
-	for _, e := range evs {
-		if e.Event == kind {
-			n++
-		}
-	}
-	return n
+	return len(slices.DeleteFunc(slices.Clone(evs), func(e grpcEvent) bool { return e.Event != kind }))
 }
 
 // checkGRPCMetrics scrapes the endpoint: the server and client histograms

@@ -148,6 +148,15 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 	}
 	type overflowKey struct{ pid, comm, kind string }
 	overflow := map[overflowKey]uint64{}
+	// capped is route, or other when the target has more of this kind
+	// than the cap (counted).
+	capped := func(pid uint32, comm, kind, route, other string, count uint64) string {
+		if c.routes.admit(pid, kind, route) {
+			return route
+		}
+		overflow[overflowKey{strconv.Itoa(int(pid)), comm, kind}] += count
+		return other
+	}
 	c.routes.mu.Lock()
 	for _, h := range hists {
 		name, traced := comm[h.PID]
@@ -155,15 +164,11 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 			continue
 		}
 		pid := strconv.Itoa(int(h.PID))
-		route := h.Route
 		kind := "server"
 		if h.Client {
 			kind = "client"
 		}
-		if !c.routes.admit(h.PID, kind, route) {
-			route = "other"
-			overflow[overflowKey{pid, name, kind}] += h.Count
-		}
+		route := capped(h.PID, name, kind, h.Route, "other", h.Count)
 		status := ""
 		if h.Status != 0 {
 			status = strconv.Itoa(h.Status)
@@ -184,16 +189,12 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 			continue
 		}
 		pid := strconv.Itoa(int(h.PID))
-		// OpenTelemetry's rpc.method: "pkg.Service/Method".
-		method := strings.TrimPrefix(h.Method, "/")
 		kind := "grpc_server"
 		if h.Client {
 			kind = "grpc_client"
 		}
-		if !c.routes.admit(h.PID, kind, method) {
-			method = "_OTHER"
-			overflow[overflowKey{pid, name, kind}] += h.Count
-		}
+		// OpenTelemetry's rpc.method: "pkg.Service/Method".
+		method := capped(h.PID, name, kind, strings.TrimPrefix(h.Method, "/"), "_OTHER", h.Count)
 		code := requests.GRPCCodeName(h.Code)
 		desc, labels := grpcServerDurationDesc, []string{pid, name, "grpc", method, code}
 		if h.Client {

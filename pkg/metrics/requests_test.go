@@ -73,11 +73,26 @@ func TestRouteCap(t *testing.T) {
 // and the overflow counter.
 func collectRoutes(t *testing.T, c *Collector) (map[string]uint64, uint64) {
 	t.Helper()
+	series := map[string]uint64{}
+	var overflow uint64
+	eachRequestMetric(t, c, func(desc *prometheus.Desc, l map[string]string, pb *dto.Metric) {
+		switch desc {
+		case serverDurationDesc:
+			series[l["http_request_method"]+" "+l["http_route"]+" "+l["http_response_status_code"]] += pb.Histogram.GetSampleCount()
+		case routesOverflowDesc:
+			overflow += uint64(pb.Counter.GetValue())
+		}
+	})
+	return series, overflow
+}
+
+// eachRequestMetric scrapes c's request metrics of pid 1 ("svc") and
+// calls f with each one's desc, labels and value.
+func eachRequestMetric(t *testing.T, c *Collector, f func(*prometheus.Desc, map[string]string, *dto.Metric)) {
+	t.Helper()
 	ch := make(chan prometheus.Metric, 1000)
 	c.collectRequests(ch, map[uint32]string{1: "svc"})
 	close(ch)
-	series := map[string]uint64{}
-	var overflow uint64
 	for m := range ch {
 		var pb dto.Metric
 		if err := m.Write(&pb); err != nil {
@@ -87,14 +102,8 @@ func collectRoutes(t *testing.T, c *Collector) (map[string]uint64, uint64) {
 		for _, lp := range pb.Label {
 			l[lp.GetName()] = lp.GetValue()
 		}
-		switch m.Desc() {
-		case serverDurationDesc:
-			series[l["http_request_method"]+" "+l["http_route"]+" "+l["http_response_status_code"]] += pb.Histogram.GetSampleCount()
-		case routesOverflowDesc:
-			overflow += uint64(pb.Counter.GetValue())
-		}
+		f(m.Desc(), l, &pb)
 	}
-	return series, overflow
 }
 
 // A target no longer traced keeps no route caps: a daemon attaching and
@@ -130,22 +139,10 @@ func TestGRPCMethodCap(t *testing.T) {
 	}
 	src.grpc = append(src.grpc, requests.GRPCHist{PID: 1, Client: true, Method: "/pkg.Svc/M000", Target: "dns:///db.internal:9090",
 		Code: -1, Count: 4, Buckets: b})
-	c := NewCollector(src)
-	ch := make(chan prometheus.Metric, 1000)
-	c.collectRequests(ch, map[uint32]string{1: "svc"})
-	close(ch)
 	got := map[string]uint64{}
 	overflow := map[string]uint64{}
-	for m := range ch {
-		var pb dto.Metric
-		if err := m.Write(&pb); err != nil {
-			t.Fatal(err)
-		}
-		l := map[string]string{}
-		for _, lp := range pb.Label {
-			l[lp.GetName()] = lp.GetValue()
-		}
-		switch m.Desc() {
+	eachRequestMetric(t, NewCollector(src), func(desc *prometheus.Desc, l map[string]string, pb *dto.Metric) {
+		switch desc {
 		case grpcServerDurationDesc:
 			got["server "+l["rpc_system_name"]+" "+l["rpc_method"]+" "+l["rpc_response_status_code"]] += pb.Histogram.GetSampleCount()
 		case grpcClientDurationDesc:
@@ -153,7 +150,7 @@ func TestGRPCMethodCap(t *testing.T) {
 		case routesOverflowDesc:
 			overflow[l["kind"]] += uint64(pb.Counter.GetValue())
 		}
-	}
+	})
 	var other uint64
 	for i := MaxRoutes; i < MaxRoutes+3; i++ {
 		other += uint64(1000 - i)
