@@ -951,10 +951,17 @@ struct grpc_client_request_event {
 	char target[GRPC_TARGET_LEN];
 };
 
-static __always_inline struct grpc_layout *grpc_layout_of(__u32 *pid)
+/* The calling process' layout, with the calling goroutine in k; NULL
+ * when it is not traced (the PID filter, before any other read) or the
+ * goroutine cannot be read. */
+static __always_inline struct grpc_layout *grpc_caller(struct pt_regs *ctx, struct req_key *k)
 {
-	*pid = bpf_get_current_pid_tgid() >> 32;
-	return bpf_map_lookup_elem(&grpc_layouts, pid);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_layout *l = bpf_map_lookup_elem(&grpc_layouts, &pid);
+	k->pid = pid;
+	if (!l || read_goid_at(ctx, l->g_goid, &k->goid))
+		return NULL;
+	return l;
 }
 
 /* The code of a *status.Status; -1 when it cannot be read. A nil one
@@ -977,12 +984,9 @@ static __always_inline __s32 grpc_status_code(const struct grpc_layout *l, __u64
 SEC("uprobe")
 int grpc_server_start(struct pt_regs *ctx)
 {
-	__u32 pid;
-	struct grpc_layout *l = grpc_layout_of(&pid);
+	struct req_key k = {};
+	struct grpc_layout *l = grpc_caller(ctx, &k);
 	if (!l)
-		return 0;
-	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
 	/* Its goroutine's waits count for it, unless the goroutine already
@@ -1006,12 +1010,9 @@ static __always_inline void grpc_hist_add(struct grpc_hist_key *k, __u64 ns)
 SEC("uprobe")
 int grpc_server_end(struct pt_regs *ctx)
 {
-	__u32 pid;
-	struct grpc_layout *l = grpc_layout_of(&pid);
+	struct req_key k = {};
+	struct grpc_layout *l = grpc_caller(ctx, &k);
 	if (!l)
-		return 0;
-	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
 	/* The transport's own writes (a stream it refused) run on other
@@ -1023,7 +1024,7 @@ int grpc_server_end(struct pt_regs *ctx)
 	__u64 dur = now - sp->t_start;
 	sp->t_start = 0;
 	__s32 code = grpc_status_code(l, GO_REG_ARG(ctx, 2));
-	struct grpc_hist_key hk = {.pid = pid, .code = (__u16)code};
+	struct grpc_hist_key hk = {.pid = k.pid, .code = (__u16)code};
 	if (code < 0)
 		hk.flags |= GRPC_NO_CODE;
 	long n = read_gostring(hk.method, sizeof(hk.method), stream + l->stream_method);
@@ -1078,12 +1079,9 @@ int grpc_server_end(struct pt_regs *ctx)
 SEC("uprobe")
 int grpc_client_start(struct pt_regs *ctx)
 {
-	__u32 pid;
-	struct grpc_layout *l = grpc_layout_of(&pid);
+	struct req_key k = {};
+	struct grpc_layout *l = grpc_caller(ctx, &k);
 	if (!l)
-		return 0;
-	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	struct grpc_client_state c = {
 		.t_start = bpf_ktime_get_boot_ns(),
@@ -1097,12 +1095,9 @@ int grpc_client_start(struct pt_regs *ctx)
 SEC("uprobe")
 int grpc_client_end(struct pt_regs *ctx)
 {
-	__u32 pid;
-	struct grpc_layout *l = grpc_layout_of(&pid);
+	struct req_key k = {};
+	struct grpc_layout *l = grpc_caller(ctx, &k);
 	if (!l)
-		return 0;
-	struct req_key k = {.pid = pid};
-	if (read_goid_at(ctx, l->g_goid, &k.goid))
 		return 0;
 	/* Streams other than unary calls end here too, on goroutines with
 	 * no call in flight: not counted. */
@@ -1122,7 +1117,7 @@ int grpc_client_end(struct pt_regs *ctx)
 		/* Not io.EOF, and not a status: grpc's status.Code says Unknown. */
 		code = 2;
 	}
-	struct grpc_hist_key hk = {.pid = pid, .code = (__u16)code, .client = 1};
+	struct grpc_hist_key hk = {.pid = k.pid, .code = (__u16)code, .client = 1};
 	if (code < 0)
 		hk.flags |= GRPC_NO_CODE;
 	long n = copy_gostring(hk.method, sizeof(hk.method), &c.method);
