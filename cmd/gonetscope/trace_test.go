@@ -682,21 +682,24 @@ func checkAttached(t *testing.T, r traceRun, hooks string) {
 	// The netpoll waits come from the socket tracepoints wherever the
 	// kernel has them, unless syscall tracepoints are forced; else from
 	// fentry where the kernel takes it and --hooks allows it.
-	// accept4, connect and getsockopt are hooked with fentry where the
-	// kernel allows it (forced by --hooks fentry; --hooks kprobe and
-	// tracepoint rule it out), else with their syscall tracepoints. On the
-	// sock path the limits then say what the host pays; the syscall path
-	// always has syscall tracepoints.
-	calls := a[0].Hooks[bpfobj.SocketCalls]
-	switch hooks {
-	case "kprobe", "tracepoint":
-		calls = bpfobj.HooksTracepoint
-	case "fentry":
-		calls = bpfobj.HooksFentry
-	}
 	np, limit := netpoll.Tracepoint, tracer.SyscallTracepointLimit
 	if hooks != "tracepoint" && (hooks != "kprobe" || sockTracepoints(t)) && netpollAuto(t) != netpoll.Tracepoint {
 		np, limit = netpollAuto(t), tracer.SyscallEntryLimit
+	}
+	// accept4, connect and getsockopt are hooked with fentry where the
+	// kernel allows it (forced by --hooks fentry; --hooks kprobe and
+	// tracepoint rule it out); else, on the sock path, with uprobes in
+	// the target; else with their syscall tracepoints, as the syscall
+	// path's other hooks are. The syscall path always has syscall
+	// tracepoints, and the limits say what the host pays.
+	calls := a[0].Hooks[bpfobj.SocketCalls]
+	if hooks == "fentry" {
+		calls = bpfobj.HooksFentry
+	} else if hooks != "auto" || calls != bpfobj.HooksFentry {
+		calls = bpfobj.HooksUprobe
+		if np == netpoll.Tracepoint {
+			calls = bpfobj.HooksTracepoint
+		}
 	}
 	if a[0].Hooks["netpoll"] != np || a[0].Hooks[bpfobj.SocketCalls] != calls {
 		t.Errorf("--hooks %s: netpoll hooks %q, socket calls %q, want %q, %q", hooks, a[0].Hooks["netpoll"], a[0].Hooks[bpfobj.SocketCalls], np, calls)
