@@ -112,9 +112,12 @@ struct {
 	__type(value, struct req_hist);
 } req_hists SEC(".maps");
 
-/* [0]: requests not counted in a histogram because req_hists was full;
+/* [0]: requests not counted in a histogram because req_hists (or
+ * grpc_hists) was full;
  * [1]: requests whose start was not seen (begun before the attach);
- * [2]: client round trips whose start was not seen. */
+ * [2]: client round trips whose start was not seen;
+ * [3]: gRPC statuses written for a server call whose start was not seen
+ * (begun before the attach, or a stream the transport refused). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 4);
@@ -126,6 +129,7 @@ enum req_count {
 	REQ_COUNT_HIST_FULL = 0,
 	REQ_COUNT_NO_START = 1,
 	REQ_COUNT_CLIENT_NO_START = 2,
+	REQ_COUNT_GRPC_NO_START = 3,
 };
 
 static __always_inline void req_count(__u32 i)
@@ -1015,10 +1019,16 @@ int grpc_server_end(struct pt_regs *ctx)
 	if (!l)
 		return 0;
 	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &k);
-	/* The transport's own writes (a stream it refused) run on other
-	 * goroutines; a status written twice counts once. */
 	__u64 stream = GO_REG_ARG(ctx, 1);
-	if (!sp || !sp->t_start || sp->stream != stream)
+	/* The transport's own writes (a stream it refused) run on
+	 * goroutines that serve no call. A status written again for the
+	 * call just closed (or this probe fired again after a stack growth)
+	 * counts once. */
+	if (!sp || sp->stream != stream) {
+		req_count(REQ_COUNT_GRPC_NO_START);
+		return 0;
+	}
+	if (!sp->t_start)
 		return 0;
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 dur = now - sp->t_start;

@@ -54,6 +54,12 @@ type grpcCall struct {
 	SleepMs    int       `json:"sleep_ms"`
 	Code       int       `json:"code"`
 	Downstream *grpcCall `json:"downstream,omitempty"`
+	// ID names the target's line about it; Background and Hold: the
+	// target makes it on a goroutine of its own, and its handler waits
+	// for the line {"release": true}.
+	ID         int  `json:"id"`
+	Background bool `json:"background,omitempty"`
+	Hold       bool `json:"hold,omitempty"`
 	said       struct {
 		Method     string `json:"method"`
 		Code       int    `json:"code"`
@@ -70,8 +76,9 @@ const grpcMethod = "/gonetscope.test.Echo/Call"
 
 // TestGRPCRequests: unary calls, fast and slow, OK and not, one whose
 // handler calls a slow downstream (itself, through a second
-// ClientConn); the target built with DWARF, and stripped PIE (the
-// layouts are read from grpc's code either way).
+// ClientConn), and one begun before the attach that ends after it (in no
+// histogram, counted as grpc_no_start); the target built with DWARF, and
+// stripped PIE (the layouts are read from grpc's code either way).
 func TestGRPCRequests(t *testing.T) {
 	for _, c := range []struct {
 		name  string
@@ -96,6 +103,24 @@ func checkGRPC(t *testing.T, bin string) {
 	stdin, next := startTarget(t, target)
 	listening := next("listening")
 	dialTarget := listening["target"].(string)
+	send := func(v any) {
+		b, _ := json.Marshal(v)
+		if _, err := stdin.Write(append(b, '\n')); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The target's lines about calls, by id: the held call's comes
+	// between the others'.
+	said := map[int]map[string]any{}
+	saidOf := func(id int) map[string]any {
+		for said[id] == nil {
+			l := next("called")
+			said[int(l["id"].(float64))] = l
+		}
+		return said[id]
+	}
+	held := &grpcCall{ID: 1000, Background: true, Hold: true}
+	send(held)
 
 	out := filepath.Join(t.TempDir(), "trace.jsonl")
 	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -110,12 +135,13 @@ func checkGRPC(t *testing.T, bin string) {
 		{Downstream: &grpcCall{SleepMs: 250}},
 		{},
 	}
-	for _, c := range calls {
-		b, _ := json.Marshal(c)
-		if _, err := stdin.Write(append(b, '\n')); err != nil {
-			t.Fatal(err)
+	send(map[string]bool{"release": true})
+	for i, c := range append(calls, held) {
+		if c != held {
+			c.ID = i + 1
+			send(c)
 		}
-		raw, _ := json.Marshal(next("called"))
+		raw, _ := json.Marshal(saidOf(c.ID))
 		if err := json.Unmarshal(raw, &c.said); err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +173,7 @@ func checkGRPC(t *testing.T, bin string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	checkGRPCMetrics(t, maddr, calls, dialTarget)
+	checkGRPCMetrics(t, maddr, calls, dialTarget, 1)
 	stopGonetscope(t, cmd, done, errOut, syscall.SIGINT, 10*time.Second)
 	evs = eventsIn[grpcEvent](t, out)
 
@@ -166,6 +192,9 @@ func checkGRPC(t *testing.T, bin string) {
 			}
 		}
 		return got
+	}
+	if e := append(byGoid("grpc_request", held.said.ServerGoid), byGoid("grpc_client_request", held.said.ClientGoid)...); len(e) != 0 {
+		t.Errorf("the call begun before the attach is an event: %+v", e)
 	}
 	if n := countGRPC(evs, "grpc_request"); n != wantServer {
 		t.Errorf("%d grpc_request events, want %d (the slow server calls)", n, wantServer)
@@ -249,7 +278,7 @@ func countGRPC(evs []grpcEvent, kind string) int {
 // count each (method, code) exactly as often as calls were made, the
 // client's under the dial target's address; promtool accepts the
 // exposition.
-func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget string) {
+func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget string, noStart float64) {
 	t.Helper()
 	body := scrape(t, "http://"+addr+"/metrics")
 	promtoolCheck(t, body)
@@ -289,5 +318,18 @@ func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget s
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("gRPC histogram counts %v, made %v", got, want)
+	}
+	var untracked float64 = -1
+	if f := families["gonetscope_http_requests_untracked_total"]; f != nil {
+		for _, m := range f.Metric {
+			for _, lp := range m.Label {
+				if lp.GetName() == "reason" && lp.GetValue() == "grpc_no_start" {
+					untracked = m.Counter.GetValue()
+				}
+			}
+		}
+	}
+	if untracked != noStart {
+		t.Errorf("gonetscope_http_requests_untracked_total{reason=\"grpc_no_start\"} %v, want %v (the calls begun before the attach)", untracked, noStart)
 	}
 }

@@ -355,12 +355,16 @@ func (o *Objects) Lost() (map[string]uint64, error) {
 // begun before the attach).
 type Counts struct {
 	HistFull, NoStart, ClientNoStart uint64
+	// GRPCNoStart: gRPC statuses written for a server call whose start
+	// was not seen (begun before the attach, or a stream grpc's transport
+	// refused before a handler).
+	GRPCNoStart uint64
 }
 
 // Counts reads the counters.
 func (o *Objects) Counts() (Counts, error) {
 	var c Counts
-	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart} {
+	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart} {
 		n, err := bpfobj.SumPerCPU(o.coll.Maps[requestsMapReqCounts], uint32(i))
 		if err != nil {
 			return c, err

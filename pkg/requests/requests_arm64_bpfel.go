@@ -185,6 +185,7 @@ const (
 	requestsReqCountREQ_COUNT_HIST_FULL       requestsReqCount = 0
 	requestsReqCountREQ_COUNT_NO_START        requestsReqCount = 1
 	requestsReqCountREQ_COUNT_CLIENT_NO_START requestsReqCount = 2
+	requestsReqCountREQ_COUNT_GRPC_NO_START   requestsReqCount = 3
 )
 
 type requestsReqEventType uint32

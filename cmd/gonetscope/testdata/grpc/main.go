@@ -47,7 +47,18 @@ type request struct {
 	SleepMs    int      `json:"sleep_ms"`
 	Code       int      `json:"code"`
 	Downstream *request `json:"downstream,omitempty"`
+	// ID is echoed in what the caller prints; Background: the caller
+	// makes the call on a goroutine of its own and reads the next line
+	// at once.
+	ID         int  `json:"id,omitempty"`
+	Background bool `json:"background,omitempty"`
+	// Hold: the handler waits for a line {"release": true} first.
+	Hold    bool `json:"hold,omitempty"`
+	Release bool `json:"release,omitempty"`
 }
+
+// released is closed by the line {"release": true}.
+var released = make(chan struct{})
 
 // reply is what the handler says about itself.
 type reply struct {
@@ -84,6 +95,9 @@ func (s *server) Call(ctx context.Context, r *request) (*reply, error) {
 		grpc.SetTrailer(ctx, metadata.Pairs("goid", strconv.FormatInt(rep.Goid, 10), "fd", strconv.Itoa(rep.FD),
 			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10)))
 	}()
+	if r.Hold {
+		<-released
+	}
 	if r.Downstream != nil {
 		var dr reply
 		if err := s.downstream.Invoke(ctx, "/gonetscope.test.Echo/Call", r.Downstream, &dr, grpc.CallContentSubtype("json")); err != nil {
@@ -149,6 +163,8 @@ func (l *fdListener) fdOf(addr string) int {
 
 func say(v map[string]any) {
 	b, _ := json.Marshal(v)
+	sayMu.Lock()
+	defer sayMu.Unlock()
 	os.Stdout.Write(append(b, '\n'))
 }
 
@@ -196,21 +212,35 @@ func main() {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		var rep reply
-		var trailer metadata.MD
-		start := time.Now()
-		err := cc.Invoke(context.Background(), "/gonetscope.test.Echo/Call", &r, &rep, grpc.CallContentSubtype("json"), grpc.Trailer(&trailer))
-		took := time.Since(start)
-		said := func(k string) int64 {
-			v, _ := strconv.ParseInt(strings.Join(trailer.Get(k), ""), 10, 64)
-			return v
+		if r.Release {
+			close(released)
+		} else if r.Background {
+			go call(cc, r, local)
+		} else {
+			call(cc, r, local)
 		}
-		st, _ := status.FromError(err)
-		if err != nil && st.Code() == codes.Unknown {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		say(map[string]any{"op": "called", "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
-			"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns")})
 	}
+}
+
+var sayMu sync.Mutex
+
+// call makes the call r asks for on cc (whose end is local) and says what
+// both ends saw.
+func call(cc *grpc.ClientConn, r request, local string) {
+	var rep reply
+	var trailer metadata.MD
+	start := time.Now()
+	err := cc.Invoke(context.Background(), "/gonetscope.test.Echo/Call", &r, &rep, grpc.CallContentSubtype("json"), grpc.Trailer(&trailer))
+	took := time.Since(start)
+	said := func(k string) int64 {
+		v, _ := strconv.ParseInt(strings.Join(trailer.Get(k), ""), 10, 64)
+		return v
+	}
+	st, _ := status.FromError(err)
+	if err != nil && st.Code() == codes.Unknown {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	say(map[string]any{"op": "called", "id": r.ID, "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
+		"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns")})
 }
