@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -332,4 +333,28 @@ func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget s
 	if untracked != noStart {
 		t.Errorf("gonetscope_http_requests_untracked_total{reason=\"grpc_no_start\"} %v, want %v (the calls begun before the attach)", untracked, noStart)
 	}
+}
+
+// TestGRPCOlderVersion: the same calls against grpc v1.64.1, before
+// grpc split its streams into ServerStream and ClientStream (the server's
+// is a *transport.Stream, its status written by the exported
+// WriteStatus): the sites and layouts come from that version's code.
+func TestGRPCOlderVersion(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "grpc")
+	os.Mkdir(dir, 0o755)
+	src, err := os.ReadFile(filepath.Join("testdata", "grpc", "main.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "main.go"), src, 0o644)
+	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module grpctarget\n\ngo 1.24\n"), 0o644)
+	for _, args := range [][]string{{"get", "google.golang.org/grpc@v1.64.1"}, {"mod", "tidy"}} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=mod")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %v: %v\n%s", args, err, out)
+		}
+	}
+	checkGRPC(t, buildGo(t, dir, dir, ".", "-ldflags=-s -w"))
 }

@@ -21,8 +21,10 @@ const (
 	// fourth argument register.
 	GRPCHandleStream = "google.golang.org/grpc.(*Server).handleStream"
 	// GRPCWriteStatus writes a server stream's status, the end of the
-	// call: (t *http2Server, stream, st *status.Status).
-	GRPCWriteStatus = "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus"
+	// call: (t *http2Server, stream, st *status.Status); exported before
+	// grpc 1.66.
+	GRPCWriteStatus    = "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus"
+	grpcWriteStatusOld = "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus"
 	// GRPCInvoke makes one unary call: (ctx, method string, req, reply,
 	// cc *ClientConn, opts...); the method in the third and fourth
 	// argument registers, cc in the ninth.
@@ -95,7 +97,11 @@ func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 		if p.ServerStart, err = EntryBranch(f, funcs, GRPCHandleStream); err != nil {
 			return err
 		}
-		if p.ServerEnd, err = EntryBranch(f, funcs, GRPCWriteStatus); err != nil {
+		ws := GRPCWriteStatus
+		if _, _, ok := funcs(ws); !ok {
+			ws = grpcWriteStatusOld
+		}
+		if p.ServerEnd, err = EntryBranch(f, funcs, ws); err != nil {
 			return err
 		}
 		// The stream is a *ServerStream (grpc 1.66+), or a *Stream
