@@ -103,3 +103,46 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 		t.Errorf("stripped PIE: layout %+v, the PIE build with DWARF has %+v", l, offsets[1])
 	}
 }
+
+// TestGRPCUnknownCodeFailsClosed: where one of the functions the layout
+// is read from has other code (here: another function's), FindGRPC says
+// so instead of reading an offset from it; the probes that need it are
+// off, the others are found.
+func TestGRPCUnknownCodeFailsClosed(t *testing.T) {
+	bin := buildGRPCTarget(t)
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := Inspect(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := OpenTable(f, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := func(swap string) FuncLookup {
+		return func(name string) (uint64, uint64, bool) {
+			if name == swap {
+				return tab.Func("main.main")
+			}
+			return tab.Func(name)
+		}
+	}
+	if _, _, err := FindGRPC(f, other(grpcStatusCode)); err == nil {
+		t.Errorf("(*Status).Code with other code: no error")
+	}
+	p, l, err := FindGRPC(f, other(grpcServerStreamMethod))
+	if err != nil || p.ServerWhyNot == nil || p.ClientWhyNot != nil {
+		t.Errorf("(*ServerStream).Method with other code: err %v, server %v, client %v; want the server side off only", err, p.ServerWhyNot, p.ClientWhyNot)
+	}
+	p, l, err = FindGRPC(f, other(grpcErrorStatus))
+	if err != nil || p.ClientWhyNot == nil || p.ServerWhyNot != nil {
+		t.Errorf("(*Error).GRPCStatus with other code: err %v, server %v, client %v; want the client side off only", err, p.ServerWhyNot, p.ClientWhyNot)
+	}
+	if _, l, err = FindGRPC(f, other(grpcServerClose)); err != nil || l.ServerConn != 0 {
+		t.Errorf("(*http2Server).Close with other code: err %v, conn at %d; want it unknown (0)", err, l.ServerConn)
+	}
+}
