@@ -865,6 +865,8 @@ struct grpc_layout {
 	__u16 cc_target;     /* ClientConn.target; 0 unknown */
 	__u16 server_conn;   /* http2Server.conn (a net.Conn); 0 unknown */
 	__u16 fd_sysfd;      /* *net.TCPConn -> netFD -> poll.FD.Sysfd */
+	__u16 g_parent_goid; /* runtime.g.parentGoid (Go 1.21+); 0 unknown */
+	__u16 _pad[3];
 };
 
 struct {
@@ -902,11 +904,23 @@ struct {
 } grpc_hists SEC(".maps");
 
 /* A server call in flight, by its goroutine. */
+/* The gRPC calls a server call made while it ran (its goroutine's, or
+ * a goroutine's it started), and the slowest of them. */
+struct grpc_calls {
+	__u32 count;
+	__u32 _pad;
+	__u64 ns;
+	__u64 slowest_ns;
+	char slowest_method[GRPC_HIST_METHOD_LEN];
+	char slowest_target[GRPC_TARGET_LEN];
+};
+
 struct grpc_server_state {
 	__u64 t_start; /* 0: none (the entry is reused) */
 	__u64 stream;  /* its *ServerStream */
 	__u8 owned;    /* it opened the goroutine's req_active entry (breakdown) */
 	__u8 _pad[7];
+	struct grpc_calls calls;
 };
 
 struct {
@@ -943,6 +957,7 @@ struct grpc_request_event {
 	struct req_state st; /* with GRPC_BREAKDOWN */
 	struct addrs slot_addrs[REQ_SLOTS];
 	struct tcp_info_lite slot_tcp[REQ_SLOTS];
+	struct grpc_calls calls;
 };
 
 struct grpc_client_request_event {
@@ -1077,6 +1092,7 @@ int grpc_server_end(struct pt_regs *ctx)
 					e->st.slot[i].fd = -1;
 			}
 			read_slots(&e->st, e->slot_addrs, e->slot_tcp);
+			__builtin_memcpy(&e->calls, &sp->calls, sizeof(e->calls));
 			submit(e);
 		}
 	}
@@ -1100,6 +1116,32 @@ int grpc_client_start(struct pt_regs *ctx)
 	};
 	put_in_place(&grpc_client_active, &k, &c);
 	return 0;
+}
+
+/* A client call of goroutine k, begun at t_start, took dur: it counts
+ * for the server call that goroutine serves, or else the one its parent
+ * serves (a handler that fans out, one generation), if that began
+ * before it. */
+static __always_inline void grpc_call_made(struct pt_regs *ctx, const struct grpc_layout *l, const struct req_key *k,
+					   __u64 t_start, __u64 dur, const struct grpc_hist_key *hk)
+{
+	struct req_key owner = *k;
+	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &owner);
+	if ((!sp || !sp->t_start) && l->g_parent_goid) {
+		__u64 g = GO_REG_G(ctx);
+		sp = NULL;
+		if (!bpf_probe_read_user(&owner.goid, sizeof(owner.goid), (void *)(g + l->g_parent_goid)) && owner.goid)
+			sp = bpf_map_lookup_elem(&grpc_server_active, &owner);
+	}
+	if (!sp || !sp->t_start || t_start < sp->t_start)
+		return;
+	sp->calls.count++;
+	sp->calls.ns += dur;
+	if (dur > sp->calls.slowest_ns) {
+		sp->calls.slowest_ns = dur;
+		__builtin_memcpy(sp->calls.slowest_method, hk->method, sizeof(sp->calls.slowest_method));
+		__builtin_memcpy(sp->calls.slowest_target, hk->target, sizeof(sp->calls.slowest_target));
+	}
 }
 
 SEC("uprobe")
@@ -1136,6 +1178,7 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (l->cc_target && c.cc && read_gostring(hk.target, sizeof(hk.target), c.cc + l->cc_target) >= GRPC_TARGET_LEN)
 		hk.flags |= GRPC_TRUNCATED;
 	grpc_hist_add(&hk, dur);
+	grpc_call_made(ctx, l, &k, c.t_start, dur, &hk);
 	if (dur < l->slow_ns)
 		return 0;
 	struct grpc_client_request_event *e = reserve_event(struct grpc_client_request_event, (enum event_type)EVENT_GRPC_CLIENT_REQUEST);

@@ -43,10 +43,21 @@ type grpcEvent struct {
 	Retrans    *int64   `json:"retrans"`
 	Limits     []string `json:"limits"`
 	Breakdown  *struct {
-		NetworkNs    int64 `json:"network_ns"`
-		SchedDelayNs int64 `json:"sched_delay_ns"`
-		OtherNs      int64 `json:"other_ns"`
+		NetworkNs    int64        `json:"network_ns"`
+		SchedDelayNs int64        `json:"sched_delay_ns"`
+		OtherNs      int64        `json:"other_ns"`
+		GRPCCalls    int          `json:"grpc_calls"`
+		GRPCNs       int64        `json:"grpc_ns"`
+		GRPCSlowest  *grpcSlowest `json:"grpc_slowest"`
 	} `json:"breakdown"`
+}
+
+// grpcSlowest is a breakdown's slowest gRPC call.
+type grpcSlowest struct {
+	Service    string `json:"service"`
+	Method     string `json:"method"`
+	Target     string `json:"target"`
+	DurationNs int64  `json:"duration_ns"`
 }
 
 // grpcCall is one call the test has the target make, and what the
@@ -55,6 +66,9 @@ type grpcCall struct {
 	SleepMs    int       `json:"sleep_ms"`
 	Code       int       `json:"code"`
 	Downstream *grpcCall `json:"downstream,omitempty"`
+	// Fanout: the handler makes the downstream call on a goroutine it
+	// starts, and waits for it.
+	Fanout bool `json:"fanout,omitempty"`
 	// ID names the target's line about it; Background and Hold: the
 	// target makes it on a goroutine of its own, and its handler waits
 	// for the line {"release": true}.
@@ -68,6 +82,7 @@ type grpcCall struct {
 		ClientGoid int64  `json:"client_goid"`
 		ServerGoid int64  `json:"server_goid"`
 		ServerFD   int    `json:"server_fd"`
+		FanoutGoid int64  `json:"fanout_goid"`
 		Local      string `json:"local"`
 		HandlerNs  int64  `json:"handler_ns"`
 	}
@@ -134,6 +149,7 @@ func checkGRPC(t *testing.T, bin string) {
 		{SleepMs: 300},
 		{SleepMs: 200, Code: 7},
 		{Downstream: &grpcCall{SleepMs: 250}},
+		{Downstream: &grpcCall{SleepMs: 150}, Fanout: true},
 		{},
 	}
 	send(map[string]bool{"release": true})
@@ -258,15 +274,29 @@ func checkGRPC(t *testing.T, bin string) {
 			t.Errorf("%s: grpc_client_request %+v, want gonetscope.test.Echo/Call code %d to %s", name, x, c.Code, dialTarget)
 		}
 		if c.Downstream == nil {
+			if b := e.Breakdown; b != nil && (b.GRPCCalls != 0 || b.GRPCSlowest != nil) {
+				t.Errorf("%s: made no gRPC call, its breakdown says %d (%+v)", name, b.GRPCCalls, b.GRPCSlowest)
+			}
 			continue
 		}
 		// The handler's own call to the downstream: on the handler's
-		// goroutine, at least the downstream's sleep, within the call.
+		// goroutine (or the one it started), at least the downstream's
+		// sleep, within the call.
 		down := byGoid("grpc_client_request", c.said.ServerGoid)
+		if c.Fanout {
+			down = byGoid("grpc_client_request", c.said.FanoutGoid)
+		}
 		if len(down) != 1 || down[0].Code == nil || *down[0].Code != 0 || down[0].Method != "Call" ||
 			down[0].DurationNs < int64(time.Duration(c.Downstream.SleepMs)*time.Millisecond) || down[0].DurationNs > e.DurationNs {
 			t.Errorf("%s: the handler's downstream call: %+v; want one OK Call on goroutine %d of at least %dms and at most its call's %v",
 				name, down, c.said.ServerGoid, c.Downstream.SleepMs, time.Duration(e.DurationNs))
+			continue
+		}
+		// The call's breakdown counts that downstream call, to the ns.
+		b, d := e.Breakdown, down[0]
+		if b == nil || b.GRPCCalls != 1 || b.GRPCNs != d.DurationNs || b.GRPCSlowest == nil ||
+			*b.GRPCSlowest != (grpcSlowest{"gonetscope.test.Echo", "Call", dialTarget, d.DurationNs}) {
+			t.Errorf("%s: breakdown %+v; want its one downstream call, %v to %s", name, b, time.Duration(d.DurationNs), dialTarget)
 		}
 	}
 }

@@ -66,6 +66,23 @@ type Breakdown struct {
 	// are in the sums).
 	Unslotted uint32
 	Conns     []BreakdownConn
+	// GRPCCalls and GRPCNs: the unary gRPC calls the serving goroutine
+	// (or a goroutine it started) made, and their time (in the others:
+	// the goroutine waits for a gRPC response on a channel, not in the
+	// netpoller); GRPCSlowest the longest of them. gRPC server calls only.
+	GRPCCalls   uint32
+	GRPCNs      uint64
+	GRPCSlowest *GRPCCall
+}
+
+// GRPCCall is one gRPC call a request made.
+type GRPCCall struct {
+	Service, Method, Target string
+	DurationNs              uint64
+}
+
+func (c GRPCCall) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("service", c.Service).Str("method", c.Method).Str("target", c.Target).Uint64("duration_ns", c.DurationNs)
 }
 
 // BreakdownConn is one connection's share of a request.
@@ -107,6 +124,12 @@ func (b Breakdown) MarshalZerologObject(e *zerolog.Event) {
 		e.Uint32("waits_unlisted", b.Unslotted)
 	}
 	e.Array("conns", conns(b.Conns))
+	if b.GRPCCalls > 0 {
+		e.Uint32("grpc_calls", b.GRPCCalls).Uint64("grpc_ns", b.GRPCNs)
+		if b.GRPCSlowest != nil {
+			e.Object("grpc_slowest", *b.GRPCSlowest)
+		}
+	}
 }
 
 type conns []BreakdownConn

@@ -84,6 +84,7 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 		ErrorItab: lay.ErrorItab + p.Bias, Eof: lay.EOF + p.Bias,
 		StreamMethod: lay.StreamMethod, StatusProto: lay.StatusProto, ProtoCode: lay.ProtoCode,
 		ErrorStatus: lay.ErrorStatus, CcTarget: lay.ConnTarget, ServerConn: lay.ServerConn, FdSysfd: p.Bin.Offsets.FDSysfd,
+		G_parentGoid: p.Bin.Offsets.GParentGoid,
 	}
 	if err := o.coll.Maps[requestsMapGrpcLayouts].Put(uint32(p.PID), &l); err != nil {
 		bpfobj.CloseAll(links)
@@ -173,6 +174,11 @@ func decodeGRPC(raw []byte, typ requestsReqEventType, h *bpfobj.EventHeader, clo
 	if r.Flags&grpcBreakdown != 0 {
 		b := breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, ev.FD)
 		ev.Breakdown = &b
+		if c := r.Calls; c.Count > 0 {
+			b.GRPCCalls, b.GRPCNs = c.Count, c.Ns
+			b.GRPCSlowest = &event.GRPCCall{Target: bpfobj.CString(c.SlowestTarget[:]), DurationNs: c.SlowestNs}
+			b.GRPCSlowest.Service, b.GRPCSlowest.Method = SplitGRPCMethod(bpfobj.CString(c.SlowestMethod[:]))
+		}
 	}
 	return ev, nil
 }

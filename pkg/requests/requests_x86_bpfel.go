@@ -45,6 +45,16 @@ type requestsEventHeader struct {
 	Comm   [16]int8
 }
 
+type requestsGrpcCalls struct {
+	_             structs.HostLayout
+	Count         uint32
+	Pad           uint32
+	Ns            uint64
+	SlowestNs     uint64
+	SlowestMethod [96]int8
+	SlowestTarget [64]int8
+}
+
 type requestsGrpcClientRequestEvent struct {
 	_          structs.HostLayout
 	Hdr        requestsEventHeader
@@ -90,6 +100,8 @@ type requestsGrpcLayout struct {
 	CcTarget     uint16
 	ServerConn   uint16
 	FdSysfd      uint16
+	G_parentGoid uint16
+	Pad          [3]uint16
 }
 
 type requestsGrpcRequestEvent struct {
@@ -114,6 +126,7 @@ type requestsGrpcRequestEvent struct {
 		SrttUs       uint32
 		TotalRetrans uint32
 	}
+	Calls requestsGrpcCalls
 }
 
 type requestsGrpcServerState struct {
@@ -122,6 +135,7 @@ type requestsGrpcServerState struct {
 	Stream  uint64
 	Owned   uint8
 	Pad     [7]uint8
+	Calls   requestsGrpcCalls
 }
 
 type requestsHttpClientRequestEvent struct {

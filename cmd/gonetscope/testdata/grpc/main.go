@@ -47,6 +47,9 @@ type request struct {
 	SleepMs    int      `json:"sleep_ms"`
 	Code       int      `json:"code"`
 	Downstream *request `json:"downstream,omitempty"`
+	// Fanout: the downstream call is made on a goroutine the handler
+	// starts and waits for.
+	Fanout bool `json:"fanout,omitempty"`
 	// ID is echoed in what the caller prints; Background: the caller
 	// makes the call on a goroutine of its own and reads the next line
 	// at once.
@@ -62,9 +65,11 @@ var released = make(chan struct{})
 
 // reply is what the handler says about itself.
 type reply struct {
-	Goid      int64 `json:"goid"`
-	FD        int   `json:"fd"`
-	HandlerNs int64 `json:"handler_ns"`
+	Goid int64 `json:"goid"`
+	// FanoutGoid: the goroutine that made the downstream call (Fanout).
+	FanoutGoid int64 `json:"fanout_goid"`
+	FD         int   `json:"fd"`
+	HandlerNs  int64 `json:"handler_ns"`
 }
 
 type echoServer interface {
@@ -93,14 +98,26 @@ func (s *server) Call(ctx context.Context, r *request) (*reply, error) {
 	}
 	defer func() {
 		grpc.SetTrailer(ctx, metadata.Pairs("goid", strconv.FormatInt(rep.Goid, 10), "fd", strconv.Itoa(rep.FD),
-			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10)))
+			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10), "fanout-goid", strconv.FormatInt(rep.FanoutGoid, 10)))
 	}()
 	if r.Hold {
 		<-released
 	}
 	if r.Downstream != nil {
-		var dr reply
-		if err := s.downstream.Invoke(ctx, "/gonetscope.test.Echo/Call", r.Downstream, &dr, grpc.CallContentSubtype("json")); err != nil {
+		down := func() error {
+			var dr reply
+			return s.downstream.Invoke(ctx, "/gonetscope.test.Echo/Call", r.Downstream, &dr, grpc.CallContentSubtype("json"))
+		}
+		if r.Fanout {
+			done := make(chan error)
+			go func() {
+				rep.FanoutGoid = goid()
+				done <- down()
+			}()
+			if err := <-done; err != nil {
+				return nil, err
+			}
+		} else if err := down(); err != nil {
 			return nil, err
 		}
 	}
@@ -242,5 +259,6 @@ func call(cc *grpc.ClientConn, r request, local string) {
 		os.Exit(1)
 	}
 	say(map[string]any{"op": "called", "id": r.ID, "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
-		"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns")})
+		"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns"),
+		"fanout_goid": said("fanout-goid")})
 }
