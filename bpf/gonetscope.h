@@ -157,8 +157,10 @@ static __always_inline struct pt_regs *user_regs(void)
 #define REGS_ARG1(r) BPF_CORE_READ(r, si)
 #define REGS_GO_G(r) BPF_CORE_READ(r, r14)
 #define NR_CONNECT 42
-/* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX, ... */
-#define GO_REG_ARG(r, i) ((i) == 0 ? (r)->ax : (i) == 1 ? (r)->bx : (r)->cx)
+/* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX,
+ * RDI, RSI, R8 (the first six). */
+#define GO_REG_ARG(r, i) ((i) == 0 ? (r)->ax : (i) == 1 ? (r)->bx : (i) == 2 ? (r)->cx : \
+			  (i) == 3 ? (r)->di : (i) == 4 ? (r)->si : (r)->r8)
 /* The current g in a uprobe's own registers. */
 #define GO_REG_G(r) ((r)->r14)
 #elif defined(__TARGET_ARCH_arm64)

@@ -784,14 +784,11 @@ static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 
 	}
 }
 
-SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
-int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
+/* The netpoller's epoll_pwait returned n (or -errno) to thread tid: on
+ * the syscall path, the ready fds' parks are marked (scan); on both, the
+ * block's histogram and its epoll_wait event. */
+static __always_inline int epoll_returned(void *ctx, __u64 pid_tgid, long n, bool scan)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
-		return 0;
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
 	if (!cp)
@@ -803,25 +800,24 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 		return 0;
 
 	__u64 now = bpf_ktime_get_boot_ns();
-	long n = ctx->ret;
 	__u32 zero = 0;
 	struct epoll_events *buf = bpf_map_lookup_elem(&epoll_buf, &zero);
-	if (t->pd_fd && n > 0 && buf && cost != COST_RECORDS) {
-		if (n > MAX_EPOLL_EVENTS)
-			n = MAX_EPOLL_EVENTS;
+	long nscan = n;
+	if (scan && t->pd_fd && nscan > 0 && buf && cost != COST_RECORDS) {
+		if (nscan > MAX_EPOLL_EVENTS)
+			nscan = MAX_EPOLL_EVENTS;
 		/* One copy of the whole array instead of one per event. */
-		__u32 size = (__u32)n * sizeof(struct epoll_event_go);
+		__u32 size = (__u32)nscan * sizeof(struct epoll_event_go);
 		if (size > sizeof(*buf))
 			size = sizeof(*buf);
 		if (bpf_probe_read_user(buf, size, (void *)c.events) == 0) {
 			for (int i = 0; i < MAX_EPOLL_EVENTS; i++) {
-				if (i >= n)
+				if (i >= nscan)
 					break;
 				mark_ready(t, pid_tgid >> 32, now, &buf->ev[i]);
 			}
 		}
 	}
-	n = ctx->ret;
 
 	__u64 block = now - c.t_enter;
 	hist_record(pid_tgid >> 32, HIST_EPOLL_BLOCK, 0, 0, 0, block);
@@ -839,6 +835,51 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	e->_pad = 0;
 	submit(e);
 	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_epoll_pwait")
+int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
+{
+	if (cost == COST_DISPATCH)
+		return 0;
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
+		return 0;
+	return epoll_returned(ctx, pid_tgid, ctx->ret, true);
+}
+
+/* The netpoller's epoll_pwait on the sock path, where epoll_wait events
+ * are asked for: uprobes in the target at runtime.netpoll's call of the
+ * runtime's EpollWait and right after it (pkg/goruntime's
+ * EpollWaitSites), so that no syscall tracepoint is needed. The sock path
+ * has the readiness already: nothing to scan. The netpoller's thread
+ * makes the raw syscall itself, so the call and its return are on one
+ * thread. */
+SEC("uprobe")
+int uprobe_epoll_wait(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!sock_path(pid_tgid >> 32))
+		return 0;
+	__u32 tid = (__u32)pid_tgid;
+	struct epoll_call c = {
+		.t_enter = bpf_ktime_get_boot_ns(),
+		.timeout_ms = (__s32)GO_REG_ARG(ctx, 5),
+		.epfd = (__s32)GO_REG_ARG(ctx, 0),
+	};
+	bpf_map_update_elem(&epoll_calls, &tid, &c, BPF_ANY);
+	return 0;
+}
+
+SEC("uprobe")
+int uprobe_epoll_wait_return(struct pt_regs *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (!sock_path(pid_tgid >> 32))
+		return 0;
+	__u64 errno = GO_REG_ARG(ctx, 1);
+	long n = errno ? -(long)errno : (long)(__s32)GO_REG_ARG(ctx, 0);
+	return epoll_returned(ctx, pid_tgid, n, false);
 }
 
 /* ---- The sock path ---- */

@@ -146,6 +146,9 @@ type ev struct {
 	ReadySeen    bool                              `json:"ready_seen"`
 	DeadlineNs   *int64                            `json:"deadline_ns"`
 	BlockNs      uint64                            `json:"block_ns"`
+	Ready        int32                             `json:"ready"`
+	TimeoutMs    int32                             `json:"timeout_ms"`
+	Epfd         int32                             `json:"epfd"`
 	Hooks        map[string]string                 `json:"hooks"`
 	GoVersion    string                            `json:"go_version"`
 	Exe          string                            `json:"exe"`
@@ -567,7 +570,11 @@ func TestWaitKinds(t *testing.T) {
 }
 
 // TestEvents: --events chooses the kinds written; the kernel stops sending
-// the netpoll ones that are left out.
+// the netpoll ones that are left out. epoll_wait keeps the netpoll waits on
+// the sock path, where uprobes on the netpoller's call of epoll_pwait see
+// it: each event has the netpoller's one epoll fd, a count the runtime's
+// 128-event array can hold, and a block that ran out its timeout lasted
+// at least that long.
 func TestEvents(t *testing.T) {
 	delay := testDelay(t)
 	all := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "all"})
@@ -575,6 +582,23 @@ func TestEvents(t *testing.T) {
 		t.Errorf("--events all: %d epoll_wait and %d netpoll_wait events, want some of each",
 			len(all.of("epoll_wait")), len(all.of("netpoll_wait")))
 	}
+	a := all.of("attached")[0]
+	if np := netpollAuto(t); a.Hooks["netpoll"] != np || (np != netpoll.Tracepoint) != (a.Hooks["epoll_pwait"] == bpfobj.HooksUprobe) {
+		t.Errorf("--events all: hooks netpoll %q, epoll_pwait %q; want %q, and uprobes on epoll_pwait on the sock path", a.Hooks["netpoll"], a.Hooks["epoll_pwait"], np)
+	}
+	timedOut := 0
+	for _, e := range all.of("epoll_wait") {
+		if e.Epfd != all.of("epoll_wait")[0].Epfd || e.Epfd < 3 || e.Ready < 0 || e.Ready > 128 || e.TimeoutMs < -1 {
+			t.Errorf("epoll_wait %+v: want the netpoller's epfd %d, 0-128 ready, a timeout of -1 or more", e, all.of("epoll_wait")[0].Epfd)
+		}
+		if e.Ready == 0 && e.TimeoutMs > 0 {
+			timedOut++
+			if e.BlockNs < uint64(e.TimeoutMs)*1e6 {
+				t.Errorf("epoll_wait %+v: nothing ready, yet it blocked %d ns, less than its %d ms timeout", e, e.BlockNs, e.TimeoutMs)
+			}
+		}
+	}
+	t.Logf("%d epoll_wait events (%d ran out their timeout), epfd %d", len(all.of("epoll_wait")), timedOut, all.of("epoll_wait")[0].Epfd)
 	some := traceTarget(t, []string{"-rounds", "1", "-delay", delay.String()}, []string{"--events", "tcp_connect,tcp_accept", "--connections", "all"})
 	if n := len(some.of("epoll_wait")) + len(some.of("netpoll_wait")); n != 0 {
 		t.Errorf("--events tcp_connect,tcp_accept: %d epoll_wait or netpoll_wait events", n)

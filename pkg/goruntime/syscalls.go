@@ -13,6 +13,8 @@ const (
 	Accept4    = "accept4"
 	Connect    = "connect"
 	Getsockopt = "getsockopt"
+	// EpollPwait is the netpoller's own epoll_pwait (EpollWaitSites).
+	EpollPwait = "epoll_pwait"
 )
 
 // socketWrappers are the wrappers and the function each calls to enter
@@ -57,4 +59,40 @@ func SocketSyscallSites(f *elf.File, funcs FuncLookup, goVersion string) (map[st
 		out[name] = SyscallSites{Calls: calls, Returns: returns}
 	}
 	return out, nil
+}
+
+// epollWaits are the runtime's epoll_pwait wrapper as runtime.netpoll
+// calls it, by the package it lived in: a Go function (ABIInternal) since
+// Go 1.21 (runtime.epollwait, before, was assembly). Its arguments are
+// (epfd int32, events []EpollEvent, maxev, waitms int32), its results
+// (n int32, errno uintptr).
+var epollWaits = []string{
+	"internal/runtime/syscall/linux.EpollWait", // Go 1.25+
+	"internal/runtime/syscall.EpollWait",       // Go 1.23, 1.24
+	"runtime/internal/syscall.EpollWait",       // Go 1.21, 1.22
+}
+
+// EpollWaitSites finds where uprobes see the netpoller's epoll_pwait in
+// runtime.netpoll: at the call, epfd in AX (R0 on arm64), the events
+// array in BX (R1) and the timeout in ms in R8 (R5), the sixth integer
+// argument; at the return, the count in AX (R0) and the errno in BX (R1).
+func EpollWaitSites(f *elf.File, funcs FuncLookup) (SyscallSites, error) {
+	var calls []Site
+	err := fmt.Errorf("runtime.netpoll calls none of %v", epollWaits)
+	for _, callee := range epollWaits {
+		if _, _, ok := funcs(callee); !ok {
+			continue
+		}
+		if calls, err = CallSites(f, funcs, "runtime.netpoll", callee); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return SyscallSites{}, err
+	}
+	returns, err := AfterCalls(f, funcs, "runtime.netpoll", calls)
+	if err != nil {
+		return SyscallSites{}, err
+	}
+	return SyscallSites{Calls: calls, Returns: returns}, nil
 }

@@ -17,7 +17,8 @@ import (
 // arm64 (whose uprobes this machine cannot run), each socket syscall
 // wrapper has one call of Syscall/Syscall6, probed on the call itself, and
 // one return site right after it, on an instruction the kernel emulates
-// that no jump lands on (AfterCalls). Before Go 1.19 there is none.
+// that no jump lands on (AfterCalls); so has the netpoller's call of
+// epoll_pwait in runtime.netpoll. Before Go 1.19 there is none.
 func TestSocketSyscallSites(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.17\n"), 0o644)
@@ -69,6 +70,14 @@ func main() {
 					if !strings.HasPrefix(strings.ToUpper(c.Inst), call) || r.Addr <= c.Addr || r.Addr > c.Addr+16 {
 						t.Errorf("%s: call %#x %q, return %#x %q: want a %s and a site shortly after it", name, c.Addr, c.Inst, r.Addr, r.Inst, call)
 					}
+				}
+				s, err := goruntime.EpollWaitSites(f, tab.Func)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(s.Calls) != 1 || len(s.Returns) != 1 || !strings.HasPrefix(strings.ToUpper(s.Calls[0].Inst), call) ||
+					s.Returns[0].Addr <= s.Calls[0].Addr || s.Returns[0].Addr > s.Calls[0].Addr+16 {
+					t.Errorf("epoll_pwait in runtime.netpoll: calls %+v, returns %+v; want one %s and a site shortly after it", s.Calls, s.Returns, call)
 				}
 			})
 		}

@@ -57,6 +57,8 @@ type Objects struct {
 	// syscall tracepoints (fentry, attached at Load; nil where the kernel
 	// or --hooks rules it out).
 	calls *bpfobj.Attached
+	// epollEvents: epoll_wait events are sent (EpollUprobes).
+	epollEvents bool
 	// The traced PIDs, true for those whose accept4, connect and
 	// getsockopt the syscall tracepoints serve (where neither fentry nor
 	// uprobes in the target do).
@@ -172,7 +174,7 @@ func Load(opts Options) (*Objects, error) {
 			return nil, fmt.Errorf("setting %s: %w", name, err)
 		}
 	}
-	o := &Objects{spec: spec, pids: map[uint32]bool{}}
+	o := &Objects{spec: spec, pids: map[uint32]bool{}, epollEvents: send&(1<<netpollEventTypeEVENT_EPOLL_WAIT) != 0}
 	var noTracepoints error
 	o.mechanism, noTracepoints = choosePath(opts)
 	if o.mechanism == Tracepoint {
@@ -242,6 +244,21 @@ func (o *Objects) CallUprobes() []bpfobj.CallUprobe {
 	return bpfobj.CallUprobes(o.coll, callHooks)
 }
 
+// EpollUprobes are the programs that see the netpoller's epoll_pwait
+// with uprobes in a target (goruntime.EpollWaitSites; pkg/tracer places
+// them), on the sock path where epoll_wait events are sent; nil
+// otherwise: the syscall path has its tracepoints, and nothing else needs
+// them.
+func (o *Objects) EpollUprobes() []bpfobj.CallUprobe {
+	if !o.epollEvents || o.mechanism == Tracepoint {
+		return nil
+	}
+	return []bpfobj.CallUprobe{
+		{At: bpfobj.CallPoint{Syscall: goruntime.EpollPwait}, Prog: o.coll.Programs[netpollProgUprobeEpollWait]},
+		{At: bpfobj.CallPoint{Syscall: goruntime.EpollPwait, Return: true}, Prog: o.coll.Programs[netpollProgUprobeEpollWaitReturn]},
+	}
+}
+
 // CallArgs is the map in which the uprobes at the calls save the
 // arguments (bpf/calls.h), shared with pkg/tcp and pkg/acceptq.
 func (o *Objects) CallArgs() *ebpf.Map { return o.coll.Maps[netpollMapSavedCalls] }
@@ -254,9 +271,6 @@ func (o *Objects) CallArgs() *ebpf.Map { return o.coll.Maps[netpollMapSavedCalls
 func choosePath(opts Options) (mechanism string, why error) {
 	if opts.Hooks == bpfobj.HooksTracepoint {
 		return Tracepoint, errors.New("--hooks tracepoint asks for syscall tracepoints")
-	}
-	if slices.Contains(opts.Events, eventNames[netpollEventTypeEVENT_EPOLL_WAIT]) {
-		return Tracepoint, errors.New("epoll_wait events come from the epoll_pwait syscall tracepoints")
 	}
 	kernel, err := bpfobj.KernelSpec()
 	if err != nil {
@@ -337,12 +351,16 @@ var sharedPrograms = bpfobj.SyscallTracepoints(callHooks)
 func (o *Objects) Mechanism() string { return o.mechanism }
 
 // Hooks maps this object's hook points to their mechanism: the netpoll
-// waits', the netpoller's epoll_pwait, which only the syscall path hooks,
+// waits', the netpoller's epoll_pwait (the syscall path's tracepoints;
+// on the sock path, uprobes where epoll_wait events are sent, else off),
 // and the calls no socket tracepoint sees (accept4, connect, getsockopt).
 func (o *Objects) Hooks() map[string]string {
 	epoll := Off
-	if o.Mechanism() == Tracepoint {
+	switch {
+	case o.Mechanism() == Tracepoint:
 		epoll = Tracepoint
+	case o.EpollUprobes() != nil:
+		epoll = bpfobj.HooksUprobe
 	}
 	calls := bpfobj.CallsMechanism(o.calls)
 	if o.CallUprobes() != nil {

@@ -373,6 +373,8 @@ const (
 	netpollProgUprobeAccept4Return    = "uprobe_accept4_return"
 	netpollProgUprobeConnect          = "uprobe_connect"
 	netpollProgUprobeConnectReturn    = "uprobe_connect_return"
+	netpollProgUprobeEpollWait        = "uprobe_epoll_wait"
+	netpollProgUprobeEpollWaitReturn  = "uprobe_epoll_wait_return"
 	netpollProgUprobeGetsockopt       = "uprobe_getsockopt"
 	netpollVarCost                    = "cost"
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
@@ -438,47 +440,49 @@ type netpollSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type netpollProgramSpecs struct {
-	DataReady           *ebpf.ProgramSpec `ebpf:"data_ready"`
-	EnterAccept4        *ebpf.ProgramSpec `ebpf:"enter_accept4"`
-	EnterClose          *ebpf.ProgramSpec `ebpf:"enter_close"`
-	EnterConnect        *ebpf.ProgramSpec `ebpf:"enter_connect"`
-	EnterEpollPwait     *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt     *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
-	EnterRead           *ebpf.ProgramSpec `ebpf:"enter_read"`
-	EnterReadv          *ebpf.ProgramSpec `ebpf:"enter_readv"`
-	EnterRecvfrom       *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
-	EnterRecvmsg        *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
-	EnterSendmsg        *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
-	EnterSendto         *ebpf.ProgramSpec `ebpf:"enter_sendto"`
-	EnterWrite          *ebpf.ProgramSpec `ebpf:"enter_write"`
-	EnterWritev         *ebpf.ProgramSpec `ebpf:"enter_writev"`
-	ExitAccept4         *ebpf.ProgramSpec `ebpf:"exit_accept4"`
-	ExitConnect         *ebpf.ProgramSpec `ebpf:"exit_connect"`
-	ExitEpollPwait      *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
-	ExitRead            *ebpf.ProgramSpec `ebpf:"exit_read"`
-	ExitReadv           *ebpf.ProgramSpec `ebpf:"exit_readv"`
-	ExitRecvfrom        *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
-	ExitRecvmsg         *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
-	ExitSendmsg         *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
-	ExitSendto          *ebpf.ProgramSpec `ebpf:"exit_sendto"`
-	ExitWrite           *ebpf.ProgramSpec `ebpf:"exit_write"`
-	ExitWritev          *ebpf.ProgramSpec `ebpf:"exit_writev"`
-	FentryAccept4       *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
-	FentryConnect       *ebpf.ProgramSpec `ebpf:"fentry_connect"`
-	FentryGetsockopt    *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
-	FentrySockReadable  *ebpf.ProgramSpec `ebpf:"fentry_sock_readable"`
-	FexitAccept4        *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
-	FexitConnect        *ebpf.ProgramSpec `ebpf:"fexit_connect"`
-	FexitSockRecvmsg    *ebpf.ProgramSpec `ebpf:"fexit_sock_recvmsg"`
-	FexitSockSendmsg    *ebpf.ProgramSpec `ebpf:"fexit_sock_sendmsg"`
-	SockRecv            *ebpf.ProgramSpec `ebpf:"sock_recv"`
-	SockSend            *ebpf.ProgramSpec `ebpf:"sock_send"`
-	SockState           *ebpf.ProgramSpec `ebpf:"sock_state"`
-	UprobeAccept4       *ebpf.ProgramSpec `ebpf:"uprobe_accept4"`
-	UprobeAccept4Return *ebpf.ProgramSpec `ebpf:"uprobe_accept4_return"`
-	UprobeConnect       *ebpf.ProgramSpec `ebpf:"uprobe_connect"`
-	UprobeConnectReturn *ebpf.ProgramSpec `ebpf:"uprobe_connect_return"`
-	UprobeGetsockopt    *ebpf.ProgramSpec `ebpf:"uprobe_getsockopt"`
+	DataReady             *ebpf.ProgramSpec `ebpf:"data_ready"`
+	EnterAccept4          *ebpf.ProgramSpec `ebpf:"enter_accept4"`
+	EnterClose            *ebpf.ProgramSpec `ebpf:"enter_close"`
+	EnterConnect          *ebpf.ProgramSpec `ebpf:"enter_connect"`
+	EnterEpollPwait       *ebpf.ProgramSpec `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt       *ebpf.ProgramSpec `ebpf:"enter_getsockopt"`
+	EnterRead             *ebpf.ProgramSpec `ebpf:"enter_read"`
+	EnterReadv            *ebpf.ProgramSpec `ebpf:"enter_readv"`
+	EnterRecvfrom         *ebpf.ProgramSpec `ebpf:"enter_recvfrom"`
+	EnterRecvmsg          *ebpf.ProgramSpec `ebpf:"enter_recvmsg"`
+	EnterSendmsg          *ebpf.ProgramSpec `ebpf:"enter_sendmsg"`
+	EnterSendto           *ebpf.ProgramSpec `ebpf:"enter_sendto"`
+	EnterWrite            *ebpf.ProgramSpec `ebpf:"enter_write"`
+	EnterWritev           *ebpf.ProgramSpec `ebpf:"enter_writev"`
+	ExitAccept4           *ebpf.ProgramSpec `ebpf:"exit_accept4"`
+	ExitConnect           *ebpf.ProgramSpec `ebpf:"exit_connect"`
+	ExitEpollPwait        *ebpf.ProgramSpec `ebpf:"exit_epoll_pwait"`
+	ExitRead              *ebpf.ProgramSpec `ebpf:"exit_read"`
+	ExitReadv             *ebpf.ProgramSpec `ebpf:"exit_readv"`
+	ExitRecvfrom          *ebpf.ProgramSpec `ebpf:"exit_recvfrom"`
+	ExitRecvmsg           *ebpf.ProgramSpec `ebpf:"exit_recvmsg"`
+	ExitSendmsg           *ebpf.ProgramSpec `ebpf:"exit_sendmsg"`
+	ExitSendto            *ebpf.ProgramSpec `ebpf:"exit_sendto"`
+	ExitWrite             *ebpf.ProgramSpec `ebpf:"exit_write"`
+	ExitWritev            *ebpf.ProgramSpec `ebpf:"exit_writev"`
+	FentryAccept4         *ebpf.ProgramSpec `ebpf:"fentry_accept4"`
+	FentryConnect         *ebpf.ProgramSpec `ebpf:"fentry_connect"`
+	FentryGetsockopt      *ebpf.ProgramSpec `ebpf:"fentry_getsockopt"`
+	FentrySockReadable    *ebpf.ProgramSpec `ebpf:"fentry_sock_readable"`
+	FexitAccept4          *ebpf.ProgramSpec `ebpf:"fexit_accept4"`
+	FexitConnect          *ebpf.ProgramSpec `ebpf:"fexit_connect"`
+	FexitSockRecvmsg      *ebpf.ProgramSpec `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg      *ebpf.ProgramSpec `ebpf:"fexit_sock_sendmsg"`
+	SockRecv              *ebpf.ProgramSpec `ebpf:"sock_recv"`
+	SockSend              *ebpf.ProgramSpec `ebpf:"sock_send"`
+	SockState             *ebpf.ProgramSpec `ebpf:"sock_state"`
+	UprobeAccept4         *ebpf.ProgramSpec `ebpf:"uprobe_accept4"`
+	UprobeAccept4Return   *ebpf.ProgramSpec `ebpf:"uprobe_accept4_return"`
+	UprobeConnect         *ebpf.ProgramSpec `ebpf:"uprobe_connect"`
+	UprobeConnectReturn   *ebpf.ProgramSpec `ebpf:"uprobe_connect_return"`
+	UprobeEpollWait       *ebpf.ProgramSpec `ebpf:"uprobe_epoll_wait"`
+	UprobeEpollWaitReturn *ebpf.ProgramSpec `ebpf:"uprobe_epoll_wait_return"`
+	UprobeGetsockopt      *ebpf.ProgramSpec `ebpf:"uprobe_getsockopt"`
 }
 
 // netpollMapSpecs contains maps before they are loaded into the kernel.
@@ -633,47 +637,49 @@ type netpollVariables struct {
 //
 // It can be passed to loadNetpollObjects or ebpf.CollectionSpec.LoadAndAssign.
 type netpollPrograms struct {
-	DataReady           *ebpf.Program `ebpf:"data_ready"`
-	EnterAccept4        *ebpf.Program `ebpf:"enter_accept4"`
-	EnterClose          *ebpf.Program `ebpf:"enter_close"`
-	EnterConnect        *ebpf.Program `ebpf:"enter_connect"`
-	EnterEpollPwait     *ebpf.Program `ebpf:"enter_epoll_pwait"`
-	EnterGetsockopt     *ebpf.Program `ebpf:"enter_getsockopt"`
-	EnterRead           *ebpf.Program `ebpf:"enter_read"`
-	EnterReadv          *ebpf.Program `ebpf:"enter_readv"`
-	EnterRecvfrom       *ebpf.Program `ebpf:"enter_recvfrom"`
-	EnterRecvmsg        *ebpf.Program `ebpf:"enter_recvmsg"`
-	EnterSendmsg        *ebpf.Program `ebpf:"enter_sendmsg"`
-	EnterSendto         *ebpf.Program `ebpf:"enter_sendto"`
-	EnterWrite          *ebpf.Program `ebpf:"enter_write"`
-	EnterWritev         *ebpf.Program `ebpf:"enter_writev"`
-	ExitAccept4         *ebpf.Program `ebpf:"exit_accept4"`
-	ExitConnect         *ebpf.Program `ebpf:"exit_connect"`
-	ExitEpollPwait      *ebpf.Program `ebpf:"exit_epoll_pwait"`
-	ExitRead            *ebpf.Program `ebpf:"exit_read"`
-	ExitReadv           *ebpf.Program `ebpf:"exit_readv"`
-	ExitRecvfrom        *ebpf.Program `ebpf:"exit_recvfrom"`
-	ExitRecvmsg         *ebpf.Program `ebpf:"exit_recvmsg"`
-	ExitSendmsg         *ebpf.Program `ebpf:"exit_sendmsg"`
-	ExitSendto          *ebpf.Program `ebpf:"exit_sendto"`
-	ExitWrite           *ebpf.Program `ebpf:"exit_write"`
-	ExitWritev          *ebpf.Program `ebpf:"exit_writev"`
-	FentryAccept4       *ebpf.Program `ebpf:"fentry_accept4"`
-	FentryConnect       *ebpf.Program `ebpf:"fentry_connect"`
-	FentryGetsockopt    *ebpf.Program `ebpf:"fentry_getsockopt"`
-	FentrySockReadable  *ebpf.Program `ebpf:"fentry_sock_readable"`
-	FexitAccept4        *ebpf.Program `ebpf:"fexit_accept4"`
-	FexitConnect        *ebpf.Program `ebpf:"fexit_connect"`
-	FexitSockRecvmsg    *ebpf.Program `ebpf:"fexit_sock_recvmsg"`
-	FexitSockSendmsg    *ebpf.Program `ebpf:"fexit_sock_sendmsg"`
-	SockRecv            *ebpf.Program `ebpf:"sock_recv"`
-	SockSend            *ebpf.Program `ebpf:"sock_send"`
-	SockState           *ebpf.Program `ebpf:"sock_state"`
-	UprobeAccept4       *ebpf.Program `ebpf:"uprobe_accept4"`
-	UprobeAccept4Return *ebpf.Program `ebpf:"uprobe_accept4_return"`
-	UprobeConnect       *ebpf.Program `ebpf:"uprobe_connect"`
-	UprobeConnectReturn *ebpf.Program `ebpf:"uprobe_connect_return"`
-	UprobeGetsockopt    *ebpf.Program `ebpf:"uprobe_getsockopt"`
+	DataReady             *ebpf.Program `ebpf:"data_ready"`
+	EnterAccept4          *ebpf.Program `ebpf:"enter_accept4"`
+	EnterClose            *ebpf.Program `ebpf:"enter_close"`
+	EnterConnect          *ebpf.Program `ebpf:"enter_connect"`
+	EnterEpollPwait       *ebpf.Program `ebpf:"enter_epoll_pwait"`
+	EnterGetsockopt       *ebpf.Program `ebpf:"enter_getsockopt"`
+	EnterRead             *ebpf.Program `ebpf:"enter_read"`
+	EnterReadv            *ebpf.Program `ebpf:"enter_readv"`
+	EnterRecvfrom         *ebpf.Program `ebpf:"enter_recvfrom"`
+	EnterRecvmsg          *ebpf.Program `ebpf:"enter_recvmsg"`
+	EnterSendmsg          *ebpf.Program `ebpf:"enter_sendmsg"`
+	EnterSendto           *ebpf.Program `ebpf:"enter_sendto"`
+	EnterWrite            *ebpf.Program `ebpf:"enter_write"`
+	EnterWritev           *ebpf.Program `ebpf:"enter_writev"`
+	ExitAccept4           *ebpf.Program `ebpf:"exit_accept4"`
+	ExitConnect           *ebpf.Program `ebpf:"exit_connect"`
+	ExitEpollPwait        *ebpf.Program `ebpf:"exit_epoll_pwait"`
+	ExitRead              *ebpf.Program `ebpf:"exit_read"`
+	ExitReadv             *ebpf.Program `ebpf:"exit_readv"`
+	ExitRecvfrom          *ebpf.Program `ebpf:"exit_recvfrom"`
+	ExitRecvmsg           *ebpf.Program `ebpf:"exit_recvmsg"`
+	ExitSendmsg           *ebpf.Program `ebpf:"exit_sendmsg"`
+	ExitSendto            *ebpf.Program `ebpf:"exit_sendto"`
+	ExitWrite             *ebpf.Program `ebpf:"exit_write"`
+	ExitWritev            *ebpf.Program `ebpf:"exit_writev"`
+	FentryAccept4         *ebpf.Program `ebpf:"fentry_accept4"`
+	FentryConnect         *ebpf.Program `ebpf:"fentry_connect"`
+	FentryGetsockopt      *ebpf.Program `ebpf:"fentry_getsockopt"`
+	FentrySockReadable    *ebpf.Program `ebpf:"fentry_sock_readable"`
+	FexitAccept4          *ebpf.Program `ebpf:"fexit_accept4"`
+	FexitConnect          *ebpf.Program `ebpf:"fexit_connect"`
+	FexitSockRecvmsg      *ebpf.Program `ebpf:"fexit_sock_recvmsg"`
+	FexitSockSendmsg      *ebpf.Program `ebpf:"fexit_sock_sendmsg"`
+	SockRecv              *ebpf.Program `ebpf:"sock_recv"`
+	SockSend              *ebpf.Program `ebpf:"sock_send"`
+	SockState             *ebpf.Program `ebpf:"sock_state"`
+	UprobeAccept4         *ebpf.Program `ebpf:"uprobe_accept4"`
+	UprobeAccept4Return   *ebpf.Program `ebpf:"uprobe_accept4_return"`
+	UprobeConnect         *ebpf.Program `ebpf:"uprobe_connect"`
+	UprobeConnectReturn   *ebpf.Program `ebpf:"uprobe_connect_return"`
+	UprobeEpollWait       *ebpf.Program `ebpf:"uprobe_epoll_wait"`
+	UprobeEpollWaitReturn *ebpf.Program `ebpf:"uprobe_epoll_wait_return"`
+	UprobeGetsockopt      *ebpf.Program `ebpf:"uprobe_getsockopt"`
 }
 
 func (p *netpollPrograms) Close() error {
@@ -718,6 +724,8 @@ func (p *netpollPrograms) Close() error {
 		p.UprobeAccept4Return,
 		p.UprobeConnect,
 		p.UprobeConnectReturn,
+		p.UprobeEpollWait,
+		p.UprobeEpollWaitReturn,
 		p.UprobeGetsockopt,
 	)
 }

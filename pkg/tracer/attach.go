@@ -63,11 +63,11 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	}
 	// Before the target is in the filter: whether its accept4 and
 	// connect have uprobes is in its entry there.
-	callsWhyNot, err := t.hookCalls(tg)
+	callsLimits, err := t.hookCalls(tg)
 	if err != nil {
 		return nil, err
 	}
-	if tg.calls != nil {
+	if tg.callsUprobe {
 		v.CallsUprobe = 1
 	}
 	// Connections accepted before attach, so their idle waits are known
@@ -108,11 +108,10 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 	}
 	t.targets[pid] = tg
 	hooks := t.Hooks()
-	limits := bin.Limits
 	if tg.syscalls && t.calls.progs != nil {
 		hooks[bpfobj.SocketCalls] = bpfobj.HooksTracepoint
-		limits = append(slices.Clip(limits), SocketCallsLimit+callsWhyNot.Error())
 	}
+	limits := slices.Concat(bin.Limits, callsLimits)
 	ev := &event.Attached{
 		Header:      controlHeader("attached", tg),
 		Namespaces:  map[string]uint64{"pid": ns.PID, "mnt": ns.Mnt, "net": ns.Net, "cgroup": ns.Cgroup},

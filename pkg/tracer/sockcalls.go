@@ -2,8 +2,10 @@ package tracer
 
 import (
 	"debug/elf"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/cilium/ebpf/link"
 
@@ -18,11 +20,15 @@ import (
 // tracepoints that would serve instead put every thread on the host on the
 // slow syscall entry while attached. A target that cannot have the uprobes
 // (built before Go 1.19, say) gets the syscall tracepoints, which then
-// serve it alone, and its attached event says so.
+// serve it alone, and its attached event says so. Where epoll_wait events
+// are asked for on the sock path, it places netpoll's uprobes on the
+// netpoller's epoll_pwait too.
 type socketCalls struct {
 	// progs are every object's uprobe programs; nil where fentry serves,
 	// or the netpoll waits come from syscall tracepoints anyway.
 	progs []bpfobj.CallUprobe
+	// epoll are netpoll's programs for epoll_pwait, or nil.
+	epoll []bpfobj.CallUprobe
 	// syscallTargets counts the targets the syscall tracepoints serve
 	// (where progs is nil: every target); they are attached while it is
 	// not zero.
@@ -30,35 +36,59 @@ type socketCalls struct {
 }
 
 // attach places the uprobes in p, whose runtime reader is rt (nil if it
-// could not be opened). nil links and the reason where p cannot have
-// them: the syscall tracepoints then serve it.
-func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) ([]link.Link, error) {
+// could not be opened): links are the socket calls' (nil, and why, where
+// p cannot have them: the syscall tracepoints then serve it) and
+// epoll_pwait's (nil, and why, where p cannot have them: it has no
+// epoll_wait events).
+func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) (calls, epoll []link.Link, callsWhyNot, epollWhyNot error) {
+	callsWhyNot, epollWhyNot = errNotAsked, errNotAsked
+	if s.progs == nil && s.epoll == nil {
+		return nil, nil, callsWhyNot, epollWhyNot
+	}
 	if rt == nil {
-		return nil, fmt.Errorf("its symbol table could not be read")
+		err := errors.New("its symbol table could not be read")
+		return nil, nil, err, err
 	}
 	exe := proc.Path(p.PID, "exe")
 	fh, err := os.Open(exe)
 	if err != nil {
-		return nil, err
+		return nil, nil, err, err
 	}
 	defer fh.Close()
 	f, err := elf.NewFile(fh)
 	if err != nil {
-		return nil, err
-	}
-	sites, err := goruntime.SocketSyscallSites(f, rt.Syms.Func, rt.Bin.GoVersion)
-	if err != nil {
-		return nil, err
+		return nil, nil, err, err
 	}
 	ex, err := link.OpenExecutable(exe)
 	if err != nil {
-		return nil, err
+		return nil, nil, err, err
 	}
-	// The returns before the calls: the arguments a call saves are
-	// always read at its return.
+	if s.progs != nil {
+		var sites map[string]goruntime.SyscallSites
+		if sites, callsWhyNot = goruntime.SocketSyscallSites(f, rt.Syms.Func, rt.Bin.GoVersion); callsWhyNot == nil {
+			calls, callsWhyNot = attachAt(ex, p.PID, s.progs, sites)
+		}
+	}
+	if s.epoll != nil {
+		var sites goruntime.SyscallSites
+		if sites, epollWhyNot = goruntime.EpollWaitSites(f, rt.Syms.Func); epollWhyNot == nil {
+			epoll, epollWhyNot = attachAt(ex, p.PID, s.epoll, map[string]goruntime.SyscallSites{goruntime.EpollPwait: sites})
+		}
+	}
+	return calls, epoll, callsWhyNot, epollWhyNot
+}
+
+// errNotAsked: no uprobes of that kind serve on this kernel or with these
+// options.
+var errNotAsked = errors.New("not asked for")
+
+// attachAt attaches each of progs at its sites in ex for pid. The returns
+// before the calls: the arguments a call saves are always read at its
+// return.
+func attachAt(ex *link.Executable, pid int, progs []bpfobj.CallUprobe, sites map[string]goruntime.SyscallSites) ([]link.Link, error) {
 	var links []link.Link
 	for _, ret := range []bool{true, false} {
-		for _, up := range s.progs {
+		for _, up := range progs {
 			if up.At.Return != ret {
 				continue
 			}
@@ -67,7 +97,7 @@ func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) ([]link.Link
 				at = sites[up.At.Syscall].Returns
 			}
 			for _, site := range at {
-				l, err := ex.Uprobe("", up.Prog, &link.UprobeOptions{Address: site.FileOffset, PID: p.PID})
+				l, err := ex.Uprobe("", up.Prog, &link.UprobeOptions{Address: site.FileOffset, PID: pid})
 				if err != nil {
 					bpfobj.CloseAll(links)
 					return nil, fmt.Errorf("attaching a uprobe at %#x (%s): %w", site.Addr, site.Inst, err)
@@ -84,30 +114,44 @@ func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) ([]link.Link
 // have uprobes; SyscallEntryLimit follows it.
 const SocketCallsLimit = "no uprobes for accept4, connect and getsockopt: "
 
+// EpollUprobeLimit starts the limits entry of a target that gets no
+// epoll_wait events where they were asked for.
+const EpollUprobeLimit = "no epoll_wait events: "
+
 // hookCalls hooks tg's socket calls: with uprobes where they serve and
 // tg can have them (tg.calls), else by holding the syscall tracepoints,
-// attached with the first target that needs them. why is why tg cannot
-// have the uprobes where the others could. t.mu is held.
-func (t *Tracer) hookCalls(tg *target) (why error, err error) {
+// attached with the first target that needs them; and the netpoller's
+// epoll_pwait where that is asked for. The limits say what tg goes
+// without. t.mu is held.
+func (t *Tracer) hookCalls(tg *target) (limits []string, err error) {
+	calls, epoll, callsWhyNot, epollWhyNot := t.calls.attach(tg.proc, tg.rt)
+	tg.calls = slices.Concat(calls, epoll)
+	if epoll == nil && t.calls.epoll != nil {
+		limits = append(limits, EpollUprobeLimit+epollWhyNot.Error())
+	}
+	if calls != nil {
+		tg.callsUprobe = true
+		return limits, nil
+	}
 	if t.calls.progs != nil {
-		if tg.calls, why = t.calls.attach(tg.proc, tg.rt); why == nil {
-			return nil, nil
-		}
+		limits = append(limits, SocketCallsLimit+callsWhyNot.Error())
 	}
 	if t.calls.syscallTargets == 0 {
 		if err := t.setTraced(true); err != nil {
-			return why, err
+			bpfobj.CloseAll(tg.calls)
+			tg.calls = nil
+			return nil, err
 		}
 	}
 	t.calls.syscallTargets++
 	tg.syscalls = true
-	return why, nil
+	return limits, nil
 }
 
 // unhookCalls undoes hookCalls; twice is once. t.mu is held.
 func (t *Tracer) unhookCalls(tg *target) {
 	bpfobj.CloseAll(tg.calls)
-	tg.calls = nil
+	tg.calls, tg.callsUprobe = nil, false
 	if tg.syscalls {
 		tg.syscalls = false
 		if t.calls.syscallTargets--; t.calls.syscallTargets == 0 {

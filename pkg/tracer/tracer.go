@@ -103,10 +103,12 @@ type target struct {
 	// rt is the live process (symbols, goroutine table); nil if it could
 	// not be opened.
 	rt *goruntime.Process
-	// calls are its socket calls' uprobes (socketCalls); syscalls: the
-	// syscall tracepoints serve it instead.
-	calls    []link.Link
-	syscalls bool
+	// calls are its uprobes for the socket calls (callsUprobe) and
+	// epoll_pwait (socketCalls); syscalls: the syscall tracepoints serve
+	// its socket calls.
+	calls       []link.Link
+	callsUprobe bool
+	syscalls    bool
 	// exit reports its exit; nil without pidfds.
 	exit *exitWatch
 }
@@ -204,6 +206,7 @@ func (t *Tracer) load() error {
 		t.calls.progs = slices.Concat(progs, tc.CallUprobes(), t.acceptq.CallUprobes())
 		t.hooks[bpfobj.SocketCalls] = bpfobj.HooksUprobe
 	}
+	t.calls.epoll = np.EpollUprobes()
 	return nil
 }
 
