@@ -19,10 +19,10 @@ import (
 // netpoll, tcp and acceptq each have programs for them, and the syscall
 // tracepoints that would serve instead put every thread on the host on the
 // slow syscall entry while attached. A target that cannot have the uprobes
-// (built before Go 1.19, say) gets the syscall tracepoints, which then
-// serve it alone, and its attached event says so. Where epoll_wait events
-// are asked for on the sock path, it places netpoll's uprobes on the
-// netpoller's epoll_pwait too.
+// (its symbol table unreadable: Go before 1.20) gets the syscall
+// tracepoints, which then serve it alone, and its attached event says so.
+// Where epoll_wait events are asked for on the sock path, it places
+// netpoll's uprobes on the netpoller's epoll_pwait too.
 type socketCalls struct {
 	// progs are every object's uprobe programs; nil where fentry serves,
 	// or the netpoll waits come from syscall tracepoints anyway.
