@@ -64,7 +64,8 @@ struct req_layout {
 	__u16 req_content_length; /* Request.ContentLength; 0 unknown */
 	__u16 g_parent_goid;      /* runtime.g.parentGoid (Go 1.21+); 0 unknown */
 	__u16 h2cc_tconn;         /* http2ClientConn.tconn; 0: no HTTP/2 client probes */
-	__u16 _pad[2];
+	__u16 grpc_client;        /* 1: the gRPC client probes are attached (http_grpc_calls) */
+	__u16 _pad;
 };
 
 struct {
@@ -165,6 +166,35 @@ static __always_inline void read_tcp_info(struct sock *sk, struct tcp_info_lite 
 	ti->total_retrans = BPF_CORE_READ(tp, total_retrans);
 }
 
+#define GRPC_METHOD_LEN 128
+#define GRPC_HIST_METHOD_LEN 96
+#define GRPC_TARGET_LEN 64
+
+/* The unary gRPC calls a server request made while it ran (its
+ * goroutine's, or a goroutine's it started), and the slowest of them. */
+struct grpc_calls {
+	__u32 count;
+	__u32 _pad;
+	__u64 ns;
+	__u64 slowest_ns;
+	char slowest_method[GRPC_HIST_METHOD_LEN];
+	char slowest_target[GRPC_TARGET_LEN];
+};
+
+/* The gRPC calls of an HTTP request, by its serving goroutine: the
+ * entry outlives the request; since is the request's t_start. */
+struct req_grpc_calls {
+	__u64 since;
+	struct grpc_calls calls;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct req_key);
+	__type(value, struct req_grpc_calls);
+} http_grpc_calls SEC(".maps");
+
 struct http_request_event {
 	struct event_header hdr;
 	struct addrs addrs; /* of fd's socket (check against raddr: TLS has no fd here) */
@@ -185,6 +215,7 @@ struct http_request_event {
 	 * connection's, then each slot's. */
 	struct tcp_info_lite tcp;
 	struct tcp_info_lite slot_tcp[REQ_SLOTS];
+	struct grpc_calls grpc;
 };
 
 struct http_client_request_event {
@@ -627,6 +658,12 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
 	read_tcp_info(sk, &e->tcp);
 	__builtin_memcpy(&e->st, st, sizeof(e->st));
 	read_slots(&e->st, e->slot_addrs, e->slot_tcp);
+	struct req_key k = {.pid = pid, .goid = goid};
+	struct req_grpc_calls *gc = l->grpc_client ? bpf_map_lookup_elem(&http_grpc_calls, &k) : NULL;
+	if (gc && gc->since == st->t_start)
+		__builtin_memcpy(&e->grpc, &gc->calls, sizeof(e->grpc));
+	else
+		__builtin_memset(&e->grpc, 0, sizeof(e->grpc));
 	submit(e);
 }
 
@@ -876,9 +913,6 @@ struct {
 	__type(value, struct grpc_layout);
 } grpc_layouts SEC(".maps");
 
-#define GRPC_METHOD_LEN 128
-#define GRPC_HIST_METHOD_LEN 96
-#define GRPC_TARGET_LEN 64
 
 /* The method (or target) was longer than the room for it. */
 #define GRPC_TRUNCATED 1
@@ -904,17 +938,6 @@ struct {
 } grpc_hists SEC(".maps");
 
 /* A server call in flight, by its goroutine. */
-/* The gRPC calls a server call made while it ran (its goroutine's, or
- * a goroutine's it started), and the slowest of them. */
-struct grpc_calls {
-	__u32 count;
-	__u32 _pad;
-	__u64 ns;
-	__u64 slowest_ns;
-	char slowest_method[GRPC_HIST_METHOD_LEN];
-	char slowest_target[GRPC_TARGET_LEN];
-};
-
 struct grpc_server_state {
 	__u64 t_start; /* 0: none (the entry is reused) */
 	__u64 stream;  /* its *ServerStream */
@@ -1118,29 +1141,54 @@ int grpc_client_start(struct pt_regs *ctx)
 	return 0;
 }
 
+/* Where the calls of the request goroutine owner serves are summed, if
+ * it serves one that began by t_start: a gRPC server call's state, or
+ * an HTTP request's entry in http_grpc_calls (made, or reset for a new
+ * request, here). */
+static __always_inline struct grpc_calls *grpc_calls_of(const struct req_key *owner, __u64 t_start)
+{
+	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, owner);
+	if (sp && sp->t_start && t_start >= sp->t_start)
+		return &sp->calls;
+	struct req_state *st = bpf_map_lookup_elem(&req_active, owner);
+	if (!st || !st->t_start || t_start < st->t_start)
+		return NULL;
+	struct req_grpc_calls *h = bpf_map_lookup_elem(&http_grpc_calls, owner);
+	if (!h) {
+		struct req_grpc_calls fresh = {.since = st->t_start};
+		bpf_map_update_elem(&http_grpc_calls, owner, &fresh, BPF_ANY);
+		h = bpf_map_lookup_elem(&http_grpc_calls, owner);
+		if (!h)
+			return NULL;
+	}
+	if (h->since != st->t_start) {
+		__builtin_memset(&h->calls, 0, sizeof(h->calls));
+		h->since = st->t_start;
+	}
+	return &h->calls;
+}
+
 /* A client call of goroutine k, begun at t_start, took dur: it counts
- * for the server call that goroutine serves, or else the one its parent
- * serves (a handler that fans out, one generation), if that began
- * before it. */
+ * for the request (gRPC or HTTP) that goroutine serves, or else the one
+ * its parent serves (a handler that fans out, one generation). */
 static __always_inline void grpc_call_made(struct pt_regs *ctx, const struct grpc_layout *l, const struct req_key *k,
 					   __u64 t_start, __u64 dur, const struct grpc_hist_key *hk)
 {
 	struct req_key owner = *k;
-	struct grpc_server_state *sp = bpf_map_lookup_elem(&grpc_server_active, &owner);
-	if ((!sp || !sp->t_start) && l->g_parent_goid) {
+	struct grpc_calls *c = grpc_calls_of(&owner, t_start);
+	if (!c && l->g_parent_goid) {
 		__u64 g = GO_REG_G(ctx);
-		sp = NULL;
 		if (!bpf_probe_read_user(&owner.goid, sizeof(owner.goid), (void *)(g + l->g_parent_goid)) && owner.goid)
-			sp = bpf_map_lookup_elem(&grpc_server_active, &owner);
+			c = grpc_calls_of(&owner, t_start);
 	}
-	if (!sp || !sp->t_start || t_start < sp->t_start)
+	if (!c)
 		return;
-	sp->calls.count++;
-	sp->calls.ns += dur;
-	if (dur > sp->calls.slowest_ns) {
-		sp->calls.slowest_ns = dur;
-		__builtin_memcpy(sp->calls.slowest_method, hk->method, sizeof(sp->calls.slowest_method));
-		__builtin_memcpy(sp->calls.slowest_target, hk->target, sizeof(sp->calls.slowest_target));
+	c->count++;
+	c->ns += dur;
+	if (dur > c->slowest_ns) {
+		c->slowest_ns = dur;
+		__builtin_memcpy(c->slowest_method, hk->method, sizeof(c->slowest_method));
+		__builtin_memcpy(c->slowest_target, hk->target, sizeof(c->slowest_target));
 	}
 }
 

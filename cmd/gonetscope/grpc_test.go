@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,10 +167,22 @@ func checkGRPC(t *testing.T, bin string) {
 			t.Fatalf("the target's call %+v ended with code %d (method %s)", c, c.said.Code, c.said.Method)
 		}
 	}
+	// A net/http handler that makes a gRPC call (as grpc-gateway's do):
+	// its http_request's breakdown counts it.
+	const viaHTTPMs = 150
+	resp, err := http.Get(fmt.Sprintf("http://%s/call?sleep_ms=%d", listening["http_addr"], viaHTTPMs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	httpGoid, err := strconv.ParseInt(resp.Header.Get("X-Goid"), 10, 64)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("GET /call: %s, X-Goid %q", resp.Status, resp.Header.Get("X-Goid"))
+	}
 	// What is slow by the target's own measure: the server calls by
 	// their handler's time (plus the downstream call each made), the
 	// client calls by the caller's.
-	wantServer, wantClient := 0, 0
+	wantServer, wantClient := 1, 1 // the HTTP handler's call
 	for _, c := range calls {
 		if c.Downstream != nil {
 			wantServer, wantClient = wantServer+1, wantClient+1 // the downstream's
@@ -185,18 +198,21 @@ func checkGRPC(t *testing.T, bin string) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		evs = eventsIn[grpcEvent](t, out)
-		if countGRPC(evs, "grpc_request") >= wantServer && countGRPC(evs, "grpc_client_request") >= wantClient || time.Now().After(deadline) {
+		if countGRPC(evs, "grpc_request") >= wantServer && countGRPC(evs, "grpc_client_request") >= wantClient &&
+			countGRPC(evs, "http_request") >= 1 || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	checkGRPCMetrics(t, maddr, calls, dialTarget, 1)
+	checkGRPCMetrics(t, maddr, append(calls, &grpcCall{}), dialTarget, 1)
 	stopGonetscope(t, cmd, done, errOut, syscall.SIGINT, 10*time.Second)
 	evs = eventsIn[grpcEvent](t, out)
 
 	for _, e := range evs {
 		if e.Event == "attached" {
-			if want := []string{"no http_request: " + requests.ErrNoServer.Error()}; fmt.Sprint(featureLimits(e.Limits)) != fmt.Sprint(want) {
+			// It serves HTTP but makes no net/http round trip.
+			want := []string{"no http_client_request and no downstream waits in http_request breakdowns: no function net/http.(*Transport).roundTrip"}
+			if fmt.Sprint(featureLimits(e.Limits)) != fmt.Sprint(want) {
 				t.Errorf("attached limits %q, want %q", featureLimits(e.Limits), want)
 			}
 		}
@@ -212,6 +228,13 @@ func checkGRPC(t *testing.T, bin string) {
 	}
 	if e := append(byGoid("grpc_request", held.said.ServerGoid), byGoid("grpc_client_request", held.said.ClientGoid)...); len(e) != 0 {
 		t.Errorf("the call begun before the attach is an event: %+v", e)
+	}
+	hr, hc := byGoid("http_request", httpGoid), byGoid("grpc_client_request", httpGoid)
+	if len(hr) != 1 || len(hc) != 1 || hc[0].DurationNs < viaHTTPMs*1e6 {
+		t.Errorf("GET /call on goroutine %d: http_request %+v, its gRPC call %+v; want one each, the call at least %dms", httpGoid, hr, hc, viaHTTPMs)
+	} else if b := hr[0].Breakdown; b == nil || b.GRPCCalls != 1 || b.GRPCNs != hc[0].DurationNs || b.GRPCSlowest == nil ||
+		*b.GRPCSlowest != (grpcSlowest{"gonetscope.test.Echo", "Call", dialTarget, hc[0].DurationNs}) {
+		t.Errorf("GET /call: breakdown %+v; want its one gRPC call, %v to %s", b, time.Duration(hc[0].DurationNs), dialTarget)
 	}
 	if n := countGRPC(evs, "grpc_request"); n != wantServer {
 		t.Errorf("%d grpc_request events, want %d (the slow server calls)", n, wantServer)

@@ -69,7 +69,7 @@ type Breakdown struct {
 	// GRPCCalls and GRPCNs: the unary gRPC calls the serving goroutine
 	// (or a goroutine it started) made, and their time (in the others:
 	// the goroutine waits for a gRPC response on a channel, not in the
-	// netpoller); GRPCSlowest the longest of them. gRPC server calls only.
+	// netpoller); GRPCSlowest the longest of them.
 	GRPCCalls   uint32
 	GRPCNs      uint64
 	GRPCSlowest *GRPCCall

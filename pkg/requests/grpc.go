@@ -23,21 +23,21 @@ const (
 
 // attachGRPC places the gRPC probes in p, if its program links grpc
 // (google.golang.org/grpc): its links, and what is off for it. No links
-// and no limits: the program has no grpc.
-func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) ([]link.Link, []string, error) {
+// and no limits: the program has no grpc. client: the client probes are
+// attached.
+func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) (links []link.Link, limits []string, client bool, err error) {
 	funcs := p.Syms.Func
 	server, client := goruntime.HasGRPC(funcs)
 	if !server && !client {
-		return nil, nil, nil
+		return nil, nil, false, nil
 	}
 	probes, lay, err := goruntime.FindGRPC(f, funcs)
 	if err == nil && p.Bin.Offsets.GGoid == 0 {
 		err = fmt.Errorf("the offset of runtime.g.goid is not known")
 	}
 	if err != nil {
-		return nil, []string{fmt.Sprintf("no grpc_request or grpc_client_request: %v", err)}, nil
+		return nil, []string{fmt.Sprintf("no grpc_request or grpc_client_request: %v", err)}, false, nil
 	}
-	var limits []string
 	if !server {
 		probes.ServerWhyNot = nil
 	} else if probes.ServerWhyNot != nil {
@@ -68,14 +68,13 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 		sites = append(sites, probe{requestsProgGrpcClientEnd, probes.ClientEnd}, probe{requestsProgGrpcClientStart, probes.ClientStart})
 	}
 	if len(sites) == 0 {
-		return nil, limits, nil
+		return nil, limits, false, nil
 	}
-	var links []link.Link
 	for _, s := range sites {
 		up, err := ex.Uprobe("", o.coll.Programs[s.prog], &link.UprobeOptions{Address: s.site.FileOffset, PID: p.PID})
 		if err != nil {
 			bpfobj.CloseAll(links)
-			return nil, nil, fmt.Errorf("attaching uprobe %s at %#x (%s): %w", s.prog, s.site.Addr, s.site.Inst, err)
+			return nil, nil, false, fmt.Errorf("attaching uprobe %s at %#x (%s): %w", s.prog, s.site.Addr, s.site.Inst, err)
 		}
 		links = append(links, up)
 	}
@@ -88,9 +87,9 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 	}
 	if err := o.coll.Maps[requestsMapGrpcLayouts].Put(uint32(p.PID), &l); err != nil {
 		bpfobj.CloseAll(links)
-		return nil, nil, err
+		return nil, nil, false, err
 	}
-	return links, limits, nil
+	return links, limits, client && probes.ClientWhyNot == nil, nil
 }
 
 // detachGRPC removes what the kernel keeps of pid's gRPC calls.
@@ -99,6 +98,8 @@ func (o *Objects) detachGRPC(pid int) {
 	bpfobj.DeleteWhere[requestsReqKey, requestsGrpcServerState](o.coll.Maps[requestsMapGrpcServerActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsGrpcClientState](o.coll.Maps[requestsMapGrpcClientActive],
+		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[requestsReqKey, requestsReqGrpcCalls](o.coll.Maps[requestsMapHttpGrpcCalls],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
 }
 
@@ -174,11 +175,7 @@ func decodeGRPC(raw []byte, typ requestsReqEventType, h *bpfobj.EventHeader, clo
 	if r.Flags&grpcBreakdown != 0 {
 		b := breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, ev.FD)
 		ev.Breakdown = &b
-		if c := r.Calls; c.Count > 0 {
-			b.GRPCCalls, b.GRPCNs = c.Count, c.Ns
-			b.GRPCSlowest = &event.GRPCCall{Target: bpfobj.CString(c.SlowestTarget[:]), DurationNs: c.SlowestNs}
-			b.GRPCSlowest.Service, b.GRPCSlowest.Method = SplitGRPCMethod(bpfobj.CString(c.SlowestMethod[:]))
-		}
+		grpcCallsInto(&b, &r.Calls)
 	}
 	return ev, nil
 }
@@ -214,4 +211,14 @@ func (o *Objects) GRPCHists(keep func(pid uint32) bool) ([]GRPCHist, error) {
 			}
 			return h
 		})
+}
+
+// grpcCallsInto adds a request's downstream gRPC calls to its breakdown.
+func grpcCallsInto(b *event.Breakdown, c *requestsGrpcCalls) {
+	if c.Count == 0 {
+		return
+	}
+	b.GRPCCalls, b.GRPCNs = c.Count, c.Ns
+	b.GRPCSlowest = &event.GRPCCall{Target: bpfobj.CString(c.SlowestTarget[:]), DurationNs: c.SlowestNs}
+	b.GRPCSlowest.Service, b.GRPCSlowest.Method = SplitGRPCMethod(bpfobj.CString(c.SlowestMethod[:]))
 }

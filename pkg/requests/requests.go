@@ -189,11 +189,11 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 	if err != nil {
 		return nil, err
 	}
-	glinks, glimits, err := o.attachGRPC(p, f, ex, slow)
+	glinks, glimits, grpcClient, err := o.attachGRPC(p, f, ex, slow)
 	if err != nil {
 		return nil, err
 	}
-	links, limits, err := o.attachHTTP(p, f, ex, slow)
+	links, limits, err := o.attachHTTP(p, f, ex, slow, grpcClient)
 	if err != nil {
 		if glinks == nil {
 			o.detachGRPC(p.PID)
@@ -216,8 +216,10 @@ func HTTPLimit(err error) string {
 	return fmt.Sprintf("no http_request or http_client_request: %v", err)
 }
 
-// attachHTTP places net/http's uprobes in p (its executable f, ex).
-func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) (links []link.Link, limits []string, err error) {
+// attachHTTP places net/http's uprobes in p (its executable f, ex);
+// grpcClient: the gRPC client probes are attached, so a request's gRPC
+// calls are summed for its event.
+func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration, grpcClient bool) (links []link.Link, limits []string, err error) {
 	pid, off := p.PID, p.Bin.Offsets
 	if _, _, ok := p.Syms.Func(serveFunc); !ok {
 		return nil, nil, ErrNoServer
@@ -273,6 +275,9 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	}
 	if probes.H2ClientStart != nil {
 		l.H2ccTconn = off.H2CcTconn
+	}
+	if grpcClient {
+		l.GrpcClient = 1
 	}
 	if probes.H2End != nil {
 		l.H2rwsReq, l.H2rwsStatus, l.H2rwsWrote, l.H2rwsConn = off.H2RwsReq, off.H2RwsStatus, off.H2RwsWrote, off.H2RwsConn
@@ -482,6 +487,7 @@ func decodeRequest(r *requestsHttpRequestEvent, hdr event.Header) *event.HTTPReq
 		ev.TCP = &event.TCPInfo{SrttUs: r.Tcp.SrttUs, Retrans: r.Tcp.TotalRetrans}
 	}
 	ev.Breakdown = breakdown(&r.St, r.SlotAddrs, r.SlotTcp, r.DurationNs, ev.FD)
+	grpcCallsInto(&ev.Breakdown, &r.Grpc)
 	return ev
 }
 

@@ -177,6 +177,7 @@ type requestsHttpRequestEvent struct {
 		SrttUs       uint32
 		TotalRetrans uint32
 	}
+	Grpc requestsGrpcCalls
 }
 
 type requestsPathBuf struct {
@@ -221,6 +222,12 @@ type requestsReqFdKey struct {
 	_   structs.HostLayout
 	Pid uint32
 	Fd  int32
+}
+
+type requestsReqGrpcCalls struct {
+	_     structs.HostLayout
+	Since uint64
+	Calls requestsGrpcCalls
 }
 
 type requestsReqHist struct {
@@ -272,7 +279,8 @@ type requestsReqLayout struct {
 	ReqContentLength   uint16
 	G_parentGoid       uint16
 	H2ccTconn          uint16
-	Pad                [2]uint16
+	GrpcClient         uint16
+	Pad                uint16
 }
 
 type requestsReqState struct {
@@ -326,6 +334,7 @@ const (
 	requestsMapGrpcHists                    = "grpc_hists"
 	requestsMapGrpcLayouts                  = "grpc_layouts"
 	requestsMapGrpcServerActive             = "grpc_server_active"
+	requestsMapHttpGrpcCalls                = "http_grpc_calls"
 	requestsMapLost                         = "lost"
 	requestsMapPathBufs                     = "path_bufs"
 	requestsMapReqActive                    = "req_active"
@@ -420,6 +429,7 @@ type requestsMapSpecs struct {
 	GrpcHists        *ebpf.MapSpec `ebpf:"grpc_hists"`
 	GrpcLayouts      *ebpf.MapSpec `ebpf:"grpc_layouts"`
 	GrpcServerActive *ebpf.MapSpec `ebpf:"grpc_server_active"`
+	HttpGrpcCalls    *ebpf.MapSpec `ebpf:"http_grpc_calls"`
 	Lost             *ebpf.MapSpec `ebpf:"lost"`
 	PathBufs         *ebpf.MapSpec `ebpf:"path_bufs"`
 	ReqActive        *ebpf.MapSpec `ebpf:"req_active"`
@@ -472,6 +482,7 @@ type requestsMaps struct {
 	GrpcHists        *ebpf.Map `ebpf:"grpc_hists"`
 	GrpcLayouts      *ebpf.Map `ebpf:"grpc_layouts"`
 	GrpcServerActive *ebpf.Map `ebpf:"grpc_server_active"`
+	HttpGrpcCalls    *ebpf.Map `ebpf:"http_grpc_calls"`
 	Lost             *ebpf.Map `ebpf:"lost"`
 	PathBufs         *ebpf.Map `ebpf:"path_bufs"`
 	ReqActive        *ebpf.Map `ebpf:"req_active"`
@@ -491,6 +502,7 @@ func (m *requestsMaps) Close() error {
 		m.GrpcHists,
 		m.GrpcLayouts,
 		m.GrpcServerActive,
+		m.HttpGrpcCalls,
 		m.Lost,
 		m.PathBufs,
 		m.ReqActive,

@@ -7,6 +7,9 @@
 //
 // The service is written by hand (no protoc): a grpc.ServiceDesc whose
 // messages are JSON, through a codec registered as content-subtype "json".
+// It also serves HTTP: GET /call?sleep_ms=N makes one such call
+// downstream (a gRPC call made by a net/http handler, as grpc-gateway's
+// are) and answers with its goroutine.
 package main
 
 import (
@@ -16,6 +19,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"runtime"
 	"strconv"
@@ -221,7 +225,22 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	say(map[string]any{"op": "listening", "addr": addr, "target": cc.Target()})
+	hl, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go http.Serve(hl, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ms, _ := strconv.Atoi(r.URL.Query().Get("sleep_ms"))
+		var rep reply
+		err := srv.downstream.Invoke(r.Context(), "/gonetscope.test.Echo/Call", &request{SleepMs: ms}, &rep, grpc.CallContentSubtype("json"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("X-Goid", strconv.FormatInt(goid(), 10))
+	}))
+	say(map[string]any{"op": "listening", "addr": addr, "target": cc.Target(), "http_addr": hl.Addr().String()})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var r request
