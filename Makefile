@@ -129,7 +129,7 @@ bench: build tracefs
 	$(GO) test -c -o $(BIN)/tracer.test ./pkg/tracer
 	cd pkg/tracer && ../../$(BIN)/tracer.test -test.run '^$$' -test.bench . -test.benchtime 500ms -test.count 3 | tee ../../$(BIN)/microbench.txt
 	$(GO) test -c -o $(BIN)/gonetscope.test ./cmd/gonetscope
-	cd cmd/gonetscope && ../../$(BIN)/gonetscope.test -test.run '^$$' -test.bench 'GoroutineCreation|ParkResumeContainer|NetpollPingPong|UntracedSyscalls' -test.benchtime 3x | tee -a ../../$(BIN)/microbench.txt
+	cd cmd/gonetscope && ../../$(BIN)/gonetscope.test -test.run '^$$' -test.bench 'GoroutineCreation|ParkResumeContainer|NetpollPingPong|ConnectionChurn|UntracedSyscalls' -test.benchtime 3x | tee -a ../../$(BIN)/microbench.txt
 	$(BIN)/bench -gonetscope $(BIN)/gonetscope -server $(BIN)/benchserver -caddy $(BIN)/caddy -extra $(BIN)/microbench.txt -o BENCHMARKS.md \
 		$(if $(BENCH_BEFORE),-before $(BIN)/gonetscope-before -before-rev $(BENCH_BEFORE))
 

@@ -377,6 +377,34 @@ func BenchmarkNetpollPingPong(b *testing.B) {
 	}
 }
 
+// BenchmarkConnectionChurn measures what a new connection costs the
+// target on each path for accept4, connect and getsockopt: the target
+// dials its own listener 20,000 times, one connection after another, and
+// reports its own CPU time per connection: untraced, with the defaults
+// (fentry on the kernel functions where the kernel has it, else uprobes
+// in the target: seven hits per connection), and on the syscall path
+// (their syscall tracepoints, and every other syscall of the target's on
+// the slow entry), interleaved in one run.
+func BenchmarkConnectionChurn(b *testing.B) {
+	modes := []struct {
+		name  string
+		hooks []string // nil: untraced
+	}{
+		{"untraced", nil},
+		{"defaults", []string{"--hooks", "auto"}},
+		{"tracepoint", []string{"--hooks", "tracepoint"}},
+	}
+	sums := make([]float64, len(modes))
+	for i := 0; i < b.N; i++ {
+		for m, mode := range modes {
+			sums[m] += float64(benchNettarget(b, onHost, mode.hooks, "churn", "cpu_ns_per_conn", "-churn", "20000"))
+		}
+	}
+	for m, mode := range modes {
+		b.ReportMetric(sums[m]/float64(b.N), "cpu-ns/conn-"+mode.name)
+	}
+}
+
 func benchPingPong(b *testing.B, hooks []string) int64 {
 	return benchNettarget(b, onHost, hooks, "pingpong", "ns_per_exchange", "-pingpong", "100000")
 }

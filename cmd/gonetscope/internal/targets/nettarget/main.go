@@ -36,6 +36,7 @@ var (
 	flood        = flag.Int("flood", 0, "after the rounds, make this many raw EAGAIN reads on one socket: each read after the first is a park and a resume")
 	emfile       = flag.Bool("emfile", false, "after the rounds, make accept fail with EMFILE once")
 	onStdin      = flag.Bool("stdin-rounds", false, "after the rounds, run one more round per line read from stdin, until EOF")
+	churn        = flag.Int("churn", 0, "after the rounds, this many connections dialed, accepted and closed one after another: report the process's CPU time (user and system) and the wall time per connection")
 	pingpong     = flag.Int("pingpong", 0, "after the rounds, this many 1-byte request/response exchanges between two goroutines over one loopback connection: each side parks in the netpoller for each message; report the time per exchange")
 	readDeadline = flag.Duration("read-deadline", 0, "set this read deadline on the client's connection right before its delayed read (0: none)")
 	keepalive    = flag.Int("keepalive", 0, "after the rounds, this many request/response exchanges on one connection, -delay apart: each request arrives in two halves -delay apart, each response -delay after the request")
@@ -112,6 +113,12 @@ func main() {
 	}
 	if *flood > 0 {
 		if err := floodReads(*flood); err != nil {
+			fmt.Fprintln(os.Stderr, "nettarget:", err)
+			os.Exit(1)
+		}
+	}
+	if *churn > 0 {
+		if err := connChurn(host, *churn); err != nil {
 			fmt.Fprintln(os.Stderr, "nettarget:", err)
 			os.Exit(1)
 		}
@@ -276,6 +283,42 @@ func pingPong(host string, n int) error {
 		}
 	}
 	report("pingpong", "exchanges", n, "ns_per_exchange", time.Since(start).Nanoseconds()/int64(n))
+	return nil
+}
+
+// connChurn dials n connections to its own listener one after another,
+// as a client without keep-alive would, each accepted and both ends
+// closed: what a connection costs the process (accept4, connect, its
+// getsockopt, the parks). It reports CPU and wall time per connection.
+func connChurn(host string, n int) error {
+	ln, err := net.Listen(*network, net.JoinHostPort(host, "0"))
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cpu := func() int64 {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		return ru.Utime.Nano() + ru.Stime.Nano()
+	}
+	cpu0, start := cpu(), time.Now()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial(*network, ln.Addr().String())
+		if err != nil {
+			return err
+		}
+		c.Close()
+	}
+	report("churn", "connections", n, "cpu_ns_per_conn", (cpu()-cpu0)/int64(n), "ns_per_conn", time.Since(start).Nanoseconds()/int64(n))
 	return nil
 }
 
