@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 )
 
@@ -51,7 +50,7 @@ func main() {
 				if err != nil {
 					t.Fatal(err)
 				}
-				tab, err := symtab.Open(f, nil, symtab.FileMemory(f), 0, symtab.Layout{MdText: b.Offsets.MdText, MdGofunc: b.Offsets.MdGofunc})
+				tab, err := goruntime.OpenTable(f, b)
 				if err != nil {
 					t.Fatal(err)
 				}
