@@ -941,8 +941,6 @@ struct {
 struct grpc_server_state {
 	__u64 t_start; /* 0: none (the entry is reused) */
 	__u64 stream;  /* its *ServerStream */
-	__u8 owned;    /* it opened the goroutine's req_active entry (breakdown) */
-	__u8 _pad[7];
 	struct grpc_calls calls;
 };
 
@@ -1030,14 +1028,15 @@ int grpc_server_start(struct pt_regs *ctx)
 	struct grpc_layout *l = grpc_caller(ctx, &k);
 	if (!l)
 		return 0;
-	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
-	/* Its goroutine's waits count for it, unless the goroutine already
-	 * serves a request (grpc's ServeHTTP, under net/http's). */
+	/* A goroutine that serves an HTTP request already serves a stream of
+	 * grpc's ServeHTTP, whose end is not probed: that call is the HTTP
+	 * request. */
 	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
-	if (!st || !st->t_start) {
-		req_open(&k, s.t_start, st);
-		s.owned = 1;
-	}
+	if (st && st->t_start)
+		return 0;
+	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
+	/* Its goroutine's waits count for it. */
+	req_open(&k, s.t_start, st);
 	put_in_place(&grpc_server_active, &k, &s);
 	return 0;
 }
@@ -1068,8 +1067,8 @@ int grpc_server_end(struct pt_regs *ctx)
 	}
 	if (!sp->t_start)
 		return 0;
-	__u64 now = bpf_ktime_get_boot_ns();
-	__u64 dur = now - sp->t_start;
+	__u64 t_start = sp->t_start;
+	__u64 dur = bpf_ktime_get_boot_ns() - t_start;
 	sp->t_start = 0;
 	__s32 code = grpc_status_code(l, GO_REG_ARG(ctx, 2));
 	struct grpc_hist_key hk = {.pid = k.pid, .code = (__u16)code};
@@ -1080,12 +1079,10 @@ int grpc_server_end(struct pt_regs *ctx)
 		hk.flags |= GRPC_TRUNCATED;
 	grpc_hist_add(&hk, dur);
 
-	struct req_state *st = NULL;
-	if (sp->owned) {
-		st = bpf_map_lookup_elem(&req_active, &k);
-		if (st && !st->t_start)
-			st = NULL;
-	}
+	/* Its goroutine's request entry (gone if the LRU evicted it). */
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	if (st && st->t_start != t_start)
+		st = NULL;
 	if (dur >= l->slow_ns) {
 		struct grpc_request_event *e = reserve_event(struct grpc_request_event, (enum event_type)EVENT_GRPC_REQUEST);
 		if (e) {

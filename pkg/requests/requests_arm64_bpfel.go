@@ -133,8 +133,6 @@ type requestsGrpcServerState struct {
 	_       structs.HostLayout
 	T_start uint64
 	Stream  uint64
-	Owned   uint8
-	Pad     [7]uint8
 	Calls   requestsGrpcCalls
 }
 
