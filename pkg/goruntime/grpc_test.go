@@ -22,9 +22,9 @@ func buildGRPCTarget(t *testing.T, flags ...string) string {
 	return bin
 }
 
-// findGRPC runs FindGRPC on bin, its functions named from .gopclntab as
-// in a stripped binary.
-func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
+// funcsOf opens bin and names its functions from .gopclntab, as in a
+// stripped binary.
+func funcsOf(t *testing.T, bin string) (*elf.File, FuncLookup) {
 	t.Helper()
 	f, err := elf.Open(bin)
 	if err != nil {
@@ -39,7 +39,14 @@ func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, l, err := FindGRPC(f, tab.Func)
+	return f, tab.Func
+}
+
+// findGRPC runs FindGRPC on bin.
+func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
+	t.Helper()
+	f, funcs := funcsOf(t, bin)
+	p, l, err := FindGRPC(f, funcs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,26 +116,13 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 // so instead of reading an offset from it; the probes that need it are
 // off, the others are found.
 func TestGRPCUnknownCodeFailsClosed(t *testing.T) {
-	bin := buildGRPCTarget(t)
-	f, err := elf.Open(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b, err := Inspect(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tab, err := OpenTable(f, b)
-	if err != nil {
-		t.Fatal(err)
-	}
+	f, funcs := funcsOf(t, buildGRPCTarget(t))
 	other := func(swap string) FuncLookup {
 		return func(name string) (uint64, uint64, bool) {
 			if name == swap {
-				return tab.Func("main.main")
+				return funcs("main.main")
 			}
-			return tab.Func(name)
+			return funcs(name)
 		}
 	}
 	if _, _, err := FindGRPC(f, other(grpcStatusCode)); err == nil {
