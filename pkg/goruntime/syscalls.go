@@ -40,14 +40,20 @@ type SyscallSites struct {
 }
 
 // SocketSyscallSites finds the sites of Accept4, Connect and Getsockopt in
-// f, a program built with goVersion. Before Go 1.19, Syscall and Syscall6
-// were assembly (ABI0) taking their arguments on the stack: an error.
+// f, a program built with goVersion. A wrapper the linker left out (a
+// program that never dials has no syscall.connect) has none: the program
+// cannot make that call through the syscall package. Before Go 1.19,
+// Syscall and Syscall6 were assembly (ABI0) taking their arguments on the
+// stack: an error.
 func SocketSyscallSites(f *elf.File, funcs FuncLookup, goVersion string) (map[string]SyscallSites, error) {
 	if version.Compare(version.Lang(goVersion), "go1.19") < 0 {
 		return nil, fmt.Errorf("%s makes syscalls in assembly with arguments on the stack (Go 1.19 made syscall.Syscall6 a Go function)", goVersion)
 	}
 	out := map[string]SyscallSites{}
 	for name, w := range socketWrappers {
+		if _, _, ok := funcs(w.wrapper); !ok {
+			continue
+		}
 		calls, err := CallSites(f, funcs, w.wrapper, w.enter)
 		if err != nil {
 			return nil, err

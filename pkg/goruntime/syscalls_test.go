@@ -81,6 +81,29 @@ func main() {
 			})
 		}
 	}
+	// A program without the net package has none of the wrappers, and
+	// no sites: nothing to probe, no error.
+	os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nfunc main() {}\n"), 0o644)
+	bin := filepath.Join(dir, "nonet")
+	if err := gotoolchain.Build(dir, "local", bin); err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := goruntime.Inspect(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := goruntime.OpenTable(f, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sites, err := goruntime.SocketSyscallSites(f, tab.Func, b.GoVersion); err != nil || len(sites) != 0 {
+		t.Errorf("a program without net: sites %+v, error %v; want none and no error", sites, err)
+	}
 	if _, err := goruntime.SocketSyscallSites(nil, nil, "go1.18.10"); err == nil {
 		t.Error("go1.18: socket syscall sites found, but its Syscall6 takes its arguments on the stack")
 	}

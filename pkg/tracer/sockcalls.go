@@ -36,10 +36,10 @@ type socketCalls struct {
 }
 
 // attach places the uprobes in p, whose runtime reader is rt (nil if it
-// could not be opened): links are the socket calls' (nil, and why, where
-// p cannot have them: the syscall tracepoints then serve it) and
-// epoll_pwait's (nil, and why, where p cannot have them: it has no
-// epoll_wait events).
+// could not be opened): links are the socket calls' (why, where p cannot
+// have them: the syscall tracepoints then serve it; none and no why for a
+// program that makes none of the calls) and epoll_pwait's (why, where p
+// cannot have them: it has no epoll_wait events).
 func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) (calls, epoll []link.Link, callsWhyNot, epollWhyNot error) {
 	callsWhyNot, epollWhyNot = errNotAsked, errNotAsked
 	if s.progs == nil && s.epoll == nil {
@@ -126,10 +126,10 @@ const EpollUprobeLimit = "no epoll_wait events: "
 func (t *Tracer) hookCalls(tg *target) (limits []string, err error) {
 	calls, epoll, callsWhyNot, epollWhyNot := t.calls.attach(tg.proc, tg.rt)
 	tg.calls = slices.Concat(calls, epoll)
-	if epoll == nil && t.calls.epoll != nil {
+	if epollWhyNot != nil && t.calls.epoll != nil {
 		limits = append(limits, EpollUprobeLimit+epollWhyNot.Error())
 	}
-	if calls != nil {
+	if callsWhyNot == nil { // maybe no link: a program that makes none of the calls
 		tg.callsUprobe = true
 		return limits, nil
 	}
