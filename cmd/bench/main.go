@@ -151,7 +151,7 @@ func run() error {
 	everything := []string{"--waits", "all", "--min-wait", "0", "--events", "all", "--max-events-per-sec", "0"}
 	modes := []mode{
 		{"untraced", "both", untraced},
-		{"dispatch: netpoll programs attached, empty (sock path: and the syscall tracepoints of accept4, connect, getsockopt)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
+		{"dispatch: netpoll programs attached, empty (sock path; accept4, connect, getsockopt: fentry, else uprobes in the target)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
 		{"+ PID filter", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "filter")...)},
 		{"+ goroutine read and validation (at parks)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "goid")...)},
 		{"+ park/ready/resume records, histograms", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "records")...)},
