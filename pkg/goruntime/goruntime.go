@@ -544,6 +544,44 @@ type layouts struct {
 	notAtZero []func(*Offsets) *uint16
 }
 
+// structAliases are the names a struct of want or atZero has taken in
+// other Go versions, each to the name those tables use: Go 1.27 moved
+// net/http's bundled HTTP/2 into net/http/internal/http2, the same
+// structs and fields without the http2 prefix. Not responseWriterState:
+// its req there is an internal request struct held by value, not the
+// *http.Request the probes read, so the HTTP/2 server's offsets stay
+// unknown for Go 1.27 (and its requests untraced, with a limit) until the
+// probes read that struct.
+var structAliases = map[string]string{
+	"net/http/internal/http2.serverConn": "net/http.http2serverConn",
+	"net/http/internal/http2.ClientConn": "net/http.http2ClientConn",
+}
+
+// aliased are the names structAliases maps to.
+var aliased = func() map[string]bool {
+	m := map[string]bool{}
+	for _, name := range structAliases {
+		m[name] = true
+	}
+	return m
+}()
+
+// hasWantedField says whether st, the struct want and atZero call name,
+// has one of the fields they read.
+func hasWantedField(st *dwarf.StructType, name string) bool {
+	for _, w := range want {
+		if _, ok := fieldOffset(st, w.field); ok && w.strct == name {
+			return true
+		}
+	}
+	for _, z := range atZero {
+		if _, ok := fieldOffset(st, z.field); ok && z.strct == name {
+			return true
+		}
+	}
+	return false
+}
+
 // wantedStructs are the structs of want and atZero.
 var wantedStructs = func() map[string]bool {
 	m := map[string]bool{}
@@ -591,6 +629,9 @@ func (l *layouts) read(d *dwarf.Data, units []dwarf.Offset) error {
 			continue
 		}
 		name, _ := e.Val(dwarf.AttrName).(string)
+		if alias, ok := structAliases[name]; ok {
+			name = alias
+		}
 		if !wantedStructs[name] || l.seen[name] {
 			r.SkipChildren()
 			continue
@@ -602,6 +643,13 @@ func (l *layouts) read(d *dwarf.Data, units []dwarf.Offset) error {
 		}
 		st, ok := t.(*dwarf.StructType)
 		if !ok {
+			continue
+		}
+		if aliased[name] && !hasWantedField(st, name) {
+			// Another struct of that name (Go 1.27's net/http keeps an
+			// http2ClientConn that wraps the moved one): keep looking.
+			delete(l.seen, name)
+			r.SkipChildren()
 			continue
 		}
 		for _, w := range want {

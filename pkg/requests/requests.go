@@ -35,15 +35,49 @@ const (
 	finishRequest = "net/http.(*response).finishRequest"
 	rtFunc        = "net/http.(*Transport).roundTrip"
 	pconnRT       = "net/http.(*persistConn).roundTrip"
-	h2RunHandler  = "net/http.(*http2serverConn).runHandler"
-	h2Deferred    = "net/http.(*http2serverConn).runHandler.func1"
-	h2HandlerDone = "net/http.(*http2responseWriter).handlerDone"
-	h2RTOpt       = "net/http.(*http2Transport).RoundTripOpt"
 )
 
-// h2RoundTrips are the calls in h2RTOpt that make one HTTP/2 round trip
-// (cc, req): the unexported one where the exported one is inlined.
-var h2RoundTrips = []string{"net/http.(*http2ClientConn).roundTrip", "net/http.(*http2ClientConn).RoundTrip"}
+// h2Funcs are the functions of net/http's HTTP/2 the probes go in, by
+// where it lives: bundled into net/http (h2_bundle.go) until Go 1.26, in
+// net/http/internal/http2 from Go 1.27 (the same code, without the http2
+// prefix; goruntime reads its structs under either name).
+type h2Funcs struct {
+	runHandler, deferred, handlerDone, rtOpt string
+	// roundTrips are the calls in rtOpt that make one HTTP/2 round trip
+	// (cc, req): the unexported one where the exported one is inlined.
+	roundTrips []string
+}
+
+var h2Packages = []h2Funcs{
+	{
+		runHandler:  "net/http.(*http2serverConn).runHandler",
+		deferred:    "net/http.(*http2serverConn).runHandler.func1",
+		handlerDone: "net/http.(*http2responseWriter).handlerDone",
+		rtOpt:       "net/http.(*http2Transport).RoundTripOpt",
+		roundTrips:  []string{"net/http.(*http2ClientConn).roundTrip", "net/http.(*http2ClientConn).RoundTrip"},
+	},
+	{
+		runHandler:  "net/http/internal/http2.(*serverConn).runHandler",
+		deferred:    "net/http/internal/http2.(*serverConn).runHandler.func1",
+		handlerDone: "net/http/internal/http2.(*responseWriter).handlerDone",
+		rtOpt:       "net/http/internal/http2.(*Transport).RoundTripOpt",
+		roundTrips:  []string{"net/http/internal/http2.(*ClientConn).roundTrip", "net/http/internal/http2.(*ClientConn).RoundTrip"},
+	},
+}
+
+// h2FuncsOf are the HTTP/2 functions of the binary whose functions funcs
+// finds: the first of h2Packages whose server or client it has (the first
+// if none, for the limits to name).
+func h2FuncsOf(funcs goruntime.FuncLookup) h2Funcs {
+	for _, h := range h2Packages {
+		for _, fn := range []string{h.runHandler, h.rtOpt} {
+			if _, _, ok := funcs(fn); ok {
+				return h
+			}
+		}
+	}
+	return h2Packages[0]
+}
 
 // Options configure the object.
 type Options struct {
@@ -130,14 +164,15 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 	if p.ServerEnd, err = goruntime.CallSites(f, funcs, serveFunc, finishRequest); err != nil {
 		return p, err
 	}
-	if s, err := goruntime.EntryBranch(f, funcs, h2RunHandler); err != nil {
+	h2 := h2FuncsOf(funcs)
+	if s, err := goruntime.EntryBranch(f, funcs, h2.runHandler); err != nil {
 		p.H2WhyNot = err
-	} else if p.H2End, err = goruntime.CallSites(f, funcs, h2Deferred, h2HandlerDone); err != nil {
+	} else if p.H2End, err = goruntime.CallSites(f, funcs, h2.deferred, h2.handlerDone); err != nil {
 		p.H2WhyNot = err
 	} else {
 		p.H2Start = []goruntime.Site{s}
 	}
-	p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = h2ClientProbes(f, funcs)
+	p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = h2ClientProbes(f, funcs, h2)
 	starts, err := goruntime.CallSites(f, funcs, rtFunc, pconnRT)
 	if err != nil {
 		p.ClientWhyNot = err
@@ -152,16 +187,16 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 	return p, nil
 }
 
-func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup) (starts, ends []goruntime.Site, err error) {
-	for _, callee := range h2RoundTrips {
-		if starts, err = goruntime.CallSites(f, funcs, h2RTOpt, callee); err == nil {
+func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup, h2 h2Funcs) (starts, ends []goruntime.Site, err error) {
+	for _, callee := range h2.roundTrips {
+		if starts, err = goruntime.CallSites(f, funcs, h2.rtOpt, callee); err == nil {
 			break
 		}
 	}
 	if err != nil {
 		return nil, nil, err
 	}
-	if ends, err = goruntime.AfterCalls(f, funcs, h2RTOpt, starts); err != nil {
+	if ends, err = goruntime.AfterCalls(f, funcs, h2.rtOpt, starts); err != nil {
 		return nil, nil, err
 	}
 	return starts, ends, nil
