@@ -358,23 +358,7 @@ func benchNettarget(b *testing.B, iso isolation, hooks []string, op, field strin
 //
 //	go test -c -o /tmp/g.test ./cmd/gonetscope && /tmp/g.test -test.run '^$' -test.bench NetpollPingPong -test.benchtime 3x
 func BenchmarkNetpollPingPong(b *testing.B) {
-	modes := []struct {
-		name  string
-		hooks []string // nil: untraced
-	}{
-		{"untraced", nil},
-		{"sock", []string{"--hooks", "auto"}},
-		{"tracepoint", []string{"--hooks", "tracepoint"}},
-	}
-	sums := make([]float64, len(modes))
-	for i := 0; i < b.N; i++ {
-		for m, mode := range modes {
-			sums[m] += float64(benchPingPong(b, mode.hooks))
-		}
-	}
-	for m, mode := range modes {
-		b.ReportMetric(sums[m]/float64(b.N), "ns/exchange-"+mode.name)
-	}
+	benchHookModes(b, "sock", "ns/exchange-", benchPingPong)
 }
 
 // BenchmarkConnectionChurn measures what a new connection costs the
@@ -386,22 +370,31 @@ func BenchmarkNetpollPingPong(b *testing.B) {
 // (their syscall tracepoints, and every other syscall of the target's on
 // the slow entry), interleaved in one run.
 func BenchmarkConnectionChurn(b *testing.B) {
+	benchHookModes(b, "defaults", "cpu-ns/conn-", func(b *testing.B, hooks []string) int64 {
+		return benchNettarget(b, onHost, hooks, "churn", "cpu_ns_per_conn", "-churn", "20000")
+	})
+}
+
+// benchHookModes runs measure untraced, with --hooks auto (reported as
+// auto) and with --hooks tracepoint, interleaved b.N times, and reports
+// each mode's mean as unit+mode.
+func benchHookModes(b *testing.B, auto, unit string, measure func(b *testing.B, hooks []string) int64) {
 	modes := []struct {
 		name  string
 		hooks []string // nil: untraced
 	}{
 		{"untraced", nil},
-		{"defaults", []string{"--hooks", "auto"}},
+		{auto, []string{"--hooks", "auto"}},
 		{"tracepoint", []string{"--hooks", "tracepoint"}},
 	}
 	sums := make([]float64, len(modes))
 	for i := 0; i < b.N; i++ {
 		for m, mode := range modes {
-			sums[m] += float64(benchNettarget(b, onHost, mode.hooks, "churn", "cpu_ns_per_conn", "-churn", "20000"))
+			sums[m] += float64(measure(b, mode.hooks))
 		}
 	}
 	for m, mode := range modes {
-		b.ReportMetric(sums[m]/float64(b.N), "cpu-ns/conn-"+mode.name)
+		b.ReportMetric(sums[m]/float64(b.N), unit+mode.name)
 	}
 }
 
