@@ -65,7 +65,13 @@ struct req_layout {
 	__u16 g_parent_goid;      /* runtime.g.parentGoid (Go 1.21+); 0 unknown */
 	__u16 h2cc_tconn;         /* http2ClientConn.tconn; 0: no HTTP/2 client probes */
 	__u16 grpc_client;        /* 1: the gRPC client probes are attached (http_grpc_calls) */
-	__u16 _pad;
+	/* Go 1.27's HTTP/2 server holds an internal ServerRequest by value at
+	 * h2rws_req: its Method's offset there, and its URL's and
+	 * ContentLength's from Method; 0: a *http.Request is at h2rws_req. */
+	__u16 h2req_method;
+	__u16 h2req_url;
+	__u16 h2req_content_length;
+	__u16 _pad[2];
 };
 
 struct {
@@ -723,10 +729,22 @@ int h2_end(struct pt_regs *ctx)
 	__u64 rw = GO_REG_ARG(ctx, 0), rws = 0, req = 0, sc = 0;
 	__s64 status = 0;
 	/* http2responseWriter.rws is at 0. */
-	if (!bpf_probe_read_user(&rws, sizeof(rws), (void *)rw) && rws &&
-	    !bpf_probe_read_user(&req, sizeof(req), (void *)(rws + l->h2rws_req)) &&
-	    !bpf_probe_read_user(&status, sizeof(status), (void *)(rws + l->h2rws_status))) {
-		bpf_probe_read_user(&sc, sizeof(sc), (void *)(rws + l->h2rws_conn));
+	if (bpf_probe_read_user(&rws, sizeof(rws), (void *)rw) || !rws ||
+	    bpf_probe_read_user(&status, sizeof(status), (void *)(rws + l->h2rws_status))) {
+		st->t_start = 0;
+		return 0;
+	}
+	bpf_probe_read_user(&sc, sizeof(sc), (void *)(rws + l->h2rws_conn));
+	if (l->h2req_url) {
+		/* Go 1.27: the request is in rws, laid out as a request whose
+		 * Method is at 0 (read_method_url) and which has no Pattern. */
+		struct req_layout il = *l;
+		il.req_url = l->h2req_url;
+		il.req_pattern = 0;
+		il.req_content_length = l->h2req_content_length;
+		req = rws + l->h2rws_req + l->h2req_method;
+		request_end(&il, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2);
+	} else if (!bpf_probe_read_user(&req, sizeof(req), (void *)(rws + l->h2rws_req))) {
 		request_end(l, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2);
 	}
 	st->t_start = 0;

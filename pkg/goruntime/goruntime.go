@@ -134,6 +134,11 @@ type Offsets struct {
 	HttpReqContentLength uint16
 	// http2ClientConn.tconn: the HTTP/2 client's connection.
 	H2CcTconn uint16
+	// Go 1.27's HTTP/2 server (net/http/internal/http2) holds its request
+	// by value in responseWriterState.req: a ServerRequest, whose Method,
+	// URL and ContentLength these are (no Pattern); 0 before Go 1.27,
+	// whose req is a *http.Request.
+	H2ReqMethod, H2ReqURL, H2ReqContentLength uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -347,6 +352,7 @@ func copyHTTPOffsets(dst *Offsets, src Offsets) {
 	dst.HttpConnRwc, dst.HttpConnRemoteAddr, dst.HttpPconnConn, dst.FDSysfd = src.HttpConnRwc, src.HttpConnRemoteAddr, src.HttpPconnConn, src.FDSysfd
 	dst.H2RwsReq, dst.H2RwsStatus, dst.H2RwsWrote, dst.H2RwsConn = src.H2RwsReq, src.H2RwsStatus, src.H2RwsWrote, src.H2RwsConn
 	dst.H2ScConn, dst.H2ScRaddr, dst.H2CcTconn = src.H2ScConn, src.H2ScRaddr, src.H2CcTconn
+	dst.H2ReqMethod, dst.H2ReqURL, dst.H2ReqContentLength = src.H2ReqMethod, src.H2ReqURL, src.H2ReqContentLength
 }
 
 // TableVersions lists the Go minor versions in the offsets table, oldest first.
@@ -505,6 +511,9 @@ var want = []struct {
 	{"net/http.http2serverConn", "conn", func(o *Offsets) *uint16 { return &o.H2ScConn }, true},
 	{"net/http.http2serverConn", "remoteAddrStr", func(o *Offsets) *uint16 { return &o.H2ScRaddr }, true},
 	{"net/http.http2ClientConn", "tconn", func(o *Offsets) *uint16 { return &o.H2CcTconn }, true},
+	{"net/http/internal/http2.ServerRequest", "Method", func(o *Offsets) *uint16 { return &o.H2ReqMethod }, true},
+	{"net/http/internal/http2.ServerRequest", "URL", func(o *Offsets) *uint16 { return &o.H2ReqURL }, true},
+	{"net/http/internal/http2.ServerRequest", "ContentLength", func(o *Offsets) *uint16 { return &o.H2ReqContentLength }, true},
 }
 
 // atZero lists fields read at offset 0 of their struct (where the zero
@@ -547,14 +556,14 @@ type layouts struct {
 // structAliases are the names a struct of want or atZero has taken in
 // other Go versions, each to the name those tables use: Go 1.27 moved
 // net/http's bundled HTTP/2 into net/http/internal/http2, the same
-// structs and fields without the http2 prefix. Not responseWriterState:
-// its req there is an internal request struct held by value, not the
-// *http.Request the probes read, so the HTTP/2 server's offsets stay
-// unknown for Go 1.27 (and its requests untraced, with a limit) until the
-// probes read that struct.
+// structs and fields without the http2 prefix, except that
+// responseWriterState.req holds a ServerRequest by value where it held a
+// *http.Request (H2ReqURL says which).
 var structAliases = map[string]string{
-	"net/http/internal/http2.serverConn": "net/http.http2serverConn",
-	"net/http/internal/http2.ClientConn": "net/http.http2ClientConn",
+	"net/http/internal/http2.responseWriterState": "net/http.http2responseWriterState",
+	"net/http/internal/http2.responseWriter":      "net/http.http2responseWriter",
+	"net/http/internal/http2.serverConn":          "net/http.http2serverConn",
+	"net/http/internal/http2.ClientConn":          "net/http.http2ClientConn",
 }
 
 // aliased are the names structAliases maps to.

@@ -284,9 +284,17 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	if probes.H2WhyNot == nil && (off.H2RwsReq == 0 || off.H2RwsStatus == 0 || off.H2RwsConn == 0 || off.H2ScConn == 0 || off.H2ScRaddr == 0) {
 		probes.H2WhyNot = errors.New("the offsets of net/http's HTTP/2 server structs are not known")
 	}
+	if probes.H2WhyNot == nil && off.H2ReqURL != 0 && (off.H2ReqURL <= off.H2ReqMethod || off.H2ReqContentLength <= off.H2ReqMethod) {
+		probes.H2WhyNot = errors.New("its HTTP/2 server's request is laid out in a way gonetscope does not know")
+	}
 	if probes.H2WhyNot != nil {
 		limits = append(limits, fmt.Sprintf("no http_request for HTTP/2: %v", probes.H2WhyNot))
 		probes.H2Start, probes.H2End = nil, nil
+	} else if off.H2ReqURL != 0 && off.HttpReqPattern != 0 {
+		// The mux sets Pattern on the *http.Request that net/http
+		// makes from the HTTP/2 server's own request, which the
+		// probes do not see.
+		limits = append(limits, fmt.Sprintf("HTTP/2 http_request routes are paths with ids collapsed: %s's HTTP/2 server request has no Pattern", p.Bin.GoVersion))
 	}
 	if probes.H2ClientWhyNot == nil && probes.ClientWhyNot == nil && off.H2CcTconn == 0 {
 		probes.H2ClientWhyNot = errors.New("the offset of http2ClientConn.tconn is not known")
@@ -317,6 +325,9 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	if probes.H2End != nil {
 		l.H2rwsReq, l.H2rwsStatus, l.H2rwsWrote, l.H2rwsConn = off.H2RwsReq, off.H2RwsStatus, off.H2RwsWrote, off.H2RwsConn
 		l.H2scConn, l.H2scRaddr = off.H2ScConn, off.H2ScRaddr
+		if off.H2ReqURL != 0 { // Go 1.27: a ServerRequest at H2RwsReq, offsets from its Method
+			l.H2reqMethod, l.H2reqUrl, l.H2reqContentLength = off.H2ReqMethod, off.H2ReqURL-off.H2ReqMethod, off.H2ReqContentLength-off.H2ReqMethod
+		}
 	}
 	attach := func(prog string, sites []goruntime.Site) error {
 		for _, s := range sites {

@@ -278,7 +278,10 @@ type requestsReqLayout struct {
 	G_parentGoid       uint16
 	H2ccTconn          uint16
 	GrpcClient         uint16
-	Pad                uint16
+	H2reqMethod        uint16
+	H2reqUrl           uint16
+	H2reqContentLength uint16
+	Pad                [2]uint16
 }
 
 type requestsReqState struct {
