@@ -158,9 +158,10 @@ static __always_inline struct pt_regs *user_regs(void)
 #define REGS_GO_G(r) BPF_CORE_READ(r, r14)
 #define NR_CONNECT 42
 /* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX,
- * RDI, RSI, R8 (the first six). */
+ * RDI, RSI, R8, R9, R10, R11. */
 #define GO_REG_ARG(r, i) ((i) == 0 ? (r)->ax : (i) == 1 ? (r)->bx : (i) == 2 ? (r)->cx : \
-			  (i) == 3 ? (r)->di : (i) == 4 ? (r)->si : (r)->r8)
+			  (i) == 3 ? (r)->di : (i) == 4 ? (r)->si : (i) == 5 ? (r)->r8 :  \
+			  (i) == 6 ? (r)->r9 : (i) == 7 ? (r)->r10 : (r)->r11)
 /* The current g in a uprobe's own registers. */
 #define GO_REG_G(r) ((r)->r14)
 #elif defined(__TARGET_ARCH_arm64)

@@ -899,15 +899,6 @@ int client_end(struct pt_regs *ctx)
  *                 went well, else (as grpc makes them) a status error.
  */
 
-/* Go's ABIInternal argument registers past the third. */
-#if defined(__TARGET_ARCH_x86)
-#define GO_ARG3(r) ((r)->di)
-#define GO_ARG8(r) ((r)->r11)
-#else
-#define GO_ARG3(r) ((r)->regs[3])
-#define GO_ARG8(r) ((r)->regs[8])
-#endif
-
 struct grpc_layout {
 	__u64 slow_ns;    /* calls at least this long are sent as events */
 	__u64 error_itab; /* run-time address of the itab (*status.Error, error) */
@@ -1052,7 +1043,7 @@ int grpc_server_start(struct pt_regs *ctx)
 	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
 	if (st && st->t_start)
 		return 0;
-	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_ARG3(ctx)};
+	struct grpc_server_state s = {.t_start = bpf_ktime_get_boot_ns(), .stream = GO_REG_ARG(ctx, 3)};
 	/* Its goroutine's waits count for it. */
 	req_open(&k, s.t_start, st);
 	put_in_place(&grpc_server_active, &k, &s);
@@ -1149,8 +1140,8 @@ int grpc_client_start(struct pt_regs *ctx)
 		return 0;
 	struct grpc_client_state c = {
 		.t_start = bpf_ktime_get_boot_ns(),
-		.method = {.ptr = GO_REG_ARG(ctx, 2), .len = (__s64)GO_ARG3(ctx)},
-		.cc = GO_ARG8(ctx),
+		.method = {.ptr = GO_REG_ARG(ctx, 2), .len = (__s64)GO_REG_ARG(ctx, 3)},
+		.cc = GO_REG_ARG(ctx, 8),
 	};
 	put_in_place(&grpc_client_active, &k, &c);
 	return 0;
