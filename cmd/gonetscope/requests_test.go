@@ -179,9 +179,11 @@ func TestHTTPRequests(t *testing.T) {
 	// The newest: Go 1.27 moved HTTP/2 into net/http/internal/http2,
 	// probed under its new names and offsets. Its server holds its own
 	// request struct, by value, with no Pattern: HTTP/2 routes are the
-	// paths collapsed, and the attached event says so, exactly.
+	// paths collapsed; its client is not probed (TestHTTPH2Downstream);
+	// the attached event says both, exactly.
 	bin127 := buildHTTPTargetWith(t, "go1.27.3", "-ldflags=-s -w", "-buildmode=pie")
-	limit127 := []string{"HTTP/2 http_request routes are paths with ids collapsed: go1.27.3's HTTP/2 server request has no Pattern"}
+	limit127 := []string{"HTTP/2 http_request routes are paths with ids collapsed: go1.27.3's HTTP/2 server request has no Pattern",
+		"no http_client_request for HTTP/2: " + requests.ErrH2ClientRequest.Error()}
 	t.Run("go1.27.3-stripped-pie", func(t *testing.T) {
 		checkHTTPRequests(t, bin127, ds, delay, httpCase{hooks: "auto", patterns: true, limits: limit127})
 	})
@@ -771,7 +773,13 @@ func TestHTTPFanout(t *testing.T) {
 // http_request event, and every event.
 func traceOneRequest(t *testing.T, args, env, traceArgs []string, target string) (*sentRequest, *httpEvent, []httpEvent) {
 	t.Helper()
-	cmd := exec.Command(buildTarget(t, "httptarget"), args...)
+	return traceOneRequestOf(t, buildTarget(t, "httptarget"), args, env, traceArgs, target)
+}
+
+// traceOneRequestOf is traceOneRequest for the httptarget binary bin.
+func traceOneRequestOf(t *testing.T, bin string, args, env, traceArgs []string, target string) (*sentRequest, *httpEvent, []httpEvent) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	_, next := startTarget(t, cmd)
 	addr := next("listening")["addr"].(string)
@@ -804,6 +812,31 @@ func traceOneRequest(t *testing.T, args, env, traceArgs []string, target string)
 // on the connection's own read loop; the breakdown must still name the
 // connection with its wait, and http_client_request have it.
 func TestHTTPH2Downstream(t *testing.T) {
+	checkH2Downstream(t, buildTarget(t, "httptarget"))
+	// Go 1.27 moved the HTTP/2 client into net/http/internal/http2, whose
+	// round trip takes a request struct of its own: no client probes, no
+	// http_client_request for it, and the attached event says exactly
+	// that (the server side of 1.27: TestHTTPRequests).
+	t.Run("go1.27.3-stripped-pie", func(t *testing.T) {
+		ds := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok\n") }))
+		ds.EnableHTTP2 = true
+		ds.StartTLS()
+		defer ds.Close()
+		bin := buildHTTPTargetWith(t, "go1.27.3", "-ldflags=-s -w", "-buildmode=pie")
+		_, _, evs := traceOneRequestOf(t, bin, []string{"-downstream", ds.URL + "/", "-insecure-h2"}, nil, nil, "/items/6?downstream=1")
+		want := "no http_client_request for HTTP/2: " + requests.ErrH2ClientRequest.Error()
+		for _, e := range evs {
+			if e.Event == "attached" && !slices.Contains(e.Limits, want) {
+				t.Errorf("attached limits %q, want %q among them", e.Limits, want)
+			}
+			if e.Event == "http_client_request" {
+				t.Errorf("an http_client_request from Go 1.27's HTTP/2 client, which has no probes: %+v", e)
+			}
+		}
+	})
+}
+
+func checkH2Downstream(t *testing.T, bin string) {
 	const delay = 300 * time.Millisecond
 	var proto atomic.Int32
 	ds := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -815,7 +848,7 @@ func TestHTTPH2Downstream(t *testing.T) {
 	ds.StartTLS()
 	defer ds.Close()
 	dsAddr := ds.Listener.Addr().(*net.TCPAddr)
-	r, req, evs := traceOneRequest(t, []string{"-downstream", ds.URL + "/", "-insecure-h2"}, nil, nil, "/items/6?downstream=1")
+	r, req, evs := traceOneRequestOf(t, bin, []string{"-downstream", ds.URL + "/", "-insecure-h2"}, nil, nil, "/items/6?downstream=1")
 	if p := proto.Load(); p != 2 {
 		t.Fatalf("the downstream was called over HTTP/%d, want 2", p)
 	}
