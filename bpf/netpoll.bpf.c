@@ -109,6 +109,16 @@ enum cost_stage {
 };
 const volatile __u32 cost = COST_ALL;
 
+/* The start of the programs on the targets' calls: the cost stages make
+ * bench cuts them at, around the PID filter (serves). */
+static __always_inline bool passes_filter(bool both_paths, __u64 *pid_tgid)
+{
+	if (cost == COST_DISPATCH)
+		return false;
+	*pid_tgid = bpf_get_current_pid_tgid();
+	return serves(*pid_tgid >> 32, both_paths) && cost != COST_FILTER;
+}
+
 /* Whether a wait is worth a human's look. WAIT_IDLE: a server connection
  * waiting for the client's next request (a read on an accepted connection
  * that has received nothing yet, or whose last data went out after the
@@ -378,10 +388,8 @@ static __always_inline int park(void *ctx, __u64 pid_tgid, __s32 fd, long ret, e
 static __always_inline int park_at_exit(struct trace_event_raw_sys_exit *ctx, enum dir dir,
 					enum mode mode, bool both_paths)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(both_paths, &pid_tgid))
 		return 0;
 	if (both_paths && calls_by_uprobe(pid_tgid >> 32))
 		return 0;
@@ -637,10 +645,8 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 static __always_inline int resume_at_enter(struct trace_event_raw_sys_enter *ctx, enum dir dir,
 					   bool both_paths)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, both_paths) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(both_paths, &pid_tgid))
 		return 0;
 	if (both_paths && calls_by_uprobe(pid_tgid >> 32))
 		return 0;
@@ -1078,20 +1084,16 @@ int BPF_PROG(sock_state, struct sock *sk, int oldstate, int newstate)
  * path, no thread on the host then takes the slow syscall entry. */
 static __always_inline int call_park(void *ctx, __s32 fd, long ret, enum dir dir, enum mode mode)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(true, &pid_tgid))
 		return 0;
 	return park(ctx, pid_tgid, fd, ret, dir, mode);
 }
 
 static __always_inline int call_resume(void *ctx, __s32 fd, enum dir dir)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(true, &pid_tgid))
 		return 0;
 	return resume(ctx, pid_tgid, fd, dir);
 }
@@ -1134,10 +1136,8 @@ int BPF_PROG(fentry_getsockopt, int fd)
 SEC("uprobe")
 int uprobe_accept4(struct pt_regs *ctx)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(true, &pid_tgid))
 		return 0;
 	return resume(ctx, pid_tgid, save_call_args(ctx, pid_tgid >> 32), DIR_READ);
 }
@@ -1145,10 +1145,8 @@ int uprobe_accept4(struct pt_regs *ctx)
 SEC("uprobe")
 int uprobe_connect(struct pt_regs *ctx)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(true, &pid_tgid))
 		return 0;
 	return resume(ctx, pid_tgid, save_call_args(ctx, pid_tgid >> 32), DIR_WRITE);
 }
@@ -1163,10 +1161,8 @@ int uprobe_getsockopt(struct pt_regs *ctx)
 
 static __always_inline int uprobe_park(struct pt_regs *ctx, enum dir dir, enum mode mode)
 {
-	if (cost == COST_DISPATCH)
-		return 0;
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	if (!serves(pid_tgid >> 32, true) || cost == COST_FILTER)
+	__u64 pid_tgid;
+	if (!passes_filter(true, &pid_tgid))
 		return 0;
 	long ret;
 	struct call_args args;
