@@ -52,6 +52,28 @@ func AfterCalls(f *elf.File, funcs FuncLookup, caller string, calls []Site) ([]S
 	return sitesAfter(f, funcs, caller, calls, false)
 }
 
+// CallsAndReturns finds, in caller, the direct calls of the first of
+// callees it calls (CallSites; a callee renamed across versions is
+// listed once per name) and after each the site that sees what it
+// returned (AfterCalls).
+func CallsAndReturns(f *elf.File, funcs FuncLookup, caller string, callees ...string) (calls, returns []Site, err error) {
+	for _, callee := range callees {
+		if calls, err = CallSites(f, funcs, caller, callee); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		if len(callees) > 1 {
+			err = fmt.Errorf("%s calls none of %v (%w)", caller, callees, err)
+		}
+		return nil, nil, err
+	}
+	if returns, err = AfterCalls(f, funcs, caller, calls); err != nil {
+		return nil, nil, err
+	}
+	return calls, returns, nil
+}
+
 // ResumeSites finds, for each call in calls (in caller), where a uprobe
 // fires once the goroutine runs again after the call returned: the first
 // instruction after it that the kernel emulates (a NOP, a conditional or

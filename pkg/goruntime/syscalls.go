@@ -54,11 +54,7 @@ func SocketSyscallSites(f *elf.File, funcs FuncLookup, goVersion string) (map[st
 		if _, _, ok := funcs(w.wrapper); !ok {
 			continue
 		}
-		calls, err := CallSites(f, funcs, w.wrapper, w.enter)
-		if err != nil {
-			return nil, err
-		}
-		returns, err := AfterCalls(f, funcs, w.wrapper, calls)
+		calls, returns, err := CallsAndReturns(f, funcs, w.wrapper, w.enter)
 		if err != nil {
 			return nil, err
 		}
@@ -83,22 +79,6 @@ var epollWaits = []string{
 // array in BX (R1) and the timeout in ms in R8 (R5), the sixth integer
 // argument; at the return, the count in AX (R0) and the errno in BX (R1).
 func EpollWaitSites(f *elf.File, funcs FuncLookup) (SyscallSites, error) {
-	var calls []Site
-	err := fmt.Errorf("runtime.netpoll calls none of %v", epollWaits)
-	for _, callee := range epollWaits {
-		if _, _, ok := funcs(callee); !ok {
-			continue
-		}
-		if calls, err = CallSites(f, funcs, "runtime.netpoll", callee); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return SyscallSites{}, err
-	}
-	returns, err := AfterCalls(f, funcs, "runtime.netpoll", calls)
-	if err != nil {
-		return SyscallSites{}, err
-	}
-	return SyscallSites{Calls: calls, Returns: returns}, nil
+	calls, returns, err := CallsAndReturns(f, funcs, "runtime.netpoll", epollWaits...)
+	return SyscallSites{Calls: calls, Returns: returns}, err
 }

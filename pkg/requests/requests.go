@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
-	"os"
 	"strings"
 	"structs"
 	"sync"
@@ -25,7 +24,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // The functions the probes go in, and the calls they sit on.
@@ -46,6 +44,8 @@ type h2Funcs struct {
 	// roundTrips are the calls in rtOpt that make one HTTP/2 round trip
 	// (cc, req): the unexported one where the exported one is inlined.
 	roundTrips []string
+	// clientWhyNot says why the client is not probed; nil: it is.
+	clientWhyNot error
 }
 
 // ErrH2ClientRequest: Go 1.27's HTTP/2 client round-trips its own
@@ -62,11 +62,11 @@ var h2Packages = []h2Funcs{
 		roundTrips:  []string{"net/http.(*http2ClientConn).roundTrip", "net/http.(*http2ClientConn).RoundTrip"},
 	},
 	{
-		runHandler:  "net/http/internal/http2.(*serverConn).runHandler",
-		deferred:    "net/http/internal/http2.(*serverConn).runHandler.func1",
-		handlerDone: "net/http/internal/http2.(*responseWriter).handlerDone",
-		rtOpt:       "net/http/internal/http2.(*Transport).RoundTripOpt",
-		roundTrips:  []string{"net/http/internal/http2.(*ClientConn).roundTrip", "net/http/internal/http2.(*ClientConn).RoundTrip"},
+		runHandler:   "net/http/internal/http2.(*serverConn).runHandler",
+		deferred:     "net/http/internal/http2.(*serverConn).runHandler.func1",
+		handlerDone:  "net/http/internal/http2.(*responseWriter).handlerDone",
+		rtOpt:        "net/http/internal/http2.(*Transport).RoundTripOpt",
+		clientWhyNot: ErrH2ClientRequest,
 	},
 }
 
@@ -177,38 +177,11 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 	} else {
 		p.H2Start = []goruntime.Site{s}
 	}
-	if h2.rtOpt == h2Packages[1].rtOpt {
-		p.H2ClientWhyNot = ErrH2ClientRequest
-	} else {
-		p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = h2ClientProbes(f, funcs, h2)
+	if p.H2ClientWhyNot = h2.clientWhyNot; p.H2ClientWhyNot == nil {
+		p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = goruntime.CallsAndReturns(f, funcs, h2.rtOpt, h2.roundTrips...)
 	}
-	starts, err := goruntime.CallSites(f, funcs, rtFunc, pconnRT)
-	if err != nil {
-		p.ClientWhyNot = err
-		return p, nil
-	}
-	ends, err := goruntime.AfterCalls(f, funcs, rtFunc, starts)
-	if err != nil {
-		p.ClientWhyNot = err
-		return p, nil
-	}
-	p.ClientStart, p.ClientEnd = starts, ends
+	p.ClientStart, p.ClientEnd, p.ClientWhyNot = goruntime.CallsAndReturns(f, funcs, rtFunc, pconnRT)
 	return p, nil
-}
-
-func h2ClientProbes(f *elf.File, funcs goruntime.FuncLookup, h2 h2Funcs) (starts, ends []goruntime.Site, err error) {
-	for _, callee := range h2.roundTrips {
-		if starts, err = goruntime.CallSites(f, funcs, h2.rtOpt, callee); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	if ends, err = goruntime.AfterCalls(f, funcs, h2.rtOpt, starts); err != nil {
-		return nil, nil, err
-	}
-	return starts, ends, nil
 }
 
 // ErrNoServer means the program has no net/http server: nothing to trace.
@@ -219,17 +192,12 @@ var ErrNoServer = errors.New("no net/http server in the program")
 // limits say what is off for it (the client probes, say); an error
 // means none is attached (HTTPLimit says it as a limit).
 func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []string, err error) {
-	exe := proc.Path(p.PID, "exe")
-	fh, err := os.Open(exe)
+	f, err := p.OpenExe()
 	if err != nil {
 		return nil, err
 	}
-	defer fh.Close()
-	f, err := elf.NewFile(fh)
-	if err != nil {
-		return nil, err
-	}
-	ex, err := link.OpenExecutable(exe)
+	defer f.Close()
+	ex, err := link.OpenExecutable(p.ExePath())
 	if err != nil {
 		return nil, err
 	}
