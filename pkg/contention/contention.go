@@ -23,7 +23,6 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // blockingCalls are the runtime functions whose parks are contention,
@@ -223,16 +222,11 @@ func (o *Objects) Attach(p *goruntime.Process) (skipped []string, err error) {
 	if p.Bin.Offsets.GGoid == 0 {
 		return nil, errors.New("runtime.g offsets unknown")
 	}
-	exe := proc.Path(p.PID, "exe")
-	fh, err := os.Open(exe)
+	f, err := p.OpenExe()
 	if err != nil {
 		return nil, err
 	}
-	defer fh.Close()
-	f, err := elf.NewFile(fh)
-	if err != nil {
-		return nil, err
-	}
+	defer f.Close()
 	probes, skipped, err := Sites(f, p.Syms.Func)
 	if err != nil {
 		return nil, err
@@ -250,7 +244,7 @@ func (o *Objects) Attach(p *goruntime.Process) (skipped []string, err error) {
 	if err := o.coll.Maps[contentionMapGoidOffsets].Put(uint32(p.PID), uint32(p.Bin.Offsets.GGoid)); err != nil {
 		return nil, err
 	}
-	ex, err := link.OpenExecutable(exe)
+	ex, err := link.OpenExecutable(p.ExePath())
 	if err != nil {
 		return nil, err
 	}

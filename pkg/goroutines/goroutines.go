@@ -6,10 +6,8 @@
 package goroutines
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 
 	"github.com/cilium/ebpf"
@@ -17,7 +15,6 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
-	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // Objects are the loaded programs and maps, and the uprobes per target.
@@ -54,19 +51,15 @@ func (o *Objects) Close() error {
 // Attach places the two uprobes in the running Go process p (its
 // executable through /proc/PID/exe, found with its symbol table).
 func (o *Objects) Attach(p *goruntime.Process) error {
-	pid, bin, tab, exe := p.PID, p.Bin, p.Syms, proc.Path(p.PID, "exe")
+	pid, bin, tab, exe := p.PID, p.Bin, p.Syms, p.ExePath()
 	if bin.Offsets.GGoid == 0 || bin.Offsets.GStartpc == 0 || bin.Offsets.GGopc == 0 {
 		return errors.New("runtime.g offsets unknown")
 	}
-	fh, err := os.Open(exe)
+	f, err := p.OpenExe()
 	if err != nil {
 		return err
 	}
-	defer fh.Close()
-	f, err := elf.NewFile(fh)
-	if err != nil {
-		return err
-	}
+	defer f.Close()
 	create, exit, err := Probes(f, tab)
 	if err != nil {
 		return err

@@ -127,6 +127,14 @@ func OpenProcess(pid int, bin *Binary) (*Process, error) {
 	return p, nil
 }
 
+// ExePath is the process's executable as /proc/PID/exe, which opens it
+// even from another mount namespace (a container's): where uprobes go.
+func (p *Process) ExePath() string { return proc.Path(p.PID, "exe") }
+
+// OpenExe opens the process's executable as ELF, to find probe sites in
+// its code; the caller closes it.
+func (p *Process) OpenExe() (*elf.File, error) { return elf.Open(p.ExePath()) }
+
 // Replaced reports whether the process no longer runs the image p was
 // opened on: it replaced itself by exec (same PID), or is gone. Another
 // executable, or the same one loaded elsewhere, is another image.

@@ -1,10 +1,8 @@
 package tracer
 
 import (
-	"debug/elf"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 
 	"github.com/cilium/ebpf/link"
@@ -49,17 +47,12 @@ func (s *socketCalls) attach(p proc.Process, rt *goruntime.Process) (calls, epol
 		err := errors.New("its symbol table could not be read")
 		return nil, nil, err, err
 	}
-	exe := proc.Path(p.PID, "exe")
-	fh, err := os.Open(exe)
+	f, err := rt.OpenExe()
 	if err != nil {
 		return nil, nil, err, err
 	}
-	defer fh.Close()
-	f, err := elf.NewFile(fh)
-	if err != nil {
-		return nil, nil, err, err
-	}
-	ex, err := link.OpenExecutable(exe)
+	defer f.Close()
+	ex, err := link.OpenExecutable(rt.ExePath())
 	if err != nil {
 		return nil, nil, err, err
 	}
