@@ -898,10 +898,14 @@ int uprobe_epoll_wait_return(struct pt_regs *ctx)
 struct sock_waits {
 	struct park park[2]; /* by enum dir; t_park == 0: no goroutine parked */
 	__u64 rcvd_at_send;  /* tcp_sock.bytes_received at the last send */
+	__u64 sender_g;      /* the g (Go's g register) of the goroutine that made it */
 	__u32 pid;           /* the process the socket's fds are in */
 	__s32 fd[2];         /* the fd of each direction's park */
 	__u8 accepted;       /* enum accepted */
-	__u8 _pad[3];
+	/* 1: a byte the client sent after rcvd_at_send was read since (the
+	 * connection's next request began: requests.h req_read). */
+	__u8 req_seen;
+	__u8 _pad[2];
 };
 
 enum accepted {
@@ -928,6 +932,20 @@ static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32
 	return w->accepted == ACCEPTED_YES;
 }
 
+/* Whether the read that just returned on accepted socket sk consumed a
+ * byte the client sent after the server's last send: the bytes the
+ * process has read (received, less those still queued) go past what the
+ * connection had received at that send. A handler that left the body
+ * unread has it drained after the response: those bytes came before the
+ * send, so they do not pass for the next request's. */
+static __always_inline bool read_past_send(const struct sock_waits *w, struct sock *sk)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)tcp_sock_of(sk);
+	__u64 rcvd = BPF_CORE_READ(tp, bytes_received);
+	__u32 queued = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
+	return rcvd - queued > w->rcvd_at_send;
+}
+
 /* Steps 1 and 3 on the sock path: a read or write on a socket by a
  * traced process, in its syscall: the fd is the syscall's first argument
  * (read, readv, recvfrom, recvmsg and their writing twins). Resume first:
@@ -945,8 +963,10 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	if (!sk)
 		sk = sock->sk;
 	/* Storage is made at a park, and at a send (an accepted
-	 * connection's last send tells its idle reads). */
-	bool keep = ret == -EAGAIN || (dir == DIR_WRITE && ret > 0);
+	 * connection's last send tells its idle reads); with request
+	 * tracing at a read too (a connection's first request starts at
+	 * one). */
+	bool keep = ret == -EAGAIN || (ret > 0 && (dir == DIR_WRITE || track_requests));
 	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, sk, 0, keep ? BPF_SK_STORAGE_GET_F_CREATE : 0);
 	if (!w)
 		return 0;
@@ -965,8 +985,26 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	}
 	w->pid = pid;
 	if (d == DIR_WRITE && ret > 0) {
-		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk))
+		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk)) {
 			w->rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received);
+			w->req_seen = 0;
+			w->sender_g = REGS_GO_G(user_regs());
+		}
+		return 0;
+	}
+	/* The next request is the one of the goroutine that sent the last
+	 * response, whichever goroutine reads its first bytes: net/http's
+	 * background read (a goroutine of its own, parked on the connection
+	 * while the handler runs) can take them, and over TLS the whole
+	 * request with them. Before any send, the reader's. */
+	if (track_requests && ret > 0) {
+		if (!w->req_seen && cost == COST_ALL && sock_accepted(w, pid, fd, sk) && read_past_send(w, sk) &&
+		    (t || (t = lookup_target(pid))) && t->g_goid) {
+			w->req_seen = 1;
+			__u64 g = w->sender_g ? w->sender_g : REGS_GO_G(user_regs()), goid;
+			if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
+				req_read(pid, goid, bpf_ktime_get_boot_ns());
+		}
 		return 0;
 	}
 	if (ret != -EAGAIN || (!t && !(t = lookup_target(pid))))

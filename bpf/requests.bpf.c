@@ -9,7 +9,9 @@
  * see kernel-facts); never uretprobes:
  *   server_start: in net/http.(*conn).serve, CALL serverHandler.ServeHTTP
  *                 (w *response in the third argument register, req in the
- *                 fourth): the request was read, the handler starts.
+ *                 fourth): the request was read, the handler starts. On
+ *                 the syscall path only: on the sock path netpoll.bpf.c
+ *                 starts HTTP/1 requests at their first read (requests.h).
  *   server_end:   in net/http.(*conn).serve, CALL (*response).finishRequest
  *                 (w in the first): the handler returned.
  *   h2 start/end: the same start at the entry of the HTTP/2 server's
@@ -295,17 +297,6 @@ static __always_inline int read_goid_at(struct pt_regs *ctx, __u16 g_goid, __u64
 	return !g || bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + g_goid));
 }
 
-/* Sets map's entry for key k to *v: in place where it exists (an LRU
- * update costs more than the rest of a probe), else a new one. */
-#define put_in_place(map, k, v)                                      \
-	({                                                           \
-		typeof(*(v)) *__p = bpf_map_lookup_elem(map, k);     \
-		if (__p)                                             \
-			*__p = *(v);                                 \
-		else                                                 \
-			bpf_map_update_elem(map, k, v, BPF_ANY);     \
-	})
-
 /* Copies the Go string s into dst (n bytes, NUL-padded); returns its
  * length, or -1. */
 static __always_inline long copy_gostring(void *dst, __u32 n, const struct gostring *s)
@@ -545,23 +536,6 @@ static __always_inline void submit(void *e)
 	submit_at_most_every(e, wakeup_interval_ns, &last_wakeup_ns);
 }
 
-/* Opens a request served by goroutine k at now: netpoll adds the
- * goroutine's waits to it from now on (requests.h). A connection's
- * requests are served one after another by one goroutine: its entry is
- * reset in place (an LRU update and delete per request cost more than
- * the rest of the probe), and made only for its first request. st: the
- * entry, if already looked up. */
-static __always_inline void req_open(struct req_key *k, __u64 now, struct req_state *st)
-{
-	struct req_state fresh = {.t_start = now};
-	for (int i = 0; i < REQ_SLOTS; i++)
-		fresh.slot[i].fd = -1;
-	if (st)
-		*st = fresh;
-	else
-		put_in_place(&req_active, k, &fresh);
-}
-
 SEC("uprobe")
 int server_start(struct pt_regs *ctx)
 {
@@ -674,12 +648,16 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
 }
 
 /* The request the calling goroutine serves, or NULL (counted: its start
- * was not seen). */
+ * was not seen). On the sock path an HTTP/1 request whose bytes came
+ * before the previous response went out (pipelined) has no read to start
+ * it (requests.h req_read): it started when the previous one ended. */
 static __always_inline struct req_state *open_request(struct pt_regs *ctx, const struct req_layout *l, struct req_key *k)
 {
 	if (read_goid_at(ctx, l->g_goid, &k->goid))
 		return NULL;
 	struct req_state *st = bpf_map_lookup_elem(&req_active, k);
+	if (st && !st->t_start && st->t_end)
+		req_open(k, st->t_end, st);
 	if (!st || !st->t_start) {
 		req_count(REQ_COUNT_NO_START);
 		return NULL;
@@ -708,6 +686,7 @@ int server_end(struct pt_regs *ctx)
 	}
 	/* Closed; the entry stays for the connection's next request (LRU). */
 	st->t_start = 0;
+	st->t_end = bpf_ktime_get_boot_ns();
 	return 0;
 }
 

@@ -18,6 +18,15 @@
  *    g.parentGoid, one generation) counts for the parent's request too.
  * Each wait is clipped to the request's start too, so a keep-alive
  * connection's idle wait before the request is not counted.
+ *
+ * Where an HTTP/1 request starts: on the sock path (netpoll's socket
+ * tracepoints or fexit) at the serving goroutine's first read of a byte
+ * the client sent after the server's last send on the connection
+ * (req_read); no uprobe runs for it, so a request costs one trap, its
+ * end's. On the syscall path, where reads are not seen that cheaply, at
+ * requests.bpf.c's server_start uprobe (CALL ServeHTTP). HTTP/2 streams
+ * start at server_start on runHandler either way (their goroutines read
+ * no socket).
  */
 #pragma once
 
@@ -46,7 +55,8 @@ struct req_wait {
  * the request (reset at the connection's next one); t_start 0: no request
  * in flight. */
 struct req_state {
-	__u64 t_start; /* bpf_ktime_get_boot_ns at ServeHTTP; 0 between requests */
+	__u64 t_start; /* bpf_ktime_get_boot_ns at its start; 0 between requests */
+	__u64 t_end;   /* when this goroutine's last request ended; 0: none yet */
 	__u64 io_ns;    /* every counted wait's parts, slotted or not */
 	__u64 sched_ns;
 	__u32 waits;
@@ -88,6 +98,66 @@ struct {
 	__type(key, __u32);        /* tgid */
 	__type(value, __u16);
 } req_parent_off SEC(".maps");
+
+/* The targets whose HTTP/1 server requests start at a read on the sock
+ * path (req_read): pkg/requests adds one once its server_end probe is
+ * attached, so no request is opened that nothing would close. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096); /* 1 unless request tracing is on */
+	__type(key, __u32);        /* tgid */
+	__type(value, __u8);
+} req_read_starts SEC(".maps");
+
+/* Sets map's entry for key k to *v: in place where it exists (an LRU
+ * update costs more than the rest of a probe), else a new one. */
+#define put_in_place(map, k, v)                                      \
+	({                                                           \
+		typeof(*(v)) *__p = bpf_map_lookup_elem(map, k);     \
+		if (__p)                                             \
+			*__p = *(v);                                 \
+		else                                                 \
+			bpf_map_update_elem(map, k, v, BPF_ANY);     \
+	})
+
+/* Opens a request served by goroutine k at now: netpoll adds the
+ * goroutine's waits to it from now on. A connection's requests are
+ * served one after another by one goroutine: its entry is reset in place
+ * (an LRU update and delete per request cost more than the rest of the
+ * probe), and made only for its first request. st: the entry, if already
+ * looked up. */
+static __always_inline void req_open(struct req_key *k, __u64 now, struct req_state *st)
+{
+	struct req_state fresh = {.t_start = now};
+	for (int i = 0; i < REQ_SLOTS; i++)
+		fresh.slot[i].fd = -1;
+	if (st) {
+		fresh.t_end = st->t_end;
+		*st = fresh;
+	} else {
+		put_in_place(&req_active, k, &fresh);
+	}
+}
+
+/* A server request's start on the sock path: a connection that pid
+ * accepted has just had read the first byte the client sent after the
+ * server's last send, by goroutine goid or for it (goid made that send;
+ * netpoll.bpf.c). That begins the
+ * connection's next request, unless one is in flight: then it is a body
+ * the client sent after an interim response (100 Continue). A first
+ * request is the exception: until a request of the goroutine has ended,
+ * each such read starts it again, so a TLS handshake's round trips
+ * before the request are not counted as the request. */
+static __always_inline void req_read(__u32 pid, __u64 goid, __u64 now)
+{
+	if (!bpf_map_lookup_elem(&req_read_starts, &pid))
+		return;
+	struct req_key k = {.pid = pid, .goid = goid};
+	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+	if (st && st->t_start && st->t_end)
+		return;
+	req_open(&k, now, st);
+}
 
 /* The slot of st for fd, claimed if fd has none yet; NULL when all are
  * taken by other fds. */

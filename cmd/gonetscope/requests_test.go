@@ -9,6 +9,7 @@ package main
 // and the Prometheus histograms must count exactly what was sent.
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -32,6 +33,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 	"github.com/gonetscope/gonetscope/pkg/requests"
@@ -190,6 +192,130 @@ func TestHTTPRequests(t *testing.T) {
 	t.Run("go1.27.3-stripped-pie-h2", func(t *testing.T) {
 		checkHTTPRequests(t, bin127, ds, delay, httpCase{hooks: "auto", tls: true, h2: true, limits: limit127})
 	})
+}
+
+// TestHTTPRequestStarts: where a request starts, on one keep-alive
+// connection the test drives itself. On the sock path (--hooks auto here)
+// an HTTP/1 request starts at the read of its first bytes, with no uprobe
+// at ServeHTTP; on the syscall path at ServeHTTP. Either way each
+// request's duration must lie within what the client measured around it:
+// an idle gap before a request must not count, nor a request body the
+// handler left unread (net/http drains it), nor the wait between two
+// requests sent in one write (pipelined, the second read with the first);
+// and every request must be counted (no_start stays 0).
+func TestHTTPRequestStarts(t *testing.T) {
+	bin := buildTarget(t, "httptarget")
+	for _, hooks := range []string{"auto", "tracepoint"} {
+		t.Run(hooks, func(t *testing.T) {
+			target := exec.Command(bin)
+			_, next := startTarget(t, target)
+			addr := next("listening")["addr"].(string)
+			out := filepath.Join(t.TempDir(), "trace.jsonl")
+			maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+			cmd, done, errOut := startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--slow-request", "0",
+				"--hooks", hooks, "--output", out, "--metrics-addr", maddr, "--max-events-per-sec", "0")
+
+			conn, err := net.Dial("tcp4", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			br := bufio.NewReader(conn)
+			get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n" }
+			const idle = 200 * time.Millisecond
+			steps := []struct {
+				idle   time.Duration
+				sent   []string // in one write
+				paths  []string
+				status []int
+			}{
+				{0, []string{get("/items/1")}, []string{"/items/1"}, []int{200}},
+				{idle, []string{get("/items/2")}, []string{"/items/2"}, []int{200}},
+				// GET-only route: 405, the 64 KiB body unread by any handler.
+				{0, []string{"POST /items/3 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n" + strings.Repeat("b", 64<<10)},
+					[]string{"/items/3"}, []int{405}},
+				{idle, []string{get("/items/4")}, []string{"/items/4"}, []int{200}},
+				{idle, []string{get("/items/5"), get("/items/6")}, []string{"/items/5", "/items/6"}, []int{200, 200}},
+			}
+			var measured []time.Duration // per request: its step's
+			var goid int64
+			for _, s := range steps {
+				time.Sleep(s.idle)
+				start := time.Now()
+				if _, err := io.WriteString(conn, strings.Join(s.sent, "")); err != nil {
+					t.Fatal(err)
+				}
+				for i := range s.sent {
+					resp, err := http.ReadResponse(br, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != s.status[i] {
+						t.Fatalf("%s: status %d, want %d", s.paths[i], resp.StatusCode, s.status[i])
+					}
+					if g, err := strconv.ParseInt(resp.Header.Get("X-Goid"), 10, 64); err == nil {
+						goid = g
+					}
+				}
+				for range s.sent {
+					measured = append(measured, time.Since(start))
+				}
+			}
+
+			var got []httpEvent
+			for deadline := time.Now().Add(10 * time.Second); len(got) < len(measured) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+				got = got[:0]
+				for _, e := range eventsIn[httpEvent](t, out) {
+					if e.Event == "http_request" {
+						got = append(got, e)
+					}
+				}
+			}
+			families := metricFamilies(t, "/metrics", scrape(t, "http://"+maddr+"/metrics"))
+			cmd.Process.Signal(syscall.SIGINT)
+			if err := <-done; err != nil {
+				t.Fatalf("gonetscope: %v\n%s", err, errOut)
+			}
+			if len(got) != len(measured) {
+				t.Fatalf("%d http_request events for %d requests: %+v", len(got), len(measured), got)
+			}
+			i := 0
+			for _, s := range steps {
+				for j, path := range s.paths {
+					e := got[i]
+					if e.Path != path || e.Status != s.status[j] || e.Goid == nil || *e.Goid != goid {
+						t.Errorf("request %d: %s %d on goroutine %v; want %s %d on goroutine %d", i, e.Path, e.Status, e.Goid, path, s.status[j], goid)
+					}
+					if e.DurationNs <= 0 || time.Duration(e.DurationNs) > measured[i] {
+						t.Errorf("%s: duration %v, the client measured %v around it", path, time.Duration(e.DurationNs), measured[i])
+					}
+					i++
+				}
+			}
+			noStart := -1.0
+			for _, m := range families["gonetscope_http_requests_untracked_total"].GetMetric() {
+				for _, l := range m.Label {
+					if l.GetValue() == "no_start" {
+						noStart = m.Counter.GetValue()
+					}
+				}
+			}
+			if noStart != 0 {
+				t.Errorf("gonetscope_http_requests_untracked_total{reason=\"no_start\"} %v, want 0: every request's start was there to see", noStart)
+			}
+			want := map[string]string{"auto": bpfobj.HooksUprobe + "+" + netpollAuto(t), "tracepoint": bpfobj.HooksUprobe}[hooks]
+			for _, e := range eventsIn[struct {
+				Event string            `json:"event"`
+				Hooks map[string]string `json:"hooks"`
+			}](t, out) {
+				if e.Event == "attached" && e.Hooks["http"] != want {
+					t.Errorf("attached: hooks.http %q, want %q", e.Hooks["http"], want)
+				}
+			}
+		})
+	}
 }
 
 // TestHTTPChi: the same requests to httptarget built with a chi router

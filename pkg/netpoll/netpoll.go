@@ -160,6 +160,7 @@ func Load(opts Options) (*Objects, error) {
 		spec.Maps[netpollMapReqActive].MaxEntries = 1
 		spec.Maps[netpollMapReqFds].MaxEntries = 1
 		spec.Maps[netpollMapReqParentOff].MaxEntries = 1
+		spec.Maps[netpollMapReqReadStarts].MaxEntries = 1
 	}
 	for name, v := range map[string]any{
 		netpollVarSendEvents:       send,
@@ -528,6 +529,8 @@ func (o *Objects) RequestMaps() map[string]*ebpf.Map {
 		netpollMapReqActive:    o.coll.Maps[netpollMapReqActive],
 		netpollMapReqFds:       o.coll.Maps[netpollMapReqFds],
 		netpollMapReqParentOff: o.coll.Maps[netpollMapReqParentOff],
+		// The sock path's HTTP/1 request starts (requests.h req_read).
+		netpollMapReqReadStarts: o.coll.Maps[netpollMapReqReadStarts],
 	}
 }
 

@@ -235,6 +235,7 @@ type netpollReqKey struct {
 type netpollReqState struct {
 	_         structs.HostLayout
 	T_start   uint64
+	T_end     uint64
 	IoNs      uint64
 	SchedNs   uint64
 	Waits     uint32
@@ -256,10 +257,12 @@ type netpollSockWaits struct {
 	_          structs.HostLayout
 	Park       [2]netpollPark
 	RcvdAtSend uint64
+	SenderG    uint64
 	Pid        uint32
 	Fd         [2]int32
 	Accepted   uint8
-	Pad        [3]uint8
+	ReqSeen    uint8
+	Pad        [2]uint8
 }
 
 type netpollTarget struct {
@@ -328,6 +331,7 @@ const (
 	netpollMapReqActive               = "req_active"
 	netpollMapReqFds                  = "req_fds"
 	netpollMapReqParentOff            = "req_parent_off"
+	netpollMapReqReadStarts           = "req_read_starts"
 	netpollMapSavedCalls              = "saved_calls"
 	netpollMapSockPids                = "sock_pids"
 	netpollMapSockWaits               = "sock_waits"
@@ -505,6 +509,7 @@ type netpollMapSpecs struct {
 	ReqActive          *ebpf.MapSpec `ebpf:"req_active"`
 	ReqFds             *ebpf.MapSpec `ebpf:"req_fds"`
 	ReqParentOff       *ebpf.MapSpec `ebpf:"req_parent_off"`
+	ReqReadStarts      *ebpf.MapSpec `ebpf:"req_read_starts"`
 	SavedCalls         *ebpf.MapSpec `ebpf:"saved_calls"`
 	SockPids           *ebpf.MapSpec `ebpf:"sock_pids"`
 	SockWaits          *ebpf.MapSpec `ebpf:"sock_waits"`
@@ -574,6 +579,7 @@ type netpollMaps struct {
 	ReqActive          *ebpf.Map `ebpf:"req_active"`
 	ReqFds             *ebpf.Map `ebpf:"req_fds"`
 	ReqParentOff       *ebpf.Map `ebpf:"req_parent_off"`
+	ReqReadStarts      *ebpf.Map `ebpf:"req_read_starts"`
 	SavedCalls         *ebpf.Map `ebpf:"saved_calls"`
 	SockPids           *ebpf.Map `ebpf:"sock_pids"`
 	SockWaits          *ebpf.Map `ebpf:"sock_waits"`
@@ -599,6 +605,7 @@ func (m *netpollMaps) Close() error {
 		m.ReqActive,
 		m.ReqFds,
 		m.ReqParentOff,
+		m.ReqReadStarts,
 		m.SavedCalls,
 		m.SockPids,
 		m.SockWaits,

@@ -92,13 +92,18 @@ type Options struct {
 	RingBufferBytes uint32
 	// WakeupInterval bounds the reader's wake-ups (zero: 50ms).
 	WakeupInterval time.Duration
+	// ReadStarts: netpoll is on the sock path, whose socket hooks start
+	// each HTTP/1 server request at its first read (bpf/requests.h
+	// req_read): no uprobe at ServeHTTP, one trap per request, not two.
+	ReadStarts bool
 }
 
 // Objects are the loaded programs and maps, and the uprobes per target.
 type Objects struct {
-	coll  *ebpf.Collection
-	mu    sync.Mutex
-	links map[int][]link.Link
+	coll       *ebpf.Collection
+	readStarts bool
+	mu         sync.Mutex
+	links      map[int][]link.Link
 }
 
 // Load loads the programs.
@@ -120,7 +125,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, bpfobj.LoadError("requests BPF object", err)
 	}
-	return &Objects{coll: coll, links: map[int][]link.Link{}}, nil
+	return &Objects{coll: coll, readStarts: opts.ReadStarts, links: map[int][]link.Link{}}, nil
 }
 
 // Close detaches and unloads everything.
@@ -316,6 +321,10 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 		}
 		return nil
 	}
+	serverStarts := probes.ServerStart
+	if o.readStarts {
+		serverStarts = nil
+	}
 	// The ends before the starts: a request is never opened without the
 	// probe that closes it.
 	for _, a := range []struct {
@@ -324,7 +333,7 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	}{
 		{requestsProgServerEnd, probes.ServerEnd}, {requestsProgH2End, probes.H2End},
 		{requestsProgClientEnd, probes.ClientEnd}, {requestsProgClientEnd, probes.H2ClientEnd},
-		{requestsProgServerStart, probes.ServerStart}, {requestsProgServerStart, probes.H2Start},
+		{requestsProgServerStart, serverStarts}, {requestsProgServerStart, probes.H2Start},
 		{requestsProgClientStart, probes.ClientStart}, {requestsProgH2ClientStart, probes.H2ClientStart},
 	} {
 		if err := attach(a.prog, a.sites); err != nil {
@@ -341,6 +350,14 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 		bpfobj.CloseAll(links)
 		return nil, nil, err
 	}
+	if o.readStarts {
+		if err := o.coll.Maps[requestsMapReqReadStarts].Put(uint32(pid), uint8(1)); err != nil {
+			o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
+			o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
+			bpfobj.CloseAll(links)
+			return nil, nil, err
+		}
+	}
 	return links, limits, nil
 }
 
@@ -355,6 +372,7 @@ func (o *Objects) Detach(pid int) {
 	}
 	o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
 	o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
+	o.coll.Maps[requestsMapReqReadStarts].Delete(uint32(pid))
 	bpfobj.CloseAll(links)
 	o.detachGRPC(pid)
 	bpfobj.DeleteWhere[requestsReqKey, requestsReqState](o.coll.Maps[requestsMapReqActive],

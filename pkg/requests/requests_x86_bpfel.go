@@ -287,6 +287,7 @@ type requestsReqLayout struct {
 type requestsReqState struct {
 	_         structs.HostLayout
 	T_start   uint64
+	T_end     uint64
 	IoNs      uint64
 	SchedNs   uint64
 	Waits     uint32
@@ -344,6 +345,7 @@ const (
 	requestsMapReqHists                     = "req_hists"
 	requestsMapReqLayouts                   = "req_layouts"
 	requestsMapReqParentOff                 = "req_parent_off"
+	requestsMapReqReadStarts                = "req_read_starts"
 	requestsMapTargets                      = "targets"
 	requestsProgClientEnd                   = "client_end"
 	requestsProgClientStart                 = "client_start"
@@ -439,6 +441,7 @@ type requestsMapSpecs struct {
 	ReqHists         *ebpf.MapSpec `ebpf:"req_hists"`
 	ReqLayouts       *ebpf.MapSpec `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.MapSpec `ebpf:"req_parent_off"`
+	ReqReadStarts    *ebpf.MapSpec `ebpf:"req_read_starts"`
 	Targets          *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -492,6 +495,7 @@ type requestsMaps struct {
 	ReqHists         *ebpf.Map `ebpf:"req_hists"`
 	ReqLayouts       *ebpf.Map `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.Map `ebpf:"req_parent_off"`
+	ReqReadStarts    *ebpf.Map `ebpf:"req_read_starts"`
 	Targets          *ebpf.Map `ebpf:"targets"`
 }
 
@@ -512,6 +516,7 @@ func (m *requestsMaps) Close() error {
 		m.ReqHists,
 		m.ReqLayouts,
 		m.ReqParentOff,
+		m.ReqReadStarts,
 		m.Targets,
 	)
 }

@@ -3,6 +3,8 @@ package tracer
 import (
 	"time"
 
+	"github.com/gonetscope/gonetscope/pkg/bpfobj"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/requests"
 )
 
@@ -19,7 +21,10 @@ type requestTracing struct {
 func (t *Tracer) loadRequests() error {
 	shared := t.netpoll.RequestMaps()
 	shared["targets"] = t.netpoll.Targets()
-	rq, err := requests.Load(requests.Options{Shared: shared, RingBufferBytes: t.opts.RingBufferBytes, WakeupInterval: t.opts.DrainInterval})
+	// On the sock path netpoll's socket hooks start HTTP/1 requests.
+	readStarts := t.netpoll.Mechanism() != netpoll.Tracepoint
+	rq, err := requests.Load(requests.Options{Shared: shared, RingBufferBytes: t.opts.RingBufferBytes,
+		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts})
 	if err != nil {
 		return err
 	}
@@ -31,13 +36,22 @@ func (t *Tracer) loadRequests() error {
 	}
 	t.plug(feature{
 		samplers: samplers,
-		hooks:    map[string]string{"http": "uprobe", "grpc": "uprobe"},
+		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "grpc": "uprobe"},
 		streams:  []source{{"requests", rq.Events(), requests.Decode, rq.Lost}},
 		attach:   r.attach,
 		detach:   func(tg *target) { rq.Detach(tg.proc.PID) },
 		close:    rq.Close,
 	})
 	return nil
+}
+
+// httpHooks names the http hooks' mechanisms: uprobes, and on the sock
+// path netpoll's (tp_btf or fentry), which start HTTP/1 requests.
+func httpHooks(readStarts bool, netpollMechanism string) string {
+	if readStarts {
+		return bpfobj.HooksUprobe + "+" + netpollMechanism
+	}
+	return bpfobj.HooksUprobe
 }
 
 // attach places the request probes in a target; one that cannot have
