@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -57,6 +58,7 @@ var (
 	extra      = flag.String("extra", "", "file whose contents (e.g. go test -bench output) are appended to the report")
 	before     = flag.String("before", "", "gonetscope binary built from before the overhead work, measured side by side (optional)")
 	beforeRev  = flag.String("before-rev", "", "the revision -before was built from, for the report")
+	only       = flag.String("only", "", "measure only the modes whose names match this regexp, beside the untraced ones, and skip the start-up and attach runs (a quick look; make bench runs all)")
 )
 
 type mode struct {
@@ -169,7 +171,8 @@ func run() error {
 	if *before != "" {
 		modes = append(modes,
 			mode{"before: gonetscope (defaults: --min-wait 1ms)", "overhead", gonetscopeMode(*before)},
-			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")})
+			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")},
+			mode{"before: " + requestsMode, "overhead", gonetscopeMode(*before, "--requests")})
 	}
 	modes = append(modes, mode{"bpftrace, uprobes on runtime netpoll functions (classic)", "overhead", bpftraceMode})
 	if *thirdParty != "" {
@@ -181,17 +184,29 @@ func run() error {
 			mode{"caddy: " + contentionMode, "caddy", gonetscopeMode(*gonetscope, "--contention")},
 			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
 	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			return fmt.Errorf("-only: %w", err)
+		}
+		modes = slices.DeleteFunc(modes, func(m mode) bool {
+			return m.name != "untraced" && m.name != caddyUntraced && !re.MatchString(m.name)
+		})
+	}
 	load0 := loadavg()
 	var startup []startupResult
-	if *thirdParty != "" {
+	if *thirdParty != "" && *only == "" {
 		var err error
 		if startup, err = measureStartup(); err != nil {
 			return fmt.Errorf("start-up: %w", err)
 		}
 	}
-	attach, err := measureAttach()
-	if err != nil {
-		return fmt.Errorf("attach: %w", err)
+	var attach attachResult
+	if *only == "" {
+		var err error
+		if attach, err = measureAttach(); err != nil {
+			return fmt.Errorf("attach: %w", err)
+		}
 	}
 	// The programs' own time, from the kernel's BPF stats: measured apart,
 	// since the stats add two clock reads to every program run.
@@ -957,9 +972,11 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 	}
 
 	slices.Sort(attach.attach)
-	fmt.Fprintf(&b, "\n## Attach\n\n`gonetscope attach` to a running %s (%.1f MB, stripped Go %s binary: offsets from the version table), through a running daemon, 5 times: median %v (min %v, max %v), including the CLI's own start. Daemon RSS while attached: %.1f MB.\n",
-		filepath.Base(attach.binary), float64(attach.size)/1e6, runtime.Version(), attach.attach[len(attach.attach)/2].Round(time.Millisecond),
-		attach.attach[0].Round(time.Millisecond), attach.attach[len(attach.attach)-1].Round(time.Millisecond), float64(attach.rssKB)/1024)
+	if len(attach.attach) > 0 {
+		fmt.Fprintf(&b, "\n## Attach\n\n`gonetscope attach` to a running %s (%.1f MB, stripped Go %s binary: offsets from the version table), through a running daemon, 5 times: median %v (min %v, max %v), including the CLI's own start. Daemon RSS while attached: %.1f MB.\n",
+			filepath.Base(attach.binary), float64(attach.size)/1e6, runtime.Version(), attach.attach[len(attach.attach)/2].Round(time.Millisecond),
+			attach.attach[0].Round(time.Millisecond), attach.attach[len(attach.attach)-1].Round(time.Millisecond), float64(attach.rssKB)/1024)
+	}
 	if *extra != "" {
 		raw, err := os.ReadFile(*extra)
 		if err != nil {
