@@ -171,8 +171,12 @@ func run() error {
 	if *before != "" {
 		modes = append(modes,
 			mode{"before: gonetscope (defaults: --min-wait 1ms)", "overhead", gonetscopeMode(*before)},
-			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")},
-			mode{"before: " + requestsMode, "overhead", gonetscopeMode(*before, "--requests")})
+			mode{"before: gonetscope --min-wait 0", "overhead", gonetscopeMode(*before, "--min-wait", "0")})
+		// A before binary from after request tracing came: its
+		// --requests too.
+		if help, _ := exec.Command(*before, "trace", "--help").CombinedOutput(); bytes.Contains(help, []byte("--requests")) {
+			modes = append(modes, mode{"before: " + requestsMode, "overhead", gonetscopeMode(*before, "--requests")})
+		}
 	}
 	modes = append(modes, mode{"bpftrace, uprobes on runtime netpoll functions (classic)", "overhead", bpftraceMode})
 	if *thirdParty != "" {
