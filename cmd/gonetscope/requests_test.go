@@ -202,20 +202,34 @@ func TestHTTPRequests(t *testing.T) {
 // an idle gap before a request must not count, nor a request body the
 // handler left unread (net/http drains it), nor the wait between two
 // requests sent in one write (pipelined, the second read with the first);
-// and every request must be counted (no_start stays 0).
+// and every request must be counted (no_start stays 0). The sock path
+// sees reads of TCP connections only: a target with a unix-socket
+// listener keeps the ServeHTTP uprobe, and its attached event says so.
 func TestHTTPRequestStarts(t *testing.T) {
 	bin := buildTarget(t, "httptarget")
-	for _, hooks := range []string{"auto", "tracepoint"} {
-		t.Run(hooks, func(t *testing.T) {
+	for _, c := range []struct {
+		name, hooks string
+		unix        bool
+	}{{"auto", "auto", false}, {"tracepoint", "tracepoint", false}, {"unix", "auto", true}} {
+		t.Run(c.name, func(t *testing.T) {
+			hooks := c.hooks
+			sock := filepath.Join(t.TempDir(), "http.sock")
 			target := exec.Command(bin)
+			if c.unix {
+				target.Args = append(target.Args, "-unix", sock)
+			}
 			_, next := startTarget(t, target)
 			addr := next("listening")["addr"].(string)
+			network := "tcp4"
+			if c.unix {
+				network, addr = "unix", sock
+			}
 			out := filepath.Join(t.TempDir(), "trace.jsonl")
 			maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			cmd, done, errOut := startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--slow-request", "0",
 				"--hooks", hooks, "--output", out, "--metrics-addr", maddr, "--max-events-per-sec", "0")
 
-			conn, err := net.Dial("tcp4", addr)
+			conn, err := net.Dial(network, addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -306,16 +320,49 @@ func TestHTTPRequestStarts(t *testing.T) {
 				t.Errorf("gonetscope_http_requests_untracked_total{reason=\"no_start\"} %v, want 0: every request's start was there to see", noStart)
 			}
 			want := map[string]string{"auto": bpfobj.HooksUprobe + "+" + netpollAuto(t), "tracepoint": bpfobj.HooksUprobe}[hooks]
+			var wantLimits []string
+			if c.unix {
+				wantLimits = []string{fmt.Sprintf("it listens on a unix socket (fd %d): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", unixFD(t, target.Process.Pid, sock))}
+			}
 			for _, e := range eventsIn[struct {
-				Event string            `json:"event"`
-				Hooks map[string]string `json:"hooks"`
+				Event  string            `json:"event"`
+				Hooks  map[string]string `json:"hooks"`
+				Limits []string          `json:"limits"`
 			}](t, out) {
 				if e.Event == "attached" && e.Hooks["http"] != want {
 					t.Errorf("attached: hooks.http %q, want %q", e.Hooks["http"], want)
 				}
+				if e.Event == "attached" && fmt.Sprint(featureLimits(e.Limits)) != fmt.Sprint(wantLimits) {
+					t.Errorf("attached limits %q, want %q", featureLimits(e.Limits), wantLimits)
+				}
 			}
 		})
 	}
+}
+
+// unixFD is the fd of pid's unix socket bound at path, from /proc/net/unix
+// and pid's fds: what the target holds, found without gonetscope's code.
+func unixFD(t *testing.T, pid int, path string) int {
+	t.Helper()
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ino string
+	for _, line := range strings.Split(string(raw), "\n") {
+		if f := strings.Fields(line); len(f) == 8 && f[7] == path {
+			ino = f[6]
+		}
+	}
+	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	for _, e := range ents {
+		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); ino != "" && l == "socket:["+ino+"]" {
+			fd, _ := strconv.Atoi(e.Name())
+			return fd
+		}
+	}
+	t.Fatalf("no fd of PID %d holds the unix socket %s", pid, path)
+	return -1
 }
 
 // TestHTTPChi: the same requests to httptarget built with a chi router

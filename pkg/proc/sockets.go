@@ -1,6 +1,11 @@
 package proc
 
-import "slices"
+import (
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+)
 
 // AcceptedFDs lists the fds of pid that are TCP connections it accepted:
 // established sockets whose local port is a port some socket of its
@@ -42,4 +47,39 @@ func Listeners(pid int) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// soAcceptCon is __SO_ACCEPTCON, the Flags bit of a listening socket in
+// /proc/net/unix.
+const soAcceptCon = 1 << 16
+
+// UnixListeners lists the fds of the unix-domain sockets pid holds that
+// listen (/proc/PID/net/unix, matched by inode), sorted.
+func UnixListeners(pid int) []int32 {
+	raw, err := os.ReadFile(Path(pid, "net/unix"))
+	if err != nil {
+		return nil
+	}
+	fds := socketFDs(pid)
+	var out []int32
+	for _, line := range strings.Split(string(raw), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode [Path]
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		flags, err := strconv.ParseUint(f[3], 16, 32)
+		if err != nil || flags&soAcceptCon == 0 {
+			continue
+		}
+		ino, err := strconv.ParseUint(f[6], 10, 64)
+		if err != nil {
+			continue
+		}
+		if fd, ok := fds[ino]; ok {
+			out = append(out, fd)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -81,3 +81,37 @@ func TestListeners(t *testing.T) {
 		t.Errorf("after closing one: %d listening, want %d", got, want-1)
 	}
 }
+
+// TestUnixListeners: a unix listener of this process is listed, by its
+// fd; a unix connection it dialed and accepted is not, nor a TCP listener.
+func TestUnixListeners(t *testing.T) {
+	ln, err := net.Listen("unix", t.TempDir()+"/sock")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	tcp, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	dialed, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer accepted.Close()
+	want := []int32{fdOf(t, ln.(*net.UnixListener))}
+	if got := UnixListeners(os.Getpid()); !slices.Equal(got, want) {
+		t.Errorf("UnixListeners = %v; want %v (accepted %d, dialed %d, TCP listener %d are not)", got, want,
+			fdOf(t, accepted.(*net.UnixConn)), fdOf(t, dialed.(*net.UnixConn)), fdOf(t, tcp.(*net.TCPListener)))
+	}
+	ln.Close()
+	if got := UnixListeners(os.Getpid()); len(got) != 0 {
+		t.Errorf("UnixListeners after the close = %v, want none", got)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
 	"github.com/gonetscope/gonetscope/pkg/goruntime"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 )
 
 // The functions the probes go in, and the calls they sit on.
@@ -321,9 +322,16 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 		}
 		return nil
 	}
-	serverStarts := probes.ServerStart
-	if o.readStarts {
-		serverStarts = nil
+	// The sock path's reads start requests on the TCP connections the
+	// target accepts; one with a unix-socket listener (behind a proxy
+	// on the same host, say) keeps the ServeHTTP uprobe.
+	readStarts, serverStarts := o.readStarts, []goruntime.Site(nil)
+	if unix := proc.UnixListeners(pid); readStarts && len(unix) > 0 {
+		readStarts = false
+		limits = append(limits, fmt.Sprintf("it listens on a unix socket (fd %d): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", unix[0]))
+	}
+	if !readStarts {
+		serverStarts = probes.ServerStart
 	}
 	// The ends before the starts: a request is never opened without the
 	// probe that closes it.
@@ -350,7 +358,7 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 		bpfobj.CloseAll(links)
 		return nil, nil, err
 	}
-	if o.readStarts {
+	if readStarts {
 		if err := o.coll.Maps[requestsMapReqReadStarts].Put(uint32(pid), uint8(1)); err != nil {
 			o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
 			o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))

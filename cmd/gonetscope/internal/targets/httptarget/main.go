@@ -112,6 +112,7 @@ func main() {
 	h2c := flag.Bool("h2c", false, "without -tls: serve HTTP/2 with prior knowledge too (Go 1.24+)")
 	insecure := flag.Bool("insecure", false, "accept any certificate from an https -downstream (HTTP/1.1)")
 	insecureH2 := flag.Bool("insecure-h2", false, "as -insecure, over HTTP/2")
+	unixSock := flag.String("unix", "", "also serve HTTP/1.1 on a unix socket at this path")
 	flag.Parse()
 	for range *burn {
 		go func() {
@@ -187,6 +188,14 @@ func main() {
 			srv.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
 		}
 		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	if *unixSock != "" {
+		uln, err := net.Listen("unix", *unixSock)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		go srv.Serve(uln)
 	}
 	json.NewEncoder(os.Stdout).Encode(map[string]string{"op": "listening", "addr": ln.Addr().String()})
 	srv.Serve(ln)
