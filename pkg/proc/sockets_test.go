@@ -19,6 +19,22 @@ func fdOf(t *testing.T, c syscall.Conn) int32 {
 	return fd
 }
 
+// connect dials ln and accepts the connection: both ends, closed when
+// the test ends.
+func connect(t *testing.T, ln net.Listener) (dialed, accepted net.Conn) {
+	t.Helper()
+	dialed, err := net.Dial(ln.Addr().Network(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dialed.Close() })
+	if accepted, err = ln.Accept(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { accepted.Close() })
+	return dialed, accepted
+}
+
 // TestAcceptedFDs: of a connection this process both dialed and accepted,
 // only the accepted end is listed.
 func TestAcceptedFDs(t *testing.T) {
@@ -30,16 +46,7 @@ func TestAcceptedFDs(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer ln.Close()
-			dialed, err := net.Dial(network, ln.Addr().String())
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer dialed.Close()
-			accepted, err := ln.Accept()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer accepted.Close()
+			dialed, accepted := connect(t, ln)
 			fds := AcceptedFDs(os.Getpid())
 			a, d := fdOf(t, accepted.(*net.TCPConn)), fdOf(t, dialed.(*net.TCPConn))
 			if !slices.Contains(fds, a) || slices.Contains(fds, d) {
@@ -95,16 +102,7 @@ func TestUnixListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tcp.Close()
-	dialed, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dialed.Close()
-	accepted, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer accepted.Close()
+	dialed, accepted := connect(t, ln)
 	want := []int32{fdOf(t, ln.(*net.UnixListener))}
 	if got := UnixListeners(os.Getpid()); !slices.Equal(got, want) {
 		t.Errorf("UnixListeners = %v; want %v (accepted %d, dialed %d, TCP listener %d are not)", got, want,
