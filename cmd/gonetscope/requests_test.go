@@ -219,7 +219,8 @@ func TestHTTPRequestStarts(t *testing.T) {
 				target.Args = append(target.Args, "-unix", sock)
 			}
 			_, next := startTarget(t, target)
-			addr := next("listening")["addr"].(string)
+			listening := next("listening")
+			addr := listening["addr"].(string)
 			network := "tcp4"
 			if c.unix {
 				network, addr = "unix", sock
@@ -322,7 +323,7 @@ func TestHTTPRequestStarts(t *testing.T) {
 			want := map[string]string{"auto": bpfobj.HooksUprobe + "+" + netpollAuto(t), "tracepoint": bpfobj.HooksUprobe}[hooks]
 			var wantLimits []string
 			if c.unix {
-				wantLimits = []string{fmt.Sprintf("it listens on a unix socket (fd %d): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", unixFD(t, target.Process.Pid, sock))}
+				wantLimits = []string{fmt.Sprintf("it listens on a unix socket (fd %s): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", listening["unix_fd"])}
 			}
 			for _, e := range eventsIn[struct {
 				Event  string            `json:"event"`
@@ -338,31 +339,6 @@ func TestHTTPRequestStarts(t *testing.T) {
 			}
 		})
 	}
-}
-
-// unixFD is the fd of pid's unix socket bound at path, from /proc/net/unix
-// and pid's fds: what the target holds, found without gonetscope's code.
-func unixFD(t *testing.T, pid int, path string) int {
-	t.Helper()
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/unix", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ino string
-	for _, line := range strings.Split(string(raw), "\n") {
-		if f := strings.Fields(line); len(f) == 8 && f[7] == path {
-			ino = f[6]
-		}
-	}
-	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	for _, e := range ents {
-		if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, e.Name())); ino != "" && l == "socket:["+ino+"]" {
-			fd, _ := strconv.Atoi(e.Name())
-			return fd
-		}
-	}
-	t.Fatalf("no fd of PID %d holds the unix socket %s", pid, path)
-	return -1
 }
 
 // TestHTTPChi: the same requests to httptarget built with a chi router

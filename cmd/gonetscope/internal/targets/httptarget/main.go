@@ -189,15 +189,19 @@ func main() {
 		}
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
+	listening := map[string]string{"op": "listening", "addr": ln.Addr().String()}
 	if *unixSock != "" {
 		uln, err := net.Listen("unix", *unixSock)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		if rc, err := uln.(*net.UnixListener).SyscallConn(); err == nil {
+			rc.Control(func(fd uintptr) { listening["unix_fd"] = fmt.Sprint(fd) })
+		}
 		go srv.Serve(uln)
 	}
-	json.NewEncoder(os.Stdout).Encode(map[string]string{"op": "listening", "addr": ln.Addr().String()})
+	json.NewEncoder(os.Stdout).Encode(listening)
 	srv.Serve(ln)
 }
 
