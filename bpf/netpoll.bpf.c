@@ -998,13 +998,16 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	 * while the handler runs) can take them, and over TLS the whole
 	 * request with them. Before any send, the reader's. */
 	if (track_requests && ret > 0) {
-		if (!w->req_seen && cost == COST_ALL && sock_accepted(w, pid, fd, sk) && read_past_send(w, sk) &&
-		    (t || (t = lookup_target(pid))) && t->g_goid) {
-			w->req_seen = 1;
-			__u64 g = w->sender_g ? w->sender_g : REGS_GO_G(user_regs()), goid;
-			if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
-				req_read(pid, goid, bpf_ktime_get_boot_ns());
-		}
+		if (w->req_seen || cost != COST_ALL || !sock_accepted(w, pid, fd, sk) || !read_past_send(w, sk))
+			return 0;
+		w->req_seen = 1;
+		/* The target's HTTP/1 requests start here (requests.h), before
+		 * any user memory is read. */
+		if (!bpf_map_lookup_elem(&req_read_starts, &pid) || (!t && !(t = lookup_target(pid))) || !t->g_goid)
+			return 0;
+		__u64 g = w->sender_g ? w->sender_g : REGS_GO_G(user_regs()), goid;
+		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
+			req_read(pid, goid, bpf_ktime_get_boot_ns());
 		return 0;
 	}
 	if (ret != -EAGAIN || (!t && !(t = lookup_target(pid))))

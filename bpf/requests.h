@@ -100,8 +100,9 @@ struct {
 } req_parent_off SEC(".maps");
 
 /* The targets whose HTTP/1 server requests start at a read on the sock
- * path (req_read): pkg/requests adds one once its server_end probe is
- * attached, so no request is opened that nothing would close. */
+ * path (req_read; netpoll.bpf.c looks a target up before it calls it):
+ * pkg/requests adds one once its server_end probe is attached, so no
+ * request is opened that nothing would close. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 4096); /* 1 unless request tracing is on */
@@ -150,8 +151,6 @@ static __always_inline void req_open(struct req_key *k, __u64 now, struct req_st
  * before the request are not counted as the request. */
 static __always_inline void req_read(__u32 pid, __u64 goid, __u64 now)
 {
-	if (!bpf_map_lookup_elem(&req_read_starts, &pid))
-		return;
 	struct req_key k = {.pid = pid, .goid = goid};
 	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
 	if (st && st->t_start && st->t_end)
