@@ -325,13 +325,16 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	// The sock path's reads start requests on the TCP connections the
 	// target accepts; one with a unix-socket listener (behind a proxy
 	// on the same host, say) keeps the ServeHTTP uprobe.
-	readStarts, serverStarts := o.readStarts, []goruntime.Site(nil)
-	if unix := proc.UnixListeners(pid); readStarts && len(unix) > 0 {
-		readStarts = false
-		limits = append(limits, fmt.Sprintf("it listens on a unix socket (fd %d): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", unix[0]))
+	readStarts := o.readStarts
+	if readStarts {
+		if unix := proc.UnixListeners(pid); len(unix) > 0 {
+			readStarts = false
+			limits = append(limits, fmt.Sprintf("it listens on a unix socket (fd %d): its HTTP/1 requests start at a uprobe at ServeHTTP, a second trap per request (the sock path's reads start them on TCP connections only)", unix[0]))
+		}
 	}
-	if !readStarts {
-		serverStarts = probes.ServerStart
+	serverStarts := probes.ServerStart
+	if readStarts {
+		serverStarts = nil
 	}
 	// The ends before the starts: a request is never opened without the
 	// probe that closes it.
@@ -349,19 +352,19 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 			return nil, nil, err
 		}
 	}
-	if err := o.coll.Maps[requestsMapReqLayouts].Put(uint32(pid), &l); err != nil {
-		bpfobj.CloseAll(links)
-		return nil, nil, err
+	// The per-target entries; on a failure none stays (deleting one
+	// not put yet is no harm).
+	type entry struct {
+		m string
+		v any
 	}
-	if err := o.coll.Maps[requestsMapReqParentOff].Put(uint32(pid), off.GParentGoid); err != nil {
-		o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
-		bpfobj.CloseAll(links)
-		return nil, nil, err
-	}
+	entries := []entry{{requestsMapReqLayouts, &l}, {requestsMapReqParentOff, off.GParentGoid}}
 	if readStarts {
-		if err := o.coll.Maps[requestsMapReqReadStarts].Put(uint32(pid), uint8(1)); err != nil {
-			o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
-			o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
+		entries = append(entries, entry{requestsMapReqReadStarts, uint8(1)})
+	}
+	for _, e := range entries {
+		if err := o.coll.Maps[e.m].Put(uint32(pid), e.v); err != nil {
+			o.deleteTarget(uint32(pid))
 			bpfobj.CloseAll(links)
 			return nil, nil, err
 		}
@@ -378,9 +381,7 @@ func (o *Objects) Detach(pid int) {
 	if !ok {
 		return
 	}
-	o.coll.Maps[requestsMapReqLayouts].Delete(uint32(pid))
-	o.coll.Maps[requestsMapReqParentOff].Delete(uint32(pid))
-	o.coll.Maps[requestsMapReqReadStarts].Delete(uint32(pid))
+	o.deleteTarget(uint32(pid))
 	bpfobj.CloseAll(links)
 	o.detachGRPC(pid)
 	bpfobj.DeleteWhere[requestsReqKey, requestsReqState](o.coll.Maps[requestsMapReqActive],
@@ -389,6 +390,14 @@ func (o *Objects) Detach(pid int) {
 		func(k *requestsReqFdKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsClientState](o.coll.Maps[requestsMapClientActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+}
+
+// deleteTarget removes pid's per-target entries: its layout, its
+// goroutines' parent offset and its read starts.
+func (o *Objects) deleteTarget(pid uint32) {
+	for _, m := range []string{requestsMapReqLayouts, requestsMapReqParentOff, requestsMapReqReadStarts} {
+		o.coll.Maps[m].Delete(pid)
+	}
 }
 
 // Attached says whether pid has the probes.
