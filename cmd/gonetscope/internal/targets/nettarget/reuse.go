@@ -41,11 +41,16 @@ func reuseFD(host string, parked time.Duration) error {
 		err, readErr error
 	}
 	done := make(chan outcome)
+	// The parked read returns as soon as Close has evicted it, but the
+	// fd number is freed when Close drops its own reference, which may
+	// come later: the reader dials only after Close has returned.
+	closed := make(chan struct{})
 	go func() {
 		o := outcome{goid: goid(), fd1: fdOf(first.(*net.TCPConn))}
 		t0 := time.Now()
 		_, o.readErr = first.Read(make([]byte, 1)) // parks until closed
 		o.waited = time.Since(t0)
+		<-closed
 		second, err := net.Dial(*network, ln.Addr().String())
 		if err != nil {
 			o.err = err
@@ -63,6 +68,7 @@ func reuseFD(host string, parked time.Duration) error {
 	}()
 	time.Sleep(parked)
 	first.Close() // wakes the reader with no syscall on its fd
+	close(closed)
 	o := <-done
 	if o.err != nil {
 		return o.err
