@@ -835,8 +835,11 @@ func checkReads(t *testing.T, r traceRun, delay time.Duration, network string) {
 		if wait > measured {
 			t.Errorf("netpoll_wait wait_ns %d is longer than the %d ns the target measured around its Read", w.WaitNs, f.WaitNs)
 		}
+		// On a loaded host the client may reach its Read late, after
+		// part of the peer's delay: then the target's own clock is the
+		// reference, as long as the Read did wait for the peer.
 		nearDelay := wait >= 0.9*d && wait <= 1.1*d
-		nearMeasured := wait >= 0.9*d && measured-wait <= 0.1*d
+		nearMeasured := measured >= 0.5*d && measured-wait <= 0.1*d
 		if os.Getenv("GONETSCOPE_TEST_TIMING") != "causal" && !nearDelay && !nearMeasured {
 			t.Errorf("netpoll_wait wait_ns %d, want within 10%% of the %v delay (or of the target's %d ns)", w.WaitNs, delay, f.WaitNs)
 		}
