@@ -27,9 +27,11 @@ demo: build tracefs
 
 # -p 1: the test binaries share host-wide state (the host namespace's TCP
 # counters, listeners under bursts), so they run one after another.
+# -timeout: cmd/gonetscope's integration tests take 8-10 minutes on two
+# CPUs, go test's default limit.
 test: tracefs
 	$(GO) vet ./...
-	$(GO) test -count=1 -p 1 ./...
+	$(GO) test -count=1 -p 1 -timeout 30m ./...
 
 # The integration tests on Debian's packaged kernels under qemu (TCG), once
 # per hook mechanism each kernel offers: amd64 6.1 (Debian 12, the whole
