@@ -184,7 +184,7 @@ func run() error {
 			mode{caddyUntraced, "caddy", untraced},
 			mode{"caddy: " + defaultsMode, "caddy", gonetscopeMode(*gonetscope)},
 			mode{"caddy: gonetscope, every wait sent: " + strings.Join(everything, " "), "caddy", gonetscopeMode(*gonetscope, everything...)},
-			mode{"caddy: " + requestsMode, "caddy", gonetscopeMode(*gonetscope, "--requests")},
+			mode{caddyRequestsMode, "caddy", gonetscopeMode(*gonetscope, "--requests")},
 			mode{"caddy: " + contentionMode, "caddy", gonetscopeMode(*gonetscope, "--contention")},
 			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
 	}
@@ -216,7 +216,7 @@ func run() error {
 	// since the stats add two clock reads to every program run.
 	stats := map[string]result{}
 	for _, m := range modes {
-		if m.name != defaultsMode && m.name != syscallMode && m.name != requestsMode && m.name != contentionMode {
+		if !slices.Contains(statsModes, m.name) {
 			continue
 		}
 		res, err := measureStats(m)
@@ -253,8 +253,12 @@ const (
 	requestsMode  = "gonetscope, request tracing: --requests (uprobes in the server, per-route histograms)"
 	// contentionMode runs the contention probes: net/http parks on a
 	// sync.Cond per keep-alive request (connReader.abortPendingRead).
-	contentionMode = "gonetscope, contention: --contention (uprobes on the runtime's blocking slow paths)"
+	contentionMode    = "gonetscope, contention: --contention (uprobes on the runtime's blocking slow paths)"
+	caddyRequestsMode = "caddy: " + requestsMode
 )
+
+// statsModes are the modes measured once more with the kernel's BPF stats.
+var statsModes = []string{defaultsMode, syscallMode, requestsMode, contentionMode, caddyRequestsMode}
 
 // progStat is one BPF program's runs and run time (kernel BPF stats).
 type progStat struct{ runs, ns, misses uint64 }
@@ -955,9 +959,10 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 	fmt.Fprintf(&b, "\n## BPF programs' own time\n\n%s\n\n", statsMethod)
 	fmt.Fprintln(&b, "| program | path | runs per request | ns per run | ns per request | recursion misses |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
-	for _, name := range []string{defaultsMode, syscallMode, requestsMode, contentionMode} {
+	for _, name := range statsModes {
 		res := stats[name]
-		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests", contentionMode: "--contention"}[name]
+		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests",
+			contentionMode: "--contention", caddyRequestsMode: "caddy, --requests"}[name]
 		var total uint64
 		progs := slices.Collect(maps.Keys(res.progs))
 		slices.SortFunc(progs, func(a, b string) int { return cmp.Compare(res.progs[b].ns, res.progs[a].ns) })
