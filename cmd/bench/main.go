@@ -216,7 +216,7 @@ func run() error {
 	// since the stats add two clock reads to every program run.
 	stats := map[string]result{}
 	for _, m := range modes {
-		if !slices.Contains(statsModes, m.name) {
+		if !slices.ContainsFunc(statsModes, func(s statsMode) bool { return s.name == m.name }) {
 			continue
 		}
 		res, err := measureStats(m)
@@ -257,8 +257,18 @@ const (
 	caddyRequestsMode = "caddy: " + requestsMode
 )
 
-// statsModes are the modes measured once more with the kernel's BPF stats.
-var statsModes = []string{defaultsMode, syscallMode, requestsMode, contentionMode, caddyRequestsMode}
+// statsMode is a mode measured once more with the kernel's BPF stats,
+// and what its rows say in that table's path column.
+type statsMode struct{ name, path string }
+
+// statsModes are those modes.
+var statsModes = []statsMode{
+	{defaultsMode, "defaults"},
+	{syscallMode, "--hooks tracepoint"},
+	{requestsMode, "--requests"},
+	{contentionMode, "--contention"},
+	{caddyRequestsMode, "caddy, --requests"},
+}
 
 // progStat is one BPF program's runs and run time (kernel BPF stats).
 type progStat struct{ runs, ns, misses uint64 }
@@ -959,10 +969,8 @@ func report(modes []mode, results map[string][]result, stats map[string]result, 
 	fmt.Fprintf(&b, "\n## BPF programs' own time\n\n%s\n\n", statsMethod)
 	fmt.Fprintln(&b, "| program | path | runs per request | ns per run | ns per request | recursion misses |")
 	fmt.Fprintln(&b, "|---|---|---|---|---|---|")
-	for _, name := range statsModes {
-		res := stats[name]
-		path := map[string]string{defaultsMode: "defaults", syscallMode: "--hooks tracepoint", requestsMode: "--requests",
-			contentionMode: "--contention", caddyRequestsMode: "caddy, --requests"}[name]
+	for _, sm := range statsModes {
+		res, path := stats[sm.name], sm.path
 		var total uint64
 		progs := slices.Collect(maps.Keys(res.progs))
 		slices.SortFunc(progs, func(a, b string) int { return cmp.Compare(res.progs[b].ns, res.progs[a].ns) })
