@@ -28,7 +28,7 @@ demo: build tracefs
 # -p 1: the test binaries share host-wide state (the host namespace's TCP
 # counters, listeners under bursts), so they run one after another.
 # -timeout: cmd/gonetscope's integration tests take 8-10 minutes on two
-# CPUs, go test's default limit.
+# CPUs, up to go test's default limit of 10.
 test: tracefs
 	$(GO) vet ./...
 	$(GO) test -count=1 -p 1 -timeout 30m ./...
