@@ -139,6 +139,12 @@ type Offsets struct {
 	// URL and ContentLength these are (no Pattern); 0 before Go 1.27,
 	// whose req is a *http.Request.
 	H2ReqMethod, H2ReqURL, H2ReqContentLength uint16
+	// Where an HTTP/1 request ends without a uprobe (pkg/requests): the
+	// *response in conn.curReq (an atomic.Pointer's v from Go 1.20, an
+	// atomic.Value's interface data word before), and
+	// response.handlerDone (an atomic.Bool's uint32, or an int32 before
+	// Go 1.20: nonzero once the handler returned).
+	HttpConnCurReq, HttpRespHandlerDone uint16
 }
 
 // PollTag says how epoll_event.data packs a *pollDesc:
@@ -353,6 +359,7 @@ func copyHTTPOffsets(dst *Offsets, src Offsets) {
 	dst.H2RwsReq, dst.H2RwsStatus, dst.H2RwsWrote, dst.H2RwsConn = src.H2RwsReq, src.H2RwsStatus, src.H2RwsWrote, src.H2RwsConn
 	dst.H2ScConn, dst.H2ScRaddr, dst.H2CcTconn = src.H2ScConn, src.H2ScRaddr, src.H2CcTconn
 	dst.H2ReqMethod, dst.H2ReqURL, dst.H2ReqContentLength = src.H2ReqMethod, src.H2ReqURL, src.H2ReqContentLength
+	dst.HttpConnCurReq, dst.HttpRespHandlerDone = src.HttpConnCurReq, src.HttpRespHandlerDone
 }
 
 // TableVersions lists the Go minor versions in the offsets table, oldest first.
@@ -514,6 +521,11 @@ var want = []struct {
 	{"net/http/internal/http2.ServerRequest", "Method", func(o *Offsets) *uint16 { return &o.H2ReqMethod }, true},
 	{"net/http/internal/http2.ServerRequest", "URL", func(o *Offsets) *uint16 { return &o.H2ReqURL }, true},
 	{"net/http/internal/http2.ServerRequest", "ContentLength", func(o *Offsets) *uint16 { return &o.H2ReqContentLength }, true},
+	// An atomic.Pointer's v; an atomic.Value also has a v, its interface,
+	// whose data word the next line finds instead.
+	{"net/http.conn", "curReq.v", func(o *Offsets) *uint16 { return &o.HttpConnCurReq }, true},
+	{"net/http.conn", "curReq.v.data", func(o *Offsets) *uint16 { return &o.HttpConnCurReq }, true},
+	{"net/http.response", "handlerDone", func(o *Offsets) *uint16 { return &o.HttpRespHandlerDone }, true},
 }
 
 // atZero lists fields read at offset 0 of their struct (where the zero
