@@ -1,6 +1,7 @@
 package proc
 
 import (
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -13,6 +14,14 @@ import (
 // accepted MPTCP connection is not found (its fd's inode is not the
 // subflow's).
 func AcceptedFDs(pid int) []int32 {
+	fds := slices.Collect(maps.Values(AcceptedInodes(pid)))
+	slices.Sort(fds)
+	return fds
+}
+
+// AcceptedInodes maps the inode of each TCP connection pid accepted (as
+// AcceptedFDs finds them) to its fd.
+func AcceptedInodes(pid int) map[uint64]int32 {
 	table, err := tcpTable(pid)
 	if err != nil {
 		return nil
@@ -23,14 +32,13 @@ func AcceptedFDs(pid int) []int32 {
 			listening[s.LocalPort] = true
 		}
 	}
-	var fds []int32
+	out := map[uint64]int32{}
 	for ino, fd := range socketFDs(pid) {
 		if s, ok := table[ino]; ok && s.State == "ESTABLISHED" && listening[s.LocalPort] {
-			fds = append(fds, fd)
+			out[ino] = fd
 		}
 	}
-	slices.Sort(fds)
-	return fds
+	return out
 }
 
 // Listeners counts the TCP sockets listening in pid's network namespace
