@@ -659,23 +659,7 @@ func TestListenerScanVisitsTargetsOnly(t *testing.T) {
 		t.Fatal(err)
 	}
 	tracer, _, _ := startGonetscopeTo(t, io.Discard, target.Process.Pid, "trace")
-	progs, _ := heldBPFObjects(t, tracer.Process.Pid)
-	var scan *ebpf.Program
-	for _, id := range progs {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && strings.HasPrefix(info.Name, "acceptq_listen") {
-			scan = p
-			defer p.Close()
-			break
-		}
-		p.Close()
-	}
-	if scan == nil {
-		t.Fatal("gonetscope holds no listener iterator program")
-	}
+	scan := heldProgram(t, tracer.Process.Pid, "acceptq_listeners")
 	runs := func() uint64 {
 		s, err := scan.Stats()
 		if err != nil {

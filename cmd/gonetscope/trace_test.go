@@ -904,6 +904,27 @@ func heldBPFObjects(t *testing.T, pid int) (progs []ebpf.ProgramID, links []uint
 	return progs, links
 }
 
+// heldProgram is the BPF program named name (or, when longer than the
+// kernel keeps, that name's first 15 bytes) that running process pid
+// holds; closed when the test ends.
+func heldProgram(t *testing.T, pid int, name string) *ebpf.Program {
+	t.Helper()
+	progs, _ := heldBPFObjects(t, pid)
+	for _, id := range progs {
+		p, err := ebpf.NewProgramFromID(id)
+		if err != nil {
+			continue
+		}
+		if info, err := p.Info(); err == nil && strings.HasPrefix(name, info.Name) && info.Name != "" {
+			t.Cleanup(func() { p.Close() })
+			return p
+		}
+		p.Close()
+	}
+	t.Fatalf("PID %d holds no BPF program %s", pid, name)
+	return nil
+}
+
 // assertReleased fails if any of the programs or links a tracer held is
 // still in the kernel after it exited. Other tracers on the host (a
 // parallel test run) do not matter: only these ids are checked.
