@@ -187,6 +187,9 @@ func run() error {
 			mode{caddyRequestsMode, "caddy", gonetscopeMode(*gonetscope, "--requests")},
 			mode{"caddy: " + contentionMode, "caddy", gonetscopeMode(*gonetscope, "--contention")},
 			mode{"caddy: bpftrace, uprobes on runtime netpoll functions (classic)", "caddy", bpftraceMode})
+		if *before != "" && slices.ContainsFunc(modes, func(m mode) bool { return m.name == "before: "+requestsMode }) {
+			modes = append(modes, mode{"caddy: before: " + requestsMode, "caddy", gonetscopeMode(*before, "--requests")})
+		}
 	}
 	if *only != "" {
 		re, err := regexp.Compile(*only)
