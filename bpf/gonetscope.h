@@ -27,6 +27,19 @@
 
 #define MAX_TARGETS 4096
 
+/* The PID filter that hot programs run first: a bitmap of PIDs in an
+ * array map (netpoll's traced_pids and sock_pids), one bit per PID, words
+ * covering PID_MAX_LIMIT (4M on 64-bit). An array lookup is inlined by the
+ * verifier: no helper call and no hashing, and a process that is not
+ * traced pays it before any register or memory read. */
+#define PID_WORDS (4194304 / 64)
+static __always_inline bool pid_in(void *bitmap, __u32 tgid)
+{
+	__u32 word = tgid / 64;
+	__u64 *w = bpf_map_lookup_elem(bitmap, &word);
+	return w && (*w & (1ULL << (tgid & 63)));
+}
+
 /* One traced process. Written by user space at attach, read by every hook. */
 struct target {
 	/* Start of the traced process in clock ticks since boot, as in field 22

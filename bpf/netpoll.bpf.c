@@ -48,12 +48,8 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 /* Go's netpoll reads at most 128 events per epoll_pwait. */
 #define MAX_EPOLL_EVENTS 128
 
-/* The PID filter every program here runs first: one bit per PID, set by
- * user space beside the `targets` entry (pkg/netpoll AddTarget). Words
- * cover PID_MAX_LIMIT (4M on 64-bit). An array lookup is inlined by the
- * verifier: no helper call and no hashing, and a process that is not
- * traced pays it before any register or memory read. */
-#define PID_WORDS (4194304 / 64)
+/* The PID filter every program here runs first (gonetscope.h pid_in),
+ * set by user space beside the `targets` entry (pkg/netpoll AddTarget). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, PID_WORDS);
@@ -68,13 +64,6 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sock_pids SEC(".maps");
-
-static __always_inline bool pid_in(void *bitmap, __u32 tgid)
-{
-	__u32 word = tgid / 64;
-	__u64 *w = bpf_map_lookup_elem(bitmap, &word);
-	return w && (*w & (1ULL << (tgid & 63)));
-}
 
 /* Targets on the syscall tracepoint path. */
 static __always_inline bool traced(__u32 tgid)

@@ -13,7 +13,10 @@
  *                 the syscall path only: on the sock path netpoll.bpf.c
  *                 starts HTTP/1 requests at their first read (requests.h).
  *   server_end:   in net/http.(*conn).serve, CALL (*response).finishRequest
- *                 (w in the first): the handler returned.
+ *                 (w in the first): the handler returned. Where the
+ *                 kernel has the socket tracepoints, a uprobe per
+ *                 connection at the entry of (*conn).serve instead, and
+ *                 the request ends at its last send (serve_send below).
  *   h2 start/end: the same start at the entry of the HTTP/2 server's
  *                 runHandler (the JBE of its stack check), on the stream's
  *                 handler goroutine; h2_end at the CALL handlerDone of
@@ -73,7 +76,10 @@ struct req_layout {
 	__u16 h2req_method;
 	__u16 h2req_url;
 	__u16 h2req_content_length;
-	__u16 _pad[2];
+	/* conn.curReq's *response and response.handlerDone: HTTP/1
+	 * requests end at a send (serve_conn); 0: at server_end. */
+	__u16 conn_cur_req;
+	__u16 resp_handler_done;
 };
 
 struct {
@@ -126,10 +132,13 @@ struct {
  * [1]: requests whose start was not seen (begun before the attach);
  * [2]: client round trips whose start was not seen;
  * [3]: gRPC statuses written for a server call whose start was not seen
- * (begun before the attach, or a stream the transport refused). */
+ * (begun before the attach, or a stream the transport refused);
+ * [4]: HTTP/1 requests whose end was not seen where requests end at a
+ * send: the handler sent its whole response itself, and the connection
+ * closed with no read after (serve_conn, serve_recv). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 4);
+	__uint(max_entries, 5);
 	__type(key, __u32);
 	__type(value, __u64);
 } req_counts SEC(".maps");
@@ -139,6 +148,7 @@ enum req_count {
 	REQ_COUNT_NO_START = 1,
 	REQ_COUNT_CLIENT_NO_START = 2,
 	REQ_COUNT_GRPC_NO_START = 3,
+	REQ_COUNT_END_UNSEEN = 4,
 };
 
 static __always_inline void req_count(__u32 i)
@@ -647,14 +657,12 @@ static __always_inline void request_end(const struct req_layout *l, __u32 pid, _
 	submit(e);
 }
 
-/* The request the calling goroutine serves, or NULL (counted: its start
- * was not seen). On the sock path an HTTP/1 request whose bytes came
- * before the previous response went out (pipelined) has no read to start
- * it (requests.h req_read): it started when the previous one ended. */
-static __always_inline struct req_state *open_request(struct pt_regs *ctx, const struct req_layout *l, struct req_key *k)
+/* The request goroutine k serves, or NULL (counted: its start was not
+ * seen). On the sock path an HTTP/1 request whose bytes came before the
+ * previous response went out (pipelined) has no read to start it
+ * (requests.h req_read): it started when the previous one ended. */
+static __always_inline struct req_state *open_request_of(struct req_key *k)
 {
-	if (read_goid_at(ctx, l->g_goid, &k->goid))
-		return NULL;
 	struct req_state *st = bpf_map_lookup_elem(&req_active, k);
 	if (st && !st->t_start && st->t_end)
 		req_open(k, st->t_end, st);
@@ -665,6 +673,146 @@ static __always_inline struct req_state *open_request(struct pt_regs *ctx, const
 	return st;
 }
 
+/* The same for the goroutine a uprobe runs on. */
+static __always_inline struct req_state *open_request(struct pt_regs *ctx, const struct req_layout *l, struct req_key *k)
+{
+	if (read_goid_at(ctx, l->g_goid, &k->goid))
+		return NULL;
+	return open_request_of(k);
+}
+
+/* The end of HTTP/1 request st, served by goroutine k, whose
+ * *http.response is w: its histogram and event, then closed; the entry
+ * stays for the connection's next request (LRU). */
+static __always_inline void http1_end(const struct req_layout *l, const struct req_key *k, struct req_state *st, __u64 w)
+{
+	__u64 req = 0, c = 0;
+	__s64 status = 0;
+	/* response.conn is at 0. */
+	if (!bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) &&
+	    !bpf_probe_read_user(&status, sizeof(status), (void *)(w + l->resp_status))) {
+		bpf_probe_read_user(&c, sizeof(c), (void *)w);
+		request_end(l, k->pid, k->goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
+	}
+	st->t_start = 0;
+	st->t_end = bpf_ktime_get_boot_ns();
+}
+
+/* ---- HTTP/1 ends without a trap per request (the sock path on the
+ * socket tracepoints, Linux 6.3+; pkg/requests chooses per target) ----
+ *
+ * net/http serves a connection's requests one after another on the
+ * goroutine that runs (*conn).serve, the connection's *response in
+ * conn.curReq while one is served. finishRequest, once the handler has
+ * returned, sets response.handlerDone and then flushes what is left of
+ * the response to the socket: the first send with handlerDone set is
+ * the request's end. So a uprobe per connection (serve_conn, at the
+ * entry of (*conn).serve) notes the connection by its socket, and
+ * serve_send, on every socket send, ends its requests.
+ *
+ * A handler that sent its whole response itself (a Flush of a response
+ * whose length was set) leaves finishRequest nothing to send: its
+ * request ends at the connection's next read (serve_recv), which
+ * (*conn).serve makes at once for the next request. Both programs run
+ * for every socket send and receive on the host: the PID filter (an
+ * array, netpoll's sock_pids) comes first, then one hash lookup by
+ * socket.
+ *
+ * Connections accepted before the attach never ran serve_conn:
+ * server_end stays attached (pkg/requests warmUp) until each of them is
+ * noted at its first request's end, or closed. */
+
+/* A connection net/http serves, by its socket and process. */
+struct served_key {
+	__u64 sk;
+	__u32 pid;
+	__u32 _pad;
+};
+
+struct served_conn {
+	__u64 conn;    /* the *http.conn */
+	__u64 goid;    /* the goroutine running (*conn).serve: it serves each request */
+	__u64 ino;     /* the socket's inode number: a freed sock's address is reused, its inode number is not */
+	__u64 ended_w; /* the *response whose end was counted last: a final flush in two sends ends it once */
+	__u64 sent_w;  /* a *response that sent bytes before its handler returned, and has not ended */
+	__u16 cur_req;      /* conn.curReq's pointer (req_layout has the rest) */
+	__u16 handler_done; /* response.handlerDone */
+	__u32 _pad;
+};
+
+/* An LRU: nothing sees a connection close. A live connection is looked
+ * up at each send and receive, so the closed ones go first; more than
+ * max_entries connections open at once across the targets would lose
+ * the least recently used one's requests (not counted). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct served_key);
+	__type(value, struct served_conn);
+} served_conns SEC(".maps");
+
+/* netpoll's PID filter of the targets on the sock path (pkg/tracer hands
+ * it over): a target without net/http has no served_conns entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sock_pids SEC(".maps");
+
+/* The socket's inode number (0: none). */
+static __always_inline __u64 sk_ino(struct sock *sk)
+{
+	return BPF_CORE_READ(sk, sk_socket, file, f_inode, i_ino);
+}
+
+/* Notes connection c (a *http.conn), served by the goroutine the uprobe
+ * runs on, in served_conns; w: its request that ends at the probe (0:
+ * none). Its socket comes from conn.rwc (the *net.TCPConn, or the one
+ * under a *tls.Conn). Returns 1, noting nothing, when it is noted
+ * already. */
+static __always_inline int note_conn(struct pt_regs *ctx, const struct req_layout *l, __u32 pid, __u64 c, __u64 w)
+{
+	struct served_conn sc = {.conn = c, .ended_w = w, .cur_req = l->conn_cur_req, .handler_done = l->resp_handler_done};
+	if (read_goid_at(ctx, l->g_goid, &sc.goid))
+		return 0;
+	struct sock *tsk;
+	__s32 fd = tcp_conn_fd(l->fd_sysfd, c + l->conn_rwc, &tsk);
+	/* The socket the socket tracepoints see: an MPTCP one's own, not
+	 * its subflow (tcp_sock_of). */
+	struct sock *sk = fd >= 0 ? sock_from_fd(fd) : NULL;
+	if (!sk)
+		return 0;
+	sc.ino = sk_ino(sk);
+	struct served_key k = {.sk = (__u64)sk, .pid = pid};
+	struct served_conn *old = bpf_map_lookup_elem(&served_conns, &k);
+	if (old && old->ino == sc.ino)
+		return 1;
+	/* The socket's memory served a connection that closed after a
+	 * handler that sent its whole response itself: that request's end
+	 * was never seen. */
+	if (old && old->sent_w && old->sent_w != old->ended_w)
+		req_count(REQ_COUNT_END_UNSEEN);
+	bpf_map_update_elem(&served_conns, &k, &sc, BPF_ANY);
+	return 0;
+}
+
+/* At the entry of net/http.(*conn).serve (the conditional jump of its
+ * stack check; c in the first argument register): a connection's first
+ * request is about to be read. */
+SEC("uprobe")
+int serve_conn(struct pt_regs *ctx)
+{
+	__u32 pid;
+	struct req_layout *l = layout_of(&pid);
+	if (l && l->conn_cur_req)
+		note_conn(ctx, l, pid, GO_REG_ARG(ctx, 0), 0);
+	return 0;
+}
+
+/* In net/http.(*conn).serve, CALL (*response).finishRequest (w in the
+ * first argument register): the handler returned. Where requests end at
+ * a send instead (serve_send), this probe is not attached. */
 SEC("uprobe")
 int server_end(struct pt_regs *ctx)
 {
@@ -672,21 +820,111 @@ int server_end(struct pt_regs *ctx)
 	struct req_layout *l = layout_of(&pid);
 	if (!l)
 		return 0;
+	__u64 w = GO_REG_ARG(ctx, 0);
+	/* Where requests end at a send, this probe stays only while
+	 * connections served since before the attach (which serve_conn did
+	 * not see) are open: it notes such a connection at its first
+	 * request's end, which is counted here; a noted one's requests
+	 * end at their send. response.conn is at 0. */
+	__u64 c = 0;
+	if (l->conn_cur_req && !bpf_probe_read_user(&c, sizeof(c), (void *)w) && note_conn(ctx, l, pid, c, w))
+		return 0;
 	struct req_key k = {.pid = pid};
 	struct req_state *st = open_request(ctx, l, &k);
-	if (!st)
-		return 0;
-	__u64 w = GO_REG_ARG(ctx, 0), req = 0, c = 0;
-	__s64 status = 0;
-	/* response.conn is at 0. */
-	if (!bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) &&
-	    !bpf_probe_read_user(&status, sizeof(status), (void *)(w + l->resp_status))) {
-		bpf_probe_read_user(&c, sizeof(c), (void *)w);
-		request_end(l, pid, k.goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
+	if (st)
+		http1_end(l, &k, st, w);
+	return 0;
+}
+
+/* The served connection of socket sk, if the calling process serves it. */
+static __always_inline struct served_conn *served_of(struct sock *sk, __u32 *pid)
+{
+	*pid = bpf_get_current_pid_tgid() >> 32;
+	if (!pid_in(&sock_pids, *pid))
+		return NULL;
+	struct served_key k = {.sk = (__u64)sk, .pid = *pid};
+	struct served_conn *sc = bpf_map_lookup_elem(&served_conns, &k);
+	if (!sc || sc->ino != sk_ino(sk))
+		return NULL;
+	return sc;
+}
+
+/* Whether response w's handler has returned; -1 when w is not the
+ * connection's (its memory was reused: w ended long ago). */
+static __always_inline int handler_done(const struct served_conn *sc, __u64 w)
+{
+	__u32 done = 0;
+	if (bpf_probe_read_user(&done, sizeof(done), (void *)(w + sc->handler_done)))
+		return -1;
+	return done != 0;
+}
+
+/* Ends sc's request w (its handler has returned). */
+static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 w)
+{
+	sc->ended_w = w;
+	sc->sent_w = 0;
+	struct req_layout *l = bpf_map_lookup_elem(&req_layouts, &pid);
+	if (!l)
+		return;
+	struct req_key k = {.pid = pid, .goid = sc->goid};
+	struct req_state *st = open_request_of(&k);
+	if (st)
+		http1_end(l, &k, st, w);
+}
+
+/* Ends sc's request that sent its response before its handler returned
+ * (sent_w), if the handler has returned since. */
+static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
+{
+	/* Still the connection's? response.conn is at 0. */
+	__u64 w = sc->sent_w, c = 0;
+	if (bpf_probe_read_user(&c, sizeof(c), (void *)w) || c != sc->conn) {
+		sc->sent_w = 0;
+		req_count(REQ_COUNT_END_UNSEEN);
+		return;
 	}
-	/* Closed; the entry stays for the connection's next request (LRU). */
-	st->t_start = 0;
-	st->t_end = bpf_ktime_get_boot_ns();
+	if (handler_done(sc, w) > 0)
+		served_end(sc, pid, w);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
+{
+	__u32 pid;
+	struct served_conn *sc = served_of(sk, &pid);
+	if (!sc || ret <= 0)
+		return 0;
+	__u64 w = 0;
+	if (bpf_probe_read_user(&w, sizeof(w), (void *)(sc->conn + sc->cur_req)) || !w || w == sc->ended_w)
+		return 0;
+	/* A request that sent its whole response itself, followed by one
+	 * the client had pipelined (read with it, so no read came between). */
+	if (sc->sent_w && sc->sent_w != w)
+		end_sent(sc, pid);
+	int done = handler_done(sc, w);
+	if (done > 0) {
+		served_end(sc, pid, w);
+	} else if (done == 0 && sc->sent_w != w) {
+		/* The handler sends before it returns: its request may end
+		 * with no send after (serve_recv), and a read past this
+		 * send is not the next request's start (req_read). */
+		sc->sent_w = w;
+		struct req_key k = {.pid = pid, .goid = sc->goid};
+		struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
+		if (st && st->t_start)
+			st->flushed = 1;
+	}
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
+{
+	__u32 pid;
+	struct served_conn *sc = served_of(sk, &pid);
+	if (sc && sc->sent_w)
+		end_sent(sc, pid);
 	return 0;
 }
 

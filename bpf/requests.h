@@ -63,6 +63,12 @@ struct req_state {
 	__u32 unslotted; /* waits on fds that found no free slot */
 	__u64 connect_ns; /* of those, connects' waits (a dial the request started) */
 	struct req_wait slot[REQ_SLOTS];
+	/* 1: the handler sent bytes of its response before it returned
+	 * (a Flush, or a 100 Continue) and the request ends at a send or a
+	 * read after it returned (requests.bpf.c serve_send, serve_recv):
+	 * a read of the client's bytes past that send does not start the
+	 * next request (req_read). */
+	__u64 flushed;
 };
 
 struct {
@@ -148,12 +154,16 @@ static __always_inline void req_open(struct req_key *k, __u64 now, struct req_st
  * the client sent after an interim response (100 Continue). A first
  * request is the exception: until a request of the goroutine has ended,
  * each such read starts it again, so a TLS handshake's round trips
- * before the request are not counted as the request. */
+ * before the request are not counted as the request; but not once its
+ * handler has sent part of its response (flushed): then the read is a
+ * body after 100 Continue, or the next request's, read before the
+ * flushed request was seen to end (requests.bpf.c serve_recv ends it,
+ * and the next one starts where it ended). */
 static __always_inline void req_read(__u32 pid, __u64 goid, __u64 now)
 {
 	struct req_key k = {.pid = pid, .goid = goid};
 	struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
-	if (st && st->t_start && st->t_end)
+	if (st && st->t_start && (st->t_end || st->flushed))
 		return;
 	req_open(&k, now, st);
 }

@@ -33,9 +33,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
+	"github.com/gonetscope/gonetscope/pkg/netpoll"
 	"github.com/gonetscope/gonetscope/pkg/requests"
 )
 
@@ -205,7 +209,24 @@ func TestHTTPRequests(t *testing.T) {
 // and every request must be counted (no_start stays 0). The sock path
 // sees reads of TCP connections only: a target with a unix-socket
 // listener keeps the ServeHTTP uprobe, and its attached event says so.
+//
+// Where a request ends: where the kernel has the socket tracepoints, at
+// its last send, after one uprobe per connection; else at a uprobe per
+// request (server_end). So the test also drives a connection the target
+// accepted (and served a request on) before the attach, which the
+// per-connection uprobe never saw: server_end ends its first request and
+// then, once no such connection is left unnoted, is detached. The test
+// counts server_end's runs (BPF stats) in a second round of requests
+// after that: none on the send path, one per request on the others. And
+// two requests whose end is not a send of finishRequest: one whose
+// handler sent its whole response itself (?flush=1), and one whose
+// handler read its body after a 100 Continue.
 func TestHTTPRequestStarts(t *testing.T) {
+	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stats.Close()
 	bin := buildTarget(t, "httptarget")
 	for _, c := range []struct {
 		name, hooks string
@@ -225,59 +246,116 @@ func TestHTTPRequestStarts(t *testing.T) {
 			if c.unix {
 				network, addr = "unix", sock
 			}
+			type client struct {
+				net.Conn
+				br *bufio.Reader
+			}
+			dial := func() client {
+				conn, err := net.Dial(network, addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { conn.Close() })
+				return client{conn, bufio.NewReader(conn)}
+			}
+			get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n" }
+			// A connection served before the attach.
+			before := dial()
+			io.WriteString(before, get("/items/0"))
+			if resp, err := http.ReadResponse(before.br, nil); err != nil {
+				t.Fatal(err)
+			} else {
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+
 			out := filepath.Join(t.TempDir(), "trace.jsonl")
 			maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 			cmd, done, errOut := startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--slow-request", "0",
 				"--hooks", hooks, "--output", out, "--metrics-addr", maddr, "--max-events-per-sec", "0")
-
-			conn, err := net.Dial(network, addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			br := bufio.NewReader(conn)
-			get := func(path string) string { return "GET " + path + " HTTP/1.1\r\nHost: t\r\n\r\n" }
+			conns := []client{dial(), before}
 			const idle = 200 * time.Millisecond
-			steps := []struct {
+			type step struct {
+				conn   int // of conns
 				idle   time.Duration
 				sent   []string // in one write
 				paths  []string
 				status []int
-			}{
-				{0, []string{get("/items/1")}, []string{"/items/1"}, []int{200}},
-				{idle, []string{get("/items/2")}, []string{"/items/2"}, []int{200}},
+				// Sent after a 100 Continue to sent[0], which asks for one.
+				body string
+			}
+			steps := []step{
+				{0, 0, []string{get("/items/1")}, []string{"/items/1"}, []int{200}, ""},
+				{1, 0, []string{get("/items/10")}, []string{"/items/10"}, []int{200}, ""},
+				{0, idle, []string{get("/items/2")}, []string{"/items/2"}, []int{200}, ""},
 				// GET-only route: 405, the 64 KiB body unread by any handler.
-				{0, []string{"POST /items/3 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n" + strings.Repeat("b", 64<<10)},
-					[]string{"/items/3"}, []int{405}},
-				{idle, []string{get("/items/4")}, []string{"/items/4"}, []int{200}},
-				{idle, []string{get("/items/5"), get("/items/6")}, []string{"/items/5", "/items/6"}, []int{200, 200}},
+				{0, 0, []string{"POST /items/3 HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n" + strings.Repeat("b", 64<<10)},
+					[]string{"/items/3"}, []int{405}, ""},
+				{0, idle, []string{get("/items/4")}, []string{"/items/4"}, []int{200}, ""},
+				{0, idle, []string{get("/items/5"), get("/items/6")}, []string{"/items/5", "/items/6"}, []int{200, 200}, ""},
+				{1, idle, []string{get("/items/11")}, []string{"/items/11"}, []int{200}, ""},
+			}
+			// After the first round, where the connection served before
+			// the attach has been seen: whatever ends them, the same.
+			round2 := []step{
+				{0, 0, []string{get("/items/7")}, []string{"/items/7"}, []int{200}, ""},
+				{1, 0, []string{get("/items/12")}, []string{"/items/12"}, []int{200}, ""},
+				{0, idle, []string{get("/items/8?flush=1")}, []string{"/items/8"}, []int{200}, ""},
+				{0, idle, []string{get("/items/9")}, []string{"/items/9"}, []int{200}, ""},
+				{0, idle, []string{"POST /fail HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"},
+					[]string{"/fail"}, []int{500}, "hello"},
+				{1, idle, []string{get("/items/13?flush=1")}, []string{"/items/13"}, []int{200}, ""},
+				{1, idle, []string{get("/items/14")}, []string{"/items/14"}, []int{200}, ""},
 			}
 			var measured []time.Duration // per request: its step's
-			var goid int64
-			for _, s := range steps {
-				time.Sleep(s.idle)
-				start := time.Now()
-				if _, err := io.WriteString(conn, strings.Join(s.sent, "")); err != nil {
-					t.Fatal(err)
-				}
-				for i := range s.sent {
-					resp, err := http.ReadResponse(br, nil)
-					if err != nil {
+			var goids []int64            // per request: the target's X-Goid
+			run := func(steps []step) {
+				for _, s := range steps {
+					c := conns[s.conn]
+					time.Sleep(s.idle)
+					start := time.Now()
+					if _, err := io.WriteString(c, strings.Join(s.sent, "")); err != nil {
 						t.Fatal(err)
 					}
-					io.Copy(io.Discard, resp.Body)
-					resp.Body.Close()
-					if resp.StatusCode != s.status[i] {
-						t.Fatalf("%s: status %d, want %d", s.paths[i], resp.StatusCode, s.status[i])
+					if s.body != "" {
+						if resp, err := http.ReadResponse(c.br, nil); err != nil || resp.StatusCode != http.StatusContinue {
+							t.Fatalf("%s: %v, want a 100 Continue", s.paths[0], err)
+						}
+						io.WriteString(c, s.body)
 					}
-					if g, err := strconv.ParseInt(resp.Header.Get("X-Goid"), 10, 64); err == nil {
-						goid = g
+					for i := range s.sent {
+						resp, err := http.ReadResponse(c.br, nil)
+						if err != nil {
+							t.Fatal(err)
+						}
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+						if resp.StatusCode != s.status[i] {
+							t.Fatalf("%s: status %d, want %d", s.paths[i], resp.StatusCode, s.status[i])
+						}
+						g, _ := strconv.ParseInt(resp.Header.Get("X-Goid"), 10, 64)
+						goids = append(goids, g)
 					}
-				}
-				for range s.sent {
-					measured = append(measured, time.Since(start))
+					for range s.sent {
+						measured = append(measured, time.Since(start))
+					}
 				}
 			}
+			run(steps)
+			// Long enough for the warm-up to see the connection noted
+			// (pkg/requests warmUpEvery).
+			time.Sleep(2500 * time.Millisecond)
+			serverEnd := heldProgram(t, cmd.Process.Pid, "server_end")
+			ends := func() uint64 {
+				s, err := serverEnd.Stats()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s.RunCount
+			}
+			ends0 := ends()
+			run(round2)
+			endRuns := ends() - ends0
 
 			var got []httpEvent
 			for deadline := time.Now().Add(10 * time.Second); len(got) < len(measured) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -297,11 +375,11 @@ func TestHTTPRequestStarts(t *testing.T) {
 				t.Fatalf("%d http_request events for %d requests: %+v", len(got), len(measured), got)
 			}
 			i := 0
-			for _, s := range steps {
+			for _, s := range append(steps, round2...) {
 				for j, path := range s.paths {
 					e := got[i]
-					if e.Path != path || e.Status != s.status[j] || e.Goid == nil || *e.Goid != goid {
-						t.Errorf("request %d: %s %d on goroutine %v; want %s %d on goroutine %d", i, e.Path, e.Status, e.Goid, path, s.status[j], goid)
+					if e.Path != path || e.Status != s.status[j] || e.Goid == nil || *e.Goid != goids[i] {
+						t.Errorf("request %d: %s %d on goroutine %v; want %s %d on goroutine %d", i, e.Path, e.Status, e.Goid, path, s.status[j], goids[i])
 					}
 					if e.DurationNs <= 0 || time.Duration(e.DurationNs) > measured[i] {
 						t.Errorf("%s: duration %v, the client measured %v around it", path, time.Duration(e.DurationNs), measured[i])
@@ -309,16 +387,31 @@ func TestHTTPRequestStarts(t *testing.T) {
 					i++
 				}
 			}
-			noStart := -1.0
+			untracked := map[string]float64{}
 			for _, m := range families["gonetscope_http_requests_untracked_total"].GetMetric() {
 				for _, l := range m.Label {
-					if l.GetValue() == "no_start" {
-						noStart = m.Counter.GetValue()
-					}
+					untracked[l.GetValue()] = m.Counter.GetValue()
 				}
 			}
-			if noStart != 0 {
-				t.Errorf("gonetscope_http_requests_untracked_total{reason=\"no_start\"} %v, want 0: every request's start was there to see", noStart)
+			// Every request's start and end were there to see.
+			for _, reason := range []string{"no_start", "end_unseen"} {
+				if n, ok := untracked[reason]; !ok || n != 0 {
+					t.Errorf("gonetscope_http_requests_untracked_total{reason=%q} %v (present: %v), want 0", reason, n, ok)
+				}
+			}
+			// Where requests end: server_end's runs in round 2.
+			sendEnds := hooks == "auto" && netpollAuto(t) == netpoll.Sock
+			wantEnds := uint64(len(round2))
+			if sendEnds && !c.unix {
+				wantEnds = 0
+			}
+			t.Logf("server_end ran %d times in round 2 (%d requests)", endRuns, len(round2))
+			if endRuns != wantEnds {
+				t.Errorf("server_end ran %d times for round 2's %d requests, want %d", endRuns, len(round2), wantEnds)
+			}
+			wantEnd := bpfobj.HooksUprobe
+			if sendEnds {
+				wantEnd = netpoll.Sock + ":sock_send_length"
 			}
 			want := map[string]string{"auto": bpfobj.HooksUprobe + "+" + netpollAuto(t), "tracepoint": bpfobj.HooksUprobe}[hooks]
 			var wantLimits []string
@@ -330,8 +423,8 @@ func TestHTTPRequestStarts(t *testing.T) {
 				Hooks  map[string]string `json:"hooks"`
 				Limits []string          `json:"limits"`
 			}](t, out) {
-				if e.Event == "attached" && e.Hooks["http"] != want {
-					t.Errorf("attached: hooks.http %q, want %q", e.Hooks["http"], want)
+				if e.Event == "attached" && (e.Hooks["http"] != want || e.Hooks["http_end"] != wantEnd) {
+					t.Errorf("attached: hooks.http %q and http_end %q, want %q and %q", e.Hooks["http"], e.Hooks["http_end"], want, wantEnd)
 				}
 				if e.Event == "attached" && fmt.Sprint(featureLimits(e.Limits)) != fmt.Sprint(wantLimits) {
 					t.Errorf("attached limits %q, want %q", featureLimits(e.Limits), wantLimits)

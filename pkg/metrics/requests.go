@@ -47,7 +47,7 @@ var (
 		"Requests counted under http_route=\"other\" (server_address for clients; rpc_method=\"_OTHER\" for gRPC, kind grpc_server and grpc_client) because the target had more routes than gonetscope keeps apart.",
 		append(append([]string{}, base...), "kind"), nil)
 	requestsUntrackedDesc = prometheus.NewDesc("gonetscope_http_requests_untracked_total",
-		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips), grpc_no_start (gRPC statuses of server calls begun before the attach, or of streams grpc's transport refused).",
+		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips), grpc_no_start (gRPC statuses of server calls begun before the attach, or of streams grpc's transport refused), end_unseen (HTTP/1 requests whose handler sent the whole response itself on a connection that closed before its next read, where requests end at a send).",
 		[]string{"reason"}, nil)
 )
 
@@ -113,7 +113,7 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 	}
 	if cnt := src.RequestCounts(); cnt != nil {
 		for reason, n := range map[string]uint64{"hist_full": cnt.HistFull, "no_start": cnt.NoStart, "client_no_start": cnt.ClientNoStart,
-			"grpc_no_start": cnt.GRPCNoStart} {
+			"grpc_no_start": cnt.GRPCNoStart, "end_unseen": cnt.EndUnseen} {
 			ch <- prometheus.MustNewConstMetric(requestsUntrackedDesc, prometheus.CounterValue, float64(n), reason)
 		}
 	}

@@ -531,6 +531,8 @@ func (o *Objects) RequestMaps() map[string]*ebpf.Map {
 		netpollMapReqParentOff: o.coll.Maps[netpollMapReqParentOff],
 		// The sock path's HTTP/1 request starts (requests.h req_read).
 		netpollMapReqReadStarts: o.coll.Maps[netpollMapReqReadStarts],
+		// Its PID filter, which requests' socket programs run first.
+		netpollMapSockPids: o.coll.Maps[netpollMapSockPids],
 	}
 }
 

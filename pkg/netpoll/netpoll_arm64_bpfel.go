@@ -251,6 +251,7 @@ type netpollReqState struct {
 		ViaClient   uint8
 		ClientCalls uint8
 	}
+	Flushed uint64
 }
 
 type netpollSockWaits struct {

@@ -250,6 +250,7 @@ type netpollReqState struct {
 		ViaClient   uint8
 		ClientCalls uint8
 	}
+	Flushed uint64
 }
 
 type netpollSockWaits struct {

@@ -11,8 +11,10 @@ import (
 	"debug/elf"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"structs"
 	"sync"
@@ -97,14 +99,30 @@ type Options struct {
 	// each HTTP/1 server request at its first read (bpf/requests.h
 	// req_read): no uprobe at ServeHTTP, one trap per request, not two.
 	ReadStarts bool
+	// SendEnds: the kernel has the socket tracepoints (netpoll's sock
+	// path on tp_btf), where HTTP/1 requests also end at a send
+	// (requests.bpf.c serve_send): one trap per connection, none per
+	// request. Needs ReadStarts.
+	SendEnds bool
 }
 
 // Objects are the loaded programs and maps, and the uprobes per target.
 type Objects struct {
-	coll       *ebpf.Collection
-	readStarts bool
-	mu         sync.Mutex
-	links      map[int][]link.Link
+	coll                 *ebpf.Collection
+	readStarts, sendEnds bool
+	// sendLinks are serve_send's and serve_recv's (global: they filter
+	// by PID), made at the first target that needs them.
+	sendLinks []link.Link
+	mu        sync.Mutex
+	links     map[int][]link.Link
+	// warm are the targets whose server_end stays for connections
+	// accepted before the attach (warmUp).
+	warm map[int]warm
+}
+
+type warm struct {
+	links []link.Link
+	stop  chan struct{}
 }
 
 // Load loads the programs.
@@ -122,11 +140,17 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["wakeup_interval_ns"].Set(uint64(opts.WakeupInterval.Nanoseconds())); err != nil {
 		return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
 	}
+	opts.SendEnds = opts.SendEnds && opts.ReadStarts
+	if !opts.SendEnds {
+		// Their tracepoints may not exist on this kernel.
+		delete(spec.Programs, requestsProgServeSend)
+		delete(spec.Programs, requestsProgServeRecv)
+	}
 	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{MapReplacements: opts.Shared})
 	if err != nil {
 		return nil, bpfobj.LoadError("requests BPF object", err)
 	}
-	return &Objects{coll: coll, readStarts: opts.ReadStarts, links: map[int][]link.Link{}}, nil
+	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendEnds: opts.SendEnds, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
 }
 
 // Close detaches and unloads everything.
@@ -140,6 +164,7 @@ func (o *Objects) Close() error {
 	for _, pid := range pids {
 		o.Detach(pid)
 	}
+	bpfobj.CloseAll(o.sendLinks)
 	o.coll.Close()
 	return nil
 }
@@ -150,6 +175,9 @@ func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[requestsMapEvents] }
 // Probes are where the uprobes of a binary go.
 type Probes struct {
 	ServerStart, ServerEnd []goruntime.Site
+	// ServeEntry is the entry of (*conn).serve: where a connection's
+	// requests end at a send (Options.SendEnds), its one probe.
+	ServeEntry goruntime.Site
 	// ClientStart and ClientEnd pair up; empty when the binary has no
 	// net/http client (or its code is not the one known).
 	ClientStart, ClientEnd []goruntime.Site
@@ -173,6 +201,9 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 		return p, err
 	}
 	if p.ServerEnd, err = goruntime.CallSites(f, funcs, serveFunc, finishRequest); err != nil {
+		return p, err
+	}
+	if p.ServeEntry, err = goruntime.EntryBranch(f, funcs, serveFunc); err != nil {
 		return p, err
 	}
 	h2 := h2FuncsOf(funcs)
@@ -336,13 +367,35 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	if readStarts {
 		serverStarts = nil
 	}
+	// Where the kernel has the socket tracepoints, a TCP server's
+	// requests end at their last send too: a trap per connection, none
+	// per request. server_end stays only while connections it accepted
+	// before the attach are open (warmUp).
+	serverEnds := probes.ServerEnd
+	var serveEntry []goruntime.Site
+	var before map[uint64]int32
+	if readStarts && o.sendEnds {
+		if off.HttpConnCurReq == 0 || off.HttpRespHandlerDone == 0 {
+			limits = append(limits, fmt.Sprintf("http_request ends at a uprobe, a trap per request: the offsets of conn.curReq and response.handlerDone are not known for %s", p.Bin.GoVersion))
+		} else {
+			if err := o.attachSendEnds(); err != nil {
+				return nil, nil, err
+			}
+			l.ConnCurReq, l.RespHandlerDone = off.HttpConnCurReq, off.HttpRespHandlerDone
+			serveEntry = []goruntime.Site{probes.ServeEntry}
+			if before = proc.AcceptedInodes(pid); len(before) == 0 {
+				serverEnds = nil
+			}
+		}
+	}
 	// The ends before the starts: a request is never opened without the
 	// probe that closes it.
 	for _, a := range []struct {
 		prog  string
 		sites []goruntime.Site
 	}{
-		{requestsProgServerEnd, probes.ServerEnd}, {requestsProgH2End, probes.H2End},
+		{requestsProgServeConn, serveEntry},
+		{requestsProgServerEnd, serverEnds}, {requestsProgH2End, probes.H2End},
 		{requestsProgClientEnd, probes.ClientEnd}, {requestsProgClientEnd, probes.H2ClientEnd},
 		{requestsProgServerStart, serverStarts}, {requestsProgServerStart, probes.H2Start},
 		{requestsProgClientStart, probes.ClientStart}, {requestsProgH2ClientStart, probes.H2ClientStart},
@@ -369,7 +422,111 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 			return nil, nil, err
 		}
 	}
+	if serveEntry != nil && serverEnds != nil {
+		// server_end's links are the last ones of its program.
+		var ends []link.Link
+		links, ends = splitEnds(links, len(serveEntry), len(serverEnds))
+		o.warmUp(pid, before, ends)
+	}
 	return links, limits, nil
+}
+
+// splitEnds splits links, made in attachHTTP's order (n serve_conn
+// links, then m server_end links, then the rest), into server_end's and
+// the others.
+func splitEnds(links []link.Link, n, m int) (rest, ends []link.Link) {
+	ends = slices.Clone(links[n : n+m])
+	rest = append(slices.Clone(links[:n]), links[n+m:]...)
+	return rest, ends
+}
+
+// attachSendEnds attaches serve_send and serve_recv (global programs
+// that filter by PID), once.
+func (o *Objects) attachSendEnds() error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.sendLinks != nil {
+		return nil
+	}
+	var links []link.Link
+	for _, prog := range []string{requestsProgServeSend, requestsProgServeRecv} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
+		if err != nil {
+			bpfobj.CloseAll(links)
+			return fmt.Errorf("attaching %s: %w", prog, err)
+		}
+		links = append(links, l)
+	}
+	o.sendLinks = links
+	return nil
+}
+
+// warmUpEvery is how often warmUp looks at the connections.
+const warmUpEvery = time.Second
+
+// warmUp keeps server_end's links (ends) in pid while a TCP connection it
+// had accepted before the attach (before, by inode) is open and not yet
+// noted in served_conns: serve_conn never ran for those, so their
+// requests end at server_end, which notes each connection at its first
+// request's end (requests.bpf.c). Then it detaches them: from there on
+// the process pays no trap per request.
+func (o *Objects) warmUp(pid int, before map[uint64]int32, ends []link.Link) {
+	stop := make(chan struct{})
+	o.mu.Lock()
+	o.warm[pid] = warm{links: ends, stop: stop}
+	o.mu.Unlock()
+	go func() {
+		t := time.NewTicker(warmUpEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+			}
+			if o.pendingBefore(pid, before) > 0 {
+				continue
+			}
+			o.mu.Lock()
+			if w, ok := o.warm[pid]; ok && w.stop == stop {
+				delete(o.warm, pid)
+				bpfobj.CloseAll(w.links)
+			}
+			o.mu.Unlock()
+			return
+		}
+	}()
+}
+
+// pendingBefore counts the connections of before that are still open and
+// not noted in served_conns; it drops the closed and noted ones.
+func (o *Objects) pendingBefore(pid int, before map[uint64]int32) int {
+	open := proc.AcceptedInodes(pid)
+	noted := map[uint64]bool{}
+	var (
+		k requestsServedKey
+		v requestsServedConn
+	)
+	it := o.coll.Maps[requestsMapServedConns].Iterate()
+	for it.Next(&k, &v) {
+		if k.Pid == uint32(pid) {
+			noted[v.Ino] = true
+		}
+	}
+	maps.DeleteFunc(before, func(ino uint64, _ int32) bool {
+		_, isOpen := open[ino]
+		return !isOpen || noted[ino]
+	})
+	return len(before)
+}
+
+// WarmingUp says whether pid still has server_end for connections
+// accepted before the attach (warmUp).
+func (o *Objects) WarmingUp(pid int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	_, ok := o.warm[pid]
+	return ok
 }
 
 // Detach removes pid's uprobes and what the kernel keeps for it.
@@ -377,7 +534,13 @@ func (o *Objects) Detach(pid int) {
 	o.mu.Lock()
 	links, ok := o.links[pid]
 	delete(o.links, pid)
+	w, warming := o.warm[pid]
+	delete(o.warm, pid)
 	o.mu.Unlock()
+	if warming {
+		close(w.stop)
+		bpfobj.CloseAll(w.links)
+	}
 	if !ok {
 		return
 	}
@@ -390,6 +553,8 @@ func (o *Objects) Detach(pid int) {
 		func(k *requestsReqFdKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsClientState](o.coll.Maps[requestsMapClientActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[requestsServedKey, requestsServedConn](o.coll.Maps[requestsMapServedConns],
+		func(k *requestsServedKey) bool { return k.Pid == uint32(pid) })
 }
 
 // deleteTarget removes pid's per-target entries: its layout, its
@@ -422,12 +587,16 @@ type Counts struct {
 	// was not seen (begun before the attach, or a stream grpc's transport
 	// refused before a handler).
 	GRPCNoStart uint64
+	// EndUnseen: HTTP/1 requests whose end was not seen where requests
+	// end at a send: the handler sent its whole response itself, and
+	// the connection closed before its next read.
+	EndUnseen uint64
 }
 
 // Counts reads the counters.
 func (o *Objects) Counts() (Counts, error) {
 	var c Counts
-	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart} {
+	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart, &c.EndUnseen} {
 		n, err := bpfobj.SumPerCPU(o.coll.Maps[requestsMapReqCounts], uint32(i))
 		if err != nil {
 			return c, err

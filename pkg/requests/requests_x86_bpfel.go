@@ -199,6 +199,7 @@ const (
 	requestsReqCountREQ_COUNT_NO_START        requestsReqCount = 1
 	requestsReqCountREQ_COUNT_CLIENT_NO_START requestsReqCount = 2
 	requestsReqCountREQ_COUNT_GRPC_NO_START   requestsReqCount = 3
+	requestsReqCountREQ_COUNT_END_UNSEEN      requestsReqCount = 4
 )
 
 type requestsReqEventType uint32
@@ -281,7 +282,8 @@ type requestsReqLayout struct {
 	H2reqMethod        uint16
 	H2reqUrl           uint16
 	H2reqContentLength uint16
-	Pad                [2]uint16
+	ConnCurReq         uint16
+	RespHandlerDone    uint16
 }
 
 type requestsReqState struct {
@@ -294,6 +296,7 @@ type requestsReqState struct {
 	Unslotted uint32
 	ConnectNs uint64
 	Slot      [4]requestsReqWait
+	Flushed   uint64
 }
 
 type requestsReqWait struct {
@@ -305,6 +308,25 @@ type requestsReqWait struct {
 	Waits       uint16
 	ViaClient   uint8
 	ClientCalls uint8
+}
+
+type requestsServedConn struct {
+	_           structs.HostLayout
+	Conn        uint64
+	Goid        uint64
+	Ino         uint64
+	EndedW      uint64
+	SentW       uint64
+	CurReq      uint16
+	HandlerDone uint16
+	Pad         uint32
+}
+
+type requestsServedKey struct {
+	_   structs.HostLayout
+	Sk  uint64
+	Pid uint32
+	Pad uint32
 }
 
 type requestsTarget struct {
@@ -346,6 +368,8 @@ const (
 	requestsMapReqLayouts                   = "req_layouts"
 	requestsMapReqParentOff                 = "req_parent_off"
 	requestsMapReqReadStarts                = "req_read_starts"
+	requestsMapServedConns                  = "served_conns"
+	requestsMapSockPids                     = "sock_pids"
 	requestsMapTargets                      = "targets"
 	requestsProgClientEnd                   = "client_end"
 	requestsProgClientStart                 = "client_start"
@@ -355,6 +379,9 @@ const (
 	requestsProgGrpcServerStart             = "grpc_server_start"
 	requestsProgH2ClientStart               = "h2_client_start"
 	requestsProgH2End                       = "h2_end"
+	requestsProgServeConn                   = "serve_conn"
+	requestsProgServeRecv                   = "serve_recv"
+	requestsProgServeSend                   = "serve_send"
 	requestsProgServerEnd                   = "server_end"
 	requestsProgServerStart                 = "server_start"
 	requestsVarLastWakeupNs                 = "last_wakeup_ns"
@@ -418,6 +445,9 @@ type requestsProgramSpecs struct {
 	GrpcServerStart *ebpf.ProgramSpec `ebpf:"grpc_server_start"`
 	H2ClientStart   *ebpf.ProgramSpec `ebpf:"h2_client_start"`
 	H2End           *ebpf.ProgramSpec `ebpf:"h2_end"`
+	ServeConn       *ebpf.ProgramSpec `ebpf:"serve_conn"`
+	ServeRecv       *ebpf.ProgramSpec `ebpf:"serve_recv"`
+	ServeSend       *ebpf.ProgramSpec `ebpf:"serve_send"`
 	ServerEnd       *ebpf.ProgramSpec `ebpf:"server_end"`
 	ServerStart     *ebpf.ProgramSpec `ebpf:"server_start"`
 }
@@ -442,6 +472,8 @@ type requestsMapSpecs struct {
 	ReqLayouts       *ebpf.MapSpec `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.MapSpec `ebpf:"req_parent_off"`
 	ReqReadStarts    *ebpf.MapSpec `ebpf:"req_read_starts"`
+	ServedConns      *ebpf.MapSpec `ebpf:"served_conns"`
+	SockPids         *ebpf.MapSpec `ebpf:"sock_pids"`
 	Targets          *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -496,6 +528,8 @@ type requestsMaps struct {
 	ReqLayouts       *ebpf.Map `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.Map `ebpf:"req_parent_off"`
 	ReqReadStarts    *ebpf.Map `ebpf:"req_read_starts"`
+	ServedConns      *ebpf.Map `ebpf:"served_conns"`
+	SockPids         *ebpf.Map `ebpf:"sock_pids"`
 	Targets          *ebpf.Map `ebpf:"targets"`
 }
 
@@ -517,6 +551,8 @@ func (m *requestsMaps) Close() error {
 		m.ReqLayouts,
 		m.ReqParentOff,
 		m.ReqReadStarts,
+		m.ServedConns,
+		m.SockPids,
 		m.Targets,
 	)
 }
@@ -548,6 +584,9 @@ type requestsPrograms struct {
 	GrpcServerStart *ebpf.Program `ebpf:"grpc_server_start"`
 	H2ClientStart   *ebpf.Program `ebpf:"h2_client_start"`
 	H2End           *ebpf.Program `ebpf:"h2_end"`
+	ServeConn       *ebpf.Program `ebpf:"serve_conn"`
+	ServeRecv       *ebpf.Program `ebpf:"serve_recv"`
+	ServeSend       *ebpf.Program `ebpf:"serve_send"`
 	ServerEnd       *ebpf.Program `ebpf:"server_end"`
 	ServerStart     *ebpf.Program `ebpf:"server_start"`
 }
@@ -562,6 +601,9 @@ func (p *requestsPrograms) Close() error {
 		p.GrpcServerStart,
 		p.H2ClientStart,
 		p.H2End,
+		p.ServeConn,
+		p.ServeRecv,
+		p.ServeSend,
 		p.ServerEnd,
 		p.ServerStart,
 	)

@@ -21,10 +21,12 @@ type requestTracing struct {
 func (t *Tracer) loadRequests() error {
 	shared := t.netpoll.RequestMaps()
 	shared["targets"] = t.netpoll.Targets()
-	// On the sock path netpoll's socket hooks start HTTP/1 requests.
+	// On the sock path netpoll's socket hooks start HTTP/1 requests; on
+	// its socket tracepoints requests' own end them.
 	readStarts := t.netpoll.Mechanism() != netpoll.Tracepoint
+	sendEnds := t.netpoll.Mechanism() == netpoll.Sock
 	rq, err := requests.Load(requests.Options{Shared: shared, RingBufferBytes: t.opts.RingBufferBytes,
-		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts})
+		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts, SendEnds: sendEnds})
 	if err != nil {
 		return err
 	}
@@ -36,7 +38,7 @@ func (t *Tracer) loadRequests() error {
 	}
 	t.plug(feature{
 		samplers: samplers,
-		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "grpc": "uprobe"},
+		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "http_end": httpEndHook(sendEnds), "grpc": "uprobe"},
 		streams:  []source{{"requests", rq.Events(), requests.Decode, rq.Lost}},
 		attach:   r.attach,
 		detach:   func(tg *target) { rq.Detach(tg.proc.PID) },
@@ -50,6 +52,16 @@ func (t *Tracer) loadRequests() error {
 func httpHooks(readStarts bool, netpollMechanism string) string {
 	if readStarts {
 		return bpfobj.HooksUprobe + "+" + netpollMechanism
+	}
+	return bpfobj.HooksUprobe
+}
+
+// httpEndHook names where HTTP/1 server requests end: at their last
+// send (the sock_send_length tracepoint, after a uprobe per connection),
+// or at a uprobe per request.
+func httpEndHook(sendEnds bool) string {
+	if sendEnds {
+		return netpoll.Sock + ":sock_send_length"
 	}
 	return bpfobj.HooksUprobe
 }

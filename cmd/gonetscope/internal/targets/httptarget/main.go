@@ -7,7 +7,9 @@
 // It prints {"op":"listening","addr":"127.0.0.1:PORT"} once it serves.
 //
 //	GET  /items/{id}        200; ?downstream=1 first GETs -downstream,
-//	                        ?fanout=N from N goroutines at once
+//	                        ?fanout=N from N goroutines at once;
+//	                        ?flush=1 sends the whole response (its
+//	                        Content-Length set) before the handler returns
 //	POST /fail              500
 //	GET  /plain/...         a handler registered without a method or
 //	                        wildcard ("/plain/"): 200
@@ -153,7 +155,16 @@ func main() {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 		}
-		fmt.Fprintf(w, "item %s\n", strings.TrimPrefix(r.URL.Path, "/items/"))
+		body := fmt.Sprintf("item %s\n", strings.TrimPrefix(r.URL.Path, "/items/"))
+		if r.URL.Query().Get("flush") == "1" {
+			// Nothing is left for net/http to send once the
+			// handler returns.
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			io.WriteString(w, body)
+			w.(http.Flusher).Flush()
+			return
+		}
+		io.WriteString(w, body)
 	}
 	fail := func(w http.ResponseWriter, r *http.Request) {
 		whoami(w, r)
