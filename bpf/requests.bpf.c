@@ -760,6 +760,21 @@ struct {
 	__type(value, __u64);
 } sock_pids SEC(".maps");
 
+/* How many served_conns entries have a sent_w: until one does, a
+ * receive has nothing to end and returns after the PID filter. Entries
+ * dropped while they had one (LRU) leave it high: a receive then looks
+ * its socket up for nothing, no more. */
+__s64 sent_pending = 0;
+
+static __always_inline void set_sent(struct served_conn *sc, __u64 w)
+{
+	if (!sc->sent_w && w)
+		__sync_fetch_and_add(&sent_pending, 1);
+	else if (sc->sent_w && !w)
+		__sync_fetch_and_add(&sent_pending, -1);
+	sc->sent_w = w;
+}
+
 /* The socket's inode number (0: none). */
 static __always_inline __u64 sk_ino(struct sock *sk)
 {
@@ -791,8 +806,10 @@ static __always_inline int note_conn(struct pt_regs *ctx, const struct req_layou
 	/* The socket's memory served a connection that closed after a
 	 * handler that sent its whole response itself: that request's end
 	 * was never seen. */
-	if (old && old->sent_w && old->sent_w != old->ended_w)
+	if (old && old->sent_w) {
 		req_count(REQ_COUNT_END_UNSEEN);
+		__sync_fetch_and_add(&sent_pending, -1);
+	}
 	bpf_map_update_elem(&served_conns, &k, &sc, BPF_ANY);
 	return 0;
 }
@@ -836,15 +853,17 @@ int server_end(struct pt_regs *ctx)
 	return 0;
 }
 
-/* The served connection of socket sk, if the calling process serves it. */
-static __always_inline struct served_conn *served_of(struct sock *sk, __u32 *pid)
+/* The served connection of socket sk, if the calling process serves it;
+ * sk is a tp_btf argument, read with plain loads. */
+static __always_inline struct served_conn *served_of(struct sock *sk, __u32 pid)
 {
-	*pid = bpf_get_current_pid_tgid() >> 32;
-	if (!pid_in(&sock_pids, *pid))
-		return NULL;
-	struct served_key k = {.sk = (__u64)sk, .pid = *pid};
+	struct served_key k = {.sk = (__u64)sk, .pid = pid};
 	struct served_conn *sc = bpf_map_lookup_elem(&served_conns, &k);
-	if (!sc || sc->ino != sk_ino(sk))
+	if (!sc)
+		return NULL;
+	struct socket *so = sk->sk_socket;
+	struct file *f = so ? so->file : NULL;
+	if (!f || f->f_inode->i_ino != sc->ino)
 		return NULL;
 	return sc;
 }
@@ -863,7 +882,7 @@ static __always_inline int handler_done(const struct served_conn *sc, __u64 w)
 static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 w)
 {
 	sc->ended_w = w;
-	sc->sent_w = 0;
+	set_sent(sc, 0);
 	struct req_layout *l = bpf_map_lookup_elem(&req_layouts, &pid);
 	if (!l)
 		return;
@@ -880,7 +899,7 @@ static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 	/* Still the connection's? response.conn is at 0. */
 	__u64 w = sc->sent_w, c = 0;
 	if (bpf_probe_read_user(&c, sizeof(c), (void *)w) || c != sc->conn) {
-		sc->sent_w = 0;
+		set_sent(sc, 0);
 		req_count(REQ_COUNT_END_UNSEEN);
 		return;
 	}
@@ -891,9 +910,11 @@ static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 {
-	__u32 pid;
-	struct served_conn *sc = served_of(sk, &pid);
-	if (!sc || ret <= 0)
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (!pid_in(&sock_pids, pid) || ret <= 0)
+		return 0;
+	struct served_conn *sc = served_of(sk, pid);
+	if (!sc)
 		return 0;
 	__u64 w = 0;
 	if (bpf_probe_read_user(&w, sizeof(w), (void *)(sc->conn + sc->cur_req)) || !w || w == sc->ended_w)
@@ -909,7 +930,7 @@ int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 		/* The handler sends before it returns: its request may end
 		 * with no send after (serve_recv), and a read past this
 		 * send is not the next request's start (req_read). */
-		sc->sent_w = w;
+		set_sent(sc, w);
 		struct req_key k = {.pid = pid, .goid = sc->goid};
 		struct req_state *st = bpf_map_lookup_elem(&req_active, &k);
 		if (st && st->t_start)
@@ -921,8 +942,10 @@ int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
 {
-	__u32 pid;
-	struct served_conn *sc = served_of(sk, &pid);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	if (!pid_in(&sock_pids, pid) || sent_pending <= 0)
+		return 0;
+	struct served_conn *sc = served_of(sk, pid);
 	if (sc && sc->sent_w)
 		end_sent(sc, pid);
 	return 0;

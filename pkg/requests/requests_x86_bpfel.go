@@ -385,6 +385,7 @@ const (
 	requestsProgServerEnd                   = "server_end"
 	requestsProgServerStart                 = "server_start"
 	requestsVarLastWakeupNs                 = "last_wakeup_ns"
+	requestsVarSentPending                  = "sent_pending"
 	requestsVarUnusedEventType              = "unused_event_type"
 	requestsVarUnusedGrpcClientRequestEvent = "unused_grpc_client_request_event"
 	requestsVarUnusedGrpcRequestEvent       = "unused_grpc_request_event"
@@ -482,6 +483,7 @@ type requestsMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type requestsVariableSpecs struct {
 	LastWakeupNs                 *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
+	SentPending                  *ebpf.VariableSpec `ebpf:"sent_pending"`
 	UnusedEventType              *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedGrpcClientRequestEvent *ebpf.VariableSpec `ebpf:"unused_grpc_client_request_event"`
 	UnusedGrpcRequestEvent       *ebpf.VariableSpec `ebpf:"unused_grpc_request_event"`
@@ -562,6 +564,7 @@ func (m *requestsMaps) Close() error {
 // It can be passed to loadRequestsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type requestsVariables struct {
 	LastWakeupNs                 *ebpf.Variable `ebpf:"last_wakeup_ns"`
+	SentPending                  *ebpf.Variable `ebpf:"sent_pending"`
 	UnusedEventType              *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedGrpcClientRequestEvent *ebpf.Variable `ebpf:"unused_grpc_client_request_event"`
 	UnusedGrpcRequestEvent       *ebpf.Variable `ebpf:"unused_grpc_request_event"`
