@@ -57,13 +57,8 @@ struct {
 	__type(value, __u64);
 } traced_pids SEC(".maps");
 
-/* The same filter for the targets on the sock path (below). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PID_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} sock_pids SEC(".maps");
+/* The same filter for the targets on the sock path (below) is
+ * sock_pids (requests.h), which requests' socket programs run too. */
 
 /* Targets on the syscall tracepoint path. */
 static __always_inline bool traced(__u32 tgid)

@@ -751,15 +751,6 @@ struct {
 	__type(value, struct served_conn);
 } served_conns SEC(".maps");
 
-/* netpoll's PID filter of the targets on the sock path (pkg/tracer hands
- * it over): a target without net/http has no served_conns entries. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, PID_WORDS);
-	__type(key, __u32);
-	__type(value, __u64);
-} sock_pids SEC(".maps");
-
 /* How many served_conns entries have a sent_w: until one does, a
  * receive has nothing to end and returns after the PID filter. Entries
  * dropped while they had one (LRU) leave it high: a receive then looks
@@ -829,7 +820,8 @@ int serve_conn(struct pt_regs *ctx)
 
 /* In net/http.(*conn).serve, CALL (*response).finishRequest (w in the
  * first argument register): the handler returned. Where requests end at
- * a send instead (serve_send), this probe is not attached. */
+ * a send instead (serve_send), this probe is attached only while
+ * connections accepted before the attach are open and not noted. */
 SEC("uprobe")
 int server_end(struct pt_regs *ctx)
 {

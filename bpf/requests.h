@@ -116,6 +116,17 @@ struct {
 	__type(value, __u8);
 } req_read_starts SEC(".maps");
 
+/* The PID filter (gonetscope.h pid_in) of the targets on netpoll's sock
+ * path, set by pkg/netpoll: netpoll's socket programs run it first, and
+ * so do requests.bpf.c's (serve_send, serve_recv; a target without
+ * net/http has no served_conns entries). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, PID_WORDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sock_pids SEC(".maps");
+
 /* Sets map's entry for key k to *v: in place where it exists (an LRU
  * update costs more than the rest of a probe), else a new one. */
 #define put_in_place(map, k, v)                                      \

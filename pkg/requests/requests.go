@@ -90,7 +90,8 @@ func h2FuncsOf(funcs goruntime.FuncLookup) h2Funcs {
 // Options configure the object.
 type Options struct {
 	// Shared are netpoll's maps this object shares: "targets",
-	// "req_active" and "req_fds" (netpoll.Objects.RequestMaps).
+	// "req_active", "req_fds", "req_parent_off", "req_read_starts" and
+	// "sock_pids" (netpoll.Objects.RequestMaps, Targets).
 	Shared          map[string]*ebpf.Map
 	RingBufferBytes uint32
 	// WakeupInterval bounds the reader's wake-ups (zero: 50ms).
