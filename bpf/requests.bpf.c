@@ -860,8 +860,8 @@ static __always_inline struct served_conn *served_of(struct sock *sk, __u32 pid)
 	return sc;
 }
 
-/* Whether response w's handler has returned; -1 when w is not the
- * connection's (its memory was reused: w ended long ago). */
+/* Whether response w's handler has returned; -1 when w cannot be
+ * read (end_sent checks first that w is still the connection's). */
 static __always_inline int handler_done(const struct served_conn *sc, __u64 w)
 {
 	__u32 done = 0;

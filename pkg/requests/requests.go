@@ -14,7 +14,6 @@ import (
 	"maps"
 	"math"
 	"net/netip"
-	"slices"
 	"strings"
 	"structs"
 	"sync"
@@ -344,13 +343,13 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 			l.H2reqMethod, l.H2reqUrl, l.H2reqContentLength = off.H2ReqMethod, off.H2ReqURL-off.H2ReqMethod, off.H2ReqContentLength-off.H2ReqMethod
 		}
 	}
-	attach := func(prog string, sites []goruntime.Site) error {
+	attach := func(dst *[]link.Link, prog string, sites []goruntime.Site) error {
 		for _, s := range sites {
 			up, err := ex.Uprobe("", o.coll.Programs[prog], &link.UprobeOptions{Address: s.FileOffset, PID: pid})
 			if err != nil {
 				return fmt.Errorf("attaching uprobe %s at %#x (%s): %w", prog, s.Addr, s.Inst, err)
 			}
-			links = append(links, up)
+			*dst = append(*dst, up)
 		}
 		return nil
 	}
@@ -370,11 +369,12 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	}
 	// Where the kernel has the socket tracepoints, a TCP server's
 	// requests end at their last send too: a trap per connection, none
-	// per request. server_end stays only while connections it accepted
-	// before the attach are open (warmUp).
+	// per request. server_end (ends) stays only while connections it
+	// accepted before the attach are open (warmUp).
 	serverEnds := probes.ServerEnd
 	var serveEntry []goruntime.Site
 	var before map[uint64]int32
+	var ends []link.Link
 	if readStarts && o.sendEnds {
 		if off.HttpConnCurReq == 0 || off.HttpRespHandlerDone == 0 {
 			limits = append(limits, fmt.Sprintf("http_request ends at a uprobe, a trap per request: the offsets of conn.curReq and response.handlerDone are not known for %s", p.Bin.GoVersion))
@@ -383,9 +383,12 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 				return nil, nil, err
 			}
 			l.ConnCurReq, l.RespHandlerDone = off.HttpConnCurReq, off.HttpRespHandlerDone
-			serveEntry = []goruntime.Site{probes.ServeEntry}
-			if before = proc.AcceptedInodes(pid); len(before) == 0 {
-				serverEnds = nil
+			serveEntry, serverEnds = []goruntime.Site{probes.ServeEntry}, nil
+			if before = proc.AcceptedInodes(pid); len(before) > 0 {
+				if err := attach(&ends, requestsProgServerEnd, probes.ServerEnd); err != nil {
+					bpfobj.CloseAll(ends)
+					return nil, nil, err
+				}
 			}
 		}
 	}
@@ -401,8 +404,8 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 		{requestsProgServerStart, serverStarts}, {requestsProgServerStart, probes.H2Start},
 		{requestsProgClientStart, probes.ClientStart}, {requestsProgH2ClientStart, probes.H2ClientStart},
 	} {
-		if err := attach(a.prog, a.sites); err != nil {
-			bpfobj.CloseAll(links)
+		if err := attach(&links, a.prog, a.sites); err != nil {
+			bpfobj.CloseAll(append(links, ends...))
 			return nil, nil, err
 		}
 	}
@@ -419,26 +422,14 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	for _, e := range entries {
 		if err := o.coll.Maps[e.m].Put(uint32(pid), e.v); err != nil {
 			o.deleteTarget(uint32(pid))
-			bpfobj.CloseAll(links)
+			bpfobj.CloseAll(append(links, ends...))
 			return nil, nil, err
 		}
 	}
-	if serveEntry != nil && serverEnds != nil {
-		// server_end's links are the last ones of its program.
-		var ends []link.Link
-		links, ends = splitEnds(links, len(serveEntry), len(serverEnds))
+	if ends != nil {
 		o.warmUp(pid, before, ends)
 	}
 	return links, limits, nil
-}
-
-// splitEnds splits links, made in attachHTTP's order (n serve_conn
-// links, then m server_end links, then the rest), into server_end's and
-// the others.
-func splitEnds(links []link.Link, n, m int) (rest, ends []link.Link) {
-	ends = slices.Clone(links[n : n+m])
-	rest = append(slices.Clone(links[:n]), links[n+m:]...)
-	return rest, ends
 }
 
 // attachSendEnds attaches serve_send and serve_recv (global programs
@@ -519,15 +510,6 @@ func (o *Objects) pendingBefore(pid int, before map[uint64]int32) int {
 		return !isOpen || noted[ino]
 	})
 	return len(before)
-}
-
-// WarmingUp says whether pid still has server_end for connections
-// accepted before the attach (warmUp).
-func (o *Objects) WarmingUp(pid int) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	_, ok := o.warm[pid]
-	return ok
 }
 
 // Detach removes pid's uprobes and what the kernel keeps for it.
