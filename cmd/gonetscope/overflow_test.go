@@ -660,13 +660,7 @@ func TestListenerScanVisitsTargetsOnly(t *testing.T) {
 	}
 	tracer, _, _ := startGonetscopeTo(t, io.Discard, target.Process.Pid, "trace")
 	scan := heldProgram(t, tracer.Process.Pid, "acceptq_listeners")
-	runs := func() uint64 {
-		s, err := scan.Stats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s.RunCount
-	}
+	runs := func() uint64 { return runCount(t, scan) }
 	before, start := runs(), time.Now()
 	time.Sleep(time.Second)
 	n, scans := runs()-before, time.Since(start)/(100*time.Millisecond)+1

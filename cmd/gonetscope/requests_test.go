@@ -346,16 +346,9 @@ func TestHTTPRequestStarts(t *testing.T) {
 			// (pkg/requests warmUpEvery).
 			time.Sleep(2500 * time.Millisecond)
 			serverEnd := heldProgram(t, cmd.Process.Pid, "server_end")
-			ends := func() uint64 {
-				s, err := serverEnd.Stats()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return s.RunCount
-			}
-			ends0 := ends()
+			ends0 := runCount(t, serverEnd)
 			run(round2)
-			endRuns := ends() - ends0
+			endRuns := runCount(t, serverEnd) - ends0
 
 			var got []httpEvent
 			for deadline := time.Now().Add(10 * time.Second); len(got) < len(measured) && time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {

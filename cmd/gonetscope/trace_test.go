@@ -925,6 +925,17 @@ func heldProgram(t *testing.T, pid int, name string) *ebpf.Program {
 	return nil
 }
 
+// runCount is how many times p has run since the BPF stats were enabled
+// (ebpf.EnableStats).
+func runCount(t *testing.T, p *ebpf.Program) uint64 {
+	t.Helper()
+	s, err := p.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.RunCount
+}
+
 // assertReleased fails if any of the programs or links a tracer held is
 // still in the kernel after it exited. Other tracers on the host (a
 // parallel test run) do not matter: only these ids are checked.
