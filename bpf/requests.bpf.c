@@ -138,7 +138,7 @@ struct {
  * closed with no read after (serve_conn, serve_recv). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 5);
+	__uint(max_entries, 6);
 	__type(key, __u32);
 	__type(value, __u64);
 } req_counts SEC(".maps");
@@ -149,6 +149,7 @@ enum req_count {
 	REQ_COUNT_CLIENT_NO_START = 2,
 	REQ_COUNT_GRPC_NO_START = 3,
 	REQ_COUNT_END_UNSEEN = 4,
+	REQ_COUNT_CONN_UNNOTED = 5, /* connections, not requests: served_conns was full */
 };
 
 static __always_inline void req_count(__u32 i)
@@ -722,39 +723,34 @@ static __always_inline void http1_end(const struct req_layout *l, const struct r
  * server_end stays attached (pkg/requests warmUp) until each of them is
  * noted at its first request's end, or closed. */
 
-/* A connection net/http serves, by its socket and process. */
-struct served_key {
-	__u64 sk;
-	__u32 pid;
-	__u32 _pad;
-};
-
+/* A connection net/http serves, by its socket (the key: the struct sock
+ * the socket tracepoints see) and process. */
 struct served_conn {
 	__u64 conn;    /* the *http.conn */
 	__u64 goid;    /* the goroutine running (*conn).serve: it serves each request */
 	__u64 ino;     /* the socket's inode number: a freed sock's address is reused, its inode number is not */
 	__u64 ended_w; /* the *response whose end was counted last: a final flush in two sends ends it once */
 	__u64 sent_w;  /* a *response that sent bytes before its handler returned, and has not ended */
+	__u32 pid;     /* the process that serves it */
 	__u16 cur_req;      /* conn.curReq's pointer (req_layout has the rest) */
 	__u16 handler_done; /* response.handlerDone */
-	__u32 _pad;
 };
 
-/* An LRU: nothing sees a connection close. A live connection is looked
- * up at each send and receive, so the closed ones go first; more than
- * max_entries connections open at once across the targets would lose
- * the least recently used one's requests (not counted). */
+/* The connections being served, each deleted when its socket closes
+ * (serve_close): no LRU, so a live connection is never dropped. Not
+ * preallocated (pkg/requests sets the flag and the size, 1M, where
+ * requests end at a send; 1 entry elsewhere): memory for the open ones
+ * only. A connection that finds it full is counted
+ * (REQ_COUNT_CONN_UNNOTED); its requests are not seen. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, struct served_key);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64); /* struct sock * */
 	__type(value, struct served_conn);
 } served_conns SEC(".maps");
 
 /* How many served_conns entries have a sent_w: until one does, a
- * receive has nothing to end and returns after the PID filter. Entries
- * dropped while they had one (LRU) leave it high: a receive then looks
- * its socket up for nothing, no more. */
+ * receive has nothing to end and returns after the PID filter. */
 __s64 sent_pending = 0;
 
 static __always_inline void set_sent(struct served_conn *sc, __u64 w)
@@ -764,6 +760,16 @@ static __always_inline void set_sent(struct served_conn *sc, __u64 w)
 	else if (sc->sent_w && !w)
 		__sync_fetch_and_add(&sent_pending, -1);
 	sc->sent_w = w;
+}
+
+/* Before sc is dropped: a response its handler sent whole itself has
+ * not been seen to end, and now will not be. */
+static __always_inline void forget_served(struct served_conn *sc)
+{
+	if (sc->sent_w) {
+		req_count(REQ_COUNT_END_UNSEEN);
+		set_sent(sc, 0);
+	}
 }
 
 /* The socket's inode number (0: none). */
@@ -779,7 +785,8 @@ static __always_inline __u64 sk_ino(struct sock *sk)
  * already. */
 static __always_inline int note_conn(struct pt_regs *ctx, const struct req_layout *l, __u32 pid, __u64 c, __u64 w)
 {
-	struct served_conn sc = {.conn = c, .ended_w = w, .cur_req = l->conn_cur_req, .handler_done = l->resp_handler_done};
+	struct served_conn sc = {.conn = c, .ended_w = w, .pid = pid, .cur_req = l->conn_cur_req,
+				 .handler_done = l->resp_handler_done};
 	if (read_goid_at(ctx, l->g_goid, &sc.goid))
 		return 0;
 	struct sock *tsk;
@@ -790,18 +797,16 @@ static __always_inline int note_conn(struct pt_regs *ctx, const struct req_layou
 	if (!sk)
 		return 0;
 	sc.ino = sk_ino(sk);
-	struct served_key k = {.sk = (__u64)sk, .pid = pid};
+	__u64 k = (__u64)sk;
 	struct served_conn *old = bpf_map_lookup_elem(&served_conns, &k);
-	if (old && old->ino == sc.ino)
+	if (old && old->ino == sc.ino && old->pid == pid)
 		return 1;
-	/* The socket's memory served a connection that closed after a
-	 * handler that sent its whole response itself: that request's end
-	 * was never seen. */
-	if (old && old->sent_w) {
-		req_count(REQ_COUNT_END_UNSEEN);
-		__sync_fetch_and_add(&sent_pending, -1);
-	}
-	bpf_map_update_elem(&served_conns, &k, &sc, BPF_ANY);
+	/* Another process's, or a closed connection's whose close was not
+	 * seen (serve_close): its pending end will not be. */
+	if (old)
+		forget_served(old);
+	if (bpf_map_update_elem(&served_conns, &k, &sc, BPF_ANY))
+		req_count(REQ_COUNT_CONN_UNNOTED);
 	return 0;
 }
 
@@ -849,9 +854,9 @@ int server_end(struct pt_regs *ctx)
  * sk is a tp_btf argument, read with plain loads. */
 static __always_inline struct served_conn *served_of(struct sock *sk, __u32 pid)
 {
-	struct served_key k = {.sk = (__u64)sk, .pid = pid};
+	__u64 k = (__u64)sk;
 	struct served_conn *sc = bpf_map_lookup_elem(&served_conns, &k);
-	if (!sc)
+	if (!sc || sc->pid != pid)
 		return NULL;
 	struct socket *so = sk->sk_socket;
 	struct file *f = so ? so->file : NULL;
@@ -940,6 +945,24 @@ int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
 	struct served_conn *sc = served_of(sk, pid);
 	if (sc && sc->sent_w)
 		end_sent(sc, pid);
+	return 0;
+}
+
+/* A TCP socket closed: its connection, if one was served, is forgotten.
+ * Every TCP socket passes through TCP_CLOSE before it is freed; in
+ * softirq or another process's context as often as not, so by socket
+ * only (the key). One hash lookup per TCP close on the host. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(serve_close, struct sock *sk, int oldstate, int newstate)
+{
+	if (newstate != TCP_CLOSE)
+		return 0;
+	__u64 k = (__u64)sk;
+	struct served_conn *sc = bpf_map_lookup_elem(&served_conns, &k);
+	if (!sc)
+		return 0;
+	forget_served(sc);
+	bpf_map_delete_elem(&served_conns, &k);
 	return 0;
 }
 

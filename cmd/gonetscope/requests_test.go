@@ -40,6 +40,7 @@ import (
 	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/gotoolchain"
 	"github.com/gonetscope/gonetscope/pkg/netpoll"
+	"github.com/gonetscope/gonetscope/pkg/proc"
 	"github.com/gonetscope/gonetscope/pkg/requests"
 )
 
@@ -359,6 +360,13 @@ func TestHTTPRequestStarts(t *testing.T) {
 					}
 				}
 			}
+			// Where requests end at a send, the connections noted are
+			// exactly the ones the target has open: a closed one is
+			// forgotten (serve_close).
+			sendEnds := hooks == "auto" && netpollAuto(t) == netpoll.Sock
+			if sendEnds && !c.unix {
+				checkNotedConns(t, cmd.Process.Pid, target.Process.Pid, func() { conns[0].Close() })
+			}
 			families := metricFamilies(t, "/metrics", scrape(t, "http://"+maddr+"/metrics"))
 			cmd.Process.Signal(syscall.SIGINT)
 			if err := <-done; err != nil {
@@ -392,8 +400,10 @@ func TestHTTPRequestStarts(t *testing.T) {
 					t.Errorf("gonetscope_http_requests_untracked_total{reason=%q} %v (present: %v), want 0", reason, n, ok)
 				}
 			}
+			if m := families["gonetscope_http_connections_untracked_total"].GetMetric(); len(m) != 1 || m[0].Counter.GetValue() != 0 {
+				t.Errorf("gonetscope_http_connections_untracked_total %v, want 0", m)
+			}
 			// Where requests end: server_end's runs in round 2.
-			sendEnds := hooks == "auto" && netpollAuto(t) == netpoll.Sock
 			wantEnds := uint64(len(round2))
 			if sendEnds && !c.unix {
 				wantEnds = 0
@@ -790,6 +800,44 @@ func TestHTTPDiagnose(t *testing.T) {
 	if t.Failed() {
 		text, _ := os.ReadFile(filepath.Join(r.out, "report.txt"))
 		t.Logf("report.txt:\n%s", text)
+	}
+}
+
+// checkNotedConns: the connections tracer (a gonetscope process) has
+// noted for target in served_conns are the TCP connections the target has
+// open, by socket inode; after closeOne closes one of them from the
+// client's end and the target closes its end, the same, one fewer.
+func checkNotedConns(t *testing.T, tracer, target int, closeOne func()) {
+	t.Helper()
+	m := heldMap(t, heldProgram(t, tracer, "serve_send"), "served_conns")
+	same := func() (noted map[uint64]bool, open map[uint64]int32, ok bool) {
+		noted, open = requests.NotedConns(m, target), proc.AcceptedInodes(target)
+		if len(noted) != len(open) {
+			return noted, open, false
+		}
+		for ino := range open {
+			if !noted[ino] {
+				return noted, open, false
+			}
+		}
+		return noted, open, true
+	}
+	noted, open, ok := same()
+	if !ok || len(open) < 2 {
+		t.Fatalf("served_conns notes the target's connections %v; it has %v open, want the same (at least 2)", noted, open)
+	}
+	n := len(open)
+	closeOne()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		noted, open, ok = same()
+		if ok && len(open) == n-1 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after a close: served_conns notes %v, the target has %v open; want the same, %d", noted, open, n-1)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 

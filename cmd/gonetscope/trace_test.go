@@ -925,6 +925,30 @@ func heldProgram(t *testing.T, pid int, name string) *ebpf.Program {
 	return nil
 }
 
+// heldMap is the map named name that program p uses; closed when the
+// test ends.
+func heldMap(t *testing.T, p *ebpf.Program, name string) *ebpf.Map {
+	t.Helper()
+	info, err := p.Info()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, _ := info.MapIDs()
+	for _, id := range ids {
+		m, err := ebpf.NewMapFromID(id)
+		if err != nil {
+			continue
+		}
+		if mi, err := m.Info(); err == nil && strings.HasPrefix(name, mi.Name) && mi.Name != "" {
+			t.Cleanup(func() { m.Close() })
+			return m
+		}
+		m.Close()
+	}
+	t.Fatalf("program %v uses no map %s", p, name)
+	return nil
+}
+
 // runCount is how many times p has run since the BPF stats were enabled
 // (ebpf.EnableStats).
 func runCount(t *testing.T, p *ebpf.Program) uint64 {

@@ -53,6 +53,11 @@ func ReadHists[K, V, H any](m *ebpf.Map, pid func(*K) uint32, keep func(uint32) 
 // value types K and V, whose key drop matches (the entries of a process no
 // longer traced, say).
 func DeleteWhere[K, V any](m *ebpf.Map, drop func(*K) bool) error {
+	return DeleteEntriesWhere(m, func(k *K, _ *V) bool { return drop(k) })
+}
+
+// DeleteEntriesWhere is DeleteWhere by key and value.
+func DeleteEntriesWhere[K, V any](m *ebpf.Map, drop func(*K, *V) bool) error {
 	var (
 		k    K
 		v    V
@@ -60,7 +65,7 @@ func DeleteWhere[K, V any](m *ebpf.Map, drop func(*K) bool) error {
 	)
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if drop(&k) {
+		if drop(&k, &v) {
 			dead = append(dead, k)
 		}
 	}

@@ -49,6 +49,9 @@ var (
 	requestsUntrackedDesc = prometheus.NewDesc("gonetscope_http_requests_untracked_total",
 		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips), grpc_no_start (gRPC statuses of server calls begun before the attach, or of streams grpc's transport refused), end_unseen (HTTP/1 requests whose handler sent the whole response itself on a connection that closed before its next read, where requests end at a send).",
 		[]string{"reason"}, nil)
+	connsUntrackedDesc = prometheus.NewDesc("gonetscope_http_connections_untracked_total",
+		"HTTP/1 connections none of whose requests are in the histograms: the kernel's table of served connections (1M across the targets, where requests end at a send) was full when the target began to serve them.",
+		nil, nil)
 )
 
 // routeCaps remembers, per target and kind, the routes that have series
@@ -92,6 +95,7 @@ func describeRequests(ch chan<- *prometheus.Desc) {
 	ch <- grpcClientDurationDesc
 	ch <- routesOverflowDesc
 	ch <- requestsUntrackedDesc
+	ch <- connsUntrackedDesc
 }
 
 // collectRequests emits the request histograms of the traced targets
@@ -116,6 +120,7 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 			"grpc_no_start": cnt.GRPCNoStart, "end_unseen": cnt.EndUnseen} {
 			ch <- prometheus.MustNewConstMetric(requestsUntrackedDesc, prometheus.CounterValue, float64(n), reason)
 		}
+		ch <- prometheus.MustNewConstMetric(connsUntrackedDesc, prometheus.CounterValue, float64(cnt.ConnUnnoted))
 	}
 	// Admit routes in a stable order: the busiest first.
 	slices.SortFunc(hists, func(a, b requests.Hist) int {

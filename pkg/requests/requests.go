@@ -21,6 +21,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
 	"github.com/gonetscope/gonetscope/pkg/event"
@@ -145,6 +146,12 @@ func Load(opts Options) (*Objects, error) {
 		// Their tracepoints may not exist on this kernel.
 		delete(spec.Programs, requestsProgServeSend)
 		delete(spec.Programs, requestsProgServeRecv)
+		delete(spec.Programs, requestsProgServeClose)
+	} else {
+		// Memory for the open connections only: a full table drops
+		// (and counts) the connections past it.
+		spec.Maps[requestsMapServedConns].Flags |= unix.BPF_F_NO_PREALLOC
+		spec.Maps[requestsMapServedConns].MaxEntries = servedConns
 	}
 	coll, err := bpfobj.NewCollection(spec, ebpf.CollectionOptions{MapReplacements: opts.Shared})
 	if err != nil {
@@ -152,6 +159,11 @@ func Load(opts Options) (*Objects, error) {
 	}
 	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendEnds: opts.SendEnds, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
 }
+
+// servedConns is how many connections the targets can have served at
+// once where requests end at a send: any Go server's fd limit (1M at most
+// by default) fits.
+const servedConns = 1 << 20
 
 // Close detaches and unloads everything.
 func (o *Objects) Close() error {
@@ -432,8 +444,8 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	return links, limits, nil
 }
 
-// attachSendEnds attaches serve_send and serve_recv (global programs
-// that filter by PID), once.
+// attachSendEnds attaches serve_send, serve_recv and serve_close (global
+// programs; the first two filter by PID), once.
 func (o *Objects) attachSendEnds() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -441,7 +453,7 @@ func (o *Objects) attachSendEnds() error {
 		return nil
 	}
 	var links []link.Link
-	for _, prog := range []string{requestsProgServeSend, requestsProgServeRecv} {
+	for _, prog := range []string{requestsProgServeClose, requestsProgServeSend, requestsProgServeRecv} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 		if err != nil {
 			bpfobj.CloseAll(links)
@@ -494,22 +506,29 @@ func (o *Objects) warmUp(pid int, before map[uint64]int32, ends []link.Link) {
 // not noted in served_conns; it drops the closed and noted ones.
 func (o *Objects) pendingBefore(pid int, before map[uint64]int32) int {
 	open := proc.AcceptedInodes(pid)
-	noted := map[uint64]bool{}
-	var (
-		k requestsServedKey
-		v requestsServedConn
-	)
-	it := o.coll.Maps[requestsMapServedConns].Iterate()
-	for it.Next(&k, &v) {
-		if k.Pid == uint32(pid) {
-			noted[v.Ino] = true
-		}
-	}
+	noted := NotedConns(o.coll.Maps[requestsMapServedConns], pid)
 	maps.DeleteFunc(before, func(ino uint64, _ int32) bool {
 		_, isOpen := open[ino]
 		return !isOpen || noted[ino]
 	})
 	return len(before)
+}
+
+// NotedConns are the socket inodes of pid's connections in m (the
+// served_conns map): the ones whose requests end at a send.
+func NotedConns(m *ebpf.Map, pid int) map[uint64]bool {
+	noted := map[uint64]bool{}
+	var (
+		k uint64
+		v requestsServedConn
+	)
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if v.Pid == uint32(pid) {
+			noted[v.Ino] = true
+		}
+	}
+	return noted
 }
 
 // Detach removes pid's uprobes and what the kernel keeps for it.
@@ -536,8 +555,8 @@ func (o *Objects) Detach(pid int) {
 		func(k *requestsReqFdKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsClientState](o.coll.Maps[requestsMapClientActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
-	bpfobj.DeleteWhere[requestsServedKey, requestsServedConn](o.coll.Maps[requestsMapServedConns],
-		func(k *requestsServedKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteEntriesWhere(o.coll.Maps[requestsMapServedConns],
+		func(_ *uint64, v *requestsServedConn) bool { return v.Pid == uint32(pid) })
 }
 
 // deleteTarget removes pid's per-target entries: its layout, its
@@ -574,12 +593,15 @@ type Counts struct {
 	// end at a send: the handler sent its whole response itself, and
 	// the connection closed before its next read.
 	EndUnseen uint64
+	// ConnUnnoted: HTTP/1 connections (not requests) whose requests go
+	// unseen where requests end at a send: served_conns was full.
+	ConnUnnoted uint64
 }
 
 // Counts reads the counters.
 func (o *Objects) Counts() (Counts, error) {
 	var c Counts
-	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart, &c.EndUnseen} {
+	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart, &c.EndUnseen, &c.ConnUnnoted} {
 		n, err := bpfobj.SumPerCPU(o.coll.Maps[requestsMapReqCounts], uint32(i))
 		if err != nil {
 			return c, err

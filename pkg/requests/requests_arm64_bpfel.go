@@ -200,6 +200,7 @@ const (
 	requestsReqCountREQ_COUNT_CLIENT_NO_START requestsReqCount = 2
 	requestsReqCountREQ_COUNT_GRPC_NO_START   requestsReqCount = 3
 	requestsReqCountREQ_COUNT_END_UNSEEN      requestsReqCount = 4
+	requestsReqCountREQ_COUNT_CONN_UNNOTED    requestsReqCount = 5
 )
 
 type requestsReqEventType uint32
@@ -317,16 +318,9 @@ type requestsServedConn struct {
 	Ino         uint64
 	EndedW      uint64
 	SentW       uint64
+	Pid         uint32
 	CurReq      uint16
 	HandlerDone uint16
-	Pad         uint32
-}
-
-type requestsServedKey struct {
-	_   structs.HostLayout
-	Sk  uint64
-	Pid uint32
-	Pad uint32
 }
 
 type requestsTarget struct {
@@ -379,6 +373,7 @@ const (
 	requestsProgGrpcServerStart             = "grpc_server_start"
 	requestsProgH2ClientStart               = "h2_client_start"
 	requestsProgH2End                       = "h2_end"
+	requestsProgServeClose                  = "serve_close"
 	requestsProgServeConn                   = "serve_conn"
 	requestsProgServeRecv                   = "serve_recv"
 	requestsProgServeSend                   = "serve_send"
@@ -446,6 +441,7 @@ type requestsProgramSpecs struct {
 	GrpcServerStart *ebpf.ProgramSpec `ebpf:"grpc_server_start"`
 	H2ClientStart   *ebpf.ProgramSpec `ebpf:"h2_client_start"`
 	H2End           *ebpf.ProgramSpec `ebpf:"h2_end"`
+	ServeClose      *ebpf.ProgramSpec `ebpf:"serve_close"`
 	ServeConn       *ebpf.ProgramSpec `ebpf:"serve_conn"`
 	ServeRecv       *ebpf.ProgramSpec `ebpf:"serve_recv"`
 	ServeSend       *ebpf.ProgramSpec `ebpf:"serve_send"`
@@ -587,6 +583,7 @@ type requestsPrograms struct {
 	GrpcServerStart *ebpf.Program `ebpf:"grpc_server_start"`
 	H2ClientStart   *ebpf.Program `ebpf:"h2_client_start"`
 	H2End           *ebpf.Program `ebpf:"h2_end"`
+	ServeClose      *ebpf.Program `ebpf:"serve_close"`
 	ServeConn       *ebpf.Program `ebpf:"serve_conn"`
 	ServeRecv       *ebpf.Program `ebpf:"serve_recv"`
 	ServeSend       *ebpf.Program `ebpf:"serve_send"`
@@ -604,6 +601,7 @@ func (p *requestsPrograms) Close() error {
 		p.GrpcServerStart,
 		p.H2ClientStart,
 		p.H2End,
+		p.ServeClose,
 		p.ServeConn,
 		p.ServeRecv,
 		p.ServeSend,
