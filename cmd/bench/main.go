@@ -153,10 +153,10 @@ func run() error {
 	everything := []string{"--waits", "all", "--min-wait", "0", "--events", "all", "--max-events-per-sec", "0"}
 	modes := []mode{
 		{"untraced", "both", untraced},
-		{"dispatch: netpoll programs attached, empty (sock path; accept4, connect, getsockopt: fentry, else uprobes in the target)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
-		{"+ PID filter", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "filter")...)},
-		{"+ goroutine read and validation (at parks)", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "goid")...)},
-		{"+ park/ready/resume records, histograms", "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "records")...)},
+		{dispatchMode, "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "dispatch")...)},
+		{filterMode, "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "filter")...)},
+		{goidMode, "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "goid")...)},
+		{recordsMode, "cost", gonetscopeMode(*gonetscope, append(quiet, "--bench-cost-stage", "records")...)},
 		{"+ the epoll events scan of the syscall path (everything, nothing sent)", "cost", gonetscopeMode(*gonetscope, quiet...)},
 		{"  same, overflow sampler off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h")...)},
 		{"  same, overflow sampler and liveness poll off", "cost", gonetscopeMode(*gonetscope, append(quiet, "--overflow-interval", "1h", "--poll-interval", "1h")...)},
@@ -250,6 +250,10 @@ func run() error {
 }
 
 const (
+	dispatchMode  = "dispatch: netpoll programs attached, empty (sock path; accept4, connect, getsockopt: fentry, else uprobes in the target)"
+	filterMode    = "+ PID filter"
+	goidMode      = "+ goroutine read and validation (at parks)"
+	recordsMode   = "+ park/ready/resume records, histograms"
 	caddyUntraced = "caddy: untraced"
 	defaultsMode  = "gonetscope (defaults)"
 	syscallMode   = "gonetscope, syscall tracepoint path: --hooks tracepoint"
@@ -266,6 +270,10 @@ type statsMode struct{ name, path string }
 
 // statsModes are those modes.
 var statsModes = []statsMode{
+	{dispatchMode, "cost stage: dispatch"},
+	{filterMode, "cost stage: + PID filter"},
+	{goidMode, "cost stage: + goroutine read"},
+	{recordsMode, "cost stage: + records"},
 	{defaultsMode, "defaults"},
 	{syscallMode, "--hooks tracepoint"},
 	{requestsMode, "--requests"},
@@ -1025,7 +1033,12 @@ sockets too, which leave at the PID filter. Programs that run in softirq
 or in gonetscope itself (the listener iterator) are in the table, and
 their time is not all the server's. A uprobe's trap (the breakpoint, and
 the kernel's emulation of the probed instruction) is not in any program's
-run time: only the server CPU per request shows it.`
+run time: only the server CPU per request shows it. The "cost stage" rows
+are the cost table's first four modes: each adds one part of the netpoll
+programs to the row above (dispatch alone, with the stats' own clock
+reads; the PID filter; the socket storage and goroutine read; the park,
+ready and resume records), so the difference between two rows is that
+part's BPF time per request, steadier than the CPU columns above.`
 
 const costMethod = `Where the cost goes: the same server and load, with gonetscope's hot
 path switched on one part at a time (trace --bench-cost-stage, which cuts
