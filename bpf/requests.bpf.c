@@ -683,20 +683,30 @@ static __always_inline struct req_state *open_request(struct pt_regs *ctx, const
 }
 
 /* The end of HTTP/1 request st, served by goroutine k, whose
- * *http.response is w: its histogram and event, then closed; the entry
+ * *http.response is w, with w's request, status and connection as read
+ * (req 0: unreadable): its histogram and event, then closed; the entry
  * stays for the connection's next request (LRU). */
+static __always_inline void http1_end_as(const struct req_layout *l, const struct req_key *k, struct req_state *st, __u64 w,
+					 __u64 req, __s64 status, __u64 c)
+{
+	if (req)
+		request_end(l, k->pid, k->goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
+	st->t_start = 0;
+	st->t_end = bpf_ktime_get_boot_ns();
+}
+
+/* The same, reading them from w. */
 static __always_inline void http1_end(const struct req_layout *l, const struct req_key *k, struct req_state *st, __u64 w)
 {
 	__u64 req = 0, c = 0;
 	__s64 status = 0;
 	/* response.conn is at 0. */
-	if (!bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) &&
-	    !bpf_probe_read_user(&status, sizeof(status), (void *)(w + l->resp_status))) {
+	if (bpf_probe_read_user(&req, sizeof(req), (void *)(w + l->resp_req)) ||
+	    bpf_probe_read_user(&status, sizeof(status), (void *)(w + l->resp_status)))
+		req = 0;
+	else
 		bpf_probe_read_user(&c, sizeof(c), (void *)w);
-		request_end(l, k->pid, k->goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
-	}
-	st->t_start = 0;
-	st->t_end = bpf_ktime_get_boot_ns();
+	http1_end_as(l, k, st, w, req, status, c);
 }
 
 /* ---- HTTP/1 ends without a trap per request (the sock path on the
@@ -748,6 +758,40 @@ struct {
 	__type(key, __u64); /* struct sock * */
 	__type(value, struct served_conn);
 } served_conns SEC(".maps");
+
+/* The head of a *http.response: the fields a send needs (conn at 0,
+ * req, status, handlerDone; pkg/requests checks that each of a target's
+ * lies within) in one user read where they took four, as each costs
+ * more than most of the rest of the program. Per CPU: too large for the
+ * stack beside request_end's. */
+#define RESP_HEAD 0xb0
+
+struct resp_head {
+	__u8 b[RESP_HEAD];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct resp_head);
+} resp_heads SEC(".maps");
+
+static __always_inline __u64 head_u64(const struct resp_head *h, __u32 off)
+{
+	__u64 v = 0;
+	if (off <= RESP_HEAD - sizeof(v))
+		__builtin_memcpy(&v, &h->b[off], sizeof(v));
+	return v;
+}
+
+static __always_inline __u32 head_u32(const struct resp_head *h, __u32 off)
+{
+	__u32 v = 0;
+	if (off <= RESP_HEAD - sizeof(v))
+		__builtin_memcpy(&v, &h->b[off], sizeof(v));
+	return v;
+}
 
 /* How many served_conns entries have a sent_w: until one does, a
  * receive has nothing to end and returns after the PID filter. */
@@ -875,8 +919,8 @@ static __always_inline int handler_done(const struct served_conn *sc, __u64 w)
 	return done != 0;
 }
 
-/* Ends sc's request w (its handler has returned). */
-static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 w)
+/* Ends sc's request w (its handler has returned); h: w's head, if read. */
+static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 w, const struct resp_head *h)
 {
 	sc->ended_w = w;
 	set_sent(sc, 0);
@@ -885,7 +929,11 @@ static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 
 		return;
 	struct req_key k = {.pid = pid, .goid = sc->goid};
 	struct req_state *st = open_request_of(&k);
-	if (st)
+	if (!st)
+		return;
+	if (h)
+		http1_end_as(l, &k, st, w, head_u64(h, l->resp_req), (__s64)head_u64(h, l->resp_status), head_u64(h, 0));
+	else
 		http1_end(l, &k, st, w);
 }
 
@@ -901,14 +949,16 @@ static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 		return;
 	}
 	if (handler_done(sc, w) > 0)
-		served_end(sc, pid, w);
+		served_end(sc, pid, w, NULL);
 }
 
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 {
+	if (ret <= 0)
+		return 0;
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (!pid_in(&sock_pids, pid) || ret <= 0)
+	if (!pid_in(&sock_pids, pid))
 		return 0;
 	struct served_conn *sc = served_of(sk, pid);
 	if (!sc)
@@ -920,10 +970,13 @@ int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 	 * the client had pipelined (read with it, so no read came between). */
 	if (sc->sent_w && sc->sent_w != w)
 		end_sent(sc, pid);
-	int done = handler_done(sc, w);
-	if (done > 0) {
-		served_end(sc, pid, w);
-	} else if (done == 0 && sc->sent_w != w) {
+	__u32 zero = 0;
+	struct resp_head *h = bpf_map_lookup_elem(&resp_heads, &zero);
+	if (!h || bpf_probe_read_user(h->b, sizeof(h->b), (void *)w))
+		return 0;
+	if (head_u32(h, sc->handler_done)) {
+		served_end(sc, pid, w, h);
+	} else if (sc->sent_w != w) {
 		/* The handler sends before it returns: its request may end
 		 * with no send after (serve_recv), and a read past this
 		 * send is not the next request's start (req_read). */
@@ -939,8 +992,11 @@ int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
 {
+	/* The global first: nothing is pending on almost every receive. */
+	if (sent_pending <= 0)
+		return 0;
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
-	if (!pid_in(&sock_pids, pid) || sent_pending <= 0)
+	if (!pid_in(&sock_pids, pid))
 		return 0;
 	struct served_conn *sc = served_of(sk, pid);
 	if (sc && sc->sent_w)

@@ -388,8 +388,12 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	var before map[uint64]int32
 	var ends []link.Link
 	if readStarts && o.sendEnds {
+		// serve_send reads a response's fields in one read of its head.
+		head := uint16(len(requestsRespHead{}.B))
 		if off.HttpConnCurReq == 0 || off.HttpRespHandlerDone == 0 {
 			limits = append(limits, fmt.Sprintf("http_request ends at a uprobe, a trap per request: the offsets of conn.curReq and response.handlerDone are not known for %s", p.Bin.GoVersion))
+		} else if off.HttpRespReq+8 > head || off.HttpRespStatus+8 > head || off.HttpRespHandlerDone+4 > head {
+			limits = append(limits, fmt.Sprintf("http_request ends at a uprobe, a trap per request: %s's http.response has its req, status or handlerDone past the %d bytes gonetscope reads at a send", p.Bin.GoVersion, head))
 		} else {
 			if err := o.attachSendEnds(); err != nil {
 				return nil, nil, err

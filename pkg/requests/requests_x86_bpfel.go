@@ -311,6 +311,11 @@ type requestsReqWait struct {
 	ClientCalls uint8
 }
 
+type requestsRespHead struct {
+	_ structs.HostLayout
+	B [176]uint8
+}
+
 type requestsServedConn struct {
 	_           structs.HostLayout
 	Conn        uint64
@@ -362,6 +367,7 @@ const (
 	requestsMapReqLayouts                   = "req_layouts"
 	requestsMapReqParentOff                 = "req_parent_off"
 	requestsMapReqReadStarts                = "req_read_starts"
+	requestsMapRespHeads                    = "resp_heads"
 	requestsMapServedConns                  = "served_conns"
 	requestsMapSockPids                     = "sock_pids"
 	requestsMapTargets                      = "targets"
@@ -469,6 +475,7 @@ type requestsMapSpecs struct {
 	ReqLayouts       *ebpf.MapSpec `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.MapSpec `ebpf:"req_parent_off"`
 	ReqReadStarts    *ebpf.MapSpec `ebpf:"req_read_starts"`
+	RespHeads        *ebpf.MapSpec `ebpf:"resp_heads"`
 	ServedConns      *ebpf.MapSpec `ebpf:"served_conns"`
 	SockPids         *ebpf.MapSpec `ebpf:"sock_pids"`
 	Targets          *ebpf.MapSpec `ebpf:"targets"`
@@ -526,6 +533,7 @@ type requestsMaps struct {
 	ReqLayouts       *ebpf.Map `ebpf:"req_layouts"`
 	ReqParentOff     *ebpf.Map `ebpf:"req_parent_off"`
 	ReqReadStarts    *ebpf.Map `ebpf:"req_read_starts"`
+	RespHeads        *ebpf.Map `ebpf:"resp_heads"`
 	ServedConns      *ebpf.Map `ebpf:"served_conns"`
 	SockPids         *ebpf.Map `ebpf:"sock_pids"`
 	Targets          *ebpf.Map `ebpf:"targets"`
@@ -549,6 +557,7 @@ func (m *requestsMaps) Close() error {
 		m.ReqLayouts,
 		m.ReqParentOff,
 		m.ReqReadStarts,
+		m.RespHeads,
 		m.ServedConns,
 		m.SockPids,
 		m.Targets,
