@@ -910,23 +910,18 @@ func heldBPFObjects(t *testing.T, pid int) (progs []ebpf.ProgramID, links []uint
 func heldProgram(t *testing.T, pid int, name string) *ebpf.Program {
 	t.Helper()
 	progs, _ := heldBPFObjects(t, pid)
-	for _, id := range progs {
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue
-		}
-		if info, err := p.Info(); err == nil && strings.HasPrefix(name, info.Name) && info.Name != "" {
-			t.Cleanup(func() { p.Close() })
-			return p
-		}
-		p.Close()
+	p := openNamed(t, progs, ebpf.NewProgramFromID, func(p *ebpf.Program) string {
+		info, _ := p.Info()
+		return info.Name
+	}, name)
+	if p == nil {
+		t.Fatalf("PID %d holds no BPF program %s", pid, name)
 	}
-	t.Fatalf("PID %d holds no BPF program %s", pid, name)
-	return nil
+	return p
 }
 
-// heldMap is the map named name that program p uses; closed when the
-// test ends.
+// heldMap is the map named name (or its first 15 bytes) that program p
+// uses; closed when the test ends.
 func heldMap(t *testing.T, p *ebpf.Program, name string) *ebpf.Map {
 	t.Helper()
 	info, err := p.Info()
@@ -934,19 +929,32 @@ func heldMap(t *testing.T, p *ebpf.Program, name string) *ebpf.Map {
 		t.Fatal(err)
 	}
 	ids, _ := info.MapIDs()
+	m := openNamed(t, ids, ebpf.NewMapFromID, func(m *ebpf.Map) string {
+		info, _ := m.Info()
+		return info.Name
+	}, name)
+	if m == nil {
+		t.Fatalf("program %v uses no map %s", p, name)
+	}
+	return m
+}
+
+// openNamed opens the first of ids whose kernel name (nameOf; at most
+// 15 bytes) begins name, closed when the test ends; nil if none does.
+func openNamed[ID any, T interface{ Close() error }](t *testing.T, ids []ID, open func(ID) (T, error), nameOf func(T) string, name string) T {
+	var none T
 	for _, id := range ids {
-		m, err := ebpf.NewMapFromID(id)
+		o, err := open(id)
 		if err != nil {
 			continue
 		}
-		if mi, err := m.Info(); err == nil && strings.HasPrefix(name, mi.Name) && mi.Name != "" {
-			t.Cleanup(func() { m.Close() })
-			return m
+		if n := nameOf(o); n != "" && strings.HasPrefix(name, n) {
+			t.Cleanup(func() { o.Close() })
+			return o
 		}
-		m.Close()
+		o.Close()
 	}
-	t.Fatalf("program %v uses no map %s", p, name)
-	return nil
+	return none
 }
 
 // runCount is how many times p has run since the BPF stats were enabled
