@@ -13,10 +13,10 @@
  *                 the syscall path only: on the sock path netpoll.bpf.c
  *                 starts HTTP/1 requests at their first read (requests.h).
  *   server_end:   in net/http.(*conn).serve, CALL (*response).finishRequest
- *                 (w in the first): the handler returned. Where the
- *                 kernel has the socket tracepoints, a uprobe per
- *                 connection at the entry of (*conn).serve instead, and
- *                 the request ends at its last send (serve_send below).
+ *                 (w in the first): the handler returned. On the sock
+ *                 path, a uprobe per connection at the entry of
+ *                 (*conn).serve instead, and the request ends at its
+ *                 last send (serve_send below).
  *   h2 start/end: the same start at the entry of the HTTP/2 server's
  *                 runHandler (the JBE of its stack check), on the stream's
  *                 handler goroutine; h2_end at the CALL handlerDone of
@@ -709,8 +709,9 @@ static __always_inline void http1_end(const struct req_layout *l, const struct r
 	http1_end_as(l, k, st, w, req, status, c);
 }
 
-/* ---- HTTP/1 ends without a trap per request (the sock path on the
- * socket tracepoints, Linux 6.3+; pkg/requests chooses per target) ----
+/* ---- HTTP/1 ends without a trap per request (the sock path: the
+ * socket tracepoints of Linux 6.3+, or fexit on the functions they sit
+ * in; pkg/requests chooses per target) ----
  *
  * net/http serves a connection's requests one after another on the
  * goroutine that runs (*conn).serve, the connection's *response in
@@ -952,8 +953,8 @@ static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 		served_end(sc, pid, w, NULL);
 }
 
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
+/* A send of ret bytes on sk by the calling process. */
+static __always_inline int serve_sent(struct sock *sk, int ret)
 {
 	if (ret <= 0)
 		return 0;
@@ -989,8 +990,8 @@ int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
 	return 0;
 }
 
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
+/* A receive on sk by the calling process. */
+static __always_inline int serve_received(struct sock *sk)
 {
 	/* The global first: nothing is pending on almost every receive. */
 	if (sent_pending <= 0)
@@ -1002,6 +1003,33 @@ int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
 	if (sc && sc->sent_w)
 		end_sent(sc, pid);
 	return 0;
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(serve_send, struct sock *sk, int ret, int flags)
+{
+	return serve_sent(sk, ret);
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(serve_recv, struct sock *sk, int ret, int flags)
+{
+	return serve_received(sk);
+}
+
+/* The same where the kernel has fentry but not the socket tracepoints
+ * (the 6.1 path; pkg/requests attaches the send one to the function
+ * netpoll's fexit_sock_sendmsg uses, __sock_sendmsg or sock_sendmsg). */
+SEC("fexit/__sock_sendmsg")
+int BPF_PROG(fexit_serve_send, struct socket *sock, struct msghdr *msg, int ret)
+{
+	return serve_sent(sock->sk, ret);
+}
+
+SEC("fexit/sock_recvmsg")
+int BPF_PROG(fexit_serve_recv, struct socket *sock, struct msghdr *msg, int flags, int ret)
+{
+	return serve_received(sock->sk);
 }
 
 /* A TCP socket closed: its connection, if one was served, is forgotten.

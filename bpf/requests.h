@@ -22,8 +22,8 @@
  * Where an HTTP/1 request starts: on the sock path (netpoll's socket
  * tracepoints or fexit) at the serving goroutine's first read of a byte
  * the client sent after the server's last send on the connection
- * (req_read); no uprobe runs for it, so a request costs one trap, its
- * end's. On the syscall path, where reads are not seen that cheaply, at
+ * (req_read); no uprobe runs for it (nor for its end there: serve_send).
+ * On the syscall path, where reads are not seen that cheaply, at
  * requests.bpf.c's server_start uprobe (CALL ServeHTTP). HTTP/2 streams
  * start at server_start on runHandler either way (their goroutines read
  * no socket).

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
 
 	"github.com/gonetscope/gonetscope/pkg/bpfobj"
@@ -211,9 +212,10 @@ func TestHTTPRequests(t *testing.T) {
 // sees reads of TCP connections only: a target with a unix-socket
 // listener keeps the ServeHTTP uprobe, and its attached event says so.
 //
-// Where a request ends: where the kernel has the socket tracepoints, at
-// its last send, after one uprobe per connection; else at a uprobe per
-// request (server_end). So the test also drives a connection the target
+// Where a request ends: on the sock path (the socket tracepoints, or
+// fexit on sendmsg and recvmsg where the kernel has fentry: the 6.1 VM
+// runs this test with a prebuilt httptarget), at its last send, after
+// one uprobe per connection; else at a uprobe per request (server_end). So the test also drives a connection the target
 // accepted (and served a request on) before the attach, which the
 // per-connection uprobe never saw: server_end ends its first request and
 // then, once no such connection is left unnoted, is detached. The test
@@ -363,9 +365,13 @@ func TestHTTPRequestStarts(t *testing.T) {
 			// Where requests end at a send, the connections noted are
 			// exactly the ones the target has open: a closed one is
 			// forgotten (serve_close).
-			sendEnds := hooks == "auto" && netpollAuto(t) == netpoll.Sock
+			sendEnds := hooks == "auto" && netpollAuto(t) != netpoll.Tracepoint
 			if sendEnds && !c.unix {
-				checkNotedConns(t, cmd.Process.Pid, target.Process.Pid, func() { conns[0].Close() })
+				sends := "serve_send"
+				if netpollAuto(t) == netpoll.SockFentry {
+					sends = "fexit_serve_send"
+				}
+				checkNotedConns(t, cmd.Process.Pid, target.Process.Pid, sends, func() { conns[0].Close() })
 			}
 			families := metricFamilies(t, "/metrics", scrape(t, "http://"+maddr+"/metrics"))
 			cmd.Process.Signal(syscall.SIGINT)
@@ -413,7 +419,10 @@ func TestHTTPRequestStarts(t *testing.T) {
 				t.Errorf("server_end ran %d times for round 2's %d requests, want %d", endRuns, len(round2), wantEnds)
 			}
 			wantEnd := bpfobj.HooksUprobe
-			if sendEnds {
+			switch {
+			case sendEnds && netpollAuto(t) == netpoll.SockFentry:
+				wantEnd = "fexit:" + sendmsgFunc(t)
+			case sendEnds:
 				wantEnd = netpoll.Sock + ":sock_send_length"
 			}
 			want := map[string]string{"auto": bpfobj.HooksUprobe + "+" + netpollAuto(t), "tracepoint": bpfobj.HooksUprobe}[hooks]
@@ -803,13 +812,30 @@ func TestHTTPDiagnose(t *testing.T) {
 	}
 }
 
-// checkNotedConns: the connections tracer (a gonetscope process) has
-// noted for target in served_conns are the TCP connections the target has
-// open, by socket inode; after closeOne closes one of them from the
-// client's end and the target closes its end, the same, one fewer.
-func checkNotedConns(t *testing.T, tracer, target int, closeOne func()) {
+// sendmsgFunc is the kernel function the fentry sock path hooks for
+// sends: __sock_sendmsg where the kernel has it (6.6, and stable kernels
+// it was taken back to), else sock_sendmsg.
+func sendmsgFunc(t *testing.T) string {
 	t.Helper()
-	m := heldMap(t, heldProgram(t, tracer, "serve_send"), "served_conns")
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fn *btf.Func
+	if spec.TypeByName("__sock_sendmsg", &fn) == nil {
+		return "__sock_sendmsg"
+	}
+	return "sock_sendmsg"
+}
+
+// checkNotedConns: the connections tracer (a gonetscope process) has
+// noted for target in served_conns (found through its program sends) are
+// the TCP connections the target has open, by socket inode; after
+// closeOne closes one of them from the client's end and the target closes
+// its end, the same, one fewer.
+func checkNotedConns(t *testing.T, tracer, target int, sends string, closeOne func()) {
+	t.Helper()
+	m := heldMap(t, heldProgram(t, tracer, sends), "served_conns")
 	same := func() (noted map[uint64]bool, open map[uint64]int32, ok bool) {
 		noted, open = requests.NotedConns(m, target), proc.AcceptedInodes(target)
 		if len(noted) != len(open) {

@@ -46,6 +46,9 @@ type Objects struct {
 	// mechanism is the path every target takes: Sock, SockFentry or
 	// Tracepoint.
 	mechanism string
+	// sendmsg is the kernel function whose exit the SockFentry path
+	// hooks for sends: __sock_sendmsg, or sock_sendmsg before it.
+	sendmsg string
 	// sockWhyNot says why the sock path (either way) is not available on
 	// this kernel or with these options; nil when it is.
 	sockWhyNot error
@@ -183,7 +186,11 @@ func Load(opts Options) (*Objects, error) {
 	}
 	calls := bpfobj.SyscallsFentry(callHooks)
 	for {
-		o.coll, err = bpfobj.NewCollection(bpfobj.Without(pathSpec(spec, o.mechanism), bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{})
+		ps := pathSpec(spec, o.mechanism)
+		o.coll, err = bpfobj.NewCollection(bpfobj.Without(ps, bpfobj.CandidateProgs(calls)...), ebpf.CollectionOptions{})
+		if p := ps.Programs[netpollProgFexitSockSendmsg]; p != nil && o.mechanism == SockFentry {
+			o.sendmsg = p.AttachTo
+		}
 		if err == nil && o.mechanism == SockFentry {
 			// A kernel may load fentry programs and still refuse to
 			// attach them (Debian's arm64 6.1 has no trampolines):
@@ -350,6 +357,15 @@ var sharedPrograms = bpfobj.SyscallTracepoints(callHooks)
 // Tracepoint when the kernel or the options rule the sock path out
 // (SockWhyNot says why).
 func (o *Objects) Mechanism() string { return o.mechanism }
+
+// SendmsgFunc is the kernel function whose exit the SockFentry path hooks
+// for socket sends ("" on the other paths).
+func (o *Objects) SendmsgFunc() string {
+	if o.mechanism != SockFentry {
+		return ""
+	}
+	return o.sendmsg
+}
 
 // Hooks maps this object's hook points to their mechanism: the netpoll
 // waits', the netpoller's epoll_pwait (the syscall path's tracepoints;

@@ -14,6 +14,7 @@ import (
 	"maps"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"structs"
 	"sync"
@@ -100,19 +101,26 @@ type Options struct {
 	// each HTTP/1 server request at its first read (bpf/requests.h
 	// req_read): no uprobe at ServeHTTP, one trap per request, not two.
 	ReadStarts bool
-	// SendEnds: the kernel has the socket tracepoints (netpoll's sock
-	// path on tp_btf), where HTTP/1 requests also end at a send
-	// (requests.bpf.c serve_send): one trap per connection, none per
-	// request. Needs ReadStarts.
+	// SendEnds: netpoll takes the sock path, where HTTP/1 requests also
+	// end at a send (requests.bpf.c serve_send): one trap per
+	// connection, none per request. Needs ReadStarts.
 	SendEnds bool
+	// SendmsgFunc: the sends are seen at the exit of this kernel
+	// function (the fentry sock path: __sock_sendmsg or sock_sendmsg,
+	// and the receives at sock_recvmsg's), not at the socket
+	// tracepoints ("").
+	SendmsgFunc string
 }
 
 // Objects are the loaded programs and maps, and the uprobes per target.
 type Objects struct {
 	coll                 *ebpf.Collection
 	readStarts, sendEnds bool
-	// sendLinks are serve_send's and serve_recv's (global: they filter
-	// by PID), made at the first target that needs them.
+	// sendProgs are the programs that see sends and receives (tp_btf, or
+	// fexit where SendmsgFunc is set), and serve_close.
+	sendProgs []string
+	// sendLinks are sendProgs' (global: they filter by PID), made at the
+	// first target that needs them.
 	sendLinks []link.Link
 	mu        sync.Mutex
 	links     map[int][]link.Link
@@ -142,12 +150,23 @@ func Load(opts Options) (*Objects, error) {
 		return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
 	}
 	opts.SendEnds = opts.SendEnds && opts.ReadStarts
-	if !opts.SendEnds {
-		// Their tracepoints may not exist on this kernel.
-		delete(spec.Programs, requestsProgServeSend)
-		delete(spec.Programs, requestsProgServeRecv)
-		delete(spec.Programs, requestsProgServeClose)
-	} else {
+	// The send and receive programs of this kernel's path; the others'
+	// hook points may not exist on it.
+	var sendProgs []string
+	switch {
+	case !opts.SendEnds:
+	case opts.SendmsgFunc != "":
+		spec.Programs[requestsProgFexitServeSend].AttachTo = opts.SendmsgFunc
+		sendProgs = []string{requestsProgServeClose, requestsProgFexitServeSend, requestsProgFexitServeRecv}
+	default:
+		sendProgs = []string{requestsProgServeClose, requestsProgServeSend, requestsProgServeRecv}
+	}
+	for _, p := range []string{requestsProgServeClose, requestsProgServeSend, requestsProgServeRecv, requestsProgFexitServeSend, requestsProgFexitServeRecv} {
+		if !slices.Contains(sendProgs, p) {
+			delete(spec.Programs, p)
+		}
+	}
+	if opts.SendEnds {
 		// Memory for the open connections only: a full table drops
 		// (and counts) the connections past it.
 		spec.Maps[requestsMapServedConns].Flags |= unix.BPF_F_NO_PREALLOC
@@ -157,7 +176,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, bpfobj.LoadError("requests BPF object", err)
 	}
-	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendEnds: opts.SendEnds, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
+	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendEnds: opts.SendEnds, sendProgs: sendProgs, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
 }
 
 // servedConns is how many connections the targets can have served at
@@ -448,8 +467,8 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	return links, limits, nil
 }
 
-// attachSendEnds attaches serve_send, serve_recv and serve_close (global
-// programs; the first two filter by PID), once.
+// attachSendEnds attaches the programs that see sends and receives, and
+// serve_close (global programs; the first two filter by PID), once.
 func (o *Objects) attachSendEnds() error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -457,7 +476,7 @@ func (o *Objects) attachSendEnds() error {
 		return nil
 	}
 	var links []link.Link
-	for _, prog := range []string{requestsProgServeClose, requestsProgServeSend, requestsProgServeRecv} {
+	for _, prog := range o.sendProgs {
 		l, err := link.AttachTracing(link.TracingOptions{Program: o.coll.Programs[prog]})
 		if err != nil {
 			bpfobj.CloseAll(links)

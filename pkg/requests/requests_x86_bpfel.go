@@ -373,6 +373,8 @@ const (
 	requestsMapTargets                      = "targets"
 	requestsProgClientEnd                   = "client_end"
 	requestsProgClientStart                 = "client_start"
+	requestsProgFexitServeRecv              = "fexit_serve_recv"
+	requestsProgFexitServeSend              = "fexit_serve_send"
 	requestsProgGrpcClientEnd               = "grpc_client_end"
 	requestsProgGrpcClientStart             = "grpc_client_start"
 	requestsProgGrpcServerEnd               = "grpc_server_end"
@@ -441,6 +443,8 @@ type requestsSpecs struct {
 type requestsProgramSpecs struct {
 	ClientEnd       *ebpf.ProgramSpec `ebpf:"client_end"`
 	ClientStart     *ebpf.ProgramSpec `ebpf:"client_start"`
+	FexitServeRecv  *ebpf.ProgramSpec `ebpf:"fexit_serve_recv"`
+	FexitServeSend  *ebpf.ProgramSpec `ebpf:"fexit_serve_send"`
 	GrpcClientEnd   *ebpf.ProgramSpec `ebpf:"grpc_client_end"`
 	GrpcClientStart *ebpf.ProgramSpec `ebpf:"grpc_client_start"`
 	GrpcServerEnd   *ebpf.ProgramSpec `ebpf:"grpc_server_end"`
@@ -586,6 +590,8 @@ type requestsVariables struct {
 type requestsPrograms struct {
 	ClientEnd       *ebpf.Program `ebpf:"client_end"`
 	ClientStart     *ebpf.Program `ebpf:"client_start"`
+	FexitServeRecv  *ebpf.Program `ebpf:"fexit_serve_recv"`
+	FexitServeSend  *ebpf.Program `ebpf:"fexit_serve_send"`
 	GrpcClientEnd   *ebpf.Program `ebpf:"grpc_client_end"`
 	GrpcClientStart *ebpf.Program `ebpf:"grpc_client_start"`
 	GrpcServerEnd   *ebpf.Program `ebpf:"grpc_server_end"`
@@ -604,6 +610,8 @@ func (p *requestsPrograms) Close() error {
 	return _RequestsClose(
 		p.ClientEnd,
 		p.ClientStart,
+		p.FexitServeRecv,
+		p.FexitServeSend,
 		p.GrpcClientEnd,
 		p.GrpcClientStart,
 		p.GrpcServerEnd,

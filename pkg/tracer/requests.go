@@ -21,12 +21,13 @@ type requestTracing struct {
 func (t *Tracer) loadRequests() error {
 	shared := t.netpoll.RequestMaps()
 	shared["targets"] = t.netpoll.Targets()
-	// On the sock path netpoll's socket hooks start HTTP/1 requests; on
-	// its socket tracepoints requests' own end them.
+	// On the sock path netpoll's socket hooks start HTTP/1 requests, and
+	// requests' own, on the same hook points, end them.
 	readStarts := t.netpoll.Mechanism() != netpoll.Tracepoint
-	sendEnds := t.netpoll.Mechanism() == netpoll.Sock
+	sendEnds := readStarts
+	sendmsg := t.netpoll.SendmsgFunc()
 	rq, err := requests.Load(requests.Options{Shared: shared, RingBufferBytes: t.opts.RingBufferBytes,
-		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts, SendEnds: sendEnds})
+		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts, SendEnds: sendEnds, SendmsgFunc: sendmsg})
 	if err != nil {
 		return err
 	}
@@ -38,7 +39,7 @@ func (t *Tracer) loadRequests() error {
 	}
 	t.plug(feature{
 		samplers: samplers,
-		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "http_end": httpEndHook(sendEnds), "grpc": "uprobe"},
+		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "http_end": httpEndHook(sendEnds, sendmsg), "grpc": "uprobe"},
 		streams:  []source{{"requests", rq.Events(), requests.Decode, rq.Lost}},
 		attach:   r.attach,
 		detach:   func(tg *target) { rq.Detach(tg.proc.PID) },
@@ -57,13 +58,17 @@ func httpHooks(readStarts bool, netpollMechanism string) string {
 }
 
 // httpEndHook names where HTTP/1 server requests end: at their last
-// send (the sock_send_length tracepoint, after a uprobe per connection),
-// or at a uprobe per request.
-func httpEndHook(sendEnds bool) string {
-	if sendEnds {
-		return netpoll.Sock + ":sock_send_length"
+// send (after a uprobe per connection), seen at the sock_send_length
+// tracepoint or, on the fentry sock path, at the exit of sendmsg (the
+// kernel function); or at a uprobe per request.
+func httpEndHook(sendEnds bool, sendmsg string) string {
+	switch {
+	case !sendEnds:
+		return bpfobj.HooksUprobe
+	case sendmsg != "":
+		return "fexit:" + sendmsg
 	}
-	return bpfobj.HooksUprobe
+	return netpoll.Sock + ":sock_send_length"
 }
 
 // attach places the request probes in a target; one that cannot have
