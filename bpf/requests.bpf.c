@@ -910,17 +910,19 @@ static __always_inline struct served_conn *served_of(struct sock *sk, __u32 pid)
 	return sc;
 }
 
-/* Whether response w's handler has returned; -1 when w cannot be
- * read (end_sent checks first that w is still the connection's). */
-static __always_inline int handler_done(const struct served_conn *sc, __u64 w)
+/* Reads response w's head into this CPU's scratch (resp_heads); NULL
+ * when w cannot be read. One head at a time: a caller is done with one
+ * before it reads the next. */
+static __always_inline const struct resp_head *read_head(__u64 w)
 {
-	__u32 done = 0;
-	if (bpf_probe_read_user(&done, sizeof(done), (void *)(w + sc->handler_done)))
-		return -1;
-	return done != 0;
+	__u32 zero = 0;
+	struct resp_head *h = bpf_map_lookup_elem(&resp_heads, &zero);
+	if (!h || bpf_probe_read_user(h->b, sizeof(h->b), (void *)w))
+		return NULL;
+	return h;
 }
 
-/* Ends sc's request w (its handler has returned); h: w's head, if read. */
+/* Ends sc's request w, whose head is h (its handler has returned). */
 static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 w, const struct resp_head *h)
 {
 	sc->ended_w = w;
@@ -930,27 +932,24 @@ static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 
 		return;
 	struct req_key k = {.pid = pid, .goid = sc->goid};
 	struct req_state *st = open_request_of(&k);
-	if (!st)
-		return;
-	if (h)
+	if (st)
 		http1_end_as(l, &k, st, w, head_u64(h, l->resp_req), (__s64)head_u64(h, l->resp_status), head_u64(h, 0));
-	else
-		http1_end(l, &k, st, w);
 }
 
 /* Ends sc's request that sent its response before its handler returned
  * (sent_w), if the handler has returned since. */
 static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 {
+	__u64 w = sc->sent_w;
+	const struct resp_head *h = read_head(w);
 	/* Still the connection's? response.conn is at 0. */
-	__u64 w = sc->sent_w, c = 0;
-	if (bpf_probe_read_user(&c, sizeof(c), (void *)w) || c != sc->conn) {
+	if (!h || head_u64(h, 0) != sc->conn) {
 		set_sent(sc, 0);
 		req_count(REQ_COUNT_END_UNSEEN);
 		return;
 	}
-	if (handler_done(sc, w) > 0)
-		served_end(sc, pid, w, NULL);
+	if (head_u32(h, sc->handler_done))
+		served_end(sc, pid, w, h);
 }
 
 /* A send of ret bytes on sk by the calling process. */
@@ -971,9 +970,8 @@ static __always_inline int serve_sent(struct sock *sk, int ret)
 	 * the client had pipelined (read with it, so no read came between). */
 	if (sc->sent_w && sc->sent_w != w)
 		end_sent(sc, pid);
-	__u32 zero = 0;
-	struct resp_head *h = bpf_map_lookup_elem(&resp_heads, &zero);
-	if (!h || bpf_probe_read_user(h->b, sizeof(h->b), (void *)w))
+	const struct resp_head *h = read_head(w);
+	if (!h)
 		return 0;
 	if (head_u32(h, sc->handler_done)) {
 		served_end(sc, pid, w, h);
