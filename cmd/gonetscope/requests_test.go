@@ -215,10 +215,11 @@ func TestHTTPRequests(t *testing.T) {
 // Where a request ends: on the sock path (the socket tracepoints, or
 // fexit on sendmsg and recvmsg where the kernel has fentry: the 6.1 VM
 // runs this test with a prebuilt httptarget), at its last send, after
-// one uprobe per connection; else at a uprobe per request (server_end). So the test also drives a connection the target
-// accepted (and served a request on) before the attach, which the
-// per-connection uprobe never saw: server_end ends its first request and
-// then, once no such connection is left unnoted, is detached. The test
+// one uprobe per connection; else at a uprobe per request (server_end).
+// So the test also drives a connection the target accepted (and served
+// a request on) before the attach, which the per-connection uprobe never
+// saw: server_end ends its first request and then, once no such
+// connection is left unnoted, is detached. The test
 // counts server_end's runs (BPF stats) in a second round of requests
 // after that: none on the send path, one per request on the others. And
 // two requests whose end is not a send of finishRequest: one whose

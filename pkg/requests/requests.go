@@ -99,12 +99,10 @@ type Options struct {
 	WakeupInterval time.Duration
 	// ReadStarts: netpoll is on the sock path, whose socket hooks start
 	// each HTTP/1 server request at its first read (bpf/requests.h
-	// req_read): no uprobe at ServeHTTP, one trap per request, not two.
+	// req_read): no uprobe at ServeHTTP. There the request also ends at
+	// a send (requests.bpf.c serve_send), on the same hook points: one
+	// trap per connection, none per request.
 	ReadStarts bool
-	// SendEnds: netpoll takes the sock path, where HTTP/1 requests also
-	// end at a send (requests.bpf.c serve_send): one trap per
-	// connection, none per request. Needs ReadStarts.
-	SendEnds bool
 	// SendmsgFunc: the sends are seen at the exit of this kernel
 	// function (the fentry sock path: __sock_sendmsg or sock_sendmsg,
 	// and the receives at sock_recvmsg's), not at the socket
@@ -114,8 +112,8 @@ type Options struct {
 
 // Objects are the loaded programs and maps, and the uprobes per target.
 type Objects struct {
-	coll                 *ebpf.Collection
-	readStarts, sendEnds bool
+	coll       *ebpf.Collection
+	readStarts bool
 	// sendProgs are the programs that see sends and receives (tp_btf, or
 	// fexit where SendmsgFunc is set), and serve_close.
 	sendProgs []string
@@ -149,12 +147,11 @@ func Load(opts Options) (*Objects, error) {
 	if err := spec.Variables["wakeup_interval_ns"].Set(uint64(opts.WakeupInterval.Nanoseconds())); err != nil {
 		return nil, fmt.Errorf("setting wakeup_interval_ns: %w", err)
 	}
-	opts.SendEnds = opts.SendEnds && opts.ReadStarts
 	// The send and receive programs of this kernel's path; the others'
 	// hook points may not exist on it.
 	var sendProgs []string
 	switch {
-	case !opts.SendEnds:
+	case !opts.ReadStarts:
 	case opts.SendmsgFunc != "":
 		spec.Programs[requestsProgFexitServeSend].AttachTo = opts.SendmsgFunc
 		sendProgs = []string{requestsProgServeClose, requestsProgFexitServeSend, requestsProgFexitServeRecv}
@@ -166,7 +163,7 @@ func Load(opts Options) (*Objects, error) {
 			delete(spec.Programs, p)
 		}
 	}
-	if opts.SendEnds {
+	if opts.ReadStarts {
 		// Memory for the open connections only: a full table drops
 		// (and counts) the connections past it.
 		spec.Maps[requestsMapServedConns].Flags |= unix.BPF_F_NO_PREALLOC
@@ -176,7 +173,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, bpfobj.LoadError("requests BPF object", err)
 	}
-	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendEnds: opts.SendEnds, sendProgs: sendProgs, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
+	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendProgs: sendProgs, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
 }
 
 // servedConns is how many connections the targets can have served at
@@ -207,7 +204,7 @@ func (o *Objects) Events() *ebpf.Map { return o.coll.Maps[requestsMapEvents] }
 type Probes struct {
 	ServerStart, ServerEnd []goruntime.Site
 	// ServeEntry is the entry of (*conn).serve: where a connection's
-	// requests end at a send (Options.SendEnds), its one probe.
+	// requests end at a send (Options.ReadStarts), its one probe.
 	ServeEntry goruntime.Site
 	// ClientStart and ClientEnd pair up; empty when the binary has no
 	// net/http client (or its code is not the one known).
@@ -398,15 +395,15 @@ func (o *Objects) attachHTTP(p *goruntime.Process, f *elf.File, ex *link.Executa
 	if readStarts {
 		serverStarts = nil
 	}
-	// Where the kernel has the socket tracepoints, a TCP server's
-	// requests end at their last send too: a trap per connection, none
-	// per request. server_end (ends) stays only while connections it
-	// accepted before the attach are open (warmUp).
+	// Where reads start a TCP server's requests, they end at their last
+	// send: a trap per connection, none per request. server_end (ends)
+	// stays only while connections it accepted before the attach are
+	// open (warmUp).
 	serverEnds := probes.ServerEnd
 	var serveEntry []goruntime.Site
 	var before map[uint64]int32
 	var ends []link.Link
-	if readStarts && o.sendEnds {
+	if readStarts {
 		// serve_send reads a response's fields in one read of its head.
 		head := uint16(len(requestsRespHead{}.B))
 		if off.HttpConnCurReq == 0 || off.HttpRespHandlerDone == 0 {

@@ -24,10 +24,9 @@ func (t *Tracer) loadRequests() error {
 	// On the sock path netpoll's socket hooks start HTTP/1 requests, and
 	// requests' own, on the same hook points, end them.
 	readStarts := t.netpoll.Mechanism() != netpoll.Tracepoint
-	sendEnds := readStarts
 	sendmsg := t.netpoll.SendmsgFunc()
 	rq, err := requests.Load(requests.Options{Shared: shared, RingBufferBytes: t.opts.RingBufferBytes,
-		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts, SendEnds: sendEnds, SendmsgFunc: sendmsg})
+		WakeupInterval: t.opts.DrainInterval, ReadStarts: readStarts, SendmsgFunc: sendmsg})
 	if err != nil {
 		return err
 	}
@@ -39,7 +38,7 @@ func (t *Tracer) loadRequests() error {
 	}
 	t.plug(feature{
 		samplers: samplers,
-		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "http_end": httpEndHook(sendEnds, sendmsg), "grpc": "uprobe"},
+		hooks:    map[string]string{"http": httpHooks(readStarts, t.netpoll.Mechanism()), "http_end": httpEndHook(readStarts, sendmsg), "grpc": "uprobe"},
 		streams:  []source{{"requests", rq.Events(), requests.Decode, rq.Lost}},
 		attach:   r.attach,
 		detach:   func(tg *target) { rq.Detach(tg.proc.PID) },
@@ -61,9 +60,9 @@ func httpHooks(readStarts bool, netpollMechanism string) string {
 // send (after a uprobe per connection), seen at the sock_send_length
 // tracepoint or, on the fentry sock path, at the exit of sendmsg (the
 // kernel function); or at a uprobe per request.
-func httpEndHook(sendEnds bool, sendmsg string) string {
+func httpEndHook(readStarts bool, sendmsg string) string {
 	switch {
-	case !sendEnds:
+	case !readStarts:
 		return bpfobj.HooksUprobe
 	case sendmsg != "":
 		return "fexit:" + sendmsg
