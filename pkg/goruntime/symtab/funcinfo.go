@@ -30,7 +30,7 @@ func (t *Table) FuncAt(pc uint64) (fi FuncInfo, ok bool) {
 	if !ok {
 		return FuncInfo{}, false
 	}
-	fi = FuncInfo{Name: cstring(t.funcnames, f.u32(4)), Entry: f.entry + t.bias, Flag: f.raw[41]}
+	fi = FuncInfo{Name: t.funcnames.cstring(f.u32(4)), Entry: f.entry + t.bias, Flag: f.raw.byteAt(41)}
 	// _func.pcsp at 16; the table's value is the frame size at pc.
 	fi.SPDelta = t.pcvalue(f, f.u32(16), pc-t.bias)
 	if fi.SPDelta < 0 {

@@ -21,10 +21,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"sync"
-
-	"golang.org/x/sys/unix"
 )
 
 // Frame is one source-level frame.
@@ -52,16 +51,20 @@ type Table struct {
 	bias   uint64 // runtime address - link-time address
 	text   uint64 // link-time start of the functions
 	gofunc uint64 // link-time address of go:func.*, base of the funcdata
-	// funcdata is the file's bytes from gofunc to the end of its segment:
-	// read at Open, the file need not stay open.
-	funcdata []byte
+	// funcdata is the file's bytes from gofunc to the end of its segment.
+	funcdata table
 
 	minLC                                       uint32
 	nfunc                                       int
-	funcnames, cutab, filetab, pctab, pclntable []byte
+	funcnames, cutab, filetab, pctab, pclntable table
 
 	mu    sync.Mutex
 	cache map[uint64][]Frame
+
+	// byName finds functions by name (Func): each function's name hash
+	// and index, hash<<32|index, sorted; made at the first Func.
+	byName     []uint64
+	byNameOnce sync.Once
 }
 
 // cacheMax bounds the pc cache; a long-running daemon sees a bounded set of
@@ -74,9 +77,10 @@ var ErrFormat = errors.New("unsupported .gopclntab format")
 // Open reads the symbol tables of the ELF executable f, loaded with load
 // bias bias, whose memory (at runtime addresses) is mem: /proc/PID/mem of a
 // running process, or, for a binary that is not position-independent,
-// FileMemory(f). When file is f's open file, the tables are mapped from it
-// rather than read: a large server's .gopclntab and funcdata are 30 MB,
-// of which symbolizing touches a few pages.
+// FileMemory(f). When file is f's open file, the tables are read from it
+// as they are needed (blocks.go): a large server's .gopclntab and
+// funcdata are 30 MB, of which symbolizing reads a few blocks. Without
+// it, they are read whole.
 func Open(f *elf.File, file *os.File, mem io.ReaderAt, bias uint64, l Layout) (*Table, error) {
 	pcln := f.Section(".gopclntab")
 	if pcln == nil {
@@ -86,16 +90,16 @@ func Open(f *elf.File, file *os.File, mem io.ReaderAt, bias uint64, l Layout) (*
 	if pcln == nil {
 		return nil, errors.New("no .gopclntab section")
 	}
-	data, err := sectionBytes(file, pcln.Open(), int64(pcln.Offset), int(pcln.Size))
+	data, err := fileTable(file, pcln.Open(), int64(pcln.Offset), int(pcln.Size))
 	if err != nil {
 		return nil, fmt.Errorf("reading .gopclntab: %w", err)
 	}
-	if len(data) < 72 || binary.LittleEndian.Uint32(data) != 0xfffffff1 || data[7] != 8 {
+	if data.len() < 72 || data.u32(0) != 0xfffffff1 || data.byteAt(7) != 8 {
 		return nil, fmt.Errorf("%w (want Go 1.20+, 64-bit)", ErrFormat)
 	}
-	t := &Table{bias: bias, minLC: uint32(data[6]), cache: map[uint64][]Frame{}}
-	t.nfunc = int(binary.LittleEndian.Uint64(data[8:]))
-	off := func(i int) []byte { return data[binary.LittleEndian.Uint64(data[i:]):] }
+	t := &Table{bias: bias, minLC: uint32(data.byteAt(6)), cache: map[uint64][]Frame{}}
+	t.nfunc = int(data.u64(8))
+	off := func(i int) table { return data.sub(int(data.u64(i))) }
 	t.funcnames, t.cutab, t.filetab, t.pctab, t.pclntable = off(32), off(40), off(48), off(56), off(64)
 
 	if l.MdText == 0 || l.MdGofunc == 0 {
@@ -104,71 +108,37 @@ func Open(f *elf.File, file *os.File, mem io.ReaderAt, bias uint64, l Layout) (*
 	if err := t.findModuledata(f, mem, pcln.Addr, l); err != nil {
 		return nil, err
 	}
+	found := false
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_LOAD && t.gofunc >= p.Vaddr && t.gofunc < p.Vaddr+p.Filesz {
 			off := int64(t.gofunc - p.Vaddr)
-			if t.funcdata, err = sectionBytes(file, io.NewSectionReader(p, off, int64(p.Filesz)-off), int64(p.Off)+off, int(int64(p.Filesz)-off)); err != nil {
+			if t.funcdata, err = fileTable(file, io.NewSectionReader(p, off, int64(p.Filesz)-off), int64(p.Off)+off, int(int64(p.Filesz)-off)); err != nil {
 				return nil, fmt.Errorf("reading funcdata: %w", err)
 			}
+			found = true
 		}
 	}
-	if t.funcdata == nil {
+	if !found {
 		return nil, errors.New("moduledata.gofunc is outside the file")
 	}
 	return t, nil
 }
 
-// sectionBytes are n bytes of file at off, mapped read-only, or, without
-// file or where mapping fails, read from r. A mapping is made once per
-// file (device and inode), offset and length and kept for the life of
-// gonetscope: every Table of the same executable (the tracer's, the
-// metrics', the overflow explainer's, and again after a re-attach) shares
-// it, and its pages are the page cache's, touched as symbolizing needs
-// them. The number of distinct executables bounds what is kept.
-func sectionBytes(file *os.File, r io.Reader, off int64, n int) ([]byte, error) {
-	if file != nil && n > 0 {
-		if b, err := mapped(file, off, n); err == nil {
-			return b, nil
+// fileTable is n bytes of file at off, read through the executable's
+// block cache (blocks.go), or, without file, read whole from r.
+func fileTable(file *os.File, r io.Reader, off int64, n int) (table, error) {
+	if file != nil {
+		b, err := openBlocks(file)
+		if err != nil {
+			return table{}, err
 		}
+		return table{blocks: b, off: off, n: n}, nil
 	}
 	b := make([]byte, n)
 	if _, err := io.ReadFull(r, b); err != nil {
-		return nil, err
+		return table{}, err
 	}
-	return b, nil
-}
-
-type mapKey struct {
-	dev, ino uint64
-	off      int64
-	n        int
-}
-
-var (
-	mapsMu sync.Mutex
-	maps   = map[mapKey][]byte{}
-)
-
-func mapped(file *os.File, off int64, n int) ([]byte, error) {
-	var st unix.Stat_t
-	if err := unix.Fstat(int(file.Fd()), &st); err != nil {
-		return nil, err
-	}
-	k := mapKey{uint64(st.Dev), st.Ino, off, n}
-	mapsMu.Lock()
-	defer mapsMu.Unlock()
-	if b, ok := maps[k]; ok {
-		return b, nil
-	}
-	page := int64(os.Getpagesize())
-	start := off &^ (page - 1)
-	m, err := unix.Mmap(int(file.Fd()), start, int(off-start)+n, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, err
-	}
-	b := m[off-start:]
-	maps[k] = b
-	return b, nil
+	return table{data: b, n: n}, nil
 }
 
 // findModuledata finds runtime.firstmoduledata among the writable data
@@ -267,17 +237,17 @@ func (t *Table) Frames(pc uint64, leaf bool) []Frame {
 
 type fn struct {
 	entry uint64
-	raw   []byte // the _func
+	raw   table // the _func
 }
 
-func (f fn) u32(i int) uint32 { return binary.LittleEndian.Uint32(f.raw[i:]) }
+func (f fn) u32(i int) uint32 { return f.raw.u32(i) }
 
 func (t *Table) findFunc(pc uint64) (fn, bool) {
 	if pc < t.text || t.nfunc == 0 {
 		return fn{}, false
 	}
 	off := pc - t.text
-	ent := func(i int) uint64 { return uint64(binary.LittleEndian.Uint32(t.pclntable[8*i:])) }
+	ent := func(i int) uint64 { return uint64(t.pclntable.u32(8 * i)) }
 	if off >= ent(t.nfunc) {
 		return fn{}, false
 	}
@@ -285,46 +255,46 @@ func (t *Table) findFunc(pc uint64) (fn, bool) {
 	if i < 0 {
 		return fn{}, false
 	}
-	funcoff := binary.LittleEndian.Uint32(t.pclntable[8*i+4:])
-	if int(funcoff)+44 > len(t.pclntable) {
+	funcoff := t.pclntable.u32(8*i + 4)
+	if int(funcoff)+44 > t.pclntable.len() {
 		return fn{}, false
 	}
-	return fn{entry: t.text + ent(i), raw: t.pclntable[funcoff:]}, true
-}
-
-func cstring(b []byte, off uint32) string {
-	if int(off) >= len(b) {
-		return "?"
-	}
-	b = b[off:]
-	for i, c := range b {
-		if c == 0 {
-			return string(b[:i])
-		}
-	}
-	return string(b)
+	return fn{entry: t.text + ent(i), raw: t.pclntable.sub(int(funcoff))}, true
 }
 
 // pcvalue decodes the pc-value table at off of f for targetpc, as
 // runtime.pcvalue does; -1 when there is none.
 func (t *Table) pcvalue(f fn, off uint32, targetpc uint64) int32 {
-	if off == 0 || int(off) >= len(t.pctab) {
+	if off == 0 || int(off) >= t.pctab.len() {
 		return -1
 	}
-	p := t.pctab[off:]
+	// The table is read 64 bytes at a time, not a varint at a time.
+	var buf [64]byte
+	at, b := int(off), []byte(nil) // where the bytes after b are; b, those read and not decoded
+	uvarint := func() (uint64, int) {
+		if len(b) < binary.MaxVarintLen64 {
+			k := copy(buf[:], b)
+			got := t.pctab.read(buf[k:], at)
+			at += len(got)
+			b = buf[:k+len(got)]
+		}
+		v, n := binary.Uvarint(b)
+		if n > 0 {
+			b = b[n:]
+		}
+		return v, n
+	}
 	pc, val := f.entry, int32(-1)
 	for first := true; ; first = false {
-		uv, n := binary.Uvarint(p)
+		uv, n := uvarint()
 		if n <= 0 || (uv == 0 && !first) {
 			return -1
 		}
 		val += int32(-(uint32(uv) & 1) ^ (uint32(uv) >> 1))
-		p = p[n:]
-		pcd, n := binary.Uvarint(p)
+		pcd, n := uvarint()
 		if n <= 0 {
 			return -1
 		}
-		p = p[n:]
 		pc += pcd * uint64(t.minLC)
 		if targetpc < pc {
 			return val
@@ -335,9 +305,9 @@ func (t *Table) pcvalue(f fn, off uint32, targetpc uint64) int32 {
 func (t *Table) fileLine(f fn, pc uint64) (string, int) {
 	file := "?"
 	if no := t.pcvalue(f, f.u32(20), pc); no >= 0 {
-		if i := (int(f.u32(32)) + int(no)) * 4; i+4 <= len(t.cutab) {
-			if off := binary.LittleEndian.Uint32(t.cutab[i:]); off != ^uint32(0) {
-				file = cstring(t.filetab, off)
+		if i := (int(f.u32(32)) + int(no)) * 4; i+4 <= t.cutab.len() {
+			if off := t.cutab.u32(i); off != ^uint32(0) {
+				file = t.filetab.cstring(off)
 			}
 		}
 	}
@@ -354,9 +324,9 @@ func (t *Table) frames(pc uint64) []Frame {
 	if !ok {
 		return nil
 	}
-	name := cstring(t.funcnames, f.u32(4))
-	npcdata, nfuncdata := int(f.u32(28)), int(f.raw[43])
-	if len(f.raw) < 44+4*(npcdata+nfuncdata) {
+	name := t.funcnames.cstring(f.u32(4))
+	npcdata, nfuncdata := int(f.u32(28)), int(f.raw.byteAt(43))
+	if f.raw.len() < 44+4*(npcdata+nfuncdata) {
 		return nil
 	}
 	var inlIndex uint32
@@ -375,34 +345,51 @@ func (t *Table) frames(pc uint64) []Frame {
 			ix = t.pcvalue(f, inlIndex, pc)
 		}
 		if ix < 0 {
-			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw[40]})
+			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw.byteAt(40)})
 		}
 		// inlinedCall: funcID u8, pad [3], nameOff i32, parentPc i32, startLine i32.
 		at := uint64(inlTree) + 16*uint64(ix)
-		if at+16 > uint64(len(t.funcdata)) {
-			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw[40]})
+		if at+16 > uint64(t.funcdata.len()) {
+			return append(out, Frame{Func: name, File: file, Line: line, FuncID: f.raw.byteAt(40)})
 		}
-		call := t.funcdata[at:]
-		out = append(out, Frame{Func: cstring(t.funcnames, binary.LittleEndian.Uint32(call[4:])), File: file, Line: line, Inlined: true, FuncID: call[0]})
-		pc = f.entry + uint64(int64(int32(binary.LittleEndian.Uint32(call[8:]))))
+		call := t.funcdata.sub(int(at))
+		out = append(out, Frame{Func: t.funcnames.cstring(call.u32(4)), File: file, Line: line, Inlined: true, FuncID: call.byteAt(0)})
+		pc = f.entry + uint64(int64(int32(call.u32(8))))
 	}
 	return out
 }
 
 // Func returns the link-time address range [entry, end) of the function
-// named name (such as "runtime.goexit0").
+// named name (such as "runtime.goexit0"). The first call reads every
+// function's name once, to index them by a hash of it (8 bytes a
+// function: 570 kB for caddy's 71,559); each call then reads the names
+// of the few functions whose hash is name's.
 func (t *Table) Func(name string) (entry, end uint64, ok bool) {
-	ent := func(i int) uint64 { return uint64(binary.LittleEndian.Uint32(t.pclntable[8*i:])) }
-	for i := 0; i < t.nfunc; i++ {
-		funcoff := binary.LittleEndian.Uint32(t.pclntable[8*i+4:])
-		if int(funcoff)+8 > len(t.pclntable) {
-			continue
-		}
-		if cstring(t.funcnames, binary.LittleEndian.Uint32(t.pclntable[funcoff+4:])) == name {
+	t.byNameOnce.Do(t.indexNames)
+	h := uint64(stringHash(name))
+	ent := func(i int) uint64 { return uint64(t.pclntable.u32(8 * i)) }
+	for k := sort.Search(len(t.byName), func(k int) bool { return t.byName[k]>>32 >= h }); k < len(t.byName) && t.byName[k]>>32 == h; k++ {
+		i := int(uint32(t.byName[k]))
+		if t.funcnames.cstring(t.nameOff(i)) == name {
 			return t.text + ent(i), t.text + ent(i+1), true
 		}
 	}
 	return 0, 0, false
+}
+
+// nameOff is where function i's name is in funcnames.
+func (t *Table) nameOff(i int) uint32 {
+	return t.pclntable.u32(int(t.pclntable.u32(8*i+4)) + 4)
+}
+
+func (t *Table) indexNames() {
+	t.byName = make([]uint64, 0, t.nfunc)
+	for i := 0; i < t.nfunc; i++ {
+		if funcoff := t.pclntable.u32(8*i + 4); int(funcoff)+8 <= t.pclntable.len() {
+			t.byName = append(t.byName, uint64(t.funcnames.nameHash(t.nameOff(i)))<<32|uint64(i))
+		}
+	}
+	slices.Sort(t.byName)
 }
 
 // Bias is the load bias the table was opened with: runtime address minus

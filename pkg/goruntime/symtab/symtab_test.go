@@ -2,6 +2,7 @@ package symtab_test
 
 import (
 	"bufio"
+	"debug/elf"
 	"fmt"
 	"os"
 	"os/exec"
@@ -79,6 +80,74 @@ func TestFramesMatchRuntime(t *testing.T) {
 
 var _ = os.Getpid
 var _ = symtab.Frame{}
+
+// TestFuncMatchesSymbols: Func finds every Go function of a program at the
+// address its ELF symbol table gives, by its name alone (the index by
+// name hash, blocks.go), and no function that is not there. The table is
+// opened from the process with its executable, as the tracer does (the
+// tables read through the block cache, far smaller than them).
+func TestFuncMatchesSymbols(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "callers")
+	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/callers").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); cmd.Wait() }()
+	bufio.NewReader(stdout).ReadString('\n') // running
+	b, err := goruntime.Inspect(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := goruntime.OpenProcess(cmd.Process.Pid, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := elf.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	syms, err := f.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first function of each name, as the pclntab names them: an
+	// assembly function and its ABI wrapper share one (the symbol table
+	// adds .abi0 to the first); the linker's type: functions are named
+	// apart there.
+	first := map[string]elf.Symbol{}
+	for _, s := range syms {
+		name := strings.TrimSuffix(s.Name, ".abi0")
+		if elf.ST_TYPE(s.Info) != elf.STT_FUNC || s.Size == 0 || strings.HasPrefix(name, "go:") || strings.HasPrefix(name, "type:") {
+			continue
+		}
+		if f, ok := first[name]; !ok || s.Value < f.Value {
+			first[name] = s
+		}
+	}
+	n := 0
+	for name, s := range first {
+		entry, end, ok := p.Syms.Func(name)
+		if !ok || entry != s.Value || end < s.Value+s.Size {
+			t.Errorf("%s: Func says [%#x, %#x) %v, the symbol table [%#x, %#x)", name, entry, end, ok, s.Value, s.Value+s.Size)
+			continue
+		}
+		n++
+	}
+	if n < 1000 {
+		t.Errorf("only %d functions checked", n)
+	}
+	for _, name := range []string{"main.noSuchFunction", "main.main.", "ain.main", ""} {
+		if _, _, ok := p.Syms.Func(name); ok {
+			t.Errorf("Func(%q) found a function", name)
+		}
+	}
+}
 
 // BenchmarkFrames: symbolizing one pc, from the cache and (uncached) from
 // the tables.
