@@ -36,17 +36,27 @@ func dwarfOffsets(f *elf.File) func() (Offsets, error) {
 func prefixOffsets(f *elf.File) (Offsets, error) {
 	var l layouts
 	var o Offsets
-	_, err := typesDWARF(f, "runtime", func(d *dwarf.Data, unit dwarf.Offset, raw []byte) bool {
+	abbrev, err := debugSection(f, "abbrev")
+	if err != nil {
+		return o, err
+	}
+	codes := structCodes(abbrev)
+	_, err = typesDWARF(f, "runtime", func(d *dwarf.Data, start, entry dwarf.Offset, raw []byte) bool {
 		// Most of the runtime's units have no types: their functions'
 		// entries are most of the reading, and the names of the
 		// structs (inline strings) are not in them.
-		if !slices.ContainsFunc(wantedNames, func(name []byte) bool { return bytes.Contains(raw, name) }) {
-			return false
-		}
-		if l.read(d, []dwarf.Offset{unit}) != nil {
+		if !slices.ContainsFunc(inlineNames, func(name []byte) bool { return bytes.Contains(raw, name) }) {
 			return false
 		}
 		var err error
+		if l.readNamed(d, start, raw, codes) == nil {
+			if o, err = l.offsets(); err == nil {
+				return true
+			}
+		}
+		if l.read(d, []dwarf.Offset{entry}) != nil {
+			return false
+		}
 		o, err = l.offsets()
 		return err == nil
 	})
@@ -56,13 +66,13 @@ func prefixOffsets(f *elf.File) (Offsets, error) {
 // typesDWARF reads the DWARF of f that some types of package pkg are in:
 // .debug_abbrev, and .debug_info from its start through the first of
 // pkg's compile units after which complete, given each of pkg's units (its
-// entry and its bytes) in turn, says all is there, decompressed as it is
+// offset, its entry's and its bytes) in turn, says all is there, decompressed as it is
 // read. The Go linker writes a package's types in one of its units, early
 // for the runtime: for a large server this is about 1 MB of a .debug_info
 // of a hundred, and none of the line tables, location lists and frames
 // that f.DWARF would also decompress. It fails when the end of
 // .debug_info comes first; the caller then falls back to f.DWARF.
-func typesDWARF(f *elf.File, pkg string, complete func(d *dwarf.Data, unit dwarf.Offset, raw []byte) bool) (*dwarf.Data, error) {
+func typesDWARF(f *elf.File, pkg string, complete func(d *dwarf.Data, start, entry dwarf.Offset, raw []byte) bool) (*dwarf.Data, error) {
 	abbrev, err := debugSection(f, "abbrev")
 	if err != nil {
 		return nil, err
@@ -103,19 +113,84 @@ func typesDWARF(f *elf.File, pkg string, complete func(d *dwarf.Data, unit dwarf
 		if err != nil {
 			return nil, err
 		}
-		if complete(d, dwarf.Offset(start)+at, unit) {
+		if complete(d, dwarf.Offset(start), dwarf.Offset(start)+at, unit) {
 			return d, nil
 		}
 	}
 }
 
-// wantedNames are the names of wantedStructs as DWARF's inline strings.
-var wantedNames = func() (names [][]byte) {
+// searchNames are the names of wantedStructs, and those structAliases
+// maps to them.
+var searchNames = func() map[string]bool {
+	m := map[string]bool{}
 	for name := range wantedStructs {
+		m[name] = true
+	}
+	for name := range structAliases {
+		m[name] = true
+	}
+	return m
+}()
+
+// inlineNames are searchNames as DWARF writes them inline.
+var inlineNames = func() (names [][]byte) {
+	for name := range searchNames {
 		names = append(names, append([]byte(name), 0))
 	}
 	return names
 }()
+
+// maxStructName bounds the names of searchNames, with their NUL.
+var maxStructName = func() (n int) {
+	for name := range searchNames {
+		n = max(n, len(name)+1)
+	}
+	return n
+}()
+
+// structCodes are the abbreviation codes in abbrev (.debug_abbrev) of
+// struct entries whose first attribute is their name, inline, as the Go
+// linker writes them: those of one byte (below 128).
+func structCodes(abbrev []byte) (codes []byte) {
+	uv := func() uint64 {
+		v, n := binary.Uvarint(abbrev)
+		if n <= 0 {
+			abbrev = nil
+			return 0
+		}
+		abbrev = abbrev[n:]
+		return v
+	}
+	for len(abbrev) > 0 {
+		code := uv()
+		if code == 0 {
+			continue // the end of one unit's table
+		}
+		tag := uv()
+		if len(abbrev) == 0 {
+			break
+		}
+		abbrev = abbrev[1:] // DW_CHILDREN_*
+		named := false
+		for first := true; len(abbrev) > 0; first = false {
+			attr, form := uv(), uv()
+			if attr == 0 && form == 0 {
+				break
+			}
+			if form == 0x21 { // DW_FORM_implicit_const: its value follows
+				_, n := binary.Varint(abbrev)
+				abbrev = abbrev[max(n, 0):]
+			}
+			if first {
+				named = dwarf.Attr(attr) == dwarf.AttrName && form == 0x08 // DW_FORM_string
+			}
+		}
+		if dwarf.Tag(tag) == dwarf.TagStructType && named && code < 0x80 {
+			codes = append(codes, byte(code))
+		}
+	}
+	return codes
+}
 
 // nextUnit reads one unit, header included, from a .debug_info stream
 // and appends it to info.

@@ -277,10 +277,13 @@ func TestReleaseOfExperimentBuilds(t *testing.T) {
 
 // Inspect reads the layouts from the DWARF up to the runtime's compile
 // unit only; what it finds there is what all of the DWARF says, for a
-// build by this toolchain and by each older one the machine has.
+// build by this toolchain and by each older one the machine has (net/http
+// servers: its structs, and Go 1.27's moved http2 ones, are in it too).
+// And it finds them by name (readNamed) without the walk through the
+// whole unit it falls back to.
 func TestRuntimeDWARFPrefix(t *testing.T) {
-	bins := map[string]string{runtime.Version(): buildTiny(t, "")}
-	for _, v := range []string{"go1.17.13", "go1.21.13", "go1.24.11", "go1.27.3"} {
+	bins := map[string]string{}
+	for _, v := range []string{runtime.Version(), "go1.17.13", "go1.21.13", "go1.24.11", "go1.27.3"} {
 		if bin, ok := buildTinyWith(t, v); ok {
 			bins[v] = bin
 		}
@@ -294,6 +297,20 @@ func TestRuntimeDWARFPrefix(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", v, err)
 		}
+		abbrev, err := debugSection(f, "abbrev")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var named layouts
+		var byName Offsets
+		_, namedErr := typesDWARF(f, "runtime", func(d *dwarf.Data, start, _ dwarf.Offset, raw []byte) bool {
+			if named.readNamed(d, start, raw, structCodes(abbrev)) != nil {
+				return false
+			}
+			var err error
+			byName, err = named.offsets()
+			return err == nil
+		})
 		f.Close()
 		all, err := OffsetsFromDWARF(bin)
 		if err != nil {
@@ -301,6 +318,12 @@ func TestRuntimeDWARFPrefix(t *testing.T) {
 		}
 		if prefix != all {
 			t.Errorf("%s: runtime unit: %+v\nall DWARF: %+v", v, prefix, all)
+		}
+		if namedErr != nil || byName != all {
+			t.Errorf("%s: by name: %+v (%v)\nall DWARF: %+v", v, byName, namedErr, all)
+		}
+		if all.HttpRespReq == 0 {
+			t.Errorf("%s: no net/http offsets: the test's program does not serve HTTP", v)
 		}
 	}
 }
@@ -315,7 +338,7 @@ func buildTinyWith(t *testing.T, v string) (string, bool) {
 		return "", false
 	}
 	dir := t.TempDir()
-	src := "package main\n\nimport \"net\"\n\nfunc main() { net.Listen(\"tcp\", \"\") }\n"
+	src := "package main\n\nimport \"net/http\"\n\nfunc main() { http.ListenAndServe(\"\", nil) }\n"
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module tiny\n\ngo 1.17\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
