@@ -14,6 +14,7 @@ import (
 
 	"github.com/gonetscope/gonetscope/pkg/control"
 	"github.com/gonetscope/gonetscope/pkg/event"
+	"github.com/gonetscope/gonetscope/pkg/goruntime"
 	"github.com/gonetscope/gonetscope/pkg/tracer"
 )
 
@@ -30,7 +31,9 @@ func daemon(args []string) error {
 	if err := tf.check(); err != nil {
 		return err
 	}
+	restoreGC := goruntime.TightGC() // as trace's start-up
 	sink, file, tr, closeAll, err := tf.open()
+	restoreGC()
 	if err != nil {
 		return err
 	}

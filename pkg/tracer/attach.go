@@ -16,6 +16,7 @@ import (
 
 // Attach starts tracing pid and queues its attached event.
 func (t *Tracer) Attach(pid int) (*event.Attached, error) {
+	defer goruntime.TightGC()()
 	p, bin, err := goruntime.InspectPID(pid)
 	if err != nil {
 		return nil, err
