@@ -388,6 +388,70 @@ func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget s
 	}
 }
 
+// TestGRPCPrometheus: a real Prometheus server scrapes --metrics-addr
+// while the target makes 110 unary calls to itself, 3 of them 300ms
+// long and 10 failing with codes.Internal: for the server's and the
+// client's histograms, histogram_quantile(0.99) of the method must fall
+// within one bucket of the p99 the caller measured itself, and the
+// ratio of calls that did not end OK must be exactly what the test sent.
+func TestGRPCPrometheus(t *testing.T) {
+	target := exec.Command(buildGRPCTarget(t))
+	stdin, next := startTarget(t, target)
+	next("listening")
+	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--output", os.DevNull, "--metrics-addr", maddr)
+	query, plog := startPrometheus(t, maddr)
+
+	var measured []time.Duration
+	for i := range 110 {
+		c := grpcCall{ID: i + 1}
+		switch {
+		case i >= 100:
+			c.Code = 13 // codes.Internal
+		case i%33 == 16:
+			c.SleepMs = 300
+		}
+		b, _ := json.Marshal(c)
+		if _, err := stdin.Write(append(b, '\n')); err != nil {
+			t.Fatal(err)
+		}
+		said := next("called")
+		if int(said["id"].(float64)) != c.ID || int(said["code"].(float64)) != c.Code {
+			t.Fatalf("call %+v: the target said %v", c, said)
+		}
+		measured = append(measured, time.Duration(said["client_ns"].(float64)))
+	}
+	slices.Sort(measured)
+	p99 := measured[108] // nearest rank: the 109th of 110
+
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		n, ok := query(`sum(rpc_server_call_duration_seconds_count)`)
+		m, ok2 := query(`sum(rpc_client_call_duration_seconds_count)`)
+		if ok && ok2 && n == 110 && m == 110 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus never saw the 110 calls at both ends (server %v, client %v)\n%s", n, m, plog)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	method := strings.TrimPrefix(grpcMethod, "/")
+	for _, side := range []string{"server", "client"} {
+		h := "rpc_" + side + "_call_duration_seconds"
+		got, ok := query(fmt.Sprintf(`histogram_quantile(0.99, sum by (le) (%s_bucket{rpc_method=%q}))`, h, method))
+		if !ok {
+			t.Errorf("%s: no histogram_quantile answer", h)
+		} else if d := bucketOf(got) - bucketOf(p99.Seconds()); d < -1 || d > 1 {
+			t.Errorf("%s: histogram_quantile(0.99) of %s = %gs (bucket %d), the caller measured p99 %v (bucket %d)", h, method, got, bucketOf(got), p99, bucketOf(p99.Seconds()))
+		}
+		ratio, ok := query(fmt.Sprintf(`sum(%s_count{rpc_response_status_code!="OK"}) / sum(%s_count)`, h, h))
+		if !ok || ratio != 10.0/110 {
+			t.Errorf("%s: the ratio of calls not OK is %g (%v), sent %g", h, ratio, ok, 10.0/110)
+		}
+	}
+}
+
 // TestGRPCOlderVersion: the same calls against grpc v1.64.1, before
 // grpc split its streams into ServerStream and ClientStream (the server's
 // is a *transport.Stream, its status written by the exported

@@ -885,13 +885,6 @@ func checkNotedConns(t *testing.T, tracer, target int, sends string, closeOne fu
 // bucket of the p99 the test measured itself, and the 5xx ratio must be
 // exactly what the test sent.
 func TestHTTPPrometheus(t *testing.T) {
-	prom, err := exec.LookPath("prometheus")
-	if p := os.Getenv("GONETSCOPE_PROMETHEUS"); p != "" {
-		prom, err = p, nil
-	}
-	if err != nil {
-		t.Fatal("prometheus not found: install it (apt-get install prometheus) or set GONETSCOPE_PROMETHEUS")
-	}
 	const delay = 300 * time.Millisecond
 	ds := slowDownstream(t, delay, nil)
 	target := exec.Command(buildTarget(t, "httptarget"), "-downstream", "http://"+ds.String()+"/")
@@ -900,17 +893,7 @@ func TestHTTPPrometheus(t *testing.T) {
 	maddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	startGonetscopeTo(t, nil, target.Process.Pid, "trace", "--requests", "--output", os.DevNull, "--metrics-addr", maddr)
 
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "prometheus.yml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 500ms\nscrape_configs:\n  - job_name: gonetscope\n    static_configs:\n      - targets: [%q]\n", maddr)), 0o644)
-	paddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	pcmd := exec.Command(prom, "--config.file", cfg, "--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", paddr)
-	var plog bytes.Buffer
-	pcmd.Stdout, pcmd.Stderr = &plog, &plog
-	if err := pcmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pcmd.Process.Kill(); pcmd.Wait() })
+	query, plog := startPrometheus(t, maddr)
 
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
@@ -929,7 +912,61 @@ func TestHTTPPrometheus(t *testing.T) {
 	slices.Sort(items)
 	measured := items[98] // nearest rank: the 99th of 100
 
-	query := func(q string) (float64, bool) {
+	// Wait for a scrape that has every request.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, ok := query(`sum(http_server_request_duration_seconds_count)`); ok && n == 110 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Prometheus never saw the 110 requests\n%s", plog)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	p99, ok := query(`histogram_quantile(0.99, sum by (le) (http_server_request_duration_seconds_bucket{http_route="/items/{id}",http_request_method="GET"}))`)
+	if !ok {
+		t.Fatal("no histogram_quantile answer")
+	}
+	if d := bucketOf(p99) - bucketOf(measured.Seconds()); d < -1 || d > 1 {
+		t.Errorf("histogram_quantile(0.99) of GET /items/{id} = %gs (bucket %d), the test measured p99 %v (bucket %d)", p99, bucketOf(p99), measured, bucketOf(measured.Seconds()))
+	}
+	ratio, ok := query(`sum(http_server_request_duration_seconds_count{http_response_status_code=~"5.."}) / sum(http_server_request_duration_seconds_count)`)
+	if !ok || ratio != 10.0/110 {
+		t.Errorf("5xx ratio %g (%v), sent %g", ratio, ok, 10.0/110)
+	}
+}
+
+// bucketOf is the histograms' bucket (requests.Bounds) of s seconds.
+func bucketOf(s float64) int {
+	i, _ := slices.BinarySearch(requests.Bounds, s)
+	return i
+}
+
+// startPrometheus starts a real Prometheus server (Debian's prometheus
+// package, or GONETSCOPE_PROMETHEUS) scraping the metrics at maddr every
+// 500ms. query asks it for an instant vector of one sample; log is what
+// the server wrote.
+func startPrometheus(t *testing.T, maddr string) (query func(q string) (float64, bool), log fmt.Stringer) {
+	t.Helper()
+	prom, err := exec.LookPath("prometheus")
+	if p := os.Getenv("GONETSCOPE_PROMETHEUS"); p != "" {
+		prom, err = p, nil
+	}
+	if err != nil {
+		t.Fatal("prometheus not found: install it (apt-get install prometheus) or set GONETSCOPE_PROMETHEUS")
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("global:\n  scrape_interval: 500ms\nscrape_configs:\n  - job_name: gonetscope\n    static_configs:\n      - targets: [%q]\n", maddr)), 0o644)
+	paddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	pcmd := exec.Command(prom, "--config.file", cfg, "--storage.tsdb.path", filepath.Join(dir, "data"), "--web.listen-address", paddr)
+	plog := &bytes.Buffer{}
+	pcmd.Stdout, pcmd.Stderr = plog, plog
+	if err := pcmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pcmd.Process.Kill(); pcmd.Wait() })
+	return func(q string) (float64, bool) {
 		resp, err := http.Get("http://" + paddr + "/api/v1/query?query=" + url.QueryEscape(q))
 		if err != nil {
 			return 0, false
@@ -948,37 +985,8 @@ func TestHTTPPrometheus(t *testing.T) {
 		s, _ := out.Data.Result[0].Value[1].(string)
 		v, err := strconv.ParseFloat(s, 64)
 		return v, err == nil
-	}
-	// Wait for a scrape that has every request.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if n, ok := query(`sum(http_server_request_duration_seconds_count)`); ok && n == 110 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Prometheus never saw the 110 requests\n%s", plog.String())
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	p99, ok := query(`histogram_quantile(0.99, sum by (le) (http_server_request_duration_seconds_bucket{http_route="/items/{id}",http_request_method="GET"}))`)
-	if !ok {
-		t.Fatal("no histogram_quantile answer")
-	}
-	bucket := func(s float64) int {
-		i, _ := slices.BinarySearch(requestsBounds, s)
-		return i
-	}
-	if d := bucket(p99) - bucket(measured.Seconds()); d < -1 || d > 1 {
-		t.Errorf("histogram_quantile(0.99) of GET /items/{id} = %gs (bucket %d), the test measured p99 %v (bucket %d)", p99, bucket(p99), measured, bucket(measured.Seconds()))
-	}
-	ratio, ok := query(`sum(http_server_request_duration_seconds_count{http_response_status_code=~"5.."}) / sum(http_server_request_duration_seconds_count)`)
-	if !ok || ratio != 10.0/110 {
-		t.Errorf("5xx ratio %g (%v), sent %g", ratio, ok, 10.0/110)
-	}
+	}, plog
 }
-
-// requestsBounds are the histogram's bucket bounds in seconds.
-var requestsBounds = requests.Bounds
 
 // TestHTTPSchedStarved: with GOMAXPROCS=1 and two goroutines spinning in
 // the target, the goroutine that reads the downstream's answer (net/http's
