@@ -193,21 +193,49 @@ func (t table) eachRun(i int, f func(b []byte) bool) {
 	}
 }
 
-// nameHash is the FNV-1a hash of the NUL-terminated string at off.
-func (t table) nameHash(off uint32) uint32 {
-	h := uint32(2166136261)
-	t.eachRun(int(off), func(b []byte) bool {
-		for _, c := range b {
-			if c == 0 {
-				return false
-			}
-			h = (h ^ uint32(c)) * 16777619
-		}
-		return true
-	})
-	return h
+// window reads a table sequentially, or nearly: a 64 kB stretch of it at
+// a time, refilled where a read falls outside.
+type window struct {
+	t     table
+	buf   []byte
+	start int // where buf is in t
 }
 
+func newWindow(t table) *window { return &window{t: t, buf: make([]byte, 0, 64<<10)} }
+
+// at returns t's bytes [i, i+n) (fewer at its end; none outside it).
+func (w *window) at(i, n int) []byte {
+	if i < w.start || i+n > w.start+len(w.buf) {
+		w.start = i
+		w.buf = w.t.read(w.buf[:cap(w.buf)], i)
+	}
+	if i-w.start >= len(w.buf) {
+		return nil
+	}
+	return w.buf[i-w.start : min(i-w.start+n, len(w.buf))]
+}
+
+func (w *window) u32(i int) uint32 {
+	b := w.at(i, 4)
+	if len(b) < 4 {
+		return 0
+	}
+	return binary.LittleEndian.Uint32(b)
+}
+
+// cstring is the NUL-terminated string at i; valid until the next read.
+func (w *window) cstring(i int) []byte {
+	b := w.at(i, 1<<10)
+	if j := bytes.IndexByte(b, 0); j >= 0 {
+		return b[:j]
+	}
+	if len(b) < 1<<10 {
+		return b // t's end
+	}
+	return []byte(w.t.cstring(uint32(i))) // a name of over 1 kB
+}
+
+// stringHash is the FNV-1a hash of s, as indexNames hashes the names.
 func stringHash(s string) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {

@@ -382,12 +382,23 @@ func (t *Table) nameOff(i int) uint32 {
 	return t.pclntable.u32(int(t.pclntable.u32(8*i+4)) + 4)
 }
 
+// indexNames makes byName. It reads the three tables it walks through
+// windows of their own (the function table and the _func records in
+// order, the names nearly so), a pread per 64 kB, rather than through
+// the block cache a few bytes at a time: 12 ms instead of 40 on caddy.
 func (t *Table) indexNames() {
+	functab, funcs, names := newWindow(t.pclntable), newWindow(t.pclntable), newWindow(t.funcnames)
 	t.byName = make([]uint64, 0, t.nfunc)
 	for i := 0; i < t.nfunc; i++ {
-		if funcoff := t.pclntable.u32(8*i + 4); int(funcoff)+8 <= t.pclntable.len() {
-			t.byName = append(t.byName, uint64(t.funcnames.nameHash(t.nameOff(i)))<<32|uint64(i))
+		funcoff := functab.u32(8*i + 4)
+		if int(funcoff)+8 > t.pclntable.len() {
+			continue
 		}
+		h := uint32(2166136261)
+		for _, c := range names.cstring(int(funcs.u32(int(funcoff) + 4))) {
+			h = (h ^ uint32(c)) * 16777619
+		}
+		t.byName = append(t.byName, uint64(h)<<32|uint64(i))
 	}
 	slices.Sort(t.byName)
 }
