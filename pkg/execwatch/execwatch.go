@@ -33,7 +33,7 @@ func Load(targets *ebpf.Map) (*Objects, error) {
 		Prog  *ebpf.Program `ebpf:"execwatch_exec"`
 		Execs *ebpf.Map     `ebpf:"execs"`
 	}
-	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{
+	if err := bpfobj.LoadAndAssign(spec, &objs, ebpf.CollectionOptions{
 		MapReplacements: map[string]*ebpf.Map{execwatchMapTargets: targets},
 	}); err != nil {
 		return nil, bpfobj.LoadError("execwatch BPF object", err)
