@@ -264,11 +264,20 @@ struct {
 	__type(value, struct client_state);
 } client_active SEC(".maps");
 
+/* A *Request's fields that a request's end reads (Method, URL, Pattern:
+ * 0xe8 + 16 in every Go version so far) in one user read where they took
+ * two, as each user read (a helper call) costs more here than the rest of
+ * the work between them; a layout with them further in reads them apart. */
+#define REQ_HEAD 0x100
+
 /* Scratch for a path being collapsed, and the collapse's state: kept in
  * map memory, which the verifier does not track value by value, so the
  * loops below verify in one pass per iteration instead of one per path
  * through all earlier ones. */
 struct path_buf {
+	/* The head of a *Request (REQ_HEAD bytes): Method, URL and Pattern
+	 * read at once (read_req_head). */
+	__u8 req[REQ_HEAD];
 	char raw[ROUTE_LEN];
 	char route[ROUTE_LEN];
 	__u64 ids; /* bit s: segment s is an id */
@@ -362,6 +371,65 @@ static __always_inline int read_method_url(const struct req_layout *l, __u64 req
 		if (m > METHOD_LEN)
 			m = METHOD_LEN;
 		bpf_probe_read_user(method, m, (void *)h.method.ptr);
+	}
+	return 0;
+}
+
+/* The 8 bytes at off of b, which holds size bytes read (REQ_HEAD at
+ * most); 0 past them. */
+static __always_inline __u64 buf_u64(const __u8 *b, __u64 size, __u64 off)
+{
+	__u64 v = 0;
+	if (off + sizeof(v) > size)
+		return 0;
+	/* A bound of its own for the verifier, which the compiler would
+	 * fold into the one above. */
+	asm volatile("" : "+r"(off));
+	if (off <= REQ_HEAD - sizeof(v))
+		__builtin_memcpy(&v, &b[off], sizeof(v));
+	return v;
+}
+
+/* read_method_url, and Request.Pattern's string header into *pattern
+ * (zero where the layout has none): from one read of the request's head
+ * into pb->req where Method, URL and Pattern lie in its first REQ_HEAD
+ * bytes, else field by field. Returns -1 when req cannot be read. */
+static __always_inline int read_req_head(const struct req_layout *l, __u64 req, struct path_buf *pb, char *method,
+					 __u64 *url, struct gostring *pattern)
+{
+	__u64 need = l->req_url + sizeof(__u64);
+	if (l->req_pattern && l->req_pattern + sizeof(struct gostring) > need)
+		need = l->req_pattern + sizeof(struct gostring);
+	pattern->ptr = 0;
+	pattern->len = 0;
+	if (need > REQ_HEAD || l->req_url < sizeof(struct gostring)) {
+		if (read_method_url(l, req, method, url))
+			return -1;
+		if (l->req_pattern)
+			bpf_probe_read_user(pattern, sizeof(*pattern), (void *)(req + l->req_pattern));
+		return 0;
+	}
+	__builtin_memset(method, 0, METHOD_LEN);
+	*url = 0;
+	/* Bounds the verifier sees (the compiler drops a plain check as
+	 * implied by the one above). */
+	asm volatile("%0 &= %[mask]" : "+r"(need) : [mask] "i"(2 * REQ_HEAD - 1));
+	if (need > REQ_HEAD)
+		return -1;
+	if (bpf_probe_read_user(pb->req, need, (void *)req))
+		return -1;
+	*url = buf_u64(pb->req, need, l->req_url);
+	if (l->req_pattern) {
+		pattern->ptr = buf_u64(pb->req, need, l->req_pattern);
+		pattern->len = (__s64)buf_u64(pb->req, need, l->req_pattern + sizeof(__u64));
+	}
+	struct gostring m = {.ptr = buf_u64(pb->req, need, 0), .len = (__s64)buf_u64(pb->req, need, sizeof(__u64))};
+	if (m.len > 0 && m.ptr) {
+		__u32 n = m.len < METHOD_LEN ? m.len : METHOD_LEN;
+		n &= 0xff;
+		if (n > METHOD_LEN)
+			n = METHOD_LEN;
+		bpf_probe_read_user(method, n, (void *)m.ptr);
 	}
 	return 0;
 }
@@ -574,34 +642,32 @@ static __always_inline void read_slots(const struct req_state *st, struct addrs 
 	}
 }
 
-/* The end of a request, whichever protocol: its histogram, and its
+/* The end of a request at now, whichever protocol: its histogram, and its
  * event if it was slow. req is the *Request; status and written_at where
  * the status and the body's bytes are; conn the server's connection
  * (http.conn or http2serverConn, 0 unknown), with its net.Conn at
  * conn + rwc_off and its remote address string at conn + raddr_off. */
 static __always_inline void request_end(const struct req_layout *l, __u32 pid, __u64 goid, struct req_state *st,
 					__u64 req, __s64 status, __u64 written_at, __u64 conn,
-					__u16 rwc_off, __u16 raddr_off, __u8 flags)
+					__u16 rwc_off, __u16 raddr_off, __u8 flags, __u64 now)
 {
-	__u64 now = bpf_ktime_get_boot_ns();
 	__u64 dur = now - st->t_start;
 	/* Both protocols write a 200 header if the handler wrote none. */
 	if (status == 0)
 		status = 200;
 	struct req_hist_key hk = {.pid = pid, .status = (__u16)status, .flags = flags};
 	__u64 url = 0;
-	if (!req || read_method_url(l, req, hk.method, &url))
+	__u32 zero = 0;
+	struct path_buf *pb = bpf_map_lookup_elem(&path_bufs, &zero);
+	struct gostring pattern;
+	if (!pb || !req || read_req_head(l, req, pb, hk.method, &url, &pattern))
 		return;
 	long n = 0;
 	if (l->req_pattern)
-		n = read_gostring(hk.route, sizeof(hk.route), req + l->req_pattern);
+		n = copy_gostring(hk.route, sizeof(hk.route), &pattern);
 	if (n > 0) {
 		hk.flags |= REQ_PATTERN;
 	} else {
-		__u32 zero = 0;
-		struct path_buf *pb = bpf_map_lookup_elem(&path_bufs, &zero);
-		if (!pb)
-			return;
 		__builtin_memset(pb->route, 0, sizeof(pb->route));
 		n = url ? read_gostring(pb->raw, sizeof(pb->raw), url + l->url_path) : 0;
 		collapse(pb);
@@ -689,10 +755,11 @@ static __always_inline struct req_state *open_request(struct pt_regs *ctx, const
 static __always_inline void http1_end_as(const struct req_layout *l, const struct req_key *k, struct req_state *st, __u64 w,
 					 __u64 req, __s64 status, __u64 c)
 {
+	__u64 now = bpf_ktime_get_boot_ns();
 	if (req)
-		request_end(l, k->pid, k->goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0);
+		request_end(l, k->pid, k->goid, st, req, status, w + l->resp_written, c, l->conn_rwc, l->conn_raddr, 0, now);
 	st->t_start = 0;
-	st->t_end = bpf_ktime_get_boot_ns();
+	st->t_end = now;
 }
 
 /* The same, reading them from w. */
@@ -743,8 +810,11 @@ struct served_conn {
 	__u64 ended_w; /* the *response whose end was counted last: a final flush in two sends ends it once */
 	__u64 sent_w;  /* a *response that sent bytes before its handler returned, and has not ended */
 	__u32 pid;     /* the process that serves it */
-	__u16 cur_req;      /* conn.curReq's pointer (req_layout has the rest) */
-	__u16 handler_done; /* response.handlerDone */
+	__u32 _pad;
+	/* The process' layout as the connection was noted (pkg/requests
+	 * sets it once per target, and note_conn runs only once it is
+	 * there): a send that ends a request needs no req_layouts lookup. */
+	struct req_layout l;
 };
 
 /* The connections being served, each deleted when its socket closes
@@ -830,8 +900,7 @@ static __always_inline __u64 sk_ino(struct sock *sk)
  * already. */
 static __always_inline int note_conn(struct pt_regs *ctx, const struct req_layout *l, __u32 pid, __u64 c, __u64 w)
 {
-	struct served_conn sc = {.conn = c, .ended_w = w, .pid = pid, .cur_req = l->conn_cur_req,
-				 .handler_done = l->resp_handler_done};
+	struct served_conn sc = {.conn = c, .ended_w = w, .pid = pid, .l = *l};
 	if (read_goid_at(ctx, l->g_goid, &sc.goid))
 		return 0;
 	struct sock *tsk;
@@ -927,9 +996,7 @@ static __always_inline void served_end(struct served_conn *sc, __u32 pid, __u64 
 {
 	sc->ended_w = w;
 	set_sent(sc, 0);
-	struct req_layout *l = bpf_map_lookup_elem(&req_layouts, &pid);
-	if (!l)
-		return;
+	const struct req_layout *l = &sc->l;
 	struct req_key k = {.pid = pid, .goid = sc->goid};
 	struct req_state *st = open_request_of(&k);
 	if (st)
@@ -948,7 +1015,7 @@ static __always_inline void end_sent(struct served_conn *sc, __u32 pid)
 		req_count(REQ_COUNT_END_UNSEEN);
 		return;
 	}
-	if (head_u32(h, sc->handler_done))
+	if (head_u32(h, sc->l.resp_handler_done))
 		served_end(sc, pid, w, h);
 }
 
@@ -964,7 +1031,7 @@ static __always_inline int serve_sent(struct sock *sk, int ret)
 	if (!sc)
 		return 0;
 	__u64 w = 0;
-	if (bpf_probe_read_user(&w, sizeof(w), (void *)(sc->conn + sc->cur_req)) || !w || w == sc->ended_w)
+	if (bpf_probe_read_user(&w, sizeof(w), (void *)(sc->conn + sc->l.conn_cur_req)) || !w || w == sc->ended_w)
 		return 0;
 	/* A request that sent its whole response itself, followed by one
 	 * the client had pipelined (read with it, so no read came between). */
@@ -973,7 +1040,7 @@ static __always_inline int serve_sent(struct sock *sk, int ret)
 	const struct resp_head *h = read_head(w);
 	if (!h)
 		return 0;
-	if (head_u32(h, sc->handler_done)) {
+	if (head_u32(h, sc->l.resp_handler_done)) {
 		served_end(sc, pid, w, h);
 	} else if (sc->sent_w != w) {
 		/* The handler sends before it returns: its request may end
@@ -1080,9 +1147,11 @@ int h2_end(struct pt_regs *ctx)
 		il.req_pattern = 0;
 		il.req_content_length = l->h2req_content_length;
 		req = rws + l->h2rws_req + l->h2req_method;
-		request_end(&il, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2);
+		request_end(&il, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2,
+			    bpf_ktime_get_boot_ns());
 	} else if (!bpf_probe_read_user(&req, sizeof(req), (void *)(rws + l->h2rws_req))) {
-		request_end(l, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2);
+		request_end(l, pid, k.goid, st, req, status, rws + l->h2rws_wrote, sc, l->h2sc_conn, l->h2sc_raddr, REQ_H2,
+			    bpf_ktime_get_boot_ns());
 	}
 	st->t_start = 0;
 	return 0;

@@ -180,6 +180,7 @@ type requestsHttpRequestEvent struct {
 
 type requestsPathBuf struct {
 	_          structs.HostLayout
+	Req        [256]uint8
 	Raw        [64]int8
 	Route      [64]int8
 	Ids        uint64
@@ -317,15 +318,15 @@ type requestsRespHead struct {
 }
 
 type requestsServedConn struct {
-	_           structs.HostLayout
-	Conn        uint64
-	Goid        uint64
-	Ino         uint64
-	EndedW      uint64
-	SentW       uint64
-	Pid         uint32
-	CurReq      uint16
-	HandlerDone uint16
+	_      structs.HostLayout
+	Conn   uint64
+	Goid   uint64
+	Ino    uint64
+	EndedW uint64
+	SentW  uint64
+	Pid    uint32
+	Pad    uint32
+	L      requestsReqLayout
 }
 
 type requestsTarget struct {
