@@ -924,6 +924,15 @@ static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32
  * send, so they do not pass for the next request's. */
 static __always_inline bool read_past_send(const struct sock_waits *w, struct sock *sk)
 {
+	/* sk is the program's argument (or the socket's, under fexit): a
+	 * plain TCP one's fields are plain loads behind one helper call,
+	 * where reading them took four (each a call, which costs more
+	 * than the rest of this per request). MPTCP: its first subflow's. */
+	struct tcp_sock *t = sk->sk_protocol == IPPROTO_TCP ? bpf_skc_to_tcp_sock(sk) : NULL;
+	if (t) {
+		__u32 queued = t->rcv_nxt - t->copied_seq;
+		return t->bytes_received - queued > w->rcvd_at_send;
+	}
 	struct tcp_sock *tp = (struct tcp_sock *)tcp_sock_of(sk);
 	__u64 rcvd = BPF_CORE_READ(tp, bytes_received);
 	__u32 queued = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
@@ -958,9 +967,16 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	__s32 fd = (__s32)REGS_ARG0(user_regs());
 	struct target *t = NULL;
 	struct park *p = &w->park[d];
+	/* The calling goroutine's g and id, where the resume read them: a
+	 * request's start below reads them again only for another g. */
+	__u64 peek_g = 0, peek_id = 0;
 	if (p->t_park && w->pid == pid && (t = lookup_target(pid))) {
-		__u64 goid;
-		if (peek_goid(t, &goid) && goid == p->goid) {
+		__u64 g = t->g_goid ? REGS_GO_G(user_regs()) : 0, goid;
+		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))) {
+			peek_g = g;
+			peek_id = goid;
+		}
+		if (peek_g && goid == p->goid) {
 			struct park parked = *p;
 			p->t_park = 0;
 			struct park_key key = {.pid = pid, .fd = w->fd[d], .dir = d};
@@ -989,8 +1005,8 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 		 * any user memory is read. */
 		if (!bpf_map_lookup_elem(&req_read_starts, &pid) || (!t && !(t = lookup_target(pid))) || !t->g_goid)
 			return 0;
-		__u64 g = w->sender_g ? w->sender_g : REGS_GO_G(user_regs()), goid;
-		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
+		__u64 g = w->sender_g ? w->sender_g : peek_g ? peek_g : REGS_GO_G(user_regs()), goid = peek_id;
+		if (g && (g == peek_g || !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))))
 			req_read(pid, goid, bpf_ktime_get_boot_ns());
 		return 0;
 	}
