@@ -864,8 +864,8 @@ static __always_inline __u32 head_u32(const struct resp_head *h, __u32 off)
 	return v;
 }
 
-/* How many served_conns entries have a sent_w: until one does, a
- * receive has nothing to end and returns after the PID filter. */
+/* How many served_conns or served_socks entries have a sent_w: until one
+ * does, a receive has nothing to end and returns after the PID filter. */
 __s64 sent_pending = 0;
 
 static __always_inline void set_sent(struct served_conn *sc, __u64 w)
@@ -979,6 +979,48 @@ static __always_inline struct served_conn *served_of(struct sock *sk, __u32 pid)
 	return sc;
 }
 
+/* Each served connection's entry again, in its socket's own storage,
+ * made from the served_conns entry at the connection's first send or
+ * receive: later ones find it without a hash lookup (whose bucket and
+ * element are cold lines by the next request) and without the chase to
+ * the socket's inode number (the storage dies with the socket, so a
+ * reused sock address cannot find it). The sends and receives keep
+ * their state (ended_w, sent_w) here; served_conns stays the record of
+ * which connections are noted (pkg/requests warmUp) and what note_conn
+ * and serve_close look up. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct served_conn);
+} served_socks SEC(".maps");
+
+/* served_of through the socket's storage (served_socks), made or
+ * refreshed from served_conns where missing or another process's.
+ * Where no storage can be made, the served_conns entry itself. */
+static __always_inline struct served_conn *served_sock(struct sock *sk, __u32 pid)
+{
+	struct served_conn *sc = bpf_sk_storage_get(&served_socks, sk, 0, 0);
+	if (sc && sc->pid == pid)
+		return sc;
+	struct served_conn *hc = served_of(sk, pid);
+	if (!hc)
+		return NULL;
+	/* Another process served it before (a socket passed on): its
+	 * pending end will not be seen. */
+	if (sc) {
+		forget_served(sc);
+		*sc = *hc;
+	} else {
+		sc = bpf_sk_storage_get(&served_socks, sk, hc, BPF_SK_STORAGE_GET_F_CREATE);
+		if (!sc)
+			return hc;
+	}
+	/* A pending end moves to the storage (sent_pending counts it once). */
+	hc->sent_w = 0;
+	return sc;
+}
+
 /* Reads response w's head into this CPU's scratch (resp_heads); NULL
  * when w cannot be read. One head at a time: a caller is done with one
  * before it reads the next. */
@@ -1027,7 +1069,7 @@ static __always_inline int serve_sent(struct sock *sk, int ret)
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	if (!pid_in(&sock_pids, pid))
 		return 0;
-	struct served_conn *sc = served_of(sk, pid);
+	struct served_conn *sc = served_sock(sk, pid);
 	if (!sc)
 		return 0;
 	__u64 w = 0;
@@ -1064,7 +1106,7 @@ static __always_inline int serve_received(struct sock *sk)
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 	if (!pid_in(&sock_pids, pid))
 		return 0;
-	struct served_conn *sc = served_of(sk, pid);
+	struct served_conn *sc = served_sock(sk, pid);
 	if (sc && sc->sent_w)
 		end_sent(sc, pid);
 	return 0;
@@ -1100,12 +1142,18 @@ int BPF_PROG(fexit_serve_recv, struct socket *sock, struct msghdr *msg, int flag
 /* A TCP socket closed: its connection, if one was served, is forgotten.
  * Every TCP socket passes through TCP_CLOSE before it is freed; in
  * softirq or another process's context as often as not, so by socket
- * only (the key). One hash lookup per TCP close on the host. */
+ * only (the key). One socket-storage and one hash lookup per TCP close on
+ * the host. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(serve_close, struct sock *sk, int oldstate, int newstate)
 {
 	if (newstate != TCP_CLOSE)
 		return 0;
+	struct served_conn *ss = bpf_sk_storage_get(&served_socks, sk, 0, 0);
+	if (ss) {
+		forget_served(ss);
+		bpf_sk_storage_delete(&served_socks, sk);
+	}
 	__u64 k = (__u64)sk;
 	struct served_conn *sc = bpf_map_lookup_elem(&served_conns, &k);
 	if (!sc)

@@ -370,6 +370,7 @@ const (
 	requestsMapReqReadStarts                = "req_read_starts"
 	requestsMapRespHeads                    = "resp_heads"
 	requestsMapServedConns                  = "served_conns"
+	requestsMapServedSocks                  = "served_socks"
 	requestsMapSockPids                     = "sock_pids"
 	requestsMapTargets                      = "targets"
 	requestsProgClientEnd                   = "client_end"
@@ -482,6 +483,7 @@ type requestsMapSpecs struct {
 	ReqReadStarts    *ebpf.MapSpec `ebpf:"req_read_starts"`
 	RespHeads        *ebpf.MapSpec `ebpf:"resp_heads"`
 	ServedConns      *ebpf.MapSpec `ebpf:"served_conns"`
+	ServedSocks      *ebpf.MapSpec `ebpf:"served_socks"`
 	SockPids         *ebpf.MapSpec `ebpf:"sock_pids"`
 	Targets          *ebpf.MapSpec `ebpf:"targets"`
 }
@@ -540,6 +542,7 @@ type requestsMaps struct {
 	ReqReadStarts    *ebpf.Map `ebpf:"req_read_starts"`
 	RespHeads        *ebpf.Map `ebpf:"resp_heads"`
 	ServedConns      *ebpf.Map `ebpf:"served_conns"`
+	ServedSocks      *ebpf.Map `ebpf:"served_socks"`
 	SockPids         *ebpf.Map `ebpf:"sock_pids"`
 	Targets          *ebpf.Map `ebpf:"targets"`
 }
@@ -564,6 +567,7 @@ func (m *requestsMaps) Close() error {
 		m.ReqReadStarts,
 		m.RespHeads,
 		m.ServedConns,
+		m.ServedSocks,
 		m.SockPids,
 		m.Targets,
 	)
