@@ -525,6 +525,23 @@ func measureStartup() ([]startupResult, error) {
 		if err := cmd.Start(); err != nil {
 			return nil, err
 		}
+		// Its peak RSS from /proc while it runs: getrusage's would be
+		// this process's when that is larger, as exec hands the old
+		// mm's high-water mark down to the new image (signal->maxrss),
+		// and os/exec's child runs in this process's mm until its exec.
+		stop, peak := make(chan struct{}), make(chan int)
+		go func() {
+			kb := 0
+			for {
+				kb = max(kb, statusKB(cmd.Process.Pid, "VmHWM:"))
+				select {
+				case <-stop:
+					peak <- kb
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
 		// The attached event, which a sample taken at the end of so
 		// short a run can precede.
 		rd := bufio.NewReader(stdout)
@@ -542,11 +559,12 @@ func measureStartup() ([]startupResult, error) {
 		if werr := cmd.Wait(); err == nil {
 			err = werr
 		}
+		close(stop)
+		r.traceKB = <-peak
 		if err != nil || ev.Event != "attached" {
 			return nil, fmt.Errorf("trace: %v, first line %s", err, line)
 		}
 		r.toAttached = ev.Time.Sub(t0)
-		r.traceKB = int(cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss)
 		out = append(out, r)
 	}
 	metricsAddr, err := freeAddr()
@@ -1064,9 +1082,12 @@ are to the untraced caddy of the same round.`
 
 const startupMethod = `gonetscope started on a running caddy (82 MB, with DWARF: the runtime
 offsets come from it) five times: the time from exec to the attached
-event's timestamp, and the peak RSS of the process (getrusage). Then a
-daemon with --metrics-addr, caddy attached through its socket and
-/metrics scraped once: its peak RSS (VmHWM) after that.`
+event's timestamp, and the peak RSS of the process (its VmHWM, read
+from /proc every 2 ms while it runs: getrusage's maxrss would be the
+bench's own RSS where that is larger, as exec hands the high-water mark
+of the forking process's memory down to the child). Then a daemon with
+--metrics-addr, caddy attached through its socket and /metrics scraped
+once: its peak RSS (VmHWM) after that.`
 
 const method = `A Go net/http server (cmd/bench/benchserver) on loopback under an open-loop,
 fixed-rate load of keep-alive requests from cmd/bench on the same machine.
