@@ -22,19 +22,14 @@ func AcceptedFDs(pid int) []int32 {
 // AcceptedInodes maps the inode of each TCP connection pid accepted (as
 // AcceptedFDs finds them) to its fd.
 func AcceptedInodes(pid int) map[uint64]int32 {
-	table, err := tcpTable(pid)
+	fds := socketFDs(pid)
+	table, listening, err := tcpTable(pid, fds)
 	if err != nil {
 		return nil
 	}
-	listening := map[uint16]bool{}
-	for _, s := range table {
-		if s.State == "LISTEN" {
-			listening[s.LocalPort] = true
-		}
-	}
 	out := map[uint64]int32{}
-	for ino, fd := range socketFDs(pid) {
-		if s, ok := table[ino]; ok && s.State == "ESTABLISHED" && listening[s.LocalPort] {
+	for ino, fd := range fds {
+		if s, ok := table[ino]; ok && s.State == "ESTABLISHED" && listening[s.LocalPort] > 0 {
 			out[ino] = fd
 		}
 	}
@@ -44,15 +39,13 @@ func AcceptedInodes(pid int) map[uint64]int32 {
 // Listeners counts the TCP sockets listening in pid's network namespace
 // (/proc/PID/net/tcp and tcp6), whoever holds them.
 func Listeners(pid int) (int, error) {
-	table, err := tcpTable(pid)
+	_, listening, err := tcpTable(pid, nil)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, s := range table {
-		if s.State == "LISTEN" {
-			n++
-		}
+	for _, c := range listening {
+		n += c
 	}
 	return n, nil
 }

@@ -1,8 +1,11 @@
 package proc
 
 import (
+	"maps"
 	"net"
+	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"syscall"
 	"testing"
@@ -111,5 +114,47 @@ func TestUnixListeners(t *testing.T) {
 	ln.Close()
 	if got := UnixListeners(os.Getpid()); len(got) != 0 {
 		t.Errorf("UnixListeners after the close = %v, want none", got)
+	}
+}
+
+// tcpTable reads a namespace's table as a stream: a wanted socket with
+// its state and endpoints (IPv4 and IPv6), every listener's port counted
+// whoever holds it, and nothing of the other lines (TIME_WAIT ones have
+// inode 0; a line cut short is skipped).
+func TestTCPTable(t *testing.T) {
+	root := t.TempDir()
+	oldRoot := Root
+	t.Cleanup(func() { Root = oldRoot })
+	Root = root
+	dir := filepath.Join(root, "7", "net")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const head = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
+	tcp4 := head +
+		"   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1001 1 0000000000000000 100 0 0 10 0\n" +
+		"   1: 0100007F:1F90 0100007F:D431 01 00000000:00000000 00:00000000 00000000     0        0 1002 1 0000000000000000 20 4 30 10 -1\n" +
+		"   2: 0100007F:1F90 0100007F:D432 06 00000000:00000000 03:00001000 00000000     0        0 0 3 0000000000000000\n" +
+		"   3: 0100007F:1F90 0100007F:D433 01 00000000:00000000 00:00000000 00000000     0        0 1003 1 0000000000000000 20 4 30 10 -1\n" +
+		"   4: 0100007F:1F91 0100007F:D434 01\n"
+	tcp6 := head +
+		"   0: 00000000000000000000000001000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 2001 1 0000000000000000 100 0 0 10 0\n" +
+		"   1: 00000000000000000000000001000000:1F91 00000000000000000000000001000000:D435 0D 00000000:00000000 00:00000000 00000000     0        0 2002 1 0000000000000000 20 4 30 10 -1\n"
+	os.WriteFile(filepath.Join(dir, "tcp"), []byte(tcp4), 0o644)
+	os.WriteFile(filepath.Join(dir, "tcp6"), []byte(tcp6), 0o644)
+	byInode, listening, err := tcpTable(7, map[uint64]int32{1002: 5, 2002: 6, 0: 9})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo4, lo6 := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::1")
+	want := map[uint64]TCPSocket{
+		1002: {State: "ESTABLISHED", Local: lo4, LocalPort: 8080, Remote: lo4, RemotePort: 54321},
+		2002: {State: "state 0D", Local: lo6, LocalPort: 8081, Remote: lo6, RemotePort: 54325},
+	}
+	if !maps.Equal(byInode, want) {
+		t.Errorf("wanted sockets %+v, want %+v", byInode, want)
+	}
+	if !maps.Equal(listening, map[uint16]int{8080: 1, 8081: 1}) {
+		t.Errorf("listening ports %v, want 8080 and 8081 once each", listening)
 	}
 }
