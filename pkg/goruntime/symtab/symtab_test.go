@@ -22,21 +22,9 @@ import (
 func TestFramesMatchRuntime(t *testing.T) {
 	for _, flags := range [][]string{nil, {"-ldflags=-s -w", "-buildmode=pie"}} {
 		t.Run(strings.Join(flags, " "), func(t *testing.T) {
-			bin := filepath.Join(t.TempDir(), "callers")
-			build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, "./testdata/callers")...)
-			if out, err := build.CombinedOutput(); err != nil {
-				t.Fatalf("go build: %v\n%s", err, out)
-			}
-			cmd := exec.Command(bin)
-			stdin, _ := cmd.StdinPipe()
-			stdout, _ := cmd.StdoutPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() { stdin.Close(); cmd.Wait() }()
+			bin, pid, sc := startCallers(t, flags...)
 			var pcs []uint64
 			var want []string
-			sc := bufio.NewScanner(stdout)
 			for sc.Scan() && sc.Text() != "end" {
 				var pc uint64
 				if _, err := fmt.Sscanf(sc.Text(), "pc %d", &pc); err == nil {
@@ -49,7 +37,7 @@ func TestFramesMatchRuntime(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			p, err := goruntime.OpenProcess(cmd.Process.Pid, b)
+			p, err := goruntime.OpenProcess(pid, b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,29 +69,38 @@ func TestFramesMatchRuntime(t *testing.T) {
 var _ = os.Getpid
 var _ = symtab.Frame{}
 
+// startCallers builds testdata/callers with flags and starts it, until
+// the test ends: its binary, its PID, and its output.
+func startCallers(tb testing.TB, flags ...string) (bin string, pid int, out *bufio.Scanner) {
+	tb.Helper()
+	bin = filepath.Join(tb.TempDir(), "callers")
+	build := exec.Command("go", append(append([]string{"build"}, flags...), "-o", bin, "./testdata/callers")...)
+	if out, err := build.CombinedOutput(); err != nil {
+		tb.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { stdin.Close(); cmd.Wait() })
+	return bin, cmd.Process.Pid, bufio.NewScanner(stdout)
+}
+
 // TestFuncMatchesSymbols: Func finds every Go function of a program at the
 // address its ELF symbol table gives, by its name alone (the index by
 // name hash, blocks.go), and no function that is not there. The table is
 // opened from the process with its executable, as the tracer does (the
 // tables read through the block cache, far smaller than them).
 func TestFuncMatchesSymbols(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "callers")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/callers").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
-	bufio.NewReader(stdout).ReadString('\n') // running
+	bin, pid, out := startCallers(t)
+	out.Scan() // running
 	b, err := goruntime.Inspect(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := goruntime.OpenProcess(cmd.Process.Pid, b)
+	p, err := goruntime.OpenProcess(pid, b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,19 +149,8 @@ func TestFuncMatchesSymbols(t *testing.T) {
 // BenchmarkFrames: symbolizing one pc, from the cache and (uncached) from
 // the tables.
 func BenchmarkFrames(b *testing.B) {
-	bin := filepath.Join(b.TempDir(), "callers")
-	if out, err := exec.Command("go", "build", "-o", bin, "./testdata/callers").CombinedOutput(); err != nil {
-		b.Fatalf("go build: %v\n%s", err, out)
-	}
-	cmd := exec.Command(bin)
-	stdin, _ := cmd.StdinPipe()
-	stdout, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { stdin.Close(); cmd.Wait() }()
+	bin, pid, sc := startCallers(b)
 	var pcs []uint64
-	sc := bufio.NewScanner(stdout)
 	for sc.Scan() && sc.Text() != "end" {
 		var pc uint64
 		if _, err := fmt.Sscanf(sc.Text(), "pc %d", &pc); err == nil {
@@ -176,7 +162,7 @@ func BenchmarkFrames(b *testing.B) {
 		b.Fatal(err)
 	}
 	open := func() *symtab.Table {
-		p, err := goruntime.OpenProcess(cmd.Process.Pid, bi)
+		p, err := goruntime.OpenProcess(pid, bi)
 		if err != nil {
 			b.Fatal(err)
 		}
