@@ -32,21 +32,24 @@ func kernelTypes() *btf.Cache {
 // the kernel's BTF, and with spec's large hash maps allocated as they fill
 // where the kernel allows it (allocateOnUse).
 func NewCollection(spec *ebpf.CollectionSpec, opts ebpf.CollectionOptions) (*ebpf.Collection, error) {
-	opts.Cache = kernelTypes()
-	if HashAllocatesOnUse() {
-		allocateOnUse(spec, opts.MapReplacements)
-	}
+	prepare(spec, &opts)
 	return ebpf.NewCollectionWithOptions(spec, opts)
 }
 
 // LoadAndAssign is spec.LoadAndAssign as NewCollection loads: what it
 // assigns to obj alone.
 func LoadAndAssign(spec *ebpf.CollectionSpec, obj any, opts ebpf.CollectionOptions) error {
+	prepare(spec, &opts)
+	return spec.LoadAndAssign(obj, &opts)
+}
+
+// prepare gives opts the shared parse of the kernel's BTF and spec's
+// large hash maps allocation on use where the kernel allows it.
+func prepare(spec *ebpf.CollectionSpec, opts *ebpf.CollectionOptions) {
 	opts.Cache = kernelTypes()
 	if HashAllocatesOnUse() {
 		allocateOnUse(spec, opts.MapReplacements)
 	}
-	return spec.LoadAndAssign(obj, &opts)
 }
 
 // allocateOnUse sets BPF_F_NO_PREALLOC on each hash map of spec with
