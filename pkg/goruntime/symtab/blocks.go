@@ -163,34 +163,26 @@ func (t table) uvarint(i int) (uint64, int) {
 	return binary.Uvarint(t.read(buf[:], i))
 }
 
-// cstring is the NUL-terminated string at off; "?" outside t.
+// cstring is the NUL-terminated string at off; "?" outside t. It reads
+// 64 bytes at a time: names are short.
 func (t table) cstring(off uint32) string {
 	if int(off) >= t.n {
 		return "?"
 	}
 	var s []byte
-	t.eachRun(int(off), func(b []byte) bool {
+	var buf [64]byte
+	for i := int(off); i < t.n; {
+		b := t.read(buf[:], i)
+		if len(b) == 0 {
+			break
+		}
 		if j := bytes.IndexByte(b, 0); j >= 0 {
-			s = append(s, b[:j]...)
-			return false
+			return string(append(s, b[:j]...))
 		}
 		s = append(s, b...)
-		return true
-	})
-	return string(s)
-}
-
-// eachRun calls f with t's bytes from i on, 64 at a time (names are
-// short), until f returns false or t ends.
-func (t table) eachRun(i int, f func(b []byte) bool) {
-	var buf [64]byte
-	for i < t.n {
-		b := t.read(buf[:], i)
-		if len(b) == 0 || !f(b) {
-			return
-		}
 		i += len(b)
 	}
+	return string(s)
 }
 
 // window reads a table sequentially, or nearly: a 64 kB stretch of it at
@@ -235,8 +227,9 @@ func (w *window) cstring(i int) []byte {
 	return []byte(w.t.cstring(uint32(i))) // a name of over 1 kB
 }
 
-// stringHash is the FNV-1a hash of s, as indexNames hashes the names.
-func stringHash(s string) uint32 {
+// nameHash is the FNV-1a hash of a function's name: indexNames hashes
+// the table's names with it, Func the name it is asked for.
+func nameHash[S ~string | ~[]byte](s S) uint32 {
 	h := uint32(2166136261)
 	for i := 0; i < len(s); i++ {
 		h = (h ^ uint32(s[i])) * 16777619

@@ -366,7 +366,7 @@ func (t *Table) frames(pc uint64) []Frame {
 // of the few functions whose hash is name's.
 func (t *Table) Func(name string) (entry, end uint64, ok bool) {
 	t.byNameOnce.Do(t.indexNames)
-	h := uint64(stringHash(name))
+	h := uint64(nameHash(name))
 	ent := func(i int) uint64 { return uint64(t.pclntable.u32(8 * i)) }
 	for k := sort.Search(len(t.byName), func(k int) bool { return t.byName[k]>>32 >= h }); k < len(t.byName) && t.byName[k]>>32 == h; k++ {
 		i := int(uint32(t.byName[k]))
@@ -394,10 +394,7 @@ func (t *Table) indexNames() {
 		if int(funcoff)+8 > t.pclntable.len() {
 			continue
 		}
-		h := uint32(2166136261)
-		for _, c := range names.cstring(int(funcs.u32(int(funcoff) + 4))) {
-			h = (h ^ uint32(c)) * 16777619
-		}
+		h := nameHash(names.cstring(int(funcs.u32(int(funcoff) + 4))))
 		t.byName = append(t.byName, uint64(h)<<32|uint64(i))
 	}
 	slices.Sort(t.byName)
