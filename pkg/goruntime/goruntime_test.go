@@ -303,7 +303,7 @@ func TestRuntimeDWARFPrefix(t *testing.T) {
 		}
 		var named layouts
 		var byName Offsets
-		_, namedErr := typesDWARF(f, "runtime", func(d *dwarf.Data, start, _ dwarf.Offset, raw []byte) bool {
+		_, namedErr := typesDWARF(f, abbrev, "runtime", func(d *dwarf.Data, start, _ dwarf.Offset, raw []byte) bool {
 			if named.readNamed(d, start, raw, structCodes(abbrev)) != nil {
 				return false
 			}
