@@ -280,7 +280,7 @@ int acceptq_exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
 	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	return accept4_returned((int)REGS_ARG0(user_regs()), ctx->ret);
+	return accept4_returned((int)USER_ARG0(), ctx->ret);
 }
 
 SEC("tracepoint/sock/inet_sock_set_state")

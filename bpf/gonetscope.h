@@ -70,7 +70,11 @@ struct target {
 	/* 1: its accept4, connect and getsockopt are hooked by uprobes in its
 	 * binary (calls.h), not by the syscall tracepoints. */
 	__u8 calls_uprobe;
-	__u8 _pad[5];
+	__u8 _pad;
+	/* g.stack.lo and .hi: read_goid takes a g whose stack holds the
+	 * thread's user stack pointer. g_stack_hi 0: unknown. */
+	__u16 g_stack_lo;
+	__u16 g_stack_hi;
 };
 
 struct {
@@ -136,39 +140,64 @@ static __always_inline struct task_struct *current_task(void)
 	return (struct task_struct *)bpf_get_current_task();
 }
 
+/* When the current process started (its group leader's start_boottime):
+ * plain loads through the BTF-typed task (5.11+), where BPF_CORE_READ
+ * makes a helper call per pointer. */
+static __always_inline __u64 leader_start_boottime(void)
+{
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf))
+		return bpf_get_current_task_btf()->group_leader->start_boottime;
+	return BPF_CORE_READ((struct task_struct *)bpf_get_current_task(), group_leader, start_boottime);
+}
+
+#define TICK_NS (1000000000ULL / 100)
+
 static __always_inline struct target *lookup_target(__u32 tgid)
 {
 	struct target *t = bpf_map_lookup_elem(&targets, &tgid);
 	if (!t)
 		return NULL;
-	struct task_struct *task = current_task();
-	/* /proc/PID/stat's starttime is start_boottime in USER_HZ (100) ticks. */
-	if (BPF_CORE_READ(task, group_leader, start_boottime) / (1000000000ULL / 100) != t->start_ticks)
+	/* /proc/PID/stat's starttime is start_boottime in USER_HZ (100)
+	 * ticks: the same tick is the same 10 ms (a multiply, where the
+	 * division took a 64-bit divide per event). */
+	__u64 since = leader_start_boottime() - t->start_ticks * TICK_NS;
+	if (since >= TICK_NS)
 		return NULL; /* the PID was reused by another process */
 	return t;
 }
 
-/* The user registers saved at syscall entry. bpf_task_pt_regs() came in
- * 5.15; before it they sit at the top of the task's kernel stack, where the
+/* The user registers saved at syscall entry, before bpf_task_pt_regs()
+ * (5.15): they sit at the top of the task's kernel stack, where the
  * kernel's own task_pt_regs() finds them (x86-64, and arm64 with 4 KiB
- * pages: THREAD_SIZE 16 KiB without KASAN, no padding). The check is a CO-RE relocation against the running
- * kernel, so the verifier never sees the branch the kernel cannot run. */
+ * pages: THREAD_SIZE 16 KiB without KASAN, no padding). */
 #define KERNEL_THREAD_SIZE (4096 << 2)
-static __always_inline struct pt_regs *user_regs(void)
+static __always_inline struct pt_regs *stack_regs(void)
 {
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
-		return (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	void *stack = BPF_CORE_READ(current_task(), stack);
 	return (struct pt_regs *)(stack + KERNEL_THREAD_SIZE - sizeof(struct pt_regs));
 }
 
+/* One user register saved at syscall entry. Where the kernel has
+ * bpf_task_pt_regs() (5.15), a plain load from the BTF-typed pointer it
+ * returns; before it, a read through stack_regs(). The check is a CO-RE
+ * relocation against the running kernel, so the verifier never sees the
+ * branch the kernel cannot run. */
+#define USER_REG(field) ({                                                              \
+	__u64 __v;                                                                      \
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))        \
+		__v = ((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()))->field; \
+	else                                                                            \
+		__v = BPF_CORE_READ(stack_regs(), field);                               \
+	__v;                                                                            \
+})
+
 /* The user registers saved at syscall entry: the syscall number, its first
  * two arguments, and the register Go's ABIInternal keeps the current g in. */
 #if defined(__TARGET_ARCH_x86)
-#define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, orig_ax)
-#define REGS_ARG0(r) BPF_CORE_READ(r, di)
-#define REGS_ARG1(r) BPF_CORE_READ(r, si)
-#define REGS_GO_G(r) BPF_CORE_READ(r, r14)
+#define USER_SYSCALL_NR() USER_REG(orig_ax)
+#define USER_ARG0() USER_REG(di)
+#define USER_ARG1() USER_REG(si)
+#define USER_GO_G() USER_REG(r14)
 #define NR_CONNECT 42
 /* Go's ABIInternal integer registers in argument order: RAX, RBX, RCX,
  * RDI, RSI, R8, R9, R10, R11. */
@@ -178,10 +207,10 @@ static __always_inline struct pt_regs *user_regs(void)
 /* The current g in a uprobe's own registers. */
 #define GO_REG_G(r) ((r)->r14)
 #elif defined(__TARGET_ARCH_arm64)
-#define REGS_SYSCALL_NR(r) BPF_CORE_READ(r, syscallno)
-#define REGS_ARG0(r) BPF_CORE_READ(r, orig_x0)
-#define REGS_ARG1(r) BPF_CORE_READ(r, regs[1])
-#define REGS_GO_G(r) BPF_CORE_READ(r, regs[28])
+#define USER_SYSCALL_NR() USER_REG(syscallno)
+#define USER_ARG0() USER_REG(orig_x0)
+#define USER_ARG1() USER_REG(regs[1])
+#define USER_GO_G() USER_REG(regs[28])
 #define NR_CONNECT 203
 /* Go's ABIInternal integer registers in argument order: R0, R1, R2, ... */
 #define GO_REG_ARG(r, i) ((r)->regs[i])
@@ -213,27 +242,44 @@ static __always_inline __u32 ns_tid(const struct target *t, __u32 tid)
 }
 
 /* Reads the calling goroutine's id. Go's ABIInternal keeps the current g in
- * R14; at a syscall the saved user registers still hold it. The read counts
- * only if g.m.procid is this thread (its id in the target's PID namespace):
- * a runtime thread on g0 passes (goid 0), a cgo thread with garbage in R14
- * does not. */
+ * R14; at a syscall the saved user registers still hold it. The read
+ * counts only if the thread runs on that g's stack: its user stack
+ * pointer lies within g.stack. A goroutine's syscall (and a runtime
+ * thread's, on g0: goid 0) passes; a cgo thread, whose R14 is garbage or
+ * a g whose stack it is not on, does not. Two user reads; where the
+ * stack's offsets are unknown, the thread check instead: g.m.procid is
+ * this thread's id in the target's PID namespace (three). */
 static __always_inline void read_goid(const struct target *t, __u32 tid, struct event_header *h)
 {
 	h->goid = 0;
 	h->goid_ok = 0;
 	h->ns_tid = ns_tid(t, tid);
-	if (!t->g_goid || !h->ns_tid)
+	if (!t->g_goid)
 		return;
-	__u64 g = REGS_GO_G(user_regs());
+	__u64 g = USER_GO_G();
 	__u64 goid, m, procid;
 	if (!g || bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid)))
 		return;
-	if (bpf_probe_read_user(&m, sizeof(m), (void *)(g + t->g_m)) || !m)
-		return;
-	if (bpf_probe_read_user(&procid, sizeof(procid), (void *)(m + t->m_procid)))
-		return;
-	if (procid != h->ns_tid)
-		return;
+	if (t->g_stack_hi) {
+		struct {
+			__u64 lo, hi;
+		} stack;
+		__u64 sp = USER_REG(sp);
+		if (t->g_stack_hi == t->g_stack_lo + sizeof(__u64)) {
+			if (bpf_probe_read_user(&stack, sizeof(stack), (void *)(g + t->g_stack_lo)))
+				return;
+		} else if (bpf_probe_read_user(&stack.lo, sizeof(stack.lo), (void *)(g + t->g_stack_lo)) ||
+			   bpf_probe_read_user(&stack.hi, sizeof(stack.hi), (void *)(g + t->g_stack_hi))) {
+			return;
+		}
+		if (sp < stack.lo || sp >= stack.hi)
+			return;
+	} else {
+		if (!h->ns_tid || bpf_probe_read_user(&m, sizeof(m), (void *)(g + t->g_m)) || !m)
+			return;
+		if (bpf_probe_read_user(&procid, sizeof(procid), (void *)(m + t->m_procid)) || procid != h->ns_tid)
+			return;
+	}
 	h->goid = goid;
 	h->goid_ok = 1;
 }
@@ -246,7 +292,7 @@ static __always_inline bool peek_goid(const struct target *t, __u64 *goid)
 {
 	if (!t->g_goid)
 		return false;
-	__u64 g = REGS_GO_G(user_regs());
+	__u64 g = USER_GO_G();
 	return g && !bpf_probe_read_user(goid, sizeof(*goid), (void *)(g + t->g_goid));
 }
 

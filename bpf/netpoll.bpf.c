@@ -377,7 +377,7 @@ static __always_inline int park_at_exit(struct trace_event_raw_sys_exit *ctx, en
 		return 0;
 	if (both_paths && calls_by_uprobe(pid_tgid >> 32))
 		return 0;
-	return park(ctx, pid_tgid, (__s32)REGS_ARG0(user_regs()), ctx->ret, dir, mode);
+	return park(ctx, pid_tgid, (__s32)USER_ARG0(), ctx->ret, dir, mode);
 }
 
 /* Netpoll profile (gonetscope profile --kind netpoll): the user stack of
@@ -964,14 +964,14 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	if (!w)
 		return 0;
 	__u32 d = dir == DIR_READ ? DIR_READ : DIR_WRITE;
-	__s32 fd = (__s32)REGS_ARG0(user_regs());
+	__s32 fd = (__s32)USER_ARG0();
 	struct target *t = NULL;
 	struct park *p = &w->park[d];
 	/* The calling goroutine's g and id, where the resume read them: a
 	 * request's start below reads them again only for another g. */
 	__u64 peek_g = 0, peek_id = 0;
 	if (p->t_park && w->pid == pid && (t = lookup_target(pid))) {
-		__u64 g = t->g_goid ? REGS_GO_G(user_regs()) : 0, goid;
+		__u64 g = t->g_goid ? USER_GO_G() : 0, goid;
 		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))) {
 			peek_g = g;
 			peek_id = goid;
@@ -988,7 +988,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk)) {
 			w->rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received);
 			w->req_seen = 0;
-			w->sender_g = REGS_GO_G(user_regs());
+			w->sender_g = USER_GO_G();
 		}
 		return 0;
 	}
@@ -1005,7 +1005,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 		 * any user memory is read. */
 		if (!bpf_map_lookup_elem(&req_read_starts, &pid) || (!t && !(t = lookup_target(pid))) || !t->g_goid)
 			return 0;
-		__u64 g = w->sender_g ? w->sender_g : peek_g ? peek_g : REGS_GO_G(user_regs()), goid = peek_id;
+		__u64 g = w->sender_g ? w->sender_g : peek_g ? peek_g : USER_GO_G(), goid = peek_id;
 		if (g && (g == peek_g || !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))))
 			req_read(pid, goid, bpf_ktime_get_boot_ns());
 		return 0;

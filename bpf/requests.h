@@ -226,7 +226,7 @@ static __always_inline void req_account(__u32 pid, __u64 goid, __s32 fd, __u64 t
 	 * saved user registers. Connects are rare; one read each. */
 	if (!st && connect) {
 		__u16 *off = bpf_map_lookup_elem(&req_parent_off, &pid);
-		__u64 g = REGS_GO_G(user_regs()), parent = 0;
+		__u64 g = USER_GO_G(), parent = 0;
 		if (off && *off && g && !bpf_probe_read_user(&parent, sizeof(parent), (void *)(g + *off)) && parent) {
 			k.goid = parent;
 			st = bpf_map_lookup_elem(&req_active, &k);

@@ -138,9 +138,8 @@ static __always_inline void connect_started(void *ctx, struct sock *sk)
 	__builtin_memset(r, 0, sizeof(*r));
 	fill_header(&r->ev.hdr, EVENT_TCP_CONNECT, pid_tgid);
 	read_goid(t, (__u32)pid_tgid, &r->ev.hdr);
-	struct pt_regs *regs = user_regs();
-	r->in_syscall = REGS_SYSCALL_NR(regs) == NR_CONNECT;
-	r->ev.fd = r->in_syscall ? (__s32)REGS_ARG0(regs) : -1;
+	r->in_syscall = USER_SYSCALL_NR() == NR_CONNECT;
+	r->ev.fd = r->in_syscall ? (__s32)USER_ARG0() : -1;
 	r->t_syn = bpf_ktime_get_boot_ns();
 	capture_stack(ctx, t, &r->ev.hdr, &r->ev.stack);
 	__u64 key = (__u64)sk;
@@ -434,8 +433,7 @@ int exit_connect(struct trace_event_raw_sys_exit *ctx)
 {
 	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	struct pt_regs *regs = user_regs();
-	return connect_returned(ctx, (int)REGS_ARG0(regs), REGS_ARG1(regs), ctx->ret);
+	return connect_returned(ctx, (int)USER_ARG0(), USER_ARG1(), ctx->ret);
 }
 
 SEC("fexit/__sys_accept4")
@@ -459,7 +457,7 @@ int exit_accept4(struct trace_event_raw_sys_exit *ctx)
 {
 	if (calls_by_uprobe(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	return accept4_returned(ctx, (int)REGS_ARG0(user_regs()), ctx->ret);
+	return accept4_returned(ctx, (int)USER_ARG0(), ctx->ret);
 }
 
 /* Keep the event types in BTF so bpf2go can generate their Go twins. */

@@ -88,7 +88,9 @@ type contentionTarget struct {
 	PdRd        uint16
 	PdWd        uint16
 	CallsUprobe uint8
-	Pad         [5]uint8
+	Pad         uint8
+	G_stackLo   uint16
+	G_stackHi   uint16
 }
 
 // Names of all BPF objects in the ELF.

@@ -64,6 +64,10 @@ type Offsets struct {
 	GSchedSP, GSchedPC, GSchedLR uint16
 	GSyscallSP, GSyscallPC       uint16
 	GStackHi                     uint16
+	// g.stack.lo, the bottom of its stack: with stack.hi, what tells a
+	// thread on that goroutine's stack (bpf/gonetscope.h read_goid). It
+	// is 0, g's first field, so it counts as known where GStackHi is.
+	GStackLo uint16
 
 	// The heap profile's buckets (runtime/mprof.go): the size of the
 	// runtime.bucket header (its stack's pcs follow it, then the
@@ -464,6 +468,7 @@ var want = []struct {
 	{"runtime.g", "syscallsp", func(o *Offsets) *uint16 { return &o.GSyscallSP }, true},
 	{"runtime.g", "syscallpc", func(o *Offsets) *uint16 { return &o.GSyscallPC }, true},
 	{"runtime.g", "stack.hi", func(o *Offsets) *uint16 { return &o.GStackHi }, true},
+	{"runtime.g", "stack.lo", func(o *Offsets) *uint16 { return &o.GStackLo }, true},
 	// "#size" is the struct's size, "x#len" the length of array x.
 	{"runtime.bucket", "#size", func(o *Offsets) *uint16 { return &o.BucketHdr }, true},
 	{"runtime.bucket", "allnext", func(o *Offsets) *uint16 { return &o.BucketAllnext }, true},

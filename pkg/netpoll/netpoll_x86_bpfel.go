@@ -281,7 +281,9 @@ type netpollTarget struct {
 	PdRd        uint16
 	PdWd        uint16
 	CallsUprobe uint8
-	Pad         [5]uint8
+	Pad         uint8
+	G_stackLo   uint16
+	G_stackHi   uint16
 }
 
 type netpollUserStack struct {

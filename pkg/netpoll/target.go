@@ -30,6 +30,8 @@ func TargetOf(p proc.Process, ns proc.Namespaces, bin *goruntime.Binary, minWait
 		G_goid:     bin.Offsets.GGoid,
 		G_m:        bin.Offsets.GM,
 		M_procid:   bin.Offsets.MProcid,
+		G_stackLo:  bin.Offsets.GStackLo,
+		G_stackHi:  bin.Offsets.GStackHi,
 		PdFd:       bin.Offsets.PdFd,
 		PdFdseq:    bin.Offsets.PdFdseq,
 		PdTagShr:   bin.PollTag.Shr,

@@ -133,7 +133,9 @@ type tcpTarget struct {
 	PdRd        uint16
 	PdWd        uint16
 	CallsUprobe uint8
-	Pad         [5]uint8
+	Pad         uint8
+	G_stackLo   uint16
+	G_stackHi   uint16
 }
 
 type tcpTcpAcceptEvent struct {

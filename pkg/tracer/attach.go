@@ -42,7 +42,9 @@ func (t *Tracer) install(p proc.Process, bin *goruntime.Binary, reason string) (
 		return nil, fmt.Errorf("reading the namespaces of PID %d: %w", pid, err)
 	}
 	v := netpoll.TargetOf(p, ns, bin, t.opts.MinWait)
-	if ns.InPIDNamespace() && v.G_goid != 0 && !nsThreadIDsReadable() {
+	// Goroutine ids are checked against the thread's id there only where
+	// the goroutine's stack bounds are unknown (bpf/gonetscope.h read_goid).
+	if ns.InPIDNamespace() && v.G_goid != 0 && v.G_stackHi == 0 && !nsThreadIDsReadable() {
 		bin.Limits = append(bin.Limits, "no goroutine ids and no netpoll_wait: the target is in a PID namespace of its own, and this kernel's BTF lacks task_struct.thread_pid or pid.numbers to find its threads' ids there")
 	}
 	// One reader of the target's runtime, opened here, for every feature
