@@ -428,10 +428,14 @@ struct {
 	__type(value, __u64);
 } netpoll_stacks_lost SEC(".maps");
 
+/* 1: this object records wait stacks (gonetscope profile); else every
+ * wait would look up stack_pids for nothing. Set before load. */
+const volatile __u32 stack_traces = 0;
+
 static __always_inline void record_stack(void *ctx, __u32 pid, __u8 mode, __u64 wait,
 					 __u64 io, __u64 sched)
 {
-	if (!bpf_map_lookup_elem(&stack_pids, &pid))
+	if (!stack_traces || !bpf_map_lookup_elem(&stack_pids, &pid))
 		return;
 	struct netpoll_stack_key k = {.pid = pid, .mode = mode};
 	k.stack_id = bpf_get_stackid(ctx, &netpoll_stack_traces, BPF_F_USER_STACK);
@@ -884,12 +888,13 @@ struct sock_waits {
 	__u64 rcvd_at_send;  /* tcp_sock.bytes_received at the last send */
 	__u64 sender_g;      /* the g (Go's g register) of the goroutine that made it */
 	__u32 pid;           /* the process the socket's fds are in */
+	__u32 pid_checked;   /* pid, once lookup_target passed for it here */
 	__s32 fd[2];         /* the fd of each direction's park */
 	__u8 accepted;       /* enum accepted */
 	/* 1: a byte the client sent after rcvd_at_send was read since (the
 	 * connection's next request began: requests.h req_read). */
 	__u8 req_seen;
-	__u8 _pad[2];
+	__u8 _pad[6];
 };
 
 enum accepted {
@@ -916,6 +921,25 @@ static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32
 	return w->accepted == ACCEPTED_YES;
 }
 
+/* The plain TCP socket behind sk, a BTF-typed socket (the sock path's
+ * argument): its fields are then plain loads behind one helper call, where
+ * BPF_CORE_READ makes a call per field (each costs more than the rest of
+ * a read of them). NULL for others (MPTCP: read its first subflow's with
+ * tcp_sock_of). */
+static __always_inline struct tcp_sock *plain_tcp(struct sock *sk)
+{
+	return sk->sk_protocol == IPPROTO_TCP ? bpf_skc_to_tcp_sock(sk) : NULL;
+}
+
+/* What the connection of BTF-typed socket sk has received, in bytes. */
+static __always_inline __u64 bytes_received(struct sock *sk)
+{
+	struct tcp_sock *t = plain_tcp(sk);
+	if (t)
+		return t->bytes_received;
+	return BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received);
+}
+
 /* Whether the read that just returned on accepted socket sk consumed a
  * byte the client sent after the server's last send: the bytes the
  * process has read (received, less those still queued) go past what the
@@ -924,11 +948,7 @@ static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32
  * send, so they do not pass for the next request's. */
 static __always_inline bool read_past_send(const struct sock_waits *w, struct sock *sk)
 {
-	/* sk is the program's argument (or the socket's, under fexit): a
-	 * plain TCP one's fields are plain loads behind one helper call,
-	 * where reading them took four (each a call, which costs more
-	 * than the rest of this per request). MPTCP: its first subflow's. */
-	struct tcp_sock *t = sk->sk_protocol == IPPROTO_TCP ? bpf_skc_to_tcp_sock(sk) : NULL;
+	struct tcp_sock *t = plain_tcp(sk);
 	if (t) {
 		__u32 queued = t->rcv_nxt - t->copied_seq;
 		return t->bytes_received - queued > w->rcvd_at_send;
@@ -970,7 +990,10 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	/* The calling goroutine's g and id, where the resume read them: a
 	 * request's start below reads them again only for another g. */
 	__u64 peek_g = 0, peek_id = 0;
-	if (p->t_park && w->pid == pid && (t = lookup_target(pid))) {
+	/* The park passed lookup_target's check that pid is still the
+	 * process it was attached as, and its socket's storage (that
+	 * process's socket) outlives neither: the entry alone will do. */
+	if (p->t_park && w->pid == pid && (t = bpf_map_lookup_elem(&targets, &pid))) {
 		__u64 g = t->g_goid ? USER_GO_G() : 0, goid;
 		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))) {
 			peek_g = g;
@@ -986,7 +1009,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	w->pid = pid;
 	if (d == DIR_WRITE && ret > 0) {
 		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk)) {
-			w->rcvd_at_send = BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received);
+			w->rcvd_at_send = bytes_received(sk);
 			w->req_seen = 0;
 			w->sender_g = USER_GO_G();
 		}
@@ -1010,8 +1033,15 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 			req_read(pid, goid, bpf_ktime_get_boot_ns());
 		return 0;
 	}
-	if (ret != -EAGAIN || (!t && !(t = lookup_target(pid))))
+	if (ret != -EAGAIN)
 		return 0;
+	/* The check that pid is still the process it was attached as, once
+	 * per socket and process: the socket's storage goes with it. */
+	if (!t && w->pid_checked == pid)
+		t = bpf_map_lookup_elem(&targets, &pid);
+	if (!t && !(t = lookup_target(pid)))
+		return 0;
+	w->pid_checked = pid;
 	struct event_header h = {};
 	read_goid(t, (__u32)pid_tgid, &h);
 	if (!h.goid_ok || cost == COST_GOID)
@@ -1023,7 +1053,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 		.mode = d == DIR_READ ? MODE_READ : MODE_WRITE,
 	};
 	if (d == DIR_READ && sock_accepted(w, pid, fd, sk) &&
-	    BPF_CORE_READ((struct tcp_sock *)tcp_sock_of(sk), bytes_received) == w->rcvd_at_send)
+	    bytes_received(sk) == w->rcvd_at_send)
 		np.mode |= PARK_IDLE;
 	w->fd[d] = fd;
 	*p = np;

@@ -130,8 +130,10 @@ func Load(opts Options) (*Objects, error) {
 	if opts.RingBufferBytes != 0 {
 		spec.Maps[netpollMapEvents].MaxEntries = opts.RingBufferBytes
 	}
+	stackTraces := uint32(0)
 	if opts.StackTraces != 0 {
 		spec.Maps[netpollMapNetpollStackTraces].MaxEntries = opts.StackTraces
+		stackTraces = 1
 	}
 	if opts.WakeupBytes == 0 {
 		opts.WakeupBytes = uint64(spec.Maps[netpollMapEvents].MaxEntries / 4)
@@ -169,6 +171,7 @@ func Load(opts Options) (*Objects, error) {
 		netpollVarSendEvents:       send,
 		netpollVarSendIdle:         sendIdle,
 		netpollVarTrackRequests:    trackRequests,
+		netpollVarStackTraces:      stackTraces,
 		netpollVarCost:             uint32(opts.CostStage),
 		netpollVarWakeupEach:       wakeupEach,
 		netpollVarWakeupBytes:      opts.WakeupBytes,

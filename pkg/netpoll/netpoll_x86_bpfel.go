@@ -259,10 +259,11 @@ type netpollSockWaits struct {
 	RcvdAtSend uint64
 	SenderG    uint64
 	Pid        uint32
+	PidChecked uint32
 	Fd         [2]int32
 	Accepted   uint8
 	ReqSeen    uint8
-	Pad        [2]uint8
+	Pad        [6]uint8
 }
 
 type netpollTarget struct {
@@ -387,6 +388,7 @@ const (
 	netpollVarLastWakeupNs            = "last_wakeup_ns"
 	netpollVarSendEvents              = "send_events"
 	netpollVarSendIdle                = "send_idle"
+	netpollVarStackTraces             = "stack_traces"
 	netpollVarTrackRequests           = "track_requests"
 	netpollVarUnusedConnKey           = "unused_conn_key"
 	netpollVarUnusedCostStage         = "unused_cost_stage"
@@ -528,6 +530,7 @@ type netpollVariableSpecs struct {
 	LastWakeupNs            *ebpf.VariableSpec `ebpf:"last_wakeup_ns"`
 	SendEvents              *ebpf.VariableSpec `ebpf:"send_events"`
 	SendIdle                *ebpf.VariableSpec `ebpf:"send_idle"`
+	StackTraces             *ebpf.VariableSpec `ebpf:"stack_traces"`
 	TrackRequests           *ebpf.VariableSpec `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.VariableSpec `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.VariableSpec `ebpf:"unused_cost_stage"`
@@ -625,6 +628,7 @@ type netpollVariables struct {
 	LastWakeupNs            *ebpf.Variable `ebpf:"last_wakeup_ns"`
 	SendEvents              *ebpf.Variable `ebpf:"send_events"`
 	SendIdle                *ebpf.Variable `ebpf:"send_idle"`
+	StackTraces             *ebpf.Variable `ebpf:"stack_traces"`
 	TrackRequests           *ebpf.Variable `ebpf:"track_requests"`
 	UnusedConnKey           *ebpf.Variable `ebpf:"unused_conn_key"`
 	UnusedCostStage         *ebpf.Variable `ebpf:"unused_cost_stage"`
