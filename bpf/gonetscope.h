@@ -284,6 +284,18 @@ static __always_inline void read_goid(const struct target *t, __u32 tid, struct 
 	h->goid_ok = 1;
 }
 
+/* The id of goroutine g, the g register of a uprobe in the target's Go
+ * code, where the ABI keeps it (so no check, unlike read_goid): one user
+ * read. */
+static __always_inline void read_goid_of(const struct target *t, __u32 tid, __u64 g, struct event_header *h)
+{
+	h->goid = 0;
+	h->goid_ok = 0;
+	h->ns_tid = ns_tid(t, tid);
+	if (t->g_goid && g && !bpf_probe_read_user(&h->goid, sizeof(h->goid), (void *)(g + t->g_goid)))
+		h->goid_ok = 1;
+}
+
 /* The calling goroutine's id, unchecked: one user read where read_goid
  * makes three. Enough to tell whether a goroutine whose id read_goid
  * validated runs again: a thread without a goroutine in R14 matches a
@@ -310,16 +322,22 @@ static __always_inline void capture_stack(void *ctx, const struct target *t,
 		s->len = n / sizeof(__u64);
 }
 
-/* Fills everything but the goroutine id (see read_goid). */
-static __always_inline void fill_header(struct event_header *h, enum event_type type, __u64 pid_tgid)
+/* Fills everything but the goroutine id (see read_goid), as of now (a
+ * bpf_ktime_get_boot_ns() the caller has read already). */
+static __always_inline void fill_header_at(struct event_header *h, enum event_type type, __u64 pid_tgid, __u64 now)
 {
-	h->time_ns = bpf_ktime_get_boot_ns();
+	h->time_ns = now;
 	h->pid = pid_tgid >> 32;
 	h->tid = (__u32)pid_tgid;
 	h->type = type;
 	__builtin_memset(h->_pad, 0, sizeof(h->_pad));
 	h->ns_tid = 0;
 	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+static __always_inline void fill_header(struct event_header *h, enum event_type type, __u64 pid_tgid)
+{
+	fill_header_at(h, type, pid_tgid, bpf_ktime_get_boot_ns());
 }
 
 /* The struct file behind fd in the current process, or NULL. */
@@ -363,6 +381,22 @@ static __always_inline void read_sk_addrs(struct sock *sk, struct addrs *a)
 	} else {
 		BPF_CORE_READ_INTO((__u32 *)a->saddr, sk, __sk_common.skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)a->daddr, sk, __sk_common.skc_daddr);
+	}
+}
+
+/* read_sk_addrs for a BTF-typed sk (a tp_btf or fentry argument): plain
+ * loads, where read_sk_addrs makes five helper calls. */
+static __always_inline void sk_addrs(const struct sock *sk, struct addrs *a)
+{
+	a->family = sk->__sk_common.skc_family;
+	a->sport = sk->__sk_common.skc_num;
+	a->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (a->family == AF_INET6) {
+		__builtin_memcpy(a->saddr, &sk->__sk_common.skc_v6_rcv_saddr, sizeof(struct in6_addr));
+		__builtin_memcpy(a->daddr, &sk->__sk_common.skc_v6_daddr, sizeof(struct in6_addr));
+	} else {
+		__builtin_memcpy(a->saddr, &sk->__sk_common.skc_rcv_saddr, sizeof(__u32));
+		__builtin_memcpy(a->daddr, &sk->__sk_common.skc_daddr, sizeof(__u32));
 	}
 }
 

@@ -235,13 +235,14 @@ const volatile __u64 wakeup_bytes = 256 << 10;
 const volatile __u64 wakeup_interval_ns = 50000000;
 __u64 last_wakeup_ns = 0;
 
-static __always_inline void submit(void *e)
+/* Submits e as of now, a bpf_ktime_get_boot_ns() the caller has read
+ * (the clock of last_wakeup_ns). */
+static __always_inline void submit_at(void *e, __u64 now)
 {
 	__u64 flags = BPF_RB_NO_WAKEUP;
 	if (wakeup_each) {
 		flags = 0;
 	} else {
-		__u64 now = bpf_ktime_get_ns();
 		if (now - last_wakeup_ns >= wakeup_interval_ns ||
 		    bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes) {
 			last_wakeup_ns = now;
@@ -284,12 +285,26 @@ struct epoll_call {
 	__s32 epfd;
 };
 
+/* One entry per netpoller thread, kept and rewritten in place at each
+ * call (t_enter 0: none pending): an insert and a delete per call cost an
+ * allocation and a free each where the kernel allocates hash elements on
+ * use (pkg/bpfobj). LRU, so the entries of threads gone make room. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32); /* tid */
 	__type(value, struct epoll_call);
 } epoll_calls SEC(".maps");
+
+/* A call of the netpoller's epoll_pwait by thread tid begins. */
+static __always_inline void epoll_called(__u32 tid, const struct epoll_call *c)
+{
+	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
+	if (cp)
+		*cp = *c;
+	else
+		bpf_map_update_elem(&epoll_calls, &tid, c, BPF_ANY);
+}
 
 /* Which park waits on a socket, by the socket's struct sock and direction:
  * the kernel's readiness tracepoints (sock path) know the socket, not the
@@ -519,20 +534,10 @@ static __always_inline __u64 poll_desc(const struct target *t, __u64 data)
 	return (fdseq & ((1ULL << t->pd_tag_shr) - 1)) == tag ? pd : 0;
 }
 
-/* The deadline of fd's read (or write) side now, a nanotime (the
- * runtime's CLOCK_MONOTONIC, as bpf_ktime_get_ns): 0 for none or not
- * found, negative once expired. The netpoller's registration of the
- * socket is the one entry on its wait queue: an epitem whose data is the
- * tagged *pollDesc (what epoll_pwait returns), checked against fd twice:
- * the epitem's own fd and the pollDesc's. */
-static __always_inline __s64 fd_deadline(const struct target *t, struct sock *sk, __s32 fd, bool write)
+/* fd_deadline from the socket's wait queue wq and its first entry. */
+static __always_inline __s64 wq_deadline(const struct target *t, struct socket_wq *wq, struct list_head *first,
+					 __s32 fd, bool write)
 {
-	if (!sk || !t->pd_rd || !t->pd_wd)
-		return 0;
-	struct socket_wq *wq = BPF_CORE_READ(sk, sk_wq);
-	if (!wq)
-		return 0;
-	struct list_head *first = BPF_CORE_READ(wq, wait.head.next);
 	if (!first || (void *)first == (void *)wq + bpf_core_field_offset(struct socket_wq, wait.head))
 		return 0;
 	struct eppoll_entry *pwq = (void *)first - bpf_core_field_offset(struct eppoll_entry, wait.entry);
@@ -548,11 +553,40 @@ static __always_inline __s64 fd_deadline(const struct target *t, struct sock *sk
 	return deadline;
 }
 
+/* The deadline of fd's read (or write) side now, a nanotime (the
+ * runtime's CLOCK_MONOTONIC, as bpf_ktime_get_ns): 0 for none or not
+ * found, negative once expired. The netpoller's registration of the
+ * socket is the one entry on its wait queue: an epitem whose data is the
+ * tagged *pollDesc (what epoll_pwait returns), checked against fd twice:
+ * the epitem's own fd and the pollDesc's. */
+static __always_inline __s64 fd_deadline(const struct target *t, struct sock *sk, __s32 fd, bool write)
+{
+	if (!sk || !t->pd_rd || !t->pd_wd)
+		return 0;
+	struct socket_wq *wq = BPF_CORE_READ(sk, sk_wq);
+	if (!wq)
+		return 0;
+	return wq_deadline(t, wq, BPF_CORE_READ(wq, wait.head.next), fd, write);
+}
+
+/* fd_deadline for a BTF-typed sk: its wait queue's head by plain loads. */
+static __always_inline __s64 sk_deadline(const struct target *t, struct sock *sk, __s32 fd, bool write)
+{
+	if (!t->pd_rd || !t->pd_wd)
+		return 0;
+	struct socket_wq *wq = sk->sk_wq;
+	if (!wq)
+		return 0;
+	return wq_deadline(t, wq, wq->wait.head.next, fd, write);
+}
+
 /* A wait ended: the parked goroutine runs again (both paths). Records it
  * in the histograms and the netpoll profile, and sends a netpoll_wait
- * event if it is worth a look. */
+ * event if it is worth a look. btf_sk is the wait's socket where the
+ * caller has it as a BTF-typed pointer (the sock path), read with plain
+ * loads; NULL where the event finds it from the fd. */
 static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pid_tgid,
-				     struct park_key key, struct park parked)
+				     struct park_key key, struct park parked, struct sock *btf_sk)
 {
 	__u64 now = bpf_ktime_get_boot_ns();
 	__u8 kind = (parked.mode & PARK_IDLE) || parked.mode == MODE_ACCEPT ? WAIT_IDLE : WAIT_IN_REQUEST;
@@ -575,7 +609,7 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	struct netpoll_wait_event *e = reserve_event(struct netpoll_wait_event, EVENT_NETPOLL_WAIT);
 	if (!e)
 		return 0;
-	fill_header(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid);
+	fill_header_at(&e->hdr, EVENT_NETPOLL_WAIT, pid_tgid, now);
 	e->hdr.goid = parked.goid;
 	e->hdr.goid_ok = 1;
 	e->hdr.ns_tid = ns_tid(t, (__u32)pid_tgid);
@@ -588,17 +622,27 @@ static __always_inline int wait_done(void *ctx, const struct target *t, __u64 pi
 	e->io_wait_ns = io;
 	e->sched_delay_ns = sched;
 	__builtin_memset(&e->addrs, 0, sizeof(e->addrs));
-	struct sock *fsk = sock_from_fd(key.fd);
-	struct sock *sk = tcp_sock_of(fsk);
-	if (sk)
-		read_sk_addrs(sk, &e->addrs);
 	/* Read now, as the goroutine runs again: what it waited with. */
-	__s64 deadline = fd_deadline(t, fsk, key.fd, parked.mode == MODE_WRITE || parked.mode == MODE_CONNECT);
+	bool write = parked.mode == MODE_WRITE || parked.mode == MODE_CONNECT;
+	__s64 deadline;
+	if (btf_sk) {
+		if (btf_sk->sk_protocol != IPPROTO_MPTCP)
+			sk_addrs(btf_sk, &e->addrs);
+		else
+			read_sk_addrs(tcp_sock_of(btf_sk), &e->addrs);
+		deadline = sk_deadline(t, btf_sk, key.fd, write);
+	} else {
+		struct sock *fsk = sock_from_fd(key.fd);
+		struct sock *sk = tcp_sock_of(fsk);
+		if (sk)
+			read_sk_addrs(sk, &e->addrs);
+		deadline = fd_deadline(t, fsk, key.fd, write);
+	}
 	e->deadline = deadline > 0 ? DEADLINE_SET : deadline < 0 ? DEADLINE_EXPIRED : DEADLINE_NONE;
 	e->deadline_ns = deadline > 0 ? deadline - (__s64)(bpf_ktime_get_ns() - wait) : 0;
 	__builtin_memset(e->_pad, 0, sizeof(e->_pad));
 	capture_stack(ctx, t, &e->hdr, &e->stack);
-	submit(e);
+	submit_at(e, now);
 	return 0;
 }
 
@@ -626,7 +670,7 @@ static __always_inline int resume(void *ctx, __u64 pid_tgid, __s32 fd, enum dir 
 		struct parked_sock_key sk_key = {.sk = parked.sk, .dir = dir};
 		bpf_map_delete_elem(&parked_socks, &sk_key);
 	}
-	return wait_done(ctx, t, pid_tgid, key, parked);
+	return wait_done(ctx, t, pid_tgid, key, parked, NULL);
 }
 
 /* resume for a syscall entry tracepoint, where fd is the first argument. */
@@ -720,7 +764,7 @@ int enter_epoll_pwait(struct trace_event_raw_sys_enter *ctx)
 		.timeout_ms = (__s32)ctx->args[3],
 		.epfd = (__s32)ctx->args[0],
 	};
-	bpf_map_update_elem(&epoll_calls, &tid, &c, BPF_ANY);
+	epoll_called(tid, &c);
 	return 0;
 }
 
@@ -780,15 +824,16 @@ static __always_inline void mark_ready(const struct target *t, __u32 pid, __u64 
 
 /* The netpoller's epoll_pwait returned n (or -errno) to thread tid: on
  * the syscall path, the ready fds' parks are marked (scan); on both, the
- * block's histogram and its epoll_wait event. */
-static __always_inline int epoll_returned(void *ctx, __u64 pid_tgid, long n, bool scan)
+ * block's histogram and its epoll_wait event. uprobe_g is the g register
+ * at the uprobe path's return site (scan false), in the runtime's Go code. */
+static __always_inline int epoll_returned(void *ctx, __u64 pid_tgid, long n, bool scan, __u64 uprobe_g)
 {
 	__u32 tid = (__u32)pid_tgid;
 	struct epoll_call *cp = bpf_map_lookup_elem(&epoll_calls, &tid);
-	if (!cp)
+	if (!cp || !cp->t_enter)
 		return 0;
 	struct epoll_call c = *cp;
-	bpf_map_delete_elem(&epoll_calls, &tid);
+	cp->t_enter = 0;
 	struct target *t = lookup_target(pid_tgid >> 32);
 	if (!t)
 		return 0;
@@ -820,14 +865,17 @@ static __always_inline int epoll_returned(void *ctx, __u64 pid_tgid, long n, boo
 	struct epoll_wait_event *e = reserve_event(struct epoll_wait_event, EVENT_EPOLL_WAIT);
 	if (!e)
 		return 0;
-	fill_header(&e->hdr, EVENT_EPOLL_WAIT, pid_tgid);
-	read_goid(t, (__u32)pid_tgid, &e->hdr);
+	fill_header_at(&e->hdr, EVENT_EPOLL_WAIT, pid_tgid, now);
+	if (scan)
+		read_goid(t, (__u32)pid_tgid, &e->hdr);
+	else
+		read_goid_of(t, (__u32)pid_tgid, uprobe_g, &e->hdr);
 	e->block_ns = block;
 	e->ready = (__s32)n;
 	e->timeout_ms = c.timeout_ms;
 	e->epfd = c.epfd;
 	e->_pad = 0;
-	submit(e);
+	submit_at(e, now);
 	return 0;
 }
 
@@ -839,7 +887,7 @@ int exit_epoll_pwait(struct trace_event_raw_sys_exit *ctx)
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	if (!traced(pid_tgid >> 32) || cost == COST_FILTER)
 		return 0;
-	return epoll_returned(ctx, pid_tgid, ctx->ret, true);
+	return epoll_returned(ctx, pid_tgid, ctx->ret, true, 0);
 }
 
 /* The netpoller's epoll_pwait on the sock path, where epoll_wait events
@@ -861,7 +909,7 @@ int uprobe_epoll_wait(struct pt_regs *ctx)
 		.timeout_ms = (__s32)GO_REG_ARG(ctx, 5),
 		.epfd = (__s32)GO_REG_ARG(ctx, 0),
 	};
-	bpf_map_update_elem(&epoll_calls, &tid, &c, BPF_ANY);
+	epoll_called(tid, &c);
 	return 0;
 }
 
@@ -873,7 +921,7 @@ int uprobe_epoll_wait_return(struct pt_regs *ctx)
 		return 0;
 	__u64 errno = GO_REG_ARG(ctx, 1);
 	long n = errno ? -(long)errno : (long)(__s32)GO_REG_ARG(ctx, 0);
-	return epoll_returned(ctx, pid_tgid, n, false);
+	return epoll_returned(ctx, pid_tgid, n, false, GO_REG_G(ctx));
 }
 
 /* ---- The sock path ---- */
@@ -1003,7 +1051,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 			struct park parked = *p;
 			p->t_park = 0;
 			struct park_key key = {.pid = pid, .fd = w->fd[d], .dir = d};
-			wait_done(ctx, t, pid_tgid, key, parked);
+			wait_done(ctx, t, pid_tgid, key, parked, sk);
 		}
 	}
 	w->pid = pid;

@@ -807,7 +807,7 @@ func checkAccepts(t *testing.T, r traceRun, network string) {
 }
 
 // checkReads: each delayed read is one netpoll_wait of the reading
-// goroutine on its fd, split exactly in two, and never longer than what the
+// goroutine on its fd and connection (addresses and ports), split exactly in two, and never longer than what the
 // target measured around its own Read. Its wait_ns is within 10% of the
 // delay, or, when the peer's sleep overshot on a busy machine, within 10%
 // of the delay of the target's measurement. Under emulation (make
@@ -828,8 +828,9 @@ func checkReads(t *testing.T, r traceRun, delay time.Duration, network string) {
 	}
 	for i, f := range reads {
 		w := waits[i]
-		if g := goidOf(t, w); g != f.Goid || w.FD != f.FD || w.LAddr != loopback || w.RAddr != loopback {
-			t.Errorf("netpoll_wait %+v (goid %d), target's read was goid %d fd %d", w, g, f.Goid, f.FD)
+		if g := goidOf(t, w); g != f.Goid || w.FD != f.FD || w.LAddr != loopback || w.RAddr != loopback ||
+			w.LPort != f.LPort || w.RPort != f.RPort {
+			t.Errorf("netpoll_wait %+v (goid %d), target's read was goid %d fd %d %s:%d -> :%d", w, g, f.Goid, f.FD, loopback, f.LPort, f.RPort)
 		}
 		wait, measured, d := float64(w.WaitNs), float64(f.WaitNs), float64(delay)
 		if wait > measured {

@@ -198,7 +198,8 @@ func round(host string) error {
 	if _, err := c.Read(buf); err != nil {
 		return err
 	}
-	report("read", "goid", goid(), "fd", fd, "wait_ns", time.Since(start).Nanoseconds(), "delay_ns", delay.Nanoseconds(), "at", readAt)
+	report("read", "goid", goid(), "fd", fd, "wait_ns", time.Since(start).Nanoseconds(), "delay_ns", delay.Nanoseconds(),
+		"lport", c.LocalAddr().(*net.TCPAddr).Port, "rport", port, "at", readAt)
 	if err := <-served; err != nil {
 		return err
 	}
