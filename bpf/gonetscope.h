@@ -297,7 +297,7 @@ static __always_inline void read_goid_of(const struct target *t, __u32 tid, __u6
 }
 
 /* The calling goroutine's id, unchecked: one user read where read_goid
- * makes three. Enough to tell whether a goroutine whose id read_goid
+ * makes two. Enough to tell whether a goroutine whose id read_goid
  * validated runs again: a thread without a goroutine in R14 matches a
  * 64-bit goroutine id only by accident. */
 static __always_inline bool peek_goid(const struct target *t, __u64 *goid)

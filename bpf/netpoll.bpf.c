@@ -959,12 +959,13 @@ struct {
 } sock_waits SEC(".maps");
 
 /* Whether the socket is a connection the process accepted: looked up in
- * accepted_fds once per socket, then kept. */
-static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, __s32 fd, struct sock *sk)
+ * accepted_fds once per socket (by the fd of the call, its first
+ * argument), then kept. */
+static __always_inline bool sock_accepted(struct sock_waits *w, __u32 pid, struct sock *sk)
 {
 	if (w->accepted == ACCEPTED_UNKNOWN) {
 		struct conn *c = NULL;
-		w->accepted = accepted_conn(pid, fd, sk, &c) ? ACCEPTED_YES : ACCEPTED_NO;
+		w->accepted = accepted_conn(pid, (__s32)USER_ARG0(), sk, &c) ? ACCEPTED_YES : ACCEPTED_NO;
 	}
 	return w->accepted == ACCEPTED_YES;
 }
@@ -1032,7 +1033,6 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	if (!w)
 		return 0;
 	__u32 d = dir == DIR_READ ? DIR_READ : DIR_WRITE;
-	__s32 fd = (__s32)USER_ARG0();
 	struct target *t = NULL;
 	struct park *p = &w->park[d];
 	/* The calling goroutine's g and id, where the resume read them: a
@@ -1056,7 +1056,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	}
 	w->pid = pid;
 	if (d == DIR_WRITE && ret > 0) {
-		if (cost == COST_ALL && sock_accepted(w, pid, fd, sk)) {
+		if (cost == COST_ALL && sock_accepted(w, pid, sk)) {
 			w->rcvd_at_send = bytes_received(sk);
 			w->req_seen = 0;
 			w->sender_g = USER_GO_G();
@@ -1069,7 +1069,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	 * while the handler runs) can take them, and over TLS the whole
 	 * request with them. Before any send, the reader's. */
 	if (track_requests && ret > 0) {
-		if (w->req_seen || cost != COST_ALL || !sock_accepted(w, pid, fd, sk) || !read_past_send(w, sk))
+		if (w->req_seen || cost != COST_ALL || !sock_accepted(w, pid, sk) || !read_past_send(w, sk))
 			return 0;
 		w->req_seen = 1;
 		/* The target's HTTP/1 requests start here (requests.h), before
@@ -1100,10 +1100,11 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 		.tid = (__u32)pid_tgid,
 		.mode = d == DIR_READ ? MODE_READ : MODE_WRITE,
 	};
-	if (d == DIR_READ && sock_accepted(w, pid, fd, sk) &&
+	if (d == DIR_READ && sock_accepted(w, pid, sk) &&
 	    bytes_received(sk) == w->rcvd_at_send)
 		np.mode |= PARK_IDLE;
-	w->fd[d] = fd;
+	/* The call's first argument: read only here, for the park. */
+	w->fd[d] = (__s32)USER_ARG0();
 	*p = np;
 	return 0;
 }
@@ -1168,6 +1169,11 @@ static __always_inline int sk_ready(const struct sock *sk)
 		sock_ready(sk, DIR_READ);
 		return 0;
 	}
+	/* A socket with no BPF storage at all (none of a traced process's:
+	 * the other end of a loopback connection, say) ends here, before
+	 * the helper call. */
+	if (bpf_core_field_exists(sk->sk_bpf_storage) && !sk->sk_bpf_storage)
+		return 0;
 	struct sock_waits *w = bpf_sk_storage_get(&sock_waits, (struct sock *)sk, 0, 0);
 	if (w && w->park[DIR_READ].t_park && !w->park[DIR_READ].t_ready)
 		w->park[DIR_READ].t_ready = bpf_ktime_get_boot_ns();
