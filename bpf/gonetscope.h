@@ -99,7 +99,7 @@ struct event_header {
 	__u32 pid;
 	__u32 tid;
 	__u8 type;     /* enum event_type */
-	__u8 goid_ok;  /* goid was read and validated (g.m.procid == ns_tid) */
+	__u8 goid_ok;  /* goid was read and validated (read_goid) */
 	__u8 _pad[2];
 	/* The thread's id in the target's own PID namespace (what gettid()
 	 * returns there); 0 when not read. Equal to tid outside containers. */

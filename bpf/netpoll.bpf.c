@@ -958,6 +958,20 @@ struct {
 	__type(value, struct sock_waits);
 } sock_waits SEC(".maps");
 
+/* pid's target entry, for a park or resume on the socket of w:
+ * lookup_target's check that pid is still the process it was attached as
+ * once per socket and process (pid_checked), then the entry alone: the
+ * socket's storage goes with the process's socket. */
+static __always_inline struct target *sock_target(struct sock_waits *w, __u32 pid)
+{
+	if (w->pid_checked == pid)
+		return bpf_map_lookup_elem(&targets, &pid);
+	struct target *t = lookup_target(pid);
+	if (t)
+		w->pid_checked = pid;
+	return t;
+}
+
 /* Whether the socket is a connection the process accepted: looked up in
  * accepted_fds once per socket (by the fd of the call, its first
  * argument), then kept. */
@@ -1038,10 +1052,7 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	/* The calling goroutine's g and id, where the resume read them: a
 	 * request's start below reads them again only for another g. */
 	__u64 peek_g = 0, peek_id = 0;
-	/* The park passed lookup_target's check that pid is still the
-	 * process it was attached as, and its socket's storage (that
-	 * process's socket) outlives neither: the entry alone will do. */
-	if (p->t_park && w->pid == pid && (t = bpf_map_lookup_elem(&targets, &pid))) {
+	if (p->t_park && w->pid == pid && (t = sock_target(w, pid))) {
 		__u64 g = t->g_goid ? USER_GO_G() : 0, goid;
 		if (g && !bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + t->g_goid))) {
 			peek_g = g;
@@ -1083,13 +1094,8 @@ static __always_inline int sock_io(void *ctx, struct sock *sk, struct socket *so
 	}
 	if (ret != -EAGAIN)
 		return 0;
-	/* The check that pid is still the process it was attached as, once
-	 * per socket and process: the socket's storage goes with it. */
-	if (!t && w->pid_checked == pid)
-		t = bpf_map_lookup_elem(&targets, &pid);
-	if (!t && !(t = lookup_target(pid)))
+	if (!t && !(t = sock_target(w, pid)))
 		return 0;
-	w->pid_checked = pid;
 	struct event_header h = {};
 	read_goid(t, (__u32)pid_tgid, &h);
 	if (!h.goid_ok || cost == COST_GOID)
