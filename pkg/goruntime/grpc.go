@@ -2,10 +2,7 @@ package goruntime
 
 import (
 	"debug/elf"
-	"errors"
 	"fmt"
-
-	"golang.org/x/arch/x86/x86asm"
 )
 
 // gRPC (google.golang.org/grpc): where its requests start and end, and
@@ -13,8 +10,9 @@ import (
 // with its version, which the binary does not name, so they are read
 // from grpc's own code in the binary: small functions that return or
 // test one field, whose loads say the field's offset. That works in
-// stripped and PIE binaries alike; the tests check each against the
-// DWARF of a build with it. amd64 only.
+// stripped and PIE binaries alike, on amd64 and arm64 (grpccode.go
+// decodes both into the few forms read here); the tests check each
+// against the DWARF of a build with it.
 const (
 	// GRPCHandleStream serves one stream on its own goroutine (or a
 	// worker's): (s, t ServerTransport, stream, ...); stream in the
@@ -86,9 +84,6 @@ type GRPCProbes struct {
 func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 	var p GRPCProbes
 	var l GRPCLayout
-	if f.Machine != elf.EM_X86_64 {
-		return p, l, errors.New("gRPC tracing is amd64 only")
-	}
 	var err error
 	if l.StatusProto, l.ProtoCode, err = grpcStatusCodeOffsets(f, funcs); err != nil {
 		return p, l, err
@@ -126,10 +121,12 @@ func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 		if l.ErrorStatus, err = pointerField(f, funcs, grpcErrorStatus); err != nil {
 			return err
 		}
-		if l.ErrorItab, err = lastRIPLoad(f, funcs, grpcStatusErr, x86asm.LEA); err != nil {
+		// Err returns a new *Error as an error: the itab is the last
+		// address it takes. finish compares err with io.EOF first.
+		if l.ErrorItab, err = dataAddr(f, funcs, grpcStatusErr, formAddr, true); err != nil {
 			return err
 		}
-		if l.EOF, err = firstRIPLoad(f, funcs, GRPCFinish, x86asm.CMP); err != nil {
+		if l.EOF, err = dataAddr(f, funcs, GRPCFinish, formCompare, false); err != nil {
 			return err
 		}
 		if _, _, ok := funcs(grpcConnTarget); ok {
@@ -138,47 +135,6 @@ func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 		return err
 	}()
 	return p, l, nil
-}
-
-type x86Inst struct {
-	pc   uint64
-	inst x86asm.Inst
-}
-
-// x86Func decodes fn.
-func x86Func(f *elf.File, funcs FuncLookup, fn string) ([]x86Inst, error) {
-	start, end, ok := funcs(fn)
-	if !ok {
-		return nil, fmt.Errorf("no function %s", fn)
-	}
-	code, err := Code(f, start, end)
-	if err != nil {
-		return nil, err
-	}
-	var out []x86Inst
-	for pc := start; pc < end; {
-		inst, err := x86asm.Decode(code[pc-start:], 64)
-		if err != nil {
-			return out, nil // the padding after the last RET
-		}
-		out = append(out, x86Inst{pc, inst})
-		pc += uint64(inst.Len)
-	}
-	return out, nil
-}
-
-// load is the memory operand of a MOV (or MOVL/MOVQ) that loads from
-// base+disp into a register; ok false otherwise.
-func load(in x86asm.Inst) (dst x86asm.Reg, m x86asm.Mem, ok bool) {
-	if in.Op != x86asm.MOV {
-		return 0, m, false
-	}
-	dst, ok = in.Args[0].(x86asm.Reg)
-	if !ok {
-		return 0, m, false
-	}
-	m, ok = in.Args[1].(x86asm.Mem)
-	return dst, m, ok && m.Index == 0 && m.Base != x86asm.RIP && m.Base != 0
 }
 
 // offset16 checks that an offset fits the BPF side's fields.
@@ -190,57 +146,55 @@ func offset16(fn string, d int64) (uint16, error) {
 }
 
 // stringField reads the offset of the string field that accessor fn
-// returns: its first two instructions load off(AX) and off+8(AX).
+// returns: it starts with the load of the pair at off(arg0).
 func stringField(f *elf.File, funcs FuncLookup, fn string) (uint16, error) {
-	insts, err := x86Func(f, funcs, fn)
+	c, err := readCode(f, funcs, fn)
 	if err != nil {
 		return 0, err
 	}
-	if len(insts) >= 2 {
-		_, a, ok1 := load(insts[0].inst)
-		_, b, ok2 := load(insts[1].inst)
-		if ok1 && ok2 && a.Base == x86asm.RAX && b.Base == x86asm.RAX && b.Disp == a.Disp+8 {
-			return offset16(fn, a.Disp)
+	if len(c.insts) >= 1 {
+		if in := c.insts[0]; in.form == formLoadPair && in.base == c.arg0 {
+			return offset16(fn, in.off)
 		}
 	}
 	return 0, fmt.Errorf("%s: not a string field's accessor: layout not known", fn)
 }
 
 // pointerField reads the offset of the pointer field that accessor fn
-// returns: MOVQ off(AX), AX; RET.
+// returns: arg0 = off(arg0); RET.
 func pointerField(f *elf.File, funcs FuncLookup, fn string) (uint16, error) {
-	insts, err := x86Func(f, funcs, fn)
+	c, err := readCode(f, funcs, fn)
 	if err != nil {
 		return 0, err
 	}
-	if len(insts) >= 2 && insts[1].inst.Op == x86asm.RET {
-		if dst, m, ok := load(insts[0].inst); ok && dst == x86asm.RAX && m.Base == x86asm.RAX {
-			return offset16(fn, m.Disp)
+	if len(c.insts) >= 2 && c.insts[1].form == formReturn {
+		if in := c.insts[0]; in.form == formLoad && in.size == 8 && in.dst == c.arg0 && in.base == c.arg0 {
+			return offset16(fn, in.off)
 		}
 	}
 	return 0, fmt.Errorf("%s: not a pointer field's accessor: layout not known", fn)
 }
 
 // grpcStatusCodeOffsets reads (*Status).Code (or Err, which inlines it):
-// a nil check, MOVQ proto(AX), R; a nil check, MOVL code(R), _.
+// a nil check, R = proto(arg0) (8 bytes); a nil check, a 4-byte load of
+// code(R).
 func grpcStatusCodeOffsets(f *elf.File, funcs FuncLookup) (proto, code uint16, err error) {
 	fn := grpcStatusCode
 	if _, _, ok := funcs(fn); !ok {
 		fn = grpcStatusErr
 	}
-	insts, err := x86Func(f, funcs, fn)
+	c, err := readCode(f, funcs, fn)
 	if err != nil {
 		return 0, 0, err
 	}
-	for i, in := range insts {
-		dst, m, ok := load(in.inst)
-		if !ok || m.Base != x86asm.RAX || in.inst.DataSize != 64 {
+	for i, in := range c.insts {
+		if in.form != formLoad || in.base != c.arg0 || in.size != 8 {
 			continue
 		}
-		for _, next := range insts[i+1 : min(i+4, len(insts))] {
-			if _, m2, ok := load(next.inst); ok && m2.Base == dst && next.inst.DataSize == 32 {
-				if proto, err = offset16(fn, m.Disp); err == nil {
-					code, err = offset16(fn, m2.Disp)
+		for _, next := range c.insts[i+1 : min(i+4, len(c.insts))] {
+			if next.form == formLoad && next.base == in.dst && next.size == 4 {
+				if proto, err = offset16(fn, in.off); err == nil {
+					code, err = offset16(fn, next.off)
 				}
 				return proto, code, err
 			}
@@ -250,51 +204,29 @@ func grpcStatusCodeOffsets(f *elf.File, funcs FuncLookup) (proto, code uint16, e
 	return 0, 0, fmt.Errorf("%s: no load of the status' code: layout not known", fn)
 }
 
-// ripLoads lists the link-time addresses that fn's instructions of op
-// refer to RIP-relative, in the order of the code.
-func ripLoads(f *elf.File, funcs FuncLookup, fn string, op x86asm.Op) ([]uint64, error) {
-	insts, err := x86Func(f, funcs, fn)
-	if err != nil {
-		return nil, err
-	}
-	var out []uint64
-	for _, in := range insts {
-		if in.inst.Op != op {
-			continue
-		}
-		for _, a := range in.inst.Args {
-			if m, ok := a.(x86asm.Mem); ok && m.Base == x86asm.RIP && m.Index == 0 {
-				out = append(out, uint64(int64(in.pc)+int64(in.inst.Len)+m.Disp))
-			}
-		}
-	}
-	return out, nil
-}
-
-// lastRIPLoad is the last address of ripLoads, which must lie in a data
-// section; firstRIPLoad the first.
-func lastRIPLoad(f *elf.File, funcs FuncLookup, fn string, op x86asm.Op) (uint64, error) {
-	return ripLoad(f, funcs, fn, op, true)
-}
-
-func firstRIPLoad(f *elf.File, funcs FuncLookup, fn string, op x86asm.Op) (uint64, error) {
-	return ripLoad(f, funcs, fn, op, false)
-}
-
-func ripLoad(f *elf.File, funcs FuncLookup, fn string, op x86asm.Op, last bool) (uint64, error) {
-	addrs, err := ripLoads(f, funcs, fn, op)
+// dataAddr is the link-time address of the first (or last) instruction
+// of fn in form (formAddr or formCompare), which must lie in a data
+// section.
+func dataAddr(f *elf.File, funcs FuncLookup, fn string, form instForm, last bool) (uint64, error) {
+	c, err := readCode(f, funcs, fn)
 	if err != nil {
 		return 0, err
 	}
+	var addrs []uint64
+	for _, in := range c.insts {
+		if in.form == form {
+			addrs = append(addrs, in.addr)
+		}
+	}
 	if len(addrs) == 0 {
-		return 0, fmt.Errorf("%s: no RIP-relative %v: layout not known", fn, op)
+		return 0, fmt.Errorf("%s: no %v: layout not known", fn, form)
 	}
 	a := addrs[0]
 	if last {
 		a = addrs[len(addrs)-1]
 	}
 	if !inData(f, a) {
-		return 0, fmt.Errorf("%s: %v refers to %#x, outside the data: layout not known", fn, op, a)
+		return 0, fmt.Errorf("%s: %v of %#x, outside the data: layout not known", fn, form, a)
 	}
 	return a, nil
 }
@@ -312,22 +244,21 @@ func inData(f *elf.File, a uint64) bool {
 
 // closedConn reads the offset of the net.Conn field that method fn
 // closes: the first call of an interface's first method (Close, in
-// net.Conn's itab at 24) on a field of a struct, loaded as the pair
-// MOVQ off(R), itab; MOVQ off+8(R), data, then MOVQ 24(itab), fn; CALL fn.
+// net.Conn's itab at 24) on a field of a struct: the pair (itab, data) =
+// off(R), then fn = 24(itab) and a call through fn.
 func closedConn(f *elf.File, funcs FuncLookup, fn string) (uint16, error) {
-	insts, err := x86Func(f, funcs, fn)
+	c, err := readCode(f, funcs, fn)
 	if err != nil {
 		return 0, err
 	}
-	for i := 0; i+3 < len(insts); i++ {
-		itab, a, ok1 := load(insts[i].inst)
-		_, b, ok2 := load(insts[i+1].inst)
-		dst, c, ok3 := load(insts[i+2].inst)
-		if !ok1 || !ok2 || !ok3 || a.Base != b.Base || b.Disp != a.Disp+8 || c.Base != itab || c.Disp != 24 {
+	insts := c.insts
+	for i := 0; i+2 < len(insts); i++ {
+		pair, method, call := insts[i], insts[i+1], insts[i+2]
+		if pair.form != formLoadPair || method.form != formLoad || method.base != pair.dst || method.off != 24 {
 			continue
 		}
-		if call := insts[i+3].inst; call.Op == x86asm.CALL && call.Args[0] == dst {
-			return offset16(fn, a.Disp)
+		if call.form == formCallReg && call.dst == method.dst {
+			return offset16(fn, pair.off)
 		}
 		break
 	}

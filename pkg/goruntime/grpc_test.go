@@ -9,29 +9,34 @@ import (
 )
 
 // buildGRPCTarget builds cmd/gonetscope/testdata/grpc (a module of its
-// own: grpc from the module proxy) with the flags given.
-func buildGRPCTarget(t *testing.T, flags ...string) string {
+// own: grpc from the module proxy) for goarch with the flags given.
+func buildGRPCTarget(t *testing.T, goarch string, flags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "grpctarget")
 	cmd := exec.Command("go", append(append([]string{"build", "-o", bin}, flags...), ".")...)
 	cmd.Dir = filepath.Join("..", "..", "cmd", "gonetscope", "testdata", "grpc")
-	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly", "CGO_ENABLED=0", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("building the gRPC target: %v\n%s", err, out)
 	}
 	return bin
 }
 
-// funcsOf opens bin and names its functions from .gopclntab, as in a
-// stripped binary.
-func funcsOf(t *testing.T, bin string) (*elf.File, FuncLookup) {
+// funcsOf opens bin, built for goarch, and names its functions from
+// .gopclntab, as in a stripped binary.
+func funcsOf(t *testing.T, bin, goarch string) (*elf.File, FuncLookup) {
 	t.Helper()
 	f, err := elf.Open(bin)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	b, err := Inspect(bin)
+	r, err := os.Open(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	b, err := inspectReader(bin, r, goarch)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,9 +48,9 @@ func funcsOf(t *testing.T, bin string) (*elf.File, FuncLookup) {
 }
 
 // findGRPC runs FindGRPC on bin.
-func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
+func findGRPC(t *testing.T, bin, goarch string) (GRPCProbes, GRPCLayout, *elf.File) {
 	t.Helper()
-	f, funcs := funcsOf(t, bin)
+	f, funcs := funcsOf(t, bin, goarch)
 	p, l, err := FindGRPC(f, funcs)
 	if err != nil {
 		t.Fatal(err)
@@ -58,12 +63,19 @@ func findGRPC(t *testing.T, bin string) (GRPCProbes, GRPCLayout, *elf.File) {
 
 // TestGRPCLayoutMatchesDWARF: the layout read from grpc's code is what
 // the binary's DWARF says, and the addresses are its symbols', in a
-// plain and in a PIE build; a stripped PIE build reads the same offsets.
+// plain and in a PIE build, for amd64 and arm64 (the code read differs:
+// grpccode.go); a stripped PIE build reads the same offsets.
 func TestGRPCLayoutMatchesDWARF(t *testing.T) {
+	for _, goarch := range []string{"amd64", "arm64"} {
+		t.Run(goarch, func(t *testing.T) { checkGRPCLayout(t, goarch) })
+	}
+}
+
+func checkGRPCLayout(t *testing.T, goarch string) {
 	var offsets []GRPCLayout
 	for _, flags := range [][]string{nil, {"-buildmode=pie"}} {
-		bin := buildGRPCTarget(t, flags...)
-		_, l, f := findGRPC(t, bin)
+		bin := buildGRPCTarget(t, goarch, flags...)
+		_, l, f := findGRPC(t, bin, goarch)
 		m := memberOffsets(t, bin, "google.golang.org/grpc/internal/transport.ServerStream", "google.golang.org/grpc/internal/transport.Stream",
 			"google.golang.org/grpc/internal/status.Status", "google.golang.org/genproto/googleapis/rpc/status.Status",
 			"google.golang.org/grpc/internal/status.Error", "google.golang.org/grpc.ClientConn",
@@ -103,7 +115,7 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 		}
 		offsets = append(offsets, l)
 	}
-	_, l, _ := findGRPC(t, buildGRPCTarget(t, "-ldflags=-s -w", "-buildmode=pie"))
+	_, l, _ := findGRPC(t, buildGRPCTarget(t, goarch, "-ldflags=-s -w", "-buildmode=pie"), goarch)
 	want := offsets[1]
 	want.ErrorItab, want.EOF = l.ErrorItab, l.EOF
 	if l != want || l.ErrorItab == 0 || l.EOF == 0 {
@@ -116,7 +128,13 @@ func TestGRPCLayoutMatchesDWARF(t *testing.T) {
 // so instead of reading an offset from it; the probes that need it are
 // off, the others are found.
 func TestGRPCUnknownCodeFailsClosed(t *testing.T) {
-	f, funcs := funcsOf(t, buildGRPCTarget(t))
+	for _, goarch := range []string{"amd64", "arm64"} {
+		t.Run(goarch, func(t *testing.T) { checkGRPCFailsClosed(t, goarch) })
+	}
+}
+
+func checkGRPCFailsClosed(t *testing.T, goarch string) {
+	f, funcs := funcsOf(t, buildGRPCTarget(t, goarch), goarch)
 	other := func(swap string) FuncLookup {
 		return func(name string) (uint64, uint64, bool) {
 			if name == swap {
