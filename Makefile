@@ -72,8 +72,9 @@ HOOKS_debian-5.10 := auto,kprobe,tracepoint
 # memory only, and diagnose runs the same tracer the VM tests. So do the
 # runtime-health tests (gc events, the goroutine scan, fd_pressure,
 # no_deadline: /proc and memory reads, no hook), whose targets are built
-# at run time, some with other toolchains.
-VM_SKIP := ^(TestHTTP(Requests|Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
+# at run time, some with other toolchains. TestGRPCRequests runs: its
+# targets are in the payload.
+VM_SKIP := ^(TestHTTP(Requests|Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC(Prometheus|OlderVersion)|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
 # Each gonetscope start takes 15-30 s under emulation, so to keep CI within
 # its time, 6.1 (amd64) runs the whole suite and the other kernels a named
 # subset: the exact attribution of connects, accepts and netpoll waits on
@@ -81,9 +82,12 @@ VM_SKIP := ^(TestHTTP(Requests|Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Dow
 # overflow drop hook, stacks, bad input, and which syscall tracepoints
 # are held (on the sock path with fentry, which this host lacks: 6.1 and
 # 6.12; 5.10, on the syscall path, skips it). VM_FULL=1 runs everything everywhere.
-VM_SUBSET := ^(TestTrace|TestAutoHooks|TestTraceFromContainer|TestStacks|TestListenOverflowFinalACK|TestBadInput|TestRefusesWithoutHostPID|TestNsInit|TestSyscallTracepoints|TestSyscallTracepointsFollowTargets)$$
+VM_SUBSET := TestTrace|TestAutoHooks|TestTraceFromContainer|TestStacks|TestListenOverflowFinalACK|TestBadInput|TestRefusesWithoutHostPID|TestNsInit|TestSyscallTracepoints|TestSyscallTracepointsFollowTargets
+# arm64 also runs gRPC tracing, whose layouts are read from arm64 code
+# there (pkg/goruntime grpccode.go).
+VM_SUBSET_debian-6.1-arm64 := |TestGRPCRequests
 VM_FULL ?=
-vm_run = $(if $(or $(VM_FULL),$(filter debian-6.1,$(1))),,-test.run '$(VM_SUBSET)')
+vm_run = $(if $(or $(VM_FULL),$(filter debian-6.1,$(1))),,-test.run '^($(VM_SUBSET)$(VM_SUBSET_$(1)))$$')
 
 test-kernels: $(addprefix test-kernel-,$(KERNELS))
 
@@ -100,6 +104,9 @@ kernel-payload-%:
 	rm -rf .cache/kernels/fhserver-$* && cp -r cmd/gonetscope/testdata/fhserver .cache/kernels/fhserver-$*
 	cd .cache/kernels/fhserver-$* && $(GO) get github.com/valyala/fasthttp@v1.78.0 && \
 		CGO_ENABLED=0 GOARCH=$* $(GO) build -o ../payload-$*/fhserver .
+	cd cmd/gonetscope/testdata/grpc && export GOWORK=off CGO_ENABLED=0 GOARCH=$* && \
+		$(GO) build -o $(CURDIR)/.cache/kernels/payload-$*/grpctarget . && \
+		$(GO) build -ldflags='-s -w' -o $(CURDIR)/.cache/kernels/payload-$*/grpctarget-stripped .
 
 arch_of = $(if $(filter %-arm64,$(1)),arm64,amd64)
 
@@ -109,6 +116,7 @@ test-kernel-%: kernel-payload-$$(call arch_of,$$*)
 	scripts/kernels/run.sh --kernel $* $(KERNEL_ARGS) --timeout 2400 .cache/kernels/payload-$(call arch_of,$*) -- \
 		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget GONETSCOPE_HTTPTARGET=/payload/httptarget \
 		GONETSCOPE_LISTENTARGET=/payload/listentarget GONETSCOPE_FASTHTTP=/payload/fhserver GONETSCOPE_TEST_NO_NETNS=1 \
+		GONETSCOPE_GRPCTARGET=/payload/grpctarget GONETSCOPE_GRPCTARGET_STRIPPED=/payload/grpctarget-stripped GONETSCOPE_PROMTOOL=none \
 		GONETSCOPE_TEST_AUTO_HOOKS='$(AUTO_HOOKS_$*)' GONETSCOPE_ACKOVERFLOW=/payload/ackoverflow \
 		GONETSCOPE_TEST_HOOKS=$(or $(HOOKS_$*),$(HOOKS_ALL)) GONETSCOPE_TEST_DELAY=200ms GONETSCOPE_TEST_TIMING=causal GONETSCOPE_TEST_READY_TIMEOUT=240s \
 		./gonetscope.test -test.v -test.count=1 -test.skip '$(VM_SKIP)' $(call vm_run,$*)

@@ -231,6 +231,12 @@ func metricFamilies(t *testing.T, what string, body []byte) map[string]*dto.Metr
 // promtoolCheck wants promtool to find nothing wrong in an exposition.
 func promtoolCheck(t *testing.T, body []byte) {
 	t.Helper()
+	// The arm64 VM of make test-kernels has no promtool for its
+	// architecture; the same exposition code is linted by make test.
+	if os.Getenv("GONETSCOPE_PROMTOOL") == "none" {
+		t.Log("promtool check metrics: skipped (GONETSCOPE_PROMTOOL=none)")
+		return
+	}
 	check := exec.Command(promtool(t), "check", "metrics")
 	check.Stdin = bytes.NewReader(body)
 	if out, err := check.CombinedOutput(); err != nil {
