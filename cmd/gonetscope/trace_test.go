@@ -12,6 +12,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -1062,6 +1063,33 @@ func TestBadInput(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDaemonSocketNotASocket: a --socket path that holds something other
+// than a socket (a file here; /dev/null, say, elsewhere) is refused with
+// one line and left as it was: only a stale socket is replaced.
+func TestDaemonSocketNotASocket(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "notes")
+	const content = "not a socket\n"
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, gonetscopeBin, "daemon", "--socket", path)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if _, ok := err.(*exec.ExitError); !ok || ctx.Err() != nil {
+		t.Fatalf("want a non-zero exit, got %v (context: %v)", err, ctx.Err())
+	}
+	lines := strings.Split(strings.TrimSpace(stderr.String()), "\n")
+	if want := "exists and is not a socket"; !strings.Contains(lines[len(lines)-1], want) {
+		t.Errorf("stderr %q, want it to say %q", stderr.String(), want)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != content {
+		t.Errorf("%s after the refused daemon: %q, %v; want it as it was", path, b, err)
 	}
 }
 

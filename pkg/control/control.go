@@ -71,13 +71,19 @@ type Server struct {
 }
 
 // Listen creates the socket at path with mode 0600. An existing socket
-// file is replaced only if no daemon answers on it.
+// file is replaced only if no daemon answers on it; anything else at
+// path (a file, a device such as /dev/null) is left alone, and an error.
 func Listen(path string, h Handler) (*Server, error) {
 	if c, err := net.Dial("unix", path); err == nil {
 		c.Close()
 		return nil, fmt.Errorf("a daemon already listens on %s: stop it or use --socket", path)
 	}
-	os.Remove(path)          // a stale socket of a daemon that died
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != os.ModeSocket {
+			return nil, fmt.Errorf("--socket %s: exists and is not a socket (%v): give a path that does not exist", path, st.Mode().Type())
+		}
+		os.Remove(path) // a stale socket of a daemon that died
+	}
 	old := unix.Umask(0o177) // no window in which the socket is open to others
 	ln, err := net.Listen("unix", path)
 	unix.Umask(old)
