@@ -74,6 +74,57 @@ func CallsAndReturns(f *elf.File, funcs FuncLookup, caller string, callees ...st
 	return calls, returns, nil
 }
 
+// CallsAndExits is CallsAndReturns for a callee that caller alone calls,
+// with one more way out on arm64: where no instruction after a call sees
+// that call's return alone (the one right after it is where another
+// branch joins: Go 1.26's (*Transport).roundTrip calls
+// (*persistConn).roundTrip in one arm of an if, and the other arm's call
+// jumps to the instruction after it), the returns are the callee's own
+// RETs. The arm64 kernel simulates RET (simulate_br_blr_ret), and the
+// result registers hold what the callee returns there as after the call;
+// a probe there fires for every caller, hence the one-caller condition.
+// amd64 single-steps RET: no such way out there.
+func CallsAndExits(f *elf.File, funcs FuncLookup, caller string, callees ...string) (calls, returns []Site, err error) {
+	calls, returns, err = CallsAndReturns(f, funcs, caller, callees...)
+	if err == nil || f.Machine != elf.EM_AARCH64 {
+		return calls, returns, err
+	}
+	for _, callee := range callees {
+		c, cerr := CallSites(f, funcs, caller, callee)
+		if cerr != nil {
+			continue
+		}
+		rets, rerr := ReturnSites(f, funcs, callee)
+		if rerr != nil {
+			return nil, nil, fmt.Errorf("%w; %w", err, rerr)
+		}
+		return c, rets, nil
+	}
+	return nil, nil, err
+}
+
+// ReturnSites lists fn's RET instructions (arm64 code only; see
+// CallsAndExits).
+func ReturnSites(f *elf.File, funcs FuncLookup, fn string) ([]Site, error) {
+	if f.Machine != elf.EM_AARCH64 {
+		return nil, fmt.Errorf("%s: a probe on RET is single-stepped on %v", fn, f.Machine)
+	}
+	insts, err := decodeFunc(f, funcs, fn)
+	if err != nil {
+		return nil, err
+	}
+	var rets []Site
+	for _, in := range insts {
+		if strings.HasPrefix(in.site.Inst, "RET") {
+			rets = append(rets, in.site)
+		}
+	}
+	if len(rets) == 0 {
+		return nil, fmt.Errorf("%s: no RET", fn)
+	}
+	return rets, nil
+}
+
 // ResumeSites finds, for each call in calls (in caller), where a uprobe
 // fires once the goroutine runs again after the call returned: the first
 // instruction after it that the kernel emulates (a NOP, a conditional or
@@ -238,6 +289,15 @@ func decodeFunc(f *elf.File, funcs FuncLookup, fn string) ([]decoded, error) {
 				}
 			case arm64asm.CMP, arm64asm.CMN, arm64asm.TST:
 				d.class = classNeutral
+			case arm64asm.STR, arm64asm.STRB, arm64asm.STRH, arm64asm.STP, arm64asm.STUR, arm64asm.STURB, arm64asm.STURH:
+				// A store with plain offset addressing writes memory
+				// only (as amd64's MOVs to memory); a pre- or
+				// post-indexed one also writes its base register.
+				for _, a := range inst.Args {
+					if m, ok := a.(arm64asm.MemImmediate); ok && m.Mode == arm64asm.AddrOffset {
+						d.class = classNeutral
+					}
+				}
 			}
 			out = append(out, d)
 		}

@@ -245,7 +245,9 @@ func FindProbes(f *elf.File, funcs goruntime.FuncLookup) (Probes, error) {
 	if p.H2ClientWhyNot = h2.clientWhyNot; p.H2ClientWhyNot == nil {
 		p.H2ClientStart, p.H2ClientEnd, p.H2ClientWhyNot = goruntime.CallsAndReturns(f, funcs, h2.rtOpt, h2.roundTrips...)
 	}
-	p.ClientStart, p.ClientEnd, p.ClientWhyNot = goruntime.CallsAndReturns(f, funcs, rtFunc, pconnRT)
+	// (*Transport).roundTrip is (*persistConn).roundTrip's one caller:
+	// on arm64 its round trips may end at that function's RETs.
+	p.ClientStart, p.ClientEnd, p.ClientWhyNot = goruntime.CallsAndExits(f, funcs, rtFunc, pconnRT)
 	return p, nil
 }
 
