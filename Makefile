@@ -72,9 +72,10 @@ HOOKS_debian-5.10 := auto,kprobe,tracepoint
 # memory only, and diagnose runs the same tracer the VM tests. So do the
 # runtime-health tests (gc events, the goroutine scan, fd_pressure,
 # no_deadline: /proc and memory reads, no hook), whose targets are built
-# at run time, some with other toolchains. TestGRPCRequests runs: its
-# targets are in the payload.
-VM_SKIP := ^(TestHTTP(Requests|Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC(Prometheus|OlderVersion)|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
+# at run time, some with other toolchains. TestGRPCRequests and
+# TestHTTPRequests run: their targets are in the payload (the latter's
+# builds with other toolchains are left to make test).
+VM_SKIP := ^(TestHTTP(Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC(Prometheus|OlderVersion)|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
 # Each gonetscope start takes 15-30 s under emulation, so to keep CI within
 # its time, 6.1 (amd64) runs the whole suite and the other kernels a named
 # subset: the exact attribution of connects, accepts and netpoll waits on
@@ -83,9 +84,10 @@ VM_SKIP := ^(TestHTTP(Requests|Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Dow
 # are held (on the sock path with fentry, which this host lacks: 6.1 and
 # 6.12; 5.10, on the syscall path, skips it). VM_FULL=1 runs everything everywhere.
 VM_SUBSET := TestTrace|TestAutoHooks|TestTraceFromContainer|TestStacks|TestListenOverflowFinalACK|TestBadInput|TestRefusesWithoutHostPID|TestNsInit|TestSyscallTracepoints|TestSyscallTracepointsFollowTargets
-# arm64 also runs gRPC tracing, whose layouts are read from arm64 code
-# there (pkg/goruntime grpccode.go).
-VM_SUBSET_debian-6.1-arm64 := |TestGRPCRequests
+# arm64 also runs request tracing: gRPC's layouts are read from arm64
+# code there (pkg/goruntime grpccode.go), and the net/http client's round
+# trips end at RETs (goruntime.CallsAndExits).
+VM_SUBSET_debian-6.1-arm64 := |TestGRPCRequests|TestHTTPRequests
 VM_FULL ?=
 vm_run = $(if $(or $(VM_FULL),$(filter debian-6.1,$(1))),,-test.run '^($(VM_SUBSET)$(VM_SUBSET_$(1)))$$')
 
