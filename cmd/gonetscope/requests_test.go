@@ -1008,6 +1008,22 @@ func startPrometheus(t *testing.T, maddr string) (query func(q string) (float64,
 func TestHTTPSchedStarved(t *testing.T) {
 	const delay = 100 * time.Millisecond
 	ds := slowDownstream(t, delay, nil)
+	// Starved is likely, not certain: the runtime takes from the global
+	// run queue first on every 61st schedule, and a reader found there is
+	// run at the next preemption, however soon. Once in ~30 runs (seen in
+	// CI) neither of the downstream's waits was starved; the run is then
+	// not the case under test, so it is made again, up to three times.
+	for try := 1; ; try++ {
+		if testHTTPSchedStarved(t, ds, try == 3) || try == 3 {
+			return
+		}
+		t.Logf("try %d: not starved; again", try)
+	}
+}
+
+// testHTTPSchedStarved is one run of TestHTTPSchedStarved; false when the
+// downstream's waits were not starved and last is false.
+func testHTTPSchedStarved(t *testing.T, ds *net.TCPAddr, last bool) bool {
 	_, req, evs := traceOneRequest(t, []string{"-downstream", "http://" + ds.String() + "/", "-burn", "2"},
 		[]string{"GOMAXPROCS=1"}, []string{"--min-wait", "0", "--waits", "all"}, "/items/1?downstream=1")
 	var conn *breakdownConn
@@ -1050,8 +1066,12 @@ func TestHTTPSchedStarved(t *testing.T) {
 	// Two spinning goroutines on one P: the reader waits for a
 	// preemption (10ms slices); unstarved, this is tens of µs.
 	if conn.SchedDelayNs < int64(time.Millisecond) {
+		if !last {
+			return false
+		}
 		t.Errorf("downstream sched_delay %v: the target is starved, want at least 1ms", time.Duration(conn.SchedDelayNs))
 	}
+	return true
 }
 
 // TestHTTPFanout: a handler that calls an HTTPS downstream (HTTP/1.1)
