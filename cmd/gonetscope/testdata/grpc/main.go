@@ -25,7 +25,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -74,6 +76,21 @@ type reply struct {
 	FanoutGoid int64 `json:"fanout_goid"`
 	FD         int   `json:"fd"`
 	HandlerNs  int64 `json:"handler_ns"`
+	// Retrans: the retransmissions the kernel had counted on the
+	// connection when the handler returned (TCP_INFO), or -1.
+	Retrans int64 `json:"retrans"`
+}
+
+// retrans is the kernel's count of retransmissions on TCP connection fd
+// (tcpi_total_retrans), or -1.
+func retrans(fd int) int64 {
+	var info syscall.TCPInfo
+	n := uint32(unsafe.Sizeof(info))
+	if _, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_INFO,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&n)), 0); e != 0 {
+		return -1
+	}
+	return int64(info.Total_retrans)
 }
 
 type echoServer interface {
@@ -101,8 +118,10 @@ func (s *server) Call(ctx context.Context, r *request) (*reply, error) {
 		rep.FD = s.fds.fdOf(p.Addr.String())
 	}
 	defer func() {
+		rep.Retrans = retrans(rep.FD)
 		grpc.SetTrailer(ctx, metadata.Pairs("goid", strconv.FormatInt(rep.Goid, 10), "fd", strconv.Itoa(rep.FD),
-			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10), "fanout-goid", strconv.FormatInt(rep.FanoutGoid, 10)))
+			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10), "fanout-goid", strconv.FormatInt(rep.FanoutGoid, 10),
+			"retrans", strconv.FormatInt(rep.Retrans, 10)))
 	}()
 	if r.Hold {
 		<-released
@@ -279,5 +298,5 @@ func call(cc *grpc.ClientConn, r request, local string) {
 	}
 	say(map[string]any{"op": "called", "id": r.ID, "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
 		"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns"),
-		"fanout_goid": said("fanout-goid")})
+		"fanout_goid": said("fanout-goid"), "server_retrans": said("retrans")})
 }

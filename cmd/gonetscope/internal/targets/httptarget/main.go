@@ -1,8 +1,10 @@
 // httptarget is a net/http server for the request-tracing tests: a
 // ServeMux with patterns, one handler that calls a downstream HTTP server
 // (the test's, deliberately slow). Every response says which goroutine
-// served it and on which fd, in the headers X-Goid and X-Fd, so the test
-// can check what gonetscope reports against what the target knows.
+// served it and on which fd, in the headers X-Goid and X-Fd, and the
+// retransmissions the kernel had counted on that connection as the handler
+// ran, in X-Retrans, so the test can check what gonetscope reports against
+// what the target knows.
 //
 // It prints {"op":"listening","addr":"127.0.0.1:PORT"} once it serves.
 //
@@ -47,6 +49,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 )
 
 type fdKey struct{}
@@ -81,10 +84,28 @@ func connFD(c net.Conn) int {
 	return fd
 }
 
-// whoami puts the serving goroutine and the connection's fd in the headers.
+// whoami puts the serving goroutine, the connection's fd and its
+// retransmissions so far in the headers.
 func whoami(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Goid", fmt.Sprint(goid()))
-	w.Header().Set("X-Fd", fmt.Sprint(r.Context().Value(fdKey{})))
+	fd, ok := r.Context().Value(fdKey{}).(int)
+	if !ok {
+		fd = -1
+	}
+	w.Header().Set("X-Fd", fmt.Sprint(fd))
+	w.Header().Set("X-Retrans", fmt.Sprint(retrans(fd)))
+}
+
+// retrans is the kernel's count of retransmissions on TCP connection fd
+// (TCP_INFO's tcpi_total_retrans), or -1.
+func retrans(fd int) int64 {
+	var info syscall.TCPInfo
+	n := uint32(unsafe.Sizeof(info))
+	if _, _, e := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.IPPROTO_TCP, syscall.TCP_INFO,
+		uintptr(unsafe.Pointer(&info)), uintptr(unsafe.Pointer(&n)), 0); e != 0 {
+		return -1
+	}
+	return int64(info.Total_retrans)
 }
 
 // unencryptedHTTP2 makes srv serve HTTP/2 without TLS (h2c.go); nil
