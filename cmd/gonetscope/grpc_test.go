@@ -314,7 +314,7 @@ func checkGRPC(t *testing.T, bin string) {
 		// No retransmission on a quiet host; under qemu at least the
 		// handler's count (as for TestHTTPRequests).
 		if e.SrttUs == nil || *e.SrttUs <= 0 || *e.SrttUs > 1e6 || e.Retrans == nil || *e.Retrans < c.said.ServerRetrans ||
-			c.said.ServerRetrans < 0 || (os.Getenv("GONETSCOPE_TEST_TIMING") != "causal" && *e.Retrans != 0) {
+			c.said.ServerRetrans < 0 || (!causalTiming() && *e.Retrans != 0) {
 			t.Errorf("%s: srtt_us %s, retrans %s (the handler saw %d); want a loopback connection's", name,
 				optInt(e.SrttUs), optInt(e.Retrans), c.said.ServerRetrans)
 		}

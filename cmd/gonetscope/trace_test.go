@@ -842,7 +842,7 @@ func checkReads(t *testing.T, r traceRun, delay time.Duration, network string) {
 		// reference, as long as the Read did wait for the peer.
 		nearDelay := wait >= 0.9*d && wait <= 1.1*d
 		nearMeasured := measured >= 0.5*d && measured-wait <= 0.1*d
-		if os.Getenv("GONETSCOPE_TEST_TIMING") != "causal" && !nearDelay && !nearMeasured {
+		if !causalTiming() && !nearDelay && !nearMeasured {
 			t.Errorf("netpoll_wait wait_ns %d, want within 10%% of the %v delay (or of the target's %d ns)", w.WaitNs, delay, f.WaitNs)
 		}
 		if w.IoWaitNs+w.SchedDelayNs != w.WaitNs || !w.ReadySeen {
@@ -1285,7 +1285,7 @@ func TestStop(t *testing.T) {
 // stopDeadline is how long gonetscope may take to stop: a few seconds, but
 // under qemu's TCG detaching fentry programs alone takes seconds each.
 func stopDeadline() time.Duration {
-	if os.Getenv("GONETSCOPE_TEST_TIMING") == "causal" {
+	if causalTiming() {
 		return time.Minute
 	}
 	return 10 * time.Second
