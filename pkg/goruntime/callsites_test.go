@@ -43,38 +43,29 @@ func objdumpSites(t *testing.T, bin, fn string, re *regexp.Regexp) []uint64 {
 // TestClientRoundTripExits: the sites pkg/requests probes for net/http's
 // client round trips (CallsAndExits of (*Transport).roundTrip and
 // (*persistConn).roundTrip) are those `go tool objdump` shows, in a
-// plain and a stripped build for each arch. On arm64 (Go 1.26) no
-// instruction after the call sees its return alone, so the exits are
-// the callee's RETs: there the test also checks CallsAndExits' premise,
-// that (*Transport).roundTrip is the callee's only caller in the binary.
+// plain and a stripped build for each arch (stripping moves no code, so
+// the plain build, whose symbols objdump needs, is the reference for
+// both). On arm64 (Go 1.26) no instruction after the call sees its
+// return alone, so the exits are the callee's RETs: there the test also
+// checks CallsAndExits' premise, that (*Transport).roundTrip is the
+// callee's only caller in the binary.
 func TestClientRoundTripExits(t *testing.T) {
 	const caller, callee = "net/http.(*Transport).roundTrip", "net/http.(*persistConn).roundTrip"
+	callRE := regexp.MustCompile(`^CALL ` + regexp.QuoteMeta(callee) + `\(SB\)$`)
 	for _, goarch := range []string{"amd64", "arm64"} {
+		ref := buildHTTPGet(t, goarch, "")
+		wantCalls := objdumpSites(t, ref, caller, callRE)
 		for _, ldflags := range []string{"", "-s -w"} {
 			t.Run(goarch+"/"+strings.ReplaceAll(ldflags, " ", ""), func(t *testing.T) {
-				bin := filepath.Join(t.TempDir(), "httpget")
-				cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", bin, "./testdata/httpget")
-				cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOARCH="+goarch)
-				if out, err := cmd.CombinedOutput(); err != nil {
-					t.Fatalf("go build: %v\n%s", err, out)
+				bin := ref
+				if ldflags != "" {
+					bin = buildHTTPGet(t, goarch, ldflags)
 				}
 				f, funcs := funcsOf(t, bin, goarch)
 				calls, returns, err := CallsAndExits(f, funcs, caller, callee)
 				if err != nil {
 					t.Fatal(err)
 				}
-				// objdump names symbols only where the binary has them.
-				ref := bin
-				if ldflags != "" {
-					ref = filepath.Join(t.TempDir(), "httpget-symbols")
-					cmd := exec.Command("go", "build", "-o", ref, "./testdata/httpget")
-					cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOARCH="+goarch)
-					if out, err := cmd.CombinedOutput(); err != nil {
-						t.Fatalf("go build: %v\n%s", err, out)
-					}
-				}
-				callRE := regexp.MustCompile(`^CALL ` + regexp.QuoteMeta(callee) + `\(SB\)$`)
-				wantCalls := objdumpSites(t, ref, caller, callRE)
 				if got := addrs(calls); !slices.Equal(got, wantCalls) {
 					t.Errorf("calls of %s at %#x; objdump says %#x", callee, got, wantCalls)
 				}
@@ -102,6 +93,18 @@ func TestClientRoundTripExits(t *testing.T) {
 			})
 		}
 	}
+}
+
+// buildHTTPGet builds testdata/httpget for goarch with ldflags.
+func buildHTTPGet(t *testing.T, goarch, ldflags string) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "httpget")
+	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", bin, "./testdata/httpget")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOARCH="+goarch)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
 }
 
 func addrs(sites []Site) []uint64 {
