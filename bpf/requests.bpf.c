@@ -135,10 +135,13 @@ struct {
  * (begun before the attach, or a stream the transport refused);
  * [4]: HTTP/1 requests whose end was not seen where requests end at a
  * send: the handler sent its whole response itself, and the connection
- * closed with no read after (serve_conn, serve_recv). */
+ * closed with no read after (serve_conn, serve_recv);
+ * [5]: HTTP/1 connections served_conns had no room for;
+ * [6]: gRPC client calls and streams whose end was seen but not their
+ * start (begun before the attach). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 6);
+	__uint(max_entries, 7);
 	__type(key, __u32);
 	__type(value, __u64);
 } req_counts SEC(".maps");
@@ -150,6 +153,7 @@ enum req_count {
 	REQ_COUNT_GRPC_NO_START = 3,
 	REQ_COUNT_END_UNSEEN = 4,
 	REQ_COUNT_CONN_UNNOTED = 5, /* connections, not requests: served_conns was full */
+	REQ_COUNT_GRPC_CLIENT_NO_START = 6,
 };
 
 static __always_inline void req_count(__u32 i)
@@ -1346,11 +1350,24 @@ int client_end(struct pt_regs *ctx)
  *   grpc_server_end: (*http2Server).writeStatus(t, stream, st): its
  *                 status is written, on that goroutine: the call ended;
  *                 t's conn is the connection.
- *   grpc_client_start: grpc.invoke(ctx, method, req, reply, cc, ...): a
- *                 unary call starts.
- *   grpc_client_end: (*clientStream).finish(cs, err): its stream ends,
- *                 on the calling goroutine, err nil or io.EOF when it
- *                 went well, else (as grpc makes them) a status error.
+ *   grpc_client_start: grpc.newClientStream(ctx, desc, cc, method, ...):
+ *                 a client call starts, unary (grpc.invoke calls it) or
+ *                 a stream; noted by its goroutine until
+ *   grpc_client_bind: (*clientStream).newAttemptLocked(cs, ...): its
+ *                 first attempt, on the same goroutine before
+ *                 newClientStream returns: from here the call is known
+ *                 by its clientStream (grpc_client_streams), because a
+ *                 stream can end on any goroutine and one goroutine can
+ *                 hold many streams open.
+ *   grpc_client_end: (*clientStream).finish(cs, err): the call ends, on
+ *                 whichever goroutine saw it end (a stream's reader, or
+ *                 the one grpc starts to watch its context), err nil or
+ *                 io.EOF when it went well, else (as grpc makes them) a
+ *                 status error. grpc calls it more than once for a
+ *                 stream (its context watcher does after the end):
+ *                 only the first counts.
+ * A call that fails before its stream is made (grpc waits for name
+ * resolution in newClientStream) has no clientStream and is not seen.
  */
 
 struct grpc_layout {
@@ -1414,19 +1431,41 @@ struct {
 	__type(value, struct grpc_server_state);
 } grpc_server_active SEC(".maps");
 
-/* A unary client call in flight, by its goroutine. */
+/* A client call in flight: begun by the goroutine goid (whose parent
+ * is parent), not yet ended. */
 struct grpc_client_state {
 	__u64 t_start; /* 0: none (the entry is reused) */
 	struct gostring method;
 	__u64 cc; /* its *ClientConn */
+	__u64 goid;
+	__u64 parent; /* goid's runtime.g.parentGoid; 0 unknown */
 };
 
+/* Calls begun and not yet bound to their clientStream, by goroutine
+ * (grpc_client_start to grpc_client_bind). */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 8192);
 	__type(key, struct req_key);
 	__type(value, struct grpc_client_state);
 } grpc_client_active SEC(".maps");
+
+struct grpc_stream_key {
+	__u32 pid;
+	__u32 _pad;
+	__u64 cs; /* the *clientStream */
+};
+
+/* Calls by their clientStream (grpc_client_bind to grpc_client_end). An
+ * ended one stays, t_start 0, so the finish grpc calls again is known as
+ * such (and not counted as a call begun before the attach) until the LRU
+ * takes it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct grpc_stream_key);
+	__type(value, struct grpc_client_state);
+} grpc_client_streams SEC(".maps");
 
 struct grpc_request_event {
 	struct event_header hdr;
@@ -1594,10 +1633,38 @@ int grpc_client_start(struct pt_regs *ctx)
 		return 0;
 	struct grpc_client_state c = {
 		.t_start = bpf_ktime_get_boot_ns(),
-		.method = {.ptr = GO_REG_ARG(ctx, 2), .len = (__s64)GO_REG_ARG(ctx, 3)},
-		.cc = GO_REG_ARG(ctx, 8),
+		.method = {.ptr = GO_REG_ARG(ctx, 4), .len = (__s64)GO_REG_ARG(ctx, 5)},
+		.cc = GO_REG_ARG(ctx, 3),
+		.goid = k.goid,
 	};
+	/* Whose request a call of a goroutine the serving one started
+	 * counts for (grpc_call_made): read while it runs. */
+	if (l->g_parent_goid)
+		bpf_probe_read_user(&c.parent, sizeof(c.parent), (void *)(GO_REG_G(ctx) + l->g_parent_goid));
 	put_in_place(&grpc_client_active, &k, &c);
+	return 0;
+}
+
+SEC("uprobe")
+int grpc_client_bind(struct pt_regs *ctx)
+{
+	struct req_key k = {};
+	struct grpc_layout *l = grpc_caller(ctx, &k);
+	if (!l)
+		return 0;
+	/* Only a first attempt has a call begun on its goroutine: a retry
+	 * (on whichever goroutine sends or receives) does not. */
+	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_active, &k);
+	if (!cp || !cp->t_start)
+		return 0;
+	struct grpc_stream_key sk = {.pid = k.pid, .cs = GO_REG_ARG(ctx, 0)};
+	struct grpc_client_state *sp = bpf_map_lookup_elem(&grpc_client_streams, &sk);
+	/* A stream in flight keeps its start (a begun call left unbound by
+	 * a newClientStream that failed early does not take it over). */
+	if (sp && sp->t_start)
+		return 0;
+	put_in_place(&grpc_client_streams, &sk, cp);
+	cp->t_start = 0;
 	return 0;
 }
 
@@ -1628,18 +1695,17 @@ static __always_inline struct grpc_calls *grpc_calls_of(const struct req_key *ow
 	return &h->calls;
 }
 
-/* A client call of goroutine k, begun at t_start, took dur: it counts
- * for the request (gRPC or HTTP) that goroutine serves, or else the one
- * its parent serves (a handler that fans out, one generation). */
-static __always_inline void grpc_call_made(struct pt_regs *ctx, const struct grpc_layout *l, const struct req_key *k,
-					   __u64 t_start, __u64 dur, const struct grpc_hist_key *hk)
+/* Client call cs, which took dur: it counts for the request (gRPC or
+ * HTTP) that the goroutine which began it serves, or else the one its
+ * parent serves (a handler that fans out, one generation). */
+static __always_inline void grpc_call_made(__u32 pid, const struct grpc_client_state *cs, __u64 dur,
+					   const struct grpc_hist_key *hk)
 {
-	struct req_key owner = *k;
-	struct grpc_calls *c = grpc_calls_of(&owner, t_start);
-	if (!c && l->g_parent_goid) {
-		__u64 g = GO_REG_G(ctx);
-		if (!bpf_probe_read_user(&owner.goid, sizeof(owner.goid), (void *)(g + l->g_parent_goid)) && owner.goid)
-			c = grpc_calls_of(&owner, t_start);
+	struct req_key owner = {.pid = pid, .goid = cs->goid};
+	struct grpc_calls *c = grpc_calls_of(&owner, cs->t_start);
+	if (!c && cs->parent) {
+		owner.goid = cs->parent;
+		c = grpc_calls_of(&owner, cs->t_start);
 	}
 	if (!c)
 		return;
@@ -1655,14 +1721,20 @@ static __always_inline void grpc_call_made(struct pt_regs *ctx, const struct grp
 SEC("uprobe")
 int grpc_client_end(struct pt_regs *ctx)
 {
-	struct req_key k = {};
-	struct grpc_layout *l = grpc_caller(ctx, &k);
+	/* The PID filter first; no goroutine is read: the call's is the one
+	 * that began it. */
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	struct grpc_layout *l = bpf_map_lookup_elem(&grpc_layouts, &pid);
 	if (!l)
 		return 0;
-	/* Streams other than unary calls end here too, on goroutines with
-	 * no call in flight: not counted. */
-	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_active, &k);
-	if (!cp || !cp->t_start)
+	struct grpc_stream_key sk = {.pid = pid, .cs = GO_REG_ARG(ctx, 0)};
+	struct grpc_client_state *cp = bpf_map_lookup_elem(&grpc_client_streams, &sk);
+	if (!cp) {
+		req_count(REQ_COUNT_GRPC_CLIENT_NO_START);
+		return 0;
+	}
+	/* Ended already: grpc's own second finish. */
+	if (!cp->t_start)
 		return 0;
 	struct grpc_client_state c = *cp;
 	cp->t_start = 0;
@@ -1677,7 +1749,7 @@ int grpc_client_end(struct pt_regs *ctx)
 		/* Not io.EOF, and not a status: grpc's status.Code says Unknown. */
 		code = 2;
 	}
-	struct grpc_hist_key hk = {.pid = k.pid, .code = (__u16)code, .client = 1};
+	struct grpc_hist_key hk = {.pid = pid, .code = (__u16)code, .client = 1};
 	if (code < 0)
 		hk.flags |= GRPC_NO_CODE;
 	long n = copy_gostring(hk.method, sizeof(hk.method), &c.method);
@@ -1686,14 +1758,14 @@ int grpc_client_end(struct pt_regs *ctx)
 	if (l->cc_target && c.cc && read_gostring(hk.target, sizeof(hk.target), c.cc + l->cc_target) >= GRPC_TARGET_LEN)
 		hk.flags |= GRPC_TRUNCATED;
 	grpc_hist_add(&hk, dur);
-	grpc_call_made(ctx, l, &k, c.t_start, dur, &hk);
+	grpc_call_made(pid, &c, dur, &hk);
 	if (dur < l->slow_ns)
 		return 0;
 	struct grpc_client_request_event *e = reserve_event(struct grpc_client_request_event, (enum event_type)EVENT_GRPC_CLIENT_REQUEST);
 	if (!e)
 		return 0;
 	fill_header(&e->hdr, (enum event_type)EVENT_GRPC_CLIENT_REQUEST, bpf_get_current_pid_tgid());
-	e->hdr.goid = k.goid;
+	e->hdr.goid = c.goid;
 	e->hdr.goid_ok = 1;
 	e->duration_ns = dur;
 	e->code = code;

@@ -77,7 +77,14 @@ type grpcCall struct {
 	ID         int  `json:"id"`
 	Background bool `json:"background,omitempty"`
 	Hold       bool `json:"hold,omitempty"`
-	said       struct {
+	// Stream: a server-streaming call of Watch instead, of this many
+	// replies SleepMs apart; CancelAfter: the caller cancels it after
+	// that many; Readers: the caller opens this many, the j-th's replies
+	// (j+1)*SleepMs apart, and a goroutine of its own reads each.
+	Stream      int `json:"stream,omitempty"`
+	CancelAfter int `json:"cancel_after,omitempty"`
+	Readers     int `json:"readers,omitempty"`
+	said        struct {
 		Method     string `json:"method"`
 		Code       int    `json:"code"`
 		ClientNs   int64  `json:"client_ns"`
@@ -90,15 +97,23 @@ type grpcCall struct {
 		// ServerRetrans: the connection's retransmissions as the
 		// handler returned.
 		ServerRetrans int64 `json:"server_retrans"`
+		// ReaderGoid: the goroutine that read a stream to its end
+		// (ClientGoid opened it).
+		ReaderGoid int64 `json:"reader_goid"`
 	}
 }
 
 const grpcMethod = "/gonetscope.test.Echo/Call"
 
+// grpcWatch is the server-streaming method.
+const grpcWatch = "/gonetscope.test.Echo/Watch"
+
 // TestGRPCRequests: unary calls, fast and slow, OK and not, one whose
 // handler calls a slow downstream (itself, through a second
 // ClientConn), and one begun before the attach that ends after it (in no
-// histogram, counted as grpc_no_start); the target built with DWARF, and
+// histogram, counted as grpc_no_start and grpc_client_no_start); server
+// streams read by the goroutine that opened them, by others, and
+// cancelled (checkGRPCStreams); the target built with DWARF, and
 // stripped PIE (the layouts are read from grpc's code either way).
 // Where the machine has no Go toolchain (the arm64 VM of make
 // test-kernels), GONETSCOPE_GRPCTARGET and GONETSCOPE_GRPCTARGET_STRIPPED
@@ -206,6 +221,41 @@ func checkGRPC(t *testing.T, bin string) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("GET /call: %s, X-Goid %q", resp.Status, resp.Header.Get("X-Goid"))
 	}
+	// Streams: read to the end by the goroutine that opened it; one the
+	// caller cancels (grpc's own goroutine may end it); two open at once
+	// on one goroutine, each read by another (their start is known by
+	// the stream, not by the goroutine). Each line the target says is
+	// one stream.
+	var streams []*grpcCall
+	for i, c := range []*grpcCall{{Stream: 3, SleepMs: 60}, {Stream: 5, SleepMs: 120, CancelAfter: 1}, {Stream: 2, SleepMs: 80, Readers: 2}} {
+		c.ID = 100 + i
+		send(c)
+		ids := []int{c.ID}
+		if c.Readers > 0 {
+			ids = nil
+			for j := range c.Readers {
+				ids = append(ids, c.ID*10+j)
+			}
+		}
+		for j, id := range ids {
+			s := *c
+			if c.Readers > 0 {
+				s.SleepMs = (j + 1) * c.SleepMs
+			}
+			raw, _ := json.Marshal(saidOf(id))
+			if err := json.Unmarshal(raw, &s.said); err != nil {
+				t.Fatal(err)
+			}
+			want := 0
+			if c.CancelAfter > 0 {
+				want = 1 // codes.Canceled
+			}
+			if s.said.Code != want || s.said.Method != grpcWatch {
+				t.Fatalf("the target's stream %+v ended with code %d (method %s)", s, s.said.Code, s.said.Method)
+			}
+			streams = append(streams, &s)
+		}
+	}
 	// What is slow by the target's own measure: the server calls by
 	// their handler's time (plus the downstream call each made), the
 	// client calls by the caller's. A client call is slow for sure where
@@ -228,19 +278,31 @@ func checkGRPC(t *testing.T, bin string) {
 			maybeClient++
 		}
 	}
-	var evs []grpcEvent
+	// The unary calls' events, and the streams' (every stream is slow).
+	var evs, watches []grpcEvent
+	read := func() {
+		evs, watches = nil, nil
+		for _, e := range eventsIn[grpcEvent](t, out) {
+			if e.Event != "http_request" && e.Method == "Watch" {
+				watches = append(watches, e)
+			} else {
+				evs = append(evs, e)
+			}
+		}
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		evs = eventsIn[grpcEvent](t, out)
+		read()
 		if countGRPC(evs, "grpc_request") >= wantServer && countGRPC(evs, "grpc_client_request") >= wantClient &&
-			countGRPC(evs, "http_request") >= 1 || time.Now().After(deadline) {
+			countGRPC(evs, "http_request") >= 1 && countGRPC(watches, "grpc_client_request") >= len(streams) || time.Now().After(deadline) {
 			break
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	checkGRPCMetrics(t, maddr, append(calls, &grpcCall{}), dialTarget, 1)
+	checkGRPCMetrics(t, maddr, append(append(calls, &grpcCall{}), streams...), dialTarget, 1)
 	stopGonetscope(t, cmd, done, errOut, syscall.SIGINT, 10*time.Second)
-	evs = eventsIn[grpcEvent](t, out)
+	read()
+	checkGRPCStreams(t, streams, watches, dialTarget)
 
 	for _, e := range evs {
 		if e.Event == "attached" {
@@ -368,6 +430,53 @@ func checkGRPC(t *testing.T, bin string) {
 	}
 }
 
+// checkGRPCStreams: each stream is one grpc_client_request on the
+// goroutine that opened it, whichever goroutine ended it, with its code,
+// lasting between what its server's handler measured (or, for the one
+// cancelled, the replies it waited for) and what its caller measured;
+// and each one not cancelled a grpc_request on its handler's goroutine.
+func checkGRPCStreams(t *testing.T, streams []*grpcCall, watches []grpcEvent, dialTarget string) {
+	t.Helper()
+	if n := countGRPC(watches, "grpc_client_request"); n != len(streams) {
+		t.Errorf("%d grpc_client_request events of Watch, want %d (one per stream)", n, len(streams))
+	}
+	if n := countGRPC(watches, "grpc_request"); n != len(streams) {
+		t.Errorf("%d grpc_request events of Watch, want %d (one per stream)", n, len(streams))
+	}
+	for _, c := range streams {
+		name := fmt.Sprintf("stream %+v (code %d, handler %v, caller %v, opened on goroutine %d, read on %d)", *c, c.said.Code,
+			time.Duration(c.said.HandlerNs), time.Duration(c.said.ClientNs), c.said.ClientGoid, c.said.ReaderGoid)
+		least := c.said.HandlerNs
+		if c.CancelAfter > 0 {
+			least = int64(c.CancelAfter*c.SleepMs) * 1e6
+		}
+		var mine []grpcEvent
+		for _, e := range watches {
+			if e.Event == "grpc_client_request" && e.Goid != nil && *e.Goid == c.said.ClientGoid && e.DurationNs >= least && e.DurationNs <= c.said.ClientNs {
+				mine = append(mine, e)
+			}
+		}
+		if len(mine) != 1 {
+			t.Errorf("%s: %d grpc_client_request of Watch on goroutine %d lasting %v to %v; all of Watch: %+v", name, len(mine),
+				c.said.ClientGoid, time.Duration(least), time.Duration(c.said.ClientNs), watches)
+		} else if x := mine[0]; x.Service != "gonetscope.test.Echo" || x.Code == nil || *x.Code != c.said.Code || x.Target != dialTarget {
+			t.Errorf("%s: grpc_client_request %+v, want gonetscope.test.Echo/Watch code %d to %s", name, x, c.said.Code, dialTarget)
+		}
+		if c.CancelAfter > 0 {
+			continue // its trailer, with the handler's goroutine, never came
+		}
+		var srv []grpcEvent
+		for _, e := range watches {
+			if e.Event == "grpc_request" && e.Goid != nil && *e.Goid == c.said.ServerGoid {
+				srv = append(srv, e)
+			}
+		}
+		if len(srv) != 1 || srv[0].Code == nil || *srv[0].Code != 0 || srv[0].DurationNs < c.said.HandlerNs || srv[0].DurationNs > c.said.ClientNs {
+			t.Errorf("%s: grpc_request on goroutine %d: %+v; want one, OK, between the handler's and the caller's time", name, c.said.ServerGoid, srv)
+		}
+	}
+}
+
 func countGRPC(evs []grpcEvent, kind string) int {
 	return len(slices.DeleteFunc(slices.Clone(evs), func(e grpcEvent) bool { return e.Event != kind }))
 }
@@ -385,7 +494,11 @@ func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget s
 	method := strings.TrimPrefix(grpcMethod, "/")
 	want := map[string]uint64{}
 	for _, c := range calls {
-		code := requests.GRPCCodeName(c.Code)
+		code, method := requests.GRPCCodeName(c.Code), method
+		if c.Stream > 0 {
+			// The cancelled stream's handler saw its context end.
+			code, method = requests.GRPCCodeName(c.said.Code), strings.TrimPrefix(grpcWatch, "/")
+		}
 		want["server "+method+" "+code]++
 		want["client "+method+" "+host+" "+port+" "+code]++
 		if c.Downstream != nil {
@@ -417,18 +530,21 @@ func checkGRPCMetrics(t *testing.T, addr string, calls []*grpcCall, dialTarget s
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("gRPC histogram counts %v, made %v", got, want)
 	}
-	var untracked float64 = -1
+	// The calls begun before the attach, at each end.
+	untracked := map[string]float64{}
 	if f := families["gonetscope_http_requests_untracked_total"]; f != nil {
 		for _, m := range f.Metric {
 			for _, lp := range m.Label {
-				if lp.GetName() == "reason" && lp.GetValue() == "grpc_no_start" {
-					untracked = m.Counter.GetValue()
+				if lp.GetName() == "reason" {
+					untracked[lp.GetValue()] = m.Counter.GetValue()
 				}
 			}
 		}
 	}
-	if untracked != noStart {
-		t.Errorf("gonetscope_http_requests_untracked_total{reason=\"grpc_no_start\"} %v, want %v (the calls begun before the attach)", untracked, noStart)
+	for _, reason := range []string{"grpc_no_start", "grpc_client_no_start"} {
+		if n, ok := untracked[reason]; !ok || n != noStart {
+			t.Errorf("gonetscope_http_requests_untracked_total{reason=%q} %v (%v), want %v (the calls begun before the attach)", reason, n, ok, noStart)
+		}
 	}
 }
 

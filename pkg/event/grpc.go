@@ -43,8 +43,8 @@ func (r *GRPCRequest) MarshalZerologObject(e *zerolog.Event) {
 	}
 }
 
-// GRPCClientRequest: a unary gRPC call the target made ended, over
-// --slow-request.
+// GRPCClientRequest: a gRPC call the target made (unary or a stream)
+// ended, over --slow-request; its goroutine is the one that began it.
 type GRPCClientRequest struct {
 	Header
 	Service, Method string

@@ -66,8 +66,8 @@ type Breakdown struct {
 	// are in the sums).
 	Unslotted uint32
 	Conns     []BreakdownConn
-	// GRPCCalls and GRPCNs: the unary gRPC calls the serving goroutine
-	// (or a goroutine it started) made, and their time (in the others:
+	// GRPCCalls and GRPCNs: the gRPC calls (unary and streams) the
+	// serving goroutine (or a goroutine it started) began, and their time (in the others:
 	// the goroutine waits for a gRPC response on a channel, not in the
 	// netpoller); GRPCSlowest the longest of them.
 	GRPCCalls   uint32

@@ -23,11 +23,20 @@ const (
 	// grpc 1.66.
 	GRPCWriteStatus    = "google.golang.org/grpc/internal/transport.(*http2Server).writeStatus"
 	grpcWriteStatusOld = "google.golang.org/grpc/internal/transport.(*http2Server).WriteStatus"
-	// GRPCInvoke makes one unary call: (ctx, method string, req, reply,
-	// cc *ClientConn, opts...); the method in the third and fourth
-	// argument registers, cc in the ninth.
+	// GRPCInvoke makes one unary call (through GRPCNewClientStream):
+	// its presence says the program is a gRPC client.
 	GRPCInvoke = "google.golang.org/grpc.invoke"
-	// GRPCFinish ends a client stream once: (cs, err error).
+	// GRPCNewClientStream begins every client call, unary or a stream,
+	// on the calling goroutine: (ctx, desc, cc *ClientConn, method
+	// string, opts...); cc in the fourth argument register, the method
+	// in the fifth and sixth.
+	GRPCNewClientStream = "google.golang.org/grpc.newClientStream"
+	// GRPCNewAttempt makes an attempt of a call's clientStream (cs,
+	// isTransparent): its first is on the goroutine that began the call,
+	// before GRPCNewClientStream returns.
+	GRPCNewAttempt = "google.golang.org/grpc.(*clientStream).newAttemptLocked"
+	// GRPCFinish ends a client call: (cs, err error); grpc calls it again
+	// for a stream, after its end, and it returns at once.
 	GRPCFinish = "google.golang.org/grpc.(*clientStream).finish"
 
 	grpcServerStreamMethod = "google.golang.org/grpc/internal/transport.(*ServerStream).Method"
@@ -74,8 +83,8 @@ func HasGRPC(funcs FuncLookup) (server, client bool) {
 // conditional jump of a function's stack check (EntryBranch), where the
 // arguments are still in their registers.
 type GRPCProbes struct {
-	ServerStart, ServerEnd Site
-	ClientStart, ClientEnd Site
+	ServerStart, ServerEnd             Site
+	ClientStart, ClientBind, ClientEnd Site
 	// ServerWhyNot and ClientWhyNot say why a side has no sites.
 	ServerWhyNot, ClientWhyNot error
 }
@@ -112,7 +121,10 @@ func FindGRPC(f *elf.File, funcs FuncLookup) (GRPCProbes, GRPCLayout, error) {
 		return nil
 	}()
 	p.ClientWhyNot = func() error {
-		if p.ClientStart, err = EntryBranch(f, funcs, GRPCInvoke); err != nil {
+		if p.ClientStart, err = EntryBranch(f, funcs, GRPCNewClientStream); err != nil {
+			return err
+		}
+		if p.ClientBind, err = EntryBranch(f, funcs, GRPCNewAttempt); err != nil {
 			return err
 		}
 		if p.ClientEnd, err = EntryBranch(f, funcs, GRPCFinish); err != nil {

@@ -41,13 +41,13 @@ var (
 		"Duration of gRPC server calls of the target: handleStream called to the status written (OpenTelemetry rpc.server.call.duration).",
 		append(append([]string{}, base...), "rpc_system_name", "rpc_method", "rpc_response_status_code"), nil)
 	grpcClientDurationDesc = prometheus.NewDesc("rpc_client_call_duration_seconds",
-		"Duration of unary gRPC calls the target made: grpc.invoke called to the client stream finished (OpenTelemetry rpc.client.call.duration).",
+		"Duration of gRPC calls the target made, unary and streaming: grpc's newClientStream called to the client stream finished (OpenTelemetry rpc.client.call.duration).",
 		append(append([]string{}, base...), "rpc_system_name", "rpc_method", "server_address", "server_port", "rpc_response_status_code"), nil)
 	routesOverflowDesc = prometheus.NewDesc("gonetscope_http_routes_overflow_total",
 		"Requests counted under http_route=\"other\" (server_address for clients; rpc_method=\"_OTHER\" for gRPC, kind grpc_server and grpc_client) because the target had more routes than gonetscope keeps apart.",
 		append(append([]string{}, base...), "kind"), nil)
 	requestsUntrackedDesc = prometheus.NewDesc("gonetscope_http_requests_untracked_total",
-		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips), grpc_no_start (gRPC statuses of server calls begun before the attach, or of streams grpc's transport refused), end_unseen (HTTP/1 requests whose handler sent the whole response itself on a connection that closed before its next read, where requests end at a send).",
+		"Requests not in the histograms: hist_full (the kernel's histogram map was full), no_start (server requests begun before the attach), client_no_start (the same for round trips), grpc_no_start (gRPC statuses of server calls begun before the attach, or of streams grpc's transport refused), grpc_client_no_start (gRPC client calls and streams begun before the attach), end_unseen (HTTP/1 requests whose handler sent the whole response itself on a connection that closed before its next read, where requests end at a send).",
 		[]string{"reason"}, nil)
 	connsUntrackedDesc = prometheus.NewDesc("gonetscope_http_connections_untracked_total",
 		"HTTP/1 connections none of whose requests are in the histograms: the kernel's table of served connections (1M across the targets, where requests end at a send) was full when the target began to serve them.",
@@ -117,7 +117,7 @@ func (c *Collector) collectRequests(ch chan<- prometheus.Metric, comm map[uint32
 	}
 	if cnt := src.RequestCounts(); cnt != nil {
 		for reason, n := range map[string]uint64{"hist_full": cnt.HistFull, "no_start": cnt.NoStart, "client_no_start": cnt.ClientNoStart,
-			"grpc_no_start": cnt.GRPCNoStart, "end_unseen": cnt.EndUnseen} {
+			"grpc_no_start": cnt.GRPCNoStart, "grpc_client_no_start": cnt.GRPCClientNoStart, "end_unseen": cnt.EndUnseen} {
 			ch <- prometheus.MustNewConstMetric(requestsUntrackedDesc, prometheus.CounterValue, float64(n), reason)
 		}
 		ch <- prometheus.MustNewConstMetric(connsUntrackedDesc, prometheus.CounterValue, float64(cnt.ConnUnnoted))

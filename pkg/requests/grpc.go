@@ -65,7 +65,8 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 		sites = append(sites, probe{requestsProgGrpcServerEnd, probes.ServerEnd}, probe{requestsProgGrpcServerStart, probes.ServerStart})
 	}
 	if client && probes.ClientWhyNot == nil {
-		sites = append(sites, probe{requestsProgGrpcClientEnd, probes.ClientEnd}, probe{requestsProgGrpcClientStart, probes.ClientStart})
+		sites = append(sites, probe{requestsProgGrpcClientEnd, probes.ClientEnd}, probe{requestsProgGrpcClientBind, probes.ClientBind},
+			probe{requestsProgGrpcClientStart, probes.ClientStart})
 	}
 	if len(sites) == 0 {
 		return nil, limits, false, nil
@@ -99,6 +100,8 @@ func (o *Objects) detachGRPC(pid int) {
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsGrpcClientState](o.coll.Maps[requestsMapGrpcClientActive],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
+	bpfobj.DeleteWhere[requestsGrpcStreamKey, requestsGrpcClientState](o.coll.Maps[requestsMapGrpcClientStreams],
+		func(k *requestsGrpcStreamKey) bool { return k.Pid == uint32(pid) })
 	bpfobj.DeleteWhere[requestsReqKey, requestsReqGrpcCalls](o.coll.Maps[requestsMapHttpGrpcCalls],
 		func(k *requestsReqKey) bool { return k.Pid == uint32(pid) })
 }

@@ -618,12 +618,15 @@ type Counts struct {
 	// ConnUnnoted: HTTP/1 connections (not requests) whose requests go
 	// unseen where requests end at a send: served_conns was full.
 	ConnUnnoted uint64
+	// GRPCClientNoStart: gRPC client calls and streams that ended, begun
+	// before the attach.
+	GRPCClientNoStart uint64
 }
 
 // Counts reads the counters.
 func (o *Objects) Counts() (Counts, error) {
 	var c Counts
-	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart, &c.EndUnseen, &c.ConnUnnoted} {
+	for i, dst := range []*uint64{&c.HistFull, &c.NoStart, &c.ClientNoStart, &c.GRPCNoStart, &c.EndUnseen, &c.ConnUnnoted, &c.GRPCClientNoStart} {
 		n, err := bpfobj.SumPerCPU(o.coll.Maps[requestsMapReqCounts], uint32(i))
 		if err != nil {
 			return c, err

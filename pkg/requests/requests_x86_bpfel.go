@@ -74,7 +74,9 @@ type requestsGrpcClientState struct {
 		Ptr uint64
 		Len int64
 	}
-	Cc uint64
+	Cc     uint64
+	Goid   uint64
+	Parent uint64
 }
 
 type requestsGrpcHistKey struct {
@@ -134,6 +136,13 @@ type requestsGrpcServerState struct {
 	T_start uint64
 	Stream  uint64
 	Calls   requestsGrpcCalls
+}
+
+type requestsGrpcStreamKey struct {
+	_   structs.HostLayout
+	Pid uint32
+	Pad uint32
+	Cs  uint64
 }
 
 type requestsHttpClientRequestEvent struct {
@@ -196,12 +205,13 @@ type requestsPathBuf struct {
 type requestsReqCount uint32
 
 const (
-	requestsReqCountREQ_COUNT_HIST_FULL       requestsReqCount = 0
-	requestsReqCountREQ_COUNT_NO_START        requestsReqCount = 1
-	requestsReqCountREQ_COUNT_CLIENT_NO_START requestsReqCount = 2
-	requestsReqCountREQ_COUNT_GRPC_NO_START   requestsReqCount = 3
-	requestsReqCountREQ_COUNT_END_UNSEEN      requestsReqCount = 4
-	requestsReqCountREQ_COUNT_CONN_UNNOTED    requestsReqCount = 5
+	requestsReqCountREQ_COUNT_HIST_FULL            requestsReqCount = 0
+	requestsReqCountREQ_COUNT_NO_START             requestsReqCount = 1
+	requestsReqCountREQ_COUNT_CLIENT_NO_START      requestsReqCount = 2
+	requestsReqCountREQ_COUNT_GRPC_NO_START        requestsReqCount = 3
+	requestsReqCountREQ_COUNT_END_UNSEEN           requestsReqCount = 4
+	requestsReqCountREQ_COUNT_CONN_UNNOTED         requestsReqCount = 5
+	requestsReqCountREQ_COUNT_GRPC_CLIENT_NO_START requestsReqCount = 6
 )
 
 type requestsReqEventType uint32
@@ -357,6 +367,7 @@ const (
 	requestsMapClientActive                 = "client_active"
 	requestsMapEvents                       = "events"
 	requestsMapGrpcClientActive             = "grpc_client_active"
+	requestsMapGrpcClientStreams            = "grpc_client_streams"
 	requestsMapGrpcHists                    = "grpc_hists"
 	requestsMapGrpcLayouts                  = "grpc_layouts"
 	requestsMapGrpcServerActive             = "grpc_server_active"
@@ -379,6 +390,7 @@ const (
 	requestsProgClientStart                 = "client_start"
 	requestsProgFexitServeRecv              = "fexit_serve_recv"
 	requestsProgFexitServeSend              = "fexit_serve_send"
+	requestsProgGrpcClientBind              = "grpc_client_bind"
 	requestsProgGrpcClientEnd               = "grpc_client_end"
 	requestsProgGrpcClientStart             = "grpc_client_start"
 	requestsProgGrpcServerEnd               = "grpc_server_end"
@@ -449,6 +461,7 @@ type requestsProgramSpecs struct {
 	ClientStart     *ebpf.ProgramSpec `ebpf:"client_start"`
 	FexitServeRecv  *ebpf.ProgramSpec `ebpf:"fexit_serve_recv"`
 	FexitServeSend  *ebpf.ProgramSpec `ebpf:"fexit_serve_send"`
+	GrpcClientBind  *ebpf.ProgramSpec `ebpf:"grpc_client_bind"`
 	GrpcClientEnd   *ebpf.ProgramSpec `ebpf:"grpc_client_end"`
 	GrpcClientStart *ebpf.ProgramSpec `ebpf:"grpc_client_start"`
 	GrpcServerEnd   *ebpf.ProgramSpec `ebpf:"grpc_server_end"`
@@ -467,27 +480,28 @@ type requestsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type requestsMapSpecs struct {
-	ClientActive     *ebpf.MapSpec `ebpf:"client_active"`
-	Events           *ebpf.MapSpec `ebpf:"events"`
-	GrpcClientActive *ebpf.MapSpec `ebpf:"grpc_client_active"`
-	GrpcHists        *ebpf.MapSpec `ebpf:"grpc_hists"`
-	GrpcLayouts      *ebpf.MapSpec `ebpf:"grpc_layouts"`
-	GrpcServerActive *ebpf.MapSpec `ebpf:"grpc_server_active"`
-	HttpGrpcCalls    *ebpf.MapSpec `ebpf:"http_grpc_calls"`
-	Lost             *ebpf.MapSpec `ebpf:"lost"`
-	PathBufs         *ebpf.MapSpec `ebpf:"path_bufs"`
-	ReqActive        *ebpf.MapSpec `ebpf:"req_active"`
-	ReqCounts        *ebpf.MapSpec `ebpf:"req_counts"`
-	ReqFds           *ebpf.MapSpec `ebpf:"req_fds"`
-	ReqHists         *ebpf.MapSpec `ebpf:"req_hists"`
-	ReqLayouts       *ebpf.MapSpec `ebpf:"req_layouts"`
-	ReqParentOff     *ebpf.MapSpec `ebpf:"req_parent_off"`
-	ReqReadStarts    *ebpf.MapSpec `ebpf:"req_read_starts"`
-	RespHeads        *ebpf.MapSpec `ebpf:"resp_heads"`
-	ServedConns      *ebpf.MapSpec `ebpf:"served_conns"`
-	ServedSocks      *ebpf.MapSpec `ebpf:"served_socks"`
-	SockPids         *ebpf.MapSpec `ebpf:"sock_pids"`
-	Targets          *ebpf.MapSpec `ebpf:"targets"`
+	ClientActive      *ebpf.MapSpec `ebpf:"client_active"`
+	Events            *ebpf.MapSpec `ebpf:"events"`
+	GrpcClientActive  *ebpf.MapSpec `ebpf:"grpc_client_active"`
+	GrpcClientStreams *ebpf.MapSpec `ebpf:"grpc_client_streams"`
+	GrpcHists         *ebpf.MapSpec `ebpf:"grpc_hists"`
+	GrpcLayouts       *ebpf.MapSpec `ebpf:"grpc_layouts"`
+	GrpcServerActive  *ebpf.MapSpec `ebpf:"grpc_server_active"`
+	HttpGrpcCalls     *ebpf.MapSpec `ebpf:"http_grpc_calls"`
+	Lost              *ebpf.MapSpec `ebpf:"lost"`
+	PathBufs          *ebpf.MapSpec `ebpf:"path_bufs"`
+	ReqActive         *ebpf.MapSpec `ebpf:"req_active"`
+	ReqCounts         *ebpf.MapSpec `ebpf:"req_counts"`
+	ReqFds            *ebpf.MapSpec `ebpf:"req_fds"`
+	ReqHists          *ebpf.MapSpec `ebpf:"req_hists"`
+	ReqLayouts        *ebpf.MapSpec `ebpf:"req_layouts"`
+	ReqParentOff      *ebpf.MapSpec `ebpf:"req_parent_off"`
+	ReqReadStarts     *ebpf.MapSpec `ebpf:"req_read_starts"`
+	RespHeads         *ebpf.MapSpec `ebpf:"resp_heads"`
+	ServedConns       *ebpf.MapSpec `ebpf:"served_conns"`
+	ServedSocks       *ebpf.MapSpec `ebpf:"served_socks"`
+	SockPids          *ebpf.MapSpec `ebpf:"sock_pids"`
+	Targets           *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // requestsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -526,27 +540,28 @@ func (o *requestsObjects) Close() error {
 //
 // It can be passed to loadRequestsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type requestsMaps struct {
-	ClientActive     *ebpf.Map `ebpf:"client_active"`
-	Events           *ebpf.Map `ebpf:"events"`
-	GrpcClientActive *ebpf.Map `ebpf:"grpc_client_active"`
-	GrpcHists        *ebpf.Map `ebpf:"grpc_hists"`
-	GrpcLayouts      *ebpf.Map `ebpf:"grpc_layouts"`
-	GrpcServerActive *ebpf.Map `ebpf:"grpc_server_active"`
-	HttpGrpcCalls    *ebpf.Map `ebpf:"http_grpc_calls"`
-	Lost             *ebpf.Map `ebpf:"lost"`
-	PathBufs         *ebpf.Map `ebpf:"path_bufs"`
-	ReqActive        *ebpf.Map `ebpf:"req_active"`
-	ReqCounts        *ebpf.Map `ebpf:"req_counts"`
-	ReqFds           *ebpf.Map `ebpf:"req_fds"`
-	ReqHists         *ebpf.Map `ebpf:"req_hists"`
-	ReqLayouts       *ebpf.Map `ebpf:"req_layouts"`
-	ReqParentOff     *ebpf.Map `ebpf:"req_parent_off"`
-	ReqReadStarts    *ebpf.Map `ebpf:"req_read_starts"`
-	RespHeads        *ebpf.Map `ebpf:"resp_heads"`
-	ServedConns      *ebpf.Map `ebpf:"served_conns"`
-	ServedSocks      *ebpf.Map `ebpf:"served_socks"`
-	SockPids         *ebpf.Map `ebpf:"sock_pids"`
-	Targets          *ebpf.Map `ebpf:"targets"`
+	ClientActive      *ebpf.Map `ebpf:"client_active"`
+	Events            *ebpf.Map `ebpf:"events"`
+	GrpcClientActive  *ebpf.Map `ebpf:"grpc_client_active"`
+	GrpcClientStreams *ebpf.Map `ebpf:"grpc_client_streams"`
+	GrpcHists         *ebpf.Map `ebpf:"grpc_hists"`
+	GrpcLayouts       *ebpf.Map `ebpf:"grpc_layouts"`
+	GrpcServerActive  *ebpf.Map `ebpf:"grpc_server_active"`
+	HttpGrpcCalls     *ebpf.Map `ebpf:"http_grpc_calls"`
+	Lost              *ebpf.Map `ebpf:"lost"`
+	PathBufs          *ebpf.Map `ebpf:"path_bufs"`
+	ReqActive         *ebpf.Map `ebpf:"req_active"`
+	ReqCounts         *ebpf.Map `ebpf:"req_counts"`
+	ReqFds            *ebpf.Map `ebpf:"req_fds"`
+	ReqHists          *ebpf.Map `ebpf:"req_hists"`
+	ReqLayouts        *ebpf.Map `ebpf:"req_layouts"`
+	ReqParentOff      *ebpf.Map `ebpf:"req_parent_off"`
+	ReqReadStarts     *ebpf.Map `ebpf:"req_read_starts"`
+	RespHeads         *ebpf.Map `ebpf:"resp_heads"`
+	ServedConns       *ebpf.Map `ebpf:"served_conns"`
+	ServedSocks       *ebpf.Map `ebpf:"served_socks"`
+	SockPids          *ebpf.Map `ebpf:"sock_pids"`
+	Targets           *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *requestsMaps) Close() error {
@@ -554,6 +569,7 @@ func (m *requestsMaps) Close() error {
 		m.ClientActive,
 		m.Events,
 		m.GrpcClientActive,
+		m.GrpcClientStreams,
 		m.GrpcHists,
 		m.GrpcLayouts,
 		m.GrpcServerActive,
@@ -599,6 +615,7 @@ type requestsPrograms struct {
 	ClientStart     *ebpf.Program `ebpf:"client_start"`
 	FexitServeRecv  *ebpf.Program `ebpf:"fexit_serve_recv"`
 	FexitServeSend  *ebpf.Program `ebpf:"fexit_serve_send"`
+	GrpcClientBind  *ebpf.Program `ebpf:"grpc_client_bind"`
 	GrpcClientEnd   *ebpf.Program `ebpf:"grpc_client_end"`
 	GrpcClientStart *ebpf.Program `ebpf:"grpc_client_start"`
 	GrpcServerEnd   *ebpf.Program `ebpf:"grpc_server_end"`
@@ -619,6 +636,7 @@ func (p *requestsPrograms) Close() error {
 		p.ClientStart,
 		p.FexitServeRecv,
 		p.FexitServeSend,
+		p.GrpcClientBind,
 		p.GrpcClientEnd,
 		p.GrpcClientStart,
 		p.GrpcServerEnd,

@@ -7,7 +7,8 @@
 //
 // The service is written by hand (no protoc): a grpc.ServiceDesc whose
 // messages are JSON, through a codec registered as content-subtype "json".
-// It also serves HTTP: GET /call?sleep_ms=N makes one such call
+// A line with "stream" set makes a server-streaming call of Watch
+// instead (see request). It also serves HTTP: GET /call?sleep_ms=N makes one such call
 // downstream (a gRPC call made by a net/http handler, as grpc-gateway's
 // are) and answers with its goroutine.
 package main
@@ -18,6 +19,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +66,15 @@ type request struct {
 	// Hold: the handler waits for a line {"release": true} first.
 	Hold    bool `json:"hold,omitempty"`
 	Release bool `json:"release,omitempty"`
+	// Stream: the call is Watch, whose handler sends this many
+	// messages, SleepMs apart, then returns Code. CancelAfter: the
+	// caller cancels the call after it received that many. Readers: the
+	// caller opens this many such streams one after another (the j-th's
+	// messages (j+1)*SleepMs apart, its id ID*10+j), and a goroutine of
+	// its own reads each to its end.
+	Stream      int `json:"stream,omitempty"`
+	CancelAfter int `json:"cancel_after,omitempty"`
+	Readers     int `json:"readers,omitempty"`
 }
 
 // released is closed by the line {"release": true}.
@@ -152,6 +163,37 @@ func (s *server) Call(ctx context.Context, r *request) (*reply, error) {
 	return rep, nil
 }
 
+// Watch serves a stream: the request, then r.Stream replies r.SleepMs
+// apart; the trailer says what Call's does.
+func (s *server) Watch(r *request, stream grpc.ServerStream) error {
+	start := time.Now()
+	ctx := stream.Context()
+	rep := &reply{Goid: goid(), FD: -1}
+	if p, ok := peer.FromContext(ctx); ok {
+		rep.FD = s.fds.fdOf(p.Addr.String())
+	}
+	defer func() {
+		rep.Retrans = retrans(rep.FD)
+		stream.SetTrailer(metadata.Pairs("goid", strconv.FormatInt(rep.Goid, 10), "fd", strconv.Itoa(rep.FD),
+			"handler-ns", strconv.FormatInt(rep.HandlerNs, 10), "retrans", strconv.FormatInt(rep.Retrans, 10)))
+	}()
+	for range r.Stream {
+		select {
+		case <-time.After(time.Duration(r.SleepMs) * time.Millisecond):
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		rep.HandlerNs = int64(time.Since(start))
+		if err := stream.SendMsg(rep); err != nil {
+			return err
+		}
+	}
+	if r.Code != 0 {
+		return status.Error(codes.Code(r.Code), "asked for "+codes.Code(r.Code).String())
+	}
+	return nil
+}
+
 var serviceDesc = grpc.ServiceDesc{
 	ServiceName: "gonetscope.test.Echo",
 	HandlerType: (*echoServer)(nil),
@@ -163,6 +205,17 @@ var serviceDesc = grpc.ServiceDesc{
 				return nil, err
 			}
 			return srv.(echoServer).Call(ctx, &r)
+		},
+	}},
+	Streams: []grpc.StreamDesc{{
+		StreamName:    "Watch",
+		ServerStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			var r request
+			if err := stream.RecvMsg(&r); err != nil {
+				return err
+			}
+			return srv.(*server).Watch(&r, stream)
 		},
 	}},
 }
@@ -269,6 +322,8 @@ func main() {
 		}
 		if r.Release {
 			close(released)
+		} else if r.Stream > 0 {
+			watch(cc, r, local)
 		} else if r.Background {
 			go call(cc, r, local)
 		} else {
@@ -299,4 +354,79 @@ func call(cc *grpc.ClientConn, r request, local string) {
 	say(map[string]any{"op": "called", "id": r.ID, "method": "/gonetscope.test.Echo/Call", "code": int(st.Code()), "code_name": st.Code().String(),
 		"client_ns": int64(took), "client_goid": goid(), "local": local, "server_goid": said("goid"), "server_fd": said("fd"), "handler_ns": said("handler-ns"),
 		"fanout_goid": said("fanout-goid"), "server_retrans": said("retrans")})
+}
+
+const watchMethod = "/gonetscope.test.Echo/Watch"
+
+// watch makes the streaming call r asks for on cc and says what both ends
+// saw: with r.Readers, that many streams, opened by this goroutine and
+// read to their ends by others.
+func watch(cc *grpc.ClientConn, r request, local string) {
+	if r.Readers == 0 {
+		start := time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		var trailer metadata.MD
+		cs, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, watchMethod, grpc.CallContentSubtype("json"), grpc.Trailer(&trailer))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		readStream(cs, r, r.ID, start, goid(), cancel, &trailer, local)
+		return
+	}
+	opener := goid()
+	var wg sync.WaitGroup
+	for j := range r.Readers {
+		start := time.Now()
+		trailer := new(metadata.MD)
+		cs, err := cc.NewStream(context.Background(), &grpc.StreamDesc{ServerStreams: true}, watchMethod,
+			grpc.CallContentSubtype("json"), grpc.Trailer(trailer))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		rj := r
+		rj.SleepMs = (j + 1) * r.SleepMs
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			readStream(cs, rj, r.ID*10+j, start, opener, func() {}, trailer, local)
+		}()
+	}
+	wg.Wait()
+}
+
+// readStream sends r on cs and reads its replies to the end (cancelling
+// it after r.CancelAfter of them), then says what both ends saw: the
+// stream was opened at start by goroutine opener.
+func readStream(cs grpc.ClientStream, r request, id int, start time.Time, opener int64, cancel func(), trailer *metadata.MD, local string) {
+	if err := cs.SendMsg(&r); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cs.CloseSend()
+	got := 0
+	var err error
+	for {
+		var rep reply
+		if err = cs.RecvMsg(&rep); err != nil {
+			break
+		}
+		if got++; got == r.CancelAfter {
+			cancel()
+		}
+	}
+	took := time.Since(start)
+	st, _ := status.FromError(err)
+	if err == io.EOF {
+		st = status.New(codes.OK, "")
+	}
+	said := func(k string) int64 {
+		v, _ := strconv.ParseInt(strings.Join(trailer.Get(k), ""), 10, 64)
+		return v
+	}
+	say(map[string]any{"op": "called", "id": id, "method": watchMethod, "code": int(st.Code()), "code_name": st.Code().String(),
+		"client_ns": int64(took), "client_goid": opener, "reader_goid": goid(), "local": local, "server_goid": said("goid"),
+		"server_fd": said("fd"), "handler_ns": said("handler-ns"), "server_retrans": said("retrans"), "msgs": got})
 }
