@@ -95,11 +95,12 @@ func TestClientRoundTripExits(t *testing.T) {
 	}
 }
 
-// buildHTTPGet builds testdata/httpget for goarch with ldflags.
-func buildHTTPGet(t *testing.T, goarch, ldflags string) string {
+// buildHTTPGet builds testdata/httpget for goarch with ldflags and the
+// other go build flags.
+func buildHTTPGet(t *testing.T, goarch, ldflags string, flags ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "httpget")
-	cmd := exec.Command("go", "build", "-ldflags="+ldflags, "-o", bin, "./testdata/httpget")
+	cmd := exec.Command("go", append(append([]string{"build", "-ldflags=" + ldflags}, flags...), "-o", bin, "./testdata/httpget")...)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOWORK=off", "GOTOOLCHAIN=local", "GOARCH="+goarch)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -16,8 +16,6 @@ import (
 	"sync"
 	"syscall"
 
-	"golang.org/x/arch/x86/x86asm"
-
 	"github.com/gonetscope/gonetscope/pkg/goruntime/symtab"
 	"github.com/gonetscope/gonetscope/pkg/proc"
 )
@@ -246,8 +244,7 @@ func noteDesc(f *elf.File, section string, typ uint32) []byte {
 
 // allgsAddr finds the link-time address of runtime.allgs: in the symbol
 // table when the binary has one, else (stripped) in the code of
-// runtime.forEachG, which loads the slice's pointer and length right after
-// taking allglock: two RIP-relative MOVs from A and A+8.
+// runtime.forEachG (allgsFromCode).
 func allgsAddr(f *elf.File, tab *symtab.Table) (uint64, error) {
 	if syms, err := symbolValues(f, "runtime.allgs"); err == nil {
 		if s, ok := syms["runtime.allgs"]; ok {
@@ -257,15 +254,14 @@ func allgsAddr(f *elf.File, tab *symtab.Table) (uint64, error) {
 	return allgsFromCode(f, tab)
 }
 
+// allgsFromCode finds runtime.allgs in the code of runtime.forEachG, which
+// loads the slice's pointer and length right after taking allglock: the
+// first two 64-bit words loaded PC-relative one after the other from A and
+// A+8 (amd64: two MOVs; arm64: an LDP, or two LDRs).
 func allgsFromCode(f *elf.File, tab *symtab.Table) (uint64, error) {
-	if f.Machine != elf.EM_X86_64 {
-		return 0, errors.New("runtime.allgs of a stripped binary is found in amd64 code only: rebuild without -ldflags=-s for this architecture")
-	}
 	var loads []uint64
-	err := eachRIPRef(f, tab, "runtime.forEachG", func(inst x86asm.Inst, arg int, addr uint64) {
-		if inst.Op == x86asm.MOV && arg == 1 {
-			loads = append(loads, addr)
-		}
+	err := eachAddrRef(f, tab, "runtime.forEachG", func(r addrRef) {
+		loads = append(loads, r.words...)
 	})
 	if err != nil {
 		return 0, fmt.Errorf("cannot find runtime.allgs: %w", err)
