@@ -238,11 +238,11 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 			return nil, fmt.Errorf("%s: %w", v, err)
 		}
 		var gl map[string][]goruntime.GlobalRule
-		// Only amd64 code is read, and only where the pclntab is read
-		// (Go 1.20+): what reads these variables needs both.
-		if arch == "amd64" && version.Compare(version.Lang(v), "go1.20") >= 0 {
-			if gl, err = globalRules(dir, bin, v, b); err != nil {
-				return nil, fmt.Errorf("%s: %w", v, err)
+		// Only where the pclntab is read (Go 1.20+): what reads these
+		// variables needs it.
+		if version.Compare(version.Lang(v), "go1.20") >= 0 {
+			if gl, err = globalRules(dir, arch, bin, v, b); err != nil {
+				return nil, fmt.Errorf("%s %s: %w", v, arch, err)
 			}
 		}
 		lang := version.Lang(v)
@@ -259,11 +259,11 @@ func readTable(dir, arch string, versions []string) (map[string]*entry, error) {
 	return table, nil
 }
 
-// globalRules finds how the code of the amd64 program bin (built by
-// toolchain v, with a symbol table) refers to each of the runtime
-// variables gonetscope reads (goruntime.RuntimeGlobals), and checks that
-// the rules find the same variables in a PIE build of the same program.
-func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string][]goruntime.GlobalRule, error) {
+// globalRules finds how the code of the program bin (built by toolchain v
+// for arch, with a symbol table) refers to each of the runtime variables
+// gonetscope reads (goruntime.RuntimeGlobals), and checks that the rules
+// find the same variables in a PIE build of the same program.
+func globalRules(dir, arch, bin, v string, b *goruntime.Binary) (map[string][]goruntime.GlobalRule, error) {
 	rules := map[string][]goruntime.GlobalRule{}
 	if err := withSymbols(bin, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
 		tab, err := goruntime.OpenTable(f, b)
@@ -290,7 +290,7 @@ func globalRules(dir, bin, v string, b *goruntime.Binary) (map[string][]goruntim
 		return nil, err
 	}
 	pie := bin + "-pie"
-	if err := gotoolchain.BuildFor("amd64", dir, v, pie, "-buildmode=pie"); err != nil {
+	if err := gotoolchain.BuildFor(arch, dir, v, pie, "-buildmode=pie"); err != nil {
 		return nil, err
 	}
 	err := withSymbols(pie, b, func(f *elf.File, syms map[string]elf.Symbol, read func(goruntime.GlobalRule) (uint64, error)) error {
