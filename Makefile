@@ -112,18 +112,12 @@ kernel-payload-%:
 		$(GO) build -ldflags='-s -w' -o $(CURDIR)/.cache/kernels/payload-$*/grpctarget-stripped .
 
 arch_of = $(if $(filter %-arm64,$(1)),arm64,amd64)
-# TestHTTPRequests/stripped-pie's target in the VMs: amd64 only. A
-# stripped arm64 binary has no GC events, goroutine scan or no_deadline
-# yet: the runtime's globals (runtime.memstats, runtime.allgs) are found
-# in amd64 code only, and the table has no arm64 rules for them. The test
-# wants no limits, so the arm64 VM skips it.
-http_stripped = $(if $(filter %-arm64,$(1)),,GONETSCOPE_HTTPTARGET_STRIPPED=/payload/httptarget-stripped)
 
 .SECONDEXPANSION:
 .SECONDARY:
 test-kernel-%: kernel-payload-$$(call arch_of,$$*)
 	scripts/kernels/run.sh --kernel $* $(KERNEL_ARGS) --timeout 2400 .cache/kernels/payload-$(call arch_of,$*) -- \
-		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget GONETSCOPE_HTTPTARGET=/payload/httptarget $(call http_stripped,$*) \
+		env GONETSCOPE_BIN=/payload/gonetscope GONETSCOPE_NETTARGET=/payload/nettarget GONETSCOPE_HTTPTARGET=/payload/httptarget GONETSCOPE_HTTPTARGET_STRIPPED=/payload/httptarget-stripped \
 		GONETSCOPE_LISTENTARGET=/payload/listentarget GONETSCOPE_FASTHTTP=/payload/fhserver GONETSCOPE_TEST_NO_NETNS=1 \
 		GONETSCOPE_GRPCTARGET=/payload/grpctarget GONETSCOPE_GRPCTARGET_STRIPPED=/payload/grpctarget-stripped GONETSCOPE_PROMTOOL=none \
 		GONETSCOPE_TEST_AUTO_HOOKS='$(AUTO_HOOKS_$*)' GONETSCOPE_ACKOVERFLOW=/payload/ackoverflow \
