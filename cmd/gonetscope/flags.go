@@ -41,7 +41,7 @@ func (f *tracingFlags) register(fs *flag.FlagSet, metricsAddr string) {
 	fs.IntVar(&f.ringBufferBytes, "ring-buffer-bytes", 0, "size of each BPF ring buffer (power of two, page multiple; 0: 1 MiB, 256 KiB for connects and accepts)")
 	fs.BoolVar(&f.stacks, "stacks", false, "netpoll_wait, tcp_connect and tcp_accept carry the goroutine's stack")
 	fs.BoolVar(&f.goroutines, "goroutines", false, "track goroutine creation and exit: goroutines and goroutine_leak events (two uprobes per target)")
-	fs.BoolVar(&f.requests, "requests", false, "trace net/http server and client requests: http_request and http_client_request events, request-duration histograms (uprobes on emulated instructions in the target)")
+	fs.BoolVar(&f.requests, "requests", false, "trace net/http and gRPC server and client requests: http_request, http_client_request, grpc_request and grpc_client_request events, http_routes and grpc_methods summaries, request-duration histograms (uprobes on emulated instructions in the target)")
 	fs.BoolVar(&f.contention, "contention", false, "measure blocking on locks, channels and select: contention events (uprobes on the runtime's blocking slow paths; a lock taken without waiting costs nothing)")
 	fs.DurationVar(&f.minBlock, "min-block", 10*time.Millisecond, "with --contention: write a contention event for each block at least this long")
 	fs.DurationVar(&f.slowRequest, "slow-request", 500*time.Millisecond, "with --requests: write http_request and http_client_request for requests at least this long (0: all); every request counts in the histograms")

@@ -10,6 +10,7 @@ package main
 // grpc_client_request events, every one in the histograms.
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -24,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gonetscope/gonetscope/pkg/diagnose"
 	"github.com/gonetscope/gonetscope/pkg/requests"
 )
 
@@ -299,10 +301,12 @@ func checkGRPC(t *testing.T, bin string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	checkGRPCMetrics(t, maddr, append(append(calls, &grpcCall{}), streams...), dialTarget, 1)
+	made := append(append(calls, &grpcCall{}), streams...)
+	checkGRPCMetrics(t, maddr, made, dialTarget, 1)
 	stopGonetscope(t, cmd, done, errOut, syscall.SIGINT, 10*time.Second)
 	read()
 	checkGRPCStreams(t, streams, watches, dialTarget)
+	checkGRPCMethods(t, out, made)
 
 	for _, e := range evs {
 		if e.Event == "attached" {
@@ -477,6 +481,58 @@ func checkGRPCStreams(t *testing.T, streams []*grpcCall, watches []grpcEvent, di
 	}
 }
 
+// checkGRPCMethods: the last grpc_methods event (written before
+// detached) counts each method's server calls by code exactly as the
+// target made them (the held call, begun before the attach, in none).
+func checkGRPCMethods(t *testing.T, out string, calls []*grpcCall) {
+	t.Helper()
+	type method struct {
+		Service string            `json:"service"`
+		Method  string            `json:"method"`
+		Count   uint64            `json:"count"`
+		Codes   map[string]uint64 `json:"codes"`
+	}
+	type methods struct {
+		Event   string   `json:"event"`
+		Methods []method `json:"methods"`
+	}
+	var last *methods
+	for _, e := range eventsIn[methods](t, out) {
+		if e.Event == "grpc_methods" {
+			last = &e
+		}
+	}
+	if last == nil {
+		t.Errorf("no grpc_methods event")
+		return
+	}
+	want := map[string]uint64{}
+	for _, c := range calls {
+		m, code := grpcMethod, requests.GRPCCodeName(c.Code)
+		if c.Stream > 0 {
+			m, code = grpcWatch, requests.GRPCCodeName(c.said.Code)
+		}
+		want[m+" "+code]++
+		if c.Downstream != nil {
+			want[m+" OK"]++
+		}
+	}
+	got := map[string]uint64{}
+	for _, m := range last.Methods {
+		var n uint64
+		for code, k := range m.Codes {
+			got["/"+m.Service+"/"+m.Method+" "+code] += k
+			n += k
+		}
+		if n != m.Count {
+			t.Errorf("grpc_methods: %s/%s count %d, its codes add up to %d", m.Service, m.Method, m.Count, n)
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("grpc_methods counts %v, made %v", got, want)
+	}
+}
+
 func countGRPC(evs []grpcEvent, kind string) int {
 	return len(slices.DeleteFunc(slices.Clone(evs), func(e grpcEvent) bool { return e.Event != kind }))
 }
@@ -634,4 +690,62 @@ func TestGRPCOlderVersion(t *testing.T) {
 		}
 	}
 	checkGRPC(t, buildGo(t, dir, dir, ".", "-ldflags=-s -w"))
+}
+
+// TestGRPCDiagnose: diagnose's request item from a gRPC server: 29 calls
+// of Call, 5 of them ending UNAVAILABLE (a server error), 3 NOT_FOUND (the
+// caller's, not counted) and one 300ms long: the share of server errors
+// is a problem, Call's p99 lies in the slow call's bucket, and the
+// evidence is that call, on its handler's goroutine.
+func TestGRPCDiagnose(t *testing.T) {
+	target := exec.Command(buildGRPCTarget(t))
+	stdin, next := startTarget(t, target)
+	next("listening")
+	r := diagRun{out: t.TempDir()}
+	var stdout bytes.Buffer
+	_, done, errOut := startGonetscopeTo(t, &stdout, target.Process.Pid, "diagnose", "--json", "--quiet", "--out", r.out,
+		"--duration", "3s", "--slow-request", "100ms")
+	var calls []grpcCall
+	for range 20 {
+		calls = append(calls, grpcCall{})
+	}
+	for range 5 {
+		calls = append(calls, grpcCall{Code: 14}) // codes.Unavailable
+	}
+	for range 3 {
+		calls = append(calls, grpcCall{Code: 5}) // codes.NotFound
+	}
+	calls = append(calls, grpcCall{SleepMs: 300})
+	var slowGoid int64
+	for i, c := range calls {
+		c.ID = i + 1
+		b, _ := json.Marshal(c)
+		if _, err := stdin.Write(append(b, '\n')); err != nil {
+			t.Fatal(err)
+		}
+		said := next("called")
+		if int(said["code"].(float64)) != c.Code {
+			t.Fatalf("call %+v: the target said %v", c, said)
+		}
+		if c.SleepMs > 0 {
+			slowGoid = int64(said["server_goid"].(float64))
+		}
+	}
+
+	finishDiagnose(t, &r, target.Process.Pid, done, &stdout, errOut)
+	it := r.item(t, "http_requests")
+	wantValue := "gonetscope.test.Echo/Call p99 250ms–500ms (29 calls), gRPC server errors 5 of 29 (17.2%)"
+	if it.Status != diagnose.Problem || it.Value != wantValue {
+		t.Errorf("http_requests: %s %q; want problem %q", it.Status, it.Value, wantValue)
+	}
+	if want := "5 of 29 gRPC calls (17.2%) ended in a server error (UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), most on gonetscope.test.Echo/Call."; it.Finding != want {
+		t.Errorf("finding %q, want %q", it.Finding, want)
+	}
+	if len(it.Evidence) != 1 || len(it.Evidence[0].Goids) != 1 || int64(it.Evidence[0].Goids[0]) != slowGoid ||
+		!strings.HasPrefix(it.Evidence[0].Text, "gRPC gonetscope.test.Echo/Call took 3") {
+		t.Errorf("evidence %+v: want the slow call, on goroutine %d", it.Evidence, slowGoid)
+	}
+	if r.exit != diagnose.ExitProblems {
+		t.Errorf("diagnose exited %d, want %d", r.exit, diagnose.ExitProblems)
+	}
 }

@@ -7,20 +7,24 @@ import (
 	"strings"
 )
 
-// The fields of http_routes and http_request events the http_requests
-// item reads (Event embeds them).
+// The fields of http_routes, grpc_methods, http_request and grpc_request
+// events the http_requests item reads (Event embeds them).
 type httpFields struct {
-	// http_routes
-	SinceNs     uint64      `json:"since_ns"`
-	Routes      []HTTPRoute `json:"routes"`
-	OtherRoutes int         `json:"other_routes"`
-	OtherCount  uint64      `json:"other_count"`
+	// http_routes, grpc_methods
+	SinceNs      uint64       `json:"since_ns"`
+	Routes       []HTTPRoute  `json:"routes"`
+	OtherRoutes  int          `json:"other_routes"`
+	Methods      []GRPCMethod `json:"methods"`
+	OtherMethods int          `json:"other_methods"`
+	OtherCount   uint64       `json:"other_count"`
 
-	// http_request
+	// http_request, grpc_request (Method its method, without the service)
 	Method     string     `json:"method"`
 	Route      string     `json:"route"`
 	Path       string     `json:"path"`
 	Status     int        `json:"status"`
+	Service    string     `json:"service"`
+	CodeName   string     `json:"code_name"`
 	DurationNs uint64     `json:"duration_ns"`
 	Breakdown  *Breakdown `json:"breakdown"`
 }
@@ -35,7 +39,22 @@ type HTTPRoute struct {
 	P99LeNs uint64            `json:"p99_le_ns"`
 }
 
-// Breakdown is an http_request's breakdown.
+// GRPCMethod is one method of a grpc_methods event.
+type GRPCMethod struct {
+	Service string            `json:"service"`
+	Method  string            `json:"method"`
+	Count   uint64            `json:"count"`
+	Codes   map[string]uint64 `json:"codes"`
+	P99GtNs uint64            `json:"p99_gt_ns"`
+	P99LeNs uint64            `json:"p99_le_ns"`
+}
+
+// grpcServerErrors are the gRPC status codes that say the server failed
+// (OpenTelemetry's gRPC conventions: a server span with one of them is an
+// error); the others are the caller's (NOT_FOUND, INVALID_ARGUMENT, ...).
+var grpcServerErrors = []string{"UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS"}
+
+// Breakdown is an http_request's or grpc_request's breakdown.
 type Breakdown struct {
 	NetworkNs    uint64 `json:"network_ns"`
 	SchedDelayNs uint64 `json:"sched_delay_ns"`
@@ -48,20 +67,86 @@ type Breakdown struct {
 		IoWaitNs    uint64 `json:"io_wait_ns"`
 		ClientCalls int    `json:"client_calls"`
 	} `json:"conns"`
+	GRPCCalls   int          `json:"grpc_calls"`
+	GRPCSlowest *grpcSlowest `json:"grpc_slowest"`
 }
 
-// httpRequests: per route, the p99 of every request (http_routes, from
-// the kernel's histograms, whose buckets put it in (gt, le]) against
-// request_p99, and the share of 5xx answers against request_5xx_ratio;
-// the evidence is the slowest http_request events and where their time
-// went.
+type grpcSlowest struct {
+	Service    string `json:"service"`
+	Method     string `json:"method"`
+	Target     string `json:"target"`
+	DurationNs uint64 `json:"duration_ns"`
+}
+
+// served is one route's or gRPC method's requests: its name ("GET
+// /items/{id}", "pkg.Service/Method"), how many, how many failed by the
+// server's fault (5xx, a gRPC server error), and the bucket of its p99.
+type served struct {
+	name         string
+	count, errs  uint64
+	p99Gt, p99Le uint64
+	grpc         bool
+}
+
+// requestsOf is what the last http_routes and grpc_methods events say:
+// every route and method, and the totals of each kind (other routes and
+// methods included).
+type requestsOf struct {
+	all                  []served
+	httpTotal, http5xx   uint64
+	grpcTotal, grpcErrs  uint64
+	worstHTTP, worstGRPC served // the most errors of each kind
+}
+
+func readRequests(s *stream) (r requestsOf, any bool) {
+	if routes := s.of("http_routes"); len(routes) > 0 {
+		any = true
+		// The last one covers the whole attach.
+		last := routes[len(routes)-1]
+		for _, rt := range last.Routes {
+			sv := served{name: rt.Method + " " + rt.Route, count: rt.Count, errs: rt.Status["5xx"], p99Gt: rt.P99GtNs, p99Le: rt.P99LeNs}
+			r.all = append(r.all, sv)
+			r.httpTotal += sv.count
+			r.http5xx += sv.errs
+			if sv.errs > r.worstHTTP.errs {
+				r.worstHTTP = sv
+			}
+		}
+		r.httpTotal += last.OtherCount
+	}
+	if methods := s.of("grpc_methods"); len(methods) > 0 {
+		any = true
+		last := methods[len(methods)-1]
+		for _, m := range last.Methods {
+			sv := served{name: m.Service + "/" + m.Method, count: m.Count, p99Gt: m.P99GtNs, p99Le: m.P99LeNs, grpc: true}
+			for _, c := range grpcServerErrors {
+				sv.errs += m.Codes[c]
+			}
+			r.all = append(r.all, sv)
+			r.grpcTotal += sv.count
+			r.grpcErrs += sv.errs
+			if sv.errs > r.worstGRPC.errs {
+				r.worstGRPC = sv
+			}
+		}
+		r.grpcTotal += last.OtherCount
+	}
+	return r, any
+}
+
+// httpRequests: per route and gRPC method, the p99 of every request
+// (http_routes and grpc_methods, from the kernel's histograms, whose
+// buckets put it in (gt, le]) against request_p99, and the share of 5xx
+// answers, and of gRPC calls that ended in a server error, against
+// request_5xx_ratio; the evidence is the slowest http_request and
+// grpc_request events and where their time went.
 func httpRequests(s *stream) Item {
 	th := uint64(s.th.RequestP99)
-	it := Item{ID: "http_requests", Title: "Request latency and 5xx", Unit: "ns",
+	it := Item{ID: "http_requests", Title: "Request latency and server errors", Unit: "ns",
 		Threshold: fmt.Sprintf("p99 ≤ %s per route (of ≥ %d requests), 5xx ≤ %g%%", dur(th), s.th.RequestMinCount, 100*s.th.Request5xxRatio),
 		Limit:     f64(float64(th))}
-	routes := s.of("http_routes")
-	if len(routes) == 0 {
+	rq, any := readRequests(s)
+	if !any {
 		it.Status = NA
 		it.Why = "no http_routes event in the stream: request tracing was off (trace --requests), or ran no summary"
 		for _, l := range s.target.Limits {
@@ -71,58 +156,64 @@ func httpRequests(s *stream) Item {
 		}
 		return it
 	}
-	// The last one covers the whole attach.
-	last := routes[len(routes)-1]
-	var total, errs uint64
-	worst5xx := ""
-	var worst5xxN uint64
-	for _, r := range last.Routes {
-		total += r.Count
-		errs += r.Status["5xx"]
-		if r.Status["5xx"] > worst5xxN {
-			worst5xx, worst5xxN = r.Method+" "+r.Route, r.Status["5xx"]
-		}
+	if rq.grpcTotal > 0 || len(s.of("grpc_methods")) > 0 {
+		it.Threshold += " (gRPC: server errors)"
 	}
-	total += last.OtherCount
+	total := rq.httpTotal + rq.grpcTotal
 	if total == 0 {
 		it.Status = NA
 		it.Why = "no request served in the window"
 		return it
 	}
-	judged := slices.DeleteFunc(slices.Clone(last.Routes), func(r HTTPRoute) bool { return r.Count < s.th.RequestMinCount })
-	upper := func(r HTTPRoute) uint64 {
-		if r.P99LeNs == 0 {
+	judged := slices.DeleteFunc(slices.Clone(rq.all), func(r served) bool { return r.count < s.th.RequestMinCount })
+	upper := func(r served) uint64 {
+		if r.p99Le == 0 {
 			return ^uint64(0)
 		}
-		return r.P99LeNs
+		return r.p99Le
 	}
-	slices.SortStableFunc(judged, func(a, b HTTPRoute) int { return cmp.Compare(b.P99GtNs, a.P99GtNs) })
+	slices.SortStableFunc(judged, func(a, b served) int { return cmp.Compare(b.p99Gt, a.p99Gt) })
 	var parts []string
 	status := OK
 	if len(judged) > 0 {
 		w := judged[0]
-		it.Measured = f64(float64(w.P99GtNs))
+		it.Measured = f64(float64(w.p99Gt))
 		switch {
-		case w.P99GtNs >= th:
+		case w.p99Gt >= th:
 			status = Problem
-			it.score = float64(w.P99GtNs) / float64(max(th, 1))
+			it.score = float64(w.p99Gt) / float64(max(th, 1))
 		case upper(w) > th:
 			status = Warn
 			it.score = 0.5
 		}
-		parts = append(parts, fmt.Sprintf("%s %s p99 %s (%s)", w.Method, w.Route, p99Range(w), plural(w.Count, "request")))
+		parts = append(parts, fmt.Sprintf("%s p99 %s (%s)", w.name, p99Range(w), plural(w.count, unitOf(w))))
 	} else {
 		parts = append(parts, fmt.Sprintf("%s, no route with %d for a p99", plural(total, "request"), s.th.RequestMinCount))
 	}
-	ratio := float64(errs) / float64(total)
-	parts = append(parts, fmt.Sprintf("5xx %d of %d (%.1f%%)", errs, total, 100*ratio))
+	var over []string
+	ratioOf := func(errs, n uint64) float64 { return float64(errs) / float64(max(n, 1)) }
+	if rq.httpTotal > 0 || rq.grpcTotal == 0 {
+		ratio := ratioOf(rq.http5xx, rq.httpTotal)
+		parts = append(parts, fmt.Sprintf("5xx %d of %d (%.1f%%)", rq.http5xx, rq.httpTotal, 100*ratio))
+		if rq.http5xx > 0 && ratio > s.th.Request5xxRatio {
+			over = append(over, fmt.Sprintf("%d of %d requests (%.1f%%) were answered 5xx, most on %s.", rq.http5xx, rq.httpTotal, 100*ratio, rq.worstHTTP.name))
+			it.score = max(it.score, ratio/max(s.th.Request5xxRatio, 1e-9))
+		}
+	}
+	if rq.grpcTotal > 0 {
+		ratio := ratioOf(rq.grpcErrs, rq.grpcTotal)
+		parts = append(parts, fmt.Sprintf("gRPC server errors %d of %d (%.1f%%)", rq.grpcErrs, rq.grpcTotal, 100*ratio))
+		if rq.grpcErrs > 0 && ratio > s.th.Request5xxRatio {
+			over = append(over, fmt.Sprintf("%d of %d gRPC calls (%.1f%%) ended in a server error (%s), most on %s.", rq.grpcErrs, rq.grpcTotal,
+				100*ratio, strings.Join(grpcServerErrors, ", "), rq.worstGRPC.name))
+			it.score = max(it.score, ratio/max(s.th.Request5xxRatio, 1e-9))
+		}
+	}
 	it.Value = strings.Join(parts, ", ")
-	over5xx := errs > 0 && ratio > s.th.Request5xxRatio
 	switch {
-	case over5xx:
+	case len(over) > 0:
 		status = Problem
-		it.score = max(it.score, ratio/max(s.th.Request5xxRatio, 1e-9))
-	case errs > 0 && status == OK:
+	case (rq.http5xx > 0 || rq.grpcErrs > 0) && status == OK:
 		status = Warn
 	}
 	it.Status = status
@@ -130,10 +221,15 @@ func httpRequests(s *stream) Item {
 		return it
 	}
 	// The slowest requests written, and where their time went.
-	slow := s.of("http_request")
+	slow := append(s.of("http_request"), s.of("grpc_request")...)
 	slices.SortStableFunc(slow, func(a, b Event) int { return cmp.Compare(b.DurationNs, a.DurationNs) })
 	for _, e := range slow[:min(3, len(slow))] {
-		ev := Evidence{ValueNs: e.DurationNs, Text: fmt.Sprintf("%s %s (route %s) took %s, status %d, on %s", e.Method, e.Path, e.Route, dur(e.DurationNs), e.Status, goroutineOf(e))}
+		ev := Evidence{ValueNs: e.DurationNs}
+		if e.Event == "grpc_request" {
+			ev.Text = fmt.Sprintf("gRPC %s/%s took %s, %s, on %s", e.Service, e.Method, dur(e.DurationNs), e.CodeName, goroutineOf(e))
+		} else {
+			ev.Text = fmt.Sprintf("%s %s (route %s) took %s, status %d, on %s", e.Method, e.Path, e.Route, dur(e.DurationNs), e.Status, goroutineOf(e))
+		}
 		if e.Goid != nil {
 			ev.Goids = []uint64{*e.Goid}
 		}
@@ -152,25 +248,36 @@ func httpRequests(s *stream) Item {
 					ev.Raddr, ev.Rport, ev.FDs = c.Raddr, c.Rport, []int32{c.FD}
 				}
 			}
+			if g := b.GRPCSlowest; b.GRPCCalls > 0 && g != nil {
+				where = append(where, fmt.Sprintf("%s in gRPC calls, the slowest %s/%s to %s (%s)", plural(b.GRPCCalls, "call"),
+					g.Service, g.Method, g.Target, dur(g.DurationNs)))
+			}
 			where = append(where, dur(b.SchedDelayNs)+" runnable after a wait", dur(b.OtherNs)+" CPU or other")
 			ev.Text += ": " + strings.Join(where, ", ")
 		}
 		it.Evidence = append(it.Evidence, ev)
 	}
 	switch {
-	case over5xx:
-		it.Finding = fmt.Sprintf("%d of %d requests (%.1f%%) were answered 5xx, most on %s.", errs, total, 100*ratio, worst5xx)
+	case len(over) > 0:
+		it.Finding = strings.Join(over, " ")
 	case len(it.Evidence) > 0 && len(judged) > 0:
-		it.Finding = fmt.Sprintf("%s is slow (%s); the slowest request: %s.", judged[0].Method+" "+judged[0].Route, "p99 "+p99Range(judged[0]), it.Evidence[0].Text)
+		it.Finding = fmt.Sprintf("%s is slow (%s); the slowest request: %s.", judged[0].name, "p99 "+p99Range(judged[0]), it.Evidence[0].Text)
 	default:
 		it.Finding = "Requests: " + it.Value + "."
 	}
 	return it
 }
 
-func p99Range(r HTTPRoute) string {
-	if r.P99LeNs == 0 {
-		return "> " + dur(r.P99GtNs)
+func unitOf(r served) string {
+	if r.grpc {
+		return "call"
 	}
-	return dur(r.P99GtNs) + "–" + dur(r.P99LeNs)
+	return "request"
+}
+
+func p99Range(r served) string {
+	if r.p99Le == 0 {
+		return "> " + dur(r.p99Gt)
+	}
+	return dur(r.p99Gt) + "–" + dur(r.p99Le)
 }

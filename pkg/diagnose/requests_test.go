@@ -71,3 +71,44 @@ func TestHTTPRequestsFewWith5xx(t *testing.T) {
 		t.Errorf("%s %q, finding %q; want warn naming the 5xx", it.Status, it.Value, it.Finding)
 	}
 }
+
+func methodsEvent(pid uint32, ms ...GRPCMethod) Event {
+	e := Event{Event: "grpc_methods", PID: pid}
+	e.Methods = ms
+	return e
+}
+
+// gRPC methods are judged as routes are: a slow p99 is a problem; calls
+// that ended in a server error (UNAVAILABLE, ...) count as 5xx do, the
+// caller's codes (NOT_FOUND, ...) do not. A server with both kinds is
+// judged on each.
+func TestHTTPRequestsGRPC(t *testing.T) {
+	okCodes := map[string]uint64{"OK": 100}
+	for _, c := range []struct {
+		name   string
+		events []Event
+		want   string
+		value  string
+	}{
+		{"fast", []Event{methodsEvent(7, GRPCMethod{Service: "s.S", Method: "M", Count: 100, Codes: okCodes, P99GtNs: 250e6, P99LeNs: 500e6})},
+			OK, "s.S/M p99 250ms–500ms (100 calls), gRPC server errors 0 of 100 (0.0%)"},
+		{"slow", []Event{methodsEvent(7, GRPCMethod{Service: "s.S", Method: "M", Count: 100, Codes: okCodes, P99GtNs: 2.5e9, P99LeNs: 5e9})},
+			Problem, ""},
+		{"caller's codes", []Event{methodsEvent(7, GRPCMethod{Service: "s.S", Method: "M", Count: 100, Codes: map[string]uint64{"OK": 50, "NOT_FOUND": 30, "INVALID_ARGUMENT": 20}, P99LeNs: 5e6})},
+			OK, ""},
+		{"server errors", []Event{methodsEvent(7, GRPCMethod{Service: "s.S", Method: "M", Count: 100, Codes: map[string]uint64{"OK": 90, "UNAVAILABLE": 6, "INTERNAL": 4}, P99LeNs: 5e6})},
+			Problem, "s.S/M p99 0s–5ms (100 calls), gRPC server errors 10 of 100 (10.0%)"},
+		{"HTTP fine, gRPC failing", []Event{routesEvent(7, HTTPRoute{Method: "GET", Route: "/a", Count: 100, Status: map[string]uint64{"2xx": 100}, P99LeNs: 5e6}),
+			methodsEvent(7, GRPCMethod{Service: "s.S", Method: "M", Count: 10, Codes: map[string]uint64{"OK": 5, "DEADLINE_EXCEEDED": 5}, P99LeNs: 5e6})},
+			Problem, ""},
+	} {
+		r, err := Analyze(append([]Event{attached(7)}, c.events...), 7, Defaults())
+		if err != nil {
+			t.Fatal(err)
+		}
+		it := itemOf(t, r, "http_requests")
+		if it.Status != c.want || (c.value != "" && it.Value != c.value) {
+			t.Errorf("%s: %s %q, want %s %q", c.name, it.Status, it.Value, c.want, c.value)
+		}
+	}
+}

@@ -65,3 +65,60 @@ func (r *GRPCClientRequest) MarshalZerologObject(e *zerolog.Event) {
 		e.Bool("truncated", true)
 	}
 }
+
+// GRPCMethods: a target's gRPC server calls by method since the attach,
+// from the kernel's histograms (every call, not only the slow ones): every
+// --summary-interval and before its detached event, for a target whose
+// gRPC server probes are attached. The gRPC twin of HTTPRoutes.
+type GRPCMethods struct {
+	Header
+	// SinceNs is the time since the attach the counts cover.
+	SinceNs uint64
+	Methods []GRPCMethod
+	// OtherMethods and OtherCount: the methods beyond the listed ones,
+	// and their calls.
+	OtherMethods int
+	OtherCount   uint64
+}
+
+// GRPCMethod is one method of a GRPCMethods.
+type GRPCMethod struct {
+	// Service and Method split the full method "/pkg.Service/Method".
+	Service, Method string
+	Count           uint64
+	// ByCode counts the calls by status code name ("OK", "UNAVAILABLE",
+	// ...; "unread" where the kernel could not read it).
+	ByCode map[string]uint64
+	SumNs  uint64
+	// The percentiles lie in (Gt, Le] of the histogram's buckets; Le is 0
+	// when above the last bound (10 s).
+	P50GtNs, P50LeNs, P99GtNs, P99LeNs uint64
+}
+
+func (r *GRPCMethods) MarshalZerologObject(e *zerolog.Event) {
+	r.marshal(e)
+	e.Uint64("since_ns", r.SinceNs).Array("methods", grpcMethods(r.Methods))
+	if r.OtherMethods > 0 {
+		e.Int("other_methods", r.OtherMethods).Uint64("other_count", r.OtherCount)
+	}
+}
+
+type grpcMethods []GRPCMethod
+
+func (ms grpcMethods) MarshalZerologArray(a *zerolog.Array) {
+	for _, m := range ms {
+		a.Object(m)
+	}
+}
+
+func (m GRPCMethod) MarshalZerologObject(e *zerolog.Event) {
+	e.Str("service", m.Service).Str("method", m.Method).Uint64("count", m.Count)
+	e.Dict("codes", countsOf(m.ByCode)).Uint64("sum_ns", m.SumNs).Uint64("p50_gt_ns", m.P50GtNs)
+	if m.P50LeNs > 0 {
+		e.Uint64("p50_le_ns", m.P50LeNs)
+	}
+	e.Uint64("p99_gt_ns", m.P99GtNs)
+	if m.P99LeNs > 0 {
+		e.Uint64("p99_le_ns", m.P99LeNs)
+	}
+}

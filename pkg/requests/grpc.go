@@ -23,20 +23,20 @@ const (
 
 // attachGRPC places the gRPC probes in p, if its program links grpc
 // (google.golang.org/grpc): its links, and what is off for it. No links
-// and no limits: the program has no grpc. client: the client probes are
-// attached.
-func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) (links []link.Link, limits []string, client bool, err error) {
+// and no limits: the program has no grpc. servers, clients: the server
+// and client probes are attached.
+func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executable, slow time.Duration) (links []link.Link, limits []string, servers, clients bool, err error) {
 	funcs := p.Syms.Func
 	server, client := goruntime.HasGRPC(funcs)
 	if !server && !client {
-		return nil, nil, false, nil
+		return nil, nil, false, false, nil
 	}
 	probes, lay, err := goruntime.FindGRPC(f, funcs)
 	if err == nil && p.Bin.Offsets.GGoid == 0 {
 		err = fmt.Errorf("the offset of runtime.g.goid is not known")
 	}
 	if err != nil {
-		return nil, []string{fmt.Sprintf("no grpc_request or grpc_client_request: %v", err)}, false, nil
+		return nil, []string{fmt.Sprintf("no grpc_request or grpc_client_request: %v", err)}, false, false, nil
 	}
 	if !server {
 		probes.ServerWhyNot = nil
@@ -69,13 +69,13 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 			probe{requestsProgGrpcClientStart, probes.ClientStart})
 	}
 	if len(sites) == 0 {
-		return nil, limits, false, nil
+		return nil, limits, false, false, nil
 	}
 	for _, s := range sites {
 		up, err := ex.Uprobe("", o.coll.Programs[s.prog], &link.UprobeOptions{Address: s.site.FileOffset, PID: p.PID})
 		if err != nil {
 			bpfobj.CloseAll(links)
-			return nil, nil, false, fmt.Errorf("attaching uprobe %s at %#x (%s): %w", s.prog, s.site.Addr, s.site.Inst, err)
+			return nil, nil, false, false, fmt.Errorf("attaching uprobe %s at %#x (%s): %w", s.prog, s.site.Addr, s.site.Inst, err)
 		}
 		links = append(links, up)
 	}
@@ -88,9 +88,9 @@ func (o *Objects) attachGRPC(p *goruntime.Process, f *elf.File, ex *link.Executa
 	}
 	if err := o.coll.Maps[requestsMapGrpcLayouts].Put(uint32(p.PID), &l); err != nil {
 		bpfobj.CloseAll(links)
-		return nil, nil, false, err
+		return nil, nil, false, false, err
 	}
-	return links, limits, client && probes.ClientWhyNot == nil, nil
+	return links, limits, server && probes.ServerWhyNot == nil, client && probes.ClientWhyNot == nil, nil
 }
 
 // detachGRPC removes what the kernel keeps of pid's gRPC calls.

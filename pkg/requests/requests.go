@@ -122,6 +122,8 @@ type Objects struct {
 	sendLinks []link.Link
 	mu        sync.Mutex
 	links     map[int][]link.Link
+	// grpcServers are the targets whose gRPC server probes are attached.
+	grpcServers map[int]bool
 	// warm are the targets whose server_end stays for connections
 	// accepted before the attach (warmUp).
 	warm map[int]warm
@@ -173,7 +175,7 @@ func Load(opts Options) (*Objects, error) {
 	if err != nil {
 		return nil, bpfobj.LoadError("requests BPF object", err)
 	}
-	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendProgs: sendProgs, links: map[int][]link.Link{}, warm: map[int]warm{}}, nil
+	return &Objects{coll: coll, readStarts: opts.ReadStarts, sendProgs: sendProgs, links: map[int][]link.Link{}, grpcServers: map[int]bool{}, warm: map[int]warm{}}, nil
 }
 
 // servedConns is how many connections the targets can have served at
@@ -268,7 +270,7 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 	if err != nil {
 		return nil, err
 	}
-	glinks, glimits, grpcClient, err := o.attachGRPC(p, f, ex, slow)
+	glinks, glimits, grpcServer, grpcClient, err := o.attachGRPC(p, f, ex, slow)
 	if err != nil {
 		return nil, err
 	}
@@ -282,6 +284,9 @@ func (o *Objects) Attach(p *goruntime.Process, slow time.Duration) (limits []str
 	}
 	o.mu.Lock()
 	o.links[p.PID] = append(links, glinks...)
+	if grpcServer {
+		o.grpcServers[p.PID] = true
+	}
 	o.mu.Unlock()
 	return append(limits, glimits...), nil
 }
@@ -558,6 +563,7 @@ func (o *Objects) Detach(pid int) {
 	o.mu.Lock()
 	links, ok := o.links[pid]
 	delete(o.links, pid)
+	delete(o.grpcServers, pid)
 	w, warming := o.warm[pid]
 	delete(o.warm, pid)
 	o.mu.Unlock()
@@ -595,6 +601,13 @@ func (o *Objects) Attached(pid int) bool {
 	defer o.mu.Unlock()
 	_, ok := o.links[pid]
 	return ok
+}
+
+// ServesGRPC says whether pid has the gRPC server probes.
+func (o *Objects) ServesGRPC(pid int) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.grpcServers[pid]
 }
 
 // Lost counts the events the BPF side could not submit, by event name.

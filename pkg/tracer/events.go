@@ -9,7 +9,7 @@ import (
 // EventKinds are the event types that Options.Events (--events) chooses
 // among. attached, detached and lost are always written.
 var EventKinds = []string{"netpoll_wait", "epoll_wait", "tcp_connect", "tcp_accept", "accept_error",
-	"listen_overflow", "goroutines", "goroutine_leak", "gc", "fd_pressure", "no_deadline", "http_request", "http_client_request", "http_routes", "grpc_request", "grpc_client_request", "contention"}
+	"listen_overflow", "goroutines", "goroutine_leak", "gc", "fd_pressure", "no_deadline", "http_request", "http_client_request", "http_routes", "grpc_request", "grpc_client_request", "grpc_methods", "contention"}
 
 // DefaultEvents is every kind but epoll_wait: the netpoller's own blocks
 // are hundreds of lines a second from any Go process and rarely what a
