@@ -82,7 +82,8 @@ type grpcCall struct {
 	// Stream: a server-streaming call of Watch instead, of this many
 	// replies SleepMs apart; CancelAfter: the caller cancels it after
 	// that many; Readers: the caller opens this many, the j-th's replies
-	// (j+1)*SleepMs apart, and a goroutine of its own reads each.
+	// (j+1)*SleepMs apart and its code Code+j, and a goroutine of its own
+	// reads each.
 	Stream      int `json:"stream,omitempty"`
 	CancelAfter int `json:"cancel_after,omitempty"`
 	Readers     int `json:"readers,omitempty"`
@@ -227,9 +228,12 @@ func checkGRPC(t *testing.T, bin string) {
 	// caller cancels (grpc's own goroutine may end it); two open at once
 	// on one goroutine, each read by another (their start is known by
 	// the stream, not by the goroutine). Each line the target says is
-	// one stream.
+	// one stream. All are opened by one goroutine, and each ends with a
+	// code of its own (OK, CANCELLED, RESOURCE_EXHAUSTED,
+	// FAILED_PRECONDITION), which tells their events apart however long
+	// a slow machine makes them.
 	var streams []*grpcCall
-	for i, c := range []*grpcCall{{Stream: 3, SleepMs: 60}, {Stream: 5, SleepMs: 120, CancelAfter: 1}, {Stream: 2, SleepMs: 80, Readers: 2}} {
+	for i, c := range []*grpcCall{{Stream: 3, SleepMs: 60}, {Stream: 5, SleepMs: 120, CancelAfter: 1}, {Stream: 2, SleepMs: 80, Readers: 2, Code: 8}} {
 		c.ID = 100 + i
 		send(c)
 		ids := []int{c.ID}
@@ -242,13 +246,13 @@ func checkGRPC(t *testing.T, bin string) {
 		for j, id := range ids {
 			s := *c
 			if c.Readers > 0 {
-				s.SleepMs = (j + 1) * c.SleepMs
+				s.SleepMs, s.Code = (j+1)*c.SleepMs, c.Code+j
 			}
 			raw, _ := json.Marshal(saidOf(id))
 			if err := json.Unmarshal(raw, &s.said); err != nil {
 				t.Fatal(err)
 			}
-			want := 0
+			want := s.Code
 			if c.CancelAfter > 0 {
 				want = 1 // codes.Canceled
 			}
@@ -310,9 +314,8 @@ func checkGRPC(t *testing.T, bin string) {
 
 	for _, e := range evs {
 		if e.Event == "attached" {
-			// It serves HTTP but makes no net/http round trip.
-			// The runtime-health features' limits (a stripped arm64
-			// binary has some: README) are not this test's.
+			// It serves HTTP but makes no net/http round trip. Other
+			// features' limits are not this test's.
 			want := []string{"no http_client_request and no downstream waits in http_request breakdowns: no function net/http.(*Transport).roundTrip"}
 			if got := requestLimits(e.Limits); fmt.Sprint(got) != fmt.Sprint(want) {
 				t.Errorf("attached limits %q, want %q", got, want)
@@ -434,11 +437,12 @@ func checkGRPC(t *testing.T, bin string) {
 	}
 }
 
-// checkGRPCStreams: each stream is one grpc_client_request on the
-// goroutine that opened it, whichever goroutine ended it, with its code,
-// lasting between what its server's handler measured (or, for the one
-// cancelled, the replies it waited for) and what its caller measured;
-// and each one not cancelled a grpc_request on its handler's goroutine.
+// checkGRPCStreams: each stream is one grpc_client_request with its code
+// on the goroutine that opened it, whichever goroutine ended it, lasting
+// between what its server's handler measured (or, for the one cancelled,
+// the replies it waited for) and what its caller measured; and each one
+// not cancelled a grpc_request with that code on its handler's
+// goroutine.
 func checkGRPCStreams(t *testing.T, streams []*grpcCall, watches []grpcEvent, dialTarget string) {
 	t.Helper()
 	if n := countGRPC(watches, "grpc_client_request"); n != len(streams) {
@@ -456,15 +460,16 @@ func checkGRPCStreams(t *testing.T, streams []*grpcCall, watches []grpcEvent, di
 		}
 		var mine []grpcEvent
 		for _, e := range watches {
-			if e.Event == "grpc_client_request" && e.Goid != nil && *e.Goid == c.said.ClientGoid && e.DurationNs >= least && e.DurationNs <= c.said.ClientNs {
+			if e.Event == "grpc_client_request" && e.Goid != nil && *e.Goid == c.said.ClientGoid && e.Code != nil && *e.Code == c.said.Code {
 				mine = append(mine, e)
 			}
 		}
 		if len(mine) != 1 {
-			t.Errorf("%s: %d grpc_client_request of Watch on goroutine %d lasting %v to %v; all of Watch: %+v", name, len(mine),
-				c.said.ClientGoid, time.Duration(least), time.Duration(c.said.ClientNs), watches)
-		} else if x := mine[0]; x.Service != "gonetscope.test.Echo" || x.Code == nil || *x.Code != c.said.Code || x.Target != dialTarget {
-			t.Errorf("%s: grpc_client_request %+v, want gonetscope.test.Echo/Watch code %d to %s", name, x, c.said.Code, dialTarget)
+			t.Errorf("%s: %d grpc_client_request of Watch with code %d on goroutine %d; all of Watch: %+v", name, len(mine),
+				c.said.Code, c.said.ClientGoid, watches)
+		} else if x := mine[0]; x.Service != "gonetscope.test.Echo" || x.Target != dialTarget || x.DurationNs < least || x.DurationNs > c.said.ClientNs {
+			t.Errorf("%s: grpc_client_request %+v, want gonetscope.test.Echo/Watch to %s lasting %v to %v", name, x, dialTarget,
+				time.Duration(least), time.Duration(c.said.ClientNs))
 		}
 		if c.CancelAfter > 0 {
 			continue // its trailer, with the handler's goroutine, never came
@@ -475,8 +480,9 @@ func checkGRPCStreams(t *testing.T, streams []*grpcCall, watches []grpcEvent, di
 				srv = append(srv, e)
 			}
 		}
-		if len(srv) != 1 || srv[0].Code == nil || *srv[0].Code != 0 || srv[0].DurationNs < c.said.HandlerNs || srv[0].DurationNs > c.said.ClientNs {
-			t.Errorf("%s: grpc_request on goroutine %d: %+v; want one, OK, between the handler's and the caller's time", name, c.said.ServerGoid, srv)
+		if len(srv) != 1 || srv[0].Code == nil || *srv[0].Code != c.said.Code || srv[0].DurationNs < c.said.HandlerNs || srv[0].DurationNs > c.said.ClientNs {
+			t.Errorf("%s: grpc_request on goroutine %d: %+v; want one, code %d, between the handler's and the caller's time", name,
+				c.said.ServerGoid, srv, c.said.Code)
 		}
 	}
 }

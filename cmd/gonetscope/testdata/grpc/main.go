@@ -70,8 +70,8 @@ type request struct {
 	// messages, SleepMs apart, then returns Code. CancelAfter: the
 	// caller cancels the call after it received that many. Readers: the
 	// caller opens this many such streams one after another (the j-th's
-	// messages (j+1)*SleepMs apart, its id ID*10+j), and a goroutine of
-	// its own reads each to its end.
+	// messages (j+1)*SleepMs apart, its code Code+j, its id ID*10+j), and
+	// a goroutine of its own reads each to its end.
 	Stream      int `json:"stream,omitempty"`
 	CancelAfter int `json:"cancel_after,omitempty"`
 	Readers     int `json:"readers,omitempty"`
@@ -387,7 +387,7 @@ func watch(cc *grpc.ClientConn, r request, local string) {
 			os.Exit(1)
 		}
 		rj := r
-		rj.SleepMs = (j + 1) * r.SleepMs
+		rj.SleepMs, rj.Code = (j+1)*r.SleepMs, r.Code+j
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
