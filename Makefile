@@ -75,7 +75,7 @@ HOOKS_debian-5.10 := auto,kprobe,tracepoint
 # at run time, some with other toolchains. TestGRPCRequests and
 # TestHTTPRequests run: their targets are in the payload (the latter's
 # builds with other toolchains are left to make test).
-VM_SKIP := ^(TestHTTP(Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC(Prometheus|OlderVersion)|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
+VM_SKIP := ^(TestHTTP(Chi|Diagnose|Prometheus|SchedStarved|Fanout|H2Downstream)|TestGRPC(Prometheus|OlderVersion|Diagnose)|TestTraceBuilds|TestTraceContainer|TestRefusesNonGo|TestGoroutine|TestMetrics|TestProfile|TestGoroutineGauge|TestListenMetrics|TestStress|TestConnectionBurst|TestExecInto|TestAcceptorStatusStripped|TestDistroGoServer|TestHeap|TestGC|TestDiagnose|TestReport|TestLeakScan|TestFDPressure|TestNoDeadline|TestContention)
 # Each gonetscope start takes 15-30 s under emulation, so to keep CI within
 # its time, 6.1 (amd64) runs the whole suite and the other kernels a named
 # subset: the exact attribution of connects, accepts and netpoll waits on
