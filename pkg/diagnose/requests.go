@@ -104,13 +104,7 @@ func readRequests(s *stream) (r requestsOf, any bool) {
 		// The last one covers the whole attach.
 		last := routes[len(routes)-1]
 		for _, rt := range last.Routes {
-			sv := served{name: rt.Method + " " + rt.Route, count: rt.Count, errs: rt.Status["5xx"], p99Gt: rt.P99GtNs, p99Le: rt.P99LeNs}
-			r.all = append(r.all, sv)
-			r.httpTotal += sv.count
-			r.http5xx += sv.errs
-			if sv.errs > r.worstHTTP.errs {
-				r.worstHTTP = sv
-			}
+			r.add(served{name: rt.Method + " " + rt.Route, count: rt.Count, errs: rt.Status["5xx"], p99Gt: rt.P99GtNs, p99Le: rt.P99LeNs})
 		}
 		r.httpTotal += last.OtherCount
 	}
@@ -122,16 +116,25 @@ func readRequests(s *stream) (r requestsOf, any bool) {
 			for _, c := range grpcServerErrors {
 				sv.errs += m.Codes[c]
 			}
-			r.all = append(r.all, sv)
-			r.grpcTotal += sv.count
-			r.grpcErrs += sv.errs
-			if sv.errs > r.worstGRPC.errs {
-				r.worstGRPC = sv
-			}
+			r.add(sv)
 		}
 		r.grpcTotal += last.OtherCount
 	}
 	return r, any
+}
+
+// add counts sv in its kind's totals.
+func (r *requestsOf) add(sv served) {
+	r.all = append(r.all, sv)
+	total, errs, worst := &r.httpTotal, &r.http5xx, &r.worstHTTP
+	if sv.grpc {
+		total, errs, worst = &r.grpcTotal, &r.grpcErrs, &r.worstGRPC
+	}
+	*total += sv.count
+	*errs += sv.errs
+	if sv.errs > worst.errs {
+		*worst = sv
+	}
 }
 
 // httpRequests: per route and gRPC method, the p99 of every request

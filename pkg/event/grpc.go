@@ -85,14 +85,10 @@ type GRPCMethods struct {
 type GRPCMethod struct {
 	// Service and Method split the full method "/pkg.Service/Method".
 	Service, Method string
-	Count           uint64
 	// ByCode counts the calls by status code name ("OK", "UNAVAILABLE",
 	// ...; "unread" where the kernel could not read it).
 	ByCode map[string]uint64
-	SumNs  uint64
-	// The percentiles lie in (Gt, Le] of the histogram's buckets; Le is 0
-	// when above the last bound (10 s).
-	P50GtNs, P50LeNs, P99GtNs, P99LeNs uint64
+	Latency
 }
 
 func (r *GRPCMethods) MarshalZerologObject(e *zerolog.Event) {
@@ -112,13 +108,6 @@ func (ms grpcMethods) MarshalZerologArray(a *zerolog.Array) {
 }
 
 func (m GRPCMethod) MarshalZerologObject(e *zerolog.Event) {
-	e.Str("service", m.Service).Str("method", m.Method).Uint64("count", m.Count)
-	e.Dict("codes", countsOf(m.ByCode)).Uint64("sum_ns", m.SumNs).Uint64("p50_gt_ns", m.P50GtNs)
-	if m.P50LeNs > 0 {
-		e.Uint64("p50_le_ns", m.P50LeNs)
-	}
-	e.Uint64("p99_gt_ns", m.P99GtNs)
-	if m.P99LeNs > 0 {
-		e.Uint64("p99_le_ns", m.P99LeNs)
-	}
+	e.Str("service", m.Service).Str("method", m.Method).Dict("codes", countsOf(m.ByCode))
+	m.Latency.marshal(e)
 }

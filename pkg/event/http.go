@@ -187,13 +187,29 @@ type HTTPRoutes struct {
 // HTTPRoute is one method and route of an HTTPRoutes.
 type HTTPRoute struct {
 	Method, Route string
-	Count         uint64
 	// ByClass counts the requests by status class: "2xx", "4xx", "5xx", ...
 	ByClass map[string]uint64
-	SumNs   uint64
-	// The percentiles lie in (Gt, Le] of the histogram's buckets; Le is 0
-	// when above the last bound (10 s).
+	Latency
+}
+
+// Latency is what the kernel's histograms say of one series of requests
+// (a route, a gRPC method): how many, their total time, and the buckets
+// their p50 and p99 lie in: (Gt, Le], Le 0 when above the last bound
+// (10 s).
+type Latency struct {
+	Count, SumNs                       uint64
 	P50GtNs, P50LeNs, P99GtNs, P99LeNs uint64
+}
+
+func (l Latency) marshal(e *zerolog.Event) {
+	e.Uint64("count", l.Count).Uint64("sum_ns", l.SumNs).Uint64("p50_gt_ns", l.P50GtNs)
+	if l.P50LeNs > 0 {
+		e.Uint64("p50_le_ns", l.P50LeNs)
+	}
+	e.Uint64("p99_gt_ns", l.P99GtNs)
+	if l.P99LeNs > 0 {
+		e.Uint64("p99_le_ns", l.P99LeNs)
+	}
 }
 
 func (r *HTTPRoutes) MarshalZerologObject(e *zerolog.Event) {
@@ -213,13 +229,6 @@ func (rs routes) MarshalZerologArray(a *zerolog.Array) {
 }
 
 func (r HTTPRoute) MarshalZerologObject(e *zerolog.Event) {
-	e.Str("method", r.Method).Str("route", r.Route).Uint64("count", r.Count)
-	e.Dict("status", countsOf(r.ByClass)).Uint64("sum_ns", r.SumNs).Uint64("p50_gt_ns", r.P50GtNs)
-	if r.P50LeNs > 0 {
-		e.Uint64("p50_le_ns", r.P50LeNs)
-	}
-	e.Uint64("p99_gt_ns", r.P99GtNs)
-	if r.P99LeNs > 0 {
-		e.Uint64("p99_le_ns", r.P99LeNs)
-	}
+	e.Str("method", r.Method).Str("route", r.Route).Dict("status", countsOf(r.ByClass))
+	r.Latency.marshal(e)
 }

@@ -25,22 +25,77 @@ func (r *requestTracing) writeRoutes(t *Tracer, sink Sink) error {
 	return r.writeGRPCMethods(t, sink)
 }
 
-// writeHTTPRoutes writes the http_routes events.
-func (r *requestTracing) writeHTTPRoutes(t *Tracer, sink Sink) error {
+// targetsWhere are the traced targets that has says yes to, by PID.
+func targetsWhere(t *Tracer, has func(pid int) bool) map[uint32]*target {
 	t.mu.Lock()
-	var tgs []*target
+	defer t.mu.Unlock()
+	tgs := map[uint32]*target{}
 	for pid, tg := range t.targets {
-		if r.rq.Attached(pid) {
-			tgs = append(tgs, tg)
+		if has(pid) {
+			tgs[uint32(pid)] = tg
 		}
 	}
-	t.mu.Unlock()
+	return tgs
+}
+
+// series sums a target's kernel histograms by key K (a route, a method):
+// each key's description V (what the event lists beside its latency),
+// count, time and buckets.
+type series[K comparable, V any] map[K]*seriesSum[V]
+
+type seriesSum[V any] struct {
+	v       V
+	lat     event.Latency
+	buckets []uint64
+}
+
+// add counts one histogram of k in; new makes k's V the first time.
+func (s series[K, V]) add(k K, new func() V, count, sumNs uint64, buckets []uint64) *V {
+	sum := s[k]
+	if sum == nil {
+		sum = &seriesSum[V]{v: new(), buckets: make([]uint64, len(buckets))}
+		s[k] = sum
+	}
+	sum.lat.Count += count
+	sum.lat.SumNs += sumNs
+	for i, n := range buckets {
+		sum.buckets[i] += n
+	}
+	return &sum.v
+}
+
+// top lists the series, each given its latency by with, the busiest
+// first (ties by less), cut at topRoutes: the rest as how many and their
+// count.
+func top[K comparable, V any](s series[K, V], with func(V, event.Latency) V, less func(a, b V) int) (list []V, other int, otherCount uint64) {
+	type item struct {
+		v V
+		n uint64
+	}
+	var items []item
+	for _, sum := range s {
+		l := sum.lat
+		l.P50GtNs, l.P50LeNs = requests.Percentile(sum.buckets, 0.5)
+		l.P99GtNs, l.P99LeNs = requests.Percentile(sum.buckets, 0.99)
+		items = append(items, item{with(sum.v, l), l.Count})
+	}
+	slices.SortFunc(items, func(a, b item) int { return cmp.Or(cmp.Compare(b.n, a.n), less(a.v, b.v)) })
+	for i, it := range items {
+		if i < topRoutes {
+			list = append(list, it.v)
+		} else {
+			other++
+			otherCount += it.n
+		}
+	}
+	return list, other, otherCount
+}
+
+// writeHTTPRoutes writes the http_routes events.
+func (r *requestTracing) writeHTTPRoutes(t *Tracer, sink Sink) error {
+	tgs := targetsWhere(t, r.rq.Attached)
 	if len(tgs) == 0 {
 		return nil
-	}
-	want := map[uint32]*target{}
-	for _, tg := range tgs {
-		want[uint32(tg.proc.PID)] = tg
 	}
 	// Read without deleting: the metrics' scrape deletes what is no
 	// longer traced.
@@ -49,47 +104,26 @@ func (r *requestTracing) writeHTTPRoutes(t *Tracer, sink Sink) error {
 		return nil
 	}
 	type key struct{ method, route string }
-	byPID := map[uint32]map[key]*event.HTTPRoute{}
-	buckets := map[uint32]map[key][]uint64{}
+	byPID := map[uint32]series[key, event.HTTPRoute]{}
 	for _, h := range hists {
-		if h.Client || want[h.PID] == nil {
+		if h.Client || tgs[h.PID] == nil {
 			continue
 		}
 		if byPID[h.PID] == nil {
-			byPID[h.PID], buckets[h.PID] = map[key]*event.HTTPRoute{}, map[key][]uint64{}
+			byPID[h.PID] = series[key, event.HTTPRoute]{}
 		}
-		k := key{h.Method, h.Route}
-		rt := byPID[h.PID][k]
-		if rt == nil {
-			rt = &event.HTTPRoute{Method: h.Method, Route: h.Route, ByClass: map[string]uint64{}}
-			byPID[h.PID][k] = rt
-			buckets[h.PID][k] = make([]uint64, len(h.Buckets))
-		}
-		rt.Count += h.Count
-		rt.SumNs += h.SumNs
+		rt := byPID[h.PID].add(key{h.Method, h.Route}, func() event.HTTPRoute {
+			return event.HTTPRoute{Method: h.Method, Route: h.Route, ByClass: map[string]uint64{}}
+		}, h.Count, h.SumNs, h.Buckets)
 		rt.ByClass[requests.StatusClass(h.Status)] += h.Count
-		for i, n := range h.Buckets {
-			buckets[h.PID][k][i] += n
-		}
 	}
-	for _, tg := range tgs {
-		pid := uint32(tg.proc.PID)
+	for pid, tg := range tgs {
 		ev := &event.HTTPRoutes{Header: controlHeader("http_routes", tg), SinceNs: uint64(time.Since(tg.since))}
-		for k, rt := range byPID[pid] {
-			rt.P50GtNs, rt.P50LeNs = requests.Percentile(buckets[pid][k], 0.5)
-			rt.P99GtNs, rt.P99LeNs = requests.Percentile(buckets[pid][k], 0.99)
-			ev.Routes = append(ev.Routes, *rt)
-		}
-		slices.SortFunc(ev.Routes, func(a, b event.HTTPRoute) int {
-			return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method))
-		})
-		if len(ev.Routes) > topRoutes {
-			for _, rt := range ev.Routes[topRoutes:] {
-				ev.OtherRoutes++
-				ev.OtherCount += rt.Count
-			}
-			ev.Routes = ev.Routes[:topRoutes]
-		}
+		ev.Routes, ev.OtherRoutes, ev.OtherCount = top(byPID[pid],
+			func(rt event.HTTPRoute, l event.Latency) event.HTTPRoute { rt.Latency = l; return rt },
+			func(a, b event.HTTPRoute) int {
+				return cmp.Or(cmp.Compare(a.Route, b.Route), cmp.Compare(a.Method, b.Method))
+			})
 		if err := sink.Write(ev); err != nil {
 			return err
 		}
@@ -99,65 +133,40 @@ func (r *requestTracing) writeHTTPRoutes(t *Tracer, sink Sink) error {
 
 // writeGRPCMethods writes the grpc_methods events.
 func (r *requestTracing) writeGRPCMethods(t *Tracer, sink Sink) error {
-	t.mu.Lock()
-	want := map[uint32]*target{}
-	for pid, tg := range t.targets {
-		if r.rq.ServesGRPC(pid) {
-			want[uint32(pid)] = tg
-		}
-	}
-	t.mu.Unlock()
-	if len(want) == 0 {
+	tgs := targetsWhere(t, r.rq.ServesGRPC)
+	if len(tgs) == 0 {
 		return nil
 	}
 	hists, err := r.rq.GRPCHists(func(uint32) bool { return true })
 	if err != nil {
 		return nil
 	}
-	byPID := map[uint32]map[string]*event.GRPCMethod{}
-	buckets := map[uint32]map[string][]uint64{}
+	byPID := map[uint32]series[string, event.GRPCMethod]{}
 	for _, h := range hists {
-		if h.Client || want[h.PID] == nil {
+		if h.Client || tgs[h.PID] == nil {
 			continue
 		}
 		if byPID[h.PID] == nil {
-			byPID[h.PID], buckets[h.PID] = map[string]*event.GRPCMethod{}, map[string][]uint64{}
+			byPID[h.PID] = series[string, event.GRPCMethod]{}
 		}
-		m := byPID[h.PID][h.Method]
-		if m == nil {
-			m = &event.GRPCMethod{ByCode: map[string]uint64{}}
+		m := byPID[h.PID].add(h.Method, func() event.GRPCMethod {
+			m := event.GRPCMethod{ByCode: map[string]uint64{}}
 			m.Service, m.Method = requests.SplitGRPCMethod(h.Method)
-			byPID[h.PID][h.Method] = m
-			buckets[h.PID][h.Method] = make([]uint64, len(h.Buckets))
-		}
-		m.Count += h.Count
-		m.SumNs += h.SumNs
+			return m
+		}, h.Count, h.SumNs, h.Buckets)
 		code := requests.GRPCCodeName(h.Code)
 		if code == "" {
 			code = "unread"
 		}
 		m.ByCode[code] += h.Count
-		for i, n := range h.Buckets {
-			buckets[h.PID][h.Method][i] += n
-		}
 	}
-	for pid, tg := range want {
+	for pid, tg := range tgs {
 		ev := &event.GRPCMethods{Header: controlHeader("grpc_methods", tg), SinceNs: uint64(time.Since(tg.since))}
-		for full, m := range byPID[pid] {
-			m.P50GtNs, m.P50LeNs = requests.Percentile(buckets[pid][full], 0.5)
-			m.P99GtNs, m.P99LeNs = requests.Percentile(buckets[pid][full], 0.99)
-			ev.Methods = append(ev.Methods, *m)
-		}
-		slices.SortFunc(ev.Methods, func(a, b event.GRPCMethod) int {
-			return cmp.Or(cmp.Compare(b.Count, a.Count), cmp.Compare(a.Service, b.Service), cmp.Compare(a.Method, b.Method))
-		})
-		if len(ev.Methods) > topRoutes {
-			for _, m := range ev.Methods[topRoutes:] {
-				ev.OtherMethods++
-				ev.OtherCount += m.Count
-			}
-			ev.Methods = ev.Methods[:topRoutes]
-		}
+		ev.Methods, ev.OtherMethods, ev.OtherCount = top(byPID[pid],
+			func(m event.GRPCMethod, l event.Latency) event.GRPCMethod { m.Latency = l; return m },
+			func(a, b event.GRPCMethod) int {
+				return cmp.Or(cmp.Compare(a.Service, b.Service), cmp.Compare(a.Method, b.Method))
+			})
 		if err := sink.Write(ev); err != nil {
 			return err
 		}
